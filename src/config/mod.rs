@@ -1,0 +1,5 @@
+//! The configuration contract: `dispatch.cfg` rules, `.netrc` credentials, placeholders.
+
+pub mod secret;
+
+pub use secret::Secret;
