@@ -6,3 +6,5 @@
 //! events and never talk to hosts themselves.
 
 pub mod config;
+pub mod plan;
+pub mod ui;

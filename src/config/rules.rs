@@ -1,0 +1,539 @@
+//! Rules: the typed, validated sections of `dispatch.cfg`.
+//!
+//! Each section other than `[DEFAULT]` is a rule whose name is a regex that must match the
+//! whole bundle file name. `[DEFAULT]` keys apply to every rule that does not set them.
+//! Validation reports every problem with its file and line; a rule with problems is left
+//! out, so one bad rule cannot hide the errors of another.
+
+use super::diagnostic::Diagnostic;
+use super::hosts::{HostSpec, parse_hosts, parse_port};
+use super::ini::{RawEntry, RawSection};
+use super::secret::Secret;
+use super::template::{Template, nearest};
+use indexmap::IndexMap;
+use regex::Regex;
+use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every key a rule may set, with the one-line meaning shown by `--check` suggestions and
+/// kept in step with the README's key reference.
+pub const KEYS: &[(&str, &str)] = &[
+    ("host", "hosts to ship to: `name`, `name:port`, `[v6addr]:port`, separated by commas or spaces (required)"),
+    ("port", "port for every host without its own `:port` (default 21 for ftp/ftps, 22 for scp/sftp)"),
+    ("protocol", "ftp, ftps, scp, sftp or local (default scp)"),
+    ("login", "user name (else netrc, else `anonymous` for ftp/ftps, the current user otherwise)"),
+    ("password", "password (else netrc); never shown"),
+    ("account", "FTP account for ACCT (else netrc)"),
+    ("dest_dir", "remote directory (default `~/newcx/{timestamp}`; `~/` is the login's home)"),
+    ("pre", "command run on the host before the upload"),
+    ("upgrade", "command run on the host after the upload"),
+    ("post", "command run on the host after the upgrade"),
+    ("health", "command (or http(s) URL) that must succeed after the upgrade"),
+    ("rollback", "command run on the host when a step after the upload fails"),
+    ("timeout", "network and step timeout: seconds, or `90s`, `5m`, `1h` (default 30s)"),
+    ("retries", "upload attempts after the first on a transient error (default 3)"),
+    ("parallel", "hosts worked on at once (default 32)"),
+    ("canary", "first N hosts go alone; the rest start only if they all succeed (default 0)"),
+    ("max_fail", "after this many failed hosts no new host starts (default: no limit)"),
+    ("key", "SSH private key file (`~/` is your home; relative to the config file)"),
+    ("host_key", "`strict` (default: unknown hosts refused) or `accept-new`"),
+    ("notify", "http(s) URL that receives a JSON summary when a dispatch ends"),
+    ("ssh_port", "SSH port for the commands of ftp/ftps rules (default 22)"),
+    ("tls_verify", "ftps: verify the server certificate (default yes)"),
+    ("tls_ca", "ftps: PEM file of a CA (or self-signed certificate) to trust"),
+];
+
+/// Placeholders every rule has; a named capture may not reuse these names.
+pub const BUILTIN_PLACEHOLDERS: &[&str] = &["bundle", "stem", "host", "rule", "timestamp", "date"];
+/// Placeholders only commands have: they name where the upload landed.
+pub const COMMAND_PLACEHOLDERS: &[&str] = &["path", "dir"];
+
+const DEFAULT_DEST_DIR: &str = "~/newcx/{timestamp}";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Ftp,
+    Ftps,
+    Scp,
+    Sftp,
+    Local,
+}
+
+impl Protocol {
+    pub fn parse(text: &str) -> Option<Protocol> {
+        Some(match text.to_ascii_lowercase().as_str() {
+            "ftp" => Protocol::Ftp,
+            "ftps" => Protocol::Ftps,
+            "scp" => Protocol::Scp,
+            "sftp" => Protocol::Sftp,
+            "local" => Protocol::Local,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ftp => "ftp",
+            Protocol::Ftps => "ftps",
+            Protocol::Scp => "scp",
+            Protocol::Sftp => "sftp",
+            Protocol::Local => "local",
+        }
+    }
+
+    /// The port used when neither the host nor the rule names one.
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            Protocol::Ftp | Protocol::Ftps => Some(21),
+            Protocol::Scp | Protocol::Sftp => Some(22),
+            Protocol::Local => None,
+        }
+    }
+
+    pub fn is_ftp(self) -> bool {
+        matches!(self, Protocol::Ftp | Protocol::Ftps)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    Strict,
+    AcceptNew,
+}
+
+/// The commands a rule may run on a host, in the order a job runs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Commands<T> {
+    pub pre: Option<T>,
+    pub upgrade: Option<T>,
+    pub post: Option<T>,
+    pub health: Option<T>,
+    pub rollback: Option<T>,
+}
+
+impl<T> Commands<T> {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Option<&T>)> {
+        [
+            ("pre", self.pre.as_ref()),
+            ("upgrade", self.upgrade.as_ref()),
+            ("post", self.post.as_ref()),
+            ("health", self.health.as_ref()),
+            ("rollback", self.rollback.as_ref()),
+        ]
+        .into_iter()
+    }
+
+    pub fn try_map<U, E>(&self, mut f: impl FnMut(&T) -> Result<U, E>) -> Result<Commands<U>, E> {
+        let mut g = |o: &Option<T>| o.as_ref().map(&mut f).transpose();
+        Ok(Commands {
+            pre: g(&self.pre)?,
+            upgrade: g(&self.upgrade)?,
+            post: g(&self.post)?,
+            health: g(&self.health)?,
+            rollback: g(&self.rollback)?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().all(|(_, c)| c.is_none())
+    }
+}
+
+/// One validated rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The section name: the regex, exactly as written.
+    pub name: String,
+    /// Line of the section header.
+    pub line: usize,
+    /// `name` anchored to match the whole bundle file name.
+    pub regex: Regex,
+    pub hosts: Vec<HostSpec>,
+    pub port: Option<u16>,
+    pub protocol: Protocol,
+    pub login: Option<String>,
+    pub password: Option<Secret>,
+    pub account: Option<String>,
+    pub dest_dir: Template,
+    pub commands: Commands<Template>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub parallel: usize,
+    pub canary: usize,
+    pub max_fail: Option<usize>,
+    pub key: Option<PathBuf>,
+    pub host_key: HostKeyPolicy,
+    pub notify: Option<String>,
+    pub ssh_port: u16,
+    pub tls_verify: bool,
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Rule {
+    /// The port for `host`: its own `:port`, else the rule's `port`, else the protocol's.
+    pub fn port_for(&self, host: &HostSpec) -> Option<u16> {
+        host.port.or(self.port).or(self.protocol.default_port())
+    }
+
+    /// Names of the regex's named capture groups, in order.
+    pub fn capture_names(&self) -> impl Iterator<Item = &str> {
+        self.regex.capture_names().flatten()
+    }
+}
+
+/// A raw value with the line it came from (the rule's own, or `[DEFAULT]`'s).
+#[derive(Debug, Clone)]
+struct Located<'a> {
+    value: &'a str,
+    line: usize,
+}
+
+/// Parses `30`, `30s`, `5m`, `1h`: a whole number of seconds, minutes or hours, above zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (num, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let mult = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => 0,
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 && mult > 0 => Ok(Duration::from_secs(n.saturating_mul(mult))),
+        _ => Err(format!(
+            "bad duration `{text}`: write a whole number of seconds, or e.g. `90s`, `5m`, `1h`"
+        )),
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Ok(true),
+        "no" | "false" | "off" | "0" => Ok(false),
+        _ => Err(format!("bad value `{text}`: write `yes` or `no`")),
+    }
+}
+
+fn parse_count(text: &str, min: usize, max: usize) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("bad number `{text}`: write a whole number from {min} to {max}")),
+    }
+}
+
+/// Resolves a file path from the config: `~/` is the user's home, a relative path is
+/// relative to the config file's directory (so the config works from any directory).
+pub fn resolve_path(value: &str, config_file: &Path) -> PathBuf {
+    if let Some(rest) = value.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let p = PathBuf::from(value);
+    if p.is_absolute() {
+        p
+    } else {
+        config_file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(p)
+    }
+}
+
+/// Builds the rules from the raw sections. Errors and warnings go to `diags`.
+pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<Rule> {
+    let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    for entry in sections.iter().flat_map(|s| &s.entries) {
+        if !known.contains(&entry.key.as_str()) {
+            let mut d = Diagnostic::error(file, Some(entry.line), format!("unknown key `{}`", entry.key));
+            d = match nearest(&entry.key, known.iter().copied()) {
+                Some(k) => d.hint(format!("did you mean `{k}`?")),
+                None => d.hint(format!("known keys: {}", known.join(", "))),
+            };
+            diags.push(d);
+        }
+    }
+    let defaults: Vec<&RawEntry> = sections
+        .iter()
+        .filter(|s| s.name == "DEFAULT")
+        .flat_map(|s| &s.entries)
+        .collect();
+    let mut rules = Vec::new();
+    for section in sections.iter().filter(|s| s.name != "DEFAULT") {
+        let mut merged: IndexMap<&str, Located> = IndexMap::new();
+        for e in defaults.iter().copied().chain(&section.entries) {
+            if let Some(value) = &e.value {
+                merged.insert(&e.key, Located { value, line: e.line });
+            } else {
+                // An empty value means "not set", also over a [DEFAULT] value.
+                merged.shift_remove(e.key.as_str());
+            }
+        }
+        let before = diags.len();
+        let rule = build_rule(section, &merged, file, diags);
+        if diags[before..].iter().all(|d| !d.is_error()) {
+            rules.extend(rule);
+        }
+    }
+    // A bad [DEFAULT] value is reported once, not once per rule.
+    let mut seen = std::collections::HashSet::new();
+    diags.retain(|d| seen.insert((d.line, d.message.clone())));
+    diags.extend(shadow_warnings(&rules, file));
+    rules
+}
+
+fn build_rule(
+    section: &RawSection,
+    merged: &IndexMap<&str, Located>,
+    file: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Rule> {
+    let sect = &section.name;
+    let mut err = |line: usize, msg: String, hint: &str| {
+        let d = Diagnostic::error(file, Some(line), msg);
+        diags.push(if hint.is_empty() { d } else { d.hint(hint) });
+    };
+
+    let regex = match Regex::new(sect) {
+        Ok(_) => match Regex::new(&format!("^(?:{sect})$")) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                err(section.line, format!("invalid regex `[{sect}]`: {e}"), "");
+                None
+            }
+        },
+        Err(e) => {
+            err(
+                section.line,
+                format!("invalid regex in section name `[{sect}]`:\n{e}"),
+                "a section name is a Rust regex matched against the whole bundle file name; escape literal dots as `\\.`",
+            );
+            None
+        }
+    };
+    if let Some(re) = &regex {
+        for name in re.capture_names().flatten() {
+            if BUILTIN_PLACEHOLDERS.contains(&name) || COMMAND_PLACEHOLDERS.contains(&name) {
+                err(
+                    section.line,
+                    format!("capture group `{name}` in `[{sect}]` has the name of a built-in placeholder"),
+                    &format!("rename the group, e.g. `(?P<{name}_>…)`"),
+                );
+            }
+        }
+    }
+
+    let get = |k: &str| merged.get(k).cloned();
+
+    let hosts = match get("host") {
+        None => {
+            err(
+                section.line,
+                format!("rule `[{sect}]` has no `host`"),
+                "add `host = NAME` to the rule (or to [DEFAULT])",
+            );
+            None
+        }
+        Some(l) => match parse_hosts(l.value) {
+            Ok(h) => Some(h),
+            Err(errors) => {
+                for e in errors {
+                    err(l.line, format!("bad `host`: {e}"), "");
+                }
+                None
+            }
+        },
+    };
+
+    let protocol = match get("protocol") {
+        None => Some(Protocol::Scp),
+        Some(l) => Protocol::parse(l.value).or_else(|| {
+            err(
+                l.line,
+                format!("bad protocol `{}`", l.value),
+                "use one of ftp, ftps, scp, sftp, local",
+            );
+            None
+        }),
+    };
+
+    macro_rules! typed {
+        ($key:expr, $parse:expr, $default:expr) => {
+            match get($key) {
+                None => Some($default),
+                Some(l) => match $parse(l.value) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        err(l.line, format!("bad `{}`: {}", $key, e), "");
+                        None
+                    }
+                },
+            }
+        };
+    }
+    let port = typed!("port", |v| parse_port(v).map(Some), None);
+    let ssh_port = typed!("ssh_port", parse_port, 22);
+    let timeout = typed!("timeout", parse_duration, Duration::from_secs(30));
+    let retries = typed!("retries", |v| parse_count(v, 0, 100).map(|n| n as u32), 3);
+    let parallel = typed!("parallel", |v| parse_count(v, 1, 4096), 32);
+    let canary = typed!("canary", |v| parse_count(v, 0, 4096), 0);
+    let max_fail = typed!("max_fail", |v| parse_count(v, 1, 1 << 20).map(Some), None);
+    let tls_verify = typed!("tls_verify", parse_bool, true);
+    let host_key = typed!(
+        "host_key",
+        |v: &str| match v.to_ascii_lowercase().as_str() {
+            "strict" => Ok(HostKeyPolicy::Strict),
+            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
+            _ => Err(format!("`{v}`: use `strict` or `accept-new`")),
+        },
+        HostKeyPolicy::Strict
+    );
+    let notify = typed!(
+        "notify",
+        |v: &str| if v.starts_with("http://") || v.starts_with("https://") {
+            Ok(Some(v.to_owned()))
+        } else {
+            Err(format!("`{v}` is not an http:// or https:// URL"))
+        },
+        None
+    );
+
+    // Placeholders: built-ins and the rule's captures everywhere, {path}/{dir} in commands.
+    let captures: Vec<String> = regex
+        .iter()
+        .flat_map(|r| r.capture_names().flatten().map(str::to_owned))
+        .collect();
+    let mut template = |key: &str, in_command: bool| -> Option<Option<Template>> {
+        let l = match get(key) {
+            Some(l) => l,
+            None if key == "dest_dir" => Located { value: DEFAULT_DEST_DIR, line: section.line },
+            None => return Some(None),
+        };
+        let t = Template::parse(l.value);
+        let mut known: Vec<&str> = BUILTIN_PLACEHOLDERS.to_vec();
+        known.extend(captures.iter().map(String::as_str));
+        if in_command {
+            known.extend(COMMAND_PLACEHOLDERS);
+        }
+        let mut ok = true;
+        for p in t.placeholders() {
+            if known.contains(&p) {
+                continue;
+            }
+            ok = false;
+            let hint = if !in_command && COMMAND_PLACEHOLDERS.contains(&p) {
+                format!("`{{{p}}}` is only known in commands, after the upload")
+            } else {
+                match nearest(p, known.iter().copied()) {
+                    Some(n) => format!("did you mean `{{{n}}}`? (write `{{{{` for a literal brace)"),
+                    None => format!(
+                        "known placeholders here: {}",
+                        known.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(" ")
+                    ),
+                }
+            };
+            err(l.line, format!("unknown placeholder `{{{p}}}` in `{key}`"), &hint);
+        }
+        ok.then_some(Some(t))
+    };
+    let dest_dir = template("dest_dir", false).flatten();
+    let pre = template("pre", true);
+    let upgrade = template("upgrade", true);
+    let post = template("post", true);
+    let health = template("health", true);
+    let rollback = template("rollback", true);
+
+    let path_key = |k: &str| get(k).map(|l| resolve_path(l.value, file));
+
+    Some(Rule {
+        name: sect.clone(),
+        line: section.line,
+        regex: regex?,
+        hosts: hosts?,
+        port: port?,
+        protocol: protocol?,
+        login: get("login").map(|l| l.value.to_owned()),
+        password: get("password").map(|l| Secret::new(l.value)),
+        account: get("account").map(|l| l.value.to_owned()),
+        dest_dir: dest_dir?,
+        commands: Commands {
+            pre: pre?,
+            upgrade: upgrade?,
+            post: post?,
+            health: health?,
+            rollback: rollback?,
+        },
+        timeout: timeout?,
+        retries: retries?,
+        parallel: parallel?,
+        canary: canary?,
+        max_fail: max_fail?,
+        key: path_key("key"),
+        host_key: host_key?,
+        notify: notify?,
+        ssh_port: ssh_port?,
+        tls_verify: tls_verify?,
+        tls_ca: path_key("tls_ca"),
+    })
+}
+
+/// Strips the anchors a user may write although rules always match the whole name.
+fn unanchored(src: &str) -> &str {
+    let s = src.strip_prefix('^').unwrap_or(src);
+    match s.strip_suffix('$') {
+        Some(t) if !t.ends_with('\\') => t,
+        _ => s,
+    }
+}
+
+/// The one name a regex matches, when it is a plain literal.
+fn literal(src: &str) -> Option<String> {
+    let hir = regex_syntax::parse(unanchored(src)).ok()?;
+    match hir.kind() {
+        regex_syntax::hir::HirKind::Literal(lit) => String::from_utf8(lit.0.to_vec()).ok(),
+        _ => None,
+    }
+}
+
+/// Whether every name `later` matches is matched by `earlier` — where that is decidable
+/// cheaply: the same regex up to anchors, a literal the earlier rule matches, or an earlier
+/// rule that matches anything.
+fn shadows(earlier: &Rule, later: &Rule) -> bool {
+    let (e, l) = (unanchored(&earlier.name), unanchored(&later.name));
+    if e == l || matches!(e, ".*" | ".+" | "(.*)" | "(.+)" | "(?s).*" | "(?s).+") {
+        return true;
+    }
+    literal(&later.name).is_some_and(|lit| earlier.regex.is_match(&lit))
+}
+
+fn shadow_warnings(rules: &[Rule], file: &Path) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (j, later) in rules.iter().enumerate() {
+        if let Some(earlier) = rules[..j].iter().find(|e| shadows(e, later)) {
+            out.push(
+                Diagnostic::warning(
+                    file,
+                    Some(later.line),
+                    format!(
+                        "rule `[{}]` never matches: rule `[{}]` (line {}) matches every name it does, and the first match wins",
+                        later.name, earlier.name, earlier.line
+                    ),
+                )
+                .hint("move the more specific rule first, or delete one"),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,211 @@
+//! Placeholders in `dest_dir` and commands: `{bundle}`, `{host}`, named captures, ….
+//!
+//! Commands are shell text, and shell text is full of braces (`${HOME}`, `awk '{print $1}'`,
+//! `{a,b}`), so only `{identifier}` is a placeholder; `${…}` is left to the shell, `{{` and
+//! `}}` write a literal brace, and any other brace is literal. Placeholders are checked
+//! when the config loads (an unknown one is an error naming the nearest known one) and
+//! values are shell-quoted when they are put into a command, so a bundle named
+//! `x;reboot.tgz` can never inject a command.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Var(String),
+}
+
+/// A parsed `dest_dir` or command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+/// Values for placeholders, by name.
+pub type Vars = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("placeholder `{{{0}}}` has no value here")]
+    Missing(String),
+    #[error("the value of `{{{0}}}` contains a NUL byte and cannot be put into a shell command")]
+    Unquotable(String),
+}
+
+fn is_ident_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+impl Template {
+    /// Parses `source`. This cannot fail: text that is not a placeholder is literal.
+    pub fn parse(source: &str) -> Template {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let chars: Vec<char> = source.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                '{' if chars.get(i + 1) == Some(&'{') => {
+                    text.push('{');
+                    i += 2;
+                }
+                '}' if chars.get(i + 1) == Some(&'}') => {
+                    text.push('}');
+                    i += 2;
+                }
+                '$' if chars.get(i + 1) == Some(&'{') => {
+                    // `${…}` belongs to the shell: copy through to its closing brace.
+                    let end = chars[i..]
+                        .iter()
+                        .position(|&c| c == '}')
+                        .map_or(chars.len(), |p| i + p + 1);
+                    text.extend(&chars[i..end]);
+                    i = end;
+                }
+                '{' if chars.get(i + 1).copied().is_some_and(is_ident_start) => {
+                    let len = chars[i + 1..].iter().take_while(|&&c| is_ident(c)).count();
+                    if chars.get(i + 1 + len) == Some(&'}') {
+                        if !text.is_empty() {
+                            parts.push(Part::Text(std::mem::take(&mut text)));
+                        }
+                        parts.push(Part::Var(chars[i + 1..i + 1 + len].iter().collect()));
+                        i += len + 2;
+                    } else {
+                        text.push(c);
+                        i += 1;
+                    }
+                }
+                _ => {
+                    text.push(c);
+                    i += 1;
+                }
+            }
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Template {
+            source: source.to_owned(),
+            parts,
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The placeholder names used, in order of appearance.
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Fills in the placeholders as they are (for paths).
+    pub fn render_plain(&self, vars: &Vars) -> Result<String, RenderError> {
+        self.render(vars, false)
+    }
+
+    /// Fills in the placeholders shell-quoted (for commands run by `sh -c`).
+    pub fn render_shell(&self, vars: &Vars) -> Result<String, RenderError> {
+        self.render(vars, true)
+    }
+
+    fn render(&self, vars: &Vars, quote: bool) -> Result<String, RenderError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Var(name) => {
+                    let value = vars
+                        .get(name)
+                        .ok_or_else(|| RenderError::Missing(name.clone()))?;
+                    if quote {
+                        let quoted = shlex::try_quote(value)
+                            .map_err(|_| RenderError::Unquotable(name.clone()))?;
+                        out.push_str(&quoted);
+                    } else {
+                        out.push_str(value);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The nearest of `known` to `word`, when one is close enough to be a likely typo.
+pub fn nearest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), k))
+        .filter(|&(d, k)| d <= 2.max(k.len() / 3))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn placeholders_and_shell_braces() {
+        let t = Template::parse("tar xf {path} -C ${HOME}/{stem} && awk '{print $1}' {{x}} {a,b} {1}");
+        assert_eq!(t.placeholders().collect::<Vec<_>>(), ["path", "stem"]);
+        let out = t
+            .render_shell(&vars(&[("path", "/a b/x.tgz"), ("stem", "x")]))
+            .unwrap();
+        assert_eq!(
+            out,
+            "tar xf '/a b/x.tgz' -C ${HOME}/x && awk '{print $1}' {x} {a,b} {1}"
+        );
+    }
+
+    #[test]
+    fn shell_values_cannot_inject() {
+        let t = Template::parse("echo {bundle}");
+        for evil in ["x;reboot.tgz", "$(reboot)", "a'b", "`id`", "a\nb", ""] {
+            let out = t.render_shell(&vars(&[("bundle", evil)])).unwrap();
+            let words = shlex::split(&out).unwrap();
+            assert_eq!(words, ["echo", evil], "for {evil:?}: {out}");
+        }
+        let nul = t.render_shell(&vars(&[("bundle", "a\0b")]));
+        assert_eq!(nul, Err(RenderError::Unquotable("bundle".into())));
+    }
+
+    #[test]
+    fn plain_render_and_missing() {
+        let t = Template::parse("~/newcx/{timestamp}");
+        assert_eq!(
+            t.render_plain(&vars(&[("timestamp", "20261121_101500")])).unwrap(),
+            "~/newcx/20261121_101500"
+        );
+        assert_eq!(
+            t.render_plain(&Vars::new()),
+            Err(RenderError::Missing("timestamp".into()))
+        );
+    }
+
+    #[test]
+    fn nearest_suggests_typos_only() {
+        let known = ["host", "login", "password", "dest_dir"];
+        assert_eq!(nearest("hots", known), Some("host"));
+        assert_eq!(nearest("pasword", known), Some("password"));
+        assert_eq!(nearest("destdir", known), Some("dest_dir"));
+        assert_eq!(nearest("zzzzzzz", known), None);
+    }
+}

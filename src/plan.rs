@@ -1,0 +1,373 @@
+//! Bundle name -> [`Plan`]: which rule, which hosts, with which credentials, where, and
+//! which commands. Pure: it reads nothing but the config and netrc already loaded.
+
+use crate::config::rules::{Commands, Protocol, Rule};
+use crate::config::template::{RenderError, Vars};
+use crate::config::{Config, HostSpec, Netrc, Secret};
+use indexmap::IndexMap;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Where a credential came from. The plan shows this, never the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The rule (or `[DEFAULT]`) in dispatch.cfg.
+    Config,
+    /// The `.netrc` file.
+    Netrc,
+    /// Neither: `anonymous` for FTP, the current OS user otherwise.
+    Default,
+}
+
+/// One `{timestamp}` per dispatch, the same for every host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// `YYYYmmdd_HHMMSS`, local time.
+    pub timestamp: String,
+    /// `YYYYmmdd`.
+    pub date: String,
+}
+
+impl Stamp {
+    pub fn now() -> Stamp {
+        let now = chrono::Local::now();
+        Stamp {
+            timestamp: now.format("%Y%m%d_%H%M%S").to_string(),
+            date: now.format("%Y%m%d").to_string(),
+        }
+    }
+
+    /// A pinned timestamp (`--timestamp`), so a plan can be reproduced.
+    pub fn parse(text: &str) -> Option<Stamp> {
+        chrono::NaiveDateTime::parse_from_str(text, "%Y%m%d_%H%M%S")
+            .ok()
+            .map(|t| Stamp {
+                timestamp: t.format("%Y%m%d_%H%M%S").to_string(),
+                date: t.format("%Y%m%d").to_string(),
+            })
+    }
+}
+
+/// One host of a plan, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: HostSpec,
+    /// Effective port: the host's, the rule's, or the protocol default (none for local).
+    pub port: Option<u16>,
+    pub protocol: Protocol,
+    pub creds: Credentials,
+    /// Relative paths are relative to the login's home directory.
+    pub dest_dir: String,
+    pub remote_path: String,
+    /// Rendered, placeholders shell-quoted.
+    pub commands: Commands<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub bundle: String,
+    pub rule: Rule,
+    /// Named captures in group order; `None` for a group that did not take part.
+    pub captures: IndexMap<String, Option<String>>,
+    pub stamp: Stamp,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no rule matches `{bundle}` (tried, in order: {})\n  help: add a rule whose regex matches the whole file name, or rename the bundle", tried.iter().map(|t| format!("[{t}]")).collect::<Vec<_>>().join(", "))]
+    NoRule { bundle: String, tried: Vec<String> },
+    #[error("`{name}` is not a usable bundle file name: {why}")]
+    BadName { name: String, why: String },
+    #[error("{file}:{line}: rule `[{rule}]`, host {host}: {why}")]
+    Render {
+        file: PathBuf,
+        line: usize,
+        rule: String,
+        host: String,
+        why: String,
+    },
+}
+
+/// The archive extensions `{stem}` drops, longest first so `.tar.gz` beats `.gz`.
+const ARCHIVE_EXTS: &[&str] = &[
+    ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tgz", ".tbz2", ".tbz", ".txz", ".tzst",
+    ".tar", ".zip", ".gz", ".bz2", ".xz", ".zst", ".7z", ".jar", ".war", ".ear", ".rpm",
+    ".deb", ".apk",
+];
+
+/// The bundle name without its archive extension: `app-1.4.2.tar.gz` -> `app-1.4.2`. A
+/// name with no known archive extension is its own stem.
+pub fn stem(bundle: &str) -> &str {
+    let lower = bundle.to_ascii_lowercase();
+    ARCHIVE_EXTS
+        .iter()
+        .find(|ext| lower.len() > ext.len() && lower.ends_with(*ext))
+        .map_or(bundle, |ext| &bundle[..bundle.len() - ext.len()])
+}
+
+/// The file name part of a bundle argument (a path or a bare name).
+pub fn bundle_name(arg: &str) -> Result<String, PlanError> {
+    let bad = |why: &str| PlanError::BadName {
+        name: arg.to_owned(),
+        why: why.to_owned(),
+    };
+    let name = Path::new(arg)
+        .file_name()
+        .ok_or_else(|| bad("it has no file name part"))?
+        .to_str()
+        .ok_or_else(|| bad("it is not valid UTF-8"))?;
+    if name.contains('\0') {
+        return Err(bad("it contains a NUL byte"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Turns a rendered `dest_dir` into the path the transport uses. `~/` (the login's home)
+/// becomes a relative path for remote protocols and `$HOME/…` for local ones.
+fn normalize_dest(rendered: &str, protocol: Protocol) -> Result<String, String> {
+    if rendered.chars().any(char::is_control) {
+        return Err(format!(
+            "dest_dir `{}` contains a control character",
+            rendered.escape_debug()
+        ));
+    }
+    let rel = match rendered {
+        "~" => Some(""),
+        _ => rendered.strip_prefix("~/"),
+    };
+    if rendered.starts_with('~') && rel.is_none() {
+        return Err(format!(
+            "dest_dir `{rendered}`: only `~/` (the login's own home) is understood"
+        ));
+    }
+    let path = rel.unwrap_or(rendered);
+    if path.split('/').any(|seg| seg == "..") {
+        return Err(format!(
+            "dest_dir `{rendered}` has a `..` segment; dropship refuses to climb out of a directory"
+        ));
+    }
+    let trimmed = path.trim_end_matches('/');
+    let path = if trimmed.is_empty() && path.starts_with('/') {
+        "/"
+    } else {
+        trimmed
+    };
+    if protocol == Protocol::Local && !path.starts_with('/') {
+        let home = std::env::var("HOME").map_err(|_| "HOME is not set".to_owned())?;
+        return Ok(if path.is_empty() {
+            home
+        } else {
+            format!("{}/{path}", home.trim_end_matches('/'))
+        });
+    }
+    Ok(if path.is_empty() { ".".to_owned() } else { path.to_owned() })
+}
+
+fn join(dir: &str, name: &str) -> String {
+    match dir {
+        "." => name.to_owned(),
+        "/" => format!("/{name}"),
+        d => format!("{d}/{name}"),
+    }
+}
+
+/// Login, password and account for one host of a rule, with where each came from.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub login: String,
+    pub login_source: Source,
+    pub password: Option<Secret>,
+    pub password_source: Option<Source>,
+    pub account: Option<String>,
+}
+
+impl Credentials {
+    /// The rule's value, else the netrc entry's (first `machine HOST` whose login is the
+    /// rule's login or absent, else `default`), else `anonymous` for FTP and the current OS
+    /// user for the rest; no password when neither names one.
+    pub fn resolve(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Credentials {
+        let entry = netrc.lookup(&host.name, rule.login.as_deref());
+        let (login, login_source) = match (&rule.login, entry.and_then(|e| e.login.clone())) {
+            (Some(l), _) => (l.clone(), Source::Config),
+            (None, Some(l)) => (l, Source::Netrc),
+            (None, None) if rule.protocol.is_ftp() => ("anonymous".to_owned(), Source::Default),
+            (None, None) => (crate::config::current_user(), Source::Default),
+        };
+        let (password, password_source) =
+            match (&rule.password, entry.and_then(|e| e.password.clone())) {
+                (Some(p), _) => (Some(p.clone()), Some(Source::Config)),
+                (None, Some(p)) => (Some(p), Some(Source::Netrc)),
+                (None, None) => (None, None),
+            };
+        let account = rule.account.clone().or_else(|| {
+            entry
+                .and_then(|e| e.account.as_ref())
+                .map(|a| a.expose().to_owned())
+        });
+        Credentials {
+            login,
+            login_source,
+            password,
+            password_source,
+            account,
+        }
+    }
+}
+
+impl Plan {
+    /// Resolves `bundle_arg` (a path or file name) against `config` and `netrc`.
+    pub fn build(
+        config: &Config,
+        netrc: &Netrc,
+        bundle_arg: &str,
+        stamp: Stamp,
+    ) -> Result<Plan, PlanError> {
+        let bundle = bundle_name(bundle_arg)?;
+        let (rule, caps) = config
+            .match_rule(&bundle)
+            .ok_or_else(|| PlanError::NoRule {
+                bundle: bundle.clone(),
+                tried: config.rules.iter().map(|r| r.name.clone()).collect(),
+            })?;
+        let captures: IndexMap<String, Option<String>> = rule
+            .regex
+            .capture_names()
+            .flatten()
+            .map(|n| (n.to_owned(), caps.name(n).map(|m| m.as_str().to_owned())))
+            .collect();
+
+        let mut base = Vars::new();
+        base.insert("bundle".into(), bundle.clone());
+        base.insert("stem".into(), stem(&bundle).to_owned());
+        base.insert("rule".into(), rule.name.clone());
+        base.insert("timestamp".into(), stamp.timestamp.clone());
+        base.insert("date".into(), stamp.date.clone());
+        for (k, v) in &captures {
+            // A group that did not take part has no value: using it is an error below.
+            if let Some(v) = v {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+
+        let mut targets = Vec::with_capacity(rule.hosts.len());
+        for host in &rule.hosts {
+            let fail = |why: String| PlanError::Render {
+                file: config.path.clone(),
+                line: rule.line,
+                rule: rule.name.clone(),
+                host: host.to_string(),
+                why,
+            };
+            let render_err = |e: RenderError| match e {
+                RenderError::Missing(name) => fail(format!(
+                    "placeholder `{{{name}}}` is a capture group that did not match in `{bundle}`"
+                )),
+                other => fail(other.to_string()),
+            };
+            let mut vars = base.clone();
+            vars.insert("host".into(), host.name.clone());
+            let dest = rule.dest_dir.render_plain(&vars).map_err(render_err)?;
+            let dest_dir = normalize_dest(&dest, rule.protocol).map_err(fail)?;
+            let remote_path = join(&dest_dir, &bundle);
+            vars.insert("dir".into(), dest_dir.clone());
+            vars.insert("path".into(), remote_path.clone());
+            let commands = rule
+                .commands
+                .try_map(|t| t.render_shell(&vars))
+                .map_err(render_err)?;
+
+            let creds = Credentials::resolve(rule, host, netrc);
+            targets.push(Target {
+                host: host.clone(),
+                port: rule.port_for(host),
+                protocol: rule.protocol,
+                creds,
+                dest_dir,
+                remote_path,
+                commands,
+            });
+        }
+        Ok(Plan {
+            bundle,
+            rule: rule.clone(),
+            captures,
+            stamp,
+            targets,
+        })
+    }
+
+    /// The `--plan --json` document: exactly the documented shape, with the password's
+    /// source in place of the password.
+    pub fn to_json(&self) -> serde_json::Value {
+        let targets: Vec<serde_json::Value> = self
+            .targets
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "host": t.host.name,
+                    "port": t.port,
+                    "protocol": t.protocol,
+                    "login": t.creds.login,
+                    "account": t.creds.account,
+                    "password": t.creds.password_source,
+                    "dest_dir": t.dest_dir,
+                    "remote_path": t.remote_path,
+                    "commands": t.commands,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "bundle": self.bundle,
+            "rule": self.rule.name,
+            "captures": self.captures,
+            "targets": targets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems() {
+        assert_eq!(stem("app-1.4.2.tgz"), "app-1.4.2");
+        assert_eq!(stem("app-1.4.2.tar.gz"), "app-1.4.2");
+        assert_eq!(stem("APP.TAR.BZ2"), "APP");
+        assert_eq!(stem("app.bin"), "app.bin");
+        assert_eq!(stem(".tgz"), ".tgz");
+    }
+
+    #[test]
+    fn dest_normalization() {
+        let n = |s| normalize_dest(s, Protocol::Scp);
+        assert_eq!(n("~/newcx/20261121_101500").unwrap(), "newcx/20261121_101500");
+        assert_eq!(n("~").unwrap(), ".");
+        assert_eq!(n("~/").unwrap(), ".");
+        assert_eq!(n("/srv/app/").unwrap(), "/srv/app");
+        assert_eq!(n("/").unwrap(), "/");
+        assert!(n("/srv/../etc").unwrap_err().contains(".."));
+        assert!(n("~/a/..").unwrap_err().contains(".."));
+        assert!(n("~other/x").is_err());
+        assert!(n("/srv/a\nb").is_err());
+        assert_eq!(n("/srv/..x/a..b").unwrap(), "/srv/..x/a..b");
+    }
+
+    #[test]
+    fn stamps() {
+        let s = Stamp::parse("20261121_101500").unwrap();
+        assert_eq!(s.date, "20261121");
+        assert!(Stamp::parse("2026-11-21").is_none());
+        assert_eq!(Stamp::now().timestamp.len(), 15);
+    }
+
+    #[test]
+    fn bundle_names() {
+        assert_eq!(bundle_name("/tmp/x/app-1.tgz").unwrap(), "app-1.tgz");
+        assert_eq!(bundle_name("a b;c.tgz").unwrap(), "a b;c.tgz");
+        assert!(bundle_name("..").is_err());
+        assert!(bundle_name("/").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Front ends: they render engine events and plans; they never talk to hosts themselves.
+
+pub mod report;

@@ -1,0 +1,147 @@
+//! Plain-text renderings of plans and configuration checks for the terminal.
+//!
+//! They return strings rather than printing so the binary decides where output goes and
+//! tests can read it.
+
+use crate::config::{Config, Netrc};
+use crate::plan::{Credentials, Plan, Source};
+use std::fmt::Write;
+
+fn source(s: Source) -> &'static str {
+    match s {
+        Source::Config => "config",
+        Source::Netrc => "netrc",
+        Source::Default => "default",
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The human form of `--plan`.
+pub fn plan_table(plan: &Plan, config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "bundle    {}", plan.bundle);
+    let _ = writeln!(
+        out,
+        "rule      [{}]  ({}:{})",
+        plan.rule.name,
+        config.path.display(),
+        plan.rule.line
+    );
+    if !plan.captures.is_empty() {
+        let caps: Vec<String> = plan
+            .captures
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("(none)")))
+            .collect();
+        let _ = writeln!(out, "captures  {}", caps.join("  "));
+    }
+    let _ = writeln!(out, "timestamp {}\n", plan.stamp.timestamp);
+    let mut rows = vec![vec![
+        "HOST".to_owned(),
+        "PORT".into(),
+        "PROTOCOL".into(),
+        "LOGIN".into(),
+        "PASSWORD".into(),
+        "REMOTE PATH".into(),
+    ]];
+    for t in &plan.targets {
+        rows.push(vec![
+            t.host.name.clone(),
+            t.port.map_or("-".into(), |p| p.to_string()),
+            t.protocol.to_string(),
+            format!("{} ({})", t.creds.login, source(t.creds.login_source)),
+            t.creds.password_source.map_or("none", source).to_owned(),
+            t.remote_path.clone(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    // Commands usually differ only by `{host}`; show each distinct set once.
+    let mut shown: Vec<&crate::config::Commands<String>> = Vec::new();
+    for t in &plan.targets {
+        if t.commands.is_empty() || shown.contains(&&t.commands) {
+            continue;
+        }
+        shown.push(&t.commands);
+        let hosts: Vec<&str> = plan
+            .targets
+            .iter()
+            .filter(|o| o.commands == t.commands)
+            .map(|o| o.host.name.as_str())
+            .collect();
+        let _ = writeln!(out, "\ncommands on {}:", hosts.join(", "));
+        for (step, cmd) in t.commands.iter() {
+            if let Some(cmd) = cmd {
+                let _ = writeln!(out, "  {step:<9}{cmd}");
+            }
+        }
+    }
+    out
+}
+
+/// The `--check` summary of a valid config: rules -> hosts -> protocol -> credentials.
+pub fn check_report(config: &Config, netrc: &Netrc) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "config  {} ({} rule{})",
+        config.path.display(),
+        config.rules.len(),
+        if config.rules.len() == 1 { "" } else { "s" }
+    );
+    let netrc_desc = if netrc.path.is_file() {
+        format!("{} ({} entries)", netrc.path.display(), netrc.entries.len())
+    } else if netrc.path.as_os_str().is_empty() {
+        "none".to_owned()
+    } else {
+        format!("none ({} does not exist)", netrc.path.display())
+    };
+    let _ = writeln!(out, "netrc   {netrc_desc}");
+    for rule in &config.rules {
+        let _ = writeln!(out, "\n[{}]  line {}", rule.name, rule.line);
+        let mut rows = Vec::new();
+        for host in &rule.hosts {
+            let creds = Credentials::resolve(rule, host, netrc);
+            let password = match creds.password_source {
+                Some(s) => format!("password: {}", source(s)),
+                None if rule.key.is_some() => "key file".to_owned(),
+                None => "no password".to_owned(),
+            };
+            rows.push(vec![
+                format!("  {}", host.name),
+                rule.port_for(host).map_or("-".into(), |p| format!(":{p}")),
+                rule.protocol.to_string(),
+                format!("{} ({})", creds.login, source(creds.login_source)),
+                password,
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    out
+}
