@@ -7,4 +7,5 @@
 
 pub mod config;
 pub mod plan;
+pub mod transport;
 pub mod ui;

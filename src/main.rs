@@ -66,7 +66,10 @@ impl std::error::Error for Exit {}
 fn out(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Exit(0).into()),
         other => Ok(other?),
     }
@@ -139,7 +142,13 @@ fn plan(cli: &Cli, bundle: &str) -> anyhow::Result<()> {
     let config = load_config(cli)?;
     print_warnings(&config);
     let netrc = load_netrc(cli)?;
-    let plan = Plan::build(&config, &netrc, bundle, stamp)?;
+    let plan = Plan::build(
+        &config,
+        &netrc,
+        &config::SshHosts::load_default()?,
+        bundle,
+        stamp,
+    )?;
     if cli.json {
         out(&format!("{:#}\n", plan.to_json()))?;
     } else {
@@ -213,7 +222,7 @@ fn check_json(config: &Config, netrc: &Netrc) -> serde_json::Value {
                 "line": r.line,
                 "protocol": r.protocol,
                 "hosts": r.hosts.iter().map(|h| {
-                    let creds = Credentials::resolve(r, h, netrc);
+                    let creds = Credentials::resolve(r, h, netrc, &Default::default());
                     serde_json::json!({
                         "host": h.name,
                         "port": r.port_for(h),

@@ -3,7 +3,7 @@
 
 use crate::config::rules::{Commands, Protocol, Rule};
 use crate::config::template::{RenderError, Vars};
-use crate::config::{Config, HostSpec, Netrc, Secret};
+use crate::config::{Config, HostSpec, Netrc, Secret, SshHost, SshHosts};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,9 @@ pub enum Source {
     Config,
     /// The `.netrc` file.
     Netrc,
+    /// `User` in `~/.ssh/config` (scp/sftp only).
+    #[serde(rename = "ssh_config")]
+    SshConfig,
     /// Neither: `anonymous` for FTP, the current OS user otherwise.
     Default,
 }
@@ -56,6 +59,8 @@ pub struct Target {
     /// Effective port: the host's, the rule's, or the protocol default (none for local).
     pub port: Option<u16>,
     pub protocol: Protocol,
+    /// Where to connect: `HostName` from `~/.ssh/config`, else the host as written.
+    pub address: String,
     pub creds: Credentials,
     /// Relative paths are relative to the login's home directory.
     pub dest_dir: String,
@@ -92,9 +97,8 @@ pub enum PlanError {
 
 /// The archive extensions `{stem}` drops, longest first so `.tar.gz` beats `.gz`.
 const ARCHIVE_EXTS: &[&str] = &[
-    ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tgz", ".tbz2", ".tbz", ".txz", ".tzst",
-    ".tar", ".zip", ".gz", ".bz2", ".xz", ".zst", ".7z", ".jar", ".war", ".ear", ".rpm",
-    ".deb", ".apk",
+    ".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tgz", ".tbz2", ".tbz", ".txz", ".tzst", ".tar",
+    ".zip", ".gz", ".bz2", ".xz", ".zst", ".7z", ".jar", ".war", ".ear", ".rpm", ".deb", ".apk",
 ];
 
 /// The bundle name without its archive extension: `app-1.4.2.tar.gz` -> `app-1.4.2`. A
@@ -162,7 +166,11 @@ fn normalize_dest(rendered: &str, protocol: Protocol) -> Result<String, String> 
             format!("{}/{path}", home.trim_end_matches('/'))
         });
     }
-    Ok(if path.is_empty() { ".".to_owned() } else { path.to_owned() })
+    Ok(if path.is_empty() {
+        ".".to_owned()
+    } else {
+        path.to_owned()
+    })
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -181,26 +189,43 @@ pub struct Credentials {
     pub password: Option<Secret>,
     pub password_source: Option<Source>,
     pub account: Option<String>,
+    /// Private keys to offer: the rule's `key`, else `IdentityFile`s of `~/.ssh/config`.
+    pub keys: Vec<PathBuf>,
+    /// Unlocks the keys (`key_passphrase = netrc`).
+    pub key_passphrase: Option<Secret>,
 }
 
 impl Credentials {
     /// The rule's value, else the netrc entry's (first `machine HOST` whose login is the
     /// rule's login or absent, else `default`), else `anonymous` for FTP and the current OS
     /// user for the rest; no password when neither names one.
-    pub fn resolve(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Credentials {
+    pub fn resolve(rule: &Rule, host: &HostSpec, netrc: &Netrc, ssh: &SshHost) -> Credentials {
         let entry = netrc.lookup(&host.name, rule.login.as_deref());
-        let (login, login_source) = match (&rule.login, entry.and_then(|e| e.login.clone())) {
-            (Some(l), _) => (l.clone(), Source::Config),
-            (None, Some(l)) => (l, Source::Netrc),
-            (None, None) if rule.protocol.is_ftp() => ("anonymous".to_owned(), Source::Default),
-            (None, None) => (crate::config::current_user(), Source::Default),
+        let netrc_login = entry.and_then(|e| e.login.clone());
+        let (login, login_source) = match (&rule.login, netrc_login, &ssh.user) {
+            (Some(l), _, _) => (l.clone(), Source::Config),
+            (None, Some(l), _) => (l, Source::Netrc),
+            (None, None, Some(u)) => (u.clone(), Source::SshConfig),
+            (None, None, None) if rule.protocol.is_ftp() => {
+                ("anonymous".to_owned(), Source::Default)
+            }
+            (None, None, None) => (crate::config::current_user(), Source::Default),
         };
-        let (password, password_source) =
-            match (&rule.password, entry.and_then(|e| e.password.clone())) {
-                (Some(p), _) => (Some(p.clone()), Some(Source::Config)),
-                (None, Some(p)) => (Some(p), Some(Source::Netrc)),
-                (None, None) => (None, None),
-            };
+        let netrc_password = entry.and_then(|e| e.password.clone());
+        let (netrc_password, key_passphrase) = if rule.key_passphrase_from_netrc {
+            (None, netrc_password)
+        } else {
+            (netrc_password, None)
+        };
+        let (password, password_source) = match (&rule.password, netrc_password) {
+            (Some(p), _) => (Some(p.clone()), Some(Source::Config)),
+            (None, Some(p)) => (Some(p), Some(Source::Netrc)),
+            (None, None) => (None, None),
+        };
+        let keys = match &rule.key {
+            Some(k) => vec![k.clone()],
+            None => ssh.identity_files.clone(),
+        };
         let account = rule.account.clone().or_else(|| {
             entry
                 .and_then(|e| e.account.as_ref())
@@ -212,6 +237,8 @@ impl Credentials {
             password,
             password_source,
             account,
+            keys,
+            key_passphrase,
         }
     }
 }
@@ -221,6 +248,7 @@ impl Plan {
     pub fn build(
         config: &Config,
         netrc: &Netrc,
+        ssh: &SshHosts,
         bundle_arg: &str,
         stamp: Stamp,
     ) -> Result<Plan, PlanError> {
@@ -278,11 +306,24 @@ impl Plan {
                 .try_map(|t| t.render_shell(&vars))
                 .map_err(render_err)?;
 
-            let creds = Credentials::resolve(rule, host, netrc);
+            // ~/.ssh/config speaks for hosts reached over SSH only.
+            let ssh_host = match rule.protocol {
+                Protocol::Scp | Protocol::Sftp => ssh.lookup(&host.name),
+                _ => SshHost::default(),
+            };
+            let creds = Credentials::resolve(rule, host, netrc, &ssh_host);
             targets.push(Target {
                 host: host.clone(),
-                port: rule.port_for(host),
+                port: host
+                    .port
+                    .or(rule.port)
+                    .or(ssh_host.port)
+                    .or(rule.protocol.default_port()),
                 protocol: rule.protocol,
+                address: ssh_host
+                    .host_name
+                    .clone()
+                    .unwrap_or_else(|| host.name.clone()),
                 creds,
                 dest_dir,
                 remote_path,
@@ -343,7 +384,10 @@ mod tests {
     #[test]
     fn dest_normalization() {
         let n = |s| normalize_dest(s, Protocol::Scp);
-        assert_eq!(n("~/newcx/20261121_101500").unwrap(), "newcx/20261121_101500");
+        assert_eq!(
+            n("~/newcx/20261121_101500").unwrap(),
+            "newcx/20261121_101500"
+        );
         assert_eq!(n("~").unwrap(), ".");
         assert_eq!(n("~/").unwrap(), ".");
         assert_eq!(n("/srv/app/").unwrap(), "/srv/app");

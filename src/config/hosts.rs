@@ -66,7 +66,10 @@ fn parse_one(item: &str) -> Result<HostSpec, String> {
                 "`{item}` looks like an IPv6 address: write it in brackets, `[{item}]` or `[ADDR]:PORT`"
             ));
         }
-        Some((name, p)) => (name, Some(parse_port(p).map_err(|e| format!("`{item}`: {e}"))?)),
+        Some((name, p)) => (
+            name,
+            Some(parse_port(p).map_err(|e| format!("`{item}`: {e}"))?),
+        ),
         None => (item, None),
     };
     if !valid_name(name) {

@@ -67,14 +67,10 @@ fn delimiter_at(line: &str) -> Option<usize> {
 /// `diags` (all of them, so `--check` can list every one); what could be read is returned.
 pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSection> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let map = match parser().read(text.to_owned()) {
-        Ok(map) => map,
-        Err(e) => {
-            // configparser reports `line N: …`; the walk below reports the same problem
-            // with a hint, so this is only a fallback that keeps the error from being lost.
-            diags.push(Diagnostic::error(file, None, format!("cannot parse: {e}")));
-            Default::default()
-        }
+    let before = diags.len();
+    let (map, parse_error) = match parser().read(text.to_owned()) {
+        Ok(map) => (map, None),
+        Err(e) => (Default::default(), Some(e)),
     };
 
     let headers: Vec<&str> = text
@@ -125,7 +121,10 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
                     Diagnostic::error(
                         file,
                         Some(line_no),
-                        format!("duplicate section `[{name}]` (first at line {})", first.line),
+                        format!(
+                            "duplicate section `[{name}]` (first at line {})",
+                            first.line
+                        ),
                     )
                     .hint("merge the two sections, or delete one"),
                 );
@@ -159,7 +158,9 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
                     Some(line_no),
                     format!("key `{written_key}` is outside any section"),
                 )
-                .hint("put it under `[DEFAULT]` to apply it to every rule, or under a `[REGEX]` rule"),
+                .hint(
+                    "put it under `[DEFAULT]` to apply it to every rule, or under a `[REGEX]` rule",
+                ),
             );
             continue;
         };
@@ -196,6 +197,11 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
             line: line_no,
         });
     }
+    // configparser reports `line N: …`; the walk reports the same problems with a hint,
+    // so its message is only kept should the walk have found nothing.
+    if let Some(e) = parse_error.filter(|_| diags.len() == before) {
+        diags.push(Diagnostic::error(file, None, format!("cannot parse: {e}")));
+    }
     sections
 }
 
@@ -221,7 +227,9 @@ mod tests {
 
     #[test]
     fn full_line_comments_only() {
-        let (s, d) = parse("# top\n; also\n[a]\n  # indented comment\nhost = h1 # not a comment\npassword = p;w#d\n");
+        let (s, d) = parse(
+            "# top\n; also\n[a]\n  # indented comment\nhost = h1 # not a comment\npassword = p;w#d\n",
+        );
         assert!(d.is_empty(), "{d:?}");
         assert_eq!(value(&s, "a", "host"), Some("h1 # not a comment"));
         assert_eq!(value(&s, "a", "password"), Some("p;w#d"));

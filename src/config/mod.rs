@@ -9,6 +9,7 @@ pub mod ini;
 pub mod netrc;
 pub mod rules;
 pub mod secret;
+pub mod ssh_config;
 pub mod template;
 
 pub use diagnostic::{Diagnostic, Severity};
@@ -16,6 +17,7 @@ pub use hosts::HostSpec;
 pub use netrc::{Netrc, NetrcError};
 pub use rules::{Commands, HostKeyPolicy, Protocol, Rule};
 pub use secret::Secret;
+pub use ssh_config::{SshHost, SshHosts};
 
 use std::path::{Path, PathBuf};
 
@@ -81,7 +83,10 @@ impl Config {
                 Diagnostic::error(
                     path,
                     None,
-                    format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+                    format!(
+                        "not UTF-8 text (invalid byte at offset {})",
+                        e.utf8_error().valid_up_to()
+                    ),
                 )
                 .hint("save the file as UTF-8"),
             ],
@@ -148,11 +153,24 @@ pub fn current_user() -> String {
         let mut buf = vec![0 as libc::c_char; 4096];
         let mut result: *mut libc::passwd = std::ptr::null_mut();
         let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
-        if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
-            if let Ok(name) = std::ffi::CStr::from_ptr(pwd.pw_name).to_str() {
-                return name.to_owned();
-            }
+        if rc == 0
+            && !result.is_null()
+            && !pwd.pw_name.is_null()
+            && let Ok(name) = std::ffi::CStr::from_ptr(pwd.pw_name).to_str()
+        {
+            return name.to_owned();
         }
         std::env::var("USER").unwrap_or_else(|_| uid.to_string())
     }
+}
+
+/// dropship's state directory (`$XDG_STATE_HOME/dropship`, else `~/.local/state/dropship`):
+/// the journal, its known_hosts, its log.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("dropship")
 }

@@ -20,29 +20,81 @@ use std::time::Duration;
 /// Every key a rule may set, with the one-line meaning shown by `--check` suggestions and
 /// kept in step with the README's key reference.
 pub const KEYS: &[(&str, &str)] = &[
-    ("host", "hosts to ship to: `name`, `name:port`, `[v6addr]:port`, separated by commas or spaces (required)"),
-    ("port", "port for every host without its own `:port` (default 21 for ftp/ftps, 22 for scp/sftp)"),
+    (
+        "host",
+        "hosts to ship to: `name`, `name:port`, `[v6addr]:port`, separated by commas or spaces (required)",
+    ),
+    (
+        "port",
+        "port for every host without its own `:port` (default 21 for ftp/ftps, 22 for scp/sftp)",
+    ),
     ("protocol", "ftp, ftps, scp, sftp or local (default scp)"),
-    ("login", "user name (else netrc, else `anonymous` for ftp/ftps, the current user otherwise)"),
+    (
+        "login",
+        "user name (else netrc, else `anonymous` for ftp/ftps, the current user otherwise)",
+    ),
     ("password", "password (else netrc); never shown"),
     ("account", "FTP account for ACCT (else netrc)"),
-    ("dest_dir", "remote directory (default `~/newcx/{timestamp}`; `~/` is the login's home)"),
+    (
+        "dest_dir",
+        "remote directory (default `~/newcx/{timestamp}`; `~/` is the login's home)",
+    ),
     ("pre", "command run on the host before the upload"),
     ("upgrade", "command run on the host after the upload"),
     ("post", "command run on the host after the upgrade"),
-    ("health", "command (or http(s) URL) that must succeed after the upgrade"),
-    ("rollback", "command run on the host when a step after the upload fails"),
-    ("timeout", "network and step timeout: seconds, or `90s`, `5m`, `1h` (default 30s)"),
-    ("retries", "upload attempts after the first on a transient error (default 3)"),
+    (
+        "health",
+        "command (or http(s) URL) that must succeed after the upgrade",
+    ),
+    (
+        "rollback",
+        "command run on the host when a step after the upload fails",
+    ),
+    (
+        "timeout",
+        "network and step timeout: seconds, or `90s`, `5m`, `1h` (default 30s)",
+    ),
+    (
+        "retries",
+        "upload attempts after the first on a transient error (default 3)",
+    ),
     ("parallel", "hosts worked on at once (default 32)"),
-    ("canary", "first N hosts go alone; the rest start only if they all succeed (default 0)"),
-    ("max_fail", "after this many failed hosts no new host starts (default: no limit)"),
-    ("key", "SSH private key file (`~/` is your home; relative to the config file)"),
-    ("host_key", "`strict` (default: unknown hosts refused) or `accept-new`"),
-    ("notify", "http(s) URL that receives a JSON summary when a dispatch ends"),
-    ("ssh_port", "SSH port for the commands of ftp/ftps rules (default 22)"),
-    ("tls_verify", "ftps: verify the server certificate (default yes)"),
-    ("tls_ca", "ftps: PEM file of a CA (or self-signed certificate) to trust"),
+    (
+        "canary",
+        "first N hosts go alone; the rest start only if they all succeed (default 0)",
+    ),
+    (
+        "max_fail",
+        "after this many failed hosts no new host starts (default: no limit)",
+    ),
+    (
+        "key",
+        "SSH private key file (`~/` is your home; relative to the config file)",
+    ),
+    (
+        "key_passphrase",
+        "`netrc`: the host's netrc password unlocks `key` (and is not sent as a login password)",
+    ),
+    (
+        "host_key",
+        "`strict` (default: unknown hosts refused) or `accept-new`",
+    ),
+    (
+        "notify",
+        "http(s) URL that receives a JSON summary when a dispatch ends",
+    ),
+    (
+        "ssh_port",
+        "SSH port for the commands of ftp/ftps rules (default 22)",
+    ),
+    (
+        "tls_verify",
+        "ftps: verify the server certificate (default yes)",
+    ),
+    (
+        "tls_ca",
+        "ftps: PEM file of a CA (or self-signed certificate) to trust",
+    ),
 ];
 
 /// Placeholders every rule has; a named capture may not reuse these names.
@@ -172,6 +224,8 @@ pub struct Rule {
     pub canary: usize,
     pub max_fail: Option<usize>,
     pub key: Option<PathBuf>,
+    /// The netrc password unlocks `key` instead of being a login password.
+    pub key_passphrase_from_netrc: bool,
     pub host_key: HostKeyPolicy,
     pub notify: Option<String>,
     pub ssh_port: u16,
@@ -229,26 +283,25 @@ fn parse_bool(text: &str) -> Result<bool, String> {
 fn parse_count(text: &str, min: usize, max: usize) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("bad number `{text}`: write a whole number from {min} to {max}")),
+        _ => Err(format!(
+            "bad number `{text}`: write a whole number from {min} to {max}"
+        )),
     }
 }
 
 /// Resolves a file path from the config: `~/` is the user's home, a relative path is
 /// relative to the config file's directory (so the config works from any directory).
 pub fn resolve_path(value: &str, config_file: &Path) -> PathBuf {
-    if let Some(rest) = value.strip_prefix("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
+    if let Some(rest) = value.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
     }
     let p = PathBuf::from(value);
     if p.is_absolute() {
         p
     } else {
-        config_file
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(p)
+        config_file.parent().unwrap_or(Path::new(".")).join(p)
     }
 }
 
@@ -257,7 +310,11 @@ pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) 
     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
     for entry in sections.iter().flat_map(|s| &s.entries) {
         if !known.contains(&entry.key.as_str()) {
-            let mut d = Diagnostic::error(file, Some(entry.line), format!("unknown key `{}`", entry.key));
+            let mut d = Diagnostic::error(
+                file,
+                Some(entry.line),
+                format!("unknown key `{}`", entry.key),
+            );
             d = match nearest(&entry.key, known.iter().copied()) {
                 Some(k) => d.hint(format!("did you mean `{k}`?")),
                 None => d.hint(format!("known keys: {}", known.join(", "))),
@@ -275,7 +332,13 @@ pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) 
         let mut merged: IndexMap<&str, Located> = IndexMap::new();
         for e in defaults.iter().copied().chain(&section.entries) {
             if let Some(value) = &e.value {
-                merged.insert(&e.key, Located { value, line: e.line });
+                merged.insert(
+                    &e.key,
+                    Located {
+                        value,
+                        line: e.line,
+                    },
+                );
             } else {
                 // An empty value means "not set", also over a [DEFAULT] value.
                 merged.shift_remove(e.key.as_str());
@@ -328,7 +391,9 @@ fn build_rule(
             if BUILTIN_PLACEHOLDERS.contains(&name) || COMMAND_PLACEHOLDERS.contains(&name) {
                 err(
                     section.line,
-                    format!("capture group `{name}` in `[{sect}]` has the name of a built-in placeholder"),
+                    format!(
+                        "capture group `{name}` in `[{sect}]` has the name of a built-in placeholder"
+                    ),
                     &format!("rename the group, e.g. `(?P<{name}_>…)`"),
                 );
             }
@@ -391,6 +456,15 @@ fn build_rule(
     let canary = typed!("canary", |v| parse_count(v, 0, 4096), 0);
     let max_fail = typed!("max_fail", |v| parse_count(v, 1, 1 << 20).map(Some), None);
     let tls_verify = typed!("tls_verify", parse_bool, true);
+    let key_passphrase = typed!(
+        "key_passphrase",
+        |v: &str| if v.eq_ignore_ascii_case("netrc") {
+            Ok(true)
+        } else {
+            Err(format!("`{v}`: the only source is `netrc`"))
+        },
+        false
+    );
     let host_key = typed!(
         "host_key",
         |v: &str| match v.to_ascii_lowercase().as_str() {
@@ -418,7 +492,10 @@ fn build_rule(
     let mut template = |key: &str, in_command: bool| -> Option<Option<Template>> {
         let l = match get(key) {
             Some(l) => l,
-            None if key == "dest_dir" => Located { value: DEFAULT_DEST_DIR, line: section.line },
+            None if key == "dest_dir" => Located {
+                value: DEFAULT_DEST_DIR,
+                line: section.line,
+            },
             None => return Some(None),
         };
         let t = Template::parse(l.value);
@@ -437,14 +514,24 @@ fn build_rule(
                 format!("`{{{p}}}` is only known in commands, after the upload")
             } else {
                 match nearest(p, known.iter().copied()) {
-                    Some(n) => format!("did you mean `{{{n}}}`? (write `{{{{` for a literal brace)"),
+                    Some(n) => {
+                        format!("did you mean `{{{n}}}`? (write `{{{{` for a literal brace)")
+                    }
                     None => format!(
                         "known placeholders here: {}",
-                        known.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(" ")
+                        known
+                            .iter()
+                            .map(|k| format!("{{{k}}}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     ),
                 }
             };
-            err(l.line, format!("unknown placeholder `{{{p}}}` in `{key}`"), &hint);
+            err(
+                l.line,
+                format!("unknown placeholder `{{{p}}}` in `{key}`"),
+                &hint,
+            );
         }
         ok.then_some(Some(t))
     };
@@ -481,6 +568,7 @@ fn build_rule(
         canary: canary?,
         max_fail: max_fail?,
         key: path_key("key"),
+        key_passphrase_from_netrc: key_passphrase?,
         host_key: host_key?,
         notify: notify?,
         ssh_port: ssh_port?,

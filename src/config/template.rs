@@ -164,7 +164,8 @@ mod tests {
 
     #[test]
     fn placeholders_and_shell_braces() {
-        let t = Template::parse("tar xf {path} -C ${HOME}/{stem} && awk '{print $1}' {{x}} {a,b} {1}");
+        let t =
+            Template::parse("tar xf {path} -C ${HOME}/{stem} && awk '{print $1}' {{x}} {a,b} {1}");
         assert_eq!(t.placeholders().collect::<Vec<_>>(), ["path", "stem"]);
         let out = t
             .render_shell(&vars(&[("path", "/a b/x.tgz"), ("stem", "x")]))
@@ -191,7 +192,8 @@ mod tests {
     fn plain_render_and_missing() {
         let t = Template::parse("~/newcx/{timestamp}");
         assert_eq!(
-            t.render_plain(&vars(&[("timestamp", "20261121_101500")])).unwrap(),
+            t.render_plain(&vars(&[("timestamp", "20261121_101500")]))
+                .unwrap(),
             "~/newcx/20261121_101500"
         );
         assert_eq!(

@@ -11,6 +11,7 @@ fn source(s: Source) -> &'static str {
     match s {
         Source::Config => "config",
         Source::Netrc => "netrc",
+        Source::SshConfig => "ssh config",
         Source::Default => "default",
     }
 }
@@ -127,7 +128,7 @@ pub fn check_report(config: &Config, netrc: &Netrc) -> String {
         let _ = writeln!(out, "\n[{}]  line {}", rule.name, rule.line);
         let mut rows = Vec::new();
         for host in &rule.hosts {
-            let creds = Credentials::resolve(rule, host, netrc);
+            let creds = Credentials::resolve(rule, host, netrc, &Default::default());
             let password = match creds.password_source {
                 Some(s) => format!("password: {}", source(s)),
                 None if rule.key.is_some() => "key file".to_owned(),

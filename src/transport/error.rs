@@ -1,0 +1,97 @@
+//! Transport errors, classified so the retry loop knows what a retry can fix.
+//!
+//! A dropped connection, a stall or a checksum mismatch may go away on the next attempt;
+//! a wrong password, an unknown host key or a read-only directory will not, and retrying
+//! them only delays the answer (and can lock an account).
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{host}: cannot connect to {addr}: {detail}")]
+    Connect {
+        host: String,
+        addr: String,
+        detail: String,
+    },
+    #[error(
+        "{host}: no answer for {secs}s while {during} (timeout; raise `timeout` in the rule if the link is slow)"
+    )]
+    Timeout {
+        host: String,
+        during: String,
+        secs: u64,
+    },
+    #[error(
+        "{host}: host key is not known: {key_type} SHA256:{fingerprint}\n  help: check the fingerprint with the host's owner, then either add it with `ssh-keyscan -p {port} {host} >> ~/.ssh/known_hosts` or set `host_key = accept-new` in the rule"
+    )]
+    HostKeyUnknown {
+        host: String,
+        port: u16,
+        key_type: String,
+        fingerprint: String,
+    },
+    #[error(
+        "{host}: HOST KEY CHANGED: the server now presents {key_type} SHA256:{fingerprint}, which does not match {known_hosts}\n  help: this may be an attack; if the host was really reinstalled, remove the old key with `ssh-keygen -R '{entry}' -f {known_hosts}`"
+    )]
+    HostKeyChanged {
+        host: String,
+        entry: String,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
+    #[error(
+        "{host}: login as `{login}` refused (tried {tried})\n  help: check the credentials in {hint}"
+    )]
+    Auth {
+        host: String,
+        login: String,
+        /// Which credential sources were tried, e.g. "password from netrc, key /k"; never a secret.
+        tried: String,
+        hint: String,
+    },
+    #[error(
+        "{host}: permission denied: {op} `{path}`: {detail}\n  help: check that `{login}` may write there, or change `dest_dir`"
+    )]
+    Permission {
+        host: String,
+        login: String,
+        op: String,
+        path: String,
+        detail: String,
+    },
+    #[error("{host}: upload of `{path}` did not verify: {detail}")]
+    Verify {
+        host: String,
+        path: String,
+        detail: String,
+    },
+    #[error("{host}: {op} failed: {detail}")]
+    Io {
+        host: String,
+        op: String,
+        detail: String,
+    },
+    #[error("{host}: TLS: {detail}")]
+    Tls { host: String, detail: String },
+    #[error("cannot read the bundle {path}: {detail}")]
+    Local { path: PathBuf, detail: String },
+    #[error("{host}: cancelled")]
+    Cancelled { host: String },
+    #[error("{host}: {detail}")]
+    Setup { host: String, detail: String },
+}
+
+impl TransportError {
+    /// Whether another attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Connect { .. }
+                | TransportError::Timeout { .. }
+                | TransportError::Verify { .. }
+                | TransportError::Io { .. }
+        )
+    }
+}

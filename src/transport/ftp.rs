@@ -1,0 +1,346 @@
+//! FTP and FTPS (explicit `AUTH TLS`) uploads with suppaftp's blocking client.
+//!
+//! Passive mode (EPSV, falling back to PASV for servers that refuse it), binary type,
+//! timeouts on the control and every data connection, `APPE` to resume a `.part`, and
+//! `RNFR`/`RNTO` (rename(2) on the server) to put the verified file in place.
+
+use super::{Files, TransportError};
+use crate::plan::{Source, Target};
+use native_tls::{Certificate, TlsConnector};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode, NativeTlsConnector, NativeTlsFtpStream, Status};
+
+/// Data is copied in pieces this big: the default small copy buffer halves throughput.
+const CHUNK: usize = 4 << 20;
+
+/// How to reach one FTP target.
+#[derive(Debug, Clone)]
+pub struct FtpParams {
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub login: String,
+    pub password: Option<(crate::config::Secret, Source)>,
+    pub account: Option<String>,
+    pub tls: bool,
+    pub tls_verify: bool,
+    pub tls_ca: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl FtpParams {
+    pub fn for_target(target: &Target, rule: &crate::config::Rule) -> FtpParams {
+        FtpParams {
+            host: target.host.name.clone(),
+            address: target.address.clone(),
+            port: target.port.unwrap_or(21),
+            login: target.creds.login.clone(),
+            password: target
+                .creds
+                .password
+                .clone()
+                .zip(target.creds.password_source),
+            account: target.creds.account.clone(),
+            tls: rule.protocol == crate::config::Protocol::Ftps,
+            tls_verify: rule.tls_verify,
+            tls_ca: rule.tls_ca.clone(),
+            timeout: rule.timeout,
+        }
+    }
+}
+
+pub struct FtpFiles {
+    ftp: NativeTlsFtpStream,
+    host: String,
+    login: String,
+    timeout: Duration,
+    /// The login's home directory, where relative paths start.
+    home: String,
+}
+
+fn reply(e: &FtpError) -> Option<u32> {
+    match e {
+        FtpError::UnexpectedResponse(r) => Some(r.status.code()),
+        _ => None,
+    }
+}
+
+fn reply_text(e: &FtpError) -> String {
+    match e {
+        FtpError::UnexpectedResponse(r) => {
+            format!(
+                "{} {}",
+                r.status.code(),
+                String::from_utf8_lossy(&r.body).trim()
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+impl FtpFiles {
+    pub fn connect(p: &FtpParams) -> Result<FtpFiles, TransportError> {
+        let addr_text = format!("{}:{}", p.address, p.port);
+        let connect_err = |detail: String| TransportError::Connect {
+            host: p.host.clone(),
+            addr: addr_text.clone(),
+            detail,
+        };
+        let addr = (p.address.as_str(), p.port)
+            .to_socket_addrs()
+            .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
+            .next()
+            .ok_or_else(|| connect_err("no address".into()))?;
+        let tcp =
+            TcpStream::connect_timeout(&addr, p.timeout).map_err(|e| connect_err(e.to_string()))?;
+        let _ = tcp.set_read_timeout(Some(p.timeout));
+        let _ = tcp.set_write_timeout(Some(p.timeout));
+        let _ = tcp.set_nodelay(true);
+        let timeout = p.timeout;
+        let mut ftp = NativeTlsFtpStream::connect_with_stream(tcp)
+            .map_err(|e| connect_err(format!("no FTP greeting: {}", reply_text(&e))))?
+            .passive_stream_builder(move |addr| {
+                let s = TcpStream::connect_timeout(&addr, timeout)
+                    .map_err(FtpError::ConnectionError)?;
+                s.set_read_timeout(Some(timeout))
+                    .map_err(FtpError::ConnectionError)?;
+                s.set_write_timeout(Some(timeout))
+                    .map_err(FtpError::ConnectionError)?;
+                Ok(s)
+            });
+        ftp.set_mode(Mode::ExtendedPassive);
+        let mut me_host = p.host.clone();
+        if p.tls {
+            let mut b = TlsConnector::builder();
+            if let Some(ca) = &p.tls_ca {
+                let pem = std::fs::read(ca).map_err(|e| TransportError::Tls {
+                    host: p.host.clone(),
+                    detail: format!("cannot read tls_ca {}: {e}", ca.display()),
+                })?;
+                let cert = Certificate::from_pem(&pem).map_err(|e| TransportError::Tls {
+                    host: p.host.clone(),
+                    detail: format!("tls_ca {} is not a PEM certificate: {e}", ca.display()),
+                })?;
+                b.add_root_certificate(cert);
+            }
+            if !p.tls_verify {
+                b.danger_accept_invalid_certs(true);
+                b.danger_accept_invalid_hostnames(true);
+            }
+            let connector = b.build().map_err(|e| TransportError::Tls {
+                host: p.host.clone(),
+                detail: e.to_string(),
+            })?;
+            ftp = ftp
+                .into_secure(NativeTlsConnector::from(connector), &p.address)
+                .map_err(|e| TransportError::Tls {
+                    host: p.host.clone(),
+                    detail: format!(
+                        "{}\n  help: for a self-signed server set `tls_ca = CERT.pem` (or, knowingly, `tls_verify = no`)",
+                        reply_text(&e)
+                    ),
+                })?;
+            me_host = p.host.clone();
+        }
+        let auth_err = |what: String| TransportError::Auth {
+            host: p.host.clone(),
+            login: p.login.clone(),
+            tried: what,
+            hint: "the rule (login/password/account) or ~/.netrc".to_owned(),
+        };
+        let tried = match &p.password {
+            Some((_, s)) => format!(
+                "password from {}",
+                match s {
+                    Source::Netrc => "netrc",
+                    _ => "dispatch.cfg",
+                }
+            ),
+            None => "no password".to_owned(),
+        };
+        let password = p.password.as_ref().map_or("", |(s, _)| s.expose());
+        match ftp.login(p.login.as_str(), password) {
+            Ok(()) => {}
+            Err(e) if reply(&e) == Some(332) => {
+                let acct = p.account.as_deref().ok_or_else(|| {
+                    auth_err(format!(
+                        "{tried}; the server asks for an account (set `account`)"
+                    ))
+                })?;
+                ftp.custom_command(
+                    format!("ACCT {acct}"),
+                    &[Status::LoggedIn, Status::CommandOk],
+                )
+                .map_err(|e| auth_err(format!("{tried}, account: {}", reply_text(&e))))?;
+            }
+            Err(e) if matches!(reply(&e), Some(530) | Some(331)) => {
+                return Err(auth_err(format!("{tried} ({})", reply_text(&e))));
+            }
+            Err(e) => {
+                return Err(TransportError::Io {
+                    host: p.host.clone(),
+                    op: "FTP login".into(),
+                    detail: reply_text(&e),
+                });
+            }
+        }
+        let mut me = FtpFiles {
+            ftp,
+            host: me_host,
+            login: p.login.clone(),
+            timeout: p.timeout,
+            home: String::new(),
+        };
+        me.ftp
+            .transfer_type(FileType::Binary)
+            .map_err(|e| me.err("TYPE I", "", e))?;
+        me.home = me.ftp.pwd().map_err(|e| me.err("PWD", "", e))?;
+        Ok(me)
+    }
+
+    fn err(&self, op: &str, path: &str, e: FtpError) -> TransportError {
+        let text = reply_text(&e);
+        match (&e, reply(&e)) {
+            (FtpError::ConnectionError(io), _)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                TransportError::Timeout {
+                    host: self.host.clone(),
+                    during: format!("{op} `{path}`"),
+                    secs: self.timeout.as_secs(),
+                }
+            }
+            (_, Some(550 | 553 | 532)) => TransportError::Permission {
+                host: self.host.clone(),
+                login: self.login.clone(),
+                op: op.to_owned(),
+                path: path.to_owned(),
+                detail: text,
+            },
+            _ => TransportError::Io {
+                host: self.host.clone(),
+                op: format!("{op} `{path}`"),
+                detail: text,
+            },
+        }
+    }
+
+    /// Runs a data command, falling back from EPSV to PASV once if the server refuses it.
+    fn with_pasv_fallback<R>(
+        &mut self,
+        f: impl Fn(&mut NativeTlsFtpStream) -> Result<R, FtpError>,
+    ) -> Result<R, FtpError> {
+        match f(&mut self.ftp) {
+            Err(e) if matches!(reply(&e), Some(500..=502)) => {
+                self.ftp.set_mode(Mode::Passive);
+                f(&mut self.ftp)
+            }
+            other => other,
+        }
+    }
+
+    fn is_dir(&mut self, path: &str) -> bool {
+        let ok = self.ftp.cwd(path).is_ok();
+        let _ = self.ftp.cwd(&self.home);
+        ok
+    }
+}
+
+impl Files for FtpFiles {
+    fn mkdir_p(&mut self, dir: &str) -> Result<(), TransportError> {
+        let mut cur = if dir.starts_with('/') {
+            "/".to_owned()
+        } else {
+            String::new()
+        };
+        for seg in dir.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            if !cur.is_empty() && !cur.ends_with('/') {
+                cur.push('/');
+            }
+            cur.push_str(seg);
+            if let Err(e) = self.ftp.mkdir(&cur) {
+                // 550 is also what "already exists" looks like.
+                if !self.is_dir(&cur) {
+                    return Err(self.err("mkdir", &cur, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn size(&mut self, path: &str) -> Result<Option<u64>, TransportError> {
+        match self.ftp.size(path) {
+            Ok(n) => Ok(Some(n as u64)),
+            Err(e) if reply(&e) == Some(550) => Ok(None),
+            Err(e) => Err(self.err("SIZE", path, e)),
+        }
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn write(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        offset: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        let read_err = |e: std::io::Error| TransportError::Local {
+            path: local.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut src = std::fs::File::open(local).map_err(read_err)?;
+        src.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+        let mut stream = self
+            .with_pasv_fallback(|ftp| {
+                if offset > 0 {
+                    ftp.append_with_stream(remote)
+                } else {
+                    ftp.put_with_stream(remote)
+                }
+            })
+            .map_err(|e| self.err("STOR", remote, e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent = offset;
+        loop {
+            let n = src.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = stream.write_all(&buf[..n]) {
+                return Err(self.err("upload", remote, FtpError::ConnectionError(e)));
+            }
+            sent += n as u64;
+            progress(sent);
+        }
+        stream.finish().map_err(|e| self.err("upload", remote, e))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {
+        self.ftp
+            .rename(from, to)
+            .map_err(|e| self.err("rename", to, e))
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), TransportError> {
+        match self.ftp.rm(path) {
+            Err(e) if reply(&e) != Some(550) => Err(self.err("remove", path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for FtpFiles {
+    fn drop(&mut self) {
+        let _ = self.ftp.quit();
+    }
+}

@@ -1,0 +1,199 @@
+//! `protocol = local`: the "host" is this machine. Files are copied into a local
+//! directory and commands run with `sh -c`, so the whole flow can be tried with no server
+//! (the example config) and local staging areas need no sshd.
+
+use super::{Files, Shell, Stream, TransportError, local_sha256};
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// This machine, labelled with the rule's host name.
+pub struct Local {
+    host: String,
+}
+
+impl Local {
+    pub fn new(host: &str) -> Local {
+        Local {
+            host: host.to_owned(),
+        }
+    }
+
+    fn io(&self, op: &str, path: &str, e: std::io::Error) -> TransportError {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            TransportError::Permission {
+                host: self.host.clone(),
+                login: crate::config::current_user(),
+                op: op.to_owned(),
+                path: path.to_owned(),
+                detail: e.to_string(),
+            }
+        } else {
+            TransportError::Io {
+                host: self.host.clone(),
+                op: format!("{op} `{path}`"),
+                detail: e.to_string(),
+            }
+        }
+    }
+}
+
+impl Files for Local {
+    fn mkdir_p(&mut self, dir: &str) -> Result<(), TransportError> {
+        fs::create_dir_all(dir).map_err(|e| self.io("mkdir", dir, e))
+    }
+
+    fn size(&mut self, path: &str) -> Result<Option<u64>, TransportError> {
+        match fs::metadata(path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io("stat", path, e)),
+        }
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn write(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        offset: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        let read_err = |e: std::io::Error| TransportError::Local {
+            path: local.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut src = fs::File::open(local).map_err(read_err)?;
+        src.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(offset == 0)
+            .open(remote)
+            .map_err(|e| self.io("create", remote, e))?;
+        dst.set_len(offset)
+            .map_err(|e| self.io("truncate", remote, e))?;
+        dst.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.io("seek", remote, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = offset;
+        loop {
+            let n = src.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n])
+                .map_err(|e| self.io("write", remote, e))?;
+            sent += n as u64;
+            progress(sent);
+        }
+        dst.sync_all().map_err(|e| self.io("fsync", remote, e))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {
+        fs::rename(from, to).map_err(|e| self.io("rename", to, e))
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), TransportError> {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io("remove", path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Shell for Local {
+    fn exec(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        on_line: &mut dyn FnMut(Stream, &str),
+    ) -> Result<i32, TransportError> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout kills everything the command started.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| self.io("run", "sh", e))?;
+        let (tx, rx) = mpsc::channel::<(Stream, String)>();
+        let mut readers = Vec::new();
+        for (stream, pipe) in [
+            (
+                Stream::Stdout,
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ),
+            (
+                Stream::Stderr,
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            ),
+        ] {
+            let Some(pipe) = pipe else { continue };
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
+                    let text = String::from_utf8_lossy(&line);
+                    if tx
+                        .send((stream, text.trim_end_matches('\r').to_owned()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let deadline = Instant::now() + timeout;
+        let mut timed_out = false;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((stream, line)) => on_line(stream, &line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if !timed_out && Instant::now() >= deadline {
+                timed_out = true;
+                // SAFETY: kill(2) on our child's process group; no memory is involved.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+                }
+            }
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait().map_err(|e| self.io("wait for", "sh", e))?;
+        if timed_out {
+            return Err(TransportError::Timeout {
+                host: self.host.clone(),
+                during: format!("running `{command}`"),
+                secs: timeout.as_secs(),
+            });
+        }
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
+    fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
+        local_sha256(Path::new(path), len).map_err(|e| self.io("hash", path, e))
+    }
+}

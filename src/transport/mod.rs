@@ -1,0 +1,168 @@
+//! Moving a bundle to a host, and running commands there.
+//!
+//! Every protocol provides [`Files`] (the few file operations an atomic, resumable upload
+//! needs) and, where the host is reachable over SSH (or is this machine), a [`Shell`] that
+//! runs commands and computes SHA-256 on the host. [`upload::deliver`] builds the safe
+//! upload out of those: `.NAME.part`, resume, verify, rename, retry. The protocols are
+//! blocking (libssh2, suppaftp's sync API); the engine runs each target on its own
+//! blocking thread.
+
+pub mod error;
+pub mod ftp;
+pub mod known_hosts;
+pub mod local;
+pub mod ssh;
+pub mod upload;
+
+pub use error::TransportError;
+
+use serde::Serialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// What an upload reports while it runs. Plain data, so front ends and the journal can
+/// consume it; transports never print.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransferEvent {
+    /// An attempt begins; `resume_from` > 0 when a verified `.part` prefix is reused.
+    Started {
+        attempt: u32,
+        size: u64,
+        resume_from: u64,
+    },
+    Progress {
+        sent: u64,
+        total: u64,
+        /// Bytes per second over this attempt.
+        rate: f64,
+        /// Seconds left at that rate.
+        eta_secs: Option<f64>,
+    },
+    /// The attempt failed and another follows after `delay_ms`.
+    Retrying {
+        attempt: u32,
+        of: u32,
+        delay_ms: u64,
+        error: String,
+    },
+    Verified {
+        size: u64,
+        sha256: Option<String>,
+    },
+}
+
+/// The file operations an atomic upload needs. Paths are remote paths as planned
+/// (relative ones are relative to the login's home).
+pub trait Files: Send {
+    /// Creates `dir` and its parents; an existing directory is fine.
+    fn mkdir_p(&mut self, dir: &str) -> Result<(), TransportError>;
+    /// The size of `path`, or `None` when it does not exist.
+    fn size(&mut self, path: &str) -> Result<Option<u64>, TransportError>;
+    /// Whether [`Files::write`] can continue a file at an offset.
+    fn resumable(&self) -> bool;
+    /// Writes `local[offset..]` to `remote` from `offset` on (`offset == 0` creates or
+    /// truncates). Calls `progress` with the total bytes now in `remote`.
+    fn write(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        offset: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError>;
+    /// Renames `from` to `to`, atomically replacing `to` if it exists.
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError>;
+    /// Removes a file; a missing file is fine.
+    fn remove(&mut self, path: &str) -> Result<(), TransportError>;
+}
+
+/// Output of a command, one line at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Running commands on the host.
+pub trait Shell: Send {
+    /// Runs `command` with `sh -c` semantics, feeding each output line to `on_line` as it
+    /// arrives; returns the exit status. The command is killed at `timeout`.
+    fn exec(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        on_line: &mut dyn FnMut(Stream, &str),
+    ) -> Result<i32, TransportError>;
+
+    /// SHA-256 (hex) of the first `len` bytes of `path`, or of all of it.
+    fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError>;
+}
+
+/// An open connection to one target.
+pub struct Connection {
+    pub files: Box<dyn Files>,
+    pub shell: Option<Box<dyn Shell>>,
+}
+
+/// SHA-256 (hex) of the first `len` bytes of a local file, or of all of it.
+pub fn local_sha256(path: &Path, len: Option<u64>) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut reader: Box<dyn Read> = match len {
+        Some(n) => Box::new(file.take(n)),
+        None => Box::new(file),
+    };
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The shell command that prints the SHA-256 of (a prefix of) `path` on a POSIX host.
+pub fn sha256_command(path: &str, len: Option<u64>) -> String {
+    let q = shlex::try_quote(path).map_or_else(|_| "''".into(), |q| q.into_owned());
+    match len {
+        Some(n) => format!("head -c {n} -- {q} | sha256sum"),
+        None => format!("sha256sum < {q}"),
+    }
+}
+
+/// Opens a connection to `target` as its rule's protocol says. FTP targets get an SSH
+/// shell (on `ssh_port`) only when the rule has commands to run there.
+pub fn connect(
+    target: &crate::plan::Target,
+    rule: &crate::config::Rule,
+) -> Result<Connection, TransportError> {
+    use crate::config::Protocol;
+    match target.protocol {
+        Protocol::Local => Ok(Connection {
+            files: Box::new(local::Local::new(&target.host.name)),
+            shell: Some(Box::new(local::Local::new(&target.host.name))),
+        }),
+        Protocol::Scp | Protocol::Sftp => {
+            let params = ssh::SshParams::for_target(target, target.port.unwrap_or(22), rule);
+            ssh::SshSession::connect(&params)?.into_connection(target.protocol)
+        }
+        Protocol::Ftp | Protocol::Ftps => {
+            let files = ftp::FtpFiles::connect(&ftp::FtpParams::for_target(target, rule))?;
+            let shell: Option<Box<dyn Shell>> = if rule.commands.is_empty() {
+                None
+            } else {
+                let params = ssh::SshParams::for_target(target, rule.ssh_port, rule);
+                Some(Box::new(ssh::SshSession::connect(&params)?))
+            };
+            Ok(Connection {
+                files: Box::new(files),
+                shell,
+            })
+        }
+    }
+}

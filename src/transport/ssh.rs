@@ -1,0 +1,673 @@
+//! SCP and SFTP uploads and remote commands over one SSH session per target (libssh2).
+//!
+//! libssh2 is blocking and serialises every channel of a session, so each target gets its
+//! own session on its own thread; every wait is bounded by the session timeout or by our
+//! own poll deadline.
+
+use super::known_hosts::{self, KnownHostsFiles};
+use super::{Connection, Files, Shell, Stream, TransportError, sha256_command};
+use crate::config::{HostKeyPolicy, Protocol};
+use crate::plan::{Source, Target};
+use ssh2::{ErrorCode, OpenFlags, OpenType, Session};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+// libssh2 error codes we classify by.
+const ERR_TIMEOUT: i32 = -9;
+const ERR_AUTH_FAILED: i32 = -18;
+const ERR_PUBKEY_UNVERIFIED: i32 = -19;
+const ERR_FILE: i32 = -16;
+const FX_NO_SUCH_FILE: i32 = 2;
+const FX_PERMISSION_DENIED: i32 = 3;
+
+/// Reads and writes of the bundle go through buffers this big: libssh2 splits a large
+/// SFTP write into pipelined packets, so big writes keep the link full.
+const CHUNK: usize = 1 << 20;
+
+/// How to reach one target over SSH.
+#[derive(Debug, Clone)]
+pub struct SshParams {
+    /// The host as the rule names it (labels, messages).
+    pub host: String,
+    /// Where to connect (`HostName` from ~/.ssh/config, else `host`).
+    pub address: String,
+    pub port: u16,
+    pub login: String,
+    pub password: Option<(crate::config::Secret, Source)>,
+    pub keys: Vec<std::path::PathBuf>,
+    pub key_passphrase: Option<crate::config::Secret>,
+    pub timeout: Duration,
+    pub host_key: HostKeyPolicy,
+    pub known_hosts: KnownHostsFiles,
+}
+
+impl SshParams {
+    /// The parameters of a planned target; `port` is the SSH port to use (the target's
+    /// port for scp/sftp, `ssh_port` for the commands of ftp rules).
+    pub fn for_target(target: &Target, port: u16, rule: &crate::config::Rule) -> SshParams {
+        SshParams {
+            host: target.host.name.clone(),
+            address: target.address.clone(),
+            port,
+            login: target.creds.login.clone(),
+            password: target
+                .creds
+                .password
+                .clone()
+                .zip(target.creds.password_source),
+            keys: target.creds.keys.clone(),
+            key_passphrase: target.creds.key_passphrase.clone(),
+            timeout: rule.timeout,
+            host_key: rule.host_key,
+            known_hosts: KnownHostsFiles::default_files(),
+        }
+    }
+}
+
+/// An authenticated session to one host.
+#[derive(Clone)]
+pub struct SshSession {
+    sess: Session,
+    fd: RawFd,
+    host: String,
+    login: String,
+    timeout: Duration,
+}
+
+fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::Config => "dispatch.cfg",
+        Source::Netrc => "netrc",
+        Source::SshConfig => "ssh config",
+        Source::Default => "default",
+    }
+}
+
+impl SshSession {
+    /// Connects, verifies the host key, and logs in.
+    pub fn connect(p: &SshParams) -> Result<SshSession, TransportError> {
+        let addr_text = format!("{}:{}", p.address, p.port);
+        let connect_err = |detail: String| TransportError::Connect {
+            host: p.host.clone(),
+            addr: addr_text.clone(),
+            detail,
+        };
+        let addrs: Vec<_> = (p.address.as_str(), p.port)
+            .to_socket_addrs()
+            .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
+            .collect();
+        let mut last = String::from("no address");
+        let mut tcp = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, p.timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| connect_err(last))?;
+        let _ = tcp.set_nodelay(true);
+        let fd = tcp.as_raw_fd();
+        let mut sess = Session::new().map_err(|e| connect_err(e.to_string()))?;
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout(p.timeout.as_millis().min(u32::MAX as u128) as u32);
+        sess.set_compress(false);
+        // Prefer the host key type most hosts have on record, so a host known by its
+        // ed25519 key is not reported unknown because another type was negotiated.
+        if let Ok(algs) = sess.supported_algs(ssh2::MethodType::HostKey) {
+            let order = [
+                "ssh-ed25519",
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
+                "rsa-sha2-512",
+                "rsa-sha2-256",
+                "ssh-rsa",
+            ];
+            let prefs: Vec<&str> = order.into_iter().filter(|a| algs.contains(a)).collect();
+            let _ = sess.method_pref(ssh2::MethodType::HostKey, &prefs.join(","));
+        }
+        let me = SshSession {
+            sess,
+            fd,
+            host: p.host.clone(),
+            login: p.login.clone(),
+            timeout: p.timeout,
+        };
+        me.sess
+            .clone()
+            .handshake()
+            .map_err(|e| me.error("SSH handshake", e))?;
+        known_hosts::verify(&me.sess, &p.address, p.port, p.host_key, &p.known_hosts)?;
+        me.authenticate(p)?;
+        Ok(me)
+    }
+
+    fn authenticate(&self, p: &SshParams) -> Result<(), TransportError> {
+        let mut tried = Vec::new();
+        let mut last_err = None;
+        let passphrase = p.key_passphrase.as_ref().map(|s| s.expose());
+        for key in p.keys.iter().filter(|k| k.is_file()) {
+            tried.push(format!("key {}", key.display()));
+            match self
+                .sess
+                .userauth_pubkey_file(&p.login, None, key, passphrase)
+            {
+                Ok(()) if self.sess.authenticated() => return Ok(()),
+                Ok(()) => {}
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+            tried.push("ssh-agent".to_owned());
+            match self.sess.userauth_agent(&p.login) {
+                Ok(()) if self.sess.authenticated() => return Ok(()),
+                Ok(()) => {}
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if let Some((password, source)) = &p.password {
+            tried.push(format!("password from {}", source_name(*source)));
+            match self.sess.userauth_password(&p.login, password.expose()) {
+                Ok(()) if self.sess.authenticated() => return Ok(()),
+                Ok(()) => {}
+                Err(e) => last_err = Some(e),
+            }
+        }
+        // A dropped connection during login is a network problem, not a wrong password.
+        if let Some(e) = &last_err
+            && let ErrorCode::Session(code) = e.code()
+            && ![ERR_AUTH_FAILED, ERR_PUBKEY_UNVERIFIED, ERR_FILE].contains(&code)
+        {
+            return Err(self.error("login", last_err.unwrap()));
+        }
+        Err(TransportError::Auth {
+            host: self.host.clone(),
+            login: p.login.clone(),
+            tried: if tried.is_empty() {
+                "nothing: no password, no key file, no ssh-agent".to_owned()
+            } else {
+                tried.join(", ")
+            },
+            hint: "the rule (login/password/key), ~/.netrc, ~/.ssh/config or your ssh-agent"
+                .to_owned(),
+        })
+    }
+
+    /// Maps a libssh2 error during `op` to a classified error.
+    fn error(&self, op: &str, e: ssh2::Error) -> TransportError {
+        match e.code() {
+            ErrorCode::Session(ERR_TIMEOUT) => TransportError::Timeout {
+                host: self.host.clone(),
+                during: op.to_owned(),
+                secs: self.timeout.as_secs(),
+            },
+            ErrorCode::SFTP(FX_PERMISSION_DENIED) => self.permission(op, "", e.to_string()),
+            _ => TransportError::Io {
+                host: self.host.clone(),
+                op: op.to_owned(),
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    fn permission(&self, op: &str, path: &str, detail: String) -> TransportError {
+        TransportError::Permission {
+            host: self.host.clone(),
+            login: self.login.clone(),
+            op: op.to_owned(),
+            path: path.to_owned(),
+            detail,
+        }
+    }
+
+    /// Waits until the socket is readable or `ms` pass.
+    fn wait_readable(&self, ms: i32) {
+        let mut pfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the session's own socket.
+        unsafe {
+            libc::poll(&mut pfd, 1, ms);
+        }
+    }
+
+    /// Runs `command`, streaming its output lines. With `deadline`, the channel is closed
+    /// when it passes (the remote wrapper then kills the command). Without `keep_stdin`,
+    /// stdin is closed at once.
+    fn run(
+        &self,
+        command: &str,
+        deadline: Option<Instant>,
+        keep_stdin: bool,
+        on_line: &mut dyn FnMut(Stream, &str),
+    ) -> Result<i32, TransportError> {
+        let op = "running a command";
+        let mut ch = self.sess.channel_session().map_err(|e| self.error(op, e))?;
+        ch.exec(command).map_err(|e| self.error(op, e))?;
+        if !keep_stdin {
+            ch.send_eof().map_err(|e| self.error(op, e))?;
+        }
+        let mut err_stream = ch.stderr();
+        let mut bufs = [Vec::new(), Vec::new()];
+        let mut done = [false, false];
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut last_data = Instant::now();
+        let mut failure = None;
+        self.sess.set_blocking(false);
+        let result = loop {
+            let mut progressed = false;
+            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                let r = if i == 0 {
+                    ch.read(&mut chunk)
+                } else {
+                    err_stream.read(&mut chunk)
+                };
+                match r {
+                    Ok(0) => done[i] = true,
+                    Ok(n) => {
+                        progressed = true;
+                        bufs[i].extend_from_slice(&chunk[..n]);
+                        emit_lines(&mut bufs[i], stream, on_line);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => failure = Some(self.io_err("reading output of", command, e)),
+                }
+            }
+            if let Some(e) = failure.take() {
+                break Err(e);
+            }
+            if done[0] && done[1] {
+                break Ok(());
+            }
+            if progressed {
+                last_data = Instant::now();
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let _ = ch.close();
+                break Err(TransportError::Timeout {
+                    host: self.host.clone(),
+                    during: format!("running `{command}`"),
+                    secs: 0,
+                });
+            }
+            if deadline.is_none() && last_data.elapsed() > self.timeout && ch.eof() {
+                break Ok(());
+            }
+            self.wait_readable(100);
+        };
+        self.sess.set_blocking(true);
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            if !bufs[i].is_empty() {
+                let rest = String::from_utf8_lossy(&bufs[i]).into_owned();
+                on_line(stream, rest.trim_end_matches('\r'));
+            }
+        }
+        result?;
+        ch.wait_close().map_err(|e| self.error(op, e))?;
+        ch.exit_status().map_err(|e| self.error(op, e))
+    }
+
+    /// Runs a short internal command and returns (status, stdout, stderr).
+    fn capture(&self, command: &str) -> Result<(i32, String, String), TransportError> {
+        let (mut out, mut err) = (String::new(), String::new());
+        let status = self.run(
+            command,
+            Some(Instant::now() + self.timeout),
+            false,
+            &mut |s, l| {
+                let buf = if s == Stream::Stdout {
+                    &mut out
+                } else {
+                    &mut err
+                };
+                buf.push_str(l);
+                buf.push('\n');
+            },
+        )?;
+        Ok((status, out, err))
+    }
+
+    /// Runs an internal command that must succeed.
+    fn check(&self, op: &str, path: &str, command: &str) -> Result<String, TransportError> {
+        let (status, out, err) = self.capture(command)?;
+        match status {
+            0 => Ok(out),
+            _ if err.contains("Permission denied") || err.contains("Read-only file system") => {
+                Err(self.permission(op, path, err.trim().to_owned()))
+            }
+            _ => Err(TransportError::Io {
+                host: self.host.clone(),
+                op: format!("{op} `{path}`"),
+                detail: format!("exit {status}: {}", err.trim()),
+            }),
+        }
+    }
+
+    /// The session as upload files and a shell, for `protocol`.
+    pub fn into_connection(self, protocol: Protocol) -> Result<Connection, TransportError> {
+        let files: Box<dyn Files> = match protocol {
+            Protocol::Sftp => {
+                let sftp = self
+                    .sess
+                    .sftp()
+                    .map_err(|e| self.error("starting SFTP", e))?;
+                Box::new(SftpFiles {
+                    ssh: self.clone(),
+                    sftp,
+                })
+            }
+            _ => Box::new(ScpFiles { ssh: self.clone() }),
+        };
+        Ok(Connection {
+            files,
+            shell: Some(Box::new(self)),
+        })
+    }
+}
+
+fn emit_lines(buf: &mut Vec<u8>, stream: Stream, on_line: &mut dyn FnMut(Stream, &str)) {
+    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=pos).collect();
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        on_line(stream, text.trim_end_matches('\r'));
+    }
+}
+
+fn quote(s: &str) -> String {
+    shlex::try_quote(s).map_or_else(|_| "''".to_owned(), |q| q.into_owned())
+}
+
+/// Wraps a user command so it dies with the channel: it runs in its own session (process
+/// group) and a watcher kills that group when our side closes stdin — at a timeout, on
+/// cancel, or when the connection drops. A killed ssh client alone would leave it running.
+fn killable(command: &str) -> String {
+    let script = "setsid sh -c \"$1\" </dev/null & p=$!; \
+                  (cat >/dev/null; kill -TERM -- -$p 2>/dev/null; sleep 5; kill -KILL -- -$p 2>/dev/null) >/dev/null 2>&1 & w=$!; \
+                  wait $p; r=$?; kill $w 2>/dev/null; exit $r";
+    format!("sh -c {} dropship {}", quote(script), quote(command))
+}
+
+impl Shell for SshSession {
+    fn exec(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        on_line: &mut dyn FnMut(Stream, &str),
+    ) -> Result<i32, TransportError> {
+        self.run(
+            &killable(command),
+            Some(Instant::now() + timeout),
+            true,
+            on_line,
+        )
+        .map_err(|e| match e {
+            TransportError::Timeout { host, .. } => TransportError::Timeout {
+                host,
+                during: format!("running `{command}`"),
+                secs: timeout.as_secs(),
+            },
+            other => other,
+        })
+    }
+
+    fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
+        let out = self.check("sha256sum", path, &sha256_command(path, len))?;
+        let hex: String = out.chars().take(64).collect();
+        if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            Ok(hex.to_ascii_lowercase())
+        } else {
+            Err(TransportError::Io {
+                host: self.host.clone(),
+                op: format!("sha256sum `{path}`"),
+                detail: format!(
+                    "unexpected output `{}` (is sha256sum installed?)",
+                    out.trim()
+                ),
+            })
+        }
+    }
+}
+
+/// Files over SFTP: offset writes make uploads resumable.
+struct SftpFiles {
+    ssh: SshSession,
+    sftp: ssh2::Sftp,
+}
+
+impl SftpFiles {
+    fn sftp_err(&self, op: &str, path: &str, e: ssh2::Error) -> TransportError {
+        match e.code() {
+            ErrorCode::SFTP(FX_PERMISSION_DENIED) => self.ssh.permission(op, path, e.to_string()),
+            _ => self.ssh.error(&format!("{op} `{path}`"), e),
+        }
+    }
+}
+
+impl Files for SftpFiles {
+    fn mkdir_p(&mut self, dir: &str) -> Result<(), TransportError> {
+        let mut cur = if dir.starts_with('/') {
+            "/".to_owned()
+        } else {
+            String::new()
+        };
+        for seg in dir.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            if !cur.is_empty() && !cur.ends_with('/') {
+                cur.push('/');
+            }
+            cur.push_str(seg);
+            let p = Path::new(&cur);
+            match self.sftp.stat(p) {
+                Ok(st) if st.is_dir() => continue,
+                Ok(_) => {
+                    return Err(TransportError::Io {
+                        host: self.ssh.host.clone(),
+                        op: format!("mkdir `{dir}`"),
+                        detail: format!("`{cur}` exists and is not a directory"),
+                    });
+                }
+                Err(_) => {}
+            }
+            if let Err(e) = self.sftp.mkdir(p, 0o755) {
+                // Another dispatch may have made it meanwhile.
+                if !self.sftp.stat(p).is_ok_and(|st| st.is_dir()) {
+                    return Err(self.sftp_err("mkdir", &cur, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn size(&mut self, path: &str) -> Result<Option<u64>, TransportError> {
+        match self.sftp.stat(Path::new(path)) {
+            Ok(st) => Ok(st.size),
+            Err(e) if e.code() == ErrorCode::SFTP(FX_NO_SUCH_FILE) => Ok(None),
+            Err(e) => Err(self.sftp_err("stat", path, e)),
+        }
+    }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    fn write(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        offset: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        let read_err = |e: std::io::Error| TransportError::Local {
+            path: local.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut src = std::fs::File::open(local).map_err(read_err)?;
+        src.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+        let mut flags = OpenFlags::WRITE | OpenFlags::CREATE;
+        if offset == 0 {
+            flags |= OpenFlags::TRUNCATE;
+        }
+        let mut dst = self
+            .sftp
+            .open_mode(Path::new(remote), flags, 0o644, OpenType::File)
+            .map_err(|e| self.sftp_err("create", remote, e))?;
+        dst.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.ssh.io_err("seek", remote, e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent = offset;
+        loop {
+            let n = src.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n])
+                .map_err(|e| self.ssh.io_err("write", remote, e))?;
+            sent += n as u64;
+            progress(sent);
+        }
+        dst.close().map_err(|e| self.sftp_err("close", remote, e))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {
+        // SFTP v3 RENAME refuses an existing target; `mv -f` is rename(2): atomic replace.
+        self.ssh
+            .check(
+                "rename",
+                to,
+                &format!("mv -f -- {} {}", quote(from), quote(to)),
+            )
+            .map(drop)
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), TransportError> {
+        match self.sftp.unlink(Path::new(path)) {
+            Err(e) if e.code() != ErrorCode::SFTP(FX_NO_SUCH_FILE) => {
+                Err(self.sftp_err("remove", path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl SshSession {
+    fn io_err(&self, op: &str, path: &str, e: std::io::Error) -> TransportError {
+        if e.kind() == ErrorKind::TimedOut {
+            return TransportError::Timeout {
+                host: self.host.clone(),
+                during: format!("{op} `{path}`"),
+                secs: self.timeout.as_secs(),
+            };
+        }
+        if e.kind() == ErrorKind::PermissionDenied {
+            return self.permission(op, path, e.to_string());
+        }
+        TransportError::Io {
+            host: self.host.clone(),
+            op: format!("{op} `{path}`"),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Files over SCP: one stream per file, so a retry starts over.
+struct ScpFiles {
+    ssh: SshSession,
+}
+
+impl Files for ScpFiles {
+    fn mkdir_p(&mut self, dir: &str) -> Result<(), TransportError> {
+        self.ssh
+            .check("mkdir", dir, &format!("mkdir -p -- {}", quote(dir)))
+            .map(drop)
+    }
+
+    fn size(&mut self, path: &str) -> Result<Option<u64>, TransportError> {
+        let q = quote(path);
+        let out = self.ssh.check(
+            "stat",
+            path,
+            &format!("if [ -e {q} ]; then wc -c < {q}; else echo missing; fi"),
+        )?;
+        match out.trim() {
+            "missing" => Ok(None),
+            n => n.parse().map(Some).map_err(|_| TransportError::Io {
+                host: self.ssh.host.clone(),
+                op: format!("stat `{path}`"),
+                detail: format!("unexpected output `{n}`"),
+            }),
+        }
+    }
+
+    fn resumable(&self) -> bool {
+        false
+    }
+
+    fn write(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        _offset: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), TransportError> {
+        let read_err = |e: std::io::Error| TransportError::Local {
+            path: local.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut src = std::fs::File::open(local).map_err(read_err)?;
+        let size = src.metadata().map_err(read_err)?.len();
+        let mut ch = self
+            .ssh
+            .sess
+            .scp_send(Path::new(remote), 0o644, size, None)
+            .map_err(|e| match self.ssh.error("scp", e) {
+                TransportError::Io { detail, .. } if detail.contains("ermission") => {
+                    self.ssh.permission("create", remote, detail)
+                }
+                other => other,
+            })?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent = 0;
+        loop {
+            let n = src.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            ch.write_all(&buf[..n])
+                .map_err(|e| self.ssh.io_err("write", remote, e))?;
+            sent += n as u64;
+            progress(sent);
+        }
+        let op = format!("finishing scp of `{remote}`");
+        ch.send_eof().map_err(|e| self.ssh.error(&op, e))?;
+        ch.wait_eof().map_err(|e| self.ssh.error(&op, e))?;
+        ch.close().map_err(|e| self.ssh.error(&op, e))?;
+        ch.wait_close().map_err(|e| self.ssh.error(&op, e))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {
+        self.ssh
+            .check(
+                "rename",
+                to,
+                &format!("mv -f -- {} {}", quote(from), quote(to)),
+            )
+            .map(drop)
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), TransportError> {
+        self.ssh
+            .check("remove", path, &format!("rm -f -- {}", quote(path)))
+            .map(drop)
+    }
+}

@@ -1,0 +1,290 @@
+//! The safe upload: write `.NAME.part` beside the final name, verify it, rename it into
+//! place; retry transient failures with backoff, resuming from the verified prefix.
+//!
+//! No reader on the host ever sees a partial file at the final path: the final name only
+//! ever appears through a rename of a file that has been checked (size always, SHA-256
+//! whenever the host has a shell).
+
+use super::{Connection, TransferEvent, TransportError, local_sha256};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often and how patiently to retry.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            retries,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+
+    /// Exponential backoff with full jitter: a random delay up to `base * 2^(n-1)`,
+    /// capped, so many hosts that failed together do not retry together.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        let jitter: f64 = rand::random::<f64>();
+        exp.mul_f64(0.5 + jitter / 2.0)
+    }
+}
+
+/// What arrived, as checked on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub size: u64,
+    /// Set when the host computed it and it matched ours.
+    pub sha256: Option<String>,
+    pub attempts: u32,
+}
+
+/// The `.NAME.part` path beside `remote_path`.
+pub fn part_path(remote_path: &str) -> String {
+    match remote_path.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/.{name}.part"),
+        None => format!(".{remote_path}.part"),
+    }
+}
+
+/// Rate and ETA reporting, at most every 100 ms so a fast link does not flood the UI.
+struct Meter<'a> {
+    events: &'a dyn Fn(TransferEvent),
+    total: u64,
+    start: Instant,
+    start_bytes: u64,
+    last: Option<Instant>,
+}
+
+impl Meter<'_> {
+    fn update(&mut self, sent: u64, force: bool) {
+        let now = Instant::now();
+        if !force
+            && self
+                .last
+                .is_some_and(|l| now - l < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last = Some(now);
+        let secs = (now - self.start).as_secs_f64();
+        let rate = if secs > 0.0 {
+            (sent - self.start_bytes.min(sent)) as f64 / secs
+        } else {
+            0.0
+        };
+        let eta_secs = (rate > 0.0).then(|| (self.total.saturating_sub(sent)) as f64 / rate);
+        (self.events)(TransferEvent::Progress {
+            sent,
+            total: self.total,
+            rate,
+            eta_secs,
+        });
+    }
+}
+
+/// Everything `deliver` needs to know about the target.
+pub struct Job<'a> {
+    pub host: &'a str,
+    pub local: &'a Path,
+    pub dest_dir: &'a str,
+    pub remote_path: &'a str,
+    pub policy: RetryPolicy,
+    pub cancel: &'a AtomicBool,
+}
+
+/// Uploads `job.local` to `job.remote_path`, connecting (and reconnecting after a
+/// failure) with `connect`. Returns the connection it ended on, so the same session can
+/// run the host's commands.
+pub fn deliver(
+    job: &Job,
+    connect: &mut dyn FnMut() -> Result<Connection, TransportError>,
+    events: &dyn Fn(TransferEvent),
+) -> Result<(Connection, Delivered), TransportError> {
+    let local_err = |e: std::io::Error| TransportError::Local {
+        path: job.local.to_owned(),
+        detail: e.to_string(),
+    };
+    let size = std::fs::metadata(job.local).map_err(local_err)?.len();
+    let sha = local_sha256(job.local, None).map_err(local_err)?;
+    let part = part_path(job.remote_path);
+    let mut attempt = 0;
+    let mut conn: Option<Connection> = None;
+    loop {
+        attempt += 1;
+        if job.cancel.load(Ordering::Relaxed) {
+            return Err(TransportError::Cancelled {
+                host: job.host.to_owned(),
+            });
+        }
+        let result = match conn.take() {
+            Some(c) => Ok(c),
+            None => connect(),
+        }
+        .and_then(|mut c| {
+            let r = attempt_once(job, &mut c, &part, size, &sha, attempt, events);
+            r.map(|d| (c, d))
+        });
+        match result {
+            Ok((c, mut delivered)) => {
+                delivered.attempts = attempt;
+                return Ok((c, delivered));
+            }
+            Err(e) if e.is_transient() && attempt <= job.policy.retries => {
+                let delay = job.policy.delay(attempt);
+                events(TransferEvent::Retrying {
+                    attempt,
+                    of: job.policy.retries + 1,
+                    delay_ms: delay.as_millis() as u64,
+                    error: e.to_string(),
+                });
+                sleep_unless_cancelled(delay, job.cancel);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn sleep_unless_cancelled(delay: Duration, cancel: &AtomicBool) {
+    let end = Instant::now() + delay;
+    while Instant::now() < end && !cancel.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+    }
+}
+
+/// How much of an existing `.part` can be kept: its length, when that prefix is ours
+/// (checked by SHA-256 where the host has a shell; by size alone where it has not).
+fn resume_offset(
+    job: &Job,
+    conn: &mut Connection,
+    part: &str,
+    size: u64,
+) -> Result<u64, TransportError> {
+    if !conn.files.resumable() {
+        return Ok(0);
+    }
+    let have = match conn.files.size(part)? {
+        Some(n) if n > 0 && n <= size => n,
+        _ => return Ok(0),
+    };
+    let Some(shell) = conn.shell.as_mut() else {
+        return Ok(have);
+    };
+    let theirs = shell.sha256(part, Some(have))?;
+    let ours = local_sha256(job.local, Some(have)).map_err(|e| TransportError::Local {
+        path: job.local.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok(if theirs == ours { have } else { 0 })
+}
+
+fn attempt_once(
+    job: &Job,
+    conn: &mut Connection,
+    part: &str,
+    size: u64,
+    sha: &str,
+    attempt: u32,
+    events: &dyn Fn(TransferEvent),
+) -> Result<Delivered, TransportError> {
+    conn.files.mkdir_p(job.dest_dir)?;
+    let offset = resume_offset(job, conn, part, size)?;
+    events(TransferEvent::Started {
+        attempt,
+        size,
+        resume_from: offset,
+    });
+    let mut meter = Meter {
+        events,
+        total: size,
+        start: Instant::now(),
+        start_bytes: offset,
+        last: None,
+    };
+    let cancel = job.cancel;
+    let mut cancelled = false;
+    conn.files.write(job.local, part, offset, &mut |sent| {
+        meter.update(sent, false);
+        cancelled |= cancel.load(Ordering::Relaxed);
+    })?;
+    meter.update(size, true);
+    if cancelled || cancel.load(Ordering::Relaxed) {
+        return Err(TransportError::Cancelled {
+            host: job.host.to_owned(),
+        });
+    }
+    let verify_fail = |detail: String| TransportError::Verify {
+        host: job.host.to_owned(),
+        path: part.to_owned(),
+        detail,
+    };
+    let got = conn.files.size(part)?;
+    if got != Some(size) {
+        return Err(verify_fail(format!(
+            "size on the host is {}, expected {size}",
+            got.map_or("missing".into(), |n| n.to_string())
+        )));
+    }
+    let remote_sha = match conn.shell.as_mut() {
+        Some(shell) => {
+            let theirs = shell.sha256(part, None)?;
+            if theirs != sha {
+                // Start the next attempt from scratch: the prefix is not ours.
+                let _ = conn.files.remove(part);
+                return Err(verify_fail(format!(
+                    "SHA-256 on the host is {theirs}, expected {sha}"
+                )));
+            }
+            Some(theirs)
+        }
+        None => None,
+    };
+    conn.files.rename(part, job.remote_path)?;
+    events(TransferEvent::Verified {
+        size,
+        sha256: remote_sha.clone(),
+    });
+    Ok(Delivered {
+        size,
+        sha256: remote_sha,
+        attempts: attempt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_paths() {
+        assert_eq!(part_path("newcx/1/app.tgz"), "newcx/1/.app.tgz.part");
+        assert_eq!(part_path("/srv/a b.tgz"), "/srv/.a b.tgz.part");
+        assert_eq!(part_path("app.tgz"), ".app.tgz.part");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::new(10);
+        for attempt in 1..12 {
+            let d = p.delay(attempt);
+            let cap = p
+                .base_delay
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(p.max_delay);
+            assert!(
+                d <= cap && d >= cap / 2,
+                "attempt {attempt}: {d:?} vs {cap:?}"
+            );
+        }
+    }
+}
