@@ -140,6 +140,7 @@ pub fn sha256_command(path: &str, len: Option<u64>) -> String {
 pub fn connect(
     target: &crate::plan::Target,
     rule: &crate::config::Rule,
+    known_hosts: &known_hosts::KnownHostsFiles,
 ) -> Result<Connection, TransportError> {
     use crate::config::Protocol;
     match target.protocol {
@@ -148,7 +149,7 @@ pub fn connect(
             shell: Some(Box::new(local::Local::new(&target.host.name))),
         }),
         Protocol::Scp | Protocol::Sftp => {
-            let params = ssh::SshParams::for_target(target, target.port.unwrap_or(22), rule);
+            let params = ssh::SshParams::for_target(target, target.port.unwrap_or(22), rule, known_hosts);
             ssh::SshSession::connect(&params)?.into_connection(target.protocol)
         }
         Protocol::Ftp | Protocol::Ftps => {
@@ -156,7 +157,7 @@ pub fn connect(
             let shell: Option<Box<dyn Shell>> = if rule.commands.is_empty() {
                 None
             } else {
-                let params = ssh::SshParams::for_target(target, rule.ssh_port, rule);
+                let params = ssh::SshParams::for_target(target, rule.ssh_port, rule, known_hosts);
                 Some(Box::new(ssh::SshSession::connect(&params)?))
             };
             Ok(Connection {

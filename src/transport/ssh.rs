@@ -47,7 +47,12 @@ pub struct SshParams {
 impl SshParams {
     /// The parameters of a planned target; `port` is the SSH port to use (the target's
     /// port for scp/sftp, `ssh_port` for the commands of ftp rules).
-    pub fn for_target(target: &Target, port: u16, rule: &crate::config::Rule) -> SshParams {
+    pub fn for_target(
+        target: &Target,
+        port: u16,
+        rule: &crate::config::Rule,
+        known_hosts: &KnownHostsFiles,
+    ) -> SshParams {
         SshParams {
             host: target.host.name.clone(),
             address: target.address.clone(),
@@ -62,7 +67,7 @@ impl SshParams {
             key_passphrase: target.creds.key_passphrase.clone(),
             timeout: rule.timeout,
             host_key: rule.host_key,
-            known_hosts: KnownHostsFiles::default_files(),
+            known_hosts: known_hosts.clone(),
         }
     }
 }
@@ -239,13 +244,13 @@ impl SshSession {
         }
     }
 
-    /// Runs `command`, streaming its output lines. With `deadline`, the channel is closed
-    /// when it passes (the remote wrapper then kills the command). Without `keep_stdin`,
-    /// stdin is closed at once.
+    /// Runs `command`, streaming its output lines. At `deadline` the channel is closed
+    /// (the remote wrapper of user commands then kills them). Without `keep_stdin`, stdin
+    /// is closed at once.
     fn run(
         &self,
         command: &str,
-        deadline: Option<Instant>,
+        deadline: Instant,
         keep_stdin: bool,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
@@ -259,7 +264,6 @@ impl SshSession {
         let mut bufs = [Vec::new(), Vec::new()];
         let mut done = [false, false];
         let mut chunk = vec![0u8; 64 * 1024];
-        let mut last_data = Instant::now();
         let mut failure = None;
         self.sess.set_blocking(false);
         let result = loop {
@@ -291,19 +295,15 @@ impl SshSession {
                 break Ok(());
             }
             if progressed {
-                last_data = Instant::now();
                 continue;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if Instant::now() >= deadline {
                 let _ = ch.close();
                 break Err(TransportError::Timeout {
                     host: self.host.clone(),
                     during: format!("running `{command}`"),
                     secs: 0,
                 });
-            }
-            if deadline.is_none() && last_data.elapsed() > self.timeout && ch.eof() {
-                break Ok(());
             }
             self.wait_readable(100);
         };
@@ -324,7 +324,7 @@ impl SshSession {
         let (mut out, mut err) = (String::new(), String::new());
         let status = self.run(
             command,
-            Some(Instant::now() + self.timeout),
+            Instant::now() + self.timeout,
             false,
             &mut |s, l| {
                 let buf = if s == Stream::Stdout {
@@ -408,7 +408,7 @@ impl Shell for SshSession {
     ) -> Result<i32, TransportError> {
         self.run(
             &killable(command),
-            Some(Instant::now() + timeout),
+            Instant::now() + timeout,
             true,
             on_line,
         )
