@@ -57,6 +57,8 @@ pub enum Need {
     Sshd,
     /// `/usr/sbin/vsftpd` and `openssl` (for the FTPS certificate).
     Vsftpd,
+    /// `tmux`, for end-to-end TUI runs (`send-keys`, `capture-pane`).
+    Tmux,
 }
 
 /// True when running under CI (`CI=true`), where a skipped live test is a failure.
@@ -72,6 +74,7 @@ fn missing(need: Need) -> Option<String> {
         Need::Root => None,
         Need::Sshd => missing_binaries(&[sshd::SSHD, "/usr/bin/ssh-keygen"]),
         Need::Vsftpd => missing_binaries(&[vsftpd::VSFTPD, "/usr/bin/openssl"]),
+        Need::Tmux => missing_binaries(&["/usr/bin/tmux"]),
     }
 }
 
@@ -200,6 +203,57 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A temp dir for one server, named `dropship-KIND-PID-XXXXXX` so that [`sweep_stale_dirs`]
+/// can tell when its owner is gone.
+pub(crate) fn server_temp_dir(kind: &str) -> tempfile::TempDir {
+    sweep_stale_dirs();
+    tempfile::Builder::new()
+        .prefix(&format!("dropship-{kind}-{}-", std::process::id()))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("{kind} temp dir: {e}"))
+}
+
+/// Removes server temp dirs left by test processes that were killed (drop never ran), and
+/// scratch dirs of dead processes older than a day (kept that long for post-mortems). Once
+/// per process.
+fn sweep_stale_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dead = |pid: &str| !Path::new("/proc").join(pid).exists();
+        for (dir, day_old_only) in [
+            (Path::new("/tmp").to_owned(), false),
+            (Path::new("/home").join(TEST_USER).join("scratch"), true),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = if day_old_only {
+                    // "<test>-<pid>-<seq>"
+                    name.rsplit('-').nth(1)
+                } else {
+                    name.strip_prefix("dropship-sshd-")
+                        .or_else(|| name.strip_prefix("dropship-vsftpd-"))
+                        .and_then(|rest| rest.split('-').next())
+                };
+                let Some(pid) = pid.filter(|p| p.parse::<u32>().is_ok()) else {
+                    continue;
+                };
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(24 * 3600));
+                if dead(pid) && (old || !day_old_only) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    });
 }
 
 /// Reads a whole file as lossy UTF-8, or an explanation of why it could not.

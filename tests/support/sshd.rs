@@ -136,10 +136,7 @@ impl SshServerBuilder {
         let keys = test_keys();
         fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd (privilege separation dir)");
 
-        let dir = tempfile::Builder::new()
-            .prefix("dropship-sshd-")
-            .tempdir()
-            .expect("sshd temp dir");
+        let dir = super::server_temp_dir("sshd");
         // sshd reads AuthorizedKeysFile as the user: the directory must be traversable.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
 

@@ -91,10 +91,7 @@ impl FtpServerBuilder {
     /// Starts vsftpd and waits for its `220` banner. Panics (with the log) if it fails.
     pub fn start(self) -> FtpServer {
         let user = test_user();
-        let dir = tempfile::Builder::new()
-            .prefix("dropship-vsftpd-")
-            .tempdir()
-            .expect("vsftpd temp dir");
+        let dir = super::server_temp_dir("vsftpd");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
         let empty = dir.path().join("empty");
         fs::create_dir(&empty).expect("secure_chroot_dir");
