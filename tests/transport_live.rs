@@ -1,0 +1,485 @@
+//! Transports against the real OpenSSH sshd and vsftpd from tests/support: what arrives is
+//! what left, partial files never appear at the final path, and failures are classified.
+
+mod support;
+
+use dropship::config::Config;
+use dropship::plan::{Plan, Stamp};
+use dropship::transport::known_hosts::KnownHostsFiles;
+use dropship::transport::upload::{self, Delivered, Job, RetryPolicy};
+use dropship::transport::{self, Connection, TransferEvent, TransportError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use support::{FaultProxy, FtpProxies, FtpServer, ScratchDir, SshServer, TEST_PASSWORD, TEST_USER};
+
+/// A bundle on local disk with deterministic content.
+fn bundle(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let path = dir.join(name);
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn sha(path: &Path) -> String {
+    transport::local_sha256(path, None).unwrap()
+}
+
+/// Everything one upload needs: a config naming the server, known_hosts files, a scratch
+/// destination in the test user's home.
+struct Rig {
+    local: tempfile::TempDir,
+    known: KnownHostsFiles,
+    dest: ScratchDir,
+}
+
+impl Rig {
+    fn new(test: &str) -> Rig {
+        let local = tempfile::tempdir().unwrap();
+        let known = KnownHostsFiles {
+            user: Some(local.path().join("user_known_hosts")),
+            dropship: local.path().join("state").join("known_hosts"),
+        };
+        Rig {
+            local,
+            known,
+            dest: support::scratch_dir(test),
+        }
+    }
+
+    fn trust(&self, server: &SshServer) {
+        server.write_known_hosts(self.known.user.as_ref().unwrap());
+    }
+
+    /// A config with one catch-all rule for `addr` over `protocol`; `extra` adds keys to
+    /// the rule or overrides the [DEFAULT]s (the real password has `;`, `#` and a space).
+    fn config(&self, protocol: &str, addr: SocketAddr, dest: &str, extra: &str) -> Config {
+        let text = format!(
+            "[DEFAULT]\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 5s\nretries = 3\n\n[.*]\nhost = {}:{}\nprotocol = {protocol}\ndest_dir = {dest}\n{extra}\n",
+            addr.ip(),
+            addr.port()
+        );
+        Config::parse(&text, Path::new("test.cfg")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn plan(&self, config: &Config, name: &str) -> Plan {
+        Plan::build(
+            config,
+            &dropship::config::Netrc::empty(),
+            &dropship::config::SshHosts::empty(),
+            name,
+            Stamp::parse("20261121_101500").unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+/// Runs the safe upload of `local` for the plan's first target, collecting events.
+fn deliver(
+    rig: &Rig,
+    plan: &Plan,
+    local: &Path,
+) -> (
+    Result<(Connection, Delivered), TransportError>,
+    Vec<TransferEvent>,
+) {
+    let target = &plan.targets[0];
+    let events = Mutex::new(Vec::new());
+    let cancel = AtomicBool::new(false);
+    let mut policy = RetryPolicy::new(plan.rule.retries);
+    policy.base_delay = std::time::Duration::from_millis(50);
+    let job = Job {
+        host: &target.host.name,
+        local,
+        dest_dir: &target.dest_dir,
+        remote_path: &target.remote_path,
+        policy,
+        cancel: &cancel,
+    };
+    let result = upload::deliver(
+        &job,
+        &mut || transport::connect(target, &plan.rule, &rig.known),
+        &|e| events.lock().unwrap().push(e),
+    );
+    (result, events.into_inner().unwrap())
+}
+
+fn retries(events: &[TransferEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, TransferEvent::Retrying { .. }))
+        .count()
+}
+
+fn resumed_from(events: &[TransferEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TransferEvent::Started { resume_from, .. } => Some(*resume_from),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Uploads files of awkward sizes and names into a nested directory; each must arrive
+/// byte for byte, with no `.part` left behind.
+fn roundtrip(protocol: &str, addr: SocketAddr, rig: &Rig, extra: &str) {
+    let dest = format!("{}/nested/deeper/{{stem}}", rig.dest.as_str());
+    let config = rig.config(protocol, addr, &dest, extra);
+    let sizes = [0usize, 1, 65535, 65536, 65537, 10 << 20];
+    for (i, len) in sizes.into_iter().enumerate() {
+        let name = format!("app ü {i}-1.0.tgz");
+        let local = bundle(rig.local.path(), &name, len);
+        let plan = rig.plan(&config, &name);
+        let (result, events) = deliver(rig, &plan, &local);
+        let (_, delivered) = result.unwrap_or_else(|e| panic!("{protocol} {len} bytes: {e}"));
+        let remote = PathBuf::from(&plan.targets[0].remote_path);
+        assert_eq!(sha(&remote), sha(&local), "{protocol}: {len} bytes differ");
+        assert_eq!(delivered.size, len as u64);
+        assert_eq!(retries(&events), 0, "{protocol}: {events:?}");
+        let part = PathBuf::from(upload::part_path(&plan.targets[0].remote_path));
+        assert!(!part.exists(), "{protocol}: {} left behind", part.display());
+        if protocol != "ftp" && protocol != "ftps" {
+            assert_eq!(delivered.sha256.as_deref(), Some(sha(&local).as_str()));
+        }
+    }
+}
+
+#[test]
+fn sftp_roundtrip() {
+    let Some(server) = support::ssh_server_or_skip("sftp_roundtrip") else {
+        return;
+    };
+    let rig = Rig::new("sftp_roundtrip");
+    rig.trust(&server);
+    roundtrip("sftp", server.addr(), &rig, "");
+}
+
+#[test]
+fn scp_roundtrip() {
+    let Some(server) = support::ssh_server_or_skip("scp_roundtrip") else {
+        return;
+    };
+    let rig = Rig::new("scp_roundtrip");
+    rig.trust(&server);
+    roundtrip("scp", server.addr(), &rig, "");
+}
+
+#[test]
+fn ftp_roundtrip() {
+    let Some(server) = support::ftp_server_or_skip("ftp_roundtrip") else {
+        return;
+    };
+    let rig = Rig::new("ftp_roundtrip");
+    roundtrip("ftp", server.addr(), &rig, "");
+}
+
+#[test]
+fn ftps_roundtrip_verifies_the_certificate() {
+    let Some(server) = support::ftps_server_or_skip("ftps_roundtrip") else {
+        return;
+    };
+    let rig = Rig::new("ftps_roundtrip");
+    let ca = format!("tls_ca = {}", server.ca_pem().display());
+    roundtrip("ftps", server.addr(), &rig, &ca);
+
+    // Without the CA the self-signed certificate is refused, and not retried.
+    let config = rig.config("ftps", server.addr(), rig.dest.as_str(), "");
+    let local = bundle(rig.local.path(), "x.tgz", 10);
+    let (result, events) = deliver(&rig, &rig.plan(&config, "x.tgz"), &local);
+    let err = result
+        .err()
+        .expect("an unverifiable certificate must be refused");
+    assert!(matches!(err, TransportError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("tls_ca"), "{err}");
+    assert_eq!(retries(&events), 0);
+}
+
+#[test]
+fn ftp_with_commands_verifies_sha256_over_ssh() {
+    let Some(ftp) = support::ftp_server_or_skip("ftp_sha_over_ssh") else {
+        return;
+    };
+    let Some(ssh) = support::ssh_server_or_skip("ftp_sha_over_ssh") else {
+        return;
+    };
+    let rig = Rig::new("ftp_sha_over_ssh");
+    rig.trust(&ssh);
+    let extra = format!("ssh_port = {}\nupgrade = true", ssh.port());
+    let config = rig.config("ftp", ftp.addr(), rig.dest.as_str(), &extra);
+    let local = bundle(rig.local.path(), "app-2.tgz", 100_000);
+    let (result, _) = deliver(&rig, &rig.plan(&config, "app-2.tgz"), &local);
+    let (_, delivered) = result.unwrap();
+    assert_eq!(delivered.sha256, Some(sha(&local)));
+}
+
+#[test]
+fn existing_file_is_replaced_atomically() {
+    let Some(server) = support::ssh_server_or_skip("atomic_replace") else {
+        return;
+    };
+    let rig = Rig::new("atomic_replace");
+    rig.trust(&server);
+    let config = rig.config("sftp", server.addr(), rig.dest.as_str(), "");
+    let old = vec![b'o'; 4 << 20];
+    let final_path = rig.dest.write_file("app-3.tgz", &old);
+    let local = bundle(rig.local.path(), "app-3.tgz", 8 << 20);
+    let new_sha = sha(&local);
+    let old_sha = transport::local_sha256(&final_path, None).unwrap();
+
+    // A reader polls the final path during the upload: it must only ever see the old or
+    // the new file whole.
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(h) = transport::local_sha256(&final_path, None) {
+                    seen.insert(h);
+                }
+            }
+            seen
+        });
+        let (result, _) = deliver(&rig, &rig.plan(&config, "app-3.tgz"), &local);
+        result.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = reader.join().unwrap();
+        assert!(
+            seen.iter().all(|h| *h == old_sha || *h == new_sha),
+            "a reader saw a partial file: {seen:?}"
+        );
+    });
+    assert_eq!(sha(&final_path), new_sha);
+}
+
+/// Writes the server's host key under the name the client connects to (a proxy's).
+fn trust_at(rig: &Rig, server: &SshServer, addr: SocketAddr) {
+    std::fs::write(
+        rig.known.user.as_ref().unwrap(),
+        server.host_keys()[0].known_hosts_line(addr) + "\n",
+    )
+    .unwrap();
+}
+
+/// A wrong password fails at once with an authentication error naming the source, in one
+/// connection (no retry), and the secret is in no message.
+fn assert_wrong_password(protocol: &str, proxy: &FaultProxy, rig: &Rig) {
+    let config = rig.config(
+        protocol,
+        proxy.addr(),
+        rig.dest.as_str(),
+        "password = wrong;#pw",
+    );
+    let local = bundle(rig.local.path(), "a.tgz", 10);
+    let before = proxy.connections();
+    let (result, events) = deliver(rig, &rig.plan(&config, "a.tgz"), &local);
+    let err = result.err().expect("wrong password must fail");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, TransportError::Auth { .. }),
+        "{protocol}: {msg}"
+    );
+    assert!(msg.contains("password from dispatch.cfg"), "{msg}");
+    assert!(!msg.contains("wrong;#pw"), "secret leaked: {msg}");
+    assert_eq!(retries(&events), 0, "auth errors are not retried");
+    assert_eq!(
+        proxy.connections() - before,
+        1,
+        "{protocol}: one connection only"
+    );
+}
+
+#[test]
+fn wrong_password_is_not_retried() {
+    let Some(ssh) = support::ssh_server_or_skip("wrong_password") else {
+        return;
+    };
+    let Some(ftp) = support::ftp_server_or_skip("wrong_password") else {
+        return;
+    };
+    let rig = Rig::new("wrong_password");
+    let proxy = FaultProxy::start(ssh.addr());
+    trust_at(&rig, &ssh, proxy.addr());
+    assert_wrong_password("sftp", &proxy, &rig);
+    assert_wrong_password("scp", &proxy, &rig);
+    assert_wrong_password("ftp", &FaultProxy::start(ftp.addr()), &rig);
+}
+
+#[test]
+fn unwritable_dest_dir_is_a_clear_permission_error() {
+    let Some(ssh) = support::ssh_server_or_skip("unwritable") else {
+        return;
+    };
+    let Some(ftp) = support::ftp_server_or_skip("unwritable") else {
+        return;
+    };
+    let rig = Rig::new("unwritable");
+    rig.trust(&ssh);
+    // Owned by root, mode 755: the test user cannot create anything inside.
+    let locked = rig.dest.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let dest = format!("{}/sub", locked.display());
+    let local = bundle(rig.local.path(), "a.tgz", 10);
+    for (protocol, addr) in [
+        ("sftp", ssh.addr()),
+        ("scp", ssh.addr()),
+        ("ftp", ftp.addr()),
+    ] {
+        let config = rig.config(protocol, addr, &dest, "");
+        let (result, events) = deliver(&rig, &rig.plan(&config, "a.tgz"), &local);
+        let err = result.err().expect("must fail");
+        assert!(
+            matches!(err, TransportError::Permission { .. }),
+            "{protocol}: {err}"
+        );
+        assert!(err.to_string().contains("sub"), "{protocol}: {err}");
+        assert_eq!(retries(&events), 0, "{protocol}");
+    }
+}
+
+#[test]
+fn host_keys_strict_and_accept_new() {
+    let Some(server) = support::ssh_server_or_skip("host_keys") else {
+        return;
+    };
+    let rig = Rig::new("host_keys");
+    let local = bundle(rig.local.path(), "a.tgz", 10);
+    let run = |policy: &str| {
+        let config = rig.config(
+            "sftp",
+            server.addr(),
+            rig.dest.as_str(),
+            &format!("host_key = {policy}"),
+        );
+        deliver(&rig, &rig.plan(&config, "a.tgz"), &local)
+    };
+
+    // Unknown under strict: refused with type and fingerprint, nothing recorded.
+    let err = run("strict").0.err().expect("unknown host must be refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, TransportError::HostKeyUnknown { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("ssh-ed25519") && msg.contains("SHA256:"),
+        "{msg}"
+    );
+    assert!(msg.contains("accept-new"), "{msg}");
+    assert!(!rig.known.dropship.exists());
+
+    // Unknown under accept-new: recorded in dropship's file, then known under strict.
+    run("accept-new").0.unwrap();
+    let recorded = std::fs::read_to_string(&rig.known.dropship).unwrap();
+    assert!(
+        recorded.contains(server.host_keys()[0].base64()),
+        "{recorded}"
+    );
+    run("strict").0.unwrap();
+
+    // Changed: a different key on record is refused under both policies.
+    let other = SshServer::start();
+    std::fs::write(
+        &rig.known.dropship,
+        other.host_keys()[0].known_hosts_line(server.addr()) + "\n",
+    )
+    .unwrap();
+    for policy in ["strict", "accept-new"] {
+        let err = run(policy).0.err().expect("changed key must be refused");
+        assert!(
+            matches!(err, TransportError::HostKeyChanged { .. }),
+            "{policy}: {err}"
+        );
+        assert!(err.to_string().contains("ssh-keygen -R"), "{err}");
+    }
+}
+
+#[test]
+fn sftp_cut_connection_resumes_from_verified_prefix() {
+    let Some(server) = support::ssh_server_or_skip("sftp_cut") else {
+        return;
+    };
+    let rig = Rig::new("sftp_cut");
+    let proxy = FaultProxy::start(server.addr());
+    trust_at(&rig, &server, proxy.addr());
+    proxy.cut_first_connection_after(6 << 20);
+    let config = rig.config("sftp", proxy.addr(), rig.dest.as_str(), "");
+    let local = bundle(rig.local.path(), "big-1.tgz", 20 << 20);
+    let plan = rig.plan(&config, "big-1.tgz");
+    let (result, events) = deliver(&rig, &plan, &local);
+    result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(proxy.cuts(), 1);
+    assert!(retries(&events) >= 1, "{events:?}");
+    let starts = resumed_from(&events);
+    assert!(
+        starts.len() >= 2 && starts[1] > 0,
+        "second attempt must resume: {starts:?}"
+    );
+    assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
+}
+
+#[test]
+fn scp_cut_connection_restarts_and_completes() {
+    let Some(server) = support::ssh_server_or_skip("scp_cut") else {
+        return;
+    };
+    let rig = Rig::new("scp_cut");
+    let proxy = FaultProxy::start(server.addr());
+    trust_at(&rig, &server, proxy.addr());
+    proxy.cut_first_connection_after(3 << 20);
+    let config = rig.config("scp", proxy.addr(), rig.dest.as_str(), "");
+    let local = bundle(rig.local.path(), "big-2.tgz", 8 << 20);
+    let plan = rig.plan(&config, "big-2.tgz");
+    let final_path = PathBuf::from(&plan.targets[0].remote_path);
+    let (result, events) = deliver(&rig, &plan, &local);
+    result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert!(retries(&events) >= 1);
+    assert_eq!(sha(&final_path), sha(&local));
+}
+
+#[test]
+fn ftp_cut_data_connection_resumes_with_appe() {
+    let Some(server) = FtpServer::builder()
+        .pasv_address(support::LOOPBACK_2)
+        .start_or_skip("ftp_cut")
+    else {
+        return;
+    };
+    let rig = Rig::new("ftp_cut");
+    let proxies = FtpProxies::start(&server);
+    proxies.data.cut_first_connection_after(5 << 20);
+    let config = rig.config("ftp", proxies.control_addr(), rig.dest.as_str(), "");
+    let local = bundle(rig.local.path(), "big-3.tgz", 16 << 20);
+    let plan = rig.plan(&config, "big-3.tgz");
+    let final_path = PathBuf::from(&plan.targets[0].remote_path);
+    let (result, events) = deliver(&rig, &plan, &local);
+    result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(proxies.data.cuts(), 1);
+    let starts = resumed_from(&events);
+    assert!(starts.len() >= 2 && starts[1] > 0, "{starts:?}");
+    assert_eq!(sha(&final_path), sha(&local));
+}
+
+#[test]
+fn stalled_server_hits_the_io_timeout() {
+    let Some(server) = support::ssh_server_or_skip("stall") else {
+        return;
+    };
+    let rig = Rig::new("stall");
+    let proxy = FaultProxy::start(server.addr());
+    trust_at(&rig, &server, proxy.addr());
+    proxy.set_fault(support::Fault::StallAfter(2 << 20));
+    let config = rig.config(
+        "sftp",
+        proxy.addr(),
+        rig.dest.as_str(),
+        "timeout = 2s\nretries = 0",
+    );
+    let local = bundle(rig.local.path(), "big-4.tgz", 8 << 20);
+    let plan = rig.plan(&config, "big-4.tgz");
+    let (result, _) = deliver(&rig, &plan, &local);
+    let err = result.err().expect("a stalled upload must time out");
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    assert!(!Path::new(&plan.targets[0].remote_path).exists());
+}
