@@ -32,11 +32,12 @@ pub enum TransportError {
         fingerprint: String,
     },
     #[error(
-        "{host}: HOST KEY CHANGED: the server now presents {key_type} SHA256:{fingerprint}, which does not match {known_hosts}\n  help: this may be an attack; if the host was really reinstalled, remove the old key with `ssh-keygen -R '{entry}' -f {known_hosts}`"
+        "{host}: HOST KEY CHANGED: the server now presents {key_type} SHA256:{fingerprint}, which does not match {known_hosts}\n  help: this may be an attack; if the host was really reinstalled, remove the old key with `ssh-keygen -R '{}' -f {known_hosts}`",
+        super::known_hosts::entry_name(host, *port)
     )]
     HostKeyChanged {
         host: String,
-        entry: String,
+        port: u16,
         key_type: String,
         fingerprint: String,
         known_hosts: String,
@@ -52,13 +53,13 @@ pub enum TransportError {
         hint: String,
     },
     #[error(
-        "{host}: permission denied: {op} `{path}`: {detail}\n  help: check that `{login}` may write there, or change `dest_dir`"
+        "{host}: permission denied: {what}: {detail}\n  help: check that `{login}` may write there, or change `dest_dir`"
     )]
     Permission {
         host: String,
         login: String,
-        op: String,
-        path: String,
+        /// The operation and its path, e.g. "mkdir `/srv/app`".
+        what: String,
         detail: String,
     },
     #[error("{host}: upload of `{path}` did not verify: {detail}")]

@@ -220,8 +220,7 @@ impl FtpFiles {
             (_, Some(550 | 553 | 532)) => TransportError::Permission {
                 host: self.host.clone(),
                 login: self.login.clone(),
-                op: op.to_owned(),
-                path: path.to_owned(),
+                what: format!("{op} `{path}`"),
                 detail: text,
             },
             _ => TransportError::Io {

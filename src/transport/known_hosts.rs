@@ -86,7 +86,7 @@ pub fn verify(
             CheckResult::Mismatch => {
                 return Err(TransportError::HostKeyChanged {
                     host: host.to_owned(),
-                    entry: entry_name(host, port),
+                    port,
                     key_type,
                     fingerprint,
                     known_hosts: file.display().to_string(),

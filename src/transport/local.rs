@@ -28,8 +28,7 @@ impl Local {
             TransportError::Permission {
                 host: self.host.clone(),
                 login: crate::config::current_user(),
-                op: op.to_owned(),
-                path: path.to_owned(),
+                what: format!("{op} `{path}`"),
                 detail: e.to_string(),
             }
         } else {

@@ -149,7 +149,8 @@ pub fn connect(
             shell: Some(Box::new(local::Local::new(&target.host.name))),
         }),
         Protocol::Scp | Protocol::Sftp => {
-            let params = ssh::SshParams::for_target(target, target.port.unwrap_or(22), rule, known_hosts);
+            let params =
+                ssh::SshParams::for_target(target, target.port.unwrap_or(22), rule, known_hosts);
             ssh::SshSession::connect(&params)?.into_connection(target.protocol)
         }
         Protocol::Ftp | Protocol::Ftps => {

@@ -225,8 +225,7 @@ impl SshSession {
         TransportError::Permission {
             host: self.host.clone(),
             login: self.login.clone(),
-            op: op.to_owned(),
-            path: path.to_owned(),
+            what: format!("{op} `{path}`"),
             detail,
         }
     }
@@ -406,20 +405,15 @@ impl Shell for SshSession {
         timeout: Duration,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
-        self.run(
-            &killable(command),
-            Instant::now() + timeout,
-            true,
-            on_line,
-        )
-        .map_err(|e| match e {
-            TransportError::Timeout { host, .. } => TransportError::Timeout {
-                host,
-                during: format!("running `{command}`"),
-                secs: timeout.as_secs(),
-            },
-            other => other,
-        })
+        self.run(&killable(command), Instant::now() + timeout, true, on_line)
+            .map_err(|e| match e {
+                TransportError::Timeout { host, .. } => TransportError::Timeout {
+                    host,
+                    during: format!("running `{command}`"),
+                    secs: timeout.as_secs(),
+                },
+                other => other,
+            })
     }
 
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
