@@ -6,6 +6,7 @@
 //! events and never talk to hosts themselves.
 
 pub mod config;
+pub mod engine;
 pub mod plan;
 pub mod transport;
 pub mod ui;

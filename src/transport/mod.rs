@@ -22,7 +22,7 @@ use std::time::Duration;
 
 /// What an upload reports while it runs. Plain data, so front ends and the journal can
 /// consume it; transports never print.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TransferEvent {
     /// An attempt begins; `resume_from` > 0 when a verified `.part` prefix is reused.
@@ -77,7 +77,7 @@ pub trait Files: Send {
 }
 
 /// Output of a command, one line at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,

@@ -1,0 +1,197 @@
+//! The one stream a dispatch reports through. Every front end (console, headless printer,
+//! `--json`), the journal and notifications consume these same values, so they are plain
+//! serialisable data and carry no secrets.
+
+use crate::transport::{Stream, TransferEvent};
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch: compact, sortable, the same in JSON and SQLite.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The steps of one target's job, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Connect,
+    Lock,
+    Pre,
+    Upload,
+    Upgrade,
+    Post,
+    Health,
+    Rollback,
+    Unlock,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Lock => "lock",
+            Step::Pre => "pre",
+            Step::Upload => "upload",
+            Step::Upgrade => "upgrade",
+            Step::Post => "post",
+            Step::Health => "health",
+            Step::Rollback => "rollback",
+            Step::Unlock => "unlock",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Step> {
+        [
+            Step::Connect,
+            Step::Lock,
+            Step::Pre,
+            Step::Upload,
+            Step::Upgrade,
+            Step::Post,
+            Step::Health,
+            Step::Rollback,
+            Step::Unlock,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Ok,
+    Failed,
+    /// The process died while it ran (found by `--resume`): it may or may not have run.
+    Unknown,
+    Cancelled,
+}
+
+/// How a target ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetResult {
+    Succeeded,
+    Failed,
+    /// Never started: a canary or `max_fail` stopped the rollout first.
+    Skipped,
+    Cancelled,
+}
+
+impl TargetResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetResult::Succeeded => "succeeded",
+            TargetResult::Failed => "failed",
+            TargetResult::Skipped => "skipped",
+            TargetResult::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warning,
+}
+
+/// Something that happened in a dispatch. `dispatch` is the journal's id of the dispatch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    DispatchStarted {
+        dispatch: i64,
+        at: Millis,
+        bundle: String,
+        rule: String,
+        hosts: Vec<String>,
+    },
+    StepStarted {
+        dispatch: i64,
+        at: Millis,
+        host: String,
+        step: Step,
+        /// The command run, for command steps (placeholders already filled in).
+        command: Option<String>,
+    },
+    Output {
+        dispatch: i64,
+        at: Millis,
+        host: String,
+        step: Step,
+        stream: Stream,
+        line: String,
+    },
+    Transfer {
+        dispatch: i64,
+        at: Millis,
+        host: String,
+        transfer: TransferEvent,
+    },
+    StepFinished {
+        dispatch: i64,
+        at: Millis,
+        host: String,
+        step: Step,
+        outcome: StepOutcome,
+        exit_code: Option<i32>,
+        error: Option<String>,
+        duration_ms: i64,
+    },
+    TargetFinished {
+        dispatch: i64,
+        at: Millis,
+        host: String,
+        result: TargetResult,
+        failed_step: Option<Step>,
+        error: Option<String>,
+        duration_ms: i64,
+    },
+    Notice {
+        dispatch: i64,
+        at: Millis,
+        host: Option<String>,
+        level: Level,
+        message: String,
+    },
+    DispatchFinished {
+        dispatch: i64,
+        at: Millis,
+        succeeded: usize,
+        failed: usize,
+        skipped: usize,
+        cancelled: usize,
+        duration_ms: i64,
+    },
+}
+
+impl Event {
+    pub fn dispatch(&self) -> i64 {
+        match self {
+            Event::DispatchStarted { dispatch, .. }
+            | Event::StepStarted { dispatch, .. }
+            | Event::Output { dispatch, .. }
+            | Event::Transfer { dispatch, .. }
+            | Event::StepFinished { dispatch, .. }
+            | Event::TargetFinished { dispatch, .. }
+            | Event::Notice { dispatch, .. }
+            | Event::DispatchFinished { dispatch, .. } => *dispatch,
+        }
+    }
+
+    /// Control events change state and are never dropped; output lines and progress may be
+    /// coalesced by a slow front end.
+    pub fn is_control(&self) -> bool {
+        !matches!(self, Event::Output { .. } | Event::Transfer { .. })
+    }
+}

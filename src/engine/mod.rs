@@ -1,0 +1,4 @@
+//! The dispatch engine: per-target jobs, rollouts, remote locks, cancellation. It reports
+//! only through [`events::Event`]s and never prints.
+
+pub mod events;
