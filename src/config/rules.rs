@@ -219,6 +219,9 @@ pub struct Rule {
     pub dest_dir: Template,
     pub commands: Commands<Template>,
     pub timeout: Duration,
+    pub step_timeout: Duration,
+    pub lock_wait: Duration,
+    pub lock_stale: Duration,
     pub retries: u32,
     pub parallel: usize,
     pub canary: usize,
@@ -451,6 +454,9 @@ fn build_rule(
     let port = typed!("port", |v| parse_port(v).map(Some), None);
     let ssh_port = typed!("ssh_port", parse_port, 22);
     let timeout = typed!("timeout", parse_duration, Duration::from_secs(30));
+    let step_timeout = typed!("step_timeout", parse_duration, Duration::from_secs(600));
+    let lock_wait = typed!("lock_wait", parse_duration, Duration::from_secs(300));
+    let lock_stale = typed!("lock_stale", parse_duration, Duration::from_secs(3600));
     let retries = typed!("retries", |v| parse_count(v, 0, 100).map(|n| n as u32), 3);
     let parallel = typed!("parallel", |v| parse_count(v, 1, 4096), 32);
     let canary = typed!("canary", |v| parse_count(v, 0, 4096), 0);
@@ -563,6 +569,9 @@ fn build_rule(
             rollback: rollback?,
         },
         timeout: timeout?,
+        step_timeout: step_timeout?,
+        lock_wait: lock_wait?,
+        lock_stale: lock_stale?,
         retries: retries?,
         parallel: parallel?,
         canary: canary?,

@@ -113,6 +113,7 @@ impl Shell for Local {
         &mut self,
         command: &str,
         timeout: Duration,
+        stop: &dyn Fn() -> bool,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
         let mut child = Command::new("sh")
@@ -161,14 +162,16 @@ impl Shell for Local {
         drop(tx);
         let deadline = Instant::now() + timeout;
         let mut timed_out = false;
+        let mut stopped = false;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok((stream, line)) => on_line(stream, &line),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            if !timed_out && Instant::now() >= deadline {
-                timed_out = true;
+            if !timed_out && !stopped && (Instant::now() >= deadline || stop()) {
+                stopped = Instant::now() < deadline;
+                timed_out = !stopped;
                 // SAFETY: kill(2) on our child's process group; no memory is involved.
                 unsafe {
                     libc::kill(-(child.id() as i32), libc::SIGKILL);
@@ -179,6 +182,11 @@ impl Shell for Local {
             let _ = r.join();
         }
         let status = child.wait().map_err(|e| self.io("wait for", "sh", e))?;
+        if stopped {
+            return Err(TransportError::Cancelled {
+                host: self.host.clone(),
+            });
+        }
         if timed_out {
             return Err(TransportError::Timeout {
                 host: self.host.clone(),

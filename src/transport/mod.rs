@@ -87,11 +87,14 @@ pub enum Stream {
 /// Running commands on the host.
 pub trait Shell: Send {
     /// Runs `command` with `sh -c` semantics, feeding each output line to `on_line` as it
-    /// arrives; returns the exit status. The command is killed at `timeout`.
+    /// arrives; returns the exit status. The command is killed at `timeout`
+    /// ([`TransportError::Timeout`]) or as soon as `stop` returns true
+    /// ([`TransportError::Cancelled`]), on the host as well.
     fn exec(
         &mut self,
         command: &str,
         timeout: Duration,
+        stop: &dyn Fn() -> bool,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError>;
 

@@ -251,6 +251,7 @@ impl SshSession {
         command: &str,
         deadline: Instant,
         keep_stdin: bool,
+        stop: &dyn Fn() -> bool,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
         let op = "running a command";
@@ -296,6 +297,12 @@ impl SshSession {
             if progressed {
                 continue;
             }
+            if stop() {
+                let _ = ch.close();
+                break Err(TransportError::Cancelled {
+                    host: self.host.clone(),
+                });
+            }
             if Instant::now() >= deadline {
                 let _ = ch.close();
                 break Err(TransportError::Timeout {
@@ -325,6 +332,7 @@ impl SshSession {
             command,
             Instant::now() + self.timeout,
             false,
+            &|| false,
             &mut |s, l| {
                 let buf = if s == Stream::Stdout {
                     &mut out
@@ -403,9 +411,10 @@ impl Shell for SshSession {
         &mut self,
         command: &str,
         timeout: Duration,
+        stop: &dyn Fn() -> bool,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
-        self.run(&killable(command), Instant::now() + timeout, true, on_line)
+        self.run(&killable(command), Instant::now() + timeout, true, stop, on_line)
             .map_err(|e| match e {
                 TransportError::Timeout { host, .. } => TransportError::Timeout {
                     host,
