@@ -414,7 +414,7 @@ fn proxy_stall_makes_ssh_time_out() {
 
     // Stall a live, authenticated session: the next request times out.
     let sess = ssh_login(proxy.addr());
-    proxy.set_fault(Fault::StallAfter(0));
+    proxy.set_fault_live(Fault::StallAfter(0));
     sess.set_timeout(1_000);
     let start = Instant::now();
     let err = sess

@@ -7,15 +7,19 @@
 //! Faults count *client→server* bytes per connection, from the moment it was accepted:
 //! `CutAfter(n)` forwards exactly `n` of them and then resets both sides (RST, like a dead
 //! link or a killed middlebox), `StallAfter(n)` forwards `n` and then freezes both directions
-//! with the sockets left open (like a black-holed route). A fault set on a live connection that
-//! has already carried more than `n` bytes hits it at once.
+//! with the sockets left open (like a black-holed route).
+//!
+//! A connection takes its fault when it is accepted: [`FaultProxy::set_fault`] only affects
+//! connections accepted after the call, so a connection still winding down from the previous
+//! step is never hit by accident. [`FaultProxy::set_fault_live`] also hits the open ones (a
+//! connection that already carried more than `n` bytes is then cut or stalled at once).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -38,16 +42,25 @@ pub enum Fault {
     Refuse,
 }
 
-/// Which connections a [`Fault`] applies to (by accept order, first is 0).
+/// Which of the connections accepted after the fault was set get it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     Every,
-    /// Only the first n connections; later ones pass (so a retry succeeds).
+    /// Only the next n connections; later ones pass (so a retry succeeds).
     First(usize),
 }
 
+#[derive(Clone, Copy, Debug)]
+struct Policy {
+    fault: Fault,
+    scope: Scope,
+    /// Accept index of the first connection the policy applies to.
+    base: usize,
+}
+
 struct Shared {
-    policy: Mutex<(Fault, Scope)>,
+    policy: Mutex<Policy>,
+    live: Mutex<Vec<Weak<Conn>>>,
     stop: AtomicBool,
     connections: AtomicUsize,
     open: AtomicUsize,
@@ -60,13 +73,18 @@ struct Shared {
 
 impl Shared {
     fn fault_for(&self, index: usize) -> Fault {
-        let (fault, scope) = *self.policy.lock().unwrap_or_else(|p| p.into_inner());
-        match scope {
-            Scope::Every => fault,
-            Scope::First(n) if index < n => fault,
+        let p = *lock(&self.policy);
+        match p.scope {
+            _ if index < p.base => Fault::Pass,
+            Scope::Every => p.fault,
+            Scope::First(n) if index - p.base < n => p.fault,
             Scope::First(_) => Fault::Pass,
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A running proxy; stops (closing every connection) on drop.
@@ -123,7 +141,12 @@ impl FaultProxy {
             l.set_nonblocking(true).expect("nonblocking listener");
         }
         let shared = Arc::new(Shared {
-            policy: Mutex::new((Fault::Pass, Scope::Every)),
+            policy: Mutex::new(Policy {
+                fault: Fault::Pass,
+                scope: Scope::Every,
+                base: 0,
+            }),
+            live: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
@@ -155,22 +178,41 @@ impl FaultProxy {
         &self.listen
     }
 
-    /// Applies `fault` to every connection, live and future.
+    /// Applies `fault` to every connection accepted from now on (open ones keep theirs).
     pub fn set_fault(&self, fault: Fault) {
         self.set_fault_scoped(fault, Scope::Every);
     }
 
+    /// Applies `fault` to the connections accepted from now on that `scope` selects.
     pub fn set_fault_scoped(&self, fault: Fault, scope: Scope) {
-        *self.shared.policy.lock().unwrap_or_else(|p| p.into_inner()) = (fault, scope);
+        let base = self.shared.connections.load(Ordering::SeqCst);
+        *lock(&self.shared.policy) = Policy { fault, scope, base };
     }
 
-    /// Cuts the first connection after `n` client→server bytes; later connections pass.
+    /// Applies `fault` to every open connection as well as to new ones. On an open
+    /// connection, [`Fault::Refuse`] resets it at once.
+    pub fn set_fault_live(&self, fault: Fault) {
+        self.set_fault(fault);
+        let live_fault = match fault {
+            Fault::Refuse => Fault::CutAfter(0),
+            f => f,
+        };
+        let mut live = lock(&self.shared.live);
+        live.retain(|w| w.strong_count() > 0);
+        for conn in live.iter().filter_map(Weak::upgrade) {
+            *lock(&conn.fault) = live_fault;
+        }
+    }
+
+    /// Cuts the next connection after `n` client→server bytes; later connections pass.
     pub fn cut_first_connection_after(&self, n: u64) {
         self.set_fault_scoped(Fault::CutAfter(n), Scope::First(1));
     }
 
+    /// The fault and scope given to new connections.
     pub fn fault(&self) -> (Fault, Scope) {
-        *self.shared.policy.lock().unwrap_or_else(|p| p.into_inner())
+        let p = *lock(&self.shared.policy);
+        (p.fault, p.scope)
     }
 
     /// Connections accepted so far (including refused ones).
@@ -215,8 +257,7 @@ impl Drop for FaultProxy {
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
-        let pumps =
-            std::mem::take(&mut *self.shared.pumps.lock().unwrap_or_else(|p| p.into_inner()));
+        let pumps = std::mem::take(&mut *lock(&self.shared.pumps));
         for p in pumps {
             let _ = p.join();
         }
@@ -247,14 +288,15 @@ fn accept_loop(pairs: &[(TcpListener, SocketAddr)], shared: &Arc<Shared>) {
                 handle(client, *target, shared);
             }
         }
-        let mut pumps = shared.pumps.lock().unwrap_or_else(|p| p.into_inner());
-        pumps.retain(|h| !h.is_finished());
+        lock(&shared.pumps).retain(|h| !h.is_finished());
+        lock(&shared.live).retain(|w| w.strong_count() > 0);
     }
 }
 
 fn handle(client: TcpStream, target: SocketAddr, shared: &Arc<Shared>) {
     let index = shared.connections.fetch_add(1, Ordering::SeqCst);
-    if shared.fault_for(index) == Fault::Refuse {
+    let fault = shared.fault_for(index);
+    if fault == Fault::Refuse {
         shared.refused.fetch_add(1, Ordering::SeqCst);
         drop(client);
         return;
@@ -269,7 +311,7 @@ fn handle(client: TcpStream, target: SocketAddr, shared: &Arc<Shared>) {
         let _ = s.set_write_timeout(Some(TICK));
     }
     let conn = Arc::new(Conn {
-        index,
+        fault: Mutex::new(fault),
         client,
         server,
         up: AtomicU64::new(0),
@@ -277,7 +319,8 @@ fn handle(client: TcpStream, target: SocketAddr, shared: &Arc<Shared>) {
         pumps_done: AtomicUsize::new(0),
     });
     shared.open.fetch_add(1, Ordering::SeqCst);
-    let mut pumps = shared.pumps.lock().unwrap_or_else(|p| p.into_inner());
+    lock(&shared.live).push(Arc::downgrade(&conn));
+    let mut pumps = lock(&shared.pumps);
     for up in [true, false] {
         let (c, s) = (Arc::clone(&conn), Arc::clone(shared));
         let h = std::thread::Builder::new()
@@ -295,7 +338,7 @@ fn handle(client: TcpStream, target: SocketAddr, shared: &Arc<Shared>) {
 }
 
 struct Conn {
-    index: usize,
+    fault: Mutex<Fault>,
     client: TcpStream,
     server: TcpStream,
     /// Client→server bytes forwarded on this connection.
@@ -339,9 +382,9 @@ enum Gate {
     Cut,
 }
 
-fn gate(conn: &Conn, shared: &Shared, up: bool) -> Gate {
+fn gate(conn: &Conn, up: bool) -> Gate {
     let sent = conn.up.load(Ordering::SeqCst);
-    match shared.fault_for(conn.index) {
+    match *lock(&conn.fault) {
         Fault::CutAfter(n) if sent >= n => Gate::Cut,
         Fault::StallAfter(n) if sent >= n => Gate::Stall,
         Fault::CutAfter(n) | Fault::StallAfter(n) if up => Gate::Open(n - sent),
@@ -360,7 +403,7 @@ fn pump(conn: &Conn, shared: &Shared, up: bool) {
         if shared.stop.load(Ordering::SeqCst) || conn.aborted.load(Ordering::SeqCst) {
             return;
         }
-        let limit = match gate(conn, shared, up) {
+        let limit = match gate(conn, up) {
             Gate::Cut => return cut(conn, shared),
             Gate::Stall => {
                 std::thread::sleep(TICK);
@@ -388,7 +431,7 @@ fn pump(conn: &Conn, shared: &Shared, up: bool) {
             if shared.stop.load(Ordering::SeqCst) || conn.aborted.load(Ordering::SeqCst) {
                 return;
             }
-            let allowed = match gate(conn, shared, up) {
+            let allowed = match gate(conn, up) {
                 Gate::Cut => return cut(conn, shared),
                 Gate::Stall => {
                     std::thread::sleep(TICK);
