@@ -86,7 +86,7 @@ fn deliver(
 ) {
     let target = &plan.targets[0];
     let events = Mutex::new(Vec::new());
-    let cancel = AtomicBool::new(false);
+    let cancel = || false;
     let mut policy = RetryPolicy::new(plan.rule.retries);
     policy.base_delay = std::time::Duration::from_millis(50);
     let job = Job {

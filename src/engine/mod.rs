@@ -2,3 +2,7 @@
 //! only through [`events::Event`]s and never prints.
 
 pub mod events;
+pub mod fetch;
+pub mod job;
+pub mod lock;
+pub mod rollout;

@@ -336,6 +336,21 @@ impl Files for FtpFiles {
             _ => Ok(()),
         }
     }
+
+    fn create_dir(&mut self, path: &str) -> Result<bool, TransportError> {
+        match self.ftp.mkdir(path) {
+            Ok(()) => Ok(true),
+            Err(_) if self.is_dir(path) => Ok(false),
+            Err(e) => Err(self.err("mkdir", path, e)),
+        }
+    }
+
+    fn remove_dir(&mut self, path: &str) -> Result<(), TransportError> {
+        match self.ftp.rmdir(path) {
+            Err(e) if reply(&e) != Some(550) => Err(self.err("rmdir", path, e)),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Drop for FtpFiles {

@@ -106,6 +106,27 @@ impl Files for Local {
             _ => Ok(()),
         }
     }
+
+    fn create_dir(&mut self, path: &str) -> Result<bool, TransportError> {
+        self.create_dir_impl(path)
+    }
+
+    fn remove_dir(&mut self, path: &str) -> Result<(), TransportError> {
+        match fs::remove_dir(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io("rmdir", path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Local {
+    fn create_dir_impl(&self, path: &str) -> Result<bool, TransportError> {
+        match fs::create_dir(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.io("mkdir", path, e)),
+        }
+    }
 }
 
 impl Shell for Local {

@@ -74,6 +74,11 @@ pub trait Files: Send {
     fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError>;
     /// Removes a file; a missing file is fine.
     fn remove(&mut self, path: &str) -> Result<(), TransportError>;
+    /// Creates one directory; `false` when it already exists. Atomic on the server, so it
+    /// serves as a lock where the host has no shell (FTP).
+    fn create_dir(&mut self, path: &str) -> Result<bool, TransportError>;
+    /// Removes an empty directory; a missing one is fine.
+    fn remove_dir(&mut self, path: &str) -> Result<(), TransportError>;
 }
 
 /// Output of a command, one line at a time.

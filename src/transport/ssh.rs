@@ -414,15 +414,21 @@ impl Shell for SshSession {
         stop: &dyn Fn() -> bool,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
-        self.run(&killable(command), Instant::now() + timeout, true, stop, on_line)
-            .map_err(|e| match e {
-                TransportError::Timeout { host, .. } => TransportError::Timeout {
-                    host,
-                    during: format!("running `{command}`"),
-                    secs: timeout.as_secs(),
-                },
-                other => other,
-            })
+        self.run(
+            &killable(command),
+            Instant::now() + timeout,
+            true,
+            stop,
+            on_line,
+        )
+        .map_err(|e| match e {
+            TransportError::Timeout { host, .. } => TransportError::Timeout {
+                host,
+                during: format!("running `{command}`"),
+                secs: timeout.as_secs(),
+            },
+            other => other,
+        })
     }
 
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
@@ -561,6 +567,23 @@ impl Files for SftpFiles {
             _ => Ok(()),
         }
     }
+
+    fn create_dir(&mut self, path: &str) -> Result<bool, TransportError> {
+        match self.sftp.mkdir(Path::new(path), 0o755) {
+            Ok(()) => Ok(true),
+            Err(_) if self.sftp.stat(Path::new(path)).is_ok_and(|s| s.is_dir()) => Ok(false),
+            Err(e) => Err(self.sftp_err("mkdir", path, e)),
+        }
+    }
+
+    fn remove_dir(&mut self, path: &str) -> Result<(), TransportError> {
+        match self.sftp.rmdir(Path::new(path)) {
+            Err(e) if e.code() != ErrorCode::SFTP(FX_NO_SUCH_FILE) => {
+                Err(self.sftp_err("rmdir", path, e))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl SshSession {
@@ -671,6 +694,23 @@ impl Files for ScpFiles {
     fn remove(&mut self, path: &str) -> Result<(), TransportError> {
         self.ssh
             .check("remove", path, &format!("rm -f -- {}", quote(path)))
+            .map(drop)
+    }
+
+    fn create_dir(&mut self, path: &str) -> Result<bool, TransportError> {
+        let q = quote(path);
+        let out = self.ssh.check(
+            "mkdir",
+            path,
+            &format!("if mkdir -- {q} 2>/dev/null; then echo created; elif [ -d {q} ]; then echo exists; else mkdir -- {q}; fi"),
+        )?;
+        Ok(out.trim() == "created")
+    }
+
+    fn remove_dir(&mut self, path: &str) -> Result<(), TransportError> {
+        let q = quote(path);
+        self.ssh
+            .check("rmdir", path, &format!("[ ! -e {q} ] || rmdir -- {q}"))
             .map(drop)
     }
 }

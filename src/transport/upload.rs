@@ -7,7 +7,6 @@
 
 use super::{Connection, TransferEvent, TransportError, local_sha256};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often and how patiently to retry.
@@ -100,7 +99,8 @@ pub struct Job<'a> {
     pub dest_dir: &'a str,
     pub remote_path: &'a str,
     pub policy: RetryPolicy,
-    pub cancel: &'a AtomicBool,
+    /// Polled between and during writes: true stops the upload.
+    pub cancel: &'a dyn Fn() -> bool,
 }
 
 /// Uploads `job.local` to `job.remote_path`, connecting (and reconnecting after a
@@ -122,7 +122,7 @@ pub fn deliver(
     let mut conn: Option<Connection> = None;
     loop {
         attempt += 1;
-        if job.cancel.load(Ordering::Relaxed) {
+        if (job.cancel)() {
             return Err(TransportError::Cancelled {
                 host: job.host.to_owned(),
             });
@@ -155,9 +155,9 @@ pub fn deliver(
     }
 }
 
-fn sleep_unless_cancelled(delay: Duration, cancel: &AtomicBool) {
+fn sleep_unless_cancelled(delay: Duration, cancel: &dyn Fn() -> bool) {
     let end = Instant::now() + delay;
-    while Instant::now() < end && !cancel.load(Ordering::Relaxed) {
+    while Instant::now() < end && !cancel() {
         std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
     }
 }
@@ -215,10 +215,10 @@ fn attempt_once(
     let mut cancelled = false;
     conn.files.write(job.local, part, offset, &mut |sent| {
         meter.update(sent, false);
-        cancelled |= cancel.load(Ordering::Relaxed);
+        cancelled |= cancel();
     })?;
     meter.update(size, true);
-    if cancelled || cancel.load(Ordering::Relaxed) {
+    if cancelled || cancel() {
         return Err(TransportError::Cancelled {
             host: job.host.to_owned(),
         });

@@ -1,0 +1,477 @@
+//! One target's job: connect -> lock -> pre -> upload -> upgrade -> post -> health ->
+//! unlock, with `rollback` when a step after the upload fails. Blocking: it runs on its own
+//! thread and reports every transition and output line as an [`Event`].
+
+use super::events::{Event, Level, Step, StepOutcome, TargetResult, now_ms};
+use super::lock::{self, Identity, Lock, LockError, Wait};
+use crate::config::Rule;
+use crate::plan::{Plan, Target};
+use crate::transport::known_hosts::KnownHostsFiles;
+use crate::transport::upload::{self, Job, RetryPolicy};
+use crate::transport::{self, Connection, TransportError};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Cancellation as the engine sees it: no new step starts once `requested`; a running
+/// step is stopped when the grace period after the request has passed.
+pub struct Cancel {
+    pub requested: AtomicBool,
+    /// Set when the grace period is over (or at once, on a second Ctrl-C).
+    pub hard: AtomicBool,
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel {
+            requested: AtomicBool::new(false),
+            hard: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
+    pub fn is_hard(&self) -> bool {
+        self.hard.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel::new()
+    }
+}
+
+/// What a resumed job may skip.
+#[derive(Debug, Clone, Default)]
+pub struct Skip {
+    /// Steps that finished successfully before the interruption.
+    pub done: Vec<Step>,
+}
+
+/// Everything a job needs, borrowed from the dispatch.
+pub struct JobContext<'a> {
+    pub dispatch: i64,
+    pub plan: &'a Plan,
+    pub target: &'a Target,
+    pub bundle: &'a Path,
+    pub known_hosts: &'a KnownHostsFiles,
+    pub cancel: &'a Cancel,
+    pub emit: &'a (dyn Fn(Event) + Sync),
+    pub holder: &'a str,
+    pub skip: Skip,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: TargetResult,
+    pub failed_step: Option<Step>,
+    pub error: Option<String>,
+}
+
+/// Why a step failed: its error text and whether it was a cancellation.
+struct StepFailure {
+    step: Step,
+    error: String,
+    cancelled: bool,
+}
+
+impl JobContext<'_> {
+    fn host(&self) -> String {
+        self.target.host.name.clone()
+    }
+
+    fn rule(&self) -> &Rule {
+        &self.plan.rule
+    }
+
+    fn notice(&self, level: Level, message: String) {
+        (self.emit)(Event::Notice {
+            dispatch: self.dispatch,
+            at: now_ms(),
+            host: Some(self.host()),
+            level,
+            message,
+        });
+    }
+
+    fn started(&self, step: Step, command: Option<&str>) -> Instant {
+        (self.emit)(Event::StepStarted {
+            dispatch: self.dispatch,
+            at: now_ms(),
+            host: self.host(),
+            step,
+            command: command.map(str::to_owned),
+        });
+        Instant::now()
+    }
+
+    fn finished(
+        &self,
+        step: Step,
+        since: Instant,
+        outcome: StepOutcome,
+        exit_code: Option<i32>,
+        error: Option<String>,
+    ) {
+        (self.emit)(Event::StepFinished {
+            dispatch: self.dispatch,
+            at: now_ms(),
+            host: self.host(),
+            step,
+            outcome,
+            exit_code,
+            error,
+            duration_ms: since.elapsed().as_millis() as i64,
+        });
+    }
+
+    /// Runs `f` as `step`, reporting its start and end; an error becomes a failure.
+    fn step<T>(
+        &self,
+        step: Step,
+        f: impl FnOnce() -> Result<T, TransportError>,
+    ) -> Result<T, StepFailure> {
+        if self.cancel.is_requested() {
+            return Err(StepFailure {
+                step,
+                error: "cancelled before it started".into(),
+                cancelled: true,
+            });
+        }
+        let t = self.started(step, None);
+        match f() {
+            Ok(v) => {
+                self.finished(step, t, StepOutcome::Ok, None, None);
+                Ok(v)
+            }
+            Err(e) => Err(self.fail(step, t, None, e)),
+        }
+    }
+
+    fn fail(&self, step: Step, t: Instant, exit: Option<i32>, e: TransportError) -> StepFailure {
+        let cancelled = matches!(e, TransportError::Cancelled { .. });
+        let outcome = if cancelled {
+            StepOutcome::Cancelled
+        } else {
+            StepOutcome::Failed
+        };
+        let error = e.to_string();
+        self.finished(step, t, outcome, exit, Some(error.clone()));
+        StepFailure {
+            step,
+            error,
+            cancelled,
+        }
+    }
+
+    /// Runs one of the rule's commands, streaming its output. A non-zero exit fails it.
+    fn command(&self, conn: &mut Connection, step: Step) -> Result<(), StepFailure> {
+        let cmd = match step {
+            Step::Pre => self.target.commands.pre.as_deref(),
+            Step::Upgrade => self.target.commands.upgrade.as_deref(),
+            Step::Post => self.target.commands.post.as_deref(),
+            Step::Health => self.target.commands.health.as_deref(),
+            Step::Rollback => self.target.commands.rollback.as_deref(),
+            _ => None,
+        };
+        let Some(cmd) = cmd else { return Ok(()) };
+        if self.skip.done.contains(&step) {
+            self.notice(
+                Level::Info,
+                format!("{step} already done before the interruption"),
+            );
+            return Ok(());
+        }
+        // Rollback runs even after a cancel request: it is how a half-done host is put back.
+        if step != Step::Rollback && self.cancel.is_requested() {
+            return Err(StepFailure {
+                step,
+                error: "cancelled before it started".into(),
+                cancelled: true,
+            });
+        }
+        let t = self.started(step, Some(cmd));
+        if step == Step::Health && (cmd.starts_with("'http://") || cmd.starts_with("'https://")) {
+            // A URL health check is quoted like any value; undo that for the HTTP client.
+            let url = shlex::split(cmd).and_then(|v| v.into_iter().next());
+            return self.health_url(t, url.as_deref().unwrap_or(cmd));
+        }
+        let Some(shell) = conn.shell.as_deref_mut() else {
+            let e = TransportError::Setup {
+                host: self.host(),
+                detail: format!("`{step}` needs a shell on the host, and this target has none"),
+            };
+            return Err(self.fail(step, t, None, e));
+        };
+        let dispatch = self.dispatch;
+        let host = self.host();
+        let emit = self.emit;
+        let cancel = self.cancel;
+        let res = shell.exec(
+            cmd,
+            self.rule().step_timeout,
+            &|| cancel.is_hard(),
+            &mut |stream, line| {
+                emit(Event::Output {
+                    dispatch,
+                    at: now_ms(),
+                    host: host.clone(),
+                    step,
+                    stream,
+                    line: line.to_owned(),
+                })
+            },
+        );
+        match res {
+            Ok(0) => {
+                self.finished(step, t, StepOutcome::Ok, Some(0), None);
+                Ok(())
+            }
+            Ok(code) => {
+                let error = format!("`{step}` exited with status {code}");
+                self.finished(
+                    step,
+                    t,
+                    StepOutcome::Failed,
+                    Some(code),
+                    Some(error.clone()),
+                );
+                Err(StepFailure {
+                    step,
+                    error,
+                    cancelled: false,
+                })
+            }
+            Err(e) => Err(self.fail(step, t, None, e)),
+        }
+    }
+
+    /// Polls a health URL until it answers 2xx or `step_timeout` passes.
+    fn health_url(&self, t: Instant, url: &str) -> Result<(), StepFailure> {
+        let deadline = Instant::now() + self.rule().step_timeout;
+        let client = reqwest::blocking::Client::builder()
+            .timeout(self.rule().timeout)
+            .build();
+        let mut last = String::from("no answer");
+        if let Ok(client) = client {
+            while Instant::now() < deadline && !self.cancel.is_hard() {
+                match client.get(url).send() {
+                    Ok(r) if r.status().is_success() => {
+                        self.finished(Step::Health, t, StepOutcome::Ok, None, None);
+                        return Ok(());
+                    }
+                    Ok(r) => last = format!("HTTP {}", r.status()),
+                    Err(e) => last = e.to_string(),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        let e = TransportError::Setup {
+            host: self.host(),
+            detail: format!("health check {url} failed: {last}"),
+        };
+        Err(self.fail(Step::Health, t, None, e))
+    }
+}
+
+/// Where the lock lives: per login home on remote hosts; per host label locally (the
+/// "hosts" of a local rule are all this machine).
+fn lock_path(ctx: &JobContext) -> String {
+    match (ctx.target.protocol, ctx.target.host.name.as_str()) {
+        (crate::config::Protocol::Local, host) => crate::config::state_dir()
+            .join("locks")
+            .join(format!("{host}.lock"))
+            .display()
+            .to_string(),
+        _ if ctx.plan.rule.commands.is_empty() && ctx.target.protocol.is_ftp() => {
+            format!("{}/.dropship.lock", ctx.target.dest_dir)
+        }
+        _ => ".dropship.lock".to_owned(),
+    }
+}
+
+/// Runs the whole job for one target.
+pub fn run(ctx: &JobContext) -> Outcome {
+    let fail = |f: StepFailure| Outcome {
+        result: if f.cancelled {
+            TargetResult::Cancelled
+        } else {
+            TargetResult::Failed
+        },
+        failed_step: Some(f.step),
+        error: Some(f.error),
+    };
+    let rule = ctx.rule();
+    let mut conn = match ctx.step(Step::Connect, || {
+        transport::connect(ctx.target, rule, ctx.known_hosts)
+    }) {
+        Ok(c) => c,
+        Err(f) => return fail(f),
+    };
+    if ctx.target.protocol == crate::config::Protocol::Local {
+        let _ = std::fs::create_dir_all(crate::config::state_dir().join("locks"));
+    }
+    let lock = match take_lock(ctx, &mut conn) {
+        Ok(l) => l,
+        Err(f) => return fail(f),
+    };
+    let (conn, result) = run_locked(ctx, conn);
+    let mut conn = conn;
+    if let Some(c) = conn.as_mut() {
+        if let Err(e) = lock::release(c, &lock, rule.timeout) {
+            ctx.notice(
+                Level::Warning,
+                format!("could not release the lock {}: {e}", lock.path),
+            );
+        }
+    } else {
+        // The session was lost mid-job: reconnect just to release the lock.
+        match transport::connect(ctx.target, rule, ctx.known_hosts) {
+            Ok(mut c) => {
+                let _ = lock::release(&mut c, &lock, rule.timeout);
+            }
+            Err(e) => ctx.notice(
+                Level::Warning,
+                format!("could not reconnect to release the lock {}: {e}", lock.path),
+            ),
+        }
+    }
+    match result {
+        Ok(()) => Outcome {
+            result: TargetResult::Succeeded,
+            failed_step: None,
+            error: None,
+        },
+        Err(f) => fail(f),
+    }
+}
+
+fn take_lock(ctx: &JobContext, conn: &mut Connection) -> Result<Lock, StepFailure> {
+    let t = ctx.started(Step::Lock, None);
+    let rule = ctx.rule();
+    let path = lock_path(ctx);
+    let id = Identity {
+        holder: ctx.holder,
+        bundle: &ctx.plan.bundle,
+    };
+    let cancel = ctx.cancel;
+    let res = lock::acquire(
+        conn,
+        &path,
+        &id,
+        &Wait {
+            host: &ctx.target.host.name,
+            wait: rule.lock_wait,
+            stale: rule.lock_stale,
+            timeout: rule.timeout,
+            cancelled: &|| cancel.is_requested(),
+            notice: &|m| ctx.notice(Level::Warning, m),
+        },
+    );
+    match res {
+        Ok(l) => {
+            ctx.finished(Step::Lock, t, StepOutcome::Ok, None, None);
+            Ok(l)
+        }
+        Err(LockError::Transport(e)) => Err(ctx.fail(Step::Lock, t, None, e)),
+        Err(LockError::Cancelled { host }) => {
+            Err(ctx.fail(Step::Lock, t, None, TransportError::Cancelled { host }))
+        }
+        Err(e @ LockError::Busy { .. }) => {
+            let error = e.to_string();
+            ctx.finished(
+                Step::Lock,
+                t,
+                StepOutcome::Failed,
+                None,
+                Some(error.clone()),
+            );
+            Err(StepFailure {
+                step: Step::Lock,
+                error,
+                cancelled: false,
+            })
+        }
+    }
+}
+
+/// The steps under the lock. Returns the connection it ended on (`None` if it was lost).
+fn run_locked(ctx: &JobContext, conn: Connection) -> (Option<Connection>, Result<(), StepFailure>) {
+    let mut conn = conn;
+    if let Err(f) = ctx.command(&mut conn, Step::Pre) {
+        return (Some(conn), Err(f));
+    }
+    let mut conn = if ctx.skip.done.contains(&Step::Upload) {
+        ctx.notice(
+            Level::Info,
+            "upload already verified before the interruption".into(),
+        );
+        conn
+    } else {
+        match upload_step(ctx, conn) {
+            Ok(c) => c,
+            Err(f) => return (None, Err(f)),
+        }
+    };
+    for step in [Step::Upgrade, Step::Post, Step::Health] {
+        if let Err(f) = ctx.command(&mut conn, step) {
+            // After the upload a failure (or a cancel) leaves the host half-done: put it
+            // back if the rule knows how.
+            if let Err(rf) = ctx.command(&mut conn, Step::Rollback) {
+                ctx.notice(Level::Warning, format!("rollback failed too: {}", rf.error));
+            }
+            return (Some(conn), Err(f));
+        }
+    }
+    (Some(conn), Ok(()))
+}
+
+fn upload_step(ctx: &JobContext, conn: Connection) -> Result<Connection, StepFailure> {
+    if ctx.cancel.is_requested() {
+        return Err(StepFailure {
+            step: Step::Upload,
+            error: "cancelled before it started".into(),
+            cancelled: true,
+        });
+    }
+    let t = ctx.started(Step::Upload, None);
+    let rule = ctx.rule();
+    let hard = || ctx.cancel.is_hard();
+    let job = Job {
+        host: &ctx.target.host.name,
+        local: ctx.bundle,
+        dest_dir: &ctx.target.dest_dir,
+        remote_path: &ctx.target.remote_path,
+        policy: RetryPolicy::new(rule.retries),
+        cancel: &hard,
+    };
+    let mut first = Some(conn);
+    let dispatch = ctx.dispatch;
+    let host = ctx.host();
+    let res = upload::deliver(
+        &job,
+        &mut || match first.take() {
+            Some(c) => Ok(c),
+            None => transport::connect(ctx.target, rule, ctx.known_hosts),
+        },
+        &|transfer| {
+            (ctx.emit)(Event::Transfer {
+                dispatch,
+                at: now_ms(),
+                host: host.clone(),
+                transfer,
+            })
+        },
+    );
+    match res {
+        Ok((conn, _)) => {
+            ctx.finished(Step::Upload, t, StepOutcome::Ok, None, None);
+            Ok(conn)
+        }
+        Err(e) => Err(ctx.fail(Step::Upload, t, None, e)),
+    }
+}

@@ -1,0 +1,228 @@
+//! The remote lock: one dispatch at a time per host.
+//!
+//! `mkdir` is atomic on every filesystem and every server, so the lock is a directory on
+//! the host. Where the host has a shell, an `info` file inside names the holder, the time
+//! (the host's clock, so skew between machines does not matter) and the bundle; a lock
+//! older than `lock_stale` is broken with a warning. Where it has none (an FTP-only rule),
+//! the lock is a directory beside the upload, made with `MKD`.
+
+use crate::transport::{Connection, Shell, TransportError};
+use std::time::{Duration, Instant};
+
+/// Who holds a lock, as written in its `info` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub holder: String,
+    pub bundle: String,
+    pub age_secs: u64,
+}
+
+/// What one try found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Acquired,
+    Busy(Option<Holder>),
+}
+
+/// A lock this dispatch holds on one host.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    pub path: String,
+    token: String,
+    /// Held through the shell (with an info file) or as a bare directory (FTP).
+    shell: bool,
+}
+
+/// What the lock says about us.
+pub struct Identity<'a> {
+    pub holder: &'a str,
+    pub bundle: &'a str,
+}
+
+fn quote(s: &str) -> String {
+    shlex::try_quote(s).map_or_else(|_| "''".to_owned(), |q| q.into_owned())
+}
+
+/// The script that tries once: prints `acquired`, or `busy AGE` and the holder's lines.
+fn try_script(path: &str, id: &Identity, token: &str, stale: Duration) -> String {
+    let d = quote(path);
+    let info = format!(
+        "holder={}\\nsince=%s\\nbundle={}\\ntoken={}\\n",
+        id.holder.replace(['\n', '%', '\\'], " "),
+        id.bundle.replace(['\n', '%', '\\'], " "),
+        token
+    );
+    format!(
+        r#"d={d}; now=$(date +%s)
+if mkdir -- "$d" 2>/dev/null; then printf {info} "$now" > "$d/info"; echo acquired; exit 0; fi
+since=$(sed -n 's/^since=//p' "$d/info" 2>/dev/null); age=$((now - ${{since:-$now}}))
+if [ "$age" -gt {stale} ] && mv -- "$d" "$d.stale.$$" 2>/dev/null; then
+  sed -n 's/^\(holder\|bundle\)=/broken \1=/p' "$d.stale.$$/info" 2>/dev/null; rm -rf -- "$d.stale.$$"
+  if mkdir -- "$d" 2>/dev/null; then printf {info} "$now" > "$d/info"; echo acquired; exit 0; fi
+fi
+echo "busy $age"; sed -n 's/^\(holder\|bundle\)=/&/p' "$d/info" 2>/dev/null; exit 0"#,
+        info = quote(&info),
+        stale = stale.as_secs(),
+    )
+}
+
+fn parse_field<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
+    lines.iter().find_map(|l| l.strip_prefix(prefix))
+}
+
+/// Tries once through the shell. Returns what it found and, when a stale lock was broken,
+/// its former holder.
+fn try_shell(
+    shell: &mut dyn Shell,
+    path: &str,
+    id: &Identity,
+    token: &str,
+    stale: Duration,
+    timeout: Duration,
+) -> Result<(Attempt, Option<Holder>), TransportError> {
+    let mut lines = Vec::new();
+    shell.exec(
+        &try_script(path, id, token, stale),
+        timeout,
+        &|| false,
+        &mut |_, l| lines.push(l.to_owned()),
+    )?;
+    let broken = parse_field(&lines, "broken holder=").map(|h| Holder {
+        holder: h.to_owned(),
+        bundle: parse_field(&lines, "broken bundle=")
+            .unwrap_or("")
+            .to_owned(),
+        age_secs: 0,
+    });
+    if lines.iter().any(|l| l == "acquired") {
+        return Ok((Attempt::Acquired, broken));
+    }
+    let age = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("busy "))
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(0);
+    let holder = parse_field(&lines, "holder=").map(|h| Holder {
+        holder: h.to_owned(),
+        bundle: parse_field(&lines, "bundle=").unwrap_or("").to_owned(),
+        age_secs: age,
+    });
+    Ok((Attempt::Busy(holder), broken))
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{host}: locked by {} for {}s (bundle {}); waited {waited}s\n  help: wait for that dispatch, or raise `lock_wait`; a lock older than `lock_stale` is broken automatically",
+        .holder.as_ref().map_or("another dispatch", |h| h.holder.as_str()),
+        .holder.as_ref().map_or(0, |h| h.age_secs),
+        .holder.as_ref().map_or("unknown", |h| h.bundle.as_str()))]
+    Busy {
+        host: String,
+        holder: Option<Holder>,
+        waited: u64,
+    },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("{host}: cancelled while waiting for the lock")]
+    Cancelled { host: String },
+}
+
+/// Parameters of [`acquire`].
+pub struct Wait<'a> {
+    pub host: &'a str,
+    pub wait: Duration,
+    pub stale: Duration,
+    pub timeout: Duration,
+    pub cancelled: &'a dyn Fn() -> bool,
+    /// Told when the lock is busy (once) and when a stale lock is broken.
+    pub notice: &'a dyn Fn(String),
+}
+
+/// Takes the lock at `path`, waiting up to `w.wait` for another holder.
+pub fn acquire(
+    conn: &mut Connection,
+    path: &str,
+    id: &Identity,
+    w: &Wait,
+) -> Result<Lock, LockError> {
+    let token = hex::encode(rand::random::<[u8; 8]>());
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        let attempt = match conn.shell.as_deref_mut() {
+            Some(shell) => {
+                let (a, broken) = try_shell(shell, path, id, &token, w.stale, w.timeout)?;
+                if let Some(b) = broken {
+                    (w.notice)(format!(
+                        "broke a stale lock held by {} (bundle {})",
+                        b.holder, b.bundle
+                    ));
+                }
+                a
+            }
+            None => match conn.files.create_dir(path)? {
+                true => Attempt::Acquired,
+                false => Attempt::Busy(None),
+            },
+        };
+        match attempt {
+            Attempt::Acquired => {
+                return Ok(Lock {
+                    path: path.to_owned(),
+                    token,
+                    shell: conn.shell.is_some(),
+                });
+            }
+            Attempt::Busy(holder) => {
+                let waited = start.elapsed();
+                if waited >= w.wait {
+                    return Err(LockError::Busy {
+                        host: w.host.to_owned(),
+                        holder,
+                        waited: waited.as_secs(),
+                    });
+                }
+                if !told {
+                    told = true;
+                    (w.notice)(format!(
+                        "waiting for the lock held by {}",
+                        holder
+                            .as_ref()
+                            .map_or("another dispatch", |h| h.holder.as_str())
+                    ));
+                }
+                let pause = Duration::from_millis(500).min(w.wait - waited);
+                let until = Instant::now() + pause;
+                while Instant::now() < until {
+                    if (w.cancelled)() {
+                        return Err(LockError::Cancelled {
+                            host: w.host.to_owned(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// Releases `lock` if it is still ours.
+pub fn release(
+    conn: &mut Connection,
+    lock: &Lock,
+    timeout: Duration,
+) -> Result<(), TransportError> {
+    match (lock.shell, conn.shell.as_deref_mut()) {
+        (true, Some(shell)) => {
+            let d = quote(&lock.path);
+            let script = format!(
+                "[ \"$(sed -n 's/^token=//p' {d}/info 2>/dev/null)\" = {} ] && rm -rf -- {d}; exit 0",
+                quote(&lock.token)
+            );
+            shell.exec(&script, timeout, &|| false, &mut |_, _| {})?;
+            Ok(())
+        }
+        _ => conn.files.remove_dir(&lock.path),
+    }
+}

@@ -1,0 +1,234 @@
+//! Rollout over a rule's hosts: at most `parallel` at once, `canary` hosts first and
+//! alone, no new host after `max_fail` failures, and cancellation. Each target's blocking
+//! job runs on its own thread (`spawn_blocking`), so one hung host never stalls the others.
+
+use super::events::{Event, Level, TargetResult, now_ms};
+use super::job::{self, Cancel, JobContext, Outcome, Skip};
+use crate::plan::Plan;
+use crate::transport::known_hosts::KnownHostsFiles;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// Sends an event to every listener (journal, front end, notifier).
+pub type Emit = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// One dispatch of one bundle.
+pub struct Dispatch {
+    pub id: i64,
+    pub plan: Arc<Plan>,
+    pub bundle: PathBuf,
+    pub known_hosts: KnownHostsFiles,
+    /// Who the remote locks name as holder (`user@machine pid N`).
+    pub holder: String,
+    /// Per host: steps already done before an interruption (`--resume`).
+    pub skip: HashMap<String, Skip>,
+    /// Hosts to work on; `None` means all (a resume or retry names a subset).
+    pub only: Option<Vec<String>>,
+}
+
+/// Per-target results, in target order.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub id: i64,
+    pub targets: Vec<(String, Outcome, i64)>,
+    pub duration_ms: i64,
+}
+
+impl Summary {
+    pub fn all_succeeded(&self) -> bool {
+        self.targets
+            .iter()
+            .all(|(_, o, _)| o.result == TargetResult::Succeeded)
+    }
+
+    pub fn count(&self, r: TargetResult) -> usize {
+        self.targets
+            .iter()
+            .filter(|(_, o, _)| o.result == r)
+            .count()
+    }
+}
+
+fn not_started(result: TargetResult, why: &str) -> Outcome {
+    Outcome {
+        result,
+        failed_step: None,
+        error: Some(why.to_owned()),
+    }
+}
+
+/// Runs the dispatch to the end and returns its summary.
+pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
+    let started = Instant::now();
+    let rule = &d.plan.rule;
+    let indexes: Vec<usize> = (0..d.plan.targets.len())
+        .filter(|&i| {
+            d.only
+                .as_ref()
+                .is_none_or(|o| o.contains(&d.plan.targets[i].host.name))
+        })
+        .collect();
+    emit(Event::DispatchStarted {
+        dispatch: d.id,
+        at: now_ms(),
+        bundle: d.plan.bundle.clone(),
+        rule: rule.name.clone(),
+        hosts: indexes
+            .iter()
+            .map(|&i| d.plan.targets[i].host.name.clone())
+            .collect(),
+    });
+    let canary = rule.canary.min(indexes.len());
+    let failures = Arc::new(AtomicUsize::new(0));
+    let mut results: HashMap<usize, (Outcome, i64)> = HashMap::new();
+
+    let first = run_batch(&d, &indexes[..canary], &cancel, &emit, &failures, None).await;
+    let canary_failed = first
+        .values()
+        .any(|(o, _)| o.result != TargetResult::Succeeded);
+    results.extend(first);
+    let rest = &indexes[canary..];
+    if canary_failed {
+        emit(Event::Notice {
+            dispatch: d.id,
+            at: now_ms(),
+            host: None,
+            level: Level::Warning,
+            message: format!(
+                "canary failed: the other {} host(s) are skipped",
+                rest.len()
+            ),
+        });
+        for &i in rest {
+            let o = not_started(TargetResult::Skipped, "skipped: the canary failed");
+            finish(&d, i, &o, 0, &emit);
+            results.insert(i, (o, 0));
+        }
+    } else {
+        results.extend(run_batch(&d, rest, &cancel, &emit, &failures, rule.max_fail).await);
+    }
+
+    let targets: Vec<(String, Outcome, i64)> = indexes
+        .iter()
+        .map(|i| {
+            let (o, ms) = results.remove(i).expect("every target has a result");
+            (d.plan.targets[*i].host.name.clone(), o, ms)
+        })
+        .collect();
+    let summary = Summary {
+        id: d.id,
+        targets,
+        duration_ms: started.elapsed().as_millis() as i64,
+    };
+    emit(Event::DispatchFinished {
+        dispatch: d.id,
+        at: now_ms(),
+        succeeded: summary.count(TargetResult::Succeeded),
+        failed: summary.count(TargetResult::Failed),
+        skipped: summary.count(TargetResult::Skipped),
+        cancelled: summary.count(TargetResult::Cancelled),
+        duration_ms: summary.duration_ms,
+    });
+    summary
+}
+
+fn finish(d: &Dispatch, i: usize, o: &Outcome, ms: i64, emit: &Emit) {
+    emit(Event::TargetFinished {
+        dispatch: d.id,
+        at: now_ms(),
+        host: d.plan.targets[i].host.name.clone(),
+        result: o.result,
+        failed_step: o.failed_step,
+        error: o.error.clone(),
+        duration_ms: ms,
+    });
+}
+
+/// Runs `indexes` with at most `parallel` at once; with `max_fail`, no target starts once
+/// that many have failed.
+async fn run_batch(
+    d: &Arc<Dispatch>,
+    indexes: &[usize],
+    cancel: &Arc<Cancel>,
+    emit: &Emit,
+    failures: &Arc<AtomicUsize>,
+    max_fail: Option<usize>,
+) -> HashMap<usize, (Outcome, i64)> {
+    let sem = Arc::new(Semaphore::new(d.plan.rule.parallel.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let mut out = HashMap::new();
+    for &i in indexes {
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
+        let stop = if cancel.is_requested() {
+            Some(not_started(
+                TargetResult::Cancelled,
+                "cancelled before it started",
+            ))
+        } else if max_fail.is_some_and(|m| failures.load(Ordering::SeqCst) >= m) {
+            Some(not_started(
+                TargetResult::Skipped,
+                "skipped: max_fail reached",
+            ))
+        } else {
+            None
+        };
+        if let Some(o) = stop {
+            finish(d, i, &o, 0, emit);
+            out.insert(i, (o, 0));
+            continue;
+        }
+        let (d, cancel, emit, failures) =
+            (d.clone(), cancel.clone(), emit.clone(), failures.clone());
+        set.spawn_blocking(move || {
+            let _permit = permit;
+            let t = Instant::now();
+            let target = &d.plan.targets[i];
+            let ctx = JobContext {
+                dispatch: d.id,
+                plan: &d.plan,
+                target,
+                bundle: &d.bundle,
+                known_hosts: &d.known_hosts,
+                cancel: &cancel,
+                emit: &*emit,
+                holder: &d.holder,
+                skip: d.skip.get(&target.host.name).cloned().unwrap_or_default(),
+            };
+            let o = job::run(&ctx);
+            if o.result == TargetResult::Failed {
+                failures.fetch_add(1, Ordering::SeqCst);
+            }
+            let ms = t.elapsed().as_millis() as i64;
+            finish(&d, i, &o, ms, &emit);
+            (i, o, ms)
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((i, o, ms)) => {
+                out.insert(i, (o, ms));
+            }
+            Err(e) => {
+                // A panicking job is a bug; it must not take the others down with it.
+                tracing::error!("a job panicked: {e}");
+            }
+        }
+    }
+    // Any target whose job panicked still gets a result.
+    for &i in indexes {
+        out.entry(i).or_insert_with(|| {
+            let o = not_started(TargetResult::Failed, "internal error: the job panicked");
+            finish(d, i, &o, 0, emit);
+            (o, 0)
+        });
+    }
+    out
+}

@@ -1,0 +1,294 @@
+//! The headless front end of `--dispatch`: live progress and output for a terminal, plain
+//! `[host] line` output for logs and pipes, or one JSON event per line for programs.
+
+use crate::engine::events::{Event, Level, Step, StepOutcome, TargetResult};
+use crate::engine::rollout::Summary;
+use crate::transport::{Stream, TransferEvent};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Progress bars per host, log lines above them.
+    Terminal,
+    /// `[host] line`; remote stderr goes to our stderr.
+    Plain,
+    /// One JSON event per line on stdout.
+    Json,
+}
+
+pub struct Printer {
+    mode: Mode,
+    bars: Option<MultiProgress>,
+    bar: HashMap<String, ProgressBar>,
+    width: usize,
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn secs(ms: i64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+impl Printer {
+    pub fn new(mode: Mode) -> Printer {
+        let bars = (mode == Mode::Terminal)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)));
+        Printer {
+            mode,
+            bars,
+            bar: HashMap::new(),
+            width: 0,
+        }
+    }
+
+    /// Writes a line for the user: above the bars on a terminal, else to stdout/stderr.
+    fn line(&self, to_stderr: bool, text: &str) {
+        match &self.bars {
+            Some(mp) => {
+                let _ = mp.println(text);
+            }
+            None if to_stderr => {
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
+            None => {
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
+            }
+        }
+    }
+
+    fn tag(&self, host: &str) -> String {
+        format!("[{host:<w$}]", w = self.width)
+    }
+
+    fn set_bar(&mut self, host: &str, msg: String) {
+        if let Some(b) = self.bar.get(host) {
+            b.set_message(msg);
+        }
+    }
+
+    /// Renders one event. Returns an error only when stdout is gone (a closed pipe).
+    pub fn handle(&mut self, e: &Event) -> std::io::Result<()> {
+        if self.mode == Mode::Json {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, e)?;
+            return out.write_all(b"\n");
+        }
+        match e {
+            Event::DispatchStarted {
+                dispatch,
+                bundle,
+                rule,
+                hosts,
+                ..
+            } => {
+                self.width = hosts.iter().map(|h| h.len()).max().unwrap_or(0);
+                self.line(
+                    false,
+                    &format!(
+                        "dispatch #{dispatch}: {bundle} via [{rule}] to {} host(s)",
+                        hosts.len()
+                    ),
+                );
+                if let Some(mp) = &self.bars {
+                    let style = ProgressStyle::with_template(
+                        "{prefix} {bar:24} {bytes:>10}/{total_bytes:<10} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    for h in hosts {
+                        let b = mp.add(ProgressBar::new(0));
+                        b.set_style(style.clone());
+                        b.set_prefix(format!("[{h:<w$}]", w = self.width));
+                        b.set_message("queued");
+                        self.bar.insert(h.clone(), b);
+                    }
+                }
+            }
+            Event::StepStarted {
+                host,
+                step,
+                command,
+                ..
+            } => {
+                self.set_bar(host, format!("{step}…"));
+                if *step != Step::Connect && *step != Step::Unlock {
+                    let cmd = command
+                        .as_deref()
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default();
+                    self.line(false, &format!("{} ==> {step}{cmd}", self.tag(host)));
+                }
+            }
+            Event::Output {
+                host, stream, line, ..
+            } => {
+                let text = format!("{} {line}", self.tag(host));
+                self.line(*stream == Stream::Stderr, &text);
+            }
+            Event::Transfer { host, transfer, .. } => self.transfer(host, transfer),
+            Event::StepFinished {
+                host,
+                step,
+                outcome,
+                error,
+                ..
+            } => {
+                if *outcome != StepOutcome::Ok {
+                    let why = error.as_deref().unwrap_or("");
+                    self.line(
+                        true,
+                        &format!("{} !! {step} {outcome:?}: {why}", self.tag(host)),
+                    );
+                }
+            }
+            Event::TargetFinished {
+                host,
+                result,
+                failed_step,
+                duration_ms,
+                ..
+            } => {
+                let text = match (result, failed_step) {
+                    (TargetResult::Succeeded, _) => format!("succeeded in {}", secs(*duration_ms)),
+                    (r, Some(s)) => format!("{} at {s}", r.as_str()),
+                    (r, None) => r.as_str().to_owned(),
+                };
+                if let Some(b) = self.bar.get(host) {
+                    b.finish_with_message(text.clone());
+                }
+                self.line(false, &format!("{} {text}", self.tag(host)));
+            }
+            Event::Notice {
+                host,
+                level,
+                message,
+                ..
+            } => {
+                let who = host.as_deref().map(|h| self.tag(h)).unwrap_or_default();
+                let lvl = match level {
+                    Level::Info => "note",
+                    Level::Warning => "warning",
+                };
+                self.line(*level == Level::Warning, &format!("{who} {lvl}: {message}"));
+            }
+            Event::DispatchFinished { .. } => {
+                if let Some(mp) = &self.bars {
+                    let _ = mp.clear();
+                }
+                self.bar.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn transfer(&mut self, host: &str, t: &TransferEvent) {
+        match t {
+            TransferEvent::Started {
+                attempt,
+                size,
+                resume_from,
+            } => {
+                if let Some(b) = self.bar.get(host) {
+                    b.set_length(*size);
+                    b.set_position(*resume_from);
+                    b.set_message("upload");
+                }
+                if *resume_from > 0 {
+                    self.line(
+                        false,
+                        &format!(
+                            "{} attempt {attempt}: resuming at {}",
+                            self.tag(host),
+                            human_bytes(*resume_from)
+                        ),
+                    );
+                }
+            }
+            TransferEvent::Progress { sent, .. } => {
+                if let Some(b) = self.bar.get(host) {
+                    b.set_position(*sent);
+                }
+            }
+            TransferEvent::Retrying {
+                attempt,
+                of,
+                delay_ms,
+                error,
+            } => self.line(
+                true,
+                &format!(
+                    "{} attempt {attempt}/{of} failed, retrying in {}: {error}",
+                    self.tag(host),
+                    secs(*delay_ms as i64)
+                ),
+            ),
+            TransferEvent::Verified { size, sha256 } => {
+                let how = sha256.as_deref().map_or("size checked".to_owned(), |s| {
+                    format!("sha256 {}", &s[..12.min(s.len())])
+                });
+                self.line(
+                    false,
+                    &format!("{} uploaded {} ({how})", self.tag(host), human_bytes(*size)),
+                );
+            }
+        }
+    }
+}
+
+/// The closing table: host, result, duration, failed step, error.
+pub fn summary_table(summaries: &[Summary]) -> String {
+    let mut rows = vec![[
+        "DISPATCH".to_owned(),
+        "HOST".to_owned(),
+        "RESULT".to_owned(),
+        "TIME".to_owned(),
+        "FAILED STEP".to_owned(),
+        "ERROR".to_owned(),
+    ]];
+    for s in summaries {
+        for (host, o, ms) in &s.targets {
+            let error = o
+                .error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .unwrap_or("")
+                .to_owned();
+            rows.push([
+                format!("#{}", s.id),
+                host.clone(),
+                o.result.as_str().to_owned(),
+                secs(*ms),
+                o.failed_step.map_or("-".into(), |s| s.to_string()),
+                error,
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
