@@ -188,7 +188,10 @@ pub struct Credentials {
     pub login_source: Source,
     pub password: Option<Secret>,
     pub password_source: Option<Source>,
-    pub account: Option<String>,
+    /// FTP `ACCT`; like the password it may be sensitive (netrc keeps it beside one), so
+    /// plans show where it came from, not its value.
+    pub account: Option<Secret>,
+    pub account_source: Option<Source>,
     /// Private keys to offer: the rule's `key`, else `IdentityFile`s of `~/.ssh/config`.
     pub keys: Vec<PathBuf>,
     /// Unlocks the keys (`key_passphrase = netrc`).
@@ -226,17 +229,19 @@ impl Credentials {
             Some(k) => vec![k.clone()],
             None => ssh.identity_files.clone(),
         };
-        let account = rule.account.clone().or_else(|| {
-            entry
-                .and_then(|e| e.account.as_ref())
-                .map(|a| a.expose().to_owned())
-        });
+        let (account, account_source) = match (&rule.account, entry.and_then(|e| e.account.clone()))
+        {
+            (Some(a), _) => (Some(Secret::new(a.clone())), Some(Source::Config)),
+            (None, Some(a)) => (Some(a), Some(Source::Netrc)),
+            (None, None) => (None, None),
+        };
         Credentials {
             login,
             login_source,
             password,
             password_source,
             account,
+            account_source,
             keys,
             key_passphrase,
         }
@@ -351,7 +356,7 @@ impl Plan {
                     "port": t.port,
                     "protocol": t.protocol,
                     "login": t.creds.login,
-                    "account": t.creds.account,
+                    "account": t.creds.account_source,
                     "password": t.creds.password_source,
                     "dest_dir": t.dest_dir,
                     "remote_path": t.remote_path,

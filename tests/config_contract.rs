@@ -974,7 +974,7 @@ fn rule_credentials_beat_netrc() {
         (secret(&c.password), c.password_source),
         (Some("rp"), Some(Source::Config))
     );
-    assert_eq!(c.account.as_deref(), Some("ra"));
+    assert_eq!(c.account.as_ref().map(|a| a.expose()), Some("ra"));
 }
 
 #[test]
@@ -986,7 +986,7 @@ fn netrc_beats_defaults() {
         (secret(&c.password), c.password_source),
         (Some("np"), Some(Source::Netrc))
     );
-    assert_eq!(c.account.as_deref(), Some("na"));
+    assert_eq!(c.account.as_ref().map(|a| a.expose()), Some("na"));
     // A rule login with no password takes the password of the netrc entry for that login.
     let c = creds("[a]\nhost = h\nlogin = nu\n", &n);
     assert_eq!(
@@ -1015,7 +1015,7 @@ fn without_rule_or_netrc_login_is_anonymous_for_ftp_and_current_user_otherwise()
             "{protocol}"
         );
         assert_eq!(
-            (c.password_source, c.account.as_deref()),
+            (c.password_source, c.account.as_ref().map(|a| a.expose())),
             (None, None),
             "{protocol}"
         );

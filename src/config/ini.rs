@@ -190,7 +190,7 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
             .flatten()
             .filter(|_| !repeated);
         let value = parsed.unwrap_or(walked);
-        let value = unquote(&value).trim();
+        let value = unquote(&value);
         section.entries.push(RawEntry {
             key,
             value: (!value.is_empty()).then(|| value.to_owned()),

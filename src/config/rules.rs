@@ -52,7 +52,19 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "timeout",
-        "network and step timeout: seconds, or `90s`, `5m`, `1h` (default 30s)",
+        "network timeout (connect, stalled I/O): seconds, or `90s`, `5m`, `1h` (default 30s)",
+    ),
+    (
+        "step_timeout",
+        "how long one command may run before it is killed on the host (default 10m)",
+    ),
+    (
+        "lock_wait",
+        "how long to wait for another dispatch's lock on a host (default 5m)",
+    ),
+    (
+        "lock_stale",
+        "a lock older than this is broken, with a warning (default 1h)",
     ),
     (
         "retries",
@@ -330,6 +342,7 @@ pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) 
         .filter(|s| s.name == "DEFAULT")
         .flat_map(|s| &s.entries)
         .collect();
+    check_defaults(&defaults, file, diags);
     let mut rules = Vec::new();
     for section in sections.iter().filter(|s| s.name != "DEFAULT") {
         let mut merged: IndexMap<&str, Located> = IndexMap::new();
@@ -372,8 +385,12 @@ fn build_rule(
         diags.push(if hint.is_empty() { d } else { d.hint(hint) });
     };
 
-    let regex = match Regex::new(sect) {
-        Ok(_) => match Regex::new(&format!("^(?:{sect})$")) {
+    // Anchor the parsed pattern, not the text: a `(?x)` comment in the name would
+    // otherwise swallow the closing `)$`.
+    let regex = match Regex::new(sect)
+        .and_then(|_| regex_syntax::parse(sect).map_err(|e| regex::Error::Syntax(e.to_string())))
+    {
+        Ok(hir) => match Regex::new(&format!("^(?:{hir})$")) {
             Ok(r) => Some(r),
             Err(e) => {
                 err(section.line, format!("invalid regex `[{sect}]`: {e}"), "");
@@ -425,71 +442,7 @@ fn build_rule(
         },
     };
 
-    let protocol = match get("protocol") {
-        None => Some(Protocol::Scp),
-        Some(l) => Protocol::parse(l.value).or_else(|| {
-            err(
-                l.line,
-                format!("bad protocol `{}`", l.value),
-                "use one of ftp, ftps, scp, sftp, local",
-            );
-            None
-        }),
-    };
-
-    macro_rules! typed {
-        ($key:expr, $parse:expr, $default:expr) => {
-            match get($key) {
-                None => Some($default),
-                Some(l) => match $parse(l.value) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        err(l.line, format!("bad `{}`: {}", $key, e), "");
-                        None
-                    }
-                },
-            }
-        };
-    }
-    let port = typed!("port", |v| parse_port(v).map(Some), None);
-    let ssh_port = typed!("ssh_port", parse_port, 22);
-    let timeout = typed!("timeout", parse_duration, Duration::from_secs(30));
-    let step_timeout = typed!("step_timeout", parse_duration, Duration::from_secs(600));
-    let lock_wait = typed!("lock_wait", parse_duration, Duration::from_secs(300));
-    let lock_stale = typed!("lock_stale", parse_duration, Duration::from_secs(3600));
-    let retries = typed!("retries", |v| parse_count(v, 0, 100).map(|n| n as u32), 3);
-    let parallel = typed!("parallel", |v| parse_count(v, 1, 4096), 32);
-    let canary = typed!("canary", |v| parse_count(v, 0, 4096), 0);
-    let max_fail = typed!("max_fail", |v| parse_count(v, 1, 1 << 20).map(Some), None);
-    let tls_verify = typed!("tls_verify", parse_bool, true);
-    let key_passphrase = typed!(
-        "key_passphrase",
-        |v: &str| if v.eq_ignore_ascii_case("netrc") {
-            Ok(true)
-        } else {
-            Err(format!("`{v}`: the only source is `netrc`"))
-        },
-        false
-    );
-    let host_key = typed!(
-        "host_key",
-        |v: &str| match v.to_ascii_lowercase().as_str() {
-            "strict" => Ok(HostKeyPolicy::Strict),
-            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
-            _ => Err(format!("`{v}`: use `strict` or `accept-new`")),
-        },
-        HostKeyPolicy::Strict
-    );
-    let notify = typed!(
-        "notify",
-        |v: &str| if v.starts_with("http://") || v.starts_with("https://") {
-            Ok(Some(v.to_owned()))
-        } else {
-            Err(format!("`{v}` is not an http:// or https:// URL"))
-        },
-        None
-    );
-
+    let values = parse_values(&get, &mut err);
     // Placeholders: built-ins and the rule's captures everywhere, {path}/{dir} in commands.
     let captures: Vec<String> = regex
         .iter()
@@ -550,13 +503,14 @@ fn build_rule(
 
     let path_key = |k: &str| get(k).map(|l| resolve_path(l.value, file));
 
+    let v = values?;
     Some(Rule {
         name: sect.clone(),
         line: section.line,
         regex: regex?,
         hosts: hosts?,
-        port: port?,
-        protocol: protocol?,
+        port: v.port,
+        protocol: v.protocol,
         login: get("login").map(|l| l.value.to_owned()),
         password: get("password").map(|l| Secret::new(l.value)),
         account: get("account").map(|l| l.value.to_owned()),
@@ -568,6 +522,140 @@ fn build_rule(
             health: health?,
             rollback: rollback?,
         },
+        timeout: v.timeout,
+        step_timeout: v.step_timeout,
+        lock_wait: v.lock_wait,
+        lock_stale: v.lock_stale,
+        retries: v.retries,
+        parallel: v.parallel,
+        canary: v.canary,
+        max_fail: v.max_fail,
+        key: path_key("key"),
+        key_passphrase_from_netrc: v.key_passphrase,
+        host_key: v.host_key,
+        notify: v.notify,
+        ssh_port: v.ssh_port,
+        tls_verify: v.tls_verify,
+        tls_ca: path_key("tls_ca"),
+    })
+}
+
+/// Checks `[DEFAULT]`'s values on their own: a bad default is an error even where every
+/// rule overrides it (or there is no rule yet).
+fn check_defaults(defaults: &[&RawEntry], file: &Path, diags: &mut Vec<Diagnostic>) {
+    let get = |k: &str| {
+        defaults.iter().rev().find(|e| e.key == k).and_then(|e| {
+            e.value.as_deref().map(|value| Located {
+                value,
+                line: e.line,
+            })
+        })
+    };
+    let mut err = |line: usize, msg: String, hint: &str| {
+        let d = Diagnostic::error(file, Some(line), msg);
+        diags.push(if hint.is_empty() { d } else { d.hint(hint) });
+    };
+    parse_values(&get, &mut err);
+    if let Some(l) = get("host") {
+        for e in parse_hosts(l.value).err().unwrap_or_default() {
+            err(l.line, format!("bad `host`: {e}"), "");
+        }
+    }
+}
+
+/// The rule's plain (non-template) values, parsed with their defaults. Shared by the
+/// rules and by the check of `[DEFAULT]` on its own, so a bad default is reported even
+/// where every rule overrides it, with the same message.
+struct Values {
+    protocol: Protocol,
+    port: Option<u16>,
+    ssh_port: u16,
+    timeout: Duration,
+    step_timeout: Duration,
+    lock_wait: Duration,
+    lock_stale: Duration,
+    retries: u32,
+    parallel: usize,
+    canary: usize,
+    max_fail: Option<usize>,
+    tls_verify: bool,
+    key_passphrase: bool,
+    host_key: HostKeyPolicy,
+    notify: Option<String>,
+}
+
+fn parse_values<'a>(
+    get: &dyn Fn(&str) -> Option<Located<'a>>,
+    err: &mut dyn FnMut(usize, String, &str),
+) -> Option<Values> {
+    let protocol = match get("protocol") {
+        None => Some(Protocol::Scp),
+        Some(l) => Protocol::parse(l.value).or_else(|| {
+            err(
+                l.line,
+                format!("bad protocol `{}`", l.value),
+                "use one of ftp, ftps, scp, sftp, local",
+            );
+            None
+        }),
+    };
+    macro_rules! typed {
+        ($key:expr, $parse:expr, $default:expr) => {
+            match get($key) {
+                None => Some($default),
+                Some(l) => match $parse(l.value) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        err(l.line, format!("bad `{}`: {}", $key, e), "");
+                        None
+                    }
+                },
+            }
+        };
+    }
+    let port = typed!("port", |v| parse_port(v).map(Some), None);
+    let ssh_port = typed!("ssh_port", parse_port, 22);
+    let timeout = typed!("timeout", parse_duration, Duration::from_secs(30));
+    let step_timeout = typed!("step_timeout", parse_duration, Duration::from_secs(600));
+    let lock_wait = typed!("lock_wait", parse_duration, Duration::from_secs(300));
+    let lock_stale = typed!("lock_stale", parse_duration, Duration::from_secs(3600));
+    let retries = typed!("retries", |v| parse_count(v, 0, 100).map(|n| n as u32), 3);
+    let parallel = typed!("parallel", |v| parse_count(v, 1, 4096), 32);
+    let canary = typed!("canary", |v| parse_count(v, 0, 4096), 0);
+    let max_fail = typed!("max_fail", |v| parse_count(v, 1, 1 << 20).map(Some), None);
+    let tls_verify = typed!("tls_verify", parse_bool, true);
+    let key_passphrase = typed!(
+        "key_passphrase",
+        |v: &str| if v.eq_ignore_ascii_case("netrc") {
+            Ok(true)
+        } else {
+            Err(format!("`{v}`: the only source is `netrc`"))
+        },
+        false
+    );
+    let host_key = typed!(
+        "host_key",
+        |v: &str| match v.to_ascii_lowercase().as_str() {
+            "strict" => Ok(HostKeyPolicy::Strict),
+            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
+            _ => Err(format!("`{v}`: use `strict` or `accept-new`")),
+        },
+        HostKeyPolicy::Strict
+    );
+    let notify = typed!(
+        "notify",
+        |v: &str| if v.starts_with("http://") || v.starts_with("https://") {
+            Ok(Some(v.to_owned()))
+        } else {
+            Err(format!("`{v}` is not an http:// or https:// URL"))
+        },
+        None
+    );
+
+    Some(Values {
+        protocol: protocol?,
+        port: port?,
+        ssh_port: ssh_port?,
         timeout: timeout?,
         step_timeout: step_timeout?,
         lock_wait: lock_wait?,
@@ -576,13 +664,10 @@ fn build_rule(
         parallel: parallel?,
         canary: canary?,
         max_fail: max_fail?,
-        key: path_key("key"),
-        key_passphrase_from_netrc: key_passphrase?,
+        tls_verify: tls_verify?,
+        key_passphrase: key_passphrase?,
         host_key: host_key?,
         notify: notify?,
-        ssh_port: ssh_port?,
-        tls_verify: tls_verify?,
-        tls_ca: path_key("tls_ca"),
     })
 }
 

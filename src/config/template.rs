@@ -5,14 +5,46 @@
 //! `}}` write a literal brace, and any other brace is literal. Placeholders are checked
 //! when the config loads (an unknown one is an error naming the nearest known one) and
 //! values are shell-quoted when they are put into a command, so a bundle named
-//! `x;reboot.tgz` can never inject a command.
+//! `x;reboot.tgz` can never inject a command. The quoting fits where the placeholder
+//! stands: bare, inside `'…'` or inside `"…"` (where `$(…)` would still run), so
+//! `echo "unpacked {bundle}"` is as safe as `echo {bundle}`.
 
 use std::collections::BTreeMap;
+
+/// The shell quoting in force where a placeholder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    Bare,
+    Single,
+    Double,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Var(String),
+    Var(String, Quoting),
+}
+
+/// Puts `value` into shell text at a spot with `quoting`, so it stays one literal word.
+fn shell_escape(value: &str, quoting: Quoting) -> Option<String> {
+    if value.contains('\0') {
+        return None;
+    }
+    Some(match quoting {
+        Quoting::Bare => shlex::try_quote(value).ok()?.into_owned(),
+        // Close the quote, add an escaped quote, reopen.
+        Quoting::Single => value.replace('\'', "'\\''"),
+        Quoting::Double => {
+            let mut out = String::with_capacity(value.len());
+            for c in value.chars() {
+                if matches!(c, '\\' | '$' | '`' | '"') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        }
+    })
 }
 
 /// A parsed `dest_dir` or command.
@@ -47,19 +79,21 @@ impl Template {
         let mut parts = Vec::new();
         let mut text = String::new();
         let chars: Vec<char> = source.chars().collect();
+        let mut quoting = Quoting::Bare;
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
+            let next = chars.get(i + 1).copied();
             match c {
-                '{' if chars.get(i + 1) == Some(&'{') => {
+                '{' if next == Some('{') => {
                     text.push('{');
                     i += 2;
                 }
-                '}' if chars.get(i + 1) == Some(&'}') => {
+                '}' if next == Some('}') => {
                     text.push('}');
                     i += 2;
                 }
-                '$' if chars.get(i + 1) == Some(&'{') => {
+                '$' if next == Some('{') && quoting != Quoting::Single => {
                     // `${…}` belongs to the shell: copy through to its closing brace.
                     let end = chars[i..]
                         .iter()
@@ -68,18 +102,43 @@ impl Template {
                     text.extend(&chars[i..end]);
                     i = end;
                 }
-                '{' if chars.get(i + 1).copied().is_some_and(is_ident_start) => {
+                '{' if next.is_some_and(is_ident_start) => {
                     let len = chars[i + 1..].iter().take_while(|&&c| is_ident(c)).count();
                     if chars.get(i + 1 + len) == Some(&'}') {
                         if !text.is_empty() {
                             parts.push(Part::Text(std::mem::take(&mut text)));
                         }
-                        parts.push(Part::Var(chars[i + 1..i + 1 + len].iter().collect()));
+                        let name = chars[i + 1..i + 1 + len].iter().collect();
+                        parts.push(Part::Var(name, quoting));
                         i += len + 2;
                     } else {
                         text.push(c);
                         i += 1;
                     }
+                }
+                '\\' if quoting != Quoting::Single => {
+                    // An escaped character never opens or closes a quote.
+                    text.push(c);
+                    text.extend(next);
+                    i += 2;
+                }
+                '\'' if quoting != Quoting::Double => {
+                    quoting = if quoting == Quoting::Single {
+                        Quoting::Bare
+                    } else {
+                        Quoting::Single
+                    };
+                    text.push(c);
+                    i += 1;
+                }
+                '"' if quoting != Quoting::Single => {
+                    quoting = if quoting == Quoting::Double {
+                        Quoting::Bare
+                    } else {
+                        Quoting::Double
+                    };
+                    text.push(c);
+                    i += 1;
                 }
                 _ => {
                     text.push(c);
@@ -103,7 +162,7 @@ impl Template {
     /// The placeholder names used, in order of appearance.
     pub fn placeholders(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Var(v) => Some(v.as_str()),
+            Part::Var(v, _) => Some(v.as_str()),
             Part::Text(_) => None,
         })
     }
@@ -123,13 +182,13 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Var(name) => {
+                Part::Var(name, quoting) => {
                     let value = vars
                         .get(name)
                         .ok_or_else(|| RenderError::Missing(name.clone()))?;
                     if quote {
-                        let quoted = shlex::try_quote(value)
-                            .map_err(|_| RenderError::Unquotable(name.clone()))?;
+                        let quoted = shell_escape(value, *quoting)
+                            .ok_or_else(|| RenderError::Unquotable(name.clone()))?;
                         out.push_str(&quoted);
                     } else {
                         out.push_str(value);
@@ -186,6 +245,40 @@ mod tests {
         }
         let nul = t.render_shell(&vars(&[("bundle", "a\0b")]));
         assert_eq!(nul, Err(RenderError::Unquotable("bundle".into())));
+    }
+
+    #[test]
+    fn values_inside_quotes_stay_inert() {
+        let evil = [
+            "x;reboot",
+            "$(touch /tmp/pwned)",
+            "a'b\"c",
+            "`id`",
+            "a\\",
+            "l1\nl2",
+            "$HOME",
+        ];
+        for (template, words) in [
+            ("echo \"got {bundle} ok\"", ["echo", "got EVIL ok"]),
+            ("echo 'got {bundle} ok'", ["echo", "got EVIL ok"]),
+            ("echo got\\ {bundle}", ["echo", "got EVIL"]),
+        ] {
+            let t = Template::parse(template);
+            for e in evil {
+                let out = t.render_shell(&vars(&[("bundle", e)])).unwrap();
+                let want: Vec<String> = words.iter().map(|w| w.replace("EVIL", e)).collect();
+                let want = if template.contains("\\ ") {
+                    vec!["echo".to_owned(), format!("got {e}")]
+                } else {
+                    want
+                };
+                assert_eq!(
+                    shlex::split(&out).unwrap(),
+                    want,
+                    "{template} with {e:?}: {out}"
+                );
+            }
+        }
     }
 
     #[test]

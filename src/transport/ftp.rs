@@ -25,7 +25,7 @@ pub struct FtpParams {
     pub port: u16,
     pub login: String,
     pub password: Option<(crate::config::Secret, Source)>,
-    pub account: Option<String>,
+    pub account: Option<crate::config::Secret>,
     pub tls: bool,
     pub tls_verify: bool,
     pub tls_ca: Option<PathBuf>,
@@ -166,7 +166,7 @@ impl FtpFiles {
         match ftp.login(p.login.as_str(), password) {
             Ok(()) => {}
             Err(e) if reply(&e) == Some(332) => {
-                let acct = p.account.as_deref().ok_or_else(|| {
+                let acct = p.account.as_ref().map(|a| a.expose()).ok_or_else(|| {
                     auth_err(format!(
                         "{tried}; the server asks for an account (set `account`)"
                     ))
