@@ -400,9 +400,13 @@ fn quote(s: &str) -> String {
 /// group) and a watcher kills that group when our side closes stdin — at a timeout, on
 /// cancel, or when the connection drops. A killed ssh client alone would leave it running.
 fn killable(command: &str) -> String {
-    let script = "setsid sh -c \"$1\" </dev/null & p=$!; \
-                  (cat >/dev/null; kill -TERM -- -$p 2>/dev/null; sleep 5; kill -KILL -- -$p 2>/dev/null) >/dev/null 2>&1 & w=$!; \
-                  wait $p; r=$?; kill $w 2>/dev/null; exit $r";
+    // Notes for the shell text: a background job's stdin is /dev/null in a non-interactive
+    // shell, so the channel's stdin is kept on fd 3 for the watcher; dash's `kill` takes no
+    // `--`; the command is not a process-group leader, so `setsid` does not fork and `$p`
+    // is both its pid and its process group.
+    let script = "exec 3<&0; setsid sh -c \"$1\" </dev/null 3<&- & p=$!; \
+                  (cat <&3 >/dev/null; kill -TERM -$p; sleep 5; kill -KILL -$p) >/dev/null 2>&1 & w=$!; \
+                  exec 3<&-; wait $p; r=$?; kill $w 2>/dev/null; exit $r";
     format!("sh -c {} dropship {}", quote(script), quote(command))
 }
 

@@ -1,0 +1,382 @@
+//! The dispatch engine against the real sshd: live output, timeouts that kill on the host,
+//! rollback, canary and max_fail, the remote lock, and injection-proof bundle names.
+
+mod support;
+
+use dropship::config::{Config, Netrc, SshHosts};
+use dropship::engine::events::{Event, Step, StepOutcome, TargetResult};
+use dropship::engine::job::Cancel;
+use dropship::engine::rollout::{self, Dispatch, Emit, Summary};
+use dropship::plan::{Plan, Stamp};
+use dropship::transport::Stream;
+use dropship::transport::known_hosts::KnownHostsFiles;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{SshServer, TEST_PASSWORD, TEST_USER};
+
+/// A received event and when it arrived.
+type Log = Arc<Mutex<Vec<(Instant, Event)>>>;
+
+struct Rig {
+    local: tempfile::TempDir,
+    known: KnownHostsFiles,
+    dest: support::ScratchDir,
+}
+
+impl Rig {
+    fn new(test: &str, server: &SshServer) -> Rig {
+        let local = tempfile::tempdir().unwrap();
+        let known = KnownHostsFiles {
+            user: Some(local.path().join("known_hosts")),
+            dropship: local.path().join("dropship_known_hosts"),
+        };
+        server.write_known_hosts(known.user.as_ref().unwrap());
+        Rig {
+            local,
+            known,
+            dest: support::scratch_dir(test),
+        }
+    }
+
+    fn config(&self, hosts: &str, keys: &str) -> Config {
+        let text = format!(
+            "[DEFAULT]\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 10s\n\n[(?s).*]\nhost = {hosts}\ndest_dir = {}/{{host}}\n{keys}\n",
+            self.dest.as_str()
+        );
+        Config::parse(&text, Path::new("engine.cfg")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn bundle(&self, name: &str, len: usize) -> PathBuf {
+        let p = self.local.path().join(name);
+        std::fs::write(&p, vec![b'b'; len]).unwrap();
+        p
+    }
+
+    /// Runs a whole dispatch of `bundle` and returns its summary and events.
+    fn run(&self, config: &Config, bundle: &Path) -> (Summary, Vec<(Instant, Event)>) {
+        let name = bundle.file_name().unwrap().to_str().unwrap();
+        let plan = Plan::build(
+            config,
+            &Netrc::empty(),
+            &SshHosts::empty(),
+            name,
+            Stamp::now(),
+        )
+        .unwrap();
+        let log: Log = Arc::default();
+        let summary = run_plan(
+            plan,
+            bundle,
+            &self.known,
+            log.clone(),
+            Arc::new(Cancel::new()),
+        );
+        let events = std::mem::take(&mut *log.lock().unwrap());
+        (summary, events)
+    }
+}
+
+fn run_plan(
+    plan: Plan,
+    bundle: &Path,
+    known: &KnownHostsFiles,
+    log: Log,
+    cancel: Arc<Cancel>,
+) -> Summary {
+    let emit: Emit = Arc::new(move |e| log.lock().unwrap().push((Instant::now(), e)));
+    let d = Arc::new(Dispatch {
+        id: 1,
+        plan: Arc::new(plan),
+        bundle: bundle.to_owned(),
+        known_hosts: known.clone(),
+        holder: "test@engine pid 1".into(),
+        skip: HashMap::new(),
+        only: None,
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(rollout::run(d, cancel, emit))
+}
+
+fn output(events: &[(Instant, Event)], host: &str, want: Stream) -> Vec<(Instant, String)> {
+    events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Output {
+                host: h,
+                stream,
+                line,
+                ..
+            } if h == host && *stream == want => Some((*t, line.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn result_of(s: &Summary, host: &str) -> TargetResult {
+    s.targets
+        .iter()
+        .find(|(h, _, _)| h == host)
+        .map(|(_, o, _)| o.result)
+        .unwrap_or_else(|| panic!("no result for {host}"))
+}
+
+#[test]
+fn output_streams_live_and_in_order_per_stream() {
+    let Some(server) = support::ssh_server_or_skip("engine_live_output") else {
+        return;
+    };
+    let rig = Rig::new("engine_live_output", &server);
+    let cfg = rig.config(
+        &server.addr().to_string(),
+        "upgrade = for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done; sleep 2; echo late",
+    );
+    let (s, events) = rig.run(&cfg, &rig.bundle("app-1.tgz", 1000));
+    assert!(s.all_succeeded(), "{s:?}");
+    let host = "127.0.0.1";
+    let out = output(&events, host, Stream::Stdout);
+    let err = output(&events, host, Stream::Stderr);
+    let lines = |v: &[(Instant, String)]| v.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        lines(&out),
+        ["out1", "out2", "out3", "out4", "out5", "late"]
+    );
+    assert_eq!(lines(&err), ["err1", "err2", "err3", "err4", "err5"]);
+    // `out5` arrived while the command was still sleeping, not when it ended.
+    let gap = out[5].0 - out[4].0;
+    assert!(
+        gap >= Duration::from_millis(1500),
+        "lines were held back: {gap:?}"
+    );
+}
+
+#[test]
+fn a_million_lines_lose_none() {
+    let Some(server) = support::ssh_server_or_skip("engine_million") else {
+        return;
+    };
+    let rig = Rig::new("engine_million", &server);
+    let cfg = rig.config(&server.addr().to_string(), "upgrade = seq 1 1000000");
+    let (s, events) = rig.run(&cfg, &rig.bundle("app-2.tgz", 10));
+    assert!(s.all_succeeded(), "{s:?}");
+    let out = output(&events, "127.0.0.1", Stream::Stdout);
+    assert_eq!(out.len(), 1_000_000);
+    assert!(
+        out.iter()
+            .enumerate()
+            .all(|(i, (_, l))| *l == (i + 1).to_string()),
+        "lines out of order or changed"
+    );
+}
+
+#[test]
+fn failing_upgrade_runs_rollback() {
+    let Some(server) = support::ssh_server_or_skip("engine_rollback") else {
+        return;
+    };
+    let rig = Rig::new("engine_rollback", &server);
+    let marker = rig.dest.join("rolled-back");
+    let cfg = rig.config(
+        &server.addr().to_string(),
+        &format!(
+            "upgrade = echo upgrading; exit 3\nrollback = touch {}",
+            marker.display()
+        ),
+    );
+    let (s, events) = rig.run(&cfg, &rig.bundle("app-3.tgz", 10));
+    assert_eq!(result_of(&s, "127.0.0.1"), TargetResult::Failed);
+    assert_eq!(s.targets[0].1.failed_step, Some(Step::Upgrade));
+    assert!(marker.exists(), "rollback did not run");
+    let upgrade_exit = events.iter().find_map(|(_, e)| match e {
+        Event::StepFinished {
+            step: Step::Upgrade,
+            exit_code,
+            outcome,
+            ..
+        } => Some((*exit_code, *outcome)),
+        _ => None,
+    });
+    assert_eq!(upgrade_exit, Some((Some(3), StepOutcome::Failed)));
+}
+
+#[test]
+fn hung_command_is_killed_on_the_host_at_its_timeout() {
+    let Some(server) = support::ssh_server_or_skip("engine_hung") else {
+        return;
+    };
+    let rig = Rig::new("engine_hung", &server);
+    let pidfile = rig.dest.join("pid");
+    let cfg = rig.config(
+        &server.addr().to_string(),
+        &format!(
+            "step_timeout = 2s\nupgrade = echo $$ > {}; exec sleep 1000",
+            pidfile.display()
+        ),
+    );
+    let (s, _) = rig.run(&cfg, &rig.bundle("app-4.tgz", 10));
+    assert_eq!(result_of(&s, "127.0.0.1"), TargetResult::Failed);
+    let err = s.targets[0].1.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("no answer for 2s") || err.contains("timeout"),
+        "{err}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gone = support::wait_until(Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(
+        gone,
+        "the remote command (pid {pid}) still runs after its timeout"
+    );
+}
+
+/// Five hosts (five loopback addresses of one sshd); the third one's upgrade fails.
+fn five_hosts(test: &str) -> Option<(SshServer, String)> {
+    let mut b = SshServer::builder();
+    for i in 2..=5 {
+        b = b.listen_also(std::net::Ipv4Addr::new(127, 0, 0, i));
+    }
+    let server = b.start_or_skip(test)?;
+    let hosts = server
+        .addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some((server, hosts))
+}
+
+const FAIL_ON_THIRD: &str =
+    "upgrade = test \"$(echo $SSH_CONNECTION | cut -d' ' -f3)\" != 127.0.0.3";
+
+#[test]
+fn canary_failure_skips_the_rest() {
+    let Some((server, hosts)) = five_hosts("engine_canary") else {
+        return;
+    };
+    let rig = Rig::new("engine_canary", &server);
+    let cfg = rig.config(&hosts, &format!("canary = 3\n{FAIL_ON_THIRD}"));
+    let (s, _) = rig.run(&cfg, &rig.bundle("app-5.tgz", 10));
+    let results: Vec<TargetResult> = s.targets.iter().map(|(_, o, _)| o.result).collect();
+    use TargetResult::*;
+    assert_eq!(results, [Succeeded, Succeeded, Failed, Skipped, Skipped]);
+
+    // A canary that succeeds lets the rest go.
+    let cfg = rig.config(&hosts, &format!("canary = 1\n{FAIL_ON_THIRD}"));
+    let (s, _) = rig.run(&cfg, &rig.bundle("app-6.tgz", 10));
+    let results: Vec<TargetResult> = s.targets.iter().map(|(_, o, _)| o.result).collect();
+    assert_eq!(
+        results,
+        [Succeeded, Succeeded, Failed, Succeeded, Succeeded]
+    );
+}
+
+#[test]
+fn max_fail_stops_new_hosts() {
+    let Some((server, hosts)) = five_hosts("engine_max_fail") else {
+        return;
+    };
+    let rig = Rig::new("engine_max_fail", &server);
+    let cfg = rig.config(
+        &hosts,
+        &format!("parallel = 1\nmax_fail = 1\n{FAIL_ON_THIRD}"),
+    );
+    let (s, _) = rig.run(&cfg, &rig.bundle("app-7.tgz", 10));
+    let results: Vec<TargetResult> = s.targets.iter().map(|(_, o, _)| o.result).collect();
+    use TargetResult::*;
+    assert_eq!(results, [Succeeded, Succeeded, Failed, Skipped, Skipped]);
+}
+
+#[test]
+fn concurrent_dispatches_serialise_on_the_lock() {
+    let Some(server) = support::ssh_server_or_skip("engine_lock") else {
+        return;
+    };
+    let rig = Rig::new("engine_lock", &server);
+    let cfg = rig.config(
+        &server.addr().to_string(),
+        "upgrade = echo start; sleep 2; echo end",
+    );
+    let b1 = rig.bundle("app-8.tgz", 10);
+    let b2 = rig.bundle("app-9.tgz", 10);
+    let (r1, r2) = std::thread::scope(|s| {
+        let a = s.spawn(|| rig.run(&cfg, &b1));
+        std::thread::sleep(Duration::from_millis(300));
+        let b = s.spawn(|| rig.run(&cfg, &b2));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(r1.0.all_succeeded() && r2.0.all_succeeded());
+    let span = |ev: &[(Instant, Event)]| {
+        let o = output(ev, "127.0.0.1", Stream::Stdout);
+        (o[0].0, o[o.len() - 1].0)
+    };
+    let (s1, e1) = span(&r1.1);
+    let (s2, e2) = span(&r2.1);
+    assert!(e1 <= s2 || e2 <= s1, "the two upgrades overlapped");
+    let waited = r2.1.iter().any(|(_, e)| {
+        matches!(e, Event::Notice { message, .. } if message.contains("waiting for the lock held by test@engine"))
+    });
+    assert!(
+        waited,
+        "the second dispatch did not report waiting for the holder"
+    );
+
+    // A lock that outlives lock_wait fails naming the holder.
+    let short = rig.config(
+        &server.addr().to_string(),
+        "lock_wait = 1s\nupgrade = sleep 3",
+    );
+    let (r1, r2) = std::thread::scope(|s| {
+        let a = s.spawn(|| rig.run(&short, &b1));
+        std::thread::sleep(Duration::from_millis(800));
+        let b = s.spawn(|| rig.run(&short, &b2));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(r1.0.all_succeeded());
+    let (_, o, _) = &r2.0.targets[0];
+    assert_eq!(o.failed_step, Some(Step::Lock));
+    let err = o.error.clone().unwrap_or_default();
+    assert!(err.contains("locked by test@engine pid 1"), "{err}");
+    assert!(err.contains("app-8.tgz"), "{err}");
+}
+
+#[test]
+fn hostile_bundle_names_run_no_injected_command() {
+    let Some(server) = support::ssh_server_or_skip("engine_injection") else {
+        return;
+    };
+    let rig = Rig::new("engine_injection", &server);
+    // Commands run in the login's home: an injected `touch PWNED` would land there.
+    let pwned = support::test_user().home.join("PWNED");
+    let _ = std::fs::remove_file(&pwned);
+    let cfg = rig.config(
+        &server.addr().to_string(),
+        "upgrade = ls -l {path} && echo \"got {bundle}\" && echo 'again {bundle}'",
+    );
+    for name in [
+        "a b.tgz",
+        "q'uo\"te.tgz",
+        "x;touch PWNED;.tgz",
+        "$(touch PWNED).tgz",
+        "`touch PWNED`.tgz",
+        "new\nline.tgz",
+    ] {
+        let (s, events) = rig.run(&cfg, &rig.bundle(name, 10));
+        assert!(s.all_succeeded(), "{name:?}: {s:?}");
+        let out: Vec<String> = output(&events, "127.0.0.1", Stream::Stdout)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        let first_line = name.lines().next().unwrap_or_default();
+        assert!(
+            out.iter().any(|l| *l == format!("got {first_line}")),
+            "{name:?}: {out:?}"
+        );
+        assert!(!pwned.exists(), "{name:?} ran an injected command");
+    }
+}
