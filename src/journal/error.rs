@@ -1,0 +1,134 @@
+//! Journal errors. Each names the journal file and what dropship was doing, and says what the
+//! user can do about it: the journal sits in the state directory where users rarely look, so
+//! "database is locked" alone would leave them guessing which file and which program.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "cannot create the journal directory {path}: {source}\n  help: check its permissions, or point XDG_STATE_HOME somewhere writable"
+    )]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot open journal {path}: {detail}\n  help: check that the file and its directory are readable and writable by you"
+    )]
+    CannotOpen { path: PathBuf, detail: String },
+    #[error(
+        "{path} is not a dropship journal ({detail})\n  help: move the file aside; dropship creates a new journal there on the next run"
+    )]
+    NotAJournal { path: PathBuf, detail: String },
+    #[error(
+        "journal {path} has schema version {found}, newer than this dropship understands (up to {known})\n  help: upgrade dropship, or move the file aside to start a new journal"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "journal {path} is locked by another process (gave up after {secs}s while {op})\n  help: wait for the other dropship to finish, or stop it"
+    )]
+    Locked {
+        path: PathBuf,
+        op: &'static str,
+        secs: u64,
+    },
+    #[error(
+        "journal {path}: the disk is full while {op}\n  help: free space on that file system; the journal needs it to record dispatches"
+    )]
+    DiskFull { path: PathBuf, op: &'static str },
+    #[error(
+        "journal {path}: dispatch {id} does not exist\n  help: list dispatches with `dropship --history`"
+    )]
+    NoSuchDispatch { path: PathBuf, id: i64 },
+    #[error("journal {path}: dispatch {id} has no target `{host}`")]
+    NoSuchTarget {
+        path: PathBuf,
+        id: i64,
+        host: String,
+    },
+    #[error("journal {path}: dispatch {id} never started step `{step}` on `{host}`")]
+    NoSuchStep {
+        path: PathBuf,
+        id: i64,
+        host: String,
+        step: String,
+    },
+    #[error(
+        "dispatch {id} is still running in process {pid}\n  help: wait for it to finish, or stop that process and resume again"
+    )]
+    StillRunning { id: i64, pid: i64 },
+    #[error("dispatch {id} has already finished: there is nothing to resume")]
+    AlreadyFinished { id: i64 },
+    #[error(
+        "journal {path} holds a record dropship cannot read ({detail})\n  help: the file was changed by another program; move it aside to start a new journal"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("journal {path}: {op} failed: {source}")]
+    Sqlite {
+        path: PathBuf,
+        op: &'static str,
+        source: Box<rusqlite::Error>,
+    },
+}
+
+/// Turns an SQLite error into the journal error a user can act on. Busy, full, not-a-database
+/// and cannot-open each have their own remedy; anything else keeps SQLite's message.
+pub(crate) fn classify(
+    path: &std::path::Path,
+    op: &'static str,
+    error: rusqlite::Error,
+) -> JournalError {
+    use rusqlite::ErrorCode;
+    let path = path.to_path_buf();
+    if matches!(
+        error,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+    ) {
+        return JournalError::Corrupt {
+            path,
+            detail: error.to_string(),
+        };
+    }
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => JournalError::Locked {
+            path,
+            op,
+            secs: super::BUSY_TIMEOUT.as_secs(),
+        },
+        Some(ErrorCode::NotADatabase) => JournalError::NotAJournal {
+            path,
+            detail: "the file is not an SQLite database".into(),
+        },
+        Some(ErrorCode::DiskFull) => JournalError::DiskFull { path, op },
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+            JournalError::CannotOpen {
+                path,
+                detail: error.to_string(),
+            }
+        }
+        _ => JournalError::Sqlite {
+            path,
+            op,
+            source: Box::new(error),
+        },
+    }
+}
+
+/// `.ctx(path, "doing what")` on SQLite results, for errors that name the file and the
+/// operation.
+pub(crate) trait Context<T> {
+    fn ctx(self, path: &std::path::Path, op: &'static str) -> Result<T, JournalError>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn ctx(self, path: &std::path::Path, op: &'static str) -> Result<T, JournalError> {
+        self.map_err(|e| classify(path, op, e))
+    }
+}

@@ -1,0 +1,184 @@
+//! Opening the file: is it ours, is it a version we understand, and bring it to the current
+//! schema.
+//!
+//! The file is marked with `PRAGMA application_id` so dropship never "migrates" an unrelated
+//! SQLite database it was pointed at, and versioned with `PRAGMA user_version`: migration `n`
+//! (1-based) takes the schema from version `n - 1` to `n`. Migrations only ever append, so an
+//! older dropship refuses a newer file rather than misreading it.
+
+use super::error::{JournalError, classify};
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+
+/// "DRSH": marks a dropship journal in the SQLite header.
+const APPLICATION_ID: i32 = 0x4452_5348;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this dropship writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Version 1. Targets and steps are keyed by (dispatch, host) so the engine's events, which
+/// name hosts, map to rows without a lookup table. A step may run more than once in one
+/// dispatch (re-run by `--resume --force`), so each run is its own row and "the step" means
+/// its latest run. Output lines hang off the step run; the per-run line count and the count
+/// of lines not stored live on the step row so a bound check never counts rows.
+const V1: &str = "
+CREATE TABLE dispatch (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: users type these ids
+    bundle        TEXT    NOT NULL,
+    bundle_path   TEXT    NOT NULL,
+    bundle_sha256 TEXT    NOT NULL,
+    bundle_size   INTEGER NOT NULL,
+    rule          TEXT    NOT NULL,
+    config_path   TEXT    NOT NULL,
+    stamp         TEXT    NOT NULL, -- the pinned {timestamp}, so a resume rebuilds the same plan
+    state         TEXT    NOT NULL CHECK (state IN ('running', 'finished', 'cancelled')),
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    writer_pid    INTEGER NOT NULL,
+    writer_marker TEXT    NOT NULL  -- boot id + process start time: tells a live writer from a dead one
+);
+CREATE TABLE target (
+    dispatch        INTEGER NOT NULL REFERENCES dispatch (id) ON DELETE CASCADE,
+    host            TEXT    NOT NULL,
+    position        INTEGER NOT NULL,
+    result          TEXT CHECK (result IN ('succeeded', 'failed', 'skipped', 'cancelled')),
+    failed_step     TEXT,
+    error           TEXT,
+    started_at      INTEGER,
+    finished_at     INTEGER,
+    duration_ms     INTEGER,
+    upload_attempts INTEGER NOT NULL DEFAULT 0,
+    verified_size   INTEGER, -- set only once the uploaded file was verified on the host
+    verified_sha256 TEXT,
+    PRIMARY KEY (dispatch, host)
+) WITHOUT ROWID;
+CREATE INDEX target_by_host ON target (host, finished_at);
+CREATE TABLE step (
+    id            INTEGER PRIMARY KEY,
+    dispatch      INTEGER NOT NULL,
+    host          TEXT    NOT NULL,
+    step          TEXT    NOT NULL,
+    command       TEXT,
+    started_at    INTEGER NOT NULL,
+    outcome       TEXT CHECK (outcome IN ('ok', 'failed', 'unknown', 'cancelled')), -- NULL: never finished
+    exit_code     INTEGER,
+    error         TEXT,
+    finished_at   INTEGER,
+    duration_ms   INTEGER,
+    lines         INTEGER NOT NULL DEFAULT 0,
+    dropped_lines INTEGER NOT NULL DEFAULT 0,
+    FOREIGN KEY (dispatch, host) REFERENCES target (dispatch, host) ON DELETE CASCADE
+);
+CREATE INDEX step_by_target ON step (dispatch, host, step);
+CREATE TABLE output (
+    id     INTEGER PRIMARY KEY,
+    step   INTEGER NOT NULL REFERENCES step (id) ON DELETE CASCADE,
+    at     INTEGER NOT NULL,
+    stream INTEGER NOT NULL CHECK (stream IN (1, 2)), -- 1 stdout, 2 stderr
+    line   TEXT    NOT NULL
+);
+CREATE INDEX output_by_step ON output (step);
+CREATE TABLE notice (
+    id       INTEGER PRIMARY KEY,
+    dispatch INTEGER NOT NULL REFERENCES dispatch (id) ON DELETE CASCADE,
+    at       INTEGER NOT NULL,
+    host     TEXT,
+    level    TEXT    NOT NULL,
+    message  TEXT    NOT NULL
+);
+CREATE INDEX notice_by_dispatch ON notice (dispatch);
+";
+
+/// Opens `path`, creating it and its directory if needed, and leaves it at [`SCHEMA_VERSION`].
+pub(crate) fn open(path: &Path) -> Result<Connection, JournalError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut conn = Connection::open(path).map_err(|e| classify(path, "opening", e))?;
+    conn.busy_timeout(super::BUSY_TIMEOUT)
+        .map_err(|e| classify(path, "opening", e))?;
+    // Identify before configuring: switching an unrelated database to WAL would change it.
+    let version = identify(&conn, path)?;
+    configure(&conn).map_err(|e| classify(path, "configuring", e))?;
+    if version < SCHEMA_VERSION {
+        migrate(&mut conn, path)?;
+    }
+    Ok(conn)
+}
+
+/// The file's schema version, if it is a dropship journal (or empty) this dropship can read.
+fn identify(conn: &Connection, path: &Path) -> Result<i64, JournalError> {
+    let (app_id, version, tables): (i32, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT application_id FROM pragma_application_id),
+                    (SELECT user_version FROM pragma_user_version),
+                    (SELECT count(*) FROM sqlite_schema)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(|e| classify(path, "reading the journal header", e))?;
+    if app_id == 0 && version == 0 && tables == 0 {
+        return Ok(0);
+    }
+    if app_id != APPLICATION_ID {
+        return Err(JournalError::NotAJournal {
+            path: path.to_path_buf(),
+            detail: "it is an SQLite database of another program".into(),
+        });
+    }
+    check_version(path, version)?;
+    Ok(version)
+}
+
+fn check_version(path: &Path, found: i64) -> Result<(), JournalError> {
+    if found > SCHEMA_VERSION {
+        return Err(JournalError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// WAL lets readers (`--history`, the console) work while a dispatch writes, and lets two
+/// dropship processes share the file. `synchronous` is switched per transaction by the writer
+/// (see [`super::Journal`]); FULL is the safe default for anything not batched.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // A file system without shared memory (some network mounts) stays in rollback mode:
+    // slower under concurrency, still correct.
+    conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Truncate the WAL after checkpoints so a million-line dispatch does not leave it huge.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    Ok(())
+}
+
+/// Applies the missing migrations in one transaction. Another process may be migrating the
+/// same file right now, so the version is read again under the write lock.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
+    let err = |e| classify(path, "upgrading the journal schema", e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    check_version(path, version)?;
+    let done = usize::try_from(version).unwrap_or(0);
+    for migration in &MIGRATIONS[done..] {
+        tx.execute_batch(migration).map_err(err)?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(err)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err)?;
+    tx.commit().map_err(err)
+}

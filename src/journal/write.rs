@@ -1,0 +1,375 @@
+//! Applying events: the write side of the journal.
+//!
+//! Every write is one `BEGIN IMMEDIATE` transaction that first commits the buffered output
+//! lines, so lines are never stored after the control event that follows them. Per step run a
+//! [`Cursor`] keeps the stored and dropped line counts in memory, so the bound is checked
+//! without counting rows; the counts are written to the step row with each commit.
+
+use super::codec::{size_to_sql, stream_code};
+use super::error::{Context, JournalError};
+use super::liveness::Writer;
+use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
+use crate::engine::events::{Event, Millis, Step};
+use crate::transport::{Stream, TransferEvent};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Buffered output above this many bytes is committed even before `batch_lines` lines.
+const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+
+/// Whether a commit must survive power loss (fsync) or only the death of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Durable,
+    Batched,
+}
+
+/// The connection and the write buffers behind [`super::Journal`]'s mutex.
+pub(crate) struct Store {
+    conn: Connection,
+    path: PathBuf,
+    options: JournalOptions,
+    me: Writer,
+    durability: Durability,
+    pending: Vec<PendingLine>,
+    pending_bytes: usize,
+    /// Lines seen (stored or dropped) since the last commit.
+    unflushed: usize,
+    /// Open step runs by (dispatch, step), then host: lookups by `&str` without allocating.
+    cursors: HashMap<(i64, Step), HashMap<String, Cursor>>,
+}
+
+struct PendingLine {
+    step_id: i64,
+    at: Millis,
+    stream: Stream,
+    line: String,
+}
+
+/// Line counts of one step run, ahead of the database by the unflushed lines.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    step_id: i64,
+    stored: u64,
+    dropped: u64,
+    dirty: bool,
+}
+
+impl Cursor {
+    fn new(step_id: i64) -> Cursor {
+        Cursor {
+            step_id,
+            stored: 0,
+            dropped: 0,
+            dirty: false,
+        }
+    }
+}
+
+impl Store {
+    pub fn new(conn: Connection, path: PathBuf, options: JournalOptions) -> Store {
+        Store {
+            conn,
+            path,
+            options: JournalOptions {
+                batch_lines: options.batch_lines.max(1),
+                ..options
+            },
+            me: Writer::current(),
+            // `schema::open` leaves the connection at FULL.
+            durability: Durability::Durable,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            unflushed: 0,
+            cursors: HashMap::new(),
+        }
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn begin_dispatch(&mut self, rec: &NewDispatch) -> Result<i64, JournalError> {
+        let me = self.me.clone();
+        self.write(
+            Durability::Durable,
+            "recording a new dispatch",
+            |tx, path| apply::insert_dispatch(tx, path, rec, &me),
+        )
+    }
+
+    pub fn record(&mut self, event: &Event) -> Result<(), JournalError> {
+        match event {
+            Event::Output {
+                dispatch,
+                at,
+                host,
+                step,
+                stream,
+                line,
+            } => self.output(*dispatch, host, *step, *at, *stream, line),
+            Event::Transfer {
+                dispatch,
+                host,
+                transfer,
+                ..
+            } => self.transfer(*dispatch, host, transfer),
+            _ => self.control(event),
+        }
+    }
+
+    pub fn flush(&mut self) -> Result<(), JournalError> {
+        if self.unflushed == 0 {
+            return Ok(());
+        }
+        self.write(Durability::Batched, "storing output lines", |_, _| Ok(()))
+    }
+
+    pub fn mark_cancelled(&mut self, id: i64) -> Result<(), JournalError> {
+        self.write(Durability::Durable, "cancelling a dispatch", |tx, path| {
+            apply::cancel_dispatch(tx, path, id)
+        })
+    }
+
+    pub fn mark_unknown(&mut self, id: i64, host: &str, step: Step) -> Result<(), JournalError> {
+        self.write(Durability::Durable, "marking a step unknown", |tx, path| {
+            apply::mark_unknown(tx, path, id, host, step)
+        })
+    }
+
+    pub fn begin_resume(&mut self, id: i64) -> Result<ResumeState, JournalError> {
+        let me = self.me.clone();
+        self.write(Durability::Durable, "taking over a dispatch", |tx, path| {
+            apply::take_over(tx, path, id, &me)?;
+            read::resume_state(tx, path, id)
+        })
+    }
+
+    /// Buffers one output line, or only counts it once its step run has reached the bound.
+    fn output(
+        &mut self,
+        dispatch: i64,
+        host: &str,
+        step: Step,
+        at: Millis,
+        stream: Stream,
+        line: &str,
+    ) -> Result<(), JournalError> {
+        let max = self.options.max_lines_per_step;
+        let cursor = self.cursor(dispatch, host, step, at)?;
+        cursor.dirty = true;
+        if cursor.stored >= max {
+            cursor.dropped += 1;
+        } else {
+            cursor.stored += 1;
+            let step_id = cursor.step_id;
+            self.pending_bytes += line.len();
+            self.pending.push(PendingLine {
+                step_id,
+                at,
+                stream,
+                line: line.to_owned(),
+            });
+        }
+        self.unflushed += 1;
+        if self.unflushed >= self.options.batch_lines || self.pending_bytes >= MAX_PENDING_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The open run of `step` on `host`: from memory, else the latest run in the file (started
+    /// by another handle, or before a restart), else a new run starting with this line.
+    fn cursor(
+        &mut self,
+        dispatch: i64,
+        host: &str,
+        step: Step,
+        at: Millis,
+    ) -> Result<&mut Cursor, JournalError> {
+        let known = self
+            .cursors
+            .get(&(dispatch, step))
+            .is_some_and(|hosts| hosts.contains_key(host));
+        if !known {
+            let cursor = match self.latest_run(dispatch, host, step)? {
+                Some(cursor) => cursor,
+                None => Cursor::new(self.write(
+                    Durability::Durable,
+                    "recording output",
+                    |tx, path| apply::insert_step(tx, path, dispatch, host, step, None, at),
+                )?),
+            };
+            self.open_cursor(dispatch, host, step, cursor);
+        }
+        Ok(self
+            .cursors
+            .get_mut(&(dispatch, step))
+            .and_then(|hosts| hosts.get_mut(host))
+            .expect("cursor inserted above"))
+    }
+
+    fn latest_run(
+        &self,
+        dispatch: i64,
+        host: &str,
+        step: Step,
+    ) -> Result<Option<Cursor>, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT id, lines, dropped_lines FROM step
+                 WHERE dispatch = ?1 AND host = ?2 AND step = ?3 ORDER BY id DESC LIMIT 1",
+                params![dispatch, host, step],
+                |r| {
+                    Ok(Cursor {
+                        step_id: r.get(0)?,
+                        stored: super::codec::size_from_sql(r, 1)?,
+                        dropped: super::codec::size_from_sql(r, 2)?,
+                        dirty: false,
+                    })
+                },
+            )
+            .optional()
+            .ctx(&self.path, "recording output")
+    }
+
+    fn open_cursor(&mut self, dispatch: i64, host: &str, step: Step, cursor: Cursor) {
+        self.cursors
+            .entry((dispatch, step))
+            .or_default()
+            .insert(host.to_owned(), cursor);
+    }
+
+    fn close_cursor(&mut self, dispatch: i64, host: &str, step: Step) {
+        if let Some(hosts) = self.cursors.get_mut(&(dispatch, step)) {
+            hosts.remove(host);
+            if hosts.is_empty() {
+                self.cursors.remove(&(dispatch, step));
+            }
+        }
+    }
+
+    /// Stores what resume needs from uploads: attempts, and that the file was verified.
+    /// Progress and retries are for the screen only.
+    fn transfer(
+        &mut self,
+        dispatch: i64,
+        host: &str,
+        transfer: &TransferEvent,
+    ) -> Result<(), JournalError> {
+        match transfer {
+            TransferEvent::Started { .. } => {
+                self.write(Durability::Batched, "recording an upload", |tx, path| {
+                    apply::upload_started(tx, path, dispatch, host)
+                })
+            }
+            TransferEvent::Verified { size, sha256 } => self.write(
+                Durability::Durable,
+                "recording a verified upload",
+                |tx, path| {
+                    apply::upload_verified(tx, path, dispatch, host, *size, sha256.as_deref())
+                },
+            ),
+            TransferEvent::Progress { .. } | TransferEvent::Retrying { .. } => Ok(()),
+        }
+    }
+
+    /// Commits a control event durably, then updates the cursors to match.
+    fn control(&mut self, event: &Event) -> Result<(), JournalError> {
+        let step_id = self.write(Durability::Durable, "recording an event", |tx, path| {
+            apply::control(tx, path, event)
+        })?;
+        match event {
+            Event::StepStarted {
+                dispatch,
+                host,
+                step,
+                ..
+            } => {
+                let id = step_id.expect("a started step has a row");
+                self.open_cursor(*dispatch, host, *step, Cursor::new(id));
+            }
+            Event::StepFinished {
+                dispatch,
+                host,
+                step,
+                ..
+            } => self.close_cursor(*dispatch, host, *step),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One write transaction: the buffered output first, then `apply`. Buffers are cleared
+    /// only after the commit, so a failed write loses nothing and the next one retries them.
+    fn write<T>(
+        &mut self,
+        durability: Durability,
+        op: &'static str,
+        apply: impl FnOnce(&Transaction<'_>, &Path) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        self.set_durability(durability).ctx(&self.path, op)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(&self.path, op)?;
+        store_pending(&tx, &self.pending, &self.cursors).ctx(&self.path, "storing output lines")?;
+        let value = apply(&tx, &self.path)?;
+        tx.commit().ctx(&self.path, op)?;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.unflushed = 0;
+        self.cursors
+            .values_mut()
+            .flat_map(|hosts| hosts.values_mut())
+            .for_each(|c| c.dirty = false);
+        Ok(value)
+    }
+
+    /// `synchronous` is per connection and may change between transactions.
+    fn set_durability(&mut self, durability: Durability) -> rusqlite::Result<()> {
+        if self.durability != durability {
+            let level = match durability {
+                Durability::Durable => "FULL",
+                Durability::Batched => "NORMAL",
+            };
+            self.conn.pragma_update(None, "synchronous", level)?;
+            self.durability = durability;
+        }
+        Ok(())
+    }
+}
+
+fn store_pending(
+    tx: &Transaction<'_>,
+    pending: &[PendingLine],
+    cursors: &HashMap<(i64, Step), HashMap<String, Cursor>>,
+) -> rusqlite::Result<()> {
+    if !pending.is_empty() {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for line in pending {
+            insert.execute(params![
+                line.step_id,
+                line.at,
+                stream_code(line.stream),
+                line.line
+            ])?;
+        }
+    }
+    let dirty = cursors
+        .values()
+        .flat_map(|hosts| hosts.values())
+        .filter(|c| c.dirty);
+    for cursor in dirty {
+        tx.prepare_cached("UPDATE step SET lines = ?2, dropped_lines = ?3 WHERE id = ?1")?
+            .execute(params![
+                cursor.step_id,
+                size_to_sql(cursor.stored),
+                size_to_sql(cursor.dropped)
+            ])?;
+    }
+    Ok(())
+}
