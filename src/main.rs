@@ -1,11 +1,14 @@
 //! The `dropship` binary: parses the command line, picks a mode, and maps errors to exit
 //! codes (0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched).
 
-use anyhow::Context;
 use clap::{ArgGroup, Parser};
 use dropship::config::{self, Config, ConfigError, Netrc, NetrcError};
 use dropship::plan::{Credentials, Plan, PlanError, Stamp};
+use dropship::transport::known_hosts::KnownHostsFiles;
+use dropship::ui::headless::Mode;
 use dropship::ui::report;
+use dropship::ui::run::{self, RunError};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,7 +23,7 @@ const EXIT_NO_RULE: u8 = 3;
     about = "Ship release bundles to servers: match, upload, upgrade, watch it live.",
     after_help = "Exit codes: 0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched.\n\
                   Config: --config, else $DROPSHIP_CONFIG, else ./dispatch.cfg, else $XDG_CONFIG_HOME/dropship/dispatch.cfg.",
-    group(ArgGroup::new("mode").args(["plan", "check"]).required(true))
+    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history"]).required(true))
 )]
 struct Cli {
     /// dispatch.cfg to use.
@@ -39,6 +42,30 @@ struct Cli {
     /// Validate dispatch.cfg and .netrc and list rules -> hosts -> protocol -> credentials.
     #[arg(long)]
     check: bool,
+
+    /// Ship bundles (files or http(s) URLs), in the order given.
+    #[arg(long, value_name = "BUNDLE", num_args = 1..)]
+    dispatch: Vec<String>,
+
+    /// With --dispatch: print the plans and touch nothing.
+    #[arg(long, requires = "dispatch")]
+    dry_run: bool,
+
+    /// Continue an interrupted dispatch (see --history).
+    #[arg(long, value_name = "ID")]
+    resume: Option<i64>,
+
+    /// With --resume: also rerun a command whose outcome is unknown.
+    #[arg(long, requires = "resume")]
+    force: bool,
+
+    /// List past dispatches, newest first.
+    #[arg(long)]
+    history: bool,
+
+    /// The journal (SQLite) to use, else $XDG_STATE_HOME/dropship/journal.sqlite.
+    #[arg(long, global = true, value_name = "FILE")]
+    journal: Option<PathBuf>,
 
     /// Machine-readable output.
     #[arg(long)]
@@ -79,11 +106,25 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(Exit(code)) = err.downcast_ref::<Exit>() {
         return *code;
     }
-    match err.downcast_ref::<PlanError>() {
+    let plan_error = err
+        .downcast_ref::<PlanError>()
+        .or(match err.downcast_ref::<RunError>() {
+            Some(RunError::Plan(p)) => Some(p),
+            _ => None,
+        });
+    match plan_error {
         Some(PlanError::NoRule { .. }) => EXIT_NO_RULE,
         Some(_) => EXIT_USAGE,
-        None if err.is::<ConfigError>() || err.is::<NetrcError>() => EXIT_USAGE,
-        None => EXIT_FAILED,
+        None if err.is::<ConfigError>()
+            || err.is::<NetrcError>()
+            || err.is::<config::ssh_config::SshConfigError>() =>
+        {
+            EXIT_USAGE
+        }
+        None => match err.downcast_ref::<RunError>() {
+            Some(r) if r.is_usage() => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        },
     }
 }
 
@@ -109,7 +150,87 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(bundle) = &cli.plan {
         return plan(cli, bundle);
     }
-    unreachable!("clap requires one mode")
+    if cli.history {
+        let text = run::history(&journal_path(cli), cli.json, 50)?;
+        return out(&text);
+    }
+    if let Some(id) = cli.resume {
+        let ctx = context(cli)?;
+        let summaries = run::resume(&ctx, id, cli.force)?;
+        return finish(cli, &summaries);
+    }
+    dispatch(cli)
+}
+
+fn journal_path(cli: &Cli) -> PathBuf {
+    cli.journal
+        .clone()
+        .unwrap_or_else(dropship::journal::Journal::default_path)
+}
+
+fn context(cli: &Cli) -> anyhow::Result<run::Context> {
+    let config = load_config(cli)?;
+    print_warnings(&config);
+    let mode = if cli.json {
+        Mode::Json
+    } else if std::io::stderr().is_terminal() {
+        Mode::Terminal
+    } else {
+        Mode::Plain
+    };
+    Ok(run::Context {
+        netrc: load_netrc(cli)?,
+        ssh: config::SshHosts::load_default()?,
+        config,
+        journal_path: journal_path(cli),
+        known_hosts: KnownHostsFiles::default_files(),
+        mode,
+    })
+}
+
+fn stamp(cli: &Cli) -> anyhow::Result<Option<Stamp>> {
+    cli.timestamp
+        .as_deref()
+        .map(|t| {
+            Stamp::parse(t).ok_or_else(|| {
+                eprintln!("dropship: --timestamp `{t}` is not YYYYmmdd_HHMMSS");
+                Exit(EXIT_USAGE).into()
+            })
+        })
+        .transpose()
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<()> {
+    let ctx = context(cli)?;
+    let stamp = stamp(cli)?;
+    let prepared = run::prepare(&ctx, &cli.dispatch, stamp.as_ref(), |url, n, total| {
+        tracing::debug!(url, n, ?total, "download");
+    })?;
+    if cli.dry_run {
+        for p in &prepared {
+            if cli.json {
+                out(&format!("{}\n", p.plan.to_json()))?;
+            } else {
+                out(&report::plan_table(&p.plan, &ctx.config))?;
+                out(&format!("file      {}\n\n", p.file.display()))?;
+            }
+        }
+        return Ok(());
+    }
+    let summaries = run::dispatch(&ctx, prepared)?;
+    finish(cli, &summaries)
+}
+
+/// Prints the closing table and turns the results into the exit code.
+fn finish(cli: &Cli, summaries: &[dropship::engine::rollout::Summary]) -> anyhow::Result<()> {
+    if !cli.json {
+        out(&format!("\n{}", run::closing(summaries)))?;
+    }
+    if summaries.iter().all(|s| s.all_succeeded()) && !summaries.is_empty() {
+        Ok(())
+    } else {
+        Err(Exit(EXIT_FAILED).into())
+    }
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
@@ -130,15 +251,7 @@ fn print_warnings(config: &Config) {
 }
 
 fn plan(cli: &Cli, bundle: &str) -> anyhow::Result<()> {
-    let stamp = match &cli.timestamp {
-        Some(t) => Stamp::parse(t)
-            .with_context(|| format!("--timestamp `{t}` is not YYYYmmdd_HHMMSS"))
-            .map_err(|e| {
-                eprintln!("dropship: {e:#}");
-                Exit(EXIT_USAGE)
-            })?,
-        None => Stamp::now(),
-    };
+    let stamp = stamp(cli)?.unwrap_or_else(Stamp::now);
     let config = load_config(cli)?;
     print_warnings(&config);
     let netrc = load_netrc(cli)?;

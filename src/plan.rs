@@ -65,6 +65,8 @@ pub struct Target {
     /// Relative paths are relative to the login's home directory.
     pub dest_dir: String,
     pub remote_path: String,
+    /// The remote lock directory (see [`lock_path`]).
+    pub lock_path: String,
     /// Rendered, placeholders shell-quoted.
     pub commands: Commands<String>,
 }
@@ -171,6 +173,22 @@ fn normalize_dest(rendered: &str, protocol: Protocol) -> Result<String, String> 
     } else {
         path.to_owned()
     })
+}
+
+/// Where the remote lock lives when the rule does not say: in the login's home on remote
+/// hosts (one dispatch at a time per account); beside the upload for FTP-only rules (no
+/// shell, the FTP root may not be the home); per host label for `local` rules (their
+/// "hosts" are all this machine).
+fn default_lock_path(rule: &Rule, host: &str, dest_dir: &str) -> String {
+    match rule.protocol {
+        Protocol::Local => crate::config::state_dir()
+            .join("locks")
+            .join(format!("{host}.lock"))
+            .display()
+            .to_string(),
+        p if p.is_ftp() && rule.commands.is_empty() => join(dest_dir, ".dropship.lock"),
+        _ => ".dropship.lock".to_owned(),
+    }
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -304,6 +322,13 @@ impl Plan {
             let dest = rule.dest_dir.render_plain(&vars).map_err(render_err)?;
             let dest_dir = normalize_dest(&dest, rule.protocol).map_err(fail)?;
             let remote_path = join(&dest_dir, &bundle);
+            let lock_path = match &rule.lock_path {
+                Some(t) => {
+                    let rendered = t.render_plain(&vars).map_err(render_err)?;
+                    normalize_dest(&rendered, rule.protocol).map_err(fail)?
+                }
+                None => default_lock_path(rule, &host.name, &dest_dir),
+            };
             vars.insert("dir".into(), dest_dir.clone());
             vars.insert("path".into(), remote_path.clone());
             let commands = rule
@@ -332,6 +357,7 @@ impl Plan {
                 creds,
                 dest_dir,
                 remote_path,
+                lock_path,
                 commands,
             });
         }

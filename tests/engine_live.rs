@@ -42,8 +42,8 @@ impl Rig {
 
     fn config(&self, hosts: &str, keys: &str) -> Config {
         let text = format!(
-            "[DEFAULT]\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 10s\n\n[(?s).*]\nhost = {hosts}\ndest_dir = {}/{{host}}\n{keys}\n",
-            self.dest.as_str()
+            "[DEFAULT]\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 10s\n\n[(?s).*]\nhost = {hosts}\ndest_dir = {d}/{{host}}\nlock_path = {d}/.lock-{{host}}\n{keys}\n",
+            d = self.dest.as_str()
         );
         Config::parse(&text, Path::new("engine.cfg")).unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
@@ -379,4 +379,54 @@ fn hostile_bundle_names_run_no_injected_command() {
         );
         assert!(!pwned.exists(), "{name:?} ran an injected command");
     }
+}
+
+#[test]
+fn ftp_only_rule_uploads_and_locks_beside_the_upload() {
+    let Some(ssh) = support::ssh_server_or_skip("engine_ftp_only") else {
+        return;
+    };
+    let Some(ftp) = support::ftp_server_or_skip("engine_ftp_only") else {
+        return;
+    };
+    let rig = Rig::new("engine_ftp_only", &ssh);
+    // No commands: FTP alone, and the lock is a directory beside the upload. The rig's
+    // lock_path is left out so the FTP default applies.
+    let text = format!(
+        "[(?s).*]\nhost = {}\nprotocol = ftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {}/ftp/{{host}}\n",
+        ftp.addr(),
+        rig.dest.as_str()
+    );
+    let cfg = Config::parse(&text, Path::new("ftp.cfg")).unwrap();
+    let (s, events) = rig.run(&cfg, &rig.bundle("app-10.tgz", 5000));
+    assert!(s.all_succeeded(), "{s:?}");
+    let dir = rig.dest.join("ftp/127.0.0.1");
+    assert_eq!(std::fs::read(dir.join("app-10.tgz")).unwrap().len(), 5000);
+    assert!(
+        !dir.join(".dropship.lock").exists(),
+        "FTP lock not released"
+    );
+    let locked = events.iter().any(|(_, e)| {
+        matches!(
+            e,
+            Event::StepFinished {
+                step: Step::Lock,
+                outcome: StepOutcome::Ok,
+                ..
+            }
+        )
+    });
+    assert!(locked);
+
+    // With a command, the FTP upload is followed by the command over SSH (ssh_port).
+    let text = format!(
+        "{text}ssh_port = {}\nupgrade = sha256sum {{path}}\nlock_path = {}/.lock\n",
+        ssh.port(),
+        rig.dest.as_str()
+    );
+    let cfg = Config::parse(&text, Path::new("ftp.cfg")).unwrap();
+    let (s, events) = rig.run(&cfg, &rig.bundle("app-11.tgz", 5000));
+    assert!(s.all_succeeded(), "{s:?}");
+    let out = output(&events, "127.0.0.1", Stream::Stdout);
+    assert!(out.iter().any(|(_, l)| l.contains("app-11.tgz")), "{out:?}");
 }

@@ -67,6 +67,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "a lock older than this is broken, with a warning (default 1h)",
     ),
     (
+        "lock_path",
+        "the lock directory on the host (default `~/.dropship.lock`; placeholders as in dest_dir)",
+    ),
+    (
         "retries",
         "upload attempts after the first on a transient error (default 3)",
     ),
@@ -229,6 +233,8 @@ pub struct Rule {
     pub password: Option<Secret>,
     pub account: Option<String>,
     pub dest_dir: Template,
+    /// Where the remote lock lives; `None` means the protocol's default.
+    pub lock_path: Option<Template>,
     pub commands: Commands<Template>,
     pub timeout: Duration,
     pub step_timeout: Duration,
@@ -495,6 +501,7 @@ fn build_rule(
         ok.then_some(Some(t))
     };
     let dest_dir = template("dest_dir", false).flatten();
+    let lock_path = template("lock_path", false);
     let pre = template("pre", true);
     let upgrade = template("upgrade", true);
     let post = template("post", true);
@@ -515,6 +522,7 @@ fn build_rule(
         password: get("password").map(|l| Secret::new(l.value)),
         account: get("account").map(|l| l.value.to_owned()),
         dest_dir: dest_dir?,
+        lock_path: lock_path?,
         commands: Commands {
             pre: pre?,
             upgrade: upgrade?,

@@ -278,22 +278,6 @@ impl JobContext<'_> {
     }
 }
 
-/// Where the lock lives: per login home on remote hosts; per host label locally (the
-/// "hosts" of a local rule are all this machine).
-fn lock_path(ctx: &JobContext) -> String {
-    match (ctx.target.protocol, ctx.target.host.name.as_str()) {
-        (crate::config::Protocol::Local, host) => crate::config::state_dir()
-            .join("locks")
-            .join(format!("{host}.lock"))
-            .display()
-            .to_string(),
-        _ if ctx.plan.rule.commands.is_empty() && ctx.target.protocol.is_ftp() => {
-            format!("{}/.dropship.lock", ctx.target.dest_dir)
-        }
-        _ => ".dropship.lock".to_owned(),
-    }
-}
-
 /// Runs the whole job for one target.
 pub fn run(ctx: &JobContext) -> Outcome {
     let fail = |f: StepFailure| Outcome {
@@ -312,9 +296,6 @@ pub fn run(ctx: &JobContext) -> Outcome {
         Ok(c) => c,
         Err(f) => return fail(f),
     };
-    if ctx.target.protocol == crate::config::Protocol::Local {
-        let _ = std::fs::create_dir_all(crate::config::state_dir().join("locks"));
-    }
     let lock = match take_lock(ctx, &mut conn) {
         Ok(l) => l,
         Err(f) => return fail(f),
@@ -353,8 +334,9 @@ pub fn run(ctx: &JobContext) -> Outcome {
 fn take_lock(ctx: &JobContext, conn: &mut Connection) -> Result<Lock, StepFailure> {
     let t = ctx.started(Step::Lock, None);
     let rule = ctx.rule();
-    let path = lock_path(ctx);
+    let path = ctx.target.lock_path.clone();
     let id = Identity {
+        host: &ctx.target.host.name,
         holder: ctx.holder,
         bundle: &ctx.plan.bundle,
     };

@@ -17,6 +17,49 @@ pub struct Holder {
     pub age_secs: u64,
 }
 
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// `user@machine pid N`: how this process names itself as a lock holder.
+pub fn local_holder() -> String {
+    format!(
+        "{}@{} pid {}",
+        crate::config::current_user(),
+        local_hostname(),
+        std::process::id()
+    )
+}
+
+/// Whether `holder` names a dropship process on this machine that no longer exists (it
+/// was killed, or the machine rebooted): its lock can be taken over at once instead of
+/// waiting for `lock_stale`.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some((who, pid)) = holder.rsplit_once(" pid ") else {
+        return false;
+    };
+    let Some((_, machine)) = who.rsplit_once('@') else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<u32>() else {
+        return false;
+    };
+    machine == local_hostname()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the lock at `path` if `holder` still holds it.
+fn break_script(path: &str, holder: &str) -> String {
+    let d = quote(path);
+    format!(
+        r#"d={d}; if [ "$(sed -n 's/^holder=//p' "$d/info" 2>/dev/null)" = {h} ] && mv -- "$d" "$d.stale.$$" 2>/dev/null; then rm -rf -- "$d.stale.$$"; fi; exit 0"#,
+        h = quote(holder)
+    )
+}
+
 /// What one try found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -35,6 +78,8 @@ pub struct Lock {
 
 /// What the lock says about us.
 pub struct Identity<'a> {
+    /// The target, for messages.
+    pub host: &'a str,
     pub holder: &'a str,
     pub bundle: &'a str,
 }
@@ -53,8 +98,9 @@ fn try_script(path: &str, id: &Identity, token: &str, stale: Duration) -> String
         token
     );
     format!(
-        r#"d={d}; now=$(date +%s)
+        r#"d={d}; now=$(date +%s); mkdir -p -- "$(dirname -- "$d")" 2>/dev/null
 if mkdir -- "$d" 2>/dev/null; then printf {info} "$now" > "$d/info"; echo acquired; exit 0; fi
+if [ ! -d "$d" ]; then echo "error $(mkdir -- "$d" 2>&1)"; exit 0; fi
 since=$(sed -n 's/^since=//p' "$d/info" 2>/dev/null); age=$((now - ${{since:-$now}}))
 if [ "$age" -gt {stale} ] && mv -- "$d" "$d.stale.$$" 2>/dev/null; then
   sed -n 's/^\(holder\|bundle\)=/broken \1=/p' "$d.stale.$$/info" 2>/dev/null; rm -rf -- "$d.stale.$$"
@@ -96,6 +142,14 @@ fn try_shell(
     });
     if lines.iter().any(|l| l == "acquired") {
         return Ok((Attempt::Acquired, broken));
+    }
+    if let Some(e) = lines.iter().find_map(|l| l.strip_prefix("error ")) {
+        return Err(TransportError::Setup {
+            host: id.host.to_owned(),
+            detail: format!(
+                "cannot create the lock {path}: {e}\n  help: fix `lock_path` or the permissions of its directory"
+            ),
+        });
     }
     let age = lines
         .iter()
@@ -161,10 +215,16 @@ pub fn acquire(
                 }
                 a
             }
-            None => match conn.files.create_dir(path)? {
-                true => Attempt::Acquired,
-                false => Attempt::Busy(None),
-            },
+            None => {
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    conn.files.mkdir_p(parent)?;
+                }
+                if conn.files.create_dir(path)? {
+                    Attempt::Acquired
+                } else {
+                    Attempt::Busy(None)
+                }
+            }
         };
         match attempt {
             Attempt::Acquired => {
@@ -173,6 +233,20 @@ pub fn acquire(
                     token,
                     shell: conn.shell.is_some(),
                 });
+            }
+            Attempt::Busy(Some(h)) if conn.shell.is_some() && holder_is_gone(&h.holder) => {
+                if let Some(shell) = conn.shell.as_deref_mut() {
+                    shell.exec(
+                        &break_script(path, &h.holder),
+                        w.timeout,
+                        &|| false,
+                        &mut |_, _| {},
+                    )?;
+                }
+                (w.notice)(format!(
+                    "took over the lock of {} (bundle {}): that process is gone",
+                    h.holder, h.bundle
+                ));
             }
             Attempt::Busy(holder) => {
                 let waited = start.elapsed();

@@ -251,13 +251,13 @@ impl Printer {
 
 /// The closing table: host, result, duration, failed step, error.
 pub fn summary_table(summaries: &[Summary]) -> String {
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "DISPATCH".to_owned(),
-        "HOST".to_owned(),
-        "RESULT".to_owned(),
-        "TIME".to_owned(),
-        "FAILED STEP".to_owned(),
-        "ERROR".to_owned(),
+        "HOST".into(),
+        "RESULT".into(),
+        "TIME".into(),
+        "FAILED STEP".into(),
+        "ERROR".into(),
     ]];
     for s in summaries {
         for (host, o, ms) in &s.targets {
@@ -265,30 +265,16 @@ pub fn summary_table(summaries: &[Summary]) -> String {
                 .error
                 .as_deref()
                 .and_then(|e| e.lines().next())
-                .unwrap_or("")
-                .to_owned();
-            rows.push([
+                .unwrap_or("");
+            rows.push(vec![
                 format!("#{}", s.id),
                 host.clone(),
                 o.result.as_str().to_owned(),
                 secs(*ms),
                 o.failed_step.map_or("-".into(), |s| s.to_string()),
-                error,
+                error.to_owned(),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::report::table(&rows)
 }

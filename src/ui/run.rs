@@ -1,0 +1,380 @@
+//! The headless commands: `--dispatch`, `--resume`, `--history`. They build plans, open the
+//! journal, run the engine on a tokio runtime and render its events with [`Printer`].
+
+use super::headless::{Mode, Printer, summary_table};
+use crate::config::{Config, Netrc, SshHosts};
+use crate::engine::events::{Event, Step};
+use crate::engine::fetch::{self, FetchError};
+use crate::engine::job::{Cancel, Skip};
+use crate::engine::rollout::{self, Dispatch, Emit, Summary};
+use crate::journal::{Journal, JournalError, NewDispatch, TargetProgress};
+use crate::plan::{Plan, PlanError, Stamp};
+use crate::transport::known_hosts::KnownHostsFiles;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long running steps may go on after Ctrl-C before they are stopped.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("bundle {path}: {detail}\n  help: check the path; --plan NAME works without the file")]
+    Bundle { path: PathBuf, detail: String },
+    #[error("dispatch #{id} cannot be resumed: {why}")]
+    Resume { id: i64, why: String },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl RunError {
+    /// Usage and input problems (exit 2) as opposed to a failed dispatch (exit 1).
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, RunError::Runtime(_))
+    }
+}
+
+/// What every headless command needs.
+pub struct Context {
+    pub config: Config,
+    pub netrc: Netrc,
+    pub ssh: SshHosts,
+    pub journal_path: PathBuf,
+    pub known_hosts: KnownHostsFiles,
+    pub mode: Mode,
+}
+
+/// A bundle ready to ship: its plan and the local file.
+pub struct Prepared {
+    pub plan: Plan,
+    pub file: PathBuf,
+}
+
+/// Plans every bundle (so a bundle no rule matches stops everything before anything is
+/// shipped), then fetches the URLs.
+pub fn prepare(
+    ctx: &Context,
+    bundles: &[String],
+    stamp: Option<&Stamp>,
+    mut progress: impl FnMut(&str, u64, Option<u64>),
+) -> Result<Vec<Prepared>, RunError> {
+    let stamp = stamp.cloned().unwrap_or_else(Stamp::now);
+    let mut planned = Vec::new();
+    for arg in bundles {
+        let name = if fetch::is_url(arg) {
+            fetch::url_file_name(arg)
+                .ok_or_else(|| FetchError::Http {
+                    url: arg.clone(),
+                    detail: "the URL names no file".into(),
+                })?
+                .to_owned()
+        } else {
+            arg.clone()
+        };
+        planned.push((
+            arg,
+            Plan::build(&ctx.config, &ctx.netrc, &ctx.ssh, &name, stamp.clone())?,
+        ));
+    }
+    let downloads = crate::config::state_dir()
+        .join("downloads")
+        .join(&stamp.timestamp);
+    let mut out = Vec::new();
+    for (arg, plan) in planned {
+        let file = if fetch::is_url(arg) {
+            fetch::fetch(arg, &downloads, &mut |n, t| progress(arg, n, t))?
+        } else {
+            let path = PathBuf::from(arg);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => path,
+                Ok(_) => {
+                    return Err(RunError::Bundle {
+                        path,
+                        detail: "is not a regular file".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(RunError::Bundle {
+                        path,
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        };
+        out.push(Prepared { plan, file });
+    }
+    Ok(out)
+}
+
+/// Runs the engine on a runtime with Ctrl-C handling and a printer thread; `work` gets the
+/// event sink and the cancel flag.
+fn with_engine<T>(
+    ctx: &Context,
+    journal: Arc<Journal>,
+    work: impl AsyncFnOnce(Emit, Arc<Cancel>) -> T,
+) -> Result<T, RunError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let cancel = Arc::new(Cancel::new());
+    // Headless output must not lose lines: the channel is bounded and senders block, so a
+    // slow terminal slows the command output down instead of dropping it.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Event>(4096);
+    let mode = ctx.mode;
+    let printer = std::thread::spawn(move || {
+        let mut p = Printer::new(mode);
+        let mut closed = false;
+        for e in rx {
+            if !closed && p.handle(&e).is_err() {
+                closed = true; // stdout is gone; keep draining so the engine never blocks
+            }
+        }
+    });
+    let j = journal.clone();
+    let emit: Emit = Arc::new(move |e: Event| {
+        if let Err(err) = j.record(&e) {
+            tracing::error!("journal write failed: {err}");
+        }
+        let _ = tx.send(e);
+    });
+    let out = rt.block_on(async {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                c.requested.store(true, Ordering::SeqCst);
+                tokio::select! {
+                    _ = tokio::time::sleep(GRACE) => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                c.hard.store(true, Ordering::SeqCst);
+            }
+        });
+        work(emit, cancel.clone()).await
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let _ = printer.join();
+    let _ = journal.flush();
+    Ok(out)
+}
+
+fn new_dispatch(p: &Prepared, config_path: &Path) -> Result<NewDispatch, RunError> {
+    let bad = |e: std::io::Error| RunError::Bundle {
+        path: p.file.clone(),
+        detail: e.to_string(),
+    };
+    Ok(NewDispatch {
+        bundle: p.plan.bundle.clone(),
+        bundle_path: std::fs::canonicalize(&p.file).map_err(bad)?,
+        bundle_sha256: crate::transport::local_sha256(&p.file, None).map_err(bad)?,
+        bundle_size: std::fs::metadata(&p.file).map_err(bad)?.len(),
+        rule: p.plan.rule.name.clone(),
+        config_path: std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_owned()),
+        timestamp: p.plan.stamp.timestamp.clone(),
+        hosts: p.plan.targets.iter().map(|t| t.host.name.clone()).collect(),
+        started_at: crate::engine::events::now_ms(),
+    })
+}
+
+/// `--dispatch`: ships each bundle in the order given (so a 1.1 -> 1.2 -> 1.3 chain to the
+/// same hosts lands in order). Returns the summaries; stops early when cancelled.
+pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, RunError> {
+    let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    let mut records = Vec::new();
+    for p in &prepared {
+        records.push(new_dispatch(p, &ctx.config.path)?);
+    }
+    let holder = crate::engine::lock::local_holder();
+    with_engine(ctx, journal.clone(), async |emit, cancel| {
+        let mut summaries = Vec::new();
+        for (p, rec) in prepared.into_iter().zip(records) {
+            if cancel.is_requested() {
+                break;
+            }
+            let id = journal.begin_dispatch(&rec)?;
+            let d = Arc::new(Dispatch {
+                id,
+                plan: Arc::new(p.plan),
+                bundle: p.file,
+                known_hosts: ctx.known_hosts.clone(),
+                holder: holder.clone(),
+                skip: HashMap::new(),
+                only: None,
+            });
+            let s = rollout::run(d, cancel.clone(), emit.clone()).await;
+            if cancel.is_requested() {
+                journal.mark_cancelled(id)?;
+            }
+            summaries.push(s);
+        }
+        Ok::<_, RunError>(summaries)
+    })?
+}
+
+/// `--resume ID`: continues an interrupted dispatch. Verified uploads are not redone and
+/// finished steps not rerun; a command that was running when the process died has an
+/// unknown outcome and is run again only with `force`.
+pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunError> {
+    let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    let state = journal.begin_resume(id)?;
+    let rec = &state.record;
+    let fail = |why: String| RunError::Resume { id, why };
+    let sha = crate::transport::local_sha256(&rec.bundle_path, None)
+        .map_err(|e| fail(format!("bundle {}: {e}", rec.bundle_path.display())))?;
+    if sha != rec.bundle_sha256 {
+        return Err(fail(format!(
+            "bundle {} changed since the dispatch began",
+            rec.bundle_path.display()
+        )));
+    }
+    let stamp = Stamp::parse(&rec.timestamp)
+        .ok_or_else(|| fail(format!("bad timestamp `{}` in the journal", rec.timestamp)))?;
+    let plan = Plan::build(&ctx.config, &ctx.netrc, &ctx.ssh, &rec.bundle, stamp)?;
+    if plan.rule.name != rec.rule {
+        return Err(fail(format!(
+            "the bundle now matches rule [{}], not [{}]: the config changed",
+            plan.rule.name, rec.rule
+        )));
+    }
+    let mut skip = HashMap::new();
+    let mut only = Vec::new();
+    for (host, progress) in &state.targets {
+        let TargetProgress::Incomplete {
+            verified_upload,
+            completed,
+            running,
+            ..
+        } = progress
+        else {
+            continue;
+        };
+        // Connecting, locking and uploading are safe to repeat; a command may not be.
+        let unsafe_step = running
+            .filter(|s| !matches!(s, Step::Connect | Step::Lock | Step::Upload | Step::Unlock));
+        if let Some(step) = unsafe_step {
+            journal.mark_unknown(id, host, step)?;
+            if !force {
+                tracing::warn!(host, %step, "outcome unknown; not resumed without --force");
+                continue;
+            }
+        }
+        let mut done: Vec<Step> = completed.clone();
+        if *verified_upload {
+            done.push(Step::Upload);
+        }
+        skip.insert(host.clone(), Skip { done });
+        only.push(host.clone());
+    }
+    let unknown: Vec<String> = state
+        .targets
+        .iter()
+        .filter_map(|(h, p)| match p {
+            TargetProgress::Incomplete {
+                running: Some(s), ..
+            } if !force
+                && !matches!(s, Step::Connect | Step::Lock | Step::Upload | Step::Unlock) =>
+            {
+                Some(format!("{h} ({s})"))
+            }
+            _ => None,
+        })
+        .collect();
+    let bundle = rec.bundle_path.clone();
+    let summary = with_engine(ctx, journal.clone(), async |emit, cancel| {
+        if !unknown.is_empty() {
+            emit(Event::Notice {
+                dispatch: id,
+                at: crate::engine::events::now_ms(),
+                host: None,
+                level: crate::engine::events::Level::Warning,
+                message: format!(
+                    "outcome unknown, not run again (use --force): {}",
+                    unknown.join(", ")
+                ),
+            });
+        }
+        let d = Arc::new(Dispatch {
+            id,
+            plan: Arc::new(plan),
+            bundle,
+            known_hosts: ctx.known_hosts.clone(),
+            holder: crate::engine::lock::local_holder(),
+            skip,
+            only: Some(only),
+        });
+        rollout::run(d, cancel, emit).await
+    })?;
+    let mut summary = summary;
+    if !unknown.is_empty() {
+        // Not finished: leave it resumable with --force.
+        journal.mark_cancelled(id)?;
+    }
+    // Targets left out (unknown outcome) count as failed for the exit code.
+    for u in &unknown {
+        summary.targets.push((
+            u.clone(),
+            crate::engine::job::Outcome {
+                result: crate::engine::events::TargetResult::Failed,
+                failed_step: None,
+                error: Some("outcome unknown: rerun with --resume ID --force".into()),
+            },
+            0,
+        ));
+    }
+    Ok(vec![summary])
+}
+
+/// `--history`: past dispatches, newest first.
+pub fn history(journal_path: &Path, json: bool, limit: usize) -> Result<String, RunError> {
+    let journal = Journal::open(journal_path)?;
+    let rows = journal.history(limit)?;
+    if json {
+        return Ok(rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+            .collect());
+    }
+    let mut table = vec![vec![
+        "ID".to_owned(),
+        "STARTED".into(),
+        "STATE".into(),
+        "OK".into(),
+        "FAILED".into(),
+        "SKIPPED".into(),
+        "BUNDLE".into(),
+        "RULE".into(),
+    ]];
+    for r in rows {
+        let started = chrono::DateTime::from_timestamp_millis(r.started_at)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        table.push(vec![
+            r.id.to_string(),
+            started,
+            r.state.to_string(),
+            r.succeeded.to_string(),
+            r.failed.to_string(),
+            r.skipped.to_string(),
+            r.bundle.escape_debug().to_string(),
+            format!("[{}]", r.rule),
+        ]);
+    }
+    Ok(super::report::table(&table))
+}
+
+/// The closing table for a terminal or log (not for `--json`).
+pub fn closing(summaries: &[Summary]) -> String {
+    summary_table(summaries)
+}

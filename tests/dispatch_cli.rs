@@ -1,0 +1,393 @@
+//! `dropship --dispatch`, `--resume` and `--history` through the real binary against the
+//! real sshd: exit codes, output modes, dry runs, Ctrl-C, `kill -9` and resume, URLs.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use support::{SshServer, TEST_PASSWORD, TEST_USER};
+
+/// A private HOME, state dir and config for one test.
+struct Env {
+    dir: tempfile::TempDir,
+    dest: support::ScratchDir,
+}
+
+impl Env {
+    fn new(test: &str, server: &SshServer) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".ssh")).unwrap();
+        server.write_known_hosts(&dir.path().join(".ssh/known_hosts"));
+        Env {
+            dir,
+            dest: support::scratch_dir(test),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self, server: &SshServer, keys: &str) -> PathBuf {
+        let text = format!(
+            "[app-.*\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 10s\n{keys}\n",
+            server.addr(),
+            d = self.dest.as_str()
+        );
+        let p = self.path("dispatch.cfg");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn bundle(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, vec![7u8; 300_000]).unwrap();
+        p
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dropship"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DROPSHIP_CONFIG")
+            .env_remove("NETRC")
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn dispatch_plain_output_and_exit_codes() {
+    let Some(server) = support::ssh_server_or_skip("cli_dispatch") else {
+        return;
+    };
+    let env = Env::new("cli_dispatch", &server);
+    let cfg = env.config(&server, "upgrade = echo hello from {host}; echo warn >&2");
+    let cfg = cfg.to_str().unwrap();
+    let bundle = env.bundle("app-1.0.tgz");
+    let o = env.run(&["--config", cfg, "--dispatch", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("[127.0.0.1] hello from 127.0.0.1"),
+        "{}",
+        text(&o)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[127.0.0.1] warn"));
+    assert!(out.contains("succeeded"), "{}", text(&o));
+    assert!(
+        !out.contains(TEST_PASSWORD) && !String::from_utf8_lossy(&o.stderr).contains(TEST_PASSWORD)
+    );
+    assert!(env.dest.join("app-1.0.tgz").is_file());
+
+    // A failing upgrade: exit 1, rollback ran.
+    let cfg2 = env.config(&server, "upgrade = exit 4\nrollback = echo rolling back");
+    let o = env.run(&[
+        "--config",
+        cfg2.to_str().unwrap(),
+        "--dispatch",
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("rolling back"),
+        "{}",
+        text(&o)
+    );
+
+    // No rule: 3. Missing bundle file: 2.
+    let none = env.bundle("other-1.zip");
+    let o = env.run(&["--config", cfg, "--dispatch", none.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let o = env.run(&["--config", cfg, "--dispatch", "app-9.9.tgz"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("app-9.9.tgz"));
+
+    // History lists both dispatches, newest first, as JSON too.
+    let o = env.run(&["--history", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["failed"], 1);
+    assert_eq!(rows[1]["succeeded"], 1);
+}
+
+#[test]
+fn json_events_and_dry_run() {
+    let Some(server) = support::ssh_server_or_skip("cli_json") else {
+        return;
+    };
+    let env = Env::new("cli_json", &server);
+    let cfg = env.config(&server, "upgrade = echo one; echo two");
+    let cfg = cfg.to_str().unwrap();
+    let bundle = env.bundle("app-2.0.tgz");
+
+    let o = env.run(&[
+        "--config",
+        cfg,
+        "--dispatch",
+        bundle.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("app-2.0.tgz"));
+    assert!(!env.dest.join("app-2.0.tgz").exists(), "a dry run shipped");
+    assert!(
+        !env.path("state/dropship/journal.sqlite").exists(),
+        "a dry run wrote the journal"
+    );
+
+    let o = env.run(&[
+        "--config",
+        cfg,
+        "--dispatch",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"dispatch_started"));
+    assert_eq!(kinds.last(), Some(&"dispatch_finished"));
+    let lines: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "output")
+        .map(|e| e["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines, ["one", "two"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(TEST_PASSWORD));
+}
+
+/// Reads the child's stdout until a line is exactly `needle` (not merely the echoed
+/// command that contains it).
+fn wait_for_line(child: &mut Child, needle: &str) -> Vec<String> {
+    let out = child.stdout.as_mut().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(out).lines() {
+        let line = line.unwrap();
+        let found = line == needle;
+        seen.push(line);
+        if found {
+            return seen;
+        }
+    }
+    panic!("`{needle}` never printed: {seen:?}");
+}
+
+#[test]
+fn kill_9_then_resume_finishes_without_reuploading() {
+    let Some(server) = support::ssh_server_or_skip("cli_resume") else {
+        return;
+    };
+    let env = Env::new("cli_resume", &server);
+    // The first upgrade hangs (and is killed with us); a rerun finds the marker.
+    let marker = env.dest.join("marker");
+    let cfg = env.config(
+        &server,
+        &format!(
+            "upgrade = if [ -e {m} ]; then echo second run; else touch {m}; echo first run; sleep 60; fi\npost = echo post ran",
+            m = marker.display()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let bundle = env.bundle("app-3.0.tgz");
+    let mut child = env
+        .cmd(&["--config", cfg, "--dispatch", bundle.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut child, "[127.0.0.1] first run");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let uploaded = env.dest.join("app-3.0.tgz");
+    let inode = std::fs::metadata(&uploaded).unwrap().ino();
+
+    let o = env.run(&["--history", "--json"]);
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(row["state"], "interrupted", "{row}");
+    let id = row["id"].to_string();
+
+    // Without --force the upgrade's outcome is unknown: not rerun, exit 1.
+    let o = env.run(&["--config", cfg, "--resume", &id]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("outcome unknown"), "{all}");
+    assert!(!all.contains("[127.0.0.1] second run"), "{all}");
+
+    // With --force it reruns the upgrade, then post; the verified upload is not redone.
+    let o = env.run(&["--config", cfg, "--resume", &id, "--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("[127.0.0.1] second run\n") && out.contains("[127.0.0.1] post ran\n"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !out.contains("==> upload"),
+        "the upload was redone: {}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::metadata(&uploaded).unwrap().ino(),
+        inode,
+        "file replaced"
+    );
+    let o = env.run(&["--history", "--json"]);
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(row["state"], "finished", "{row}");
+}
+
+#[test]
+fn ctrl_c_cancels_cleanly() {
+    let Some(server) = support::ssh_server_or_skip("cli_ctrl_c") else {
+        return;
+    };
+    let env = Env::new("cli_ctrl_c", &server);
+    let pidfile = env.dest.join("pid");
+    let cfg = env.config(
+        &server,
+        &format!(
+            "upgrade = echo $$ > {}; echo started; exec sleep 60",
+            pidfile.display()
+        ),
+    );
+    let bundle = env.bundle("app-4.0.tgz");
+    let mut child = env
+        .cmd(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--dispatch",
+            bundle.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut child, "[127.0.0.1] started");
+    let sigint = |c: &Child| unsafe {
+        libc::kill(c.id() as i32, libc::SIGINT);
+    };
+    // First Ctrl-C: no new steps, running ones get a grace period; second: stop now.
+    sigint(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    sigint(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        support::wait_until(Duration::from_secs(10), || !Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "the remote command survived the cancel"
+    );
+    assert!(
+        !env.dest.join(".dropship.lock").exists(),
+        "the lock was not released"
+    );
+    let o = env.run(&["--history", "--json"]);
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(row["state"], "cancelled", "{row}");
+}
+
+#[test]
+fn url_bundles_are_fetched_and_checked() {
+    let Some(server) = support::ssh_server_or_skip("cli_url") else {
+        return;
+    };
+    let env = Env::new("cli_url", &server);
+    let cfg = env.config(&server, "upgrade = sha256sum {path}");
+    let cfg = cfg.to_str().unwrap();
+    let www = env.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("app-5.0.tgz"), b"bundle five").unwrap();
+    let good = dropship::transport::local_sha256(&www.join("app-5.0.tgz"), None).unwrap();
+    std::fs::write(
+        www.join("app-5.0.tgz.sha256"),
+        format!("{good}  app-5.0.tgz\n"),
+    )
+    .unwrap();
+    std::fs::write(www.join("app-6.0.tgz"), b"bundle six").unwrap();
+    std::fs::write(
+        www.join("app-6.0.tgz.sha256"),
+        format!("{good}  app-6.0.tgz\n"),
+    )
+    .unwrap();
+
+    let port = support::ports::reserve(1, &[std::net::Ipv4Addr::LOCALHOST]).first();
+    let mut http = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    let url = format!("http://127.0.0.1:{port}/app-5.0.tgz");
+    let o = env.run(&["--config", cfg, "--dispatch", &url]);
+    let bad = env.run(&[
+        "--config",
+        cfg,
+        "--dispatch",
+        &format!("http://127.0.0.1:{port}/app-6.0.tgz"),
+    ]);
+    let _ = http.kill();
+    let _ = http.wait();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&good),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("SHA-256"),
+        "{}",
+        text(&bad)
+    );
+    assert!(!env.dest.join("app-6.0.tgz").exists());
+}
