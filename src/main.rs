@@ -3,7 +3,7 @@
 
 use clap::{ArgGroup, Parser};
 use dropship::config::{self, Config, ConfigError, Netrc, NetrcError};
-use dropship::plan::{Credentials, Plan, PlanError, Stamp};
+use dropship::plan::{Credentials, Plan, PlanError, Stamp, ssh_host_for};
 use dropship::transport::known_hosts::KnownHostsFiles;
 use dropship::ui::headless::Mode;
 use dropship::ui::report;
@@ -287,12 +287,17 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
         eprintln!("{e}");
         failed = true;
     }
-    if let (Ok(c), Ok(n)) = (&config, &netrc) {
+    let ssh = config::SshHosts::load_default();
+    if let Err(e) = &ssh {
+        eprintln!("{e}");
+        failed = true;
+    }
+    if let (Ok(c), Ok(n), Ok(ssh)) = (&config, &netrc, &ssh) {
         failed |= check_files(c);
         if cli.json {
-            out(&format!("{:#}\n", check_json(c, n)))?;
+            out(&format!("{:#}\n", check_json(c, n, ssh)))?;
         } else {
-            out(&report::check_report(c, n))?;
+            out(&report::check_report(c, n, ssh))?;
         }
     }
     if failed {
@@ -325,7 +330,7 @@ fn check_files(config: &Config) -> bool {
     failed
 }
 
-fn check_json(config: &Config, netrc: &Netrc) -> serde_json::Value {
+fn check_json(config: &Config, netrc: &Netrc, ssh: &config::SshHosts) -> serde_json::Value {
     let rules: Vec<serde_json::Value> = config
         .rules
         .iter()
@@ -335,7 +340,7 @@ fn check_json(config: &Config, netrc: &Netrc) -> serde_json::Value {
                 "line": r.line,
                 "protocol": r.protocol,
                 "hosts": r.hosts.iter().map(|h| {
-                    let creds = Credentials::resolve(r, h, netrc, &Default::default());
+                    let creds = Credentials::resolve(r, h, netrc, &ssh_host_for(r, h, ssh));
                     serde_json::json!({
                         "host": h.name,
                         "port": r.port_for(h),

@@ -199,6 +199,14 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// What `~/.ssh/config` says about `host`: it speaks for hosts reached over SSH only.
+pub fn ssh_host_for(rule: &Rule, host: &HostSpec, ssh: &SshHosts) -> SshHost {
+    match rule.protocol {
+        Protocol::Scp | Protocol::Sftp => ssh.lookup(&host.name),
+        _ => SshHost::default(),
+    }
+}
+
 /// Login, password and account for one host of a rule, with where each came from.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -336,11 +344,7 @@ impl Plan {
                 .try_map(|t| t.render_shell(&vars))
                 .map_err(render_err)?;
 
-            // ~/.ssh/config speaks for hosts reached over SSH only.
-            let ssh_host = match rule.protocol {
-                Protocol::Scp | Protocol::Sftp => ssh.lookup(&host.name),
-                _ => SshHost::default(),
-            };
+            let ssh_host = ssh_host_for(rule, host, ssh);
             let creds = Credentials::resolve(rule, host, netrc, &ssh_host);
             targets.push(Target {
                 host: host.clone(),

@@ -391,3 +391,35 @@ fn url_bundles_are_fetched_and_checked() {
     );
     assert!(!env.dest.join("app-6.0.tgz").exists());
 }
+
+/// The README's first command: the example config ships the demo bundle with no server.
+#[test]
+fn readme_demo_ships_without_a_server() {
+    let home = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let o = Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args([
+            "--config",
+            "dispatch.cfg.example",
+            "--dispatch",
+            "demo/app-1.4.2.tgz",
+        ])
+        .current_dir(root)
+        .env("HOME", home.path())
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("DROPSHIP_CONFIG")
+        .env_remove("NETRC")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for host in ["web1", "web2"] {
+        assert!(
+            out.contains(&format!("[{host}] unpacked app-1.4.2.tgz on {host}")),
+            "{out}"
+        );
+    }
+    let current = Path::new("/tmp/dropship-demo/web1/current/app/VERSION");
+    assert_eq!(std::fs::read_to_string(current).unwrap().trim(), "1.4.2");
+}

@@ -3,8 +3,8 @@
 //! They return strings rather than printing so the binary decides where output goes and
 //! tests can read it.
 
-use crate::config::{Config, Netrc};
-use crate::plan::{Credentials, Plan, Source};
+use crate::config::{Config, Netrc, SshHosts};
+use crate::plan::{Credentials, Plan, Source, ssh_host_for};
 use std::fmt::Write;
 
 fn source(s: Source) -> &'static str {
@@ -107,7 +107,7 @@ pub fn plan_table(plan: &Plan, config: &Config) -> String {
 }
 
 /// The `--check` summary of a valid config: rules -> hosts -> protocol -> credentials.
-pub fn check_report(config: &Config, netrc: &Netrc) -> String {
+pub fn check_report(config: &Config, netrc: &Netrc, ssh: &SshHosts) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -128,7 +128,7 @@ pub fn check_report(config: &Config, netrc: &Netrc) -> String {
         let _ = writeln!(out, "\n[{}]  line {}", rule.name, rule.line);
         let mut rows = Vec::new();
         for host in &rule.hosts {
-            let creds = Credentials::resolve(rule, host, netrc, &Default::default());
+            let creds = Credentials::resolve(rule, host, netrc, &ssh_host_for(rule, host, ssh));
             let password = match creds.password_source {
                 Some(s) => format!("password: {}", source(s)),
                 None if rule.key.is_some() => "key file".to_owned(),
