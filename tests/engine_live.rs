@@ -90,6 +90,7 @@ fn run_plan(
         id: 1,
         plan: Arc::new(plan),
         bundle: bundle.to_owned(),
+        bundle_sha256: dropship::transport::local_sha256(bundle, None).unwrap(),
         known_hosts: known.clone(),
         holder: "test@engine pid 1".into(),
         skip: HashMap::new(),

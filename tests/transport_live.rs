@@ -92,6 +92,7 @@ fn deliver(
     let job = Job {
         host: &target.host.name,
         local,
+        local_sha256: None,
         dest_dir: &target.dest_dir,
         remote_path: &target.remote_path,
         policy,

@@ -57,6 +57,7 @@ pub struct JobContext<'a> {
     pub plan: &'a Plan,
     pub target: &'a Target,
     pub bundle: &'a Path,
+    pub bundle_sha256: &'a str,
     pub known_hosts: &'a KnownHostsFiles,
     pub cancel: &'a Cancel,
     pub emit: &'a (dyn Fn(Event) + Sync),
@@ -426,6 +427,7 @@ fn upload_step(ctx: &JobContext, conn: Connection) -> Result<Connection, StepFai
     let job = Job {
         host: &ctx.target.host.name,
         local: ctx.bundle,
+        local_sha256: Some(ctx.bundle_sha256),
         dest_dir: &ctx.target.dest_dir,
         remote_path: &ctx.target.remote_path,
         policy: RetryPolicy::new(rule.retries),

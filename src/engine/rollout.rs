@@ -21,6 +21,8 @@ pub struct Dispatch {
     pub id: i64,
     pub plan: Arc<Plan>,
     pub bundle: PathBuf,
+    /// Its SHA-256, computed once for all hosts.
+    pub bundle_sha256: String,
     pub known_hosts: KnownHostsFiles,
     /// Who the remote locks name as holder (`user@machine pid N`).
     pub holder: String,
@@ -196,6 +198,7 @@ async fn run_batch(
                 plan: &d.plan,
                 target,
                 bundle: &d.bundle,
+                bundle_sha256: &d.bundle_sha256,
                 known_hosts: &d.known_hosts,
                 cancel: &cancel,
                 emit: &*emit,

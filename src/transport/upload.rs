@@ -96,6 +96,9 @@ impl Meter<'_> {
 pub struct Job<'a> {
     pub host: &'a str,
     pub local: &'a Path,
+    /// SHA-256 of `local` when the caller already knows it (a dispatch hashes its bundle
+    /// once, not once per host).
+    pub local_sha256: Option<&'a str>,
     pub dest_dir: &'a str,
     pub remote_path: &'a str,
     pub policy: RetryPolicy,
@@ -116,7 +119,10 @@ pub fn deliver(
         detail: e.to_string(),
     };
     let size = std::fs::metadata(job.local).map_err(local_err)?.len();
-    let sha = local_sha256(job.local, None).map_err(local_err)?;
+    let sha = match job.local_sha256 {
+        Some(s) => s.to_owned(),
+        None => local_sha256(job.local, None).map_err(local_err)?,
+    };
     let part = part_path(job.remote_path);
     let mut attempt = 0;
     let mut conn: Option<Connection> = None;

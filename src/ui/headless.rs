@@ -110,7 +110,7 @@ impl Printer {
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar());
                     for h in hosts {
-                        let b = mp.add(ProgressBar::new(0));
+                        let b = mp.add(ProgressBar::no_length());
                         b.set_style(style.clone());
                         b.set_prefix(format!("[{h:<w$}]", w = self.width));
                         b.set_message("queued");
