@@ -22,8 +22,9 @@ const EXIT_NO_RULE: u8 = 3;
     version,
     about = "Ship release bundles to servers: match, upload, upgrade, watch it live.",
     after_help = "Exit codes: 0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched.\n\
-                  Config: --config, else $DROPSHIP_CONFIG, else ./dispatch.cfg, else $XDG_CONFIG_HOME/dropship/dispatch.cfg.",
-    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history"]).required(true))
+                  Config: --config, else $DROPSHIP_CONFIG, else ./dispatch.cfg, else $XDG_CONFIG_HOME/dropship/dispatch.cfg.\n\
+                  With no mode flag, dropship opens the interactive console (as --tui does).",
+    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui"]))
 )]
 struct Cli {
     /// dispatch.cfg to use.
@@ -74,6 +75,23 @@ struct Cli {
     /// Pin {timestamp} (YYYYmmdd_HHMMSS) instead of the current local time.
     #[arg(long, value_name = "YYYYmmdd_HHMMSS")]
     timestamp: Option<String>,
+
+    /// Open the interactive console (the default when no mode flag is given).
+    #[arg(long)]
+    tui: bool,
+
+    /// Console theme: default, light, high-contrast, mono, or a file in
+    /// $XDG_CONFIG_HOME/dropship/themes (else $DROPSHIP_THEME; NO_COLOR selects mono).
+    #[arg(long, value_name = "NAME")]
+    theme: Option<String>,
+
+    /// Console: list the bundles of this directory in the Packages pane.
+    #[arg(long, value_name = "DIR")]
+    packages: Option<PathBuf>,
+
+    /// Console: output lines kept in memory per host (older lines stay in the journal).
+    #[arg(long, value_name = "N", default_value_t = dropship::ui::tui::ring::DEFAULT_CAPACITY)]
+    log_lines: usize,
 }
 
 /// An error already reported to the user, carrying the exit code to leave with.
@@ -159,7 +177,42 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let summaries = run::resume(&ctx, id, cli.force)?;
         return finish(cli, &summaries);
     }
-    dispatch(cli)
+    if !cli.dispatch.is_empty() {
+        return dispatch(cli);
+    }
+    console(cli)
+}
+
+/// No mode flag (or `--tui`): the interactive console. Without a terminal there is nothing
+/// to draw on, so that is a usage error rather than a hang.
+fn console(cli: &Cli) -> anyhow::Result<()> {
+    let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if !cli.tui && !on_terminal {
+        eprintln!(
+            "dropship: no mode given and not on a terminal\n  help: pass --dispatch BUNDLE, --plan, --check, --history, or run in a terminal for the console (--tui)"
+        );
+        return Err(Exit(EXIT_USAGE).into());
+    }
+    let config = load_config(cli)?;
+    let opts = dropship::ui::tui::Options {
+        netrc: load_netrc(cli)?,
+        ssh: config::SshHosts::load_default()?,
+        config,
+        journal_path: journal_path(cli),
+        known_hosts: KnownHostsFiles::default_files(),
+        theme: cli.theme.clone(),
+        packages: cli.packages.clone(),
+        stamp: stamp(cli)?,
+        ring_capacity: cli.log_lines,
+    };
+    match dropship::ui::tui::run(opts) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_usage() => {
+            eprintln!("dropship: {e}");
+            Err(Exit(EXIT_USAGE).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn journal_path(cli: &Cli) -> PathBuf {

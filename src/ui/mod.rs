@@ -3,3 +3,4 @@
 pub mod headless;
 pub mod report;
 pub mod run;
+pub mod tui;

@@ -1,0 +1,1211 @@
+//! The console's state machine: keys and engine events in, state changes and [`Effect`]s
+//! out. It draws nothing and starts nothing itself, so tests drive it without a terminal
+//! and without an engine: feed it keys and events, look at the state or render it to a
+//! `TestBackend`.
+
+use super::keys;
+use super::logview::LogView;
+use super::model::{DispatchView, HostRow, PackageRow};
+use super::palette::{self, Command};
+use super::ring::DEFAULT_CAPACITY;
+use super::theme::Theme;
+use crate::config::{Config, Netrc, SshHosts};
+use crate::engine::events::{Event, Millis, TargetResult};
+use crate::journal::{DispatchState, DispatchSummary, Journal, Shipped};
+use crate::plan::{Plan, Stamp};
+use crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
+};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tui_input::Input;
+use tui_input::backend::crossterm::EventHandler;
+
+/// What the console needs from outside, fixed for its lifetime.
+pub struct AppEnv {
+    pub config: Arc<Config>,
+    pub netrc: Arc<Netrc>,
+    pub ssh: Arc<SshHosts>,
+    /// `None` in tests that need no history.
+    pub journal: Option<Arc<Journal>>,
+    /// Directory listed in the Packages pane (`--packages`).
+    pub packages_dir: Option<PathBuf>,
+    /// Lines kept in memory per host.
+    pub ring_capacity: usize,
+    /// A pinned `{timestamp}` (`--timestamp`); else each plan takes the current time.
+    pub stamp: Option<Stamp>,
+}
+
+impl AppEnv {
+    pub fn new(config: Config) -> AppEnv {
+        AppEnv {
+            config: Arc::new(config),
+            netrc: Arc::new(Netrc::empty()),
+            ssh: Arc::new(SshHosts::default()),
+            journal: None,
+            packages_dir: None,
+            ring_capacity: DEFAULT_CAPACITY,
+            stamp: None,
+        }
+    }
+}
+
+/// The panes, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Focus {
+    Hosts,
+    Packages,
+    Dispatches,
+    Targets,
+    Log,
+}
+
+impl Focus {
+    pub const ALL: [Focus; 5] = [
+        Focus::Hosts,
+        Focus::Packages,
+        Focus::Dispatches,
+        Focus::Targets,
+        Focus::Log,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Focus::Hosts => "Hosts",
+            Focus::Packages => "Packages",
+            Focus::Dispatches => "Dispatches",
+            Focus::Targets => "Targets",
+            Focus::Log => "Log",
+        }
+    }
+
+    /// The index of the pane's list selection (the log has none).
+    pub fn list(self) -> Option<usize> {
+        match self {
+            Focus::Hosts => Some(0),
+            Focus::Packages => Some(1),
+            Focus::Dispatches => Some(2),
+            Focus::Targets => Some(3),
+            Focus::Log => None,
+        }
+    }
+}
+
+/// What a confirmation dialog confirms.
+#[derive(Clone)]
+pub enum Confirm {
+    Dispatch {
+        plan: Arc<Plan>,
+        file: PathBuf,
+        /// A retry names the hosts to ship to again.
+        only: Option<Vec<String>>,
+    },
+    Cancel {
+        id: i64,
+        bundle: String,
+    },
+    Quit {
+        running: usize,
+    },
+}
+
+/// A modal layer over the panes; keys go to it first.
+pub enum Overlay {
+    Help,
+    Palette {
+        input: Input,
+        candidates: Vec<String>,
+        error: Option<String>,
+    },
+    /// `d`: the bundle path entry.
+    PathEntry {
+        input: Input,
+        candidates: Vec<String>,
+        error: Option<String>,
+    },
+    /// The default button is Cancel: `ok` is false until the user moves to the action.
+    Confirm {
+        what: Confirm,
+        ok: bool,
+    },
+    History {
+        rows: Vec<DispatchSummary>,
+        selected: usize,
+    },
+    /// Editing the filter of a list.
+    Filter {
+        input: Input,
+    },
+    /// Editing the log search.
+    Search {
+        input: Input,
+    },
+}
+
+/// What the runner must do for the app: things with side effects outside the state.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Start a dispatch; `token` comes back with its journal id ([`App::on_begun`]).
+    Start {
+        token: u64,
+        plan: Arc<Plan>,
+        file: PathBuf,
+        only: Option<Vec<String>>,
+    },
+    Cancel(i64),
+    Mouse(bool),
+    RememberTheme(String),
+    SaveLog {
+        path: PathBuf,
+        text: String,
+    },
+    Quit,
+}
+
+/// A status-bar message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub text: String,
+    pub error: bool,
+}
+
+pub struct App {
+    pub env: AppEnv,
+    pub theme: Theme,
+    pub focus: Focus,
+    pub overlay: Option<Overlay>,
+    pub hosts: Vec<HostRow>,
+    pub packages: Vec<PackageRow>,
+    /// Newest first.
+    pub dispatches: Vec<DispatchView>,
+    /// Selection in the filtered view of Hosts, Packages, Dispatches, Targets.
+    pub selected: [usize; 4],
+    /// First visible row of each list; the renderer keeps the selection in view.
+    pub offsets: [Cell<usize>; 4],
+    /// Filters of Hosts, Packages, Dispatches, Targets.
+    pub filters: [String; 4],
+    pub log: LogView,
+    /// Rows of the log pane and of the focused list at the last draw, for paging.
+    pub log_height: Cell<usize>,
+    pub list_height: Cell<usize>,
+    pub status: Option<Status>,
+    pub mouse: bool,
+    pub quit: bool,
+    /// Output lines the UI could not keep up with (still in the journal).
+    pub shed: u64,
+    /// The clock as the app sees it; the runner advances it, tests pin it.
+    pub now: Millis,
+    pub theme_names: Vec<String>,
+    next_token: u64,
+    pending: HashMap<u64, (Arc<Plan>, PathBuf)>,
+}
+
+impl App {
+    pub fn new(env: AppEnv, theme: Theme) -> App {
+        let mut app = App {
+            env,
+            theme,
+            focus: Focus::Dispatches,
+            overlay: None,
+            hosts: Vec::new(),
+            packages: Vec::new(),
+            dispatches: Vec::new(),
+            selected: [0; 4],
+            offsets: Default::default(),
+            filters: Default::default(),
+            log: LogView::default(),
+            log_height: Cell::new(10),
+            list_height: Cell::new(10),
+            status: None,
+            mouse: false,
+            quit: false,
+            shed: 0,
+            now: crate::engine::events::now_ms(),
+            theme_names: Theme::names(),
+            next_token: 1,
+            pending: HashMap::new(),
+        };
+        app.reload();
+        app
+    }
+
+    /// Re-reads hosts' last results, history and packages from the journal and disk.
+    pub fn reload(&mut self) {
+        let (last, history) = match &self.env.journal {
+            Some(j) => match (j.last_results(), j.history(100)) {
+                (Ok(l), Ok(h)) => (l, h),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.error(format!("journal: {e}"));
+                    (Vec::new(), Vec::new())
+                }
+            },
+            None => (Vec::new(), Vec::new()),
+        };
+        self.hosts = HostRow::from_config(&self.env.config, &last);
+        self.packages =
+            PackageRow::collect(self.env.packages_dir.as_deref(), &history, &self.env.config);
+        for h in &history {
+            if !self.dispatches.iter().any(|d| d.id == h.id) {
+                self.dispatches.push(DispatchView::from_summary(h));
+            } else if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == h.id)
+                && !d.is_running()
+            {
+                d.state = h.state;
+            }
+        }
+        self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
+        self.ensure_loaded();
+    }
+
+    pub fn info(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            text: text.into(),
+            error: false,
+        });
+    }
+
+    pub fn error(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        tracing::warn!("{text}");
+        self.status = Some(Status { text, error: true });
+    }
+
+    pub fn running(&self) -> usize {
+        self.dispatches.iter().filter(|d| d.is_running()).count()
+    }
+
+    // ----- lists -------------------------------------------------------------------------
+
+    /// Indexes of the rows of list `l` that pass its filter.
+    pub fn visible(&self, l: usize) -> Vec<usize> {
+        let f = self.filters[l].to_lowercase();
+        let keep =
+            |fields: &[&str]| f.is_empty() || fields.iter().any(|x| x.to_lowercase().contains(&f));
+        match l {
+            0 => (0..self.hosts.len())
+                .filter(|&i| {
+                    let h = &self.hosts[i];
+                    keep(&[&h.name, &h.rules.join(" "), &h.protocols.join(" ")])
+                })
+                .collect(),
+            1 => (0..self.packages.len())
+                .filter(|&i| {
+                    let p = &self.packages[i];
+                    keep(&[&p.name, p.rule.as_deref().unwrap_or("no rule")])
+                })
+                .collect(),
+            2 => (0..self.dispatches.len())
+                .filter(|&i| {
+                    let d = &self.dispatches[i];
+                    keep(&[&d.bundle, &d.rule, &d.id.to_string(), d.state.as_str()])
+                })
+                .collect(),
+            _ => match self.selected_dispatch() {
+                Some(d) => (0..d.targets.len())
+                    .filter(|&i| keep(&[&d.targets[i].host, &d.targets[i].status()]))
+                    .collect(),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    pub fn selected_dispatch_index(&self) -> Option<usize> {
+        let f = self.filters[2].to_lowercase();
+        let mut n = 0;
+        for (i, d) in self.dispatches.iter().enumerate() {
+            let pass = f.is_empty()
+                || [
+                    d.bundle.as_str(),
+                    &d.rule,
+                    &d.id.to_string(),
+                    d.state.as_str(),
+                ]
+                .iter()
+                .any(|x| x.to_lowercase().contains(&f));
+            if pass {
+                if n == self.selected[2] {
+                    return Some(i);
+                }
+                n += 1;
+            }
+        }
+        None
+    }
+
+    pub fn selected_dispatch(&self) -> Option<&DispatchView> {
+        self.selected_dispatch_index().map(|i| &self.dispatches[i])
+    }
+
+    pub fn selected_target_index(&self) -> Option<usize> {
+        self.visible(3).get(self.selected[3]).copied()
+    }
+
+    /// The target whose log the log pane shows.
+    pub fn selected_target(&self) -> Option<&super::model::TargetView> {
+        let d = self.selected_dispatch()?;
+        d.targets.get(self.selected_target_index()?)
+    }
+
+    fn select(&mut self, l: usize, to: usize) {
+        let n = self.visible(l).len();
+        let to = if n == 0 { 0 } else { to.min(n - 1) };
+        if self.selected[l] == to {
+            return;
+        }
+        self.selected[l] = to;
+        if l == 2 {
+            self.selected[3] = 0;
+            self.offsets[3].set(0);
+        }
+        if l >= 2 {
+            self.log = LogView {
+                wrap: self.log.wrap,
+                timestamps: self.log.timestamps,
+                fullscreen: self.log.fullscreen,
+                search: self.log.search.clone(),
+                ..LogView::default()
+            };
+        }
+        self.ensure_loaded();
+    }
+
+    fn move_by(&mut self, l: usize, delta: i64) {
+        let cur = self.selected[l] as i64;
+        self.select(l, (cur + delta).max(0) as usize);
+    }
+
+    /// Reads a past dispatch's targets and the selected target's output from the journal,
+    /// the first time they are shown.
+    fn ensure_loaded(&mut self) {
+        let Some(j) = self.env.journal.clone() else {
+            return;
+        };
+        let ring = self.env.ring_capacity;
+        let Some(di) = self.selected_dispatch_index() else {
+            return;
+        };
+        if !self.dispatches[di].detail_loaded {
+            let id = self.dispatches[di].id;
+            match j.dispatch(id) {
+                Ok(Some(detail)) => self.dispatches[di].load_detail(&detail, ring),
+                Ok(None) => self.dispatches[di].detail_loaded = true,
+                Err(e) => {
+                    self.dispatches[di].detail_loaded = true;
+                    self.error(format!("journal: {e}"));
+                }
+            }
+        }
+        let Some(ti) = self.selected_target_index() else {
+            return;
+        };
+        let d = &mut self.dispatches[di];
+        let id = d.id;
+        let t = &mut d.targets[ti];
+        if t.log_loaded {
+            return;
+        }
+        t.log_loaded = true;
+        let mut lines = Vec::new();
+        for step in t.journal_steps.clone() {
+            match j.output(id, &t.host, step) {
+                Ok(l) => lines.extend(l),
+                Err(e) => {
+                    let msg = format!("journal: {e}");
+                    self.error(msg);
+                    return;
+                }
+            }
+        }
+        lines.sort_by_key(|l| l.at);
+        for l in lines {
+            t.log.push(l.at, l.stream, &l.line);
+        }
+    }
+
+    // ----- engine --------------------------------------------------------------------------
+
+    /// The engine gave a dispatch started with `token` its journal id.
+    pub fn on_begun(&mut self, token: u64, id: i64) {
+        let Some((plan, file)) = self.pending.remove(&token) else {
+            return;
+        };
+        let mut d = DispatchView::from_summary(&DispatchSummary {
+            id,
+            bundle: plan.bundle.clone(),
+            rule: plan.rule.name.clone(),
+            started_at: self.now,
+            finished_at: None,
+            state: DispatchState::Running,
+            hosts: plan.targets.len(),
+            succeeded: 0,
+            failed: 0,
+            skipped: 0,
+            cancelled: 0,
+            duration_ms: None,
+        });
+        d.plan = Some((plan, file));
+        d.detail_loaded = true;
+        self.dispatches.retain(|x| x.id != id);
+        self.dispatches.insert(0, d);
+        self.filters[2].clear();
+        self.selected[2] = 1; // force select() to reset the targets and log
+        self.select(2, 0);
+    }
+
+    /// A dispatch could not start (journal, bundle file).
+    pub fn on_failed(&mut self, token: u64, error: String) {
+        self.pending.remove(&token);
+        self.error(error);
+    }
+
+    /// Applies an engine event. Returns whether the screen changed.
+    pub fn on_event(&mut self, e: &Event) -> bool {
+        let id = e.dispatch();
+        let ring = self.env.ring_capacity;
+        let shown = self.selected_dispatch().map(|d| d.id) == Some(id);
+        let shown_host = self.selected_target().map(|t| t.host.clone());
+        let Some(d) = self.dispatches.iter_mut().find(|d| d.id == id) else {
+            if let Event::DispatchStarted { .. } = e {
+                let mut d = DispatchView::from_summary(&DispatchSummary {
+                    id,
+                    bundle: String::new(),
+                    rule: String::new(),
+                    started_at: self.now,
+                    finished_at: None,
+                    state: DispatchState::Running,
+                    hosts: 0,
+                    succeeded: 0,
+                    failed: 0,
+                    skipped: 0,
+                    cancelled: 0,
+                    duration_ms: None,
+                });
+                d.apply(e, ring);
+                self.dispatches.insert(0, d);
+                return true;
+            }
+            return false;
+        };
+        d.apply(e, ring);
+        match e {
+            Event::Output { host, .. } => shown && shown_host.as_deref() == Some(host.as_str()),
+            Event::Transfer { .. } => shown,
+            Event::TargetFinished {
+                host, result, at, ..
+            } => {
+                let (bundle, rule) = (d.bundle.clone(), d.rule.clone());
+                if let Some(h) = self.hosts.iter_mut().find(|h| &h.name == host) {
+                    let prev = h.last.as_ref().and_then(|l| l.last_succeeded.clone());
+                    h.last = Some(crate::journal::HostLast {
+                        host: host.clone(),
+                        dispatch: id,
+                        bundle: bundle.clone(),
+                        rule,
+                        result: *result,
+                        finished_at: Some(*at),
+                        last_succeeded: if *result == TargetResult::Succeeded {
+                            Some(Shipped {
+                                dispatch: id,
+                                bundle,
+                                finished_at: Some(*at),
+                            })
+                        } else {
+                            prev
+                        },
+                    });
+                }
+                true
+            }
+            Event::DispatchFinished { .. } => {
+                let msg = format!("dispatch #{id} {}: {}", d.bundle, d.summary_line(self.now));
+                self.info(msg);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// The engine finished with a dispatch (after its last event). `cancelled` is what the
+    /// journal now says.
+    pub fn on_ended(&mut self, id: i64, cancelled: bool) {
+        if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == id) {
+            if cancelled {
+                d.state = DispatchState::Cancelled;
+            } else if d.state == DispatchState::Running {
+                d.state = DispatchState::Finished;
+            }
+        }
+        self.reload();
+    }
+
+    // ----- input ---------------------------------------------------------------------------
+
+    /// Handles a terminal event. Returns the effects to carry out.
+    pub fn on_terminal(&mut self, ev: &TermEvent) -> Vec<Effect> {
+        match ev {
+            TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.on_key(*k, ev),
+            TermEvent::Mouse(m) if self.mouse && self.overlay.is_none() => {
+                match m.kind {
+                    MouseEventKind::ScrollUp => self.scroll_focused(-3),
+                    MouseEventKind::ScrollDown => self.scroll_focused(3),
+                    _ => {}
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A key, e.g. from tests: `app.key(KeyCode::Char('j'))`.
+    pub fn key(&mut self, code: KeyCode) -> Vec<Effect> {
+        self.key_mod(code, KeyModifiers::NONE)
+    }
+
+    pub fn key_mod(&mut self, code: KeyCode, mods: KeyModifiers) -> Vec<Effect> {
+        let k = KeyEvent::new(code, mods);
+        self.on_key(k, &TermEvent::Key(k))
+    }
+
+    /// Types `text` key by key.
+    pub fn type_str(&mut self, text: &str) -> Vec<Effect> {
+        text.chars()
+            .flat_map(|c| self.key(KeyCode::Char(c)))
+            .collect()
+    }
+
+    fn on_key(&mut self, k: KeyEvent, ev: &TermEvent) -> Vec<Effect> {
+        let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl_c
+            && !matches!(
+                self.overlay,
+                Some(Overlay::Confirm {
+                    what: Confirm::Quit { .. },
+                    ..
+                })
+            )
+        {
+            self.overlay = None;
+            return self.request_quit();
+        }
+        if self.overlay.is_some() {
+            return self.on_overlay_key(k, ev);
+        }
+        self.status = None;
+        let list = self.focus.list();
+        match k.code {
+            KeyCode::Char('q') => return self.request_quit(),
+            KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
+            KeyCode::Char(':') => {
+                self.overlay = Some(Overlay::Palette {
+                    input: Input::default(),
+                    candidates: Vec::new(),
+                    error: None,
+                })
+            }
+            KeyCode::Char('d') => self.open_path_entry(),
+            KeyCode::Tab => self.cycle_focus(1),
+            KeyCode::BackTab => self.cycle_focus(-1),
+            KeyCode::Char(c @ '1'..='5') => {
+                self.focus = Focus::ALL[(c as u8 - b'1') as usize];
+            }
+            KeyCode::Char('f') => {
+                self.log.fullscreen = !self.log.fullscreen;
+                if self.log.fullscreen {
+                    self.focus = Focus::Log;
+                }
+            }
+            KeyCode::Char('m') => return self.toggle_mouse(),
+            KeyCode::Esc => {
+                if self.log.fullscreen {
+                    self.log.fullscreen = false;
+                } else if let Some(l) = list.filter(|&l| !self.filters[l].is_empty()) {
+                    self.filters[l].clear();
+                    self.selected[l] = 0;
+                } else if self.focus == Focus::Log {
+                    self.focus = Focus::Targets;
+                } else if self.focus == Focus::Targets {
+                    self.focus = Focus::Dispatches;
+                }
+            }
+            KeyCode::Char('c') if matches!(self.focus, Focus::Dispatches | Focus::Targets) => {
+                self.ask_cancel()
+            }
+            KeyCode::Char('r') if matches!(self.focus, Focus::Dispatches | Focus::Targets) => {
+                self.ask_retry()
+            }
+            _ if self.focus == Focus::Log => return self.on_log_key(k),
+            _ => {
+                if let Some(l) = list {
+                    self.on_list_key(l, k);
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    fn cycle_focus(&mut self, delta: i64) {
+        let i = Focus::ALL
+            .iter()
+            .position(|f| *f == self.focus)
+            .unwrap_or(0) as i64;
+        let n = Focus::ALL.len() as i64;
+        self.focus = Focus::ALL[((i + delta).rem_euclid(n)) as usize];
+    }
+
+    fn toggle_mouse(&mut self) -> Vec<Effect> {
+        self.mouse = !self.mouse;
+        self.info(if self.mouse {
+            "mouse on: wheel scrolls; press m to select text again"
+        } else {
+            "mouse off: the terminal selects text"
+        });
+        vec![Effect::Mouse(self.mouse)]
+    }
+
+    fn request_quit(&mut self) -> Vec<Effect> {
+        let running = self.running();
+        if running > 0 {
+            self.overlay = Some(Overlay::Confirm {
+                what: Confirm::Quit { running },
+                ok: false,
+            });
+            Vec::new()
+        } else {
+            self.quit = true;
+            vec![Effect::Quit]
+        }
+    }
+
+    fn page(&self) -> i64 {
+        self.list_height.get().max(2) as i64 - 1
+    }
+
+    fn on_list_key(&mut self, l: usize, k: KeyEvent) {
+        match k.code {
+            KeyCode::Char('j') | KeyCode::Down => self.move_by(l, 1),
+            KeyCode::Char('k') | KeyCode::Up => self.move_by(l, -1),
+            KeyCode::Char('g') | KeyCode::Home => self.select(l, 0),
+            KeyCode::Char('G') | KeyCode::End => self.select(l, usize::MAX),
+            KeyCode::PageDown => self.move_by(l, self.page()),
+            KeyCode::PageUp => self.move_by(l, -self.page()),
+            KeyCode::Char('/') => {
+                self.overlay = Some(Overlay::Filter {
+                    input: Input::new(self.filters[l].clone()),
+                })
+            }
+            KeyCode::Enter => self.activate(l),
+            _ => {}
+        }
+    }
+
+    /// Enter on a list row.
+    fn activate(&mut self, l: usize) {
+        match l {
+            0 => {
+                let Some(&hi) = self.visible(0).get(self.selected[0]) else {
+                    return;
+                };
+                let host = self.hosts[hi].name.clone();
+                self.show_host(&host);
+            }
+            1 => {
+                let Some(&pi) = self.visible(1).get(self.selected[1]) else {
+                    return;
+                };
+                let p = self.packages[pi].clone();
+                let path = match (&p.path, &p.last, &self.env.journal) {
+                    (Some(path), _, _) => Some(path.clone()),
+                    (None, Some(last), Some(j)) => j
+                        .dispatch(last.id)
+                        .ok()
+                        .flatten()
+                        .map(|d| d.record.bundle_path),
+                    _ => None,
+                };
+                match path {
+                    Some(path) => self.ask_dispatch(&path.display().to_string(), None),
+                    None => self.error(format!("{}: no file known for this bundle", p.name)),
+                }
+            }
+            2 => self.focus = Focus::Targets,
+            _ => self.focus = Focus::Log,
+        }
+    }
+
+    /// Selects the newest dispatch that shipped to `host`, and the host in it.
+    fn show_host(&mut self, host: &str) {
+        self.filters[2].clear();
+        for i in 0..self.dispatches.len() {
+            self.selected[2] = usize::MAX;
+            self.select(2, i);
+            if let Some(d) = self.selected_dispatch()
+                && let Some(ti) = d.targets.iter().position(|t| t.host == host)
+            {
+                self.filters[3].clear();
+                self.selected[3] = usize::MAX;
+                self.select(3, ti);
+                self.focus = Focus::Targets;
+                return;
+            }
+        }
+        self.select(2, 0);
+        self.info(format!("{host}: no dispatch yet"));
+    }
+
+    fn scroll_focused(&mut self, delta: i64) {
+        match self.focus.list() {
+            Some(l) => self.move_by(l, delta),
+            None => self.scroll_log(delta),
+        }
+    }
+
+    fn scroll_log(&mut self, delta: i64) {
+        let h = self.log_height.get();
+        let Some((di, ti)) = self
+            .selected_dispatch_index()
+            .zip(self.selected_target_index())
+        else {
+            return;
+        };
+        let ring = &self.dispatches[di].targets[ti].log;
+        self.log.scroll(ring, h, delta);
+    }
+
+    fn on_log_key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        let h = self.log_height.get().max(1) as i64;
+        match k.code {
+            KeyCode::Char('j') | KeyCode::Down => self.scroll_log(1),
+            KeyCode::Char('k') | KeyCode::Up => self.scroll_log(-1),
+            KeyCode::PageDown | KeyCode::Char(' ') => self.scroll_log(h - 1),
+            KeyCode::PageUp => self.scroll_log(-(h - 1)),
+            KeyCode::Char('g') | KeyCode::Home => {
+                if let Some(t) = self.selected_target() {
+                    let first = t.log.first();
+                    self.log.top = Some(first);
+                }
+            }
+            KeyCode::Char('G') | KeyCode::End => self.log.follow(),
+            KeyCode::Char('w') => self.log.wrap = !self.log.wrap,
+            KeyCode::Char('t') => self.log.timestamps = !self.log.timestamps,
+            KeyCode::Char('/') => {
+                self.overlay = Some(Overlay::Search {
+                    input: Input::new(self.log.search.clone().unwrap_or_default()),
+                })
+            }
+            KeyCode::Char('n') => self.find(true),
+            KeyCode::Char('N') => self.find(false),
+            KeyCode::Char('s') => return self.save_log(),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn find(&mut self, forward: bool) {
+        let h = self.log_height.get();
+        let Some((di, ti)) = self
+            .selected_dispatch_index()
+            .zip(self.selected_target_index())
+        else {
+            return;
+        };
+        let ring = &self.dispatches[di].targets[ti].log;
+        if !self.log.find(ring, h, forward) {
+            let s = self.log.search.clone().unwrap_or_default();
+            self.error(format!("not found: {s}"));
+        }
+    }
+
+    fn save_log(&mut self) -> Vec<Effect> {
+        let Some(d) = self.selected_dispatch() else {
+            self.error("no dispatch selected");
+            return Vec::new();
+        };
+        let Some(t) = self.selected_target() else {
+            self.error("no host selected");
+            return Vec::new();
+        };
+        let mut text = String::new();
+        for (_, l) in t.log.iter() {
+            if self.log.timestamps {
+                text.push_str(&super::render::timestamp(l.at));
+                text.push(' ');
+            }
+            if l.stream == crate::transport::Stream::Stderr {
+                text.push_str("[stderr] ");
+            }
+            text.push_str(l.text);
+            text.push('\n');
+        }
+        let safe: String = t
+            .host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = crate::config::state_dir()
+            .join("logs")
+            .join(format!("dispatch-{}-{safe}.log", d.id));
+        vec![Effect::SaveLog { path, text }]
+    }
+
+    // ----- actions ---------------------------------------------------------------------------
+
+    fn open_path_entry(&mut self) {
+        let start = self
+            .env
+            .packages_dir
+            .as_ref()
+            .map(|d| format!("{}/", d.display().to_string().trim_end_matches('/')))
+            .unwrap_or_default();
+        self.overlay = Some(Overlay::PathEntry {
+            input: Input::new(start),
+            candidates: Vec::new(),
+            error: None,
+        });
+    }
+
+    /// Builds the plan for a bundle path and opens the confirmation dialog, or says why not.
+    fn ask_dispatch(&mut self, path: &str, only: Option<Vec<String>>) {
+        match self.plan_for(path) {
+            Ok((plan, file)) => {
+                self.overlay = Some(Overlay::Confirm {
+                    what: Confirm::Dispatch { plan, file, only },
+                    ok: false,
+                })
+            }
+            Err(e) => self.error(e),
+        }
+    }
+
+    pub fn plan_for(&self, path: &str) -> Result<(Arc<Plan>, PathBuf), String> {
+        let expanded = palette::expand_home(path.trim());
+        let file = PathBuf::from(&expanded);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(format!("{expanded}: not a regular file")),
+            Err(e) => return Err(format!("{expanded}: {e}")),
+        }
+        let name = crate::plan::bundle_name(&expanded).map_err(|e| e.to_string())?;
+        let stamp = self.env.stamp.clone().unwrap_or_else(Stamp::now);
+        let plan = Plan::build(
+            &self.env.config,
+            &self.env.netrc,
+            &self.env.ssh,
+            &name,
+            stamp,
+        )
+        .map_err(|e| first_line(&e.to_string()))?;
+        Ok((Arc::new(plan), file))
+    }
+
+    fn ask_cancel(&mut self) {
+        match self.selected_dispatch() {
+            Some(d) if d.is_running() && !d.cancelling => {
+                self.overlay = Some(Overlay::Confirm {
+                    what: Confirm::Cancel {
+                        id: d.id,
+                        bundle: d.bundle.clone(),
+                    },
+                    ok: false,
+                })
+            }
+            Some(d) if d.is_running() => {
+                self.info(format!("dispatch #{} is being cancelled", d.id))
+            }
+            Some(d) => {
+                let msg = format!("dispatch #{} is not running", d.id);
+                self.error(msg)
+            }
+            None => self.error("no dispatch selected"),
+        }
+    }
+
+    fn ask_retry(&mut self) {
+        let Some(d) = self.selected_dispatch() else {
+            return self.error("no dispatch selected");
+        };
+        if d.is_running() {
+            return self.error(format!("dispatch #{} is still running", d.id));
+        }
+        let hosts = d.retryable();
+        if hosts.is_empty() {
+            return self.error(format!("dispatch #{} has no failed host", d.id));
+        }
+        let path = match (&d.plan, &self.env.journal) {
+            (Some((_, file)), _) => Some(file.clone()),
+            (None, Some(j)) => j
+                .dispatch(d.id)
+                .ok()
+                .flatten()
+                .map(|x| x.record.bundle_path),
+            _ => None,
+        };
+        match path {
+            Some(p) => self.ask_dispatch(&p.display().to_string(), Some(hosts)),
+            None => self.error("the bundle file of this dispatch is unknown"),
+        }
+    }
+
+    fn confirmed(&mut self, what: Confirm) -> Vec<Effect> {
+        match what {
+            Confirm::Dispatch { plan, file, only } => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.pending.insert(token, (plan.clone(), file.clone()));
+                self.info(format!("starting {} ...", plan.bundle));
+                self.focus = Focus::Targets;
+                vec![Effect::Start {
+                    token,
+                    plan,
+                    file,
+                    only,
+                }]
+            }
+            Confirm::Cancel { id, .. } => {
+                if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == id) {
+                    d.cancelling = true;
+                }
+                self.info(format!(
+                    "cancelling #{id}: no new step starts; running steps stop after {}s",
+                    crate::ui::run::GRACE.as_secs()
+                ));
+                vec![Effect::Cancel(id)]
+            }
+            Confirm::Quit { .. } => {
+                self.quit = true;
+                let mut out: Vec<Effect> = self
+                    .dispatches
+                    .iter()
+                    .filter(|d| d.is_running())
+                    .map(|d| Effect::Cancel(d.id))
+                    .collect();
+                out.push(Effect::Quit);
+                out
+            }
+        }
+    }
+
+    fn run_command(&mut self, c: Command) -> Vec<Effect> {
+        match c {
+            Command::Dispatch(path) => self.ask_dispatch(&path, None),
+            Command::Cancel => self.ask_cancel(),
+            Command::Retry => self.ask_retry(),
+            Command::History => {
+                let rows = match &self.env.journal {
+                    Some(j) => j.history(200).unwrap_or_else(|e| {
+                        self.error(format!("journal: {e}"));
+                        Vec::new()
+                    }),
+                    None => Vec::new(),
+                };
+                self.overlay = Some(Overlay::History { rows, selected: 0 });
+            }
+            Command::Theme(name) => match Theme::load(&name) {
+                Ok(t) => {
+                    self.theme = t;
+                    self.info(format!("theme {name}"));
+                    return vec![Effect::RememberTheme(name)];
+                }
+                Err(e) => self.error(e.to_string()),
+            },
+            Command::Mouse => return self.toggle_mouse(),
+            Command::Help => self.overlay = Some(Overlay::Help),
+            Command::Quit => return self.request_quit(),
+        }
+        Vec::new()
+    }
+
+    fn on_overlay_key(&mut self, k: KeyEvent, ev: &TermEvent) -> Vec<Effect> {
+        let Some(overlay) = self.overlay.take() else {
+            return Vec::new();
+        };
+        match overlay {
+            Overlay::Help => {
+                if !matches!(
+                    k.code,
+                    KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter
+                ) {
+                    self.overlay = Some(Overlay::Help);
+                }
+            }
+            Overlay::Confirm { what, ok } => match k.code {
+                KeyCode::Left
+                | KeyCode::Right
+                | KeyCode::Tab
+                | KeyCode::BackTab
+                | KeyCode::Char('h' | 'l') => {
+                    self.overlay = Some(Overlay::Confirm { what, ok: !ok })
+                }
+                KeyCode::Enter if ok => return self.confirmed(what),
+                KeyCode::Enter | KeyCode::Esc | KeyCode::Char('n' | 'q') => {}
+                KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                    // Ctrl-C on the quit question means "yes, really".
+                    return self.confirmed(what);
+                }
+                _ => self.overlay = Some(Overlay::Confirm { what, ok }),
+            },
+            Overlay::Palette {
+                mut input,
+                mut candidates,
+                mut error,
+            } => match k.code {
+                KeyCode::Esc => {}
+                KeyCode::Enter => match palette::parse(input.value()) {
+                    Ok(c) => return self.run_command(c),
+                    Err(e) => {
+                        self.overlay = Some(Overlay::Palette {
+                            input,
+                            candidates: Vec::new(),
+                            error: Some(e),
+                        })
+                    }
+                },
+                KeyCode::Tab => {
+                    let (line, c) = palette::complete(input.value(), &self.theme_names);
+                    input = Input::new(line);
+                    self.overlay = Some(Overlay::Palette {
+                        input,
+                        candidates: c,
+                        error: None,
+                    });
+                }
+                _ => {
+                    if k.code == KeyCode::Backspace && input.value().is_empty() {
+                        return Vec::new();
+                    }
+                    if input.handle_event(ev).is_some() {
+                        candidates.clear();
+                        error = None;
+                    }
+                    self.overlay = Some(Overlay::Palette {
+                        input,
+                        candidates,
+                        error,
+                    });
+                }
+            },
+            Overlay::PathEntry {
+                mut input,
+                mut candidates,
+                mut error,
+            } => match k.code {
+                KeyCode::Esc => {}
+                KeyCode::Enter => match self.plan_for(input.value()) {
+                    Ok((plan, file)) => {
+                        self.overlay = Some(Overlay::Confirm {
+                            what: Confirm::Dispatch {
+                                plan,
+                                file,
+                                only: None,
+                            },
+                            ok: false,
+                        })
+                    }
+                    Err(e) => {
+                        self.overlay = Some(Overlay::PathEntry {
+                            input,
+                            candidates: Vec::new(),
+                            error: Some(e),
+                        })
+                    }
+                },
+                KeyCode::Tab => {
+                    let (line, c) = palette::complete_path(input.value());
+                    self.overlay = Some(Overlay::PathEntry {
+                        input: Input::new(line),
+                        candidates: c,
+                        error: None,
+                    });
+                }
+                _ => {
+                    if input.handle_event(ev).is_some() {
+                        candidates.clear();
+                        error = None;
+                    }
+                    self.overlay = Some(Overlay::PathEntry {
+                        input,
+                        candidates,
+                        error,
+                    });
+                }
+            },
+            Overlay::History { rows, mut selected } => match k.code {
+                KeyCode::Esc | KeyCode::Char('q') => {}
+                KeyCode::Char('j') | KeyCode::Down => {
+                    selected = (selected + 1).min(rows.len().saturating_sub(1));
+                    self.overlay = Some(Overlay::History { rows, selected });
+                }
+                KeyCode::Char('k') | KeyCode::Up => {
+                    selected = selected.saturating_sub(1);
+                    self.overlay = Some(Overlay::History { rows, selected });
+                }
+                KeyCode::Enter => {
+                    if let Some(r) = rows.get(selected) {
+                        let id = r.id;
+                        if !self.dispatches.iter().any(|d| d.id == id) {
+                            self.dispatches.push(DispatchView::from_summary(r));
+                            self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
+                        }
+                        self.filters[2].clear();
+                        if let Some(i) = self.dispatches.iter().position(|d| d.id == id) {
+                            self.selected[2] = usize::MAX;
+                            self.select(2, i);
+                        }
+                        self.focus = Focus::Targets;
+                    }
+                }
+                _ => self.overlay = Some(Overlay::History { rows, selected }),
+            },
+            Overlay::Filter { mut input } => {
+                let Some(l) = self.focus.list() else {
+                    return Vec::new();
+                };
+                match k.code {
+                    KeyCode::Esc => {
+                        self.filters[l].clear();
+                        self.selected[l] = 0;
+                    }
+                    KeyCode::Enter => {}
+                    _ => {
+                        input.handle_event(ev);
+                        self.filters[l] = input.value().to_owned();
+                        self.selected[l] = 0;
+                        self.offsets[l].set(0);
+                        self.ensure_loaded();
+                        self.overlay = Some(Overlay::Filter { input });
+                    }
+                }
+            }
+            Overlay::Search { mut input } => match k.code {
+                KeyCode::Esc => {}
+                KeyCode::Enter => {
+                    let s = input.value().to_owned();
+                    self.log.search = (!s.is_empty()).then_some(s);
+                    self.log.current_match = None;
+                    self.find(true);
+                }
+                _ => {
+                    input.handle_event(ev);
+                    self.overlay = Some(Overlay::Search { input });
+                }
+            },
+        }
+        Vec::new()
+    }
+
+    /// The help text of the focused pane.
+    pub fn help(&self) -> Vec<(&'static str, keys::Keys)> {
+        keys::for_focus(self.focus)
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}

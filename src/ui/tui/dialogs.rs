@@ -1,0 +1,468 @@
+//! Overlays: help, command palette, bundle path entry, confirmations (whose default button
+//! is always the harmless one), history, and the filter/search prompts.
+
+use super::app::{App, Confirm, Overlay};
+use super::model::{elapsed, when};
+use super::render::fit;
+use crate::plan::{Plan, Source};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use tui_input::Input;
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let Some(o) = &app.overlay else { return };
+    match o {
+        Overlay::Help => help(f, app, area),
+        Overlay::Palette {
+            input,
+            candidates,
+            error,
+        } => prompt(
+            f,
+            app,
+            area,
+            "Command",
+            ":",
+            input,
+            candidates,
+            error.as_deref(),
+        ),
+        Overlay::PathEntry {
+            input,
+            candidates,
+            error,
+        } => path_entry(f, app, area, input, candidates, error.as_deref()),
+        Overlay::Confirm { what, ok } => confirm(f, app, area, what, *ok),
+        Overlay::History { rows, selected } => history(f, app, area, rows, *selected),
+        Overlay::Filter { input } => prompt(
+            f,
+            app,
+            area,
+            &format!("Filter {}", app.focus.title()),
+            "/",
+            input,
+            &[],
+            None,
+        ),
+        Overlay::Search { input } => prompt(f, app, area, "Search log", "/", input, &[], None),
+    }
+}
+
+/// A centred rectangle of at most `w` x `h` cells.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+fn frame<'a>(app: &App, title: &str) -> Block<'a> {
+    Block::new()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border_focused)
+        .title(Span::styled(format!(" {title} "), app.theme.title))
+        .style(app.theme.dialog)
+}
+
+fn help(f: &mut Frame, app: &App, area: Rect) {
+    let sections = app.help();
+    let mut lines = Vec::new();
+    for (name, keys) in &sections {
+        lines.push(Line::styled(name.to_string(), app.theme.header));
+        for (k, what) in keys.iter() {
+            lines.push(Line::from(vec![
+                Span::styled(format!("  {}", fit(k, 16)), app.theme.title),
+                Span::styled(*what, app.theme.text),
+            ]));
+        }
+        lines.push(Line::raw(""));
+    }
+    lines.push(Line::styled("Esc or ? closes", app.theme.dim));
+    let r = centered(area, 72, lines.len() as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(frame(app, &format!("Help: {}", app.focus.title()))),
+        r,
+    );
+}
+
+/// The bottom prompt for the palette, filters and search.
+#[allow(clippy::too_many_arguments)]
+fn prompt(
+    f: &mut Frame,
+    app: &App,
+    area: Rect,
+    title: &str,
+    sigil: &str,
+    input: &Input,
+    candidates: &[String],
+    error: Option<&str>,
+) {
+    let extra = if error.is_some() || !candidates.is_empty() {
+        1
+    } else {
+        0
+    };
+    let h = 3 + extra;
+    let r = Rect {
+        x: area.x,
+        y: area.y + area.height.saturating_sub(h + 1),
+        width: area.width,
+        height: h.min(area.height),
+    };
+    f.render_widget(Clear, r);
+    let block = frame(app, title);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    input_line(f, app, inner, sigil, input);
+    if inner.height > 1 {
+        let line = match error {
+            Some(e) => Line::styled(e.to_owned(), app.theme.failed),
+            None => Line::styled(candidates.join("  "), app.theme.dim),
+        };
+        f.render_widget(
+            Paragraph::new(line),
+            Rect {
+                y: inner.y + 1,
+                height: 1,
+                ..inner
+            },
+        );
+    }
+}
+
+/// One line of text entry with the cursor placed in it.
+fn input_line(f: &mut Frame, app: &App, r: Rect, sigil: &str, input: &Input) {
+    let w = r.width.saturating_sub(sigil.len() as u16 + 1).max(1) as usize;
+    let scroll = input.visual_scroll(w);
+    let shown: String = input.value().chars().skip(scroll).collect();
+    f.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(sigil.to_owned(), app.theme.title),
+            Span::styled(shown, app.theme.text),
+        ])),
+        Rect { height: 1, ..r },
+    );
+    let x = r.x + sigil.len() as u16 + (input.visual_cursor().saturating_sub(scroll)) as u16;
+    f.set_cursor_position(Position::new(x.min(r.right().saturating_sub(1)), r.y));
+}
+
+fn path_entry(
+    f: &mut Frame,
+    app: &App,
+    area: Rect,
+    input: &Input,
+    candidates: &[String],
+    error: Option<&str>,
+) {
+    let shown = candidates.len().min(8) as u16;
+    let r = centered(area, 90, 6 + shown);
+    f.render_widget(Clear, r);
+    let block = frame(app, "Dispatch a bundle");
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    f.render_widget(
+        Paragraph::new(Line::styled(
+            "Path of the bundle (Tab completes, Enter shows the plan, Esc closes):",
+            app.theme.dim,
+        )),
+        Rect { height: 1, ..inner },
+    );
+    input_line(
+        f,
+        app,
+        Rect {
+            y: inner.y + 2,
+            height: 1,
+            ..inner
+        },
+        "> ",
+        input,
+    );
+    let mut lines = Vec::new();
+    if let Some(e) = error {
+        lines.push(Line::styled(e.to_owned(), app.theme.failed));
+    }
+    for c in candidates.iter().take(8) {
+        lines.push(Line::styled(format!("  {c}"), app.theme.text));
+    }
+    if candidates.len() > 8 {
+        lines.push(Line::styled(
+            format!("  … {} more", candidates.len() - 8),
+            app.theme.dim,
+        ));
+    }
+    if inner.height > 4 {
+        f.render_widget(
+            Paragraph::new(lines),
+            Rect {
+                y: inner.y + 4,
+                height: inner.height - 4,
+                ..inner
+            },
+        );
+    }
+}
+
+fn source(s: Source) -> &'static str {
+    match s {
+        Source::Config => "dispatch.cfg",
+        Source::Netrc => "netrc",
+        Source::SshConfig => "ssh config",
+        Source::Default => "default",
+    }
+}
+
+/// The plan, as the confirmation dialog shows it: never a secret, only where it comes from.
+pub fn plan_lines<'a>(app: &App, plan: &Plan, only: Option<&[String]>) -> Vec<Line<'a>> {
+    let t = &app.theme;
+    let kv = |k: &str, v: String, style: Style| {
+        Line::from(vec![
+            Span::styled(format!("{:<10}", k), t.header),
+            Span::styled(v, style),
+        ])
+    };
+    let mut lines = vec![
+        kv("bundle", plan.bundle.clone(), t.text),
+        kv(
+            "rule",
+            format!(
+                "[{}]  ({}:{})",
+                plan.rule.name,
+                app.env.config.path.display(),
+                plan.rule.line
+            ),
+            t.text,
+        ),
+    ];
+    if !plan.captures.is_empty() {
+        let caps: Vec<String> = plan
+            .captures
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("(none)")))
+            .collect();
+        lines.push(kv("captures", caps.join("  "), t.text));
+    }
+    let targets: Vec<&crate::plan::Target> = plan
+        .targets
+        .iter()
+        .filter(|x| only.is_none_or(|o| o.contains(&x.host.name)))
+        .collect();
+    let mut rollout = format!("{} host(s), {} at once", targets.len(), plan.rule.parallel);
+    if plan.rule.canary > 0 {
+        rollout.push_str(&format!(", canary {}", plan.rule.canary));
+    }
+    if let Some(m) = plan.rule.max_fail {
+        rollout.push_str(&format!(", stop after {m} failure(s)"));
+    }
+    lines.push(kv("rollout", rollout, t.text));
+    if let Some(o) = only {
+        lines.push(kv("retry", format!("only {}", o.join(", ")), t.warning));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        format!(
+            "{} {} {} {} {}",
+            fit("HOST", 22),
+            fit("PROTOCOL", 8),
+            fit("LOGIN (SOURCE)", 28),
+            fit("PASSWORD", 12),
+            "REMOTE PATH"
+        ),
+        t.header,
+    ));
+    for x in targets.iter().take(12) {
+        let host = match x.port {
+            Some(p) => format!("{}:{p}", x.host.name),
+            None => x.host.name.clone(),
+        };
+        lines.push(Line::styled(
+            format!(
+                "{} {} {} {} {}",
+                fit(&host, 22),
+                fit(x.protocol.as_str(), 8),
+                fit(
+                    &format!("{} ({})", x.creds.login, source(x.creds.login_source)),
+                    28
+                ),
+                fit(x.creds.password_source.map(source).unwrap_or("none"), 12),
+                x.remote_path
+            ),
+            t.text,
+        ));
+    }
+    if targets.len() > 12 {
+        lines.push(Line::styled(
+            format!("… and {} more host(s)", targets.len() - 12),
+            t.dim,
+        ));
+    }
+    if let Some(first) = targets.first() {
+        lines.push(Line::raw(""));
+        let mut any = false;
+        for (name, cmd) in first.commands.iter() {
+            if let Some(c) = cmd {
+                lines.push(kv(name, c.clone(), t.text));
+                any = true;
+            }
+        }
+        if !any {
+            lines.push(Line::styled("no commands: upload only", t.dim));
+        } else if targets.len() > 1 {
+            lines.push(Line::styled(
+                format!(
+                    "(commands as run on {}; other hosts get their own {{host}})",
+                    first.host.name
+                ),
+                t.dim,
+            ));
+        }
+    }
+    lines
+}
+
+fn buttons<'a>(app: &App, no: &str, yes: &str, ok: bool) -> Line<'a> {
+    let style = |focused: bool| {
+        if focused {
+            app.theme.button_focused
+        } else {
+            app.theme.button
+        }
+    };
+    Line::from(vec![
+        Span::styled(format!("[ {no} ]"), style(!ok)),
+        Span::raw("   "),
+        Span::styled(format!("[ {yes} ]"), style(ok)),
+    ])
+    .centered()
+}
+
+fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
+    let (title, mut lines, no, yes) = match what {
+        Confirm::Dispatch { plan, only, .. } => (
+            if only.is_some() {
+                "Retry failed hosts?"
+            } else {
+                "Dispatch?"
+            },
+            plan_lines(app, plan, only.as_deref()),
+            "Cancel",
+            "Dispatch",
+        ),
+        Confirm::Cancel { id, bundle } => (
+            "Cancel dispatch?",
+            vec![
+                Line::raw(format!("Cancel dispatch #{id} ({bundle})?")),
+                Line::raw(""),
+                Line::styled(
+                    format!(
+                        "No new step starts; running steps are stopped after {}s.",
+                        crate::ui::run::GRACE.as_secs()
+                    ),
+                    app.theme.dim,
+                ),
+            ],
+            "Keep running",
+            "Cancel dispatch",
+        ),
+        Confirm::Quit { running } => (
+            "Quit?",
+            vec![
+                Line::raw(format!("{running} dispatch(es) still running.")),
+                Line::raw(""),
+                Line::styled(
+                    "Quitting cancels them; `dropship --resume ID` continues later.",
+                    app.theme.dim,
+                ),
+            ],
+            "Stay",
+            "Quit",
+        ),
+    };
+    lines.push(Line::raw(""));
+    lines.push(buttons(app, no, yes, ok));
+    lines.push(
+        Line::styled(
+            "←/→ or Tab choose · Enter presses · Esc cancels",
+            app.theme.dim,
+        )
+        .centered(),
+    );
+    let width = lines.iter().map(Line::width).max().unwrap_or(40) as u16 + 4;
+    let r = centered(area, width.clamp(40, area.width), lines.len() as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(Paragraph::new(lines).block(frame(app, title)), r);
+}
+
+fn history(
+    f: &mut Frame,
+    app: &App,
+    area: Rect,
+    rows: &[crate::journal::DispatchSummary],
+    selected: usize,
+) {
+    let r = centered(area, 110, area.height.saturating_sub(4));
+    f.render_widget(Clear, r);
+    let block = frame(app, "History (Enter opens, Esc closes)");
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let [head, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    f.render_widget(
+        Paragraph::new(Line::styled(
+            format!(
+                "{} {} {} {} {} {}",
+                fit("ID", 6),
+                fit("STARTED", 16),
+                fit("STATE", 11),
+                fit("RESULT", 16),
+                fit("TIME", 8),
+                "BUNDLE [RULE]"
+            ),
+            app.theme.header,
+        )),
+        head,
+    );
+    if rows.is_empty() {
+        f.render_widget(
+            Paragraph::new(Line::styled("no dispatches in the journal", app.theme.dim)),
+            body,
+        );
+        return;
+    }
+    let h = body.height as usize;
+    let off = selected.saturating_sub(h.saturating_sub(1));
+    let lines: Vec<Line> = rows
+        .iter()
+        .enumerate()
+        .skip(off)
+        .take(h)
+        .map(|(i, r)| {
+            let line = Line::raw(format!(
+                "{} {} {} {} {} {} [{}]",
+                fit(&format!("#{}", r.id), 6),
+                fit(&when(r.started_at), 16),
+                fit(r.state.as_str(), 11),
+                fit(
+                    &format!("{}/{} ok, {} failed", r.succeeded, r.hosts, r.failed),
+                    16
+                ),
+                fit(&r.duration_ms.map(elapsed).unwrap_or_default(), 8),
+                r.bundle,
+                r.rule
+            ));
+            if i == selected {
+                line.style(app.theme.selected)
+            } else {
+                line
+            }
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), body);
+}

@@ -1,0 +1,60 @@
+//! Every key the console answers to, per pane: the `?` overlay is generated from these
+//! tables, so help cannot drift from what the keys do (app.rs matches on the same keys).
+
+use super::app::Focus;
+
+pub type Keys = &'static [(&'static str, &'static str)];
+
+pub const GLOBAL: Keys = &[
+    ("Tab / Shift-Tab", "next / previous pane"),
+    ("1-5", "Hosts, Packages, Dispatches, Targets, Log"),
+    ("d", "dispatch a bundle (path entry, Tab completes)"),
+    (":", "command palette (Tab completes)"),
+    ("f", "log full screen on/off"),
+    ("m", "mouse capture on/off (off lets you select text)"),
+    ("?", "this help"),
+    ("Esc", "close / back / clear filter"),
+    ("q, Ctrl-C", "quit (asks first while a dispatch runs)"),
+];
+
+pub const LIST: Keys = &[
+    ("j/k, Down/Up", "move"),
+    ("g/G, Home/End", "first / last"),
+    ("PgUp/PgDn", "page"),
+    ("/", "filter this list"),
+];
+
+pub const HOSTS: Keys = &[("Enter", "show the host's last dispatch")];
+pub const PACKAGES: Keys = &[("Enter", "dispatch this bundle (asks first)")];
+pub const DISPATCHES: Keys = &[
+    ("Enter", "the dispatch's hosts"),
+    ("c", "cancel the running dispatch (asks first)"),
+    ("r", "retry its failed hosts (asks first)"),
+];
+pub const TARGETS: Keys = &[
+    ("Enter", "the host's log"),
+    ("c", "cancel the running dispatch (asks first)"),
+    ("r", "retry the failed hosts (asks first)"),
+];
+pub const LOG: Keys = &[
+    ("j/k, Up/Down", "scroll a line (up leaves follow mode)"),
+    ("PgUp/PgDn", "scroll a page"),
+    ("g", "oldest line held"),
+    ("G, End", "newest line, follow on"),
+    ("w", "wrap long lines on/off"),
+    ("t", "timestamps on/off"),
+    ("/", "search; n / N next / previous match"),
+    ("s", "save the log to a file"),
+];
+
+/// The keys of the focused pane, then the global ones.
+pub fn for_focus(focus: Focus) -> Vec<(&'static str, Keys)> {
+    let pane: Vec<(&'static str, Keys)> = match focus {
+        Focus::Hosts => vec![("Hosts", HOSTS), ("Lists", LIST)],
+        Focus::Packages => vec![("Packages", PACKAGES), ("Lists", LIST)],
+        Focus::Dispatches => vec![("Dispatches", DISPATCHES), ("Lists", LIST)],
+        Focus::Targets => vec![("Targets", TARGETS), ("Lists", LIST)],
+        Focus::Log => vec![("Log", LOG)],
+    };
+    pane.into_iter().chain([("Everywhere", GLOBAL)]).collect()
+}

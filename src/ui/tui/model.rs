@@ -1,0 +1,470 @@
+//! What the console shows, as plain data: hosts from the rules, packages, and dispatches
+//! built up from engine events (live) or from the journal (past). No rendering, no I/O.
+
+use super::ring::LogRing;
+use crate::config::Config;
+use crate::engine::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
+use crate::journal::{DispatchDetail, DispatchState, DispatchSummary, HostLast};
+use crate::plan::Plan;
+use crate::transport::TransferEvent;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One host named by the rules. A host in several rules is one row.
+#[derive(Debug, Clone)]
+pub struct HostRow {
+    pub name: String,
+    pub rules: Vec<String>,
+    pub protocols: Vec<String>,
+    /// The last finished dispatch there, from the journal.
+    pub last: Option<HostLast>,
+}
+
+impl HostRow {
+    /// Every host of every rule, in rule order, merged by name.
+    pub fn from_config(config: &Config, last: &[HostLast]) -> Vec<HostRow> {
+        let mut rows: Vec<HostRow> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for rule in &config.rules {
+            for h in &rule.hosts {
+                let i = *index.entry(h.name.clone()).or_insert_with(|| {
+                    rows.push(HostRow {
+                        name: h.name.clone(),
+                        rules: Vec::new(),
+                        protocols: Vec::new(),
+                        last: last.iter().find(|l| l.host == h.name).cloned(),
+                    });
+                    rows.len() - 1
+                });
+                let row = &mut rows[i];
+                if !row.rules.contains(&rule.name) {
+                    row.rules.push(rule.name.clone());
+                }
+                let p = rule.protocol.to_string();
+                if !row.protocols.contains(&p) {
+                    row.protocols.push(p);
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// A bundle the user may ship.
+#[derive(Debug, Clone)]
+pub struct PackageRow {
+    pub name: String,
+    /// The file, when it came from the packages directory.
+    pub path: Option<PathBuf>,
+    /// The rule its name matches.
+    pub rule: Option<String>,
+    /// The last dispatch of it: state, ok/failed counts, when.
+    pub last: Option<DispatchSummary>,
+}
+
+impl PackageRow {
+    /// Files of `dir` (when given) and bundles from the journal's history, newest dispatch
+    /// first for those, each with the rule it matches now.
+    pub fn collect(
+        dir: Option<&std::path::Path>,
+        history: &[DispatchSummary],
+        config: &Config,
+    ) -> Vec<PackageRow> {
+        let mut rows: Vec<PackageRow> = Vec::new();
+        if let Some(Ok(rd)) = dir.map(std::fs::read_dir) {
+            let mut files: Vec<(String, PathBuf)> = rd
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
+                .filter(|(n, _)| !n.starts_with('.'))
+                .collect();
+            files.sort();
+            for (name, path) in files {
+                rows.push(PackageRow {
+                    rule: config.match_rule(&name).map(|(r, _)| r.name.clone()),
+                    last: history.iter().find(|h| h.bundle == name).cloned(),
+                    name,
+                    path: Some(path),
+                });
+            }
+        }
+        for h in history {
+            if !rows.iter().any(|r| r.name == h.bundle) {
+                rows.push(PackageRow {
+                    name: h.bundle.clone(),
+                    path: None,
+                    rule: config.match_rule(&h.bundle).map(|(r, _)| r.name.clone()),
+                    last: Some(h.clone()),
+                });
+            }
+        }
+        rows
+    }
+}
+
+/// Upload progress of one target.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    pub sent: u64,
+    pub total: u64,
+    pub rate: f64,
+    pub verified: bool,
+}
+
+impl Progress {
+    pub fn ratio(&self) -> f64 {
+        if self.verified {
+            1.0
+        } else if self.total == 0 {
+            0.0
+        } else {
+            (self.sent as f64 / self.total as f64).clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// One host of one dispatch.
+pub struct TargetView {
+    pub host: String,
+    pub step: Option<Step>,
+    pub steps_done: Vec<Step>,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub result: Option<TargetResult>,
+    pub failed_step: Option<Step>,
+    pub error: Option<String>,
+    pub progress: Progress,
+    pub log: LogRing,
+    /// A past dispatch's output is read from the journal the first time it is shown.
+    pub log_loaded: bool,
+    /// Steps the journal recorded for a past dispatch, in order, without repeats: where
+    /// its output is read from.
+    pub journal_steps: Vec<Step>,
+}
+
+impl TargetView {
+    pub fn new(host: String, ring: usize) -> TargetView {
+        TargetView {
+            host,
+            step: None,
+            steps_done: Vec::new(),
+            started_at: None,
+            finished_at: None,
+            result: None,
+            failed_step: None,
+            error: None,
+            progress: Progress::default(),
+            log: LogRing::new(ring),
+            log_loaded: true,
+            journal_steps: Vec::new(),
+        }
+    }
+
+    /// One word for the step column: the running step, or how it ended.
+    pub fn status(&self) -> String {
+        match (self.result, self.step) {
+            (Some(r), _) => match self.failed_step {
+                Some(s) if r == TargetResult::Failed => format!("failed at {s}"),
+                _ => r.as_str().to_owned(),
+            },
+            (None, Some(s)) => s.as_str().to_owned(),
+            (None, None) => "pending".into(),
+        }
+    }
+}
+
+/// A dispatch as the console knows it.
+pub struct DispatchView {
+    pub id: i64,
+    pub bundle: String,
+    pub rule: String,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub state: DispatchState,
+    pub targets: Vec<TargetView>,
+    pub notices: Vec<(Level, String)>,
+    /// Set for dispatches started here: what a retry needs.
+    pub plan: Option<(Arc<Plan>, PathBuf)>,
+    /// The user asked to cancel it.
+    pub cancelling: bool,
+    /// Targets are filled from the journal the first time it is selected.
+    pub detail_loaded: bool,
+    /// (succeeded, failed, hosts) from the journal's summary, until targets are loaded.
+    pub counts: (usize, usize, usize),
+}
+
+impl DispatchView {
+    pub fn from_summary(s: &DispatchSummary) -> DispatchView {
+        DispatchView {
+            id: s.id,
+            bundle: s.bundle.clone(),
+            rule: s.rule.clone(),
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            state: s.state,
+            targets: Vec::new(),
+            notices: Vec::new(),
+            plan: None,
+            cancelling: false,
+            detail_loaded: false,
+            counts: (s.succeeded, s.failed, s.hosts),
+        }
+    }
+
+    /// Fills targets from the journal's record of the dispatch.
+    pub fn load_detail(&mut self, d: &DispatchDetail, ring: usize) {
+        self.state = d.state;
+        self.finished_at = d.finished_at;
+        self.targets = d
+            .targets
+            .iter()
+            .map(|t| {
+                let mut v = TargetView::new(t.host.clone(), ring);
+                v.result = t.result;
+                v.failed_step = t.failed_step;
+                v.error = t.error.clone();
+                v.started_at = t.started_at;
+                v.finished_at = t.finished_at;
+                v.step = t.steps.last().map(|s| s.step);
+                v.steps_done = t
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome == Some(StepOutcome::Ok))
+                    .map(|s| s.step)
+                    .collect();
+                v.progress.verified = t.verified.is_some();
+                if let Some(u) = &t.verified {
+                    v.progress.total = u.size;
+                    v.progress.sent = u.size;
+                }
+                for s in &t.steps {
+                    if !v.journal_steps.contains(&s.step) {
+                        v.journal_steps.push(s.step);
+                    }
+                }
+                v.log_loaded = false;
+                v
+            })
+            .collect();
+        self.notices = d
+            .notices
+            .iter()
+            .map(|n| (n.level, n.message.clone()))
+            .collect();
+        self.detail_loaded = true;
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state == DispatchState::Running
+    }
+
+    pub fn target_mut(&mut self, host: &str) -> Option<&mut TargetView> {
+        self.targets.iter_mut().find(|t| t.host == host)
+    }
+
+    /// `ok/hosts` plus failures, from targets when known, else from the journal summary.
+    pub fn result_text(&self) -> String {
+        let (ok, failed, n) = if self.targets.is_empty() {
+            self.counts
+        } else {
+            (
+                self.count(TargetResult::Succeeded),
+                self.count(TargetResult::Failed),
+                self.targets.len(),
+            )
+        };
+        if failed > 0 {
+            format!("{ok}/{n} ok, {failed} failed")
+        } else {
+            format!("{ok}/{n} ok")
+        }
+    }
+
+    pub fn count(&self, r: TargetResult) -> usize {
+        self.targets.iter().filter(|t| t.result == Some(r)).count()
+    }
+
+    /// Hosts whose target failed or was cancelled: what `:retry` ships to again.
+    pub fn retryable(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.result,
+                    Some(TargetResult::Failed | TargetResult::Cancelled)
+                )
+            })
+            .map(|t| t.host.clone())
+            .collect()
+    }
+
+    /// `3 ok · 1 failed · 0 skipped · 2 running — 00:42`
+    pub fn summary_line(&self, now: Millis) -> String {
+        let done = self.targets.iter().filter(|t| t.result.is_some()).count();
+        let running = self.targets.len() - done;
+        let end = self.finished_at.unwrap_or(now);
+        let mut parts = vec![
+            format!("{} ok", self.count(TargetResult::Succeeded)),
+            format!("{} failed", self.count(TargetResult::Failed)),
+        ];
+        for (n, what) in [
+            (self.count(TargetResult::Skipped), "skipped"),
+            (self.count(TargetResult::Cancelled), "cancelled"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        if self.is_running() {
+            parts.push(format!("{running} to go"));
+        }
+        format!(
+            "{} — {} {}",
+            parts.join(" · "),
+            self.state,
+            elapsed(end - self.started_at)
+        )
+    }
+
+    /// Applies one engine event of this dispatch. Returns whether anything visible changed
+    /// (output lines only matter to the log pane, which the caller knows about).
+    pub fn apply(&mut self, e: &Event, ring: usize) {
+        match e {
+            Event::DispatchStarted {
+                at,
+                bundle,
+                rule,
+                hosts,
+                ..
+            } => {
+                self.bundle = bundle.clone();
+                self.rule = rule.clone();
+                self.started_at = *at;
+                self.state = DispatchState::Running;
+                for h in hosts {
+                    if self.target_mut(h).is_none() {
+                        self.targets.push(TargetView::new(h.clone(), ring));
+                    }
+                }
+                self.detail_loaded = true;
+            }
+            Event::StepStarted { at, host, step, .. } => {
+                if let Some(t) = self.target_mut(host) {
+                    t.step = Some(*step);
+                    t.started_at.get_or_insert(*at);
+                }
+            }
+            Event::Output {
+                at,
+                host,
+                stream,
+                line,
+                ..
+            } => {
+                if let Some(t) = self.target_mut(host) {
+                    t.log.push(*at, *stream, line);
+                }
+            }
+            Event::Transfer { host, transfer, .. } => {
+                if let Some(t) = self.target_mut(host) {
+                    match transfer {
+                        TransferEvent::Started {
+                            size, resume_from, ..
+                        } => {
+                            t.progress.total = *size;
+                            t.progress.sent = *resume_from;
+                        }
+                        TransferEvent::Progress {
+                            sent, total, rate, ..
+                        } => {
+                            t.progress.sent = *sent;
+                            t.progress.total = *total;
+                            t.progress.rate = *rate;
+                        }
+                        TransferEvent::Retrying { .. } => {}
+                        TransferEvent::Verified { size, .. } => {
+                            t.progress.total = *size;
+                            t.progress.sent = *size;
+                            t.progress.verified = true;
+                        }
+                    }
+                }
+            }
+            Event::StepFinished {
+                host,
+                step,
+                outcome,
+                error,
+                ..
+            } => {
+                if let Some(t) = self.target_mut(host) {
+                    if *outcome == StepOutcome::Ok {
+                        t.steps_done.push(*step);
+                    } else if let Some(err) = error {
+                        t.error = Some(err.clone());
+                    }
+                }
+            }
+            Event::TargetFinished {
+                at,
+                host,
+                result,
+                failed_step,
+                error,
+                ..
+            } => {
+                if let Some(t) = self.target_mut(host) {
+                    t.result = Some(*result);
+                    t.failed_step = *failed_step;
+                    if error.is_some() {
+                        t.error = error.clone();
+                    }
+                    t.finished_at = Some(*at);
+                }
+            }
+            Event::Notice {
+                level,
+                message,
+                host,
+                ..
+            } => {
+                let text = match host {
+                    Some(h) => format!("[{h}] {message}"),
+                    None => message.clone(),
+                };
+                self.notices.push((*level, text));
+            }
+            Event::DispatchFinished { at, .. } => {
+                self.finished_at = Some(*at);
+                if self.state == DispatchState::Running {
+                    self.state = if self.cancelling {
+                        DispatchState::Cancelled
+                    } else {
+                        DispatchState::Finished
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `mm:ss`, or `h:mm:ss` past an hour.
+pub fn elapsed(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// Local wall-clock time of a journal timestamp, `YYYY-mm-dd HH:MM`.
+pub fn when(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,229 @@
+//! The `:` command palette: parsing a command line and completing it (command names, file
+//! paths for `:dispatch`, theme names for `:theme`).
+
+use std::path::Path;
+
+/// Commands the palette knows, with their one-line help.
+pub const COMMANDS: &[(&str, &str)] = &[
+    (
+        "dispatch",
+        "dispatch FILE — plan a bundle and ask to ship it",
+    ),
+    ("cancel", "cancel — cancel the selected running dispatch"),
+    (
+        "retry",
+        "retry — ship again to the failed hosts of the selected dispatch",
+    ),
+    ("history", "history — past dispatches from the journal"),
+    ("theme", "theme NAME — switch theme (remembered)"),
+    ("mouse", "mouse — toggle mouse capture"),
+    ("help", "help — keys of the focused pane"),
+    ("quit", "quit — leave dropship"),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Dispatch(String),
+    Cancel,
+    Retry,
+    History,
+    Theme(String),
+    Mouse,
+    Help,
+    Quit,
+}
+
+/// Parses a palette line (without the `:`). Unique prefixes of command names work
+/// (`:hist`), like vim.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let line = line.trim();
+    let (word, arg) = match line.split_once(char::is_whitespace) {
+        Some((w, a)) => (w, a.trim()),
+        None => (line, ""),
+    };
+    if word.is_empty() {
+        return Err("type a command; Tab completes".into());
+    }
+    let matches: Vec<&str> = COMMANDS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| n.starts_with(word))
+        .collect();
+    let name = match matches.as_slice() {
+        [one] => *one,
+        [] => return Err(format!("unknown command `{word}` (Tab lists them)")),
+        many if many.contains(&word) => word,
+        many => return Err(format!("`{word}` is ambiguous: {}", many.join(", "))),
+    };
+    let need = |what: &str| Err(format!(":{name} needs {what}"));
+    Ok(match name {
+        "dispatch" if arg.is_empty() => return need("a bundle FILE"),
+        "dispatch" => Command::Dispatch(arg.to_owned()),
+        "theme" if arg.is_empty() => return need("a theme NAME"),
+        "theme" => Command::Theme(arg.to_owned()),
+        "cancel" => Command::Cancel,
+        "retry" => Command::Retry,
+        "history" => Command::History,
+        "mouse" => Command::Mouse,
+        "help" => Command::Help,
+        _ => Command::Quit,
+    })
+}
+
+/// Completes `line` (without the `:`): returns the new line and the candidates shown when
+/// there is more than one.
+pub fn complete(line: &str, themes: &[String]) -> (String, Vec<String>) {
+    match line.split_once(' ') {
+        None => {
+            let c: Vec<String> = COMMANDS
+                .iter()
+                .map(|(n, _)| (*n).to_owned())
+                .filter(|n| n.starts_with(line))
+                .collect();
+            match c.as_slice() {
+                [one] => (format!("{one} "), Vec::new()),
+                _ => (common_prefix(line, &c), c),
+            }
+        }
+        Some((cmd, arg)) if "dispatch".starts_with(cmd) && !cmd.is_empty() => {
+            let (arg, c) = complete_path(arg);
+            (format!("{cmd} {arg}"), c)
+        }
+        Some((cmd, arg)) if "theme".starts_with(cmd) && !cmd.is_empty() => {
+            let c: Vec<String> = themes
+                .iter()
+                .filter(|t| t.starts_with(arg))
+                .cloned()
+                .collect();
+            match c.as_slice() {
+                [one] => (format!("{cmd} {one}"), Vec::new()),
+                _ => (format!("{cmd} {}", common_prefix(arg, &c)), c),
+            }
+        }
+        _ => (line.to_owned(), Vec::new()),
+    }
+}
+
+/// Completes a file path like a shell: the longest common prefix of the entries that
+/// start with what was typed; a single directory gets its `/`. `~/` is the home directory.
+pub fn complete_path(typed: &str) -> (String, Vec<String>) {
+    let expanded = expand_home(typed);
+    let (dir, prefix) = match expanded.rfind('/') {
+        Some(i) => (expanded[..=i].to_owned(), expanded[i + 1..].to_owned()),
+        None => (String::new(), expanded.clone()),
+    };
+    let read_from = if dir.is_empty() { "." } else { dir.as_str() };
+    let Ok(rd) = std::fs::read_dir(read_from) else {
+        return (typed.to_owned(), Vec::new());
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            if !name.starts_with(&prefix) || (name.starts_with('.') && !prefix.starts_with('.')) {
+                return None;
+            }
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir())
+                || (e.file_type().is_ok_and(|t| t.is_symlink()) && e.path().is_dir());
+            Some(if is_dir { format!("{name}/") } else { name })
+        })
+        .collect();
+    names.sort();
+    let done = match names.as_slice() {
+        [] => return (typed.to_owned(), Vec::new()),
+        [one] => one.clone(),
+        many => common_prefix(&prefix, many),
+    };
+    let shown = if names.len() > 1 { names } else { Vec::new() };
+    let completed = format!("{dir}{done}");
+    // Keep the user's `~/` rather than the expanded home.
+    let out = match (typed.strip_prefix("~/"), home()) {
+        (Some(_), Some(h)) => completed
+            .strip_prefix(&format!("{}/", h.trim_end_matches('/')))
+            .map(|rest| format!("~/{rest}"))
+            .unwrap_or(completed),
+        _ => completed,
+    };
+    (out, shown)
+}
+
+/// `~/x` -> `$HOME/x`.
+pub fn expand_home(path: &str) -> String {
+    match (path.strip_prefix("~/"), home()) {
+        (Some(rest), Some(h)) => format!("{}/{rest}", h.trim_end_matches('/')),
+        _ => path.to_owned(),
+    }
+}
+
+fn home() -> Option<String> {
+    std::env::var("HOME").ok().filter(|h| !h.is_empty())
+}
+
+fn common_prefix(typed: &str, candidates: &[String]) -> String {
+    let Some(first) = candidates.first() else {
+        return typed.to_owned();
+    };
+    let mut len = first.len();
+    for c in &candidates[1..] {
+        len = len.min(
+            first
+                .char_indices()
+                .zip(c.chars())
+                .take_while(|((_, a), b)| a == b)
+                .map(|((i, a), _)| i + a.len_utf8())
+                .last()
+                .unwrap_or(0),
+        );
+    }
+    let p = &first[..len];
+    if p.len() >= typed.len() {
+        p.to_owned()
+    } else {
+        typed.to_owned()
+    }
+}
+
+/// True when `path` names a regular file.
+pub fn is_file(path: &str) -> bool {
+    Path::new(&expand_home(path)).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_and_prefixes() {
+        assert_eq!(parse("hist"), Ok(Command::History));
+        assert_eq!(
+            parse("dispatch a b.tgz"),
+            Ok(Command::Dispatch("a b.tgz".into()))
+        );
+        assert_eq!(parse("theme light"), Ok(Command::Theme("light".into())));
+        assert!(parse("dispatch").unwrap_err().contains("FILE"));
+        assert!(parse("zap").unwrap_err().contains("unknown"));
+        assert_eq!(parse("q"), Ok(Command::Quit));
+    }
+
+    #[test]
+    fn completes_names_themes_and_paths() {
+        let themes = vec!["default".to_owned(), "light".to_owned(), "mono".to_owned()];
+        assert_eq!(complete("hi", &themes).0, "history ");
+        assert_eq!(complete("theme l", &themes).0, "theme light");
+        let (line, cands) = complete("", &themes);
+        assert_eq!(line, "");
+        assert_eq!(cands.len(), COMMANDS.len());
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app-1.0.tgz"), "x").unwrap();
+        std::fs::write(dir.path().join("app-1.1.tgz"), "x").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let base = dir.path().display().to_string();
+        let (p, c) = complete_path(&format!("{base}/ap"));
+        assert_eq!(p, format!("{base}/app-1."));
+        assert_eq!(c, vec!["app-1.0.tgz", "app-1.1.tgz"]);
+        let (p, c) = complete_path(&format!("{base}/s"));
+        assert_eq!(p, format!("{base}/sub/"));
+        assert!(c.is_empty());
+    }
+}

@@ -1,0 +1,730 @@
+//! Drawing the panes from [`App`] state. Only what is visible is built: a list of 1,000
+//! hosts or a log of 100,000 lines costs one screenful per frame.
+
+use super::app::{App, Focus, Overlay};
+use super::dialogs;
+use super::logview::contains_ci;
+use super::model::{elapsed, when};
+use super::ring::LogRing;
+use crate::engine::events::{Millis, TargetResult};
+use crate::journal::DispatchState;
+use crate::transport::Stream;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+use std::cell::Cell;
+
+/// Below this width the panes stack in one column.
+pub const NARROW: u16 = 100;
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let [top, body, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    f.render_widget(Block::new().style(app.theme.text), area);
+    title_bar(f, app, top);
+    status_bar(f, app, bottom);
+    if app.log.fullscreen {
+        log_pane(f, app, body);
+    } else if area.width < NARROW {
+        narrow(f, app, body);
+    } else {
+        wide(f, app, body);
+    }
+    dialogs::draw(f, app, area);
+}
+
+fn wide(f: &mut Frame, app: &App, body: Rect) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)]).areas(body);
+    let [hosts, packages, dispatches] = Layout::vertical([
+        Constraint::Percentage(40),
+        Constraint::Percentage(25),
+        Constraint::Percentage(35),
+    ])
+    .areas(left);
+    hosts_pane(f, app, hosts);
+    packages_pane(f, app, packages);
+    dispatches_pane(f, app, dispatches);
+    let [targets, log] = right_split(app, right);
+    targets_pane(f, app, targets);
+    log_pane(f, app, log);
+}
+
+fn right_split(app: &App, area: Rect) -> [Rect; 2] {
+    let n = app.selected_dispatch().map_or(0, |d| d.targets.len()) as u16;
+    let want = (n + 4).clamp(6, area.height * 2 / 5);
+    Layout::vertical([Constraint::Length(want), Constraint::Min(3)]).areas(area)
+}
+
+/// One list at a time (the focused one, else Dispatches), then Targets, then the log.
+fn narrow(f: &mut Frame, app: &App, body: Rect) {
+    let [list, rest] =
+        Layout::vertical([Constraint::Percentage(35), Constraint::Percentage(65)]).areas(body);
+    match app.focus {
+        Focus::Hosts => hosts_pane(f, app, list),
+        Focus::Packages => packages_pane(f, app, list),
+        _ => dispatches_pane(f, app, list),
+    }
+    let [targets, log] = right_split(app, rest);
+    targets_pane(f, app, targets);
+    log_pane(f, app, log);
+}
+
+fn title_bar(f: &mut Frame, app: &App, area: Rect) {
+    let running = app.running();
+    let mut spans = vec![
+        Span::styled(" dropship ", app.theme.title),
+        Span::styled(format!("{} ", app.env.config.path.display()), app.theme.dim),
+    ];
+    if running > 0 {
+        spans.push(Span::styled(
+            format!(" {running} running "),
+            app.theme.running,
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn status_bar(f: &mut Frame, app: &App, area: Rect) {
+    let mut right = Vec::new();
+    if app.shed > 0 {
+        right.push(Span::styled(
+            format!(" {} lines shed (in journal) ", app.shed),
+            app.theme.warning,
+        ));
+    }
+    if app.mouse {
+        right.push(Span::raw(" mouse "));
+    }
+    right.push(Span::raw(format!(" {} ", app.theme.name)));
+    let rw: u16 = right.iter().map(|s| s.content.chars().count() as u16).sum();
+    let [l, r] = Layout::horizontal([Constraint::Min(1), Constraint::Length(rw)]).areas(area);
+    let left = match &app.status {
+        Some(s) => Line::from(Span::styled(
+            format!(" {}", s.text),
+            if s.error {
+                app.theme.failed
+            } else {
+                app.theme.status_bar
+            },
+        )),
+        None => Line::from(format!(
+            " {} · ? help · : command · d dispatch · Tab pane · q quit",
+            app.focus.title()
+        )),
+    };
+    f.render_widget(Paragraph::new(left).style(app.theme.status_bar), l);
+    f.render_widget(
+        Paragraph::new(Line::from(right)).style(app.theme.status_bar),
+        r,
+    );
+}
+
+/// A bordered block, highlighted when focused, with a filter shown in its title.
+fn pane<'a>(app: &App, focus: Focus, title: String, filter: &str) -> Block<'a> {
+    let focused = app.focus == focus && !app.log.fullscreen;
+    let n = Focus::ALL.iter().position(|f| *f == focus).unwrap_or(0) + 1;
+    let mut t = format!(" {n} {title} ");
+    if !filter.is_empty() {
+        t.push_str(&format!("/{filter} "));
+    }
+    Block::new()
+        .borders(Borders::ALL)
+        .border_style(if focused {
+            app.theme.border_focused
+        } else {
+            app.theme.border
+        })
+        .title(Span::styled(
+            t,
+            if focused {
+                app.theme.title
+            } else {
+                app.theme.text
+            },
+        ))
+}
+
+/// Cuts or pads `s` to exactly `w` columns (counting chars), with `…` when cut.
+pub fn fit(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n <= w {
+        let mut out = s.to_owned();
+        out.extend(std::iter::repeat_n(' ', w - n));
+        out
+    } else if w == 0 {
+        String::new()
+    } else {
+        let mut out: String = s.chars().take(w - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Column widths: fixed ones as given, `0` takes what is left (shared equally).
+fn widths(total: u16, cols: &[usize]) -> Vec<usize> {
+    let fixed: usize = cols.iter().sum::<usize>() + cols.len().saturating_sub(1);
+    let flex = cols.iter().filter(|c| **c == 0).count().max(1);
+    let left = (total as usize).saturating_sub(fixed) / flex;
+    cols.iter()
+        .map(|c| if *c == 0 { left.max(4) } else { *c })
+        .collect()
+}
+
+fn row<'a>(cells: Vec<(String, Style)>, widths: &[usize]) -> Line<'a> {
+    let mut spans = Vec::with_capacity(cells.len() * 2);
+    for (i, ((text, style), w)) in cells.into_iter().zip(widths).enumerate() {
+        if i > 0 {
+            spans.push(Span::raw(" "));
+        }
+        spans.push(Span::styled(fit(&text, *w), style));
+    }
+    Line::from(spans)
+}
+
+/// The first row to show so that `selected` stays in view.
+fn window(offset: &Cell<usize>, selected: usize, height: usize, len: usize) -> usize {
+    let mut off = offset.get();
+    if selected < off {
+        off = selected;
+    } else if height > 0 && selected >= off + height {
+        off = selected + 1 - height;
+    }
+    off = off.min(len.saturating_sub(height));
+    offset.set(off);
+    off
+}
+
+/// Renders a list: header, then the visible rows built by `make`.
+#[allow(clippy::too_many_arguments)]
+fn draw_list(
+    f: &mut Frame,
+    app: &App,
+    area: Rect,
+    block: Block,
+    l: usize,
+    header: &[&str],
+    cols: &[usize],
+    rows: &[usize],
+    make: &dyn Fn(usize) -> Vec<(String, Style)>,
+    empty: &str,
+) {
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if inner.height == 0 {
+        return;
+    }
+    let w = widths(inner.width, cols);
+    let height = inner.height.saturating_sub(1) as usize;
+    if app.focus.list() == Some(l) {
+        app.list_height.set(height);
+    }
+    let mut lines = vec![row(
+        header
+            .iter()
+            .map(|h| ((*h).to_owned(), app.theme.header))
+            .collect(),
+        &w,
+    )];
+    if rows.is_empty() {
+        lines.push(Line::styled(format!(" {empty}"), app.theme.dim));
+    }
+    let sel = app.selected[l].min(rows.len().saturating_sub(1));
+    let off = window(&app.offsets[l], sel, height, rows.len());
+    let focused = app.focus.list() == Some(l);
+    for (i, &r) in rows.iter().enumerate().skip(off).take(height) {
+        let mut line = row(make(r), &w);
+        if i == sel {
+            line = line.style(if focused {
+                app.theme.selected
+            } else {
+                app.theme
+                    .selected
+                    .remove_modifier(ratatui::style::Modifier::BOLD)
+            });
+            if !focused {
+                line = line.style(app.theme.dim.patch(app.theme.selected));
+            }
+        }
+        lines.push(line);
+    }
+    if rows.len() > height && height > 0 {
+        let pos = format!(" {}/{} ", sel + 1, rows.len());
+        let r = Rect {
+            x: area.x + area.width.saturating_sub(pos.len() as u16 + 1),
+            y: area.y + area.height - 1,
+            width: pos.len() as u16,
+            height: 1,
+        };
+        f.render_widget(Paragraph::new(Line::styled(pos, app.theme.dim)), r);
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn result_style(app: &App, r: Option<TargetResult>) -> Style {
+    match r {
+        Some(TargetResult::Succeeded) => app.theme.ok,
+        Some(TargetResult::Failed) => app.theme.failed,
+        Some(TargetResult::Skipped) => app.theme.skipped,
+        Some(TargetResult::Cancelled) => app.theme.warning,
+        None => app.theme.running,
+    }
+}
+
+fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
+    let rows = app.visible(0);
+    let block = pane(
+        app,
+        Focus::Hosts,
+        format!("Hosts {}", app.hosts.len()),
+        &app.filters[0],
+    );
+    let make = |i: usize| {
+        let h = &app.hosts[i];
+        let (last, style, at, version) = match &h.last {
+            Some(l) => (
+                l.result.as_str().to_owned(),
+                result_style(app, Some(l.result)),
+                l.finished_at.map(when).unwrap_or_default(),
+                l.last_succeeded
+                    .as_ref()
+                    .map(|s| s.bundle.clone())
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            None => ("never".into(), app.theme.dim, String::new(), "-".into()),
+        };
+        vec![
+            (h.name.clone(), app.theme.text),
+            (h.rules.join(", "), app.theme.dim),
+            (h.protocols.join(","), app.theme.text),
+            (last, style),
+            (at, app.theme.dim),
+            (version, app.theme.text),
+        ]
+    };
+    draw_list(
+        f,
+        app,
+        area,
+        block,
+        0,
+        &["HOST", "RULE", "PROTO", "LAST", "WHEN", "SHIPPED"],
+        &[0, 0, 5, 9, 16, 0],
+        &rows,
+        &make,
+        "no hosts in dispatch.cfg",
+    );
+}
+
+fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
+    let rows = app.visible(1);
+    let block = pane(
+        app,
+        Focus::Packages,
+        format!("Packages {}", app.packages.len()),
+        &app.filters[1],
+    );
+    let make = |i: usize| {
+        let p = &app.packages[i];
+        let (last, style, at) = match &p.last {
+            Some(s) => {
+                let style = if s.failed > 0 {
+                    app.theme.failed
+                } else if s.state == DispatchState::Finished {
+                    app.theme.ok
+                } else {
+                    app.theme.warning
+                };
+                let text = if s.state == DispatchState::Finished {
+                    format!("{}/{} ok", s.succeeded, s.hosts)
+                } else {
+                    s.state.to_string()
+                };
+                (text, style, when(s.started_at))
+            }
+            None => ("never".into(), app.theme.dim, String::new()),
+        };
+        vec![
+            (p.name.clone(), app.theme.text),
+            (
+                p.rule
+                    .as_ref()
+                    .map(|r| format!("[{r}]"))
+                    .unwrap_or_else(|| "no rule".into()),
+                if p.rule.is_some() {
+                    app.theme.dim
+                } else {
+                    app.theme.warning
+                },
+            ),
+            (last, style),
+            (at, app.theme.dim),
+        ]
+    };
+    draw_list(
+        f,
+        app,
+        area,
+        block,
+        1,
+        &["BUNDLE", "RULE", "LAST", "WHEN"],
+        &[0, 0, 11, 16],
+        &rows,
+        &make,
+        "no bundles (--packages DIR, or dispatch one with d)",
+    );
+}
+
+fn state_style(app: &App, s: DispatchState) -> Style {
+    match s {
+        DispatchState::Running => app.theme.running,
+        DispatchState::Finished => app.theme.ok,
+        DispatchState::Interrupted | DispatchState::Cancelled => app.theme.warning,
+    }
+}
+
+fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
+    let rows = app.visible(2);
+    let block = pane(
+        app,
+        Focus::Dispatches,
+        format!("Dispatches {}", app.dispatches.len()),
+        &app.filters[2],
+    );
+    let make = |i: usize| {
+        let d = &app.dispatches[i];
+        let style = if d.state == DispatchState::Finished
+            && (d.count(TargetResult::Failed) > 0 || (d.targets.is_empty() && d.counts.1 > 0))
+        {
+            app.theme.failed
+        } else {
+            state_style(app, d.state)
+        };
+        let time = if d.is_running() {
+            elapsed(app.now - d.started_at)
+        } else {
+            d.finished_at
+                .map(|f| elapsed(f - d.started_at))
+                .unwrap_or_default()
+        };
+        vec![
+            (format!("#{}", d.id), app.theme.dim),
+            (d.bundle.clone(), app.theme.text),
+            (
+                if d.cancelling && d.is_running() {
+                    "cancelling".into()
+                } else {
+                    d.state.to_string()
+                },
+                style,
+            ),
+            (d.result_text(), style),
+            (time, app.theme.dim),
+        ]
+    };
+    draw_list(
+        f,
+        app,
+        area,
+        block,
+        2,
+        &["ID", "BUNDLE", "STATE", "RESULT", "TIME"],
+        &[5, 0, 11, 16, 7],
+        &rows,
+        &make,
+        "no dispatches yet: d or :dispatch FILE",
+    );
+}
+
+/// `█████░░░░░ 45%`
+pub fn gauge(ratio: f64, w: usize) -> String {
+    let bar = w.saturating_sub(5);
+    let full = ((ratio * bar as f64).round() as usize).min(bar);
+    format!(
+        "{}{} {:>3}%",
+        "█".repeat(full),
+        "░".repeat(bar - full),
+        (ratio * 100.0).round() as u32
+    )
+}
+
+fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
+    let d = app.selected_dispatch();
+    let title = match d {
+        Some(d) => format!("Targets #{} {} [{}]", d.id, d.bundle, d.rule),
+        None => "Targets".into(),
+    };
+    let mut block = pane(app, Focus::Targets, title, &app.filters[3]);
+    if let Some(d) = d {
+        block = block.title_bottom(Span::styled(
+            format!(" {} ", d.summary_line(app.now)),
+            app.theme.dim,
+        ));
+        if let Some((level, msg)) = d.notices.last() {
+            let style = if *level == crate::engine::events::Level::Warning {
+                app.theme.warning
+            } else {
+                app.theme.dim
+            };
+            block = block.title_bottom(Line::styled(format!(" {msg} "), style).right_aligned());
+        }
+    }
+    let rows = app.visible(3);
+    let Some(d) = d else {
+        let inner = block.inner(area);
+        f.render_widget(block, area);
+        f.render_widget(
+            Paragraph::new(Line::styled(" select a dispatch", app.theme.dim)),
+            inner,
+        );
+        return;
+    };
+    let now = app.now;
+    let make = |i: usize| {
+        let t = &d.targets[i];
+        let style = result_style(app, t.result);
+        let time = match (t.started_at, t.finished_at) {
+            (Some(s), Some(e)) => elapsed(e - s),
+            (Some(s), None) if d.is_running() => elapsed(now - s),
+            _ => String::new(),
+        };
+        let progress = if t.progress.total > 0 || t.progress.verified {
+            gauge(t.progress.ratio(), 16)
+        } else {
+            String::new()
+        };
+        vec![
+            (t.host.clone(), app.theme.text),
+            (t.status(), style),
+            (progress, app.theme.gauge),
+            (time, app.theme.dim),
+            (
+                t.error
+                    .as_deref()
+                    .map(|e| e.lines().next().unwrap_or("").to_owned())
+                    .unwrap_or_default(),
+                app.theme.failed,
+            ),
+        ]
+    };
+    draw_list(
+        f,
+        app,
+        area,
+        block,
+        3,
+        &["HOST", "STEP", "UPLOAD", "TIME", "ERROR"],
+        &[0, 17, 16, 7, 0],
+        &rows,
+        &make,
+        "no hosts",
+    );
+}
+
+/// Local time of an output line, `HH:MM:SS.mmm`.
+pub fn timestamp(at: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S%.3f")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn log_pane(f: &mut Frame, app: &App, area: Rect) {
+    let target = app.selected_target();
+    let mut title = match (app.selected_dispatch(), target) {
+        (Some(d), Some(t)) => format!("Log {} #{}", t.host, d.id),
+        _ => "Log".into(),
+    };
+    let mut flags = vec![if app.log.following() {
+        "follow"
+    } else {
+        "scrolled"
+    }];
+    if app.log.wrap {
+        flags.push("wrap");
+    }
+    if app.log.timestamps {
+        flags.push("time");
+    }
+    title.push_str(&format!(" [{}]", flags.join(" ")));
+    let mut block = pane(app, Focus::Log, title, "");
+    if let Some(t) = target {
+        let mut info = format!(" {} lines", t.log.end());
+        if t.log.dropped() > 0 {
+            info.push_str(&format!(", {} older in journal", t.log.dropped()));
+        }
+        if let Some(s) = &app.log.search {
+            info.push_str(&format!(" · /{s}"));
+        }
+        info.push(' ');
+        block = block.title_bottom(Line::styled(info, app.theme.dim).right_aligned());
+    }
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    app.log_height.set(inner.height as usize);
+    let Some(t) = target else {
+        f.render_widget(
+            Paragraph::new(Line::styled(" select a host of a dispatch", app.theme.dim)),
+            inner,
+        );
+        return;
+    };
+    let lines = log_lines(app, &t.log, inner.width as usize, inner.height as usize);
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The screen rows of the log pane: from the top line down, or (following) the newest lines
+/// walking back until the pane is full, wrapping long lines when asked.
+fn log_lines<'a>(app: &App, ring: &'a LogRing, width: usize, height: usize) -> Vec<Line<'a>> {
+    if height == 0 || width == 0 || ring.is_empty() {
+        return Vec::new();
+    }
+    let prefix_w = if app.log.timestamps { 13 } else { 0 };
+    let text_w = width.saturating_sub(prefix_w).max(1);
+    let rows_of = |n: u64| -> usize {
+        if !app.log.wrap {
+            return 1;
+        }
+        ring.get(n)
+            .map_or(1, |l| l.text.chars().count().div_ceil(text_w).max(1))
+    };
+    let start = if app.log.following() {
+        let mut n = ring.end();
+        let mut used = 0;
+        while n > ring.first() {
+            let r = rows_of(n - 1);
+            if used + r > height {
+                break;
+            }
+            used += r;
+            n -= 1;
+        }
+        n.min(ring.end().saturating_sub(1))
+    } else {
+        app.log.top_line(ring, height)
+    };
+    let needle = app.log.search.as_ref().map(|s| s.to_lowercase());
+    let mut out = Vec::with_capacity(height);
+    let mut n = start;
+    while out.len() < height && n < ring.end() {
+        let Some(l) = ring.get(n) else { break };
+        let style = if l.stream == Stream::Stderr {
+            app.theme.stderr
+        } else {
+            app.theme.stdout
+        };
+        let is_current = app.log.current_match == Some(n);
+        let pieces: Vec<&str> = if app.log.wrap {
+            chunks(l.text, text_w)
+        } else {
+            vec![l.text]
+        };
+        for (k, piece) in pieces.into_iter().enumerate() {
+            if out.len() >= height {
+                break;
+            }
+            let mut spans = Vec::new();
+            if prefix_w > 0 {
+                spans.push(Span::styled(
+                    if k == 0 {
+                        format!("{} ", timestamp(l.at))
+                    } else {
+                        " ".repeat(prefix_w)
+                    },
+                    app.theme.dim,
+                ));
+            }
+            match &needle {
+                Some(nd) if !nd.is_empty() && contains_ci(piece, nd) => {
+                    spans.extend(highlight(
+                        piece,
+                        nd,
+                        style,
+                        app.theme.search_match,
+                        is_current,
+                    ));
+                }
+                _ => spans.push(Span::styled(piece, style)),
+            }
+            out.push(Line::from(spans));
+        }
+        n += 1;
+    }
+    out
+}
+
+/// Splits `s` into pieces of `w` chars.
+fn chunks(s: &str, w: usize) -> Vec<&str> {
+    if s.is_empty() {
+        return vec![s];
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut count = 0;
+    for (i, _) in s.char_indices() {
+        if count == w {
+            out.push(&s[start..i]);
+            start = i;
+            count = 0;
+        }
+        count += 1;
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// Spans of `text` with every case-insensitive match of `needle` highlighted.
+fn highlight<'a>(
+    text: &'a str,
+    needle: &str,
+    base: Style,
+    hit: Style,
+    current: bool,
+) -> Vec<Span<'a>> {
+    let hit = if current {
+        hit.add_modifier(ratatui::style::Modifier::BOLD | ratatui::style::Modifier::UNDERLINED)
+    } else {
+        hit
+    };
+    if !text.is_ascii() || !needle.is_ascii() {
+        return vec![Span::styled(text, hit)];
+    }
+    let lower = text.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = lower[pos..].find(needle) {
+        let s = pos + i;
+        if s > pos {
+            out.push(Span::styled(&text[pos..s], base));
+        }
+        out.push(Span::styled(&text[s..s + needle.len()], hit));
+        pos = s + needle.len();
+    }
+    if pos < text.len() {
+        out.push(Span::styled(&text[pos..], base));
+    }
+    out
+}
+
+/// True while any overlay that takes typed text is open (the cursor is shown then).
+pub fn wants_cursor(app: &App) -> bool {
+    matches!(
+        app.overlay,
+        Some(
+            Overlay::Palette { .. }
+                | Overlay::PathEntry { .. }
+                | Overlay::Filter { .. }
+                | Overlay::Search { .. }
+        )
+    )
+}

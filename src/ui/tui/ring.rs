@@ -1,0 +1,214 @@
+//! A bounded, compact per-host log: the console keeps only the newest lines of each host in
+//! memory (older ones stay in the journal), so memory stays flat however much a command
+//! prints.
+//!
+//! Lines are packed into chunks of [`CHUNK`] lines that share one `String`, instead of one
+//! heap allocation per line: with 100 hosts × 10,000 lines, a `String` per line would cost
+//! more in allocator overhead than the text itself. Whole chunks are dropped from the front,
+//! so a line's absolute number never changes while it is held.
+
+use crate::engine::events::Millis;
+use crate::transport::Stream;
+use std::collections::VecDeque;
+
+/// Lines per chunk.
+pub const CHUNK: usize = 256;
+
+/// Longest line kept in memory, in bytes; the journal keeps the whole line.
+pub const MAX_LINE: usize = 4096;
+
+/// Default capacity per host, in lines.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+#[derive(Default)]
+struct Chunk {
+    text: String,
+    /// End offset in `text` of each line.
+    ends: Vec<u32>,
+    at: Vec<Millis>,
+    /// Bit i set: line i came from stderr.
+    stderr: [u64; CHUNK / 64],
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn line(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    fn seal(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.at.shrink_to_fit();
+    }
+}
+
+/// One line as the log pane reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLine<'a> {
+    pub at: Millis,
+    pub stream: Stream,
+    pub text: &'a str,
+}
+
+/// The newest `capacity` (to within one chunk) lines of one host.
+pub struct LogRing {
+    chunks: VecDeque<Chunk>,
+    capacity: usize,
+    /// Absolute number of the first line held.
+    base: u64,
+    len: usize,
+}
+
+impl LogRing {
+    pub fn new(capacity: usize) -> LogRing {
+        LogRing {
+            chunks: VecDeque::new(),
+            capacity: capacity.max(1),
+            base: 0,
+            len: 0,
+        }
+    }
+
+    pub fn push(&mut self, at: Millis, stream: Stream, text: &str) {
+        let text = clip(text);
+        if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
+            if let Some(last) = self.chunks.back_mut() {
+                last.seal();
+            }
+            self.chunks.push_back(Chunk {
+                text: String::with_capacity(text.len() * CHUNK / 4),
+                ends: Vec::with_capacity(CHUNK),
+                at: Vec::with_capacity(CHUNK),
+                stderr: [0; CHUNK / 64],
+            });
+        }
+        let Some(chunk) = self.chunks.back_mut() else {
+            return;
+        };
+        let i = chunk.len();
+        chunk.text.push_str(text);
+        chunk.ends.push(chunk.text.len() as u32);
+        chunk.at.push(at);
+        if stream == Stream::Stderr {
+            chunk.stderr[i / 64] |= 1 << (i % 64);
+        }
+        self.len += 1;
+        while self.chunks.len() > 1 && self.len - self.chunks[0].len() >= self.capacity {
+            if let Some(front) = self.chunks.pop_front() {
+                self.len -= front.len();
+                self.base += front.len() as u64;
+            }
+        }
+    }
+
+    /// Absolute number of the oldest line held: lines before it were dropped.
+    pub fn first(&self) -> u64 {
+        self.base
+    }
+
+    /// Absolute number one past the newest line (= lines ever pushed).
+    pub fn end(&self) -> u64 {
+        self.base + self.len as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Lines dropped from memory (still in the journal).
+    pub fn dropped(&self) -> u64 {
+        self.base
+    }
+
+    pub fn get(&self, abs: u64) -> Option<LogLine<'_>> {
+        let rel = abs.checked_sub(self.base)? as usize;
+        if rel >= self.len {
+            return None;
+        }
+        // Every chunk but the last is full, so the chunk index is a division.
+        let chunk = self.chunks.get(rel / CHUNK)?;
+        let i = rel % CHUNK;
+        Some(LogLine {
+            at: chunk.at[i],
+            stream: if chunk.stderr[i / 64] & (1 << (i % 64)) != 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            },
+            text: chunk.line(i),
+        })
+    }
+
+    /// Every line held, oldest first, with its absolute number.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, LogLine<'_>)> + '_ {
+        (self.first()..self.end()).filter_map(move |n| self.get(n).map(|l| (n, l)))
+    }
+
+    /// Bytes of heap this ring holds (approximate; for the memory benchmark).
+    pub fn heap_bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.text.capacity() + c.ends.capacity() * 4 + c.at.capacity() * 8 + 32)
+            .sum()
+    }
+}
+
+/// Cuts a line to [`MAX_LINE`] bytes on a character boundary.
+fn clip(text: &str) -> &str {
+    if text.len() <= MAX_LINE {
+        return text;
+    }
+    let mut end = MAX_LINE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_lines_within_one_chunk_of_capacity() {
+        let mut r = LogRing::new(1000);
+        for i in 0..10_000u32 {
+            let s = if i % 3 == 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            r.push(i64::from(i), s, &format!("line {i}"));
+        }
+        assert!(r.len() >= 1000 && r.len() < 1000 + CHUNK, "{}", r.len());
+        assert_eq!(r.end(), 10_000);
+        let last = r.get(9_999).unwrap();
+        assert_eq!(last.text, "line 9999");
+        assert_eq!(last.stream, Stream::Stderr);
+        assert_eq!(r.get(9_998).unwrap().stream, Stream::Stdout);
+        assert!(r.get(r.first() - 1).is_none());
+        assert_eq!(
+            r.get(r.first()).unwrap().text,
+            format!("line {}", r.first())
+        );
+        assert!(r.get(10_000).is_none());
+    }
+
+    #[test]
+    fn long_lines_are_clipped_on_a_char_boundary() {
+        let mut r = LogRing::new(10);
+        let long = "é".repeat(MAX_LINE);
+        r.push(0, Stream::Stdout, &long);
+        let got = r.get(0).unwrap().text;
+        assert!(got.len() <= MAX_LINE && got.chars().all(|c| c == 'é'));
+    }
+}
