@@ -2,11 +2,16 @@
 //! out. It draws nothing and starts nothing itself, so tests drive it without a terminal
 //! and without an engine: feed it keys and events, look at the state or render it to a
 //! `TestBackend`.
+//!
+//! Submodules: `actions` (dispatch, cancel, retry, palette commands) and `overlay` (keys
+//! while a dialog or prompt is open).
+
+mod actions;
+mod overlay;
 
 use super::keys;
 use super::logview::LogView;
 use super::model::{DispatchView, HostRow, PackageRow};
-use super::palette::{self, Command};
 use super::ring::DEFAULT_CAPACITY;
 use super::theme::Theme;
 use crate::config::{Config, Netrc, SshHosts};
@@ -21,7 +26,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tui_input::Input;
-use tui_input::backend::crossterm::EventHandler;
 
 /// What the console needs from outside, fixed for its lifetime.
 pub struct AppEnv {
@@ -484,6 +488,7 @@ impl App {
                 });
                 d.apply(e, ring);
                 self.dispatches.insert(0, d);
+                self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
                 return true;
             }
             return false;
@@ -855,357 +860,12 @@ impl App {
         vec![Effect::SaveLog { path, text }]
     }
 
-    // ----- actions ---------------------------------------------------------------------------
-
-    fn open_path_entry(&mut self) {
-        let start = self
-            .env
-            .packages_dir
-            .as_ref()
-            .map(|d| format!("{}/", d.display().to_string().trim_end_matches('/')))
-            .unwrap_or_default();
-        self.overlay = Some(Overlay::PathEntry {
-            input: Input::new(start),
-            candidates: Vec::new(),
-            error: None,
-        });
-    }
-
-    /// Builds the plan for a bundle path and opens the confirmation dialog, or says why not.
-    fn ask_dispatch(&mut self, path: &str, only: Option<Vec<String>>) {
-        match self.plan_for(path) {
-            Ok((plan, file)) => {
-                self.overlay = Some(Overlay::Confirm {
-                    what: Confirm::Dispatch { plan, file, only },
-                    ok: false,
-                })
-            }
-            Err(e) => self.error(e),
-        }
-    }
-
-    pub fn plan_for(&self, path: &str) -> Result<(Arc<Plan>, PathBuf), String> {
-        let expanded = palette::expand_home(path.trim());
-        let file = PathBuf::from(&expanded);
-        match std::fs::metadata(&file) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => return Err(format!("{expanded}: not a regular file")),
-            Err(e) => return Err(format!("{expanded}: {e}")),
-        }
-        let name = crate::plan::bundle_name(&expanded).map_err(|e| e.to_string())?;
-        let stamp = self.env.stamp.clone().unwrap_or_else(Stamp::now);
-        let plan = Plan::build(
-            &self.env.config,
-            &self.env.netrc,
-            &self.env.ssh,
-            &name,
-            stamp,
-        )
-        .map_err(|e| first_line(&e.to_string()))?;
-        Ok((Arc::new(plan), file))
-    }
-
-    fn ask_cancel(&mut self) {
-        match self.selected_dispatch() {
-            Some(d) if d.is_running() && !d.cancelling => {
-                self.overlay = Some(Overlay::Confirm {
-                    what: Confirm::Cancel {
-                        id: d.id,
-                        bundle: d.bundle.clone(),
-                    },
-                    ok: false,
-                })
-            }
-            Some(d) if d.is_running() => {
-                self.info(format!("dispatch #{} is being cancelled", d.id))
-            }
-            Some(d) => {
-                let msg = format!("dispatch #{} is not running", d.id);
-                self.error(msg)
-            }
-            None => self.error("no dispatch selected"),
-        }
-    }
-
-    fn ask_retry(&mut self) {
-        let Some(d) = self.selected_dispatch() else {
-            return self.error("no dispatch selected");
-        };
-        if d.is_running() {
-            return self.error(format!("dispatch #{} is still running", d.id));
-        }
-        let hosts = d.retryable();
-        if hosts.is_empty() {
-            return self.error(format!("dispatch #{} has no failed host", d.id));
-        }
-        let path = match (&d.plan, &self.env.journal) {
-            (Some((_, file)), _) => Some(file.clone()),
-            (None, Some(j)) => j
-                .dispatch(d.id)
-                .ok()
-                .flatten()
-                .map(|x| x.record.bundle_path),
-            _ => None,
-        };
-        match path {
-            Some(p) => self.ask_dispatch(&p.display().to_string(), Some(hosts)),
-            None => self.error("the bundle file of this dispatch is unknown"),
-        }
-    }
-
-    fn confirmed(&mut self, what: Confirm) -> Vec<Effect> {
-        match what {
-            Confirm::Dispatch { plan, file, only } => {
-                let token = self.next_token;
-                self.next_token += 1;
-                self.pending.insert(token, (plan.clone(), file.clone()));
-                self.info(format!("starting {} ...", plan.bundle));
-                self.focus = Focus::Targets;
-                vec![Effect::Start {
-                    token,
-                    plan,
-                    file,
-                    only,
-                }]
-            }
-            Confirm::Cancel { id, .. } => {
-                if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == id) {
-                    d.cancelling = true;
-                }
-                self.info(format!(
-                    "cancelling #{id}: no new step starts; running steps stop after {}s",
-                    crate::ui::run::GRACE.as_secs()
-                ));
-                vec![Effect::Cancel(id)]
-            }
-            Confirm::Quit { .. } => {
-                self.quit = true;
-                let mut out: Vec<Effect> = self
-                    .dispatches
-                    .iter()
-                    .filter(|d| d.is_running())
-                    .map(|d| Effect::Cancel(d.id))
-                    .collect();
-                out.push(Effect::Quit);
-                out
-            }
-        }
-    }
-
-    fn run_command(&mut self, c: Command) -> Vec<Effect> {
-        match c {
-            Command::Dispatch(path) => self.ask_dispatch(&path, None),
-            Command::Cancel => self.ask_cancel(),
-            Command::Retry => self.ask_retry(),
-            Command::History => {
-                let rows = match &self.env.journal {
-                    Some(j) => j.history(200).unwrap_or_else(|e| {
-                        self.error(format!("journal: {e}"));
-                        Vec::new()
-                    }),
-                    None => Vec::new(),
-                };
-                self.overlay = Some(Overlay::History { rows, selected: 0 });
-            }
-            Command::Theme(name) => match Theme::load(&name) {
-                Ok(t) => {
-                    self.theme = t;
-                    self.info(format!("theme {name}"));
-                    return vec![Effect::RememberTheme(name)];
-                }
-                Err(e) => self.error(e.to_string()),
-            },
-            Command::Mouse => return self.toggle_mouse(),
-            Command::Help => self.overlay = Some(Overlay::Help),
-            Command::Quit => return self.request_quit(),
-        }
-        Vec::new()
-    }
-
-    fn on_overlay_key(&mut self, k: KeyEvent, ev: &TermEvent) -> Vec<Effect> {
-        let Some(overlay) = self.overlay.take() else {
-            return Vec::new();
-        };
-        match overlay {
-            Overlay::Help => {
-                if !matches!(
-                    k.code,
-                    KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter
-                ) {
-                    self.overlay = Some(Overlay::Help);
-                }
-            }
-            Overlay::Confirm { what, ok } => match k.code {
-                KeyCode::Left
-                | KeyCode::Right
-                | KeyCode::Tab
-                | KeyCode::BackTab
-                | KeyCode::Char('h' | 'l') => {
-                    self.overlay = Some(Overlay::Confirm { what, ok: !ok })
-                }
-                KeyCode::Enter if ok => return self.confirmed(what),
-                KeyCode::Enter | KeyCode::Esc | KeyCode::Char('n' | 'q') => {}
-                KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
-                    // Ctrl-C on the quit question means "yes, really".
-                    return self.confirmed(what);
-                }
-                _ => self.overlay = Some(Overlay::Confirm { what, ok }),
-            },
-            Overlay::Palette {
-                mut input,
-                mut candidates,
-                mut error,
-            } => match k.code {
-                KeyCode::Esc => {}
-                KeyCode::Enter => match palette::parse(input.value()) {
-                    Ok(c) => return self.run_command(c),
-                    Err(e) => {
-                        self.overlay = Some(Overlay::Palette {
-                            input,
-                            candidates: Vec::new(),
-                            error: Some(e),
-                        })
-                    }
-                },
-                KeyCode::Tab => {
-                    let (line, c) = palette::complete(input.value(), &self.theme_names);
-                    input = Input::new(line);
-                    self.overlay = Some(Overlay::Palette {
-                        input,
-                        candidates: c,
-                        error: None,
-                    });
-                }
-                _ => {
-                    if k.code == KeyCode::Backspace && input.value().is_empty() {
-                        return Vec::new();
-                    }
-                    if input.handle_event(ev).is_some() {
-                        candidates.clear();
-                        error = None;
-                    }
-                    self.overlay = Some(Overlay::Palette {
-                        input,
-                        candidates,
-                        error,
-                    });
-                }
-            },
-            Overlay::PathEntry {
-                mut input,
-                mut candidates,
-                mut error,
-            } => match k.code {
-                KeyCode::Esc => {}
-                KeyCode::Enter => match self.plan_for(input.value()) {
-                    Ok((plan, file)) => {
-                        self.overlay = Some(Overlay::Confirm {
-                            what: Confirm::Dispatch {
-                                plan,
-                                file,
-                                only: None,
-                            },
-                            ok: false,
-                        })
-                    }
-                    Err(e) => {
-                        self.overlay = Some(Overlay::PathEntry {
-                            input,
-                            candidates: Vec::new(),
-                            error: Some(e),
-                        })
-                    }
-                },
-                KeyCode::Tab => {
-                    let (line, c) = palette::complete_path(input.value());
-                    self.overlay = Some(Overlay::PathEntry {
-                        input: Input::new(line),
-                        candidates: c,
-                        error: None,
-                    });
-                }
-                _ => {
-                    if input.handle_event(ev).is_some() {
-                        candidates.clear();
-                        error = None;
-                    }
-                    self.overlay = Some(Overlay::PathEntry {
-                        input,
-                        candidates,
-                        error,
-                    });
-                }
-            },
-            Overlay::History { rows, mut selected } => match k.code {
-                KeyCode::Esc | KeyCode::Char('q') => {}
-                KeyCode::Char('j') | KeyCode::Down => {
-                    selected = (selected + 1).min(rows.len().saturating_sub(1));
-                    self.overlay = Some(Overlay::History { rows, selected });
-                }
-                KeyCode::Char('k') | KeyCode::Up => {
-                    selected = selected.saturating_sub(1);
-                    self.overlay = Some(Overlay::History { rows, selected });
-                }
-                KeyCode::Enter => {
-                    if let Some(r) = rows.get(selected) {
-                        let id = r.id;
-                        if !self.dispatches.iter().any(|d| d.id == id) {
-                            self.dispatches.push(DispatchView::from_summary(r));
-                            self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
-                        }
-                        self.filters[2].clear();
-                        if let Some(i) = self.dispatches.iter().position(|d| d.id == id) {
-                            self.selected[2] = usize::MAX;
-                            self.select(2, i);
-                        }
-                        self.focus = Focus::Targets;
-                    }
-                }
-                _ => self.overlay = Some(Overlay::History { rows, selected }),
-            },
-            Overlay::Filter { mut input } => {
-                let Some(l) = self.focus.list() else {
-                    return Vec::new();
-                };
-                match k.code {
-                    KeyCode::Esc => {
-                        self.filters[l].clear();
-                        self.selected[l] = 0;
-                    }
-                    KeyCode::Enter => {}
-                    _ => {
-                        input.handle_event(ev);
-                        self.filters[l] = input.value().to_owned();
-                        self.selected[l] = 0;
-                        self.offsets[l].set(0);
-                        self.ensure_loaded();
-                        self.overlay = Some(Overlay::Filter { input });
-                    }
-                }
-            }
-            Overlay::Search { mut input } => match k.code {
-                KeyCode::Esc => {}
-                KeyCode::Enter => {
-                    let s = input.value().to_owned();
-                    self.log.search = (!s.is_empty()).then_some(s);
-                    self.log.current_match = None;
-                    self.find(true);
-                }
-                _ => {
-                    input.handle_event(ev);
-                    self.overlay = Some(Overlay::Search { input });
-                }
-            },
-        }
-        Vec::new()
-    }
-
     /// The help text of the focused pane.
     pub fn help(&self) -> Vec<(&'static str, keys::Keys)> {
         keys::for_focus(self.focus)
     }
 }
 
-fn first_line(s: &str) -> String {
+pub(super) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
 }

@@ -269,12 +269,11 @@ pub fn plan_lines<'a>(app: &App, plan: &Plan, only: Option<&[String]>) -> Vec<Li
     lines.push(Line::raw(""));
     lines.push(Line::styled(
         format!(
-            "{} {} {} {} {}",
-            fit("HOST", 22),
+            "{} {} {} {}",
+            fit("HOST", 24),
             fit("PROTOCOL", 8),
-            fit("LOGIN (SOURCE)", 28),
-            fit("PASSWORD", 12),
-            "REMOTE PATH"
+            fit("LOGIN (FROM)", 28),
+            "PASSWORD FROM"
         ),
         t.header,
     ));
@@ -285,15 +284,14 @@ pub fn plan_lines<'a>(app: &App, plan: &Plan, only: Option<&[String]>) -> Vec<Li
         };
         lines.push(Line::styled(
             format!(
-                "{} {} {} {} {}",
-                fit(&host, 22),
+                "{} {} {} {}",
+                fit(&host, 24),
                 fit(x.protocol.as_str(), 8),
                 fit(
                     &format!("{} ({})", x.creds.login, source(x.creds.login_source)),
                     28
                 ),
-                fit(x.creds.password_source.map(source).unwrap_or("none"), 12),
-                x.remote_path
+                x.creds.password_source.map(source).unwrap_or("none"),
             ),
             t.text,
         ));
@@ -306,6 +304,7 @@ pub fn plan_lines<'a>(app: &App, plan: &Plan, only: Option<&[String]>) -> Vec<Li
     }
     if let Some(first) = targets.first() {
         lines.push(Line::raw(""));
+        lines.push(kv("path", first.remote_path.clone(), t.text));
         let mut any = false;
         for (name, cmd) in first.commands.iter() {
             if let Some(c) = cmd {
@@ -318,7 +317,7 @@ pub fn plan_lines<'a>(app: &App, plan: &Plan, only: Option<&[String]>) -> Vec<Li
         } else if targets.len() > 1 {
             lines.push(Line::styled(
                 format!(
-                    "(commands as run on {}; other hosts get their own {{host}})",
+                    "(path and commands as on {}; each host gets its own {{host}})",
                     first.host.name
                 ),
                 t.dim,
@@ -395,10 +394,44 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
         )
         .centered(),
     );
-    let width = lines.iter().map(Line::width).max().unwrap_or(40) as u16 + 4;
-    let r = centered(area, width.clamp(40, area.width), lines.len() as u16 + 2);
+    let width = (lines.iter().map(Line::width).max().unwrap_or(40) as u16 + 2)
+        .max(40)
+        .min(area.width);
+    let mut lines = wrap_lines(lines, width.saturating_sub(2) as usize);
+    // The buttons must stay on screen however long the plan: cut the plan, not them.
+    let room = area.height.saturating_sub(2) as usize;
+    if lines.len() > room && room > 4 {
+        let tail = lines.split_off(lines.len() - 3);
+        lines.truncate(room - 4);
+        lines.push(Line::styled(
+            "… (taller terminal shows the rest)",
+            app.theme.dim,
+        ));
+        lines.extend(tail);
+    }
+    let r = centered(area, width, lines.len() as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(Paragraph::new(lines).block(frame(app, title)), r);
+}
+
+/// Breaks lines wider than `w` into several, so a long command is read in full rather than
+/// cut off. A broken line keeps the style of its last span.
+fn wrap_lines(lines: Vec<Line<'_>>, w: usize) -> Vec<Line<'_>> {
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines {
+        if line.width() <= w || w < 8 {
+            out.push(line);
+            continue;
+        }
+        let style = line.spans.last().map(|s| s.style).unwrap_or_default();
+        let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(w) {
+            let piece: String = piece.iter().collect();
+            out.push(Line::styled(piece, style));
+        }
+    }
+    out
 }
 
 fn history(
@@ -419,7 +452,7 @@ fn history(
             format!(
                 "{} {} {} {} {} {}",
                 fit("ID", 6),
-                fit("STARTED", 16),
+                fit("STARTED", 11),
                 fit("STATE", 11),
                 fit("RESULT", 16),
                 fit("TIME", 8),
@@ -447,7 +480,7 @@ fn history(
             let line = Line::raw(format!(
                 "{} {} {} {} {} {} [{}]",
                 fit(&format!("#{}", r.id), 6),
-                fit(&when(r.started_at), 16),
+                fit(&when(r.started_at), 11),
                 fit(r.state.as_str(), 11),
                 fit(
                     &format!("{}/{} ok, {} failed", r.succeeded, r.hosts, r.failed),

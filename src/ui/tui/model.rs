@@ -458,12 +458,25 @@ pub fn elapsed(ms: i64) -> String {
     }
 }
 
-/// Local wall-clock time of a journal timestamp, `YYYY-mm-dd HH:MM`.
+/// How long ago `ms` was: `12s ago`, `5m ago`, `3h ago`, `2d ago`. Relative times read
+/// faster in a column than dates, and do not depend on the time zone.
+pub fn ago(now: Millis, ms: Millis) -> String {
+    let s = (now - ms).max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// Local wall-clock time of a journal timestamp, `mm-dd HH:MM` (the year is noise in a
+/// column of recent dispatches).
 pub fn when(ms: Millis) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| {
             t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M")
+                .format("%m-%d %H:%M")
                 .to_string()
         })
         .unwrap_or_default()

@@ -4,7 +4,7 @@
 use super::app::{App, Focus, Overlay};
 use super::dialogs;
 use super::logview::contains_ci;
-use super::model::{elapsed, when};
+use super::model::{ago, elapsed};
 use super::ring::LogRing;
 use crate::engine::events::{Millis, TargetResult};
 use crate::journal::DispatchState;
@@ -42,7 +42,7 @@ pub fn draw(f: &mut Frame, app: &App) {
 
 fn wide(f: &mut Frame, app: &App, body: Rect) {
     let [left, right] =
-        Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)]).areas(body);
+        Layout::horizontal([Constraint::Percentage(48), Constraint::Percentage(52)]).areas(body);
     let [hosts, packages, dispatches] = Layout::vertical([
         Constraint::Percentage(40),
         Constraint::Percentage(25),
@@ -59,7 +59,7 @@ fn wide(f: &mut Frame, app: &App, body: Rect) {
 
 fn right_split(app: &App, area: Rect) -> [Rect; 2] {
     let n = app.selected_dispatch().map_or(0, |d| d.targets.len()) as u16;
-    let want = (n + 4).clamp(6, area.height * 2 / 5);
+    let want = (n + 4).max(6).min((area.height * 2 / 5).max(3));
     Layout::vertical([Constraint::Length(want), Constraint::Min(3)]).areas(area)
 }
 
@@ -168,13 +168,29 @@ pub fn fit(s: &str, w: usize) -> String {
     }
 }
 
-/// Column widths: fixed ones as given, `0` takes what is left (shared equally).
-fn widths(total: u16, cols: &[usize]) -> Vec<usize> {
-    let fixed: usize = cols.iter().sum::<usize>() + cols.len().saturating_sub(1);
-    let flex = cols.iter().filter(|c| **c == 0).count().max(1);
-    let left = (total as usize).saturating_sub(fixed) / flex;
+/// Column widths: a positive entry is a fixed width, a negative one a share of what is
+/// left (`-2` gets twice what `-1` gets).
+fn widths(total: u16, cols: &[i16]) -> Vec<usize> {
+    let fixed: usize = cols
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| *c as usize)
+        .sum::<usize>()
+        + cols.len().saturating_sub(1);
+    let shares: usize = cols
+        .iter()
+        .filter(|c| **c < 0)
+        .map(|c| c.unsigned_abs() as usize)
+        .sum();
+    let left = (total as usize).saturating_sub(fixed);
     cols.iter()
-        .map(|c| if *c == 0 { left.max(4) } else { *c })
+        .map(|c| {
+            if *c > 0 {
+                *c as usize
+            } else {
+                (left * c.unsigned_abs() as usize / shares.max(1)).max(3)
+            }
+        })
         .collect()
 }
 
@@ -211,7 +227,7 @@ fn draw_list(
     block: Block,
     l: usize,
     header: &[&str],
-    cols: &[usize],
+    cols: &[i16],
     rows: &[usize],
     make: &dyn Fn(usize) -> Vec<(String, Style)>,
     empty: &str,
@@ -292,7 +308,7 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
             Some(l) => (
                 l.result.as_str().to_owned(),
                 result_style(app, Some(l.result)),
-                l.finished_at.map(when).unwrap_or_default(),
+                l.finished_at.map(|t| ago(app.now, t)).unwrap_or_default(),
                 l.last_succeeded
                     .as_ref()
                     .map(|s| s.bundle.clone())
@@ -316,7 +332,7 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
         block,
         0,
         &["HOST", "RULE", "PROTO", "LAST", "WHEN", "SHIPPED"],
-        &[0, 0, 5, 9, 16, 0],
+        &[-3, -2, 5, 9, 8, -2],
         &rows,
         &make,
         "no hosts in dispatch.cfg",
@@ -347,7 +363,7 @@ fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
                 } else {
                     s.state.to_string()
                 };
-                (text, style, when(s.started_at))
+                (text, style, ago(app.now, s.started_at))
             }
             None => ("never".into(), app.theme.dim, String::new()),
         };
@@ -375,7 +391,7 @@ fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
         block,
         1,
         &["BUNDLE", "RULE", "LAST", "WHEN"],
-        &[0, 0, 11, 16],
+        &[-3, -2, 11, 8],
         &rows,
         &make,
         "no bundles (--packages DIR, or dispatch one with d)",
@@ -436,7 +452,7 @@ fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
         block,
         2,
         &["ID", "BUNDLE", "STATE", "RESULT", "TIME"],
-        &[5, 0, 11, 16, 7],
+        &[5, -1, 10, 16, 7],
         &rows,
         &make,
         "no dispatches yet: d or :dispatch FILE",
@@ -521,7 +537,7 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
         block,
         3,
         &["HOST", "STEP", "UPLOAD", "TIME", "ERROR"],
-        &[0, 17, 16, 7, 0],
+        &[-2, 17, 16, 7, -3],
         &rows,
         &make,
         "no hosts",

@@ -1,0 +1,176 @@
+//! Actions on dispatches: plan and confirm a bundle, cancel, retry, palette commands.
+
+use super::{App, Confirm, Effect, Focus, Overlay, first_line};
+use crate::plan::{Plan, Stamp};
+use crate::ui::tui::palette::{self, Command};
+use crate::ui::tui::theme::Theme;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tui_input::Input;
+
+impl App {
+    pub(super) fn open_path_entry(&mut self) {
+        let start = self
+            .env
+            .packages_dir
+            .as_ref()
+            .map(|d| format!("{}/", d.display().to_string().trim_end_matches('/')))
+            .unwrap_or_default();
+        self.overlay = Some(Overlay::PathEntry {
+            input: Input::new(start),
+            candidates: Vec::new(),
+            error: None,
+        });
+    }
+
+    /// Builds the plan for a bundle path and opens the confirmation dialog, or says why not.
+    pub(super) fn ask_dispatch(&mut self, path: &str, only: Option<Vec<String>>) {
+        match self.plan_for(path) {
+            Ok((plan, file)) => {
+                self.overlay = Some(Overlay::Confirm {
+                    what: Confirm::Dispatch { plan, file, only },
+                    ok: false,
+                })
+            }
+            Err(e) => self.error(e),
+        }
+    }
+
+    pub fn plan_for(&self, path: &str) -> Result<(Arc<Plan>, PathBuf), String> {
+        let expanded = palette::expand_home(path.trim());
+        let file = PathBuf::from(&expanded);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(format!("{expanded}: not a regular file")),
+            Err(e) => return Err(format!("{expanded}: {e}")),
+        }
+        let name = crate::plan::bundle_name(&expanded).map_err(|e| e.to_string())?;
+        let stamp = self.env.stamp.clone().unwrap_or_else(Stamp::now);
+        let plan = Plan::build(
+            &self.env.config,
+            &self.env.netrc,
+            &self.env.ssh,
+            &name,
+            stamp,
+        )
+        .map_err(|e| first_line(&e.to_string()))?;
+        Ok((Arc::new(plan), file))
+    }
+
+    pub(super) fn ask_cancel(&mut self) {
+        match self.selected_dispatch() {
+            Some(d) if d.is_running() && !d.cancelling => {
+                self.overlay = Some(Overlay::Confirm {
+                    what: Confirm::Cancel {
+                        id: d.id,
+                        bundle: d.bundle.clone(),
+                    },
+                    ok: false,
+                })
+            }
+            Some(d) if d.is_running() => {
+                self.info(format!("dispatch #{} is being cancelled", d.id))
+            }
+            Some(d) => {
+                let msg = format!("dispatch #{} is not running", d.id);
+                self.error(msg)
+            }
+            None => self.error("no dispatch selected"),
+        }
+    }
+
+    pub(super) fn ask_retry(&mut self) {
+        let Some(d) = self.selected_dispatch() else {
+            return self.error("no dispatch selected");
+        };
+        if d.is_running() {
+            return self.error(format!("dispatch #{} is still running", d.id));
+        }
+        let hosts = d.retryable();
+        if hosts.is_empty() {
+            return self.error(format!("dispatch #{} has no failed host", d.id));
+        }
+        let path = match (&d.plan, &self.env.journal) {
+            (Some((_, file)), _) => Some(file.clone()),
+            (None, Some(j)) => j
+                .dispatch(d.id)
+                .ok()
+                .flatten()
+                .map(|x| x.record.bundle_path),
+            _ => None,
+        };
+        match path {
+            Some(p) => self.ask_dispatch(&p.display().to_string(), Some(hosts)),
+            None => self.error("the bundle file of this dispatch is unknown"),
+        }
+    }
+
+    pub(super) fn confirmed(&mut self, what: Confirm) -> Vec<Effect> {
+        match what {
+            Confirm::Dispatch { plan, file, only } => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.pending.insert(token, (plan.clone(), file.clone()));
+                self.info(format!("starting {} ...", plan.bundle));
+                self.focus = Focus::Targets;
+                vec![Effect::Start {
+                    token,
+                    plan,
+                    file,
+                    only,
+                }]
+            }
+            Confirm::Cancel { id, .. } => {
+                if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == id) {
+                    d.cancelling = true;
+                }
+                self.info(format!(
+                    "cancelling #{id}: no new step starts; running steps stop after {}s",
+                    crate::ui::run::GRACE.as_secs()
+                ));
+                vec![Effect::Cancel(id)]
+            }
+            Confirm::Quit { .. } => {
+                self.quit = true;
+                let mut out: Vec<Effect> = self
+                    .dispatches
+                    .iter()
+                    .filter(|d| d.is_running())
+                    .map(|d| Effect::Cancel(d.id))
+                    .collect();
+                out.push(Effect::Quit);
+                out
+            }
+        }
+    }
+
+    pub(super) fn run_command(&mut self, c: Command) -> Vec<Effect> {
+        match c {
+            Command::Dispatch(path) => self.ask_dispatch(&path, None),
+            Command::Cancel => self.ask_cancel(),
+            Command::Retry => self.ask_retry(),
+            Command::History => {
+                let rows = match &self.env.journal {
+                    Some(j) => j.history(200).unwrap_or_else(|e| {
+                        self.error(format!("journal: {e}"));
+                        Vec::new()
+                    }),
+                    None => Vec::new(),
+                };
+                self.overlay = Some(Overlay::History { rows, selected: 0 });
+            }
+            Command::Theme(name) => match Theme::load(&name) {
+                Ok(t) => {
+                    self.theme = t;
+                    self.info(format!("theme {name}"));
+                    return vec![Effect::RememberTheme(name)];
+                }
+                Err(e) => self.error(e.to_string()),
+            },
+            Command::Mouse => return self.toggle_mouse(),
+            Command::Help => self.overlay = Some(Overlay::Help),
+            Command::Quit => return self.request_quit(),
+        }
+        Vec::new()
+    }
+}

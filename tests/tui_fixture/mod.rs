@@ -1,0 +1,257 @@
+//! Shared fixtures of the console tests: a config, an app with a pinned clock and stamp,
+//! engine events of a running and a finished dispatch, and rendering to a `TestBackend`.
+
+#![allow(dead_code)]
+
+use dropship::config::Config;
+use dropship::engine::events::{Event, Level, Step, StepOutcome, TargetResult};
+use dropship::plan::Stamp;
+use dropship::transport::{Stream, TransferEvent};
+use dropship::ui::tui::app::{App, AppEnv};
+use dropship::ui::tui::render;
+use dropship::ui::tui::theme::Theme;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use std::path::{Path, PathBuf};
+
+/// 2026-01-01 12:00:00 UTC.
+pub const T0: i64 = 1_767_268_800_000;
+
+pub const CONFIG: &str = r#"
+[app-(?P<version>\d+\.\d+\.\d+)\.tgz]
+host = web1, web2, web3
+protocol = local
+dest_dir = /tmp/dropship-tui-test/{host}/releases/{version}
+upgrade = tar xzf {path} && echo unpacked {bundle} on {host}
+rollback = echo rolling back
+canary = 1
+
+[db-(?P<version>[0-9.]+)\.tar\.gz]
+host = db1.example.com:2222 db2.example.com web1
+protocol = sftp
+login = deploy
+password = not-shown-anywhere
+dest_dir = releases/{version}
+pre = ~/bin/check-space
+upgrade = ~/bin/upgrade {path}
+health = curl -fsS http://localhost:8080/health
+"#;
+
+pub fn config() -> Config {
+    Config::parse(CONFIG, Path::new("dispatch.cfg")).expect("fixture config parses")
+}
+
+pub fn env() -> AppEnv {
+    let mut env = AppEnv::new(config());
+    env.stamp = Stamp::parse("20260101_120000");
+    env
+}
+
+pub fn app() -> App {
+    app_with(env())
+}
+
+pub fn app_with(env: AppEnv) -> App {
+    let mut app = App::new(env, Theme::builtin_default());
+    app.now = T0 + 42_000;
+    app
+}
+
+pub fn render(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    t.draw(|f| render::draw(f, app)).expect("draw");
+    t.backend().to_string()
+}
+
+pub fn terminal(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    t.draw(|f| render::draw(f, app)).expect("draw");
+    t
+}
+
+pub fn out(id: i64, host: &str, at: i64, stream: Stream, line: &str) -> Event {
+    Event::Output {
+        dispatch: id,
+        at,
+        host: host.into(),
+        step: Step::Upgrade,
+        stream,
+        line: line.into(),
+    }
+}
+
+pub fn started(id: i64, bundle: &str, hosts: &[&str]) -> Event {
+    Event::DispatchStarted {
+        dispatch: id,
+        at: T0,
+        bundle: bundle.into(),
+        rule: r"app-(?P<version>\d+\.\d+\.\d+)\.tgz".into(),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+    }
+}
+
+pub fn step(id: i64, host: &str, at: i64, step: Step) -> Event {
+    Event::StepStarted {
+        dispatch: id,
+        at,
+        host: host.into(),
+        step,
+        command: None,
+    }
+}
+
+pub fn target_done(
+    id: i64,
+    host: &str,
+    at: i64,
+    result: TargetResult,
+    failed: Option<Step>,
+) -> Event {
+    Event::TargetFinished {
+        dispatch: id,
+        at,
+        host: host.into(),
+        result,
+        failed_step: failed,
+        error: failed.map(|s| format!("{s} exited with status 2")),
+        duration_ms: at - T0,
+    }
+}
+
+/// Dispatch 7 of app-1.4.2.tgz: web1 upgrading with output, web2 uploading at 40%, web3
+/// waiting.
+pub fn running(app: &mut App) {
+    let id = 7;
+    let evs = vec![
+        started(id, "app-1.4.2.tgz", &["web1", "web2", "web3"]),
+        step(id, "web1", T0 + 1_000, Step::Connect),
+        step(id, "web1", T0 + 2_000, Step::Upload),
+        Event::Transfer {
+            dispatch: id,
+            at: T0 + 3_000,
+            host: "web1".into(),
+            transfer: TransferEvent::Verified {
+                size: 1_000_000,
+                sha256: None,
+            },
+        },
+        step(id, "web1", T0 + 4_000, Step::Upgrade),
+        out(
+            id,
+            "web1",
+            T0 + 5_000,
+            Stream::Stdout,
+            "stopping app.service",
+        ),
+        out(
+            id,
+            "web1",
+            T0 + 5_100,
+            Stream::Stdout,
+            "unpacking app-1.4.2.tgz into releases/1.4.2",
+        ),
+        out(
+            id,
+            "web1",
+            T0 + 5_200,
+            Stream::Stderr,
+            "warning: config key `pool` is deprecated",
+        ),
+        out(
+            id,
+            "web1",
+            T0 + 5_300,
+            Stream::Stdout,
+            "migrating database: 3 migrations",
+        ),
+        out(
+            id,
+            "web1",
+            T0 + 5_400,
+            Stream::Stdout,
+            "starting app.service",
+        ),
+        step(id, "web2", T0 + 6_000, Step::Upload),
+        Event::Transfer {
+            dispatch: id,
+            at: T0 + 7_000,
+            host: "web2".into(),
+            transfer: TransferEvent::Progress {
+                sent: 400_000,
+                total: 1_000_000,
+                rate: 2e6,
+                eta_secs: Some(0.3),
+            },
+        },
+    ];
+    for e in &evs {
+        app.on_event(e);
+    }
+}
+
+/// Dispatch 6 of app-1.4.1.tgz, finished: web1 ok, web2 failed at upgrade (rolled back),
+/// web3 skipped.
+pub fn finished(app: &mut App) {
+    let id = 6;
+    let mut evs = vec![started(id, "app-1.4.1.tgz", &["web1", "web2", "web3"])];
+    for (h, r, f) in [
+        ("web1", TargetResult::Succeeded, None),
+        ("web2", TargetResult::Failed, Some(Step::Upgrade)),
+        ("web3", TargetResult::Skipped, None),
+    ] {
+        evs.push(step(id, h, T0 + 1_000, Step::Upgrade));
+        evs.push(out(
+            id,
+            h,
+            T0 + 2_000,
+            Stream::Stdout,
+            &format!("upgrading {h}"),
+        ));
+        if f.is_some() {
+            evs.push(out(
+                id,
+                h,
+                T0 + 2_500,
+                Stream::Stderr,
+                "tar: unexpected end of file",
+            ));
+            evs.push(Event::StepFinished {
+                dispatch: id,
+                at: T0 + 3_000,
+                host: h.into(),
+                step: Step::Upgrade,
+                outcome: StepOutcome::Failed,
+                exit_code: Some(2),
+                error: Some("upgrade exited with status 2".into()),
+                duration_ms: 2_000,
+            });
+        }
+        evs.push(target_done(id, h, T0 + 9_000, r, f));
+    }
+    evs.push(Event::Notice {
+        dispatch: id,
+        at: T0 + 9_000,
+        host: None,
+        level: Level::Warning,
+        message: "max_fail reached: web3 skipped".into(),
+    });
+    evs.push(Event::DispatchFinished {
+        dispatch: id,
+        at: T0 + 10_000,
+        succeeded: 1,
+        failed: 1,
+        skipped: 1,
+        cancelled: 0,
+        duration_ms: 10_000,
+    });
+    for e in &evs {
+        app.on_event(e);
+    }
+}
+
+/// A bundle file named `name` in `dir`.
+pub fn bundle(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, b"not really a tarball").expect("write bundle");
+    p
+}

@@ -1,0 +1,431 @@
+//! Key-driven flows through the console's state machine, without a terminal or an engine:
+//! keys in, effects and state out (and, where it matters, the rendered buffer).
+
+mod tui_fixture;
+
+use crossterm::event::{KeyCode, KeyModifiers};
+use dropship::engine::events::{Event, Step, TargetResult};
+use dropship::journal::{Journal, NewDispatch};
+use dropship::transport::Stream;
+use dropship::ui::tui::app::{App, Confirm, Effect, Focus, Overlay};
+use ratatui::style::Modifier;
+use tui_fixture::*;
+
+fn confirm_open(app: &App) -> bool {
+    matches!(app.overlay, Some(Overlay::Confirm { .. }))
+}
+
+/// `d`, the path, Enter: the plan dialog; Enter on the default button does nothing.
+#[test]
+fn dispatch_asks_with_the_plan_and_cancel_is_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), "app-1.4.2.tgz");
+    let mut app = app();
+    app.key(KeyCode::Char('d'));
+    app.type_str(&b.display().to_string());
+    app.key(KeyCode::Enter);
+    match &app.overlay {
+        Some(Overlay::Confirm {
+            what: Confirm::Dispatch { plan, only, .. },
+            ok,
+        }) => {
+            assert_eq!(plan.bundle, "app-1.4.2.tgz");
+            assert_eq!(plan.targets.len(), 3);
+            assert!(only.is_none());
+            assert!(!ok, "the default button must be Cancel");
+        }
+        _ => panic!("no confirmation dialog"),
+    }
+    assert!(
+        app.key(KeyCode::Enter).is_empty(),
+        "Enter on Cancel starts nothing"
+    );
+    assert!(app.overlay.is_none());
+
+    // Again, and this time move to Dispatch.
+    app.key(KeyCode::Char(':'));
+    app.type_str(&format!("dispatch {}", b.display()));
+    app.key(KeyCode::Enter);
+    assert!(confirm_open(&app));
+    app.key(KeyCode::Right);
+    let fx = app.key(KeyCode::Enter);
+    let token = match fx.as_slice() {
+        [
+            Effect::Start {
+                token,
+                plan,
+                only: None,
+                ..
+            },
+        ] => {
+            assert_eq!(plan.rule.hosts.len(), 3);
+            *token
+        }
+        other => panic!("expected a start, got {other:?}"),
+    };
+    // The engine answers with the journal id and events; the new dispatch is selected.
+    app.on_begun(token, 11);
+    app.on_event(&started(11, "app-1.4.2.tgz", &["web1", "web2", "web3"]));
+    app.on_event(&out(11, "web1", T0, Stream::Stdout, "hello from web1"));
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(11));
+    assert_eq!(app.running(), 1);
+    assert!(render(&app, 120, 40).contains("hello from web1"));
+}
+
+#[test]
+fn a_bundle_no_rule_matches_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), "unknown-1.0.zip");
+    let mut app = app();
+    app.key(KeyCode::Char('d'));
+    app.type_str(&b.display().to_string());
+    app.key(KeyCode::Enter);
+    match &app.overlay {
+        Some(Overlay::PathEntry { error: Some(e), .. }) => assert!(e.contains("no rule"), "{e}"),
+        _ => panic!("the path entry should stay open with the error"),
+    }
+    app.key(KeyCode::Esc);
+    assert!(app.overlay.is_none());
+}
+
+#[test]
+fn cancel_asks_first_and_defaults_to_keep_running() {
+    let mut app = app();
+    running(&mut app);
+    app.key(KeyCode::Char('3'));
+    app.key(KeyCode::Char('c'));
+    assert!(confirm_open(&app));
+    assert!(app.key(KeyCode::Enter).is_empty());
+    app.key(KeyCode::Char('c'));
+    app.key(KeyCode::Tab);
+    let fx = app.key(KeyCode::Enter);
+    assert!(matches!(fx.as_slice(), [Effect::Cancel(7)]), "{fx:?}");
+    assert!(app.selected_dispatch().unwrap().cancelling);
+    // `:cancel` while it is being cancelled does not ask again.
+    app.key(KeyCode::Char(':'));
+    app.type_str("cancel");
+    app.key(KeyCode::Enter);
+    assert!(app.overlay.is_none());
+}
+
+#[test]
+fn quit_asks_while_a_dispatch_runs() {
+    let mut app = app();
+    running(&mut app);
+    assert!(app.key(KeyCode::Char('q')).is_empty());
+    assert!(confirm_open(&app));
+    assert!(app.key(KeyCode::Enter).is_empty(), "Stay is the default");
+    assert!(!app.quit);
+    app.key_mod(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert!(confirm_open(&app), "Ctrl-C asks too");
+    let fx = app.key_mod(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert!(app.quit, "a second Ctrl-C means it");
+    assert!(
+        matches!(fx.as_slice(), [Effect::Cancel(7), Effect::Quit]),
+        "{fx:?}"
+    );
+
+    let mut idle = tui_fixture::app();
+    let fx = idle.key(KeyCode::Char('q'));
+    assert!(idle.quit && matches!(fx.as_slice(), [Effect::Quit]));
+}
+
+#[test]
+fn retry_ships_only_the_failed_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), "app-1.4.2.tgz");
+    let mut app = app();
+    app.key(KeyCode::Char(':'));
+    app.type_str(&format!("dispatch {}", b.display()));
+    app.key(KeyCode::Enter);
+    app.key(KeyCode::Tab);
+    let Some(Effect::Start { token, .. }) = app.key(KeyCode::Enter).pop() else {
+        panic!("no start");
+    };
+    app.on_begun(token, 3);
+    app.on_event(&started(3, "app-1.4.2.tgz", &["web1", "web2", "web3"]));
+    app.on_event(&target_done(
+        3,
+        "web1",
+        T0 + 1,
+        TargetResult::Succeeded,
+        None,
+    ));
+    app.on_event(&target_done(
+        3,
+        "web2",
+        T0 + 2,
+        TargetResult::Failed,
+        Some(Step::Upgrade),
+    ));
+    app.on_event(&target_done(
+        3,
+        "web3",
+        T0 + 3,
+        TargetResult::Cancelled,
+        None,
+    ));
+    app.on_ended(3, false);
+    app.key(KeyCode::Char('3'));
+    app.key(KeyCode::Char('r'));
+    match &app.overlay {
+        Some(Overlay::Confirm {
+            what: Confirm::Dispatch { only: Some(o), .. },
+            ..
+        }) => assert_eq!(o, &vec!["web2".to_owned(), "web3".to_owned()]),
+        _ => panic!("no retry dialog"),
+    }
+    assert!(render(&app, 120, 40).contains("only web2, web3"));
+    app.key(KeyCode::Left);
+    let fx = app.key(KeyCode::Enter);
+    assert!(
+        matches!(fx.as_slice(), [Effect::Start { only: Some(o), .. }] if o.len() == 2),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn filter_narrows_a_list_and_esc_clears_it() {
+    let mut app = app();
+    app.key(KeyCode::Char('1'));
+    assert_eq!(app.visible(0).len(), 5);
+    app.key(KeyCode::Char('/'));
+    app.type_str("DB");
+    // db1, db2, and web1 (which is also a host of the db rule).
+    assert_eq!(
+        app.visible(0).len(),
+        3,
+        "case-insensitive, live while typing"
+    );
+    app.key(KeyCode::Enter);
+    assert!(app.overlay.is_none());
+    app.key(KeyCode::Char('G'));
+    assert_eq!(app.selected[0], 2);
+    app.key(KeyCode::Char('j'));
+    assert_eq!(app.selected[0], 2, "stays on the last row");
+    app.key(KeyCode::Esc);
+    assert_eq!(app.visible(0).len(), 5);
+}
+
+#[test]
+fn log_search_follow_and_wrap() {
+    let mut app = app();
+    running(&mut app);
+    for i in 0..500 {
+        app.on_event(&out(
+            7,
+            "web1",
+            T0 + 6_000 + i,
+            Stream::Stdout,
+            &format!("progress {i}"),
+        ));
+    }
+    app.key(KeyCode::Char('5'));
+    render(&app, 120, 40);
+    assert!(app.log.following());
+    app.key(KeyCode::Char('/'));
+    app.type_str("MIGRAT");
+    app.key(KeyCode::Enter);
+    assert_eq!(app.log.current_match, Some(3));
+    assert!(!app.log.following(), "a match leaves follow mode");
+    assert!(render(&app, 120, 40).contains("migrating database"));
+    app.key(KeyCode::Char('n'));
+    assert_eq!(
+        app.log.current_match,
+        Some(3),
+        "the only match, found again"
+    );
+    // New lines do not move a scrolled view.
+    let before = render(&app, 120, 40);
+    app.on_event(&out(
+        7,
+        "web1",
+        T0 + 9_000,
+        Stream::Stdout,
+        "brand new line",
+    ));
+    assert_eq!(
+        render(&app, 120, 40).lines().nth(10),
+        before.lines().nth(10)
+    );
+    app.key(KeyCode::Char('G'));
+    assert!(app.log.following());
+    assert!(render(&app, 120, 40).contains("brand new line"));
+    app.key(KeyCode::Char('k'));
+    assert!(!app.log.following(), "scrolling up leaves follow");
+    app.key(KeyCode::End);
+    assert!(app.log.following());
+    app.key(KeyCode::Char('w'));
+    app.key(KeyCode::Char('t'));
+    assert!(app.log.wrap && app.log.timestamps);
+    let long = "x".repeat(300);
+    app.on_event(&out(7, "web1", T0 + 9_500, Stream::Stderr, &long));
+    let text = render(&app, 120, 40);
+    assert!(text.contains(&"x".repeat(40)), "{text}");
+}
+
+#[test]
+fn save_writes_the_selected_hosts_log() {
+    let mut app = app();
+    running(&mut app);
+    app.key(KeyCode::Char('5'));
+    let fx = app.key(KeyCode::Char('s'));
+    match fx.as_slice() {
+        [Effect::SaveLog { path, text }] => {
+            assert!(
+                path.ends_with("logs/dispatch-7-web1.log"),
+                "{}",
+                path.display()
+            );
+            assert!(text.contains("stopping app.service\n"));
+            assert!(text.contains("[stderr] warning: config key"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn theme_switch_and_mono_marks_selection_without_colour() {
+    let mut app = app();
+    running(&mut app);
+    app.key(KeyCode::Char(':'));
+    app.type_str("theme mono");
+    let fx = app.key(KeyCode::Enter);
+    assert!(matches!(fx.as_slice(), [Effect::RememberTheme(n)] if n == "mono"));
+    assert_eq!(app.theme.name, "mono");
+    let t = terminal(&app, 120, 40);
+    let buf = t.backend().buffer();
+    let mut reversed = false;
+    for cell in buf.content() {
+        assert!(
+            cell.fg == ratatui::style::Color::Reset && cell.bg == ratatui::style::Color::Reset,
+            "mono drew a colour: {cell:?}"
+        );
+        reversed |= cell.modifier.contains(Modifier::REVERSED);
+    }
+    assert!(reversed, "selection is shown with reverse video");
+
+    app.key(KeyCode::Char(':'));
+    app.type_str("theme no-such-theme");
+    assert!(app.key(KeyCode::Enter).is_empty());
+    assert_eq!(app.theme.name, "mono", "a bad theme leaves the current one");
+    assert!(
+        app.status
+            .as_ref()
+            .is_some_and(|s| s.error && s.text.contains("no such theme"))
+    );
+}
+
+#[test]
+fn palette_completes_commands() {
+    let mut app = app();
+    app.key(KeyCode::Char(':'));
+    app.type_str("hi");
+    app.key(KeyCode::Tab);
+    match &app.overlay {
+        Some(Overlay::Palette { input, .. }) => assert_eq!(input.value(), "history "),
+        _ => panic!("palette closed"),
+    }
+    app.key(KeyCode::Enter);
+    assert!(matches!(app.overlay, Some(Overlay::History { .. })));
+}
+
+#[test]
+fn focus_help_mouse_and_fullscreen() {
+    let mut app = app();
+    assert_eq!(app.focus, Focus::Dispatches);
+    app.key(KeyCode::Tab);
+    assert_eq!(app.focus, Focus::Targets);
+    app.key(KeyCode::BackTab);
+    app.key(KeyCode::BackTab);
+    assert_eq!(app.focus, Focus::Packages);
+    app.key(KeyCode::Char('?'));
+    assert!(render(&app, 120, 40).contains("Help: Packages"));
+    app.key(KeyCode::Esc);
+    let fx = app.key(KeyCode::Char('m'));
+    assert!(matches!(fx.as_slice(), [Effect::Mouse(true)]));
+    app.key(KeyCode::Char('f'));
+    assert!(app.log.fullscreen && app.focus == Focus::Log);
+    app.key(KeyCode::Esc);
+    assert!(!app.log.fullscreen);
+}
+
+#[test]
+fn memory_per_host_is_bounded_and_shed_lines_are_shown() {
+    let mut env = env();
+    env.ring_capacity = 1_000;
+    let mut app = app_with(env);
+    running(&mut app);
+    for i in 0..50_000 {
+        app.on_event(&out(7, "web2", T0, Stream::Stdout, &format!("line {i}")));
+    }
+    let d = app.selected_dispatch().unwrap();
+    let t = d.targets.iter().find(|t| t.host == "web2").unwrap();
+    assert!(t.log.len() < 1_000 + dropship::ui::tui::ring::CHUNK);
+    assert_eq!(t.log.end(), 50_000);
+    app.shed = 1234;
+    assert!(render(&app, 120, 40).contains("1234 lines shed"));
+}
+
+/// History and the Packages pane come from the journal; a past dispatch's output is read
+/// back from it when its host is selected.
+#[test]
+fn journal_history_packages_and_past_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = std::sync::Arc::new(Journal::open(&dir.path().join("journal.sqlite")).unwrap());
+    let id = journal
+        .begin_dispatch(&NewDispatch {
+            bundle: "app-1.4.0.tgz".into(),
+            bundle_path: dir.path().join("app-1.4.0.tgz"),
+            bundle_sha256: "00".repeat(32),
+            bundle_size: 10,
+            rule: r"app-(?P<version>\d+\.\d+\.\d+)\.tgz".into(),
+            config_path: "dispatch.cfg".into(),
+            timestamp: "20260101_120000".into(),
+            hosts: vec!["web1".into()],
+            started_at: T0,
+        })
+        .unwrap();
+    for e in [
+        started(id, "app-1.4.0.tgz", &["web1"]),
+        Event::StepStarted {
+            dispatch: id,
+            at: T0 + 1,
+            host: "web1".into(),
+            step: Step::Upgrade,
+            command: Some("upgrade".into()),
+        },
+        out(
+            id,
+            "web1",
+            T0 + 2,
+            Stream::Stdout,
+            "old output from the journal",
+        ),
+        target_done(id, "web1", T0 + 3, TargetResult::Succeeded, None),
+    ] {
+        journal.record(&e).unwrap();
+    }
+    journal.flush().unwrap();
+    let mut env = env();
+    env.journal = Some(journal);
+    let mut app = app_with(env);
+    assert_eq!(app.dispatches.len(), 1);
+    assert_eq!(app.packages[0].name, "app-1.4.0.tgz");
+    let web1 = app.hosts.iter().find(|h| h.name == "web1").unwrap();
+    assert_eq!(
+        web1.last
+            .as_ref()
+            .and_then(|l| l.last_succeeded.as_ref())
+            .map(|s| s.bundle.as_str()),
+        Some("app-1.4.0.tgz")
+    );
+    assert!(render(&app, 120, 40).contains("old output from the journal"));
+    app.key(KeyCode::Char(':'));
+    app.type_str("history");
+    app.key(KeyCode::Enter);
+    assert!(render(&app, 120, 40).contains("app-1.4.0.tgz"));
+    app.key(KeyCode::Enter);
+    assert_eq!(app.focus, Focus::Targets);
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(id));
+}

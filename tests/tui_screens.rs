@@ -1,0 +1,170 @@
+//! Snapshots of every console screen and dialog at 120x40 and 80x24 (the stacked layout),
+//! rendered to ratatui's `TestBackend`. Review changes with `cargo insta review`.
+
+mod tui_fixture;
+
+use crossterm::event::KeyCode;
+use dropship::ui::tui::app::{App, Focus};
+use tui_fixture::*;
+
+const SIZES: [(u16, u16); 2] = [(120, 40), (80, 24)];
+
+fn snap(name: &str, app: &App) {
+    for (w, h) in SIZES {
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), render(app, w, h));
+    }
+}
+
+#[test]
+fn empty_console() {
+    snap("empty", &app());
+}
+
+#[test]
+fn running_dispatch_with_live_log() {
+    let mut app = app();
+    finished(&mut app);
+    running(&mut app);
+    snap("running", &app);
+}
+
+#[test]
+fn finished_dispatch_with_a_failure() {
+    let mut app = app();
+    finished(&mut app);
+    app.key(KeyCode::Char('4'));
+    app.key(KeyCode::Char('j'));
+    snap("finished_failed_host", &app);
+}
+
+#[test]
+fn hosts_focused_with_filter() {
+    let mut app = app();
+    app.key(KeyCode::Char('1'));
+    app.key(KeyCode::Char('/'));
+    app.type_str("db");
+    snap("hosts_filter_prompt", &app);
+    app.key(KeyCode::Enter);
+    snap("hosts_filtered", &app);
+}
+
+#[test]
+fn log_full_screen_with_search_and_timestamps_off() {
+    let mut app = app();
+    running(&mut app);
+    app.key(KeyCode::Char('f'));
+    app.key(KeyCode::Char('/'));
+    app.type_str("app");
+    app.key(KeyCode::Enter);
+    snap("log_fullscreen_search", &app);
+}
+
+#[test]
+fn help_overlay_per_pane() {
+    let mut app = app();
+    app.key(KeyCode::Char('?'));
+    snap("help_dispatches", &app);
+    app.key(KeyCode::Esc);
+    app.key(KeyCode::Char('5'));
+    app.key(KeyCode::Char('?'));
+    snap("help_log", &app);
+}
+
+#[test]
+fn command_palette_with_candidates() {
+    let mut app = app();
+    app.key(KeyCode::Char(':'));
+    app.key(KeyCode::Tab);
+    snap("palette_all", &app);
+    app.type_str("th");
+    app.key(KeyCode::Tab);
+    app.key(KeyCode::Tab);
+    snap("palette_theme", &app);
+    let mut app2 = tui_fixture::app();
+    app2.key(KeyCode::Char(':'));
+    app2.type_str("frobnicate");
+    app2.key(KeyCode::Enter);
+    snap("palette_error", &app2);
+}
+
+#[test]
+fn path_entry_with_completion() {
+    let mut app = app();
+    app.key(KeyCode::Char('d'));
+    app.type_str("themes/");
+    app.key(KeyCode::Tab);
+    snap("path_entry_candidates", &app);
+    app.type_str("nope");
+    app.key(KeyCode::Enter);
+    snap("path_entry_error", &app);
+}
+
+#[test]
+fn confirm_dispatch_shows_the_plan_and_defaults_to_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), "db-2.0.1.tar.gz");
+    let mut app = app();
+    app.key(KeyCode::Char(':'));
+    app.type_str(&format!("dispatch {}", b.display()));
+    app.key(KeyCode::Enter);
+    snap("confirm_dispatch", &app);
+    let text = render(&app, 120, 40);
+    assert!(
+        !text.contains("not-shown-anywhere"),
+        "a secret reached the screen"
+    );
+}
+
+#[test]
+fn confirm_cancel_and_quit() {
+    let mut app = app();
+    running(&mut app);
+    app.key(KeyCode::Char('3'));
+    app.key(KeyCode::Char('c'));
+    snap("confirm_cancel", &app);
+    app.key(KeyCode::Esc);
+    app.key(KeyCode::Char('q'));
+    snap("confirm_quit", &app);
+}
+
+#[test]
+fn history_overlay_without_journal() {
+    let mut app = app();
+    app.key(KeyCode::Char(':'));
+    app.type_str("history");
+    app.key(KeyCode::Enter);
+    snap("history_empty", &app);
+}
+
+#[test]
+fn packages_pane_lists_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in ["app-1.4.2.tgz", "db-2.0.1.tar.gz", "notes.txt"] {
+        bundle(dir.path(), n);
+    }
+    let mut env = env();
+    env.packages_dir = Some(dir.path().to_owned());
+    let mut app = app_with(env);
+    app.focus = Focus::Packages;
+    snap("packages", &app);
+}
+
+#[test]
+fn tiny_terminal_does_not_panic() {
+    let mut app = app();
+    running(&mut app);
+    for (w, h) in [
+        (1, 1),
+        (10, 3),
+        (20, 5),
+        (40, 10),
+        (99, 30),
+        (100, 30),
+        (300, 100),
+    ] {
+        render(&app, w, h);
+        app.key(KeyCode::Char('?'));
+        render(&app, w, h);
+        app.key(KeyCode::Esc);
+    }
+}
