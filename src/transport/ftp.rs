@@ -4,10 +4,9 @@
 //! timeouts on the control and every data connection, `APPE` to resume a `.part`, and
 //! `RNFR`/`RNTO` (rename(2) on the server) to put the verified file in place.
 
-use super::{Files, TransportError};
+use super::{Files, TransportError, pump};
 use crate::plan::{Source, Target};
 use native_tls::{Certificate, TlsConnector};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -293,12 +292,6 @@ impl Files for FtpFiles {
         offset: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError> {
-        let read_err = |e: std::io::Error| TransportError::Local {
-            path: local.to_owned(),
-            detail: e.to_string(),
-        };
-        let mut src = std::fs::File::open(local).map_err(read_err)?;
-        src.seek(SeekFrom::Start(offset)).map_err(read_err)?;
         let mut stream = self
             .with_pasv_fallback(|ftp| {
                 if offset > 0 {
@@ -308,19 +301,9 @@ impl Files for FtpFiles {
                 }
             })
             .map_err(|e| self.err("STOR", remote, e))?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut sent = offset;
-        loop {
-            let n = src.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = stream.write_all(&buf[..n]) {
-                return Err(self.err("upload", remote, FtpError::ConnectionError(e)));
-            }
-            sent += n as u64;
-            progress(sent);
-        }
+        pump(local, offset, &mut stream, CHUNK, progress, &|e| {
+            self.err("upload", remote, FtpError::ConnectionError(e))
+        })?;
         stream.finish().map_err(|e| self.err("upload", remote, e))
     }
 

@@ -2,9 +2,9 @@
 //! directory and commands run with `sh -c`, so the whole flow can be tried with no server
 //! (the example config) and local staging areas need no sshd.
 
-use super::{Files, Shell, Stream, TransportError, local_sha256};
+use super::{Files, Shell, Stream, TransportError, local_sha256, pump};
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,12 +65,6 @@ impl Files for Local {
         offset: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError> {
-        let read_err = |e: std::io::Error| TransportError::Local {
-            path: local.to_owned(),
-            detail: e.to_string(),
-        };
-        let mut src = fs::File::open(local).map_err(read_err)?;
-        src.seek(SeekFrom::Start(offset)).map_err(read_err)?;
         let mut dst = OpenOptions::new()
             .write(true)
             .create(true)
@@ -81,18 +75,9 @@ impl Files for Local {
             .map_err(|e| self.io("truncate", remote, e))?;
         dst.seek(SeekFrom::Start(offset))
             .map_err(|e| self.io("seek", remote, e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut sent = offset;
-        loop {
-            let n = src.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            dst.write_all(&buf[..n])
-                .map_err(|e| self.io("write", remote, e))?;
-            sent += n as u64;
-            progress(sent);
-        }
+        pump(local, offset, &mut dst, 1 << 20, progress, &|e| {
+            self.io("write", remote, e)
+        })?;
         dst.sync_all().map_err(|e| self.io("fsync", remote, e))
     }
 

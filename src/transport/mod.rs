@@ -113,6 +113,41 @@ pub struct Connection {
     pub shell: Option<Box<dyn Shell>>,
 }
 
+fn local_error(local: &Path, e: std::io::Error) -> TransportError {
+    TransportError::Local {
+        path: local.to_owned(),
+        detail: e.to_string(),
+    }
+}
+
+/// Sends `local[offset..]` into `dst` in `chunk`-sized writes (big writes keep SFTP's
+/// pipeline and the FTP data stream full), calling `progress` with the bytes now at the
+/// destination. `write_err` classifies a failed write.
+pub(crate) fn pump(
+    local: &Path,
+    offset: u64,
+    dst: &mut dyn std::io::Write,
+    chunk: usize,
+    progress: &mut dyn FnMut(u64),
+    write_err: &dyn Fn(std::io::Error) -> TransportError,
+) -> Result<(), TransportError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut src = std::fs::File::open(local).map_err(|e| local_error(local, e))?;
+    src.seek(SeekFrom::Start(offset))
+        .map_err(|e| local_error(local, e))?;
+    let mut buf = vec![0u8; chunk];
+    let mut sent = offset;
+    loop {
+        let n = src.read(&mut buf).map_err(|e| local_error(local, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        dst.write_all(&buf[..n]).map_err(write_err)?;
+        sent += n as u64;
+        progress(sent);
+    }
+}
+
 /// SHA-256 (hex) of the first `len` bytes of a local file, or of all of it.
 pub fn local_sha256(path: &Path, len: Option<u64>) -> std::io::Result<String> {
     use sha2::Digest;

@@ -5,11 +5,11 @@
 //! own poll deadline.
 
 use super::known_hosts::{self, KnownHostsFiles};
-use super::{Connection, Files, Shell, Stream, TransportError, sha256_command};
+use super::{Connection, Files, Shell, Stream, TransportError, pump, sha256_command};
 use crate::config::{HostKeyPolicy, Protocol};
 use crate::plan::{Source, Target};
 use ssh2::{ErrorCode, OpenFlags, OpenType, Session};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -401,6 +401,17 @@ impl SshSession {
         }
     }
 
+    /// rename(2) on the host: atomic, and replaces an existing file (SFTP v3 RENAME refuses
+    /// to).
+    fn mv(&self, from: &str, to: &str) -> Result<(), TransportError> {
+        self.check(
+            "rename",
+            to,
+            &format!("mv -f -- {} {}", quote(from), quote(to)),
+        )
+        .map(drop)
+    }
+
     /// The session as upload files and a shell, for `protocol`.
     pub fn into_connection(self, protocol: Protocol) -> Result<Connection, TransportError> {
         let files: Box<dyn Files> = match protocol {
@@ -560,12 +571,6 @@ impl Files for SftpFiles {
         offset: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError> {
-        let read_err = |e: std::io::Error| TransportError::Local {
-            path: local.to_owned(),
-            detail: e.to_string(),
-        };
-        let mut src = std::fs::File::open(local).map_err(read_err)?;
-        src.seek(SeekFrom::Start(offset)).map_err(read_err)?;
         let mut flags = OpenFlags::WRITE | OpenFlags::CREATE;
         if offset == 0 {
             flags |= OpenFlags::TRUNCATE;
@@ -576,30 +581,14 @@ impl Files for SftpFiles {
             .map_err(|e| self.sftp_err("create", remote, e))?;
         dst.seek(SeekFrom::Start(offset))
             .map_err(|e| self.ssh.io_err("seek", remote, e))?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut sent = offset;
-        loop {
-            let n = src.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            dst.write_all(&buf[..n])
-                .map_err(|e| self.ssh.io_err("write", remote, e))?;
-            sent += n as u64;
-            progress(sent);
-        }
+        pump(local, offset, &mut dst, CHUNK, progress, &|e| {
+            self.ssh.io_err("write", remote, e)
+        })?;
         dst.close().map_err(|e| self.sftp_err("close", remote, e))
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {
-        // SFTP v3 RENAME refuses an existing target; `mv -f` is rename(2): atomic replace.
-        self.ssh
-            .check(
-                "rename",
-                to,
-                &format!("mv -f -- {} {}", quote(from), quote(to)),
-            )
-            .map(drop)
+        self.ssh.mv(from, to)
     }
 
     fn remove(&mut self, path: &str) -> Result<(), TransportError> {
@@ -689,12 +678,12 @@ impl Files for ScpFiles {
         _offset: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), TransportError> {
-        let read_err = |e: std::io::Error| TransportError::Local {
-            path: local.to_owned(),
-            detail: e.to_string(),
-        };
-        let mut src = std::fs::File::open(local).map_err(read_err)?;
-        let size = src.metadata().map_err(read_err)?.len();
+        let size = std::fs::metadata(local)
+            .map_err(|e| TransportError::Local {
+                path: local.to_owned(),
+                detail: e.to_string(),
+            })?
+            .len();
         let mut ch = self
             .ssh
             .sess
@@ -705,18 +694,9 @@ impl Files for ScpFiles {
                 }
                 other => other,
             })?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut sent = 0;
-        loop {
-            let n = src.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            ch.write_all(&buf[..n])
-                .map_err(|e| self.ssh.io_err("write", remote, e))?;
-            sent += n as u64;
-            progress(sent);
-        }
+        pump(local, 0, &mut ch, CHUNK, progress, &|e| {
+            self.ssh.io_err("write", remote, e)
+        })?;
         let op = format!("finishing scp of `{remote}`");
         ch.send_eof().map_err(|e| self.ssh.error(&op, e))?;
         ch.wait_eof().map_err(|e| self.ssh.error(&op, e))?;
@@ -725,13 +705,7 @@ impl Files for ScpFiles {
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {
-        self.ssh
-            .check(
-                "rename",
-                to,
-                &format!("mv -f -- {} {}", quote(from), quote(to)),
-            )
-            .map(drop)
+        self.ssh.mv(from, to)
     }
 
     fn remove(&mut self, path: &str) -> Result<(), TransportError> {
