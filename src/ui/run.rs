@@ -147,6 +147,17 @@ fn with_engine<T>(
         let _ = tx.send(e);
     });
     let out = rt.block_on(async {
+        // Output lines are batched in the journal; a command that prints a little and then
+        // works quietly must still have its lines on disk within a second.
+        let j = journal.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let j = j.clone();
+                let _ = tokio::task::spawn_blocking(move || j.flush()).await;
+            }
+        });
         let c = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
