@@ -1,0 +1,559 @@
+#!/usr/bin/env bash
+# Fan-out benchmark (issue 4, section 7): dispatch a 10 MiB bundle whose upgrade is
+# `sha256sum {path}` to 20 and to 100 hosts with dropship, with pssh (parallel-scp +
+# parallel-ssh) and with ansible-core (copy + shell), side by side in one run; then the
+# 1,000,000-line output benchmark (bench/lines.sh runs that part alone).
+#
+# Hosts are 127.0.0.2 ... 127.0.0.101 inside a private network namespace served by one
+# OpenSSH sshd (bench/lib/sshns.sh); every tool runs inside that namespace and nothing
+# outside it is contacted. Every run of every tool is checked: exit status 0 and the right
+# sha256 reported for every host. Each measurement is RUNS runs (default 3), interleaved
+# (dropship, pssh, ansible, dropship, ...), and the median is reported.
+#
+# Usage: bench/fanout.sh [--hosts "20 100"] [--runs 3]
+#                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible"]
+#                        [--no-lines] [--only-lines] [--keep]
+# Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
+# Needs root (network namespace, sshd); installs pssh, ansible-core and time if missing.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=bench/lib/common.sh
+. "$HERE/lib/common.sh"
+# shellcheck source=bench/lib/sshns.sh
+. "$HERE/lib/sshns.sh"
+
+HOST_COUNTS="20 100"
+RUNS=3
+TOOLS="dropship dropship-scp pssh ansible"
+DO_FANOUT=1
+DO_LINES=1
+KEEP=0
+BUNDLE_MIB=10
+LINES=1000000
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --hosts) HOST_COUNTS=$2; shift 2 ;;
+        --runs) RUNS=$2; shift 2 ;;
+        --tools) TOOLS=$2; shift 2 ;;
+        --no-lines) DO_LINES=0; shift ;;
+        --only-lines) DO_FANOUT=0; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+
+need_root
+NS=dropship-bench-$$
+BENCH_DIR=/tmp/dropship-bench-$$
+SSHD_PID=
+FAILURES=0
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    ns_down
+    if [ "$KEEP" = 1 ]; then
+        log "kept $BENCH_DIR"
+    else
+        rm -rf "$BENCH_DIR"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+ns_reap_stale
+mkdir -p "$BENCH_DIR"
+
+# --- tools ------------------------------------------------------------------------------
+
+apt_install time openssh-server openssh-client sqlite3
+[ -x /usr/bin/time ] || die "/usr/bin/time missing"
+has_tool() { case " $TOOLS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if [ "$DO_FANOUT" = 1 ] && { has_tool pssh || has_tool pssh-nocomp; }; then
+    apt_install pssh
+    PSCP=$(first_cmd parallel-scp pscp.pssh pscp) || die "pssh installed but no parallel-scp/pscp.pssh"
+    PSSH=$(first_cmd parallel-ssh pssh) || die "pssh installed but no parallel-ssh/pssh"
+fi
+if [ "$DO_FANOUT" = 1 ] && has_tool ansible; then
+    if ! command -v ansible-playbook >/dev/null; then
+        if apt-cache show ansible-core >/dev/null 2>&1; then
+            apt_install ansible-core
+        else
+            pip install -q ansible-core
+        fi
+    fi
+    ANSIBLE_PLAYBOOK=$(command -v ansible-playbook)
+fi
+
+if [ "$DO_LINES" = 1 ] || has_tool dropship || has_tool dropship-scp; then
+    if [ -n "${DROPSHIP_BIN:-}" ]; then
+        DROPSHIP=$DROPSHIP_BIN
+    else
+        log "cargo build --release"
+        (cd "$REPO" && cargo build --release --quiet)
+        DROPSHIP=$REPO/target/release/dropship
+    fi
+    "$DROPSHIP" --help | grep -q -- '--dispatch' || die "$DROPSHIP has no --dispatch yet"
+fi
+REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
+if [ -z "${DROPSHIP_BIN:-}" ] && [ -n "$(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock vendor 2>/dev/null)" ]; then
+    REV="$REV+uncommitted"
+fi
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+case "$(awk '{ print ($1 > 1.0) }' /proc/loadavg)" in
+    1) log "warning: load average $LOAD0 before the start: other work skews the wall times (the CPU columns are not affected)" ;;
+esac
+
+# --- hosts ------------------------------------------------------------------------------
+
+MAX_HOSTS=1
+for n in $HOST_COUNTS; do [ "$n" -gt "$MAX_HOSTS" ] && MAX_HOSTS=$n; done
+[ "$MAX_HOSTS" -le 253 ] || die "at most 253 hosts (127.0.0.2 .. 127.0.0.254)"
+log "namespace $NS, sshd for 127.0.0.2 .. 127.0.0.$((MAX_HOSTS + 1))"
+ns_up "$MAX_HOSTS"
+
+# hosts N -> "127.0.0.2 127.0.0.3 ..." (N addresses)
+hosts() { local i; for ((i = 2; i <= $1 + 1; i++)); do printf '127.0.0.%d ' "$i"; done; }
+
+# The client side of every tool: the same key, known_hosts (strict checking), no ssh_config.
+SSH_ARGS=(-F /dev/null -i "$KEY" -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile="$KH"
+    -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes)
+SSH_OPTS="${SSH_ARGS[*]}" # for pssh's -x (the paths hold no spaces)
+
+# dropship's own view: HOME with .ssh/known_hosts, private XDG dirs.
+DS=$BENCH_DIR/dropship
+mkdir -p "$DS/home/.ssh" "$DS/state" "$DS/config"
+cp "$KH" "$DS/home/.ssh/known_hosts"
+dropship_env() {
+    env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" \
+        XDG_CACHE_HOME="$DS/cache" DROPSHIP_CONFIG= NETRC=/dev/null "$@"
+}
+
+# cpu_since C0 -> CPU seconds of the cgroup since the reading C0, or n/a.
+cpu_since() {
+    local c1
+    c1=$(cg_cpu)
+    if [ -n "$1" ] && [ -n "$c1" ]; then awk -v a="$1" -v b="$c1" 'BEGIN { printf "%.2f", b - a }'; else echo n/a; fi
+}
+
+# peak_rss_kib TIMEFILE -> "Maximum resident set size" from /usr/bin/time -v.
+peak_rss_kib() { awk -F': ' '/Maximum resident set size/ { print $2 }' "$1"; }
+# proc_cpu TIMEFILE -> user + system seconds of the process itself (its own client side).
+proc_cpu() { awk -F': ' '/User time|System time/ { t += $2 } END { printf "%.2f", t }' "$1"; }
+
+# --- fan-out ----------------------------------------------------------------------------
+
+declare -A TIMES=() CPUS=() RSS=() PCPU=() CMDS=()
+
+# note_cmd TOOL CMD... -> remembers the exact command line TOOL ran (printed with the results).
+note_cmd() {
+    local tool=$1
+    shift
+    CMDS[$tool]="${CMDS[$tool]:+${CMDS[$tool]}
+  }$(printf '%q ' "$@")"
+}
+
+# check_hashes TOOL N FILE -> every host 127.0.0.2..N+1 has "ADDR HASH" in FILE.
+check_hashes() {
+    local tool=$1 n=$2 file=$3 bad
+    bad=$(hosts "$n" | tr ' ' '\n' | grep . | awk -v want="$BUNDLE_SHA" -v f="$file" '
+        BEGIN { while ((getline l < f) > 0) { split(l, a, " "); got[a[1]] = a[2] } }
+        got[$1] != want { print $1 " -> " (($1 in got) ? got[$1] : "nothing") }')
+    if [ -n "$bad" ]; then
+        log "$tool/$n: WRONG or missing sha256 on $(echo "$bad" | wc -l) hosts, e.g. $(echo "$bad" | head -3 | tr '\n' ';')"
+        return 1
+    fi
+}
+
+# reset_dests -> removes every copy of the bundle (outside the timed window) and syncs.
+reset_dests() {
+    rm -rf "$BENCH_DIR/dest"
+    find "$BENCH_DIR/home" -mindepth 2 -maxdepth 2 -name 'fanout-*' -exec rm -f {} +
+    find "$BENCH_DIR/home" -mindepth 3 -maxdepth 4 -path '*/.ansible/tmp/*' -exec rm -rf {} + 2>/dev/null || true
+    mkdir -p "$BENCH_DIR/dest"
+    sync
+}
+
+# run_dropship PROTO N RUN -> SECS=seconds, or FAIL
+run_dropship() {
+    local proto=$1 n=$2 r=$3
+    local dir=$DS/$proto-$n
+    mkdir -p "$dir"
+    cat >"$dir/dispatch.cfg" <<CFG
+[fanout-.*\\.tgz]
+protocol = $proto
+host = $(hosts "$n" | sed 's/ $//; s/ /, /g')
+login = root
+key = $KEY
+dest_dir = $BENCH_DIR/dest/dropship/{host}
+upgrade = sha256sum {path}
+parallel = 100
+timeout = 60s
+CFG
+    local t0 c0 rc=0 secs
+    local cmd=(/usr/bin/time -v -o "$dir/time.$r"
+        env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
+        "$DROPSHIP" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --dispatch "$BUNDLE")
+    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && note_cmd "dropship-$proto" ip netns exec "$NS" "${cmd[@]}"
+    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && CMDS[dropship-$proto-cfg]=$(sed 's/^host = \(127[^,]*, 127[^,]*\),.*, \(127[0-9.]*\)$/host = \1, ..., \2/' "$dir/dispatch.cfg")
+    c0=$(cg_cpu)
+    t0=$(now)
+    ns_exec "${cmd[@]}" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
+    secs=$(elapsed "$t0")
+    CPU=$(cpu_since "$c0")
+    RSS[dropship-$proto/$n]="${RSS[dropship-$proto/$n]:-} $(peak_rss_kib "$dir/time.$r")"
+    PCPU[dropship-$proto/$n]="${PCPU[dropship-$proto/$n]:-} $(proc_cpu "$dir/time.$r")"
+    if [ "$rc" != 0 ]; then
+        log "dropship $proto/$n run $r: exit $rc; $(tail -3 "$dir/err.$r" | tr '\n' ' ')"
+        SECS=FAIL; return
+    fi
+    # Plain output: "[127.0.0.X] HASH  PATH" (the label may be padded: "[127.0.0.2 ]").
+    sed -n 's/^\[\([0-9.]*\) *\] \([0-9a-f]\{64\}\)  .*/\1 \2/p' "$dir/out.$r" >"$dir/hashes.$r"
+    check_hashes "dropship-$proto" "$n" "$dir/hashes.$r" || { SECS=FAIL; return; }
+    SECS=$secs
+}
+
+# run_pssh N RUN [nocomp] -> SECS=seconds, or FAIL. parallel-scp copies to a path relative
+# to the login's home, which the sshd wrapper makes per address
+# ($BENCH_DIR/home/ADDR/fanout-1.0.tgz), so the hosts do not overwrite one another; then
+# parallel-ssh runs sha256sum on it. parallel-scp always runs `scp -qC` (compression, which
+# costs much CPU on an already compressed bundle and cannot be undone with -o/-x since -C
+# wins); the `pssh-nocomp` variant puts an `scp` first in PATH that drops the -C.
+run_pssh() {
+    local n=$1 r=$2 variant=${3:-} rc=0 t0 c0 secs f path=$PATH
+    local dir=$BENCH_DIR/pssh$variant/$n-$r
+    mkdir -p "$dir"
+    hosts "$n" | tr ' ' '\n' | grep . >"$dir/hosts"
+    if [ "$variant" = -nocomp ]; then
+        mkdir -p "$BENCH_DIR/nocomp"
+        cat >"$BENCH_DIR/nocomp/scp" <<'WRAP'
+#!/bin/sh
+# parallel-scp hardcodes `scp -qC`: drop the -C (compression), keep the rest.
+for a do shift; case $a in -qC) set -- "$@" -q ;; -C) ;; *) set -- "$@" "$a" ;; esac; done
+exec /usr/bin/scp "$@"
+WRAP
+        chmod 755 "$BENCH_DIR/nocomp/scp"
+        path=$BENCH_DIR/nocomp:$PATH
+    fi
+    local scp=("$PSCP" -h "$dir/hosts" -l root -p 100 -t 120 -x "$SSH_OPTS" -e "$dir/scp-err"
+        "$BUNDLE" "$BUNDLE_NAME")
+    local ssh=("$PSSH" -h "$dir/hosts" -l root -p 100 -t 120 -x "$SSH_OPTS" -o "$dir/out" -e "$dir/err"
+        "sha256sum $BUNDLE_NAME")
+    [ "$variant" = -nocomp ] && scp=(env PATH="$path" "${scp[@]}")
+    if [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ]; then
+        note_cmd "pssh$variant" ip netns exec "$NS" "${scp[@]}"
+        note_cmd "pssh$variant" ip netns exec "$NS" "${ssh[@]}"
+    fi
+    c0=$(cg_cpu)
+    t0=$(now)
+    ns_exec "${scp[@]}" >"$dir/scp.out" 2>&1 || rc=$?
+    if [ "$rc" = 0 ]; then
+        ns_exec "${ssh[@]}" >"$dir/ssh.out" 2>&1 || rc=$?
+    fi
+    secs=$(elapsed "$t0")
+    CPU=$(cpu_since "$c0")
+    if [ "$rc" != 0 ]; then
+        log "pssh$variant/$n run $r: exit $rc; $(grep -v SUCCESS "$dir/scp.out" "$dir/ssh.out" 2>/dev/null | head -3 | tr '\n' ' ')"
+        SECS=FAIL; return
+    fi
+    for f in "$dir"/out/*; do
+        printf '%s %s\n' "$(basename "$f")" "$(awk '{ print $1 }' "$f")"
+    done >"$dir/hashes"
+    check_hashes "pssh$variant" "$n" "$dir/hashes" || { SECS=FAIL; return; }
+    SECS=$secs
+}
+
+# run_ansible N RUN -> SECS=seconds, or FAIL. One playbook, two tasks (copy, shell), forks 100,
+# pipelining on, strict host key checking; ssh_args keep ansible's defaults (-C,
+# ControlMaster=auto, ControlPersist=60s) with fresh ControlMaster sockets per run (closed
+# after the run, outside the timed window).
+run_ansible() {
+    local n=$1 r=$2 rc=0 t0 c0 secs s
+    local dir=$BENCH_DIR/ansible/$n-$r
+    mkdir -p "$dir/cp" "$dir/tmp"
+    hosts "$n" | tr ' ' '\n' | grep . | sed '1i [fanout]' >"$dir/inventory"
+    cat >"$dir/ansible.cfg" <<CFG
+[defaults]
+inventory = $dir/inventory
+forks = 100
+host_key_checking = True
+remote_user = root
+private_key_file = $KEY
+interpreter_python = /usr/bin/python3
+stdout_callback = json
+local_tmp = $dir/tmp
+timeout = 60
+retry_files_enabled = False
+
+[ssh_connection]
+pipelining = True
+ssh_args = -C -F /dev/null -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile=$KH -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o ControlMaster=auto -o ControlPersist=60s
+control_path_dir = $dir/cp
+CFG
+    cat >"$dir/play.yml" <<PLAY
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: upload
+      copy:
+        src: $BUNDLE
+        dest: $BENCH_DIR/dest/ansible/{{ inventory_hostname }}/
+    - name: upgrade
+      shell: sha256sum $BENCH_DIR/dest/ansible/{{ inventory_hostname }}/$BUNDLE_NAME
+PLAY
+    local cmd=(env ANSIBLE_CONFIG="$dir/ansible.cfg" HOME="$dir" "$ANSIBLE_PLAYBOOK" "$dir/play.yml")
+    if [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ]; then
+        note_cmd ansible ip netns exec "$NS" "${cmd[@]}"
+        CMDS[ansible-cfg]="$(cat "$dir/ansible.cfg")
+$(cat "$dir/play.yml")"
+    fi
+    c0=$(cg_cpu)
+    t0=$(now)
+    ns_exec "${cmd[@]}" >"$dir/out.json" 2>"$dir/err" || rc=$?
+    secs=$(elapsed "$t0")
+    CPU=$(cpu_since "$c0")
+    for s in "$dir"/cp/*; do
+        if [ -S "$s" ]; then
+            ns_exec ssh -F /dev/null -o ControlPath="$s" -O exit root@127.0.0.2 >/dev/null 2>&1 || true
+        fi
+    done
+    if [ "$rc" != 0 ]; then
+        log "ansible/$n run $r: exit $rc; $(tail -3 "$dir/err" | tr '\n' ' ')"
+        SECS=FAIL; return
+    fi
+    python3 - "$dir/out.json" >"$dir/hashes" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+for task in doc["plays"][0]["tasks"]:
+    if task["task"]["name"] == "upgrade":
+        for host, res in task["hosts"].items():
+            print(host, (res.get("stdout") or "-").split()[0])
+PY
+    check_hashes ansible "$n" "$dir/hashes" || { SECS=FAIL; return; }
+    SECS=$secs
+}
+
+run_tool() {
+    case "$1" in
+        dropship) run_dropship sftp "$2" "$3" ;;
+        dropship-scp) run_dropship scp "$2" "$3" ;;
+        pssh) run_pssh "$2" "$3" ;;
+        pssh-nocomp) run_pssh "$2" "$3" -nocomp ;;
+        ansible) run_ansible "$2" "$3" ;;
+        *) die "unknown tool $1" ;;
+    esac
+}
+
+# med_of KEY -> median of the successful runs, marked when some failed.
+med_of() {
+    local key=$1 ok=() v
+    for v in ${TIMES[$key]:-}; do [ "$v" != FAIL ] && ok+=("$v"); done
+    local total
+    total=$(echo "${TIMES[$key]:-}" | wc -w)
+    if [ "${#ok[@]}" -eq 0 ]; then
+        echo "FAIL"
+    elif [ "${#ok[@]}" -lt "$total" ]; then
+        echo "$(median "${ok[@]}") (${#ok[@]}/$total ok)"
+    else
+        median "${ok[@]}"
+    fi
+}
+
+fanout() {
+    BUNDLE_NAME=fanout-1.0.tgz
+    BUNDLE=$BENCH_DIR/bundle/$BUNDLE_NAME
+    mkdir -p "$BENCH_DIR/bundle"
+    head -c $((BUNDLE_MIB * 1024 * 1024)) /dev/urandom >"$BUNDLE"
+    BUNDLE_SHA=$(sha256sum "$BUNDLE" | awk '{ print $1 }')
+    log "bundle $BUNDLE ($BUNDLE_MIB MiB, sha256 $BUNDLE_SHA)"
+    local n r tool secs
+    for n in $HOST_COUNTS; do
+        for ((r = 1; r <= RUNS; r++)); do
+            for tool in $TOOLS; do
+                reset_dests
+                CPU=n/a
+                run_tool "$tool" "$n" "$r"
+                secs=$SECS
+                [ "$secs" = FAIL ] && FAILURES=$((FAILURES + 1))
+                TIMES[$tool/$n]="${TIMES[$tool/$n]:-} $secs"
+                [ "$secs" != FAIL ] && [ "$CPU" != n/a ] && CPUS[$tool/$n]="${CPUS[$tool/$n]:-} $CPU"
+                log "$n hosts, run $r/$RUNS: $tool ${secs}s wall, ${CPU}s CPU"
+            done
+        done
+    done
+    reset_dests
+
+    echo
+    echo "### Fan-out: ${BUNDLE_MIB} MiB bundle + \`sha256sum {path}\`, median of $RUNS runs (seconds)"
+    echo
+    # Ratio columns: dropship (sftp) and dropship-scp against each other tool measured.
+    local pairs=() pair t
+    for t in pssh pssh-nocomp ansible; do
+        has_tool "$t" || continue
+        has_tool dropship && pairs+=("dropship:$t")
+        has_tool dropship-scp && pairs+=("dropship-scp:$t")
+    done
+    local head="| hosts |" rule="|---:|"
+    for t in $TOOLS; do head+=" $t s |"; rule+="---:|"; done
+    for pair in "${pairs[@]}"; do head+=" ${pair%%:*}/${pair#*:} |"; rule+="---:|"; done
+    echo "$head"
+    echo "$rule"
+    local row
+    for n in $HOST_COUNTS; do
+        row="| $n |"
+        for t in $TOOLS; do row+=" $(med_of "$t/$n") |"; done
+        for pair in "${pairs[@]}"; do
+            row+=" $(ratio "$(med_of "${pair%%:*}/$n" | awk '{ print $1 }')" "$(med_of "${pair#*:}/$n" | awk '{ print $1 }')") |"
+        done
+        echo "$row"
+    done
+    if [ -n "$CG" ]; then
+        echo
+        echo "CPU seconds of the whole job (clients + sshd + remote commands, one cgroup), median:"
+        echo
+        head="| hosts |"; rule="|---:|"
+        for t in $TOOLS; do head+=" $t CPU s |"; rule+="---:|"; done
+        echo "$head"
+        echo "$rule"
+        for n in $HOST_COUNTS; do
+            row="| $n |"
+            for t in $TOOLS; do
+                # shellcheck disable=SC2086
+                row+=" $(median ${CPUS[$t/$n]:-}) |"
+            done
+            echo "$row"
+        done
+    fi
+    echo
+    echo "All runs (s):"
+    for n in $HOST_COUNTS; do
+        for t in $TOOLS; do echo "- $t, $n hosts: wall${TIMES[$t/$n]}; CPU${CPUS[$t/$n]:- n/a}"; done
+    done
+    for n in $HOST_COUNTS; do
+        for t in dropship dropship-scp; do
+            has_tool "$t" || continue
+            local key=dropship-sftp/$n
+            [ "$t" = dropship-scp ] && key=dropship-scp/$n
+            echo "- $t, $n hosts: peak RSS (KiB)${RSS[$key]:-}; its own CPU (user+sys s)${PCPU[$key]:-}"
+        done
+    done
+    echo
+    echo "Commands ($n hosts, first run; \$PATH is the caller's):"
+    for t in $TOOLS; do
+        case "$t" in dropship) key=dropship-sftp ;; *) key=$t ;; esac
+        echo "- $t:"
+        printf '%s\n' "${CMDS[$key]:-}" | sed "s/^ *//; s/^/      /; s|:$PATH |:\\\$PATH |"
+        if [ -n "${CMDS[$key-cfg]:-}" ]; then
+            echo "  with:"
+            printf '%s\n' "${CMDS[$key-cfg]}" | sed 's/^/      /'
+        fi
+    done
+    echo
+    if has_tool dropship && [ -f "$DS/journal.sqlite" ] && command -v sqlite3 >/dev/null; then
+        journal_steps || true
+    fi
+}
+
+# Per-step durations from dropship's journal: mean and max per step and host count.
+journal_steps() {
+    local j=$DS/journal.sqlite
+    sqlite3 "$j" "SELECT 1 FROM step LIMIT 1" >/dev/null 2>&1 || return 0
+    echo "dropship per-step time from its journal (ms; all runs, both protocols):"
+    echo
+    echo "| hosts | step | mean | max |"
+    echo "|---:|---|---:|---:|"
+    sqlite3 -separator ' | ' "$j" "
+        WITH d AS (SELECT dispatch, count(*) AS n FROM target GROUP BY dispatch)
+        SELECT '| ' || d.n, s.step, printf('%.0f', avg(s.duration_ms)), max(s.duration_ms) || ' |'
+        FROM step s JOIN d ON d.dispatch = s.dispatch
+        GROUP BY d.n, s.step ORDER BY d.n, min(s.id)" || true
+    echo
+}
+
+# --- 1,000,000 lines --------------------------------------------------------------------
+
+lines_bench() {
+    local dir=$DS/lines r t0 secs rc n
+    mkdir -p "$dir" "$BENCH_DIR/bundle"
+    local bundle=$BENCH_DIR/bundle/lines-1.0.tgz
+    echo lines >"$bundle"
+    seq 1 "$LINES" >"$dir/expected"
+    cat >"$dir/dispatch.cfg" <<CFG
+[lines-.*\\.tgz]
+protocol = sftp
+host = 127.0.0.2
+login = root
+key = $KEY
+dest_dir = $BENCH_DIR/dest/lines/{host}
+upgrade = seq 1 $LINES
+timeout = 60s
+CFG
+    local ds_times=() ssh_times=() rss=() ds_cpu=() ssh_cpu=() c0
+    for ((r = 1; r <= RUNS; r++)); do
+        rc=0
+        c0=$(cg_cpu)
+        t0=$(now)
+        ns_exec /usr/bin/time -v -o "$dir/time.$r" \
+            env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null \
+            "$DROPSHIP" --config "$dir/dispatch.cfg" --journal "$DS/lines-journal.sqlite" \
+            --dispatch "$bundle" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
+        secs=$(elapsed "$t0")
+        CPU=$(cpu_since "$c0")
+        rss+=("$(peak_rss_kib "$dir/time.$r")")
+        n=$(grep -c '^\[127\.0\.0\.2 *\] [0-9][0-9]*$' "$dir/out.$r" || true)
+        if [ "$rc" = 0 ] && [ "$n" = "$LINES" ] &&
+            sed -n 's/^\[127\.0\.0\.2 *\] \([0-9][0-9]*\)$/\1/p' "$dir/out.$r" | cmp -s - "$dir/expected"; then
+            ds_times+=("$secs")
+            [ "$CPU" != n/a ] && ds_cpu+=("$CPU")
+            log "lines run $r: dropship ${secs}s wall, ${CPU}s CPU, $n lines in order"
+        else
+            log "lines run $r: dropship FAILED: exit $rc, $n of $LINES lines (or out of order); $(tail -2 "$dir/err.$r" | tr '\n' ' ')"
+            FAILURES=$((FAILURES + 1))
+        fi
+        rm -f "$dir/out.$r"
+        rc=0
+        c0=$(cg_cpu)
+        t0=$(now)
+        ns_exec ssh "${SSH_ARGS[@]}" root@127.0.0.2 seq 1 "$LINES" >"$dir/ssh.$r" || rc=$?
+        secs=$(elapsed "$t0")
+        CPU=$(cpu_since "$c0")
+        if [ "$rc" = 0 ] && cmp -s "$dir/ssh.$r" "$dir/expected"; then
+            ssh_times+=("$secs")
+            [ "$CPU" != n/a ] && ssh_cpu+=("$CPU")
+        else
+            log "lines run $r: ssh FAILED (exit $rc)"
+            FAILURES=$((FAILURES + 1))
+        fi
+        rm -f "$dir/ssh.$r"
+    done
+    local dmed smed
+    dmed=$(median "${ds_times[@]}")
+    smed=$(median "${ssh_times[@]}")
+    per_s() { awk -v s="$1" -v n="$LINES" 'BEGIN { if (s + 0 > 0) printf "%.0f", n / s; else print "n/a" }'; }
+    echo
+    echo "### ${LINES} lines (\`seq 1 $LINES\`) on one host, plain output to a file, median of $RUNS runs"
+    echo
+    echo "| tool | wall s | lines/s | CPU s | peak RSS MiB |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| dropship --dispatch (${#ds_times[@]}/$RUNS runs complete and in order) | $dmed | $(per_s "$dmed") | $(median "${ds_cpu[@]}") | $(awk -v k="$(median "${rss[@]}")" 'BEGIN { printf "%.1f", k / 1024 }') |"
+    echo "| ssh host seq 1 $LINES > file | $smed | $(per_s "$smed") | $(median "${ssh_cpu[@]}") | |"
+    echo
+    echo "All runs (s): dropship wall ${ds_times[*]}; CPU ${ds_cpu[*]}; peak RSS KiB ${rss[*]}; ssh wall ${ssh_times[*]}"
+    echo
+}
+
+[ "$DO_FANOUT" = 1 ] && fanout
+[ "$DO_LINES" = 1 ] && lines_bench
+
+echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r); $(ssh -V 2>&1); dropship ${REV:-?}; load average before $LOAD0, after $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$FAILURES" -gt 0 ]; then
+    log "$FAILURES failed runs (see above)"
+    exit 1
+fi

@@ -1,0 +1,158 @@
+# shellcheck shell=bash
+# A private network namespace holding ONE OpenSSH sshd on 0.0.0.0:22. Inside it every
+# 127.0.0.X answers, so 127.0.0.2 ... 127.0.0.(N+1) are N "hosts" (DESIGN.md, "Testing with
+# real peers"). Nothing is reachable outside the namespace and nothing outside is targeted.
+#
+# All hosts are this one machine and one login (root), so each address gets its own home
+# directory: a ForceCommand (inline shell, run by the login shell itself: no extra process)
+# reads the address the client dialled from $SSH_CONNECTION and cds into
+# $BENCH_DIR/home/ADDR (HOME set too) before it evals the client's command or execs the
+# SFTP server (so `Subsystem sftp` is the sftp-server binary, not internal-sftp). Without it, per-home state such as dropship's remote
+# lock (~/.dropship.lock) would be shared by all "hosts" and serialise them, which real
+# hosts never do. The wrapper is the same for every tool measured.
+#
+# `SetEnv SHLVL=1`: Debian's bash sources ~/.bashrc for every command run over ssh when it
+# is the top-level shell; root's .bashrc on the dev machines runs `pyenv init` (~0.2 s of
+# CPU per command), which would dominate every tool's time and say nothing about them.
+# With SHLVL=1 the login shell counts as nested and skips it.
+#
+# Needs: BENCH_DIR (an empty work dir), NS (namespace name). Sets: KEY (client private
+# key), KH (known_hosts with every address), SSHD_PID.
+
+SFTP_SERVER=${SFTP_SERVER:-/usr/lib/openssh/sftp-server}
+
+# Removes namespaces and work dirs left by bench runs whose script is gone (kill -9).
+ns_reap_stale() {
+    local ns pid p
+    for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep '^dropship-bench-' || true); do
+        pid=${ns#dropship-bench-}
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            continue
+        fi
+        log "removing stale namespace $ns"
+        for p in $(ip netns pids "$ns" 2>/dev/null || true); do
+            kill -KILL "$p" 2>/dev/null || true
+        done
+        ip netns del "$ns" 2>/dev/null || true
+        rmdir "/sys/fs/cgroup/cpuacct/$ns" 2>/dev/null || true
+        rm -rf "/tmp/dropship-bench-$pid"
+    done
+}
+
+# ns_exec CMD... -> runs CMD inside the namespace (and the CPU-accounting cgroup).
+ns_exec() { cg_exec ip netns exec "$NS" "$@"; }
+
+# CPU accounting: sshd (so every session process it forks) and every client run go into
+# one cgroup-v1 cpuacct group, so `cg_cpu` is the CPU time of the whole job (both ends),
+# unaffected by whatever else the machine runs. Absent cpuacct, CPU is reported as n/a.
+CG=
+cg_setup() {
+    local root=/sys/fs/cgroup/cpuacct
+    [ -w "$root" ] && [ -f "$root/cpuacct.usage" ] || return 0
+    CG=$root/$NS
+    mkdir -p "$CG" 2>/dev/null || CG=
+}
+# cg_exec CMD... -> runs CMD (exec'd, same pid) inside the cgroup, if there is one.
+cg_exec() {
+    if [ -n "$CG" ]; then
+        sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$@"
+    else
+        "$@"
+    fi
+}
+# cg_cpu -> CPU seconds used so far by everything in the cgroup (empty without one).
+cg_cpu() {
+    if [ -n "$CG" ]; then awk '{ printf "%.3f", $1 / 1e9 }' "$CG/cpuacct.usage"; fi
+}
+cg_down() {
+    [ -n "$CG" ] && [ -d "$CG" ] || return 0
+    local i
+    for ((i = 0; i < 50; i++)); do
+        rmdir "$CG" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "could not remove $CG"
+}
+
+# ns_up NHOSTS -> namespace, keys, sshd, known_hosts for 127.0.0.2 .. 127.0.0.(NHOSTS+1).
+ns_up() {
+    local nhosts=$1 i
+    [ -x "$SFTP_SERVER" ] || die "no $SFTP_SERVER (apt-get install openssh-server)"
+    cg_setup
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    mkdir -p "$BENCH_DIR/ssh" "$BENCH_DIR/home" /run/sshd
+    local d=$BENCH_DIR/ssh
+    ssh-keygen -q -t ed25519 -N '' -C dropship-bench-host -f "$d/host_key"
+    ssh-keygen -q -t ed25519 -N '' -C dropship-bench-client -f "$d/client_key"
+    cp "$d/client_key.pub" "$d/authorized_keys"
+    KEY=$d/client_key
+    KH=$d/known_hosts
+    local hostkey
+    hostkey=$(awk '{ print $1 " " $2 }' "$d/host_key.pub")
+    : >"$KH"
+    for ((i = 2; i <= nhosts + 1; i++)); do
+        echo "127.0.0.$i $hostkey" >>"$KH"
+        mkdir -p "$BENCH_DIR/home/127.0.0.$i"
+    done
+    # ForceCommand is run by the login shell (`bash -c`), so this costs no extra process:
+    # ${SSH_CONNECTION#* * } leaves "SERVER_ADDR SERVER_PORT".
+    local force
+    # shellcheck disable=SC2016 # expanded by the remote login shell, not here
+    force='_h=${SSH_CONNECTION#* * }; cd '"$BENCH_DIR"'/home/"${_h%% *}" || exit 1; unset _h; HOME=$PWD; export HOME; case $SSH_ORIGINAL_COMMAND in '"$SFTP_SERVER"') exec '"$SFTP_SERVER"' ;; "") exec /bin/bash -l ;; *) eval "$SSH_ORIGINAL_COMMAND" ;; esac'
+    cat >"$d/sshd_config" <<CONF
+Port 22
+ListenAddress 0.0.0.0
+HostKey $d/host_key
+PidFile $d/sshd.pid
+AuthorizedKeysFile $d/authorized_keys
+UsePAM no
+PermitRootLogin yes
+StrictModes no
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+UseDNS no
+MaxStartups 1000:30:2000
+MaxSessions 100
+Subsystem sftp $SFTP_SERVER
+ForceCommand $force
+SetEnv SHLVL=1
+LogLevel ERROR
+CONF
+    # Not through a function: $! must be sshd itself (sh and ip netns exec exec it), not a
+    # subshell.
+    local sshd=(ip netns exec "$NS" /usr/sbin/sshd -D -e -f "$d/sshd_config")
+    if [ -n "$CG" ]; then
+        sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "${sshd[@]}" 2>>"$BENCH_DIR/sshd.log" &
+    else
+        "${sshd[@]}" 2>>"$BENCH_DIR/sshd.log" &
+    fi
+    SSHD_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        if ns_exec ssh -F /dev/null -i "$KEY" -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o UserKnownHostsFile="$KH" -o GlobalKnownHostsFile=/dev/null \
+            -o StrictHostKeyChecking=yes root@127.0.0.2 true 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$SSHD_PID" 2>/dev/null || die "sshd died: $(cat "$BENCH_DIR/sshd.log")"
+        sleep 0.1
+    done
+    die "sshd in $NS does not answer: $(cat "$BENCH_DIR/sshd.log")"
+}
+
+# Kills sshd and whatever still runs in the namespace, deletes it.
+ns_down() {
+    local p
+    if [ -n "${SSHD_PID:-}" ]; then
+        kill -TERM "$SSHD_PID" 2>/dev/null || true
+        wait "$SSHD_PID" 2>/dev/null || true
+        SSHD_PID=
+    fi
+    if ip netns list 2>/dev/null | grep -q "^$NS\\b"; then
+        for p in $(ip netns pids "$NS" 2>/dev/null || true); do
+            kill -KILL "$p" 2>/dev/null || true
+        done
+        ip netns del "$NS" 2>/dev/null || true
+    fi
+    cg_down
+}
