@@ -1,0 +1,174 @@
+//! End to end: the real `dropship` binary in a real terminal (tmux), against the real sshd
+//! of tests/support. Keystrokes go in with `send-keys`; what the user would see comes back
+//! with `capture-pane -p`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::{Need, TEST_PASSWORD, TEST_USER};
+
+/// A tmux server of our own (`-L`), so nothing touches the user's sessions; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str, w: u16, h: u16) -> Tmux {
+        let t = Tmux {
+            socket: format!("dropship-e2e-{}", std::process::id()),
+        };
+        let o = t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+            cmd,
+        ]);
+        assert!(
+            o.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("run tmux")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "e2e", "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into_owned()
+    }
+
+    /// Waits until the screen shows every one of `needles`; panics with the screen if not.
+    fn wait_for(&self, needles: &[&str], secs: u64) -> String {
+        let mut last = String::new();
+        let ok = support::wait_until(Duration::from_secs(secs), || {
+            last = self.screen();
+            needles.iter().all(|n| last.contains(n))
+        });
+        assert!(ok, "screen never showed {needles:?}:\n{last}");
+        last
+    }
+
+    fn alive(&self) -> bool {
+        self.run(&["has-session", "-t", "e2e"]).status.success()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+#[test]
+fn dispatch_from_the_console_and_watch_the_upgrade_live() {
+    if !support::live_test_or_skip("tui_e2e", &[Need::Sshd, Need::Tmux]) {
+        return;
+    }
+    let Some(server) = support::ssh_server_or_skip("tui_e2e") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let dest = support::scratch_dir("tui_e2e");
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    server.write_known_hosts(&home.path().join(".ssh/known_hosts"));
+    let cfg: PathBuf = home.path().join("dispatch.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[app-.*\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+             dest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 10s\n\
+             upgrade = echo hello from {{host}}; for i in 1 2 3; do echo upgrade line $i; sleep 0.2; done; echo careful >&2\n",
+            server.addr(),
+            d = dest.as_str()
+        ),
+    )
+    .unwrap();
+    let bundle = home.path().join("app-1.0.tgz");
+    std::fs::write(&bundle, vec![7u8; 200_000]).unwrap();
+    let state = home.path().join("state");
+    let cmd = format!(
+        "env -u DROPSHIP_CONFIG -u NETRC -u SSH_AUTH_SOCK -u NO_COLOR -u DROPSHIP_THEME HOME={h} XDG_STATE_HOME={s} XDG_CONFIG_HOME={h}/.config {bin} --config {cfg}; echo EXITED $?; sleep 30",
+        h = sh_quote(home.path()),
+        s = sh_quote(&state),
+        bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
+        cfg = sh_quote(&cfg),
+    );
+    let tmux = Tmux::start(&cmd, 120, 40);
+    tmux.wait_for(&["Dispatches 0", "no dispatches yet"], 20);
+
+    // `:dispatch PATH`, Enter: the plan. The default button is Cancel: move, then press.
+    tmux.keys(&[":"]);
+    tmux.text(&format!("dispatch {}", bundle.display()));
+    tmux.keys(&["Enter"]);
+    let plan = tmux.wait_for(
+        &["Dispatch?", "[ Cancel ]", "[ Dispatch ]", "app-1.0.tgz"],
+        10,
+    );
+    assert!(
+        plan.contains(&format!("{TEST_USER} (dispatch.cfg)")),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains(TEST_PASSWORD),
+        "the password reached the screen:\n{plan}"
+    );
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+
+    // The upgrade's output streams into the log pane while it runs, then the summary.
+    tmux.wait_for(&["hello from 127.0.0.1", "upgrade line 1"], 30);
+    let done = tmux.wait_for(&["upgrade line 3", "careful", "1/1 ok", "finished"], 30);
+    assert!(done.contains("Log 127.0.0.1 #1"), "{done}");
+    assert!(
+        dest.join("app-1.0.tgz").is_file(),
+        "the bundle was not uploaded"
+    );
+
+    // Quit; the shell after dropship prints its exit status.
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for(&["EXITED 0"], 10);
+    assert!(!after.contains("panicked"), "{after}");
+    assert!(tmux.alive());
+
+    // The journal recorded the dispatch like a headless one.
+    let o = Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args(["--history", "--json"])
+        .env("HOME", home.path())
+        .env("XDG_STATE_HOME", &state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("\"succeeded\":1"), "{text}");
+    let log = std::fs::read_to_string(state.join("dropship/dropship.log")).unwrap_or_default();
+    assert!(log.contains("dispatch started"), "log file: {log}");
+    assert!(!log.contains(TEST_PASSWORD));
+}
