@@ -284,6 +284,16 @@ impl App {
 
     /// Indexes of the rows of list `l` that pass its filter.
     pub fn visible(&self, l: usize) -> Vec<usize> {
+        if self.filters[l].is_empty() {
+            // The common case, on every frame and every engine event: no filter.
+            let n = match l {
+                0 => self.hosts.len(),
+                1 => self.packages.len(),
+                2 => self.dispatches.len(),
+                _ => self.selected_dispatch().map_or(0, |d| d.targets.len()),
+            };
+            return (0..n).collect();
+        }
         let f = self.filters[l].to_lowercase();
         let keep =
             |fields: &[&str]| f.is_empty() || fields.iter().any(|x| x.to_lowercase().contains(&f));
@@ -316,6 +326,9 @@ impl App {
     }
 
     pub fn selected_dispatch_index(&self) -> Option<usize> {
+        if self.filters[2].is_empty() {
+            return (self.selected[2] < self.dispatches.len()).then_some(self.selected[2]);
+        }
         let f = self.filters[2].to_lowercase();
         let mut n = 0;
         for (i, d) in self.dispatches.iter().enumerate() {
@@ -343,6 +356,10 @@ impl App {
     }
 
     pub fn selected_target_index(&self) -> Option<usize> {
+        if self.filters[3].is_empty() {
+            let n = self.selected_dispatch().map_or(0, |d| d.targets.len());
+            return (self.selected[3] < n).then_some(self.selected[3]);
+        }
         self.visible(3).get(self.selected[3]).copied()
     }
 
@@ -469,7 +486,11 @@ impl App {
         let id = e.dispatch();
         let ring = self.env.ring_capacity;
         let shown = self.selected_dispatch().map(|d| d.id) == Some(id);
-        let shown_host = self.selected_target().map(|t| t.host.clone());
+        let shown_target = if shown {
+            self.selected_target_index()
+        } else {
+            None
+        };
         let Some(d) = self.dispatches.iter_mut().find(|d| d.id == id) else {
             if let Event::DispatchStarted { .. } = e {
                 let mut d = DispatchView::from_summary(&DispatchSummary {
@@ -495,7 +516,9 @@ impl App {
         };
         d.apply(e, ring);
         match e {
-            Event::Output { host, .. } => shown && shown_host.as_deref() == Some(host.as_str()),
+            Event::Output { host, .. } => {
+                shown_target.is_some_and(|t| d.targets.get(t).is_some_and(|t| &t.host == host))
+            }
             Event::Transfer { .. } => shown,
             Event::TargetFinished {
                 host, result, at, ..

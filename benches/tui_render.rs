@@ -1,0 +1,154 @@
+//! Frame time of the console with 1,000 hosts and a 100,000-line log pane (goal: under
+//! 2 ms a frame). Not a timed test: `cargo bench --bench tui_render` prints the numbers for
+//! BENCHMARKS.md.
+//!
+//! Each frame is a full `Terminal::draw` on a `TestBackend` (layout, every visible widget,
+//! the buffer diff), which is what the console does per frame minus writing the changed
+//! cells to the tty.
+
+use crossterm::event::KeyCode;
+use dropship::config::Config;
+use dropship::engine::events::{Event, Step};
+use dropship::transport::Stream;
+use dropship::ui::tui::app::{App, AppEnv, Focus};
+use dropship::ui::tui::render;
+use dropship::ui::tui::theme::Theme;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const HOSTS: usize = 1_000;
+const LINES: usize = 100_000;
+const FRAMES: usize = 2_000;
+
+fn app() -> App {
+    let hosts: Vec<String> = (0..HOSTS)
+        .map(|i| format!("host{i:04}.example.com"))
+        .collect();
+    let cfg = format!(
+        "[app-(?P<version>[0-9.]+)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = deploy\nupgrade = ~/bin/upgrade {{path}}\n",
+        hosts.join(", ")
+    );
+    let config = Config::parse(&cfg, Path::new("dispatch.cfg")).expect("bench config");
+    let mut env = AppEnv::new(config);
+    env.ring_capacity = LINES;
+    let mut app = App::new(env, Theme::builtin_default());
+    app.on_event(&Event::DispatchStarted {
+        dispatch: 1,
+        at: 0,
+        bundle: "app-1.0.tgz".into(),
+        rule: "app".into(),
+        hosts: hosts.clone(),
+    });
+    for h in &hosts {
+        app.on_event(&Event::StepStarted {
+            dispatch: 1,
+            at: 0,
+            host: h.clone(),
+            step: Step::Upgrade,
+            command: None,
+        });
+    }
+    for i in 0..LINES {
+        app.on_event(&Event::Output {
+            dispatch: 1,
+            at: i as i64,
+            host: hosts[0].clone(),
+            step: Step::Upgrade,
+            stream: if i % 10 == 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            },
+            line: format!(
+                "{i:06} upgrade: unpacking lib/module-{}.so into releases/1.0 ({} bytes)",
+                i % 977,
+                i * 31
+            ),
+        });
+    }
+    app
+}
+
+fn measure(name: &str, app: &mut App, w: u16, h: u16, mut between: impl FnMut(&mut App)) {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("backend");
+    for _ in 0..50 {
+        t.draw(|f| render::draw(f, app)).expect("draw");
+    }
+    let mut times = Vec::with_capacity(FRAMES);
+    for _ in 0..FRAMES {
+        between(app);
+        let s = Instant::now();
+        t.draw(|f| render::draw(f, app)).expect("draw");
+        times.push(s.elapsed());
+    }
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / FRAMES as u32;
+    let p = |q: f64| times[((FRAMES as f64 * q) as usize).min(FRAMES - 1)];
+    println!(
+        "{name:<44} {w:>3}x{h:<3} mean {:>7.3} ms  p50 {:>7.3} ms  p99 {:>7.3} ms",
+        mean.as_secs_f64() * 1e3,
+        p(0.5).as_secs_f64() * 1e3,
+        p(0.99).as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    let mut app = app();
+    println!("{HOSTS} hosts, {LINES}-line log on the selected host, {FRAMES} frames each\n");
+    for (w, h) in [(120, 40), (200, 60)] {
+        app.focus = Focus::Log;
+        measure("log following", &mut app, w, h, |_| {});
+        let mut n = 0u64;
+        measure(
+            "log following, a new line every frame",
+            &mut app,
+            w,
+            h,
+            |a| {
+                n += 1;
+                a.on_event(&Event::Output {
+                    dispatch: 1,
+                    at: 0,
+                    host: "host0000.example.com".into(),
+                    step: Step::Upgrade,
+                    stream: Stream::Stdout,
+                    line: format!("new line {n}"),
+                });
+            },
+        );
+        app.key(KeyCode::Char('g'));
+        for _ in 0..500 {
+            app.key(KeyCode::PageDown);
+        }
+        app.key(KeyCode::Char('w'));
+        app.key(KeyCode::Char('t'));
+        app.key(KeyCode::Char('/'));
+        app.type_str("module-12");
+        app.key(KeyCode::Enter);
+        measure(
+            "log scrolled mid-way, wrap + time + search",
+            &mut app,
+            w,
+            h,
+            |_| {},
+        );
+        app.key(KeyCode::Char('w'));
+        app.key(KeyCode::Char('t'));
+        app.key(KeyCode::End);
+        app.focus = Focus::Hosts;
+        for _ in 0..500 {
+            app.key(KeyCode::Char('j'));
+        }
+        measure("hosts list scrolled to host 500", &mut app, w, h, |_| {});
+        app.focus = Focus::Targets;
+        app.key(KeyCode::Char('G'));
+        measure("targets list (1,000) at the end", &mut app, w, h, |a| {
+            a.key(KeyCode::Char('k'));
+            a.key(KeyCode::Char('j'));
+        });
+        app.key(KeyCode::Char('g'));
+        println!();
+    }
+}
