@@ -92,6 +92,11 @@ struct Cli {
     /// Console: output lines kept in memory per host (older lines stay in the journal).
     #[arg(long, value_name = "N", default_value_t = dropship::ui::tui::ring::DEFAULT_CAPACITY)]
     log_lines: usize,
+
+    /// Console: MiB of log text all hosts together may keep in memory; past it the biggest
+    /// logs lose their oldest lines first (all lines stay in the journal).
+    #[arg(long, value_name = "MIB", default_value_t = 24)]
+    log_memory: usize,
 }
 
 /// An error already reported to the user, carrying the exit code to leave with.
@@ -204,6 +209,7 @@ fn console(cli: &Cli) -> anyhow::Result<()> {
         packages: cli.packages.clone(),
         stamp: stamp(cli)?,
         ring_capacity: cli.log_lines,
+        log_budget: cli.log_memory.saturating_mul(1 << 20),
     };
     match dropship::ui::tui::run(opts) {
         Ok(()) => Ok(()),

@@ -367,6 +367,30 @@ fn memory_per_host_is_bounded_and_shed_lines_are_shown() {
     assert!(render(&app, 120, 40).contains("1234 lines shed"));
 }
 
+#[test]
+fn all_logs_together_stay_within_the_memory_budget() {
+    let mut env = env();
+    env.log_budget = 1 << 20;
+    let mut app = app_with(env);
+    running(&mut app);
+    let line = "y".repeat(100);
+    for i in 0..30_000 {
+        let host = ["web1", "web2", "web3"][i % 3];
+        app.on_event(&out(7, host, T0, Stream::Stdout, &line));
+        assert!(app.log_bytes <= 1 << 20, "over budget after {i} lines");
+    }
+    let d = app.selected_dispatch().unwrap();
+    let held: usize = d.targets.iter().map(|t| t.log.bytes()).sum();
+    assert_eq!(held, app.log_bytes);
+    assert!(
+        held > (1 << 20) / 2,
+        "the budget is used, not wasted: {held}"
+    );
+    for t in &d.targets {
+        assert!(t.log.len() > 1_000, "every host keeps its newest lines");
+    }
+}
+
 /// History and the Packages pane come from the journal; a past dispatch's output is read
 /// back from it when its host is selected.
 #[test]

@@ -27,6 +27,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tui_input::Input;
 
+/// Default of [`AppEnv::log_budget`]: 24 MiB of log text in memory.
+pub const DEFAULT_LOG_BUDGET: usize = 24 << 20;
+
 /// What the console needs from outside, fixed for its lifetime.
 pub struct AppEnv {
     pub config: Arc<Config>,
@@ -38,6 +41,10 @@ pub struct AppEnv {
     pub packages_dir: Option<PathBuf>,
     /// Lines kept in memory per host.
     pub ring_capacity: usize,
+    /// Bytes all hosts' logs may hold together; past it the biggest logs lose their oldest
+    /// lines first (they stay in the journal). Per-host line limits alone would let 1,000
+    /// chatty hosts take gigabytes.
+    pub log_budget: usize,
     /// A pinned `{timestamp}` (`--timestamp`); else each plan takes the current time.
     pub stamp: Option<Stamp>,
 }
@@ -51,6 +58,7 @@ impl AppEnv {
             journal: None,
             packages_dir: None,
             ring_capacity: DEFAULT_CAPACITY,
+            log_budget: DEFAULT_LOG_BUDGET,
             stamp: None,
         }
     }
@@ -202,6 +210,8 @@ pub struct App {
     /// The clock as the app sees it; the runner advances it, tests pin it.
     pub now: Millis,
     pub theme_names: Vec<String>,
+    /// Bytes held by every target's log (see [`AppEnv::log_budget`]).
+    pub log_bytes: usize,
     next_token: u64,
     pending: HashMap<u64, (Arc<Plan>, PathBuf)>,
 }
@@ -228,6 +238,7 @@ impl App {
             shed: 0,
             now: crate::engine::events::now_ms(),
             theme_names: Theme::names(),
+            log_bytes: 0,
             next_token: 1,
             pending: HashMap::new(),
         };
@@ -443,6 +454,28 @@ impl App {
         for l in lines {
             t.log.push(l.at, l.stream, &l.line);
         }
+        self.log_bytes += t.log.bytes();
+        if self.log_bytes > self.env.log_budget {
+            self.trim_logs();
+        }
+    }
+
+    /// Brings all logs back under 90% of the budget by dropping the oldest chunk of the
+    /// biggest log, again and again. The 10% slack keeps this scan off the per-line path.
+    fn trim_logs(&mut self) {
+        let goal = self.env.log_budget / 10 * 9;
+        while self.log_bytes > goal {
+            let biggest = self
+                .dispatches
+                .iter_mut()
+                .flat_map(|d| d.targets.iter_mut())
+                .max_by_key(|t| t.log.bytes());
+            let freed = biggest.map_or(0, |t| t.log.trim_front());
+            if freed == 0 {
+                return; // every log is down to its newest chunk
+            }
+            self.log_bytes -= freed.min(self.log_bytes);
+        }
     }
 
     // ----- engine --------------------------------------------------------------------------
@@ -514,10 +547,21 @@ impl App {
             }
             return false;
         };
+        let before = match e {
+            Event::Output { host, .. } => d.target_mut(host).map_or(0, |t| t.log.bytes()),
+            _ => 0,
+        };
         d.apply(e, ring);
         match e {
             Event::Output { host, .. } => {
-                shown_target.is_some_and(|t| d.targets.get(t).is_some_and(|t| &t.host == host))
+                let after = d.target_mut(host).map_or(0, |t| t.log.bytes());
+                let shown =
+                    shown_target.is_some_and(|t| d.targets.get(t).is_some_and(|t| &t.host == host));
+                self.log_bytes = (self.log_bytes + after).saturating_sub(before);
+                if self.log_bytes > self.env.log_budget {
+                    self.trim_logs();
+                }
+                shown
             }
             Event::Transfer { .. } => shown,
             Event::TargetFinished {

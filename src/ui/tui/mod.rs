@@ -43,6 +43,8 @@ pub struct Options {
     pub packages: Option<PathBuf>,
     pub stamp: Option<Stamp>,
     pub ring_capacity: usize,
+    /// Bytes all logs may hold together (see [`app::AppEnv::log_budget`]).
+    pub log_budget: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         journal: Some(journal),
         packages_dir: opts.packages,
         ring_capacity: opts.ring_capacity.max(1),
+        log_budget: opts.log_budget,
         stamp: opts.stamp,
     };
     let mut app = app::App::new(env, theme);

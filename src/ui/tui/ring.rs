@@ -62,7 +62,12 @@ pub struct LogRing {
     /// Absolute number of the first line held.
     base: u64,
     len: usize,
+    /// Bytes held: text plus the per-line offset and time (see [`LINE_OVERHEAD`]).
+    bytes: usize,
 }
+
+/// Bytes each line costs besides its text: its end offset and its time.
+pub const LINE_OVERHEAD: usize = 4 + 8;
 
 impl LogRing {
     pub fn new(capacity: usize) -> LogRing {
@@ -71,6 +76,7 @@ impl LogRing {
             capacity: capacity.max(1),
             base: 0,
             len: 0,
+            bytes: 0,
         }
     }
 
@@ -98,12 +104,31 @@ impl LogRing {
             chunk.stderr[i / 64] |= 1 << (i % 64);
         }
         self.len += 1;
+        self.bytes += text.len() + LINE_OVERHEAD;
         while self.chunks.len() > 1 && self.len - self.chunks[0].len() >= self.capacity {
-            if let Some(front) = self.chunks.pop_front() {
-                self.len -= front.len();
-                self.base += front.len() as u64;
-            }
+            self.trim_front();
         }
+    }
+
+    /// Drops the oldest chunk (never the newest one) and returns the bytes freed. The
+    /// console calls it when all logs together pass their memory budget.
+    pub fn trim_front(&mut self) -> usize {
+        if self.chunks.len() < 2 {
+            return 0;
+        }
+        let Some(front) = self.chunks.pop_front() else {
+            return 0;
+        };
+        let freed = front.text.len() + front.len() * LINE_OVERHEAD;
+        self.len -= front.len();
+        self.base += front.len() as u64;
+        self.bytes -= freed;
+        freed
+    }
+
+    /// Bytes held (text and per-line bookkeeping), kept up to date on every push.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Absolute number of the oldest line held: lines before it were dropped.
@@ -201,6 +226,13 @@ mod tests {
             format!("line {}", r.first())
         );
         assert!(r.get(10_000).is_none());
+        let held: usize = r.iter().map(|(_, l)| l.text.len() + LINE_OVERHEAD).sum();
+        assert_eq!(r.bytes(), held);
+        let before = r.bytes();
+        let freed = r.trim_front();
+        assert_eq!(r.bytes(), before - freed);
+        while r.trim_front() > 0 {}
+        assert!(!r.is_empty() && r.len() <= CHUNK, "the newest chunk is kept");
     }
 
     #[test]
