@@ -2,13 +2,17 @@
 # Console benchmarks (issue 5, section 6), run on the real binary in a real terminal (tmux):
 #   1. idle CPU: the console open on an idle config for IDLE seconds (goal < 0.5% of a core);
 #   2. peak RSS while HOSTS hosts each stream LINES lines into the console at once
-#      (protocol = local, `seq`; goal < 64 MiB), with how long it took and how many lines the
-#      UI shed (they are still in the journal);
+#      (`seq` as the upgrade command; goal < 64 MiB), with how long it took and how many
+#      lines the UI shed (they are still in the journal);
 #   3. idle CPU again afterwards, with the finished 100-host dispatch on screen.
 # Frame time is a Rust bench: cargo bench --bench tui_render.
 #
-# Usage: bench/tui.sh [--idle 30] [--hosts 100] [--lines 100000] [--width 8] [--log-lines N]
-#   --width W   each output line is a W-digit zero-padded number (seq -f %0Wg)
+# Usage: bench/tui.sh [--idle 30] [--hosts 100] [--lines 100000] [--width 8]
+#                     [--transport sftp|local] [--log-lines N] [--log-memory MIB]
+#   --width W        each output line is a W-digit zero-padded number (seq -f %0Wg)
+#   --transport T    sftp (default): hosts 127.0.0.2... served by one sshd in a private
+#                    network namespace (bench/lib/sshns.sh, needs root); local: the `local`
+#                    protocol, commands run here with `sh -c`
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
 set -euo pipefail
 
@@ -22,6 +26,8 @@ HOSTS=100
 LINES=100000
 WIDTH=8
 LOG_LINES=
+LOG_MEMORY=
+TRANSPORT=sftp
 while [ $# -gt 0 ]; do
     case "$1" in
         --idle) IDLE=$2; shift 2 ;;
@@ -29,6 +35,8 @@ while [ $# -gt 0 ]; do
         --lines) LINES=$2; shift 2 ;;
         --width) WIDTH=$2; shift 2 ;;
         --log-lines) LOG_LINES=$2; shift 2 ;;
+        --log-memory) LOG_MEMORY=$2; shift 2 ;;
+        --transport) TRANSPORT=$2; shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -43,12 +51,43 @@ fi
 
 WORK=$(mktemp -d /tmp/dropship-bench-tui.XXXXXX)
 SOCK=dropship-bench-tui-$$
-cleanup() { tmux -L "$SOCK" kill-server 2>/dev/null || true; rm -rf "$WORK"; }
+NS=dropship-bench-tui-$$
+BENCH_DIR=$WORK
+RUN=()
+cleanup() {
+    tmux -L "$SOCK" kill-server 2>/dev/null || true
+    [ "$TRANSPORT" = sftp ] && ns_down
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
-mkdir -p "$WORK/state" "$WORK/dest"
+mkdir -p "$WORK/state" "$WORK/dest" "$WORK/.ssh"
 
-hosts=$(seq -f 'h%03g' 1 "$HOSTS" | paste -sd, -)
-cat >"$WORK/dispatch.cfg" <<CFG
+case "$TRANSPORT" in
+    sftp)
+        need_root
+        # shellcheck source=bench/lib/sshns.sh
+        . "$HERE/lib/sshns.sh"
+        ns_reap_stale
+        log "starting sshd for $HOSTS hosts in namespace $NS"
+        ns_up "$HOSTS"
+        cp "$KH" "$WORK/.ssh/known_hosts"
+        hosts=$(for ((i = 2; i <= HOSTS + 1; i++)); do printf '127.0.0.%d, ' "$i"; done | sed 's/, $//')
+        cat >"$WORK/dispatch.cfg" <<CFG
+[app-.*\.tgz]
+host = $hosts
+protocol = sftp
+login = root
+key = $KEY
+dest_dir = releases
+parallel = $HOSTS
+timeout = 60s
+upgrade = seq -f %0${WIDTH}g 1 $LINES
+CFG
+        RUN=(ip netns exec "$NS")
+        ;;
+    local)
+        hosts=$(seq -f 'h%03g' 1 "$HOSTS" | paste -sd, -)
+        cat >"$WORK/dispatch.cfg" <<CFG
 [app-.*\.tgz]
 host = $hosts
 protocol = local
@@ -57,12 +96,18 @@ lock_path = $WORK/dest/{host}.lock
 parallel = $HOSTS
 upgrade = seq -f %0${WIDTH}g 1 $LINES
 CFG
+        ;;
+    *) die "--transport is sftp or local" ;;
+esac
 head -c 100000 /dev/urandom >"$WORK/app-1.0.tgz"
 
 CLK=$(getconf CLK_TCK)
 extra=()
-[ -n "$LOG_LINES" ] && extra=(--log-lines "$LOG_LINES")
-tmux -L "$SOCK" new-session -d -s b -x 160 -y 50 \
+[ -n "$LOG_LINES" ] && extra+=(--log-lines "$LOG_LINES")
+[ -n "$LOG_MEMORY" ] && extra+=(--log-memory "$LOG_MEMORY")
+# The tmux server (and so dropship) starts inside the namespace when there is one; the
+# tmux commands below reach it through its socket file, from outside.
+"${RUN[@]}" tmux -L "$SOCK" new-session -d -s b -x 160 -y 50 \
     "exec env HOME=$WORK XDG_STATE_HOME=$WORK/state XDG_CONFIG_HOME=$WORK/config $DROPSHIP_BIN --config $WORK/dispatch.cfg ${extra[*]}"
 screen() { tmux -L "$SOCK" capture-pane -p -t b; }
 wait_screen() { # wait_screen PATTERN SECONDS
@@ -89,7 +134,7 @@ idle() { # idle LABEL
                l, t / hz / s * 100, t, hz, s, w }'
 }
 
-echo "dropship console benchmarks  ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), $DROPSHIP_BIN)"
+echo "dropship console benchmarks  ($TRANSPORT, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), $DROPSHIP_BIN)"
 idle "idle CPU, fresh console, ${IDLE}s"
 
 log "dispatching to $HOSTS hosts x $LINES lines (width $WIDTH)"
@@ -99,7 +144,8 @@ wait_screen "Dispatch?" 10
 tmux -L "$SOCK" send-keys -t b Tab
 start=$(now)
 tmux -L "$SOCK" send-keys -t b Enter
-wait_screen "$HOSTS/$HOSTS ok" 1800
+wait_screen "dispatch #1 app-1.0.tgz: " 1800
+screen | grep -q "$HOSTS/$HOSTS ok" || { screen >&2; die "the dispatch failed"; }
 took=$(elapsed "$start")
 rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$PID/status")
 now_rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$PID/status")
