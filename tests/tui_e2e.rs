@@ -15,9 +15,9 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(cmd: &str, w: u16, h: u16) -> Tmux {
+    fn start(test: &str, cmd: &str, w: u16, h: u16) -> Tmux {
         let t = Tmux {
-            socket: format!("dropship-e2e-{}", std::process::id()),
+            socket: format!("dropship-e2e-{test}-{}", std::process::id()),
         };
         let o = t.run(&[
             "new-session",
@@ -122,7 +122,7 @@ fn dispatch_from_the_console_and_watch_the_upgrade_live() {
         bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
         cfg = sh_quote(&cfg),
     );
-    let tmux = Tmux::start(&cmd, 120, 40);
+    let tmux = Tmux::start("dispatch", &cmd, 120, 40);
     tmux.wait_for(&["Dispatches 0", "no dispatches yet"], 20);
 
     // `:dispatch PATH`, Enter: the plan. The default button is Cancel: move, then press.
@@ -171,4 +171,102 @@ fn dispatch_from_the_console_and_watch_the_upgrade_live() {
     let log = std::fs::read_to_string(state.join("dropship/dropship.log")).unwrap_or_default();
     assert!(log.contains("dispatch started"), "log file: {log}");
     assert!(!log.contains(TEST_PASSWORD));
+}
+
+/// A broken user theme stops the console before it takes the terminal, naming the file and
+/// every bad key.
+#[test]
+fn a_broken_user_theme_is_reported_with_file_and_key() {
+    let home = tempfile::tempdir().unwrap();
+    let themes = home.path().join(".config/dropship/themes");
+    std::fs::create_dir_all(&themes).unwrap();
+    std::fs::write(
+        themes.join("broken.yaml"),
+        "ok: { fg: grene }\nokk: red\nfailed: { blink: true }\n",
+    )
+    .unwrap();
+    std::fs::write(themes.join("fine.yaml"), "ok: magenta\n").unwrap();
+    let cfg = home.path().join("dispatch.cfg");
+    std::fs::write(&cfg, "[app-.*\\.tgz]\nhost = web1\nprotocol = local\n").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dropship"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("XDG_STATE_HOME", home.path().join("state"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DROPSHIP_THEME")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let cfg = cfg.to_str().unwrap();
+    let o = run(&["--config", cfg, "--tui", "--theme", "broken"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("broken.yaml"), "{err}");
+    assert!(err.contains("`ok.fg`: bad colour `grene`"), "{err}");
+    assert!(
+        err.contains("`okk`: unknown key (did you mean `ok`?)"),
+        "{err}"
+    );
+    assert!(err.contains("`failed.blink`: unknown attribute"), "{err}");
+    let o = run(&["--config", cfg, "--tui", "--theme", "nonesuch"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such theme"));
+
+    // With no mode and no terminal, dropship says what to do instead of hanging.
+    let o = run(&["--config", cfg]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not on a terminal"));
+}
+
+/// `NO_COLOR` selects the mono theme: the screen carries no colour at all, and selection is
+/// reverse video. Resizing the terminal to a narrow one gives the stacked layout.
+#[test]
+fn no_color_is_mono_and_resizing_restacks() {
+    if !support::live_test_or_skip("tui_no_color", &[Need::Tmux]) {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("dispatch.cfg");
+    std::fs::write(
+        &cfg,
+        "[app-.*\\.tgz]\nhost = web1, web2\nprotocol = local\n",
+    )
+    .unwrap();
+    let cmd = format!(
+        "env -u DROPSHIP_THEME NO_COLOR=1 HOME={h} XDG_STATE_HOME={h}/state XDG_CONFIG_HOME={h}/.config {bin} --config {cfg}; echo EXITED $?; sleep 30",
+        h = sh_quote(home.path()),
+        bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
+        cfg = sh_quote(&cfg),
+    );
+    let tmux = Tmux::start("nocolor", &cmd, 120, 40);
+    tmux.wait_for(&["Hosts 2", "mono"], 20);
+    tmux.keys(&["1"]);
+    tmux.wait_for(&["Hosts · ? help"], 5);
+    let styled =
+        String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-e", "-t", "e2e"]).stdout)
+            .into_owned();
+    let colour =
+        regex::Regex::new(r"\x1b\[[0-9;]*(3[0-7]|38;[0-9;]+|4[0-7]|48;[0-9;]+|9[0-7]|10[0-7])m")
+            .unwrap();
+    assert!(
+        !colour.is_match(&styled),
+        "a colour under NO_COLOR:\n{styled:?}"
+    );
+    assert!(
+        styled.contains("\x1b[7m"),
+        "no reverse video for the selection:\n{styled:?}"
+    );
+
+    tmux.run(&["resize-window", "-t", "e2e", "-x", "70", "-y", "22"]);
+    let narrow = tmux.wait_for(&["1 Hosts 2", "4 Targets", "5 Log"], 5);
+    assert!(
+        !narrow.contains("3 Dispatches"),
+        "stacked: one list at a time\n{narrow}"
+    );
+    tmux.run(&["resize-window", "-t", "e2e", "-x", "130", "-y", "40"]);
+    tmux.wait_for(&["1 Hosts 2", "2 Packages", "3 Dispatches"], 5);
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED 0"], 10);
 }

@@ -255,21 +255,28 @@ fn draw_list(
     let sel = app.selected[l].min(rows.len().saturating_sub(1));
     let off = window(&app.offsets[l], sel, height, rows.len());
     let focused = app.focus.list() == Some(l);
+    // The selected row takes the selection style whole (cell colours would fight it); in
+    // an unfocused pane it is dimmed, so the focused pane's selection stands out.
+    let sel_style = if focused {
+        app.theme.selected
+    } else {
+        app.theme
+            .selected
+            .add_modifier(ratatui::style::Modifier::DIM)
+    };
     for (i, &r) in rows.iter().enumerate().skip(off).take(height) {
-        let mut line = row(make(r), &w);
+        let mut cells = make(r);
         if i == sel {
-            line = line.style(if focused {
-                app.theme.selected
-            } else {
-                app.theme
-                    .selected
-                    .remove_modifier(ratatui::style::Modifier::BOLD)
-            });
-            if !focused {
-                line = line.style(app.theme.dim.patch(app.theme.selected));
+            for c in &mut cells {
+                c.1 = sel_style;
             }
         }
-        lines.push(line);
+        let line = row(cells, &w);
+        lines.push(if i == sel {
+            line.style(sel_style)
+        } else {
+            line
+        });
     }
     if rows.len() > height && height > 0 {
         let pos = format!(" {}/{} ", sel + 1, rows.len());

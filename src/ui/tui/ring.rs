@@ -232,7 +232,10 @@ mod tests {
         let freed = r.trim_front();
         assert_eq!(r.bytes(), before - freed);
         while r.trim_front() > 0 {}
-        assert!(!r.is_empty() && r.len() <= CHUNK, "the newest chunk is kept");
+        assert!(
+            !r.is_empty() && r.len() <= CHUNK,
+            "the newest chunk is kept"
+        );
     }
 
     #[test]
