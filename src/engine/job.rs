@@ -304,7 +304,7 @@ pub fn run(ctx: &JobContext) -> Outcome {
     let (conn, result) = run_locked(ctx, conn);
     let mut conn = conn;
     if let Some(c) = conn.as_mut() {
-        if let Err(e) = lock::release(c, &lock, rule.timeout) {
+        if let Err(e) = lock::release(c, &lock) {
             ctx.notice(
                 Level::Warning,
                 format!("could not release the lock {}: {e}", lock.path),
@@ -314,7 +314,7 @@ pub fn run(ctx: &JobContext) -> Outcome {
         // The session was lost mid-job: reconnect just to release the lock.
         match transport::connect(ctx.target, rule, ctx.known_hosts) {
             Ok(mut c) => {
-                let _ = lock::release(&mut c, &lock, rule.timeout);
+                let _ = lock::release(&mut c, &lock);
             }
             Err(e) => ctx.notice(
                 Level::Warning,
@@ -350,7 +350,6 @@ fn take_lock(ctx: &JobContext, conn: &mut Connection) -> Result<Lock, StepFailur
             host: &ctx.target.host.name,
             wait: rule.lock_wait,
             stale: rule.lock_stale,
-            timeout: rule.timeout,
             cancelled: &|| cancel.is_requested(),
             notice: &|m| ctx.notice(Level::Warning, m),
         },

@@ -124,15 +124,9 @@ fn try_shell(
     id: &Identity,
     token: &str,
     stale: Duration,
-    timeout: Duration,
 ) -> Result<(Attempt, Option<Holder>), TransportError> {
-    let mut lines = Vec::new();
-    shell.exec(
-        &try_script(path, id, token, stale),
-        timeout,
-        &|| false,
-        &mut |_, l| lines.push(l.to_owned()),
-    )?;
+    let out = shell.script(&try_script(path, id, token, stale))?;
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
     let broken = parse_field(&lines, "broken holder=").map(|h| Holder {
         holder: h.to_owned(),
         bundle: parse_field(&lines, "broken bundle=")
@@ -187,7 +181,6 @@ pub struct Wait<'a> {
     pub host: &'a str,
     pub wait: Duration,
     pub stale: Duration,
-    pub timeout: Duration,
     pub cancelled: &'a dyn Fn() -> bool,
     /// Told when the lock is busy (once) and when a stale lock is broken.
     pub notice: &'a dyn Fn(String),
@@ -206,7 +199,7 @@ pub fn acquire(
     loop {
         let attempt = match conn.shell.as_deref_mut() {
             Some(shell) => {
-                let (a, broken) = try_shell(shell, path, id, &token, w.stale, w.timeout)?;
+                let (a, broken) = try_shell(shell, path, id, &token, w.stale)?;
                 if let Some(b) = broken {
                     (w.notice)(format!(
                         "broke a stale lock held by {} (bundle {})",
@@ -236,12 +229,7 @@ pub fn acquire(
             }
             Attempt::Busy(Some(h)) if conn.shell.is_some() && holder_is_gone(&h.holder) => {
                 if let Some(shell) = conn.shell.as_deref_mut() {
-                    shell.exec(
-                        &break_script(path, &h.holder),
-                        w.timeout,
-                        &|| false,
-                        &mut |_, _| {},
-                    )?;
+                    shell.script(&break_script(path, &h.holder))?;
                 }
                 (w.notice)(format!(
                     "took over the lock of {} (bundle {}): that process is gone",
@@ -282,11 +270,7 @@ pub fn acquire(
 }
 
 /// Releases `lock` if it is still ours.
-pub fn release(
-    conn: &mut Connection,
-    lock: &Lock,
-    timeout: Duration,
-) -> Result<(), TransportError> {
+pub fn release(conn: &mut Connection, lock: &Lock) -> Result<(), TransportError> {
     match (lock.shell, conn.shell.as_deref_mut()) {
         (true, Some(shell)) => {
             let d = quote(&lock.path);
@@ -294,7 +278,7 @@ pub fn release(
                 "[ \"$(sed -n 's/^token=//p' {d}/info 2>/dev/null)\" = {} ] && rm -rf -- {d}; exit 0",
                 quote(&lock.token)
             );
-            shell.exec(&script, timeout, &|| false, &mut |_, _| {})?;
+            shell.script(&script)?;
             Ok(())
         }
         _ => conn.files.remove_dir(&lock.path),

@@ -209,4 +209,22 @@ impl Shell for Local {
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
         local_sha256(Path::new(path), len).map_err(|e| self.io("hash", path, e))
     }
+
+    fn script(&mut self, script: &str) -> Result<String, TransportError> {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.io("run", "sh", e))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(TransportError::Io {
+                host: self.host.clone(),
+                op: "running a dropship script".into(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
+    }
 }

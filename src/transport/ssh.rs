@@ -485,6 +485,10 @@ impl Shell for SshSession {
         })
     }
 
+    fn script(&mut self, script: &str) -> Result<String, TransportError> {
+        self.check("running", "a dropship script", script)
+    }
+
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
         let out = self.check("sha256sum", path, &sha256_command(path, len))?;
         let hex: String = out.chars().take(64).collect();
