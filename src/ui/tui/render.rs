@@ -96,7 +96,7 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
     let mut right = Vec::new();
     if app.shed > 0 {
         right.push(Span::styled(
-            format!(" {} lines shed (in journal) ", app.shed),
+            format!(" {} lines shed ", app.shed),
             app.theme.warning,
         ));
     }
