@@ -24,9 +24,12 @@ SFTP_SERVER=${SFTP_SERVER:-/usr/lib/openssh/sftp-server}
 # Removes namespaces and work dirs left by bench runs whose script is gone (kill -9).
 ns_reap_stale() {
     local ns pid p
-    for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep '^dropship-bench-' || true); do
-        pid=${ns#dropship-bench-}
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # Only names the bench scripts make (dropship-bench-PID or dropship-bench-WORD-PID) whose
+    # script PID is gone; its work dir is /tmp/NAME minus the WORD part (as fanout.sh makes it)
+    # or left alone.
+    for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep -E '^dropship-bench-([a-z]+-)?[0-9]+$' || true); do
+        pid=${ns##*-}
+        if kill -0 "$pid" 2>/dev/null; then
             continue
         fi
         log "removing stale namespace $ns"
@@ -35,7 +38,9 @@ ns_reap_stale() {
         done
         ip netns del "$ns" 2>/dev/null || true
         rmdir "/sys/fs/cgroup/cpuacct/$ns" 2>/dev/null || true
-        rm -rf "/tmp/dropship-bench-$pid"
+        if [ "$ns" = "dropship-bench-$pid" ]; then
+            rm -rf "/tmp/dropship-bench-$pid"
+        fi
     done
 }
 
