@@ -151,20 +151,53 @@ fn packages_pane_lists_a_directory() {
 
 #[test]
 fn tiny_terminal_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), "db-2.0.1.tar.gz");
     let mut app = app();
+    finished(&mut app);
     running(&mut app);
+    let overlays: Vec<Vec<KeyCode>> = vec![
+        vec![],
+        vec![KeyCode::Char('?')],
+        vec![KeyCode::Char(':'), KeyCode::Tab],
+        vec![KeyCode::Char('d'), KeyCode::Char('t'), KeyCode::Tab],
+        vec![KeyCode::Char('3'), KeyCode::Char('c')],
+        vec![KeyCode::Char('q')],
+        vec![KeyCode::Char('1'), KeyCode::Char('/'), KeyCode::Char('w')],
+        vec![KeyCode::Char('5'), KeyCode::Char('/'), KeyCode::Char('x')],
+        vec![KeyCode::Char('f'), KeyCode::Char('w'), KeyCode::Char('t')],
+    ];
+    for keys in &overlays {
+        for (w, h) in [
+            (1, 1),
+            (2, 2),
+            (10, 3),
+            (20, 5),
+            (40, 10),
+            (99, 30),
+            (100, 30),
+            (300, 100),
+        ] {
+            for k in keys {
+                app.key(*k);
+            }
+            render(&app, w, h);
+            app.key(KeyCode::Esc);
+            app.key(KeyCode::Esc);
+        }
+    }
+    app.key(KeyCode::Char(':'));
+    app.type_str(&format!("dispatch {}", b.display()));
+    app.key(KeyCode::Enter);
     for (w, h) in [
         (1, 1),
+        (2, 2),
         (10, 3),
         (20, 5),
         (40, 10),
-        (99, 30),
-        (100, 30),
+        (80, 12),
         (300, 100),
     ] {
         render(&app, w, h);
-        app.key(KeyCode::Char('?'));
-        render(&app, w, h);
-        app.key(KeyCode::Esc);
     }
 }
