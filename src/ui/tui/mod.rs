@@ -3,7 +3,8 @@
 //!
 //! - [`app`]: the state machine (keys and engine events in, effects out); no drawing, no I/O
 //!   beyond reading the journal, so tests drive it directly.
-//! - [`render`], [`dialogs`]: drawing from the state; only visible rows are built.
+//! - [`render`], [`log_pane`], [`dialogs`]: drawing from the state; only visible rows are
+//!   built.
 //! - [`engine`]: the bridge to the engine (tokio runtime off the UI thread, one bounded
 //!   channel, never dropping control events).
 //! - [`console`]: the event loop; [`terminal`]: setup, teardown, panic hook, log file.
@@ -15,6 +16,7 @@ pub mod console;
 pub mod dialogs;
 pub mod engine;
 pub mod keys;
+pub mod log_pane;
 pub mod logview;
 pub mod model;
 pub mod palette;

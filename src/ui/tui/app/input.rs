@@ -1,0 +1,322 @@
+//! Keys and mouse on the panes: focus, list movement, the log pane's reading keys.
+
+use super::{App, Confirm, Effect, Focus, Overlay};
+use crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
+};
+use tui_input::Input;
+
+impl App {
+    /// Handles a terminal event. Returns the effects to carry out.
+    pub fn on_terminal(&mut self, ev: &TermEvent) -> Vec<Effect> {
+        match ev {
+            TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.on_key(*k, ev),
+            TermEvent::Mouse(m) if self.mouse && self.overlay.is_none() => {
+                match m.kind {
+                    MouseEventKind::ScrollUp => self.scroll_focused(-3),
+                    MouseEventKind::ScrollDown => self.scroll_focused(3),
+                    _ => {}
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A key, e.g. from tests: `app.key(KeyCode::Char('j'))`.
+    pub fn key(&mut self, code: KeyCode) -> Vec<Effect> {
+        self.key_mod(code, KeyModifiers::NONE)
+    }
+
+    pub fn key_mod(&mut self, code: KeyCode, mods: KeyModifiers) -> Vec<Effect> {
+        let k = KeyEvent::new(code, mods);
+        self.on_key(k, &TermEvent::Key(k))
+    }
+
+    /// Types `text` key by key.
+    pub fn type_str(&mut self, text: &str) -> Vec<Effect> {
+        text.chars()
+            .flat_map(|c| self.key(KeyCode::Char(c)))
+            .collect()
+    }
+
+    pub(super) fn on_key(&mut self, k: KeyEvent, ev: &TermEvent) -> Vec<Effect> {
+        let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl_c
+            && !matches!(
+                self.overlay,
+                Some(Overlay::Confirm {
+                    what: Confirm::Quit { .. },
+                    ..
+                })
+            )
+        {
+            self.overlay = None;
+            return self.request_quit();
+        }
+        if self.overlay.is_some() {
+            return self.on_overlay_key(k, ev);
+        }
+        self.status = None;
+        let list = self.focus.list();
+        match k.code {
+            KeyCode::Char('q') => return self.request_quit(),
+            KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
+            KeyCode::Char(':') => {
+                self.overlay = Some(Overlay::Palette {
+                    input: Input::default(),
+                    candidates: Vec::new(),
+                    error: None,
+                })
+            }
+            KeyCode::Char('d') => self.open_path_entry(),
+            KeyCode::Tab => self.cycle_focus(1),
+            KeyCode::BackTab => self.cycle_focus(-1),
+            KeyCode::Char(c @ '1'..='5') => {
+                self.focus = Focus::ALL[(c as u8 - b'1') as usize];
+            }
+            KeyCode::Char('f') => {
+                self.log.fullscreen = !self.log.fullscreen;
+                if self.log.fullscreen {
+                    self.focus = Focus::Log;
+                }
+            }
+            KeyCode::Char('m') => return self.toggle_mouse(),
+            KeyCode::Esc => {
+                if self.log.fullscreen {
+                    self.log.fullscreen = false;
+                } else if let Some(l) = list.filter(|&l| !self.filters[l].is_empty()) {
+                    self.filters[l].clear();
+                    self.selected[l] = 0;
+                } else if self.focus == Focus::Log {
+                    self.focus = Focus::Targets;
+                } else if self.focus == Focus::Targets {
+                    self.focus = Focus::Dispatches;
+                }
+            }
+            KeyCode::Char('c') if matches!(self.focus, Focus::Dispatches | Focus::Targets) => {
+                self.ask_cancel()
+            }
+            KeyCode::Char('r') if matches!(self.focus, Focus::Dispatches | Focus::Targets) => {
+                self.ask_retry()
+            }
+            _ if self.focus == Focus::Log => return self.on_log_key(k),
+            _ => {
+                if let Some(l) = list {
+                    self.on_list_key(l, k);
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    pub(super) fn cycle_focus(&mut self, delta: i64) {
+        let i = Focus::ALL
+            .iter()
+            .position(|f| *f == self.focus)
+            .unwrap_or(0) as i64;
+        let n = Focus::ALL.len() as i64;
+        self.focus = Focus::ALL[((i + delta).rem_euclid(n)) as usize];
+    }
+
+    pub(super) fn toggle_mouse(&mut self) -> Vec<Effect> {
+        self.mouse = !self.mouse;
+        self.info(if self.mouse {
+            "mouse on: wheel scrolls; press m to select text again"
+        } else {
+            "mouse off: the terminal selects text"
+        });
+        vec![Effect::Mouse(self.mouse)]
+    }
+
+    pub(super) fn request_quit(&mut self) -> Vec<Effect> {
+        let running = self.running();
+        if running > 0 {
+            self.overlay = Some(Overlay::Confirm {
+                what: Confirm::Quit { running },
+                ok: false,
+            });
+            Vec::new()
+        } else {
+            self.quit = true;
+            vec![Effect::Quit]
+        }
+    }
+
+    pub(super) fn page(&self) -> i64 {
+        self.list_height.get().max(2) as i64 - 1
+    }
+
+    pub(super) fn on_list_key(&mut self, l: usize, k: KeyEvent) {
+        match k.code {
+            KeyCode::Char('j') | KeyCode::Down => self.move_by(l, 1),
+            KeyCode::Char('k') | KeyCode::Up => self.move_by(l, -1),
+            KeyCode::Char('g') | KeyCode::Home => self.select(l, 0),
+            KeyCode::Char('G') | KeyCode::End => self.select(l, usize::MAX),
+            KeyCode::PageDown => self.move_by(l, self.page()),
+            KeyCode::PageUp => self.move_by(l, -self.page()),
+            KeyCode::Char('/') => {
+                self.overlay = Some(Overlay::Filter {
+                    input: Input::new(self.filters[l].clone()),
+                })
+            }
+            KeyCode::Enter => self.activate(l),
+            _ => {}
+        }
+    }
+
+    /// Enter on a list row.
+    pub(super) fn activate(&mut self, l: usize) {
+        match l {
+            0 => {
+                let Some(&hi) = self.visible(0).get(self.selected[0]) else {
+                    return;
+                };
+                let host = self.hosts[hi].name.clone();
+                self.show_host(&host);
+            }
+            1 => {
+                let Some(&pi) = self.visible(1).get(self.selected[1]) else {
+                    return;
+                };
+                let p = self.packages[pi].clone();
+                let path = match (&p.path, &p.last, &self.env.journal) {
+                    (Some(path), _, _) => Some(path.clone()),
+                    (None, Some(last), Some(j)) => j
+                        .dispatch(last.id)
+                        .ok()
+                        .flatten()
+                        .map(|d| d.record.bundle_path),
+                    _ => None,
+                };
+                match path {
+                    Some(path) => self.ask_dispatch(&path.display().to_string(), None),
+                    None => self.error(format!("{}: no file known for this bundle", p.name)),
+                }
+            }
+            2 => self.focus = Focus::Targets,
+            _ => self.focus = Focus::Log,
+        }
+    }
+
+    /// Selects the newest dispatch that shipped to `host`, and the host in it.
+    pub(super) fn show_host(&mut self, host: &str) {
+        self.filters[2].clear();
+        for i in 0..self.dispatches.len() {
+            self.selected[2] = usize::MAX;
+            self.select(2, i);
+            if let Some(d) = self.selected_dispatch()
+                && let Some(ti) = d.targets.iter().position(|t| t.host == host)
+            {
+                self.filters[3].clear();
+                self.selected[3] = usize::MAX;
+                self.select(3, ti);
+                self.focus = Focus::Targets;
+                return;
+            }
+        }
+        self.select(2, 0);
+        self.info(format!("{host}: no dispatch yet"));
+    }
+
+    pub(super) fn scroll_focused(&mut self, delta: i64) {
+        match self.focus.list() {
+            Some(l) => self.move_by(l, delta),
+            None => self.scroll_log(delta),
+        }
+    }
+
+    pub(super) fn scroll_log(&mut self, delta: i64) {
+        let h = self.log_height.get();
+        let Some((di, ti)) = self
+            .selected_dispatch_index()
+            .zip(self.selected_target_index())
+        else {
+            return;
+        };
+        let ring = &self.dispatches[di].targets[ti].log;
+        self.log.scroll(ring, h, delta);
+    }
+
+    pub(super) fn on_log_key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        let h = self.log_height.get().max(1) as i64;
+        match k.code {
+            KeyCode::Char('j') | KeyCode::Down => self.scroll_log(1),
+            KeyCode::Char('k') | KeyCode::Up => self.scroll_log(-1),
+            KeyCode::PageDown | KeyCode::Char(' ') => self.scroll_log(h - 1),
+            KeyCode::PageUp => self.scroll_log(-(h - 1)),
+            KeyCode::Char('g') | KeyCode::Home => {
+                if let Some(t) = self.selected_target() {
+                    let first = t.log.first();
+                    self.log.top = Some(first);
+                }
+            }
+            KeyCode::Char('G') | KeyCode::End => self.log.follow(),
+            KeyCode::Char('w') => self.log.wrap = !self.log.wrap,
+            KeyCode::Char('t') => self.log.timestamps = !self.log.timestamps,
+            KeyCode::Char('/') => {
+                self.overlay = Some(Overlay::Search {
+                    input: Input::new(self.log.search.clone().unwrap_or_default()),
+                })
+            }
+            KeyCode::Char('n') => self.find(true),
+            KeyCode::Char('N') => self.find(false),
+            KeyCode::Char('s') => return self.save_log(),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    pub(super) fn find(&mut self, forward: bool) {
+        let h = self.log_height.get();
+        let Some((di, ti)) = self
+            .selected_dispatch_index()
+            .zip(self.selected_target_index())
+        else {
+            return;
+        };
+        let ring = &self.dispatches[di].targets[ti].log;
+        if !self.log.find(ring, h, forward) {
+            let s = self.log.search.clone().unwrap_or_default();
+            self.error(format!("not found: {s}"));
+        }
+    }
+
+    pub(super) fn save_log(&mut self) -> Vec<Effect> {
+        let Some(d) = self.selected_dispatch() else {
+            self.error("no dispatch selected");
+            return Vec::new();
+        };
+        let Some(t) = self.selected_target() else {
+            self.error("no host selected");
+            return Vec::new();
+        };
+        let mut text = String::new();
+        for (_, l) in t.log.iter() {
+            if self.log.timestamps {
+                text.push_str(&crate::ui::tui::render::timestamp(l.at));
+                text.push(' ');
+            }
+            if l.stream == crate::transport::Stream::Stderr {
+                text.push_str("[stderr] ");
+            }
+            text.push_str(l.text);
+            text.push('\n');
+        }
+        let safe: String = t
+            .host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = crate::config::state_dir()
+            .join("logs")
+            .join(format!("dispatch-{}-{safe}.log", d.id));
+        vec![Effect::SaveLog { path, text }]
+    }
+}
