@@ -484,3 +484,45 @@ fn stalled_server_hits_the_io_timeout() {
     assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
     assert!(!Path::new(&plan.targets[0].remote_path).exists());
 }
+
+#[test]
+fn corrupted_upload_fails_verification_and_is_retried() {
+    let Some(ftp) = FtpServer::builder()
+        .pasv_address(support::LOOPBACK_2)
+        .start_or_skip("corrupt")
+    else {
+        return;
+    };
+    // The commands' SSH goes to the address of the FTP control proxy.
+    let Some(ssh) = SshServer::builder()
+        .listen_also(support::LOOPBACK_2)
+        .start_or_skip("corrupt")
+    else {
+        return;
+    };
+    let rig = Rig::new("corrupt");
+    rig.trust(&ssh);
+    // Plain FTP has no integrity check: a flipped byte on the data connection arrives as
+    // is, and only the SHA-256 over SSH can notice it.
+    let proxies = FtpProxies::start(&ftp);
+    proxies
+        .data
+        .set_fault_scoped(support::Fault::CorruptAt(12345), support::Scope::First(1));
+    let extra = format!("ssh_port = {}\nupgrade = true", ssh.port());
+    let config = rig.config("ftp", proxies.control_addr(), rig.dest.as_str(), &extra);
+    let local = bundle(rig.local.path(), "app-c.tgz", 200_000);
+    let plan = rig.plan(&config, "app-c.tgz");
+    let (result, events) = deliver(&rig, &plan, &local);
+    let (_, delivered) = result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    let retried: Vec<&TransferEvent> = events
+        .iter()
+        .filter(|e| matches!(e, TransferEvent::Retrying { .. }))
+        .collect();
+    assert_eq!(retried.len(), 1, "{events:?}");
+    assert!(
+        matches!(retried[0], TransferEvent::Retrying { error, .. } if error.contains("SHA-256 on the host")),
+        "{retried:?}"
+    );
+    assert_eq!(delivered.attempts, 2);
+    assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
+}

@@ -111,6 +111,23 @@ pub trait Shell: Send {
     /// and bounded by the connection timeout, and on a hundred hosts the wrapper's extra
     /// processes cost more than the script.
     fn script(&mut self, script: &str) -> Result<String, TransportError>;
+
+    /// Checks `part` against `expected` and renames it to `dest` only if it matches, in one
+    /// round trip. `Ok(None)` when done; `Ok(Some(hash))` with the host's hash when not.
+    fn verify_and_rename(
+        &mut self,
+        part: &str,
+        dest: &str,
+        expected: &str,
+    ) -> Result<Option<String>, TransportError> {
+        let out = self.script(&verify_rename_command(part, dest, expected))?;
+        let out = out.trim();
+        Ok(match out.strip_prefix("bad ") {
+            Some(h) => Some(h.to_owned()),
+            None if out == "ok" => None,
+            None => Some(format!("unreadable answer `{out}`")),
+        })
+    }
 }
 
 /// An open connection to one target.
@@ -175,13 +192,33 @@ pub fn local_sha256(path: &Path, len: Option<u64>) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Shell text that hashes its stdin: `openssl dgst` where the host has it (it uses the
+/// CPU's SHA extensions, about 3.5x less CPU than coreutils' `sha256sum` here, and on a
+/// hundred hosts sharing a machine that is the largest cost after sshd), else `sha256sum`.
+/// Both print the hex digest first.
+const HASH_STDIN: &str =
+    "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }";
+
+fn shell_quote(s: &str) -> String {
+    shlex::try_quote(s).map_or_else(|_| "''".into(), |q| q.into_owned())
+}
+
 /// The shell command that prints the SHA-256 of (a prefix of) `path` on a POSIX host.
 pub fn sha256_command(path: &str, len: Option<u64>) -> String {
-    let q = shlex::try_quote(path).map_or_else(|_| "''".into(), |q| q.into_owned());
+    let q = shell_quote(path);
     match len {
-        Some(n) => format!("head -c {n} -- {q} | sha256sum"),
-        None => format!("sha256sum < {q}"),
+        Some(n) => format!("head -c {n} -- {q} | {HASH_STDIN}"),
+        None => format!("{HASH_STDIN} < {q}"),
     }
+}
+
+/// One round trip that checks `part` against `expected` and, only if it matches, renames
+/// it to `dest` (rename(2): atomic, replacing). Prints `ok` or `bad HASH`.
+pub fn verify_rename_command(part: &str, dest: &str, expected: &str) -> String {
+    let (p, d) = (shell_quote(part), shell_quote(dest));
+    format!(
+        "h=$({HASH_STDIN} < {p}) || exit 1; h=${{h%% *}}; if [ \"$h\" = {expected} ]; then mv -f -- {p} {d} && echo ok; else echo \"bad $h\"; fi"
+    )
 }
 
 /// Opens a connection to `target` as its rule's protocol says. FTP targets get an SSH

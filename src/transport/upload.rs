@@ -243,19 +243,20 @@ fn attempt_once(
     }
     let remote_sha = match conn.shell.as_mut() {
         Some(shell) => {
-            let theirs = shell.sha256(part, None)?;
-            if theirs != sha {
+            if let Some(theirs) = shell.verify_and_rename(part, job.remote_path, sha)? {
                 // Start the next attempt from scratch: the prefix is not ours.
                 let _ = conn.files.remove(part);
                 return Err(verify_fail(format!(
                     "SHA-256 on the host is {theirs}, expected {sha}"
                 )));
             }
-            Some(theirs)
+            Some(sha.to_owned())
         }
-        None => None,
+        None => {
+            conn.files.rename(part, job.remote_path)?;
+            None
+        }
     };
-    conn.files.rename(part, job.remote_path)?;
     events(TransferEvent::Verified {
         size,
         sha256: remote_sha.clone(),

@@ -40,6 +40,9 @@ pub enum Fault {
     StallAfter(u64),
     /// Accept, then close at once without contacting the server.
     Refuse,
+    /// Forward everything, but flip the client→server byte at this offset: what a bad
+    /// NIC, disk or middlebox does to a protocol with no integrity check of its own (FTP).
+    CorruptAt(u64),
 }
 
 /// Which of the connections accepted after the fault was set get it.
@@ -425,6 +428,12 @@ fn pump(conn: &Conn, shared: &Shared, up: bool) {
                 return;
             }
         };
+        if let (true, Fault::CorruptAt(at)) = (up, *lock(&conn.fault)) {
+            let sent = conn.up.load(Ordering::SeqCst);
+            if (sent..sent + k as u64).contains(&at) {
+                buf[(at - sent) as usize] ^= 0xFF;
+            }
+        }
         // The fault may have changed while read() blocked: gate the chunk again.
         let mut pending = &buf[..k];
         while !pending.is_empty() {
