@@ -135,7 +135,13 @@ pub fn running(app: &mut App) {
                 sha256: None,
             },
         },
-        step(id, "web1", T0 + 4_000, Step::Upgrade),
+        Event::StepStarted {
+            dispatch: id,
+            at: T0 + 4_000,
+            host: "web1".into(),
+            step: Step::Upgrade,
+            command: Some("tar xzf releases/1.4.2/app-1.4.2.tgz && ./upgrade.sh".into()),
+        },
         out(
             id,
             "web1",

@@ -448,9 +448,20 @@ impl App {
                 }
             }
         }
-        lines.sort_by_key(|l| l.at);
-        for l in lines {
-            t.log.push(l.at, l.stream, &l.line);
+        // Markers first, so a step's marker stays ahead of output stamped the same
+        // millisecond (the sort is stable).
+        let mut all: Vec<(i64, Option<crate::transport::Stream>, String)> = t
+            .journal_markers
+            .iter()
+            .map(|(at, m)| (*at, None, m.clone()))
+            .collect();
+        all.extend(lines.into_iter().map(|l| (l.at, Some(l.stream), l.line)));
+        all.sort_by_key(|l| l.0);
+        for (at, stream, text) in all {
+            match stream {
+                Some(s) => t.log.push(at, s, &text),
+                None => t.log.push_marker(at, &text),
+            }
         }
         self.log_bytes += t.log.bytes();
         if self.log_bytes > self.env.log_budget {
@@ -545,21 +556,30 @@ impl App {
             }
             return false;
         };
-        let before = match e {
-            Event::Output { host, .. } => d.target_mut(host).map_or(0, |t| t.log.bytes()),
-            _ => 0,
+        // Output and step markers grow the host's log: account for them in the budget.
+        let logged = match e {
+            Event::Output { host, .. } | Event::StepStarted { host, .. } => Some(host.as_str()),
+            _ => None,
         };
+        let before = logged
+            .and_then(|h| d.target_mut(h))
+            .map_or(0, |t| t.log.bytes());
         d.apply(e, ring);
+        let after = logged
+            .and_then(|h| d.target_mut(h))
+            .map_or(0, |t| t.log.bytes());
+        if after != before {
+            self.log_bytes = (self.log_bytes + after).saturating_sub(before);
+            if self.log_bytes > self.env.log_budget {
+                self.trim_logs();
+            }
+        }
+        let Some(d) = self.dispatches.iter().find(|d| d.id == id) else {
+            return false;
+        };
         match e {
             Event::Output { host, .. } => {
-                let after = d.target_mut(host).map_or(0, |t| t.log.bytes());
-                let shown =
-                    shown_target.is_some_and(|t| d.targets.get(t).is_some_and(|t| &t.host == host));
-                self.log_bytes = (self.log_bytes + after).saturating_sub(before);
-                if self.log_bytes > self.env.log_budget {
-                    self.trim_logs();
-                }
-                shown
+                shown_target.is_some_and(|t| d.targets.get(t).is_some_and(|t| &t.host == host))
             }
             Event::Transfer { .. } => shown,
             Event::TargetFinished {

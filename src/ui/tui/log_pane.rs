@@ -103,7 +103,9 @@ fn log_lines<'a>(app: &App, ring: &'a LogRing, width: usize, height: usize) -> V
     let mut n = start;
     while out.len() < height && n < ring.end() {
         let Some(l) = ring.get(n) else { break };
-        let style = if l.stream == Stream::Stderr {
+        let style = if l.marker {
+            app.theme.header
+        } else if l.stream == Stream::Stderr {
             app.theme.stderr
         } else {
             app.theme.stdout

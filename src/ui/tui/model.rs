@@ -140,6 +140,9 @@ pub struct TargetView {
     /// Steps the journal recorded for a past dispatch, in order, without repeats: where
     /// its output is read from.
     pub journal_steps: Vec<Step>,
+    /// Step markers of a past dispatch (when each command step started), merged into its
+    /// output when that is read.
+    pub journal_markers: Vec<(Millis, String)>,
 }
 
 impl TargetView {
@@ -157,6 +160,7 @@ impl TargetView {
             log: LogRing::new(ring),
             log_loaded: true,
             journal_steps: Vec::new(),
+            journal_markers: Vec::new(),
         }
     }
 
@@ -240,6 +244,10 @@ impl DispatchView {
                 for s in &t.steps {
                     if !v.journal_steps.contains(&s.step) {
                         v.journal_steps.push(s.step);
+                    }
+                    if let Some(c) = &s.command {
+                        v.journal_markers
+                            .push((s.started_at, step_marker(s.step, c)));
                     }
                 }
                 v.log_loaded = false;
@@ -348,10 +356,19 @@ impl DispatchView {
                 }
                 self.detail_loaded = true;
             }
-            Event::StepStarted { at, host, step, .. } => {
+            Event::StepStarted {
+                at,
+                host,
+                step,
+                command,
+                ..
+            } => {
                 if let Some(t) = self.target_mut(host) {
                     t.step = Some(*step);
                     t.started_at.get_or_insert(*at);
+                    if let Some(c) = command {
+                        t.log.push_marker(*at, &step_marker(*step, c));
+                    }
                 }
             }
             Event::Output {
@@ -446,6 +463,11 @@ impl DispatchView {
             }
         }
     }
+}
+
+/// The log pane's line for a command step starting: `── upgrade: tar xzf …`.
+pub fn step_marker(step: Step, command: &str) -> String {
+    format!("── {step}: {command}")
 }
 
 /// `mm:ss`, or `h:mm:ss` past an hour.

@@ -28,6 +28,8 @@ struct Chunk {
     at: Vec<Millis>,
     /// Bit i set: line i came from stderr.
     stderr: [u64; CHUNK / 64],
+    /// Bit i set: line i is the console's own marker (a step started), not output.
+    marker: [u64; CHUNK / 64],
 }
 
 impl Chunk {
@@ -53,6 +55,8 @@ pub struct LogLine<'a> {
     pub at: Millis,
     pub stream: Stream,
     pub text: &'a str,
+    /// A step boundary the console wrote, not a line the host printed.
+    pub marker: bool,
 }
 
 /// The newest `capacity` (to within one chunk) lines of one host.
@@ -81,6 +85,16 @@ impl LogRing {
     }
 
     pub fn push(&mut self, at: Millis, stream: Stream, text: &str) {
+        self.push_line(at, stream, text, false);
+    }
+
+    /// Records that a step began (`── upgrade: cmd`), so the log reads as a sequence of
+    /// steps rather than one undifferentiated stream.
+    pub fn push_marker(&mut self, at: Millis, text: &str) {
+        self.push_line(at, Stream::Stdout, text, true);
+    }
+
+    fn push_line(&mut self, at: Millis, stream: Stream, text: &str, marker: bool) {
         let text = clip(text);
         if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
             if let Some(last) = self.chunks.back_mut() {
@@ -91,6 +105,7 @@ impl LogRing {
                 ends: Vec::with_capacity(CHUNK),
                 at: Vec::with_capacity(CHUNK),
                 stderr: [0; CHUNK / 64],
+                marker: [0; CHUNK / 64],
             });
         }
         let Some(chunk) = self.chunks.back_mut() else {
@@ -102,6 +117,9 @@ impl LogRing {
         chunk.at.push(at);
         if stream == Stream::Stderr {
             chunk.stderr[i / 64] |= 1 << (i % 64);
+        }
+        if marker {
+            chunk.marker[i / 64] |= 1 << (i % 64);
         }
         self.len += 1;
         self.bytes += text.len() + LINE_OVERHEAD;
@@ -170,6 +188,7 @@ impl LogRing {
                 Stream::Stdout
             },
             text: chunk.line(i),
+            marker: chunk.marker[i / 64] & (1 << (i % 64)) != 0,
         })
     }
 
