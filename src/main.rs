@@ -95,7 +95,7 @@ struct Cli {
 
     /// Console: MiB of log text all hosts together may keep in memory; past it the biggest
     /// logs lose their oldest lines first (all lines stay in the journal).
-    #[arg(long, value_name = "MIB", default_value_t = 24)]
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
     log_memory: usize,
 }
 

@@ -25,8 +25,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tui_input::Input;
 
-/// Default of [`AppEnv::log_budget`]: 24 MiB of log text in memory.
-pub const DEFAULT_LOG_BUDGET: usize = 24 << 20;
+/// Default of [`AppEnv::log_budget`]: 16 MiB of log text in memory, 160 KiB a host when
+/// 100 hosts print at once; a single chatty host still gets its full line limit.
+pub const DEFAULT_LOG_BUDGET: usize = 16 << 20;
 
 /// What the console needs from outside, fixed for its lifetime.
 pub struct AppEnv {
