@@ -435,11 +435,15 @@ impl SshSession {
 }
 
 fn emit_lines(buf: &mut Vec<u8>, stream: Stream, on_line: &mut dyn FnMut(Stream, &str)) {
-    while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = buf.drain(..=pos).collect();
-        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+    // Hand out every complete line, then drop them from the buffer in one move (not one
+    // shift of the rest of the buffer per line).
+    let mut start = 0;
+    while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(&buf[start..start + pos]);
         on_line(stream, text.trim_end_matches('\r'));
+        start += pos + 1;
     }
+    buf.drain(..start);
 }
 
 fn quote(s: &str) -> String {

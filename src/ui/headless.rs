@@ -23,6 +23,10 @@ pub struct Printer {
     bars: Option<MultiProgress>,
     bar: HashMap<String, ProgressBar>,
     width: usize,
+    /// Buffered: a command printing a million lines must not cost a million writes. The
+    /// caller flushes whenever it has no more events at hand.
+    out: std::io::BufWriter<std::io::Stdout>,
+    err: std::io::BufWriter<std::io::Stderr>,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -53,20 +57,28 @@ impl Printer {
             bars,
             bar: HashMap::new(),
             width: 0,
+            out: std::io::BufWriter::with_capacity(64 << 10, std::io::stdout()),
+            err: std::io::BufWriter::with_capacity(16 << 10, std::io::stderr()),
         }
     }
 
+    /// Writes out what is buffered. An error means stdout is gone (a closed pipe).
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.err.flush();
+        self.out.flush()
+    }
+
     /// Writes a line for the user: above the bars on a terminal, else to stdout/stderr.
-    fn line(&self, to_stderr: bool, text: &str) {
+    fn line(&mut self, to_stderr: bool, text: &str) {
         match &self.bars {
             Some(mp) => {
                 let _ = mp.println(text);
             }
             None if to_stderr => {
-                let _ = writeln!(std::io::stderr().lock(), "{text}");
+                let _ = writeln!(self.err, "{text}");
             }
             None => {
-                let _ = writeln!(std::io::stdout().lock(), "{text}");
+                let _ = writeln!(self.out, "{text}");
             }
         }
     }
@@ -84,9 +96,8 @@ impl Printer {
     /// Renders one event. Returns an error only when stdout is gone (a closed pipe).
     pub fn handle(&mut self, e: &Event) -> std::io::Result<()> {
         if self.mode == Mode::Json {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer(&mut out, e)?;
-            return out.write_all(b"\n");
+            serde_json::to_writer(&mut self.out, e)?;
+            return self.out.write_all(b"\n");
         }
         match e {
             Event::DispatchStarted {

@@ -133,9 +133,16 @@ fn with_engine<T>(
     let printer = std::thread::spawn(move || {
         let mut p = Printer::new(mode);
         let mut closed = false;
-        for e in rx {
-            if !closed && p.handle(&e).is_err() {
-                closed = true; // stdout is gone; keep draining so the engine never blocks
+        // Render everything at hand, then flush once: output stays live, and a flood of
+        // lines costs one write per batch instead of one per line.
+        while let Ok(first) = rx.recv() {
+            for e in std::iter::once(first).chain(rx.try_iter()) {
+                if !closed && p.handle(&e).is_err() {
+                    closed = true; // stdout is gone; keep draining so the engine never blocks
+                }
+            }
+            if !closed && p.flush().is_err() {
+                closed = true;
             }
         }
     });
