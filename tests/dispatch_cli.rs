@@ -423,3 +423,127 @@ fn readme_demo_ships_without_a_server() {
     let current = Path::new("/tmp/dropship-demo/web1/current/app/VERSION");
     assert_eq!(std::fs::read_to_string(current).unwrap().trim(), "1.4.2");
 }
+
+/// Writes `text` to `path` with mode 0600 (netrc, ssh config).
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A rule for `host` with no credentials of its own: they come from elsewhere.
+fn bare_config(env: &Env, host: &str, keys: &str) -> PathBuf {
+    let p = env.path("bare.cfg");
+    std::fs::write(
+        &p,
+        format!(
+            "[app-.*\\.tgz]\nhost = {host}\nprotocol = sftp\ndest_dir = {d}\nlock_path = {d}/.lock\ntimeout = 10s\nupgrade = id -un\n{keys}\n",
+            d = env.dest.as_str()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn ssh_config_supplies_address_port_user_and_key() {
+    let Some(server) = support::ssh_server_or_skip("cli_ssh_config") else {
+        return;
+    };
+    let env = Env::new("cli_ssh_config", &server);
+    let keys = support::test_keys();
+    write_private(
+        &env.path(".ssh/config"),
+        &format!(
+            "Host webx\n  HostName 127.0.0.1\n  Port {}\n  User {TEST_USER}\n  IdentityFile {}\n",
+            server.port(),
+            keys.plain.display()
+        ),
+    );
+    let cfg = bare_config(&env, "webx", "");
+    let cfg = cfg.to_str().unwrap();
+    let o = env.run(&["--config", cfg, "--plan", "app-1.tgz", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["targets"][0]["login"], TEST_USER);
+    assert_eq!(plan["targets"][0]["port"], server.port());
+    let bundle = env.bundle("app-1.tgz");
+    let o = env.run(&["--config", cfg, "--dispatch", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("[webx] {TEST_USER}")));
+}
+
+#[test]
+fn key_with_passphrase_from_netrc_and_ssh_agent() {
+    let Some(server) = support::ssh_server_or_skip("cli_key_agent") else {
+        return;
+    };
+    let env = Env::new("cli_key_agent", &server);
+    let keys = support::test_keys();
+    let host = server.addr().to_string();
+    let bundle = env.bundle("app-2.tgz");
+
+    // The encrypted key, unlocked by the netrc password of the host.
+    write_private(
+        &env.path(".netrc"),
+        &format!(
+            "machine 127.0.0.1 login {TEST_USER} password \"{}\"\n",
+            keys.passphrase
+        ),
+    );
+    let cfg = bare_config(
+        &env,
+        &host,
+        &format!("key = {}\nkey_passphrase = netrc", keys.encrypted.display()),
+    );
+    let o = env.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--dispatch",
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains(keys.passphrase), "passphrase leaked");
+    std::fs::remove_file(env.path(".netrc")).unwrap();
+
+    // No password, no key: refused at once, naming what was tried.
+    let cfg = bare_config(&env, &host, &format!("login = {TEST_USER}"));
+    let cfg = cfg.to_str().unwrap();
+    let o = env.run(&["--config", cfg, "--dispatch", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("no password, no key file, no ssh-agent"),
+        "{}",
+        text(&o)
+    );
+
+    // The same rule through an ssh-agent holding the key.
+    let sock = env.path("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    assert!(support::wait_until(Duration::from_secs(5), || sock.exists()));
+    let added = Command::new("ssh-add")
+        .arg(&keys.plain)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let o = env
+        .cmd(&["--config", cfg, "--dispatch", bundle.to_str().unwrap()])
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
