@@ -267,6 +267,32 @@ fn no_color_is_mono_and_resizing_restacks() {
     );
     tmux.run(&["resize-window", "-t", "e2e", "-x", "130", "-y", "40"]);
     tmux.wait_for(&["1 Hosts 2", "2 Packages", "3 Dispatches"], 5);
-    tmux.keys(&["q"]);
-    tmux.wait_for(&["EXITED 0"], 10);
+
+    // SIGTERM leaves like `q`: the terminal comes back (the shell's echo is visible, the
+    // console is gone from the screen).
+    let shell = String::from_utf8_lossy(
+        &tmux
+            .run(&["list-panes", "-t", "e2e", "-F", "#{pane_pid}"])
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let out = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !pid.is_empty(),
+        "no dropship under the pane's shell {shell}"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let after = tmux.wait_for(&["EXITED 0"], 10);
+    assert!(
+        !after.contains("3 Dispatches"),
+        "the console is still on screen:\n{after}"
+    );
 }

@@ -105,6 +105,10 @@ fn handle(app: &mut App, m: Msg, bridge: &Bridge, term: &mut Term) -> bool {
             app.on_ended(id, cancelled);
             true
         }
+        Msg::Terminate => {
+            app.quit = true;
+            false
+        }
     }
 }
 

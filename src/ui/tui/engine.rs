@@ -43,6 +43,8 @@ pub enum Msg {
         id: i64,
         cancelled: bool,
     },
+    /// SIGTERM or SIGHUP: leave like `q` would, so the terminal is restored.
+    Terminate,
 }
 
 pub struct Bridge {
@@ -68,6 +70,22 @@ impl Bridge {
             .thread_name("dropship-engine")
             .enable_all()
             .build()?;
+        let term = tx.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut t), Ok(mut h)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = h.recv() => {}
+            }
+            tracing::info!("terminated by a signal");
+            let _ = term.send(Msg::Terminate);
+        });
         Ok(Bridge {
             rt,
             tx,
