@@ -214,6 +214,26 @@ fn a_broken_user_theme_is_reported_with_file_and_key() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no such theme"));
 
+    // The theme chosen last time (`:theme` writes it to the state dir) is used when neither
+    // --theme nor $DROPSHIP_THEME says otherwise; $DROPSHIP_THEME beats it.
+    let state = home.path().join("state/dropship");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("theme"), "broken\n").unwrap();
+    let o = run(&["--config", cfg, "--tui"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("broken.yaml"));
+    let o = Command::new(env!("CARGO_BIN_EXE_dropship"))
+        .args(["--config", cfg, "--tui"])
+        .env("HOME", home.path())
+        .env("XDG_STATE_HOME", home.path().join("state"))
+        .env("DROPSHIP_THEME", "nonesuch")
+        .env_remove("XDG_CONFIG_HOME")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("theme nonesuch"));
+
     // With no mode and no terminal, dropship says what to do instead of hanging.
     let o = run(&["--config", cfg]);
     assert_eq!(o.status.code(), Some(2));

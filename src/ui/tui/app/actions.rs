@@ -167,6 +167,14 @@ impl App {
                 }
                 Err(e) => self.error(e.to_string()),
             },
+            Command::Reload => {
+                self.reload();
+                self.info(format!(
+                    "reloaded: {} dispatches, {} packages",
+                    self.dispatches.len(),
+                    self.packages.len()
+                ));
+            }
             Command::Mouse => return self.toggle_mouse(),
             Command::Help => self.overlay = Some(Overlay::Help),
             Command::Quit => return self.request_quit(),
