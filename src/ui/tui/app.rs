@@ -242,6 +242,20 @@ impl App {
             pending: HashMap::new(),
         };
         app.reload();
+        // Headless modes print config warnings to stderr; here that would be drawn over, so
+        // they go to the log file and the status bar points at --check.
+        let warnings = &app.env.config.warnings;
+        if !warnings.is_empty() {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            let msg = format!(
+                "{} warning(s) in {}: run dropship --check",
+                warnings.len(),
+                app.env.config.path.display()
+            );
+            app.info(msg);
+        }
         app
     }
 
