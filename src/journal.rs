@@ -80,6 +80,35 @@ pub struct NewDispatch {
     pub started_at: Millis,
 }
 
+impl NewDispatch {
+    /// The record of a dispatch of `plan` with the bundle `file`, to the hosts in `only`
+    /// (all when `None`). Hashes the bundle: the same hash then serves every host.
+    pub fn for_plan(
+        plan: &crate::plan::Plan,
+        file: &Path,
+        config_path: &Path,
+        only: Option<&[String]>,
+    ) -> std::io::Result<NewDispatch> {
+        Ok(NewDispatch {
+            bundle: plan.bundle.clone(),
+            bundle_path: std::fs::canonicalize(file)?,
+            bundle_sha256: crate::transport::local_sha256(file, None)?,
+            bundle_size: std::fs::metadata(file)?.len(),
+            rule: plan.rule.name.clone(),
+            config_path: std::fs::canonicalize(config_path)
+                .unwrap_or_else(|_| config_path.to_owned()),
+            timestamp: plan.stamp.timestamp.clone(),
+            hosts: plan
+                .targets
+                .iter()
+                .map(|t| t.host.name.clone())
+                .filter(|h| only.is_none_or(|o| o.contains(h)))
+                .collect(),
+            started_at: crate::engine::events::now_ms(),
+        })
+    }
+}
+
 /// Where a dispatch stands. `Interrupted` is derived, never stored: the row says `running` but
 /// the process that wrote it is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -133,7 +133,8 @@ impl Shell for Local {
             .process_group(0)
             .spawn()
             .map_err(|e| self.io("run", "sh", e))?;
-        let (tx, rx) = mpsc::channel::<(Stream, String)>();
+        // Bounded: a command printing faster than we forward must wait, not fill memory.
+        let (tx, rx) = mpsc::sync_channel::<(Stream, String)>(1024);
         let mut readers = Vec::new();
         for (stream, pipe) in [
             (

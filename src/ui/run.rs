@@ -184,31 +184,20 @@ fn with_engine<T>(
     Ok(out)
 }
 
-fn new_dispatch(p: &Prepared, config_path: &Path) -> Result<NewDispatch, RunError> {
-    let bad = |e: std::io::Error| RunError::Bundle {
-        path: p.file.clone(),
-        detail: e.to_string(),
-    };
-    Ok(NewDispatch {
-        bundle: p.plan.bundle.clone(),
-        bundle_path: std::fs::canonicalize(&p.file).map_err(bad)?,
-        bundle_sha256: crate::transport::local_sha256(&p.file, None).map_err(bad)?,
-        bundle_size: std::fs::metadata(&p.file).map_err(bad)?.len(),
-        rule: p.plan.rule.name.clone(),
-        config_path: std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_owned()),
-        timestamp: p.plan.stamp.timestamp.clone(),
-        hosts: p.plan.targets.iter().map(|t| t.host.name.clone()).collect(),
-        started_at: crate::engine::events::now_ms(),
-    })
-}
-
 /// `--dispatch`: ships each bundle in the order given (so a 1.1 -> 1.2 -> 1.3 chain to the
 /// same hosts lands in order). Returns the summaries; stops early when cancelled.
 pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, RunError> {
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
     let mut records = Vec::new();
     for p in &prepared {
-        records.push(new_dispatch(p, &ctx.config.path)?);
+        records.push(
+            NewDispatch::for_plan(&p.plan, &p.file, &ctx.config.path, None).map_err(|e| {
+                RunError::Bundle {
+                    path: p.file.clone(),
+                    detail: e.to_string(),
+                }
+            })?,
+        );
     }
     let holder = crate::engine::lock::local_holder();
     with_engine(ctx, journal.clone(), async |emit, cancel| {

@@ -6,7 +6,7 @@
 //! offered with `try_send` and counted as shed when the channel is full. Every line is in the
 //! journal before it is offered, so a shed line is only missing from the screen's ring.
 
-use crate::engine::events::{Event, now_ms};
+use crate::engine::events::Event;
 use crate::engine::job::Cancel;
 use crate::engine::rollout::{self, Dispatch, Emit};
 use crate::journal::{Journal, NewDispatch};
@@ -14,7 +14,7 @@ use crate::plan::Plan;
 use crate::transport::known_hosts::KnownHostsFiles;
 use crossterm::event::Event as TermEvent;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -118,7 +118,8 @@ impl Bridge {
                 let (plan, file, only, journal) =
                     (plan.clone(), file.clone(), only.clone(), journal.clone());
                 tokio::task::spawn_blocking(move || {
-                    let rec = new_dispatch(&plan, &file, &config_path, only.as_deref())?;
+                    let rec = NewDispatch::for_plan(&plan, &file, &config_path, only.as_deref())
+                        .map_err(|e| format!("bundle {}: {e}", file.display()))?;
                     let id = journal.begin_dispatch(&rec).map_err(|e| e.to_string())?;
                     Ok((id, rec.bundle_sha256))
                 })
@@ -221,30 +222,4 @@ fn spawn_flusher(journal: Arc<Journal>, done: Arc<AtomicBool>) {
             let _ = tokio::task::spawn_blocking(move || j.flush()).await;
         }
     });
-}
-
-/// The journal record of a dispatch started from the console (as `--dispatch` writes it).
-fn new_dispatch(
-    plan: &Plan,
-    file: &Path,
-    config_path: &Path,
-    only: Option<&[String]>,
-) -> Result<NewDispatch, String> {
-    let bad = |e: std::io::Error| format!("bundle {}: {e}", file.display());
-    Ok(NewDispatch {
-        bundle: plan.bundle.clone(),
-        bundle_path: std::fs::canonicalize(file).map_err(bad)?,
-        bundle_sha256: crate::transport::local_sha256(file, None).map_err(bad)?,
-        bundle_size: std::fs::metadata(file).map_err(bad)?.len(),
-        rule: plan.rule.name.clone(),
-        config_path: std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_owned()),
-        timestamp: plan.stamp.timestamp.clone(),
-        hosts: plan
-            .targets
-            .iter()
-            .map(|t| t.host.name.clone())
-            .filter(|h| only.is_none_or(|o| o.contains(h)))
-            .collect(),
-        started_at: now_ms(),
-    })
 }
