@@ -153,6 +153,14 @@ fn event_rate() {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too (without `--bench`): there, render
+    // each screen once as a smoke test instead of measuring.
+    if !std::env::args().any(|a| a == "--bench") {
+        let app = app();
+        let mut t = Terminal::new(TestBackend::new(120, 40)).expect("backend");
+        t.draw(|f| render::draw(f, &app)).expect("draw");
+        return;
+    }
     event_rate();
     println!();
     let mut app = app();
