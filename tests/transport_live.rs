@@ -84,9 +84,21 @@ fn deliver(
     Result<(Connection, Delivered), TransportError>,
     Vec<TransferEvent>,
 ) {
+    deliver_until(rig, plan, local, &|| false)
+}
+
+/// [`deliver`], stopped as soon as `cancel` says so.
+fn deliver_until(
+    rig: &Rig,
+    plan: &Plan,
+    local: &Path,
+    cancel: &dyn Fn() -> bool,
+) -> (
+    Result<(Connection, Delivered), TransportError>,
+    Vec<TransferEvent>,
+) {
     let target = &plan.targets[0];
     let events = Mutex::new(Vec::new());
-    let cancel = || false;
     let mut policy = RetryPolicy::new(plan.rule.retries);
     policy.base_delay = std::time::Duration::from_millis(50);
     let job = Job {
@@ -96,7 +108,7 @@ fn deliver(
         dest_dir: &target.dest_dir,
         remote_path: &target.remote_path,
         policy,
-        cancel: &cancel,
+        cancel,
     };
     let result = upload::deliver(
         &job,
@@ -525,4 +537,28 @@ fn corrupted_upload_fails_verification_and_is_retried() {
     );
     assert_eq!(delivered.attempts, 2);
     assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
+}
+
+#[test]
+fn cancel_stops_an_upload_mid_way() {
+    let Some(server) = support::ssh_server_or_skip("cancel_upload") else {
+        return;
+    };
+    let rig = Rig::new("cancel_upload");
+    rig.trust(&server);
+    let config = rig.config("sftp", server.addr(), rig.dest.as_str(), "");
+    let local = bundle(rig.local.path(), "big-c.tgz", 64 << 20);
+    let plan = rig.plan(&config, "big-c.tgz");
+    // Cancel once the first megabytes are on the host.
+    let part = PathBuf::from(upload::part_path(&plan.targets[0].remote_path));
+    let cancel = || std::fs::metadata(&part).is_ok_and(|m| m.len() >= 2 << 20);
+    let (result, _) = deliver_until(&rig, &plan, &local, &cancel);
+    let err = result.err().expect("a cancelled upload must stop");
+    assert!(matches!(err, TransportError::Cancelled { .. }), "{err}");
+    let written = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        written < 64 << 20,
+        "the upload ran to the end: {written} bytes"
+    );
+    assert!(!Path::new(&plan.targets[0].remote_path).exists());
 }

@@ -290,7 +290,7 @@ impl Files for FtpFiles {
         local: &Path,
         remote: &str,
         offset: u64,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError> {
         let mut stream = self
             .with_pasv_fallback(|ftp| {
@@ -301,7 +301,7 @@ impl Files for FtpFiles {
                 }
             })
             .map_err(|e| self.err("STOR", remote, e))?;
-        pump(local, offset, &mut stream, CHUNK, progress, &|e| {
+        pump(&self.host, local, offset, &mut stream, CHUNK, progress, &|e| {
             self.err("upload", remote, FtpError::ConnectionError(e))
         })?;
         stream.finish().map_err(|e| self.err("upload", remote, e))

@@ -63,7 +63,7 @@ impl Files for Local {
         local: &Path,
         remote: &str,
         offset: u64,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError> {
         let mut dst = OpenOptions::new()
             .write(true)
@@ -75,7 +75,7 @@ impl Files for Local {
             .map_err(|e| self.io("truncate", remote, e))?;
         dst.seek(SeekFrom::Start(offset))
             .map_err(|e| self.io("seek", remote, e))?;
-        pump(local, offset, &mut dst, 1 << 20, progress, &|e| {
+        pump(&self.host, local, offset, &mut dst, 1 << 20, progress, &|e| {
             self.io("write", remote, e)
         })?;
         dst.sync_all().map_err(|e| self.io("fsync", remote, e))

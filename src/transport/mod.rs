@@ -62,13 +62,14 @@ pub trait Files: Send {
     /// Whether [`Files::write`] can continue a file at an offset.
     fn resumable(&self) -> bool;
     /// Writes `local[offset..]` to `remote` from `offset` on (`offset == 0` creates or
-    /// truncates). Calls `progress` with the total bytes now in `remote`.
+    /// truncates). Calls `progress` with the total bytes now in `remote`; when it returns
+    /// false the write stops with [`TransportError::Cancelled`].
     fn write(
         &mut self,
         local: &Path,
         remote: &str,
         offset: u64,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError>;
     /// Renames `from` to `to`, atomically replacing `to` if it exists.
     fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError>;
@@ -145,13 +146,15 @@ fn local_error(local: &Path, e: std::io::Error) -> TransportError {
 
 /// Sends `local[offset..]` into `dst` in `chunk`-sized writes (big writes keep SFTP's
 /// pipeline and the FTP data stream full), calling `progress` with the bytes now at the
-/// destination. `write_err` classifies a failed write.
+/// destination and stopping (cancelled) when it returns false. `write_err` classifies a
+/// failed write.
 pub(crate) fn pump(
+    host: &str,
     local: &Path,
     offset: u64,
     dst: &mut dyn std::io::Write,
     chunk: usize,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
     write_err: &dyn Fn(std::io::Error) -> TransportError,
 ) -> Result<(), TransportError> {
     use std::io::{Read, Seek, SeekFrom};
@@ -167,7 +170,11 @@ pub(crate) fn pump(
         }
         dst.write_all(&buf[..n]).map_err(write_err)?;
         sent += n as u64;
-        progress(sent);
+        if !progress(sent) {
+            return Err(TransportError::Cancelled {
+                host: host.to_owned(),
+            });
+        }
     }
 }
 

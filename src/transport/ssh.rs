@@ -578,7 +578,7 @@ impl Files for SftpFiles {
         local: &Path,
         remote: &str,
         offset: u64,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError> {
         let mut flags = OpenFlags::WRITE | OpenFlags::CREATE;
         if offset == 0 {
@@ -590,7 +590,7 @@ impl Files for SftpFiles {
             .map_err(|e| self.sftp_err("create", remote, e))?;
         dst.seek(SeekFrom::Start(offset))
             .map_err(|e| self.ssh.io_err("seek", remote, e))?;
-        pump(local, offset, &mut dst, CHUNK, progress, &|e| {
+        pump(&self.ssh.host, local, offset, &mut dst, CHUNK, progress, &|e| {
             self.ssh.io_err("write", remote, e)
         })?;
         dst.close().map_err(|e| self.sftp_err("close", remote, e))
@@ -685,7 +685,7 @@ impl Files for ScpFiles {
         local: &Path,
         remote: &str,
         _offset: u64,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError> {
         let size = std::fs::metadata(local)
             .map_err(|e| TransportError::Local {
@@ -703,7 +703,7 @@ impl Files for ScpFiles {
                 }
                 other => other,
             })?;
-        pump(local, 0, &mut ch, CHUNK, progress, &|e| {
+        pump(&self.ssh.host, local, 0, &mut ch, CHUNK, progress, &|e| {
             self.ssh.io_err("write", remote, e)
         })?;
         let op = format!("finishing scp of `{remote}`");

@@ -218,17 +218,11 @@ fn attempt_once(
         last: None,
     };
     let cancel = job.cancel;
-    let mut cancelled = false;
     conn.files.write(job.local, part, offset, &mut |sent| {
         meter.update(sent, false);
-        cancelled |= cancel();
+        !cancel()
     })?;
     meter.update(size, true);
-    if cancelled || cancel() {
-        return Err(TransportError::Cancelled {
-            host: job.host.to_owned(),
-        });
-    }
     let verify_fail = |detail: String| TransportError::Verify {
         host: job.host.to_owned(),
         path: part.to_owned(),
