@@ -301,9 +301,15 @@ impl Files for FtpFiles {
                 }
             })
             .map_err(|e| self.err("STOR", remote, e))?;
-        pump(&self.host, local, offset, &mut stream, CHUNK, progress, &|e| {
-            self.err("upload", remote, FtpError::ConnectionError(e))
-        })?;
+        pump(
+            &self.host,
+            local,
+            offset,
+            &mut stream,
+            CHUNK,
+            progress,
+            &|e| self.err("upload", remote, FtpError::ConnectionError(e)),
+        )?;
         stream.finish().map_err(|e| self.err("upload", remote, e))
     }
 

@@ -75,9 +75,15 @@ impl Files for Local {
             .map_err(|e| self.io("truncate", remote, e))?;
         dst.seek(SeekFrom::Start(offset))
             .map_err(|e| self.io("seek", remote, e))?;
-        pump(&self.host, local, offset, &mut dst, 1 << 20, progress, &|e| {
-            self.io("write", remote, e)
-        })?;
+        pump(
+            &self.host,
+            local,
+            offset,
+            &mut dst,
+            1 << 20,
+            progress,
+            &|e| self.io("write", remote, e),
+        )?;
         dst.sync_all().map_err(|e| self.io("fsync", remote, e))
     }
 

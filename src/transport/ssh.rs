@@ -590,9 +590,15 @@ impl Files for SftpFiles {
             .map_err(|e| self.sftp_err("create", remote, e))?;
         dst.seek(SeekFrom::Start(offset))
             .map_err(|e| self.ssh.io_err("seek", remote, e))?;
-        pump(&self.ssh.host, local, offset, &mut dst, CHUNK, progress, &|e| {
-            self.ssh.io_err("write", remote, e)
-        })?;
+        pump(
+            &self.ssh.host,
+            local,
+            offset,
+            &mut dst,
+            CHUNK,
+            progress,
+            &|e| self.ssh.io_err("write", remote, e),
+        )?;
         dst.close().map_err(|e| self.sftp_err("close", remote, e))
     }
 
