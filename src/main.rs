@@ -5,7 +5,7 @@ use clap::{ArgGroup, Parser};
 use dropship::config::{self, Config, ConfigError, Netrc, NetrcError};
 use dropship::plan::{Credentials, Plan, PlanError, Stamp, ssh_host_for};
 use dropship::transport::known_hosts::KnownHostsFiles;
-use dropship::ui::headless::Mode;
+use dropship::ui::headless::{self, Mode};
 use dropship::ui::report;
 use dropship::ui::run::{self, RunError};
 use std::io::IsTerminal;
@@ -262,9 +262,11 @@ fn stamp(cli: &Cli) -> anyhow::Result<Option<Stamp>> {
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     let ctx = context(cli)?;
     let stamp = stamp(cli)?;
+    let mut downloads = headless::Downloads::new(ctx.mode);
     let prepared = run::prepare(&ctx, &cli.dispatch, stamp.as_ref(), |url, n, total| {
-        tracing::debug!(url, n, ?total, "download");
+        downloads.progress(url, n, total)
     })?;
+    drop(downloads);
     if cli.dry_run {
         for p in &prepared {
             if cli.json {

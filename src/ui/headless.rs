@@ -260,6 +260,51 @@ impl Printer {
     }
 }
 
+/// Download progress of URL bundles: a bar per URL on a terminal, nothing otherwise (the
+/// dispatch's own output says which file was shipped).
+pub struct Downloads {
+    bar: Option<(String, ProgressBar)>,
+    terminal: bool,
+}
+
+impl Downloads {
+    pub fn new(mode: Mode) -> Downloads {
+        Downloads {
+            bar: None,
+            terminal: mode == Mode::Terminal,
+        }
+    }
+
+    pub fn progress(&mut self, url: &str, got: u64, total: Option<u64>) {
+        if !self.terminal {
+            return;
+        }
+        if self.bar.as_ref().is_none_or(|(u, _)| u != url) {
+            let b = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(10));
+            let style = ProgressStyle::with_template(
+                "fetch {msg} {bar:24} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            b.set_style(style);
+            b.set_message(url.to_owned());
+            if let Some((_, old)) = self.bar.replace((url.to_owned(), b)) {
+                old.finish();
+            }
+        }
+        if let Some((_, b)) = &self.bar {
+            b.set_position(got);
+        }
+    }
+}
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        if let Some((_, b)) = self.bar.take() {
+            b.finish();
+        }
+    }
+}
+
 /// The closing table: host, result, duration, failed step, error.
 pub fn summary_table(summaries: &[Summary]) -> String {
     let mut rows = vec![vec![
