@@ -562,3 +562,35 @@ fn cancel_stops_an_upload_mid_way() {
     );
     assert!(!Path::new(&plan.targets[0].remote_path).exists());
 }
+
+#[test]
+fn large_sftp_upload_goes_over_two_sessions() {
+    let Some(server) = support::ssh_server_or_skip("sftp_two_streams") else {
+        return;
+    };
+    let rig = Rig::new("sftp_two_streams");
+    let proxy = FaultProxy::start(server.addr());
+    trust_at(&rig, &server, proxy.addr());
+    let config = rig.config("sftp", proxy.addr(), rig.dest.as_str(), "");
+    let local = bundle(rig.local.path(), "big-2s.tgz", 96 << 20);
+    let plan = rig.plan(&config, "big-2s.tgz");
+    let (result, events) = deliver(&rig, &plan, &local);
+    let (_, delivered) = result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(delivered.attempts, 1);
+    assert_eq!(proxy.connections(), 2, "one upload, two sessions");
+    assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
+    // Progress adds both halves up and ends at the size.
+    let last = events.iter().rev().find_map(|e| match e {
+        TransferEvent::Progress { sent, total, .. } => Some((*sent, *total)),
+        _ => None,
+    });
+    assert_eq!(last, Some((96 << 20, 96 << 20)));
+
+    // A cut in one half: the retry restarts cleanly and the file still arrives whole.
+    proxy.cut_first_connection_after(20 << 20);
+    let local = bundle(rig.local.path(), "big-2t.tgz", 80 << 20);
+    let plan = rig.plan(&config, "big-2t.tgz");
+    let (result, events) = deliver(&rig, &plan, &local);
+    result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
+}

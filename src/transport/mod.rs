@@ -157,10 +157,35 @@ pub(crate) fn pump(
     progress: &mut dyn FnMut(u64) -> bool,
     write_err: &dyn Fn(std::io::Error) -> TransportError,
 ) -> Result<(), TransportError> {
+    pump_range(
+        host,
+        local,
+        offset,
+        u64::MAX,
+        dst,
+        chunk,
+        progress,
+        write_err,
+    )
+}
+
+/// [`pump`] of `local[offset..end]` only.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pump_range(
+    host: &str,
+    local: &Path,
+    offset: u64,
+    end: u64,
+    dst: &mut dyn std::io::Write,
+    chunk: usize,
+    progress: &mut dyn FnMut(u64) -> bool,
+    write_err: &dyn Fn(std::io::Error) -> TransportError,
+) -> Result<(), TransportError> {
     use std::io::{Read, Seek, SeekFrom};
     let mut src = std::fs::File::open(local).map_err(|e| local_error(local, e))?;
     src.seek(SeekFrom::Start(offset))
         .map_err(|e| local_error(local, e))?;
+    let mut src = src.take(end.saturating_sub(offset));
     let mut buf = vec![0u8; chunk];
     let mut sent = offset;
     loop {

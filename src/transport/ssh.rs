@@ -5,7 +5,7 @@
 //! own poll deadline.
 
 use super::known_hosts::{self, KnownHostsFiles};
-use super::{Connection, Files, Shell, Stream, TransportError, pump, sha256_command};
+use super::{Connection, Files, Shell, Stream, TransportError, pump, pump_range, sha256_command};
 use crate::config::{HostKeyPolicy, Protocol};
 use crate::plan::{Source, Target};
 use ssh2::{ErrorCode, OpenFlags, OpenType, Session};
@@ -117,6 +117,8 @@ pub struct SshSession {
     host: String,
     login: String,
     timeout: Duration,
+    /// How this session was made, to open a second one for a large upload.
+    params: std::sync::Arc<SshParams>,
 }
 
 fn source_name(s: Source) -> &'static str {
@@ -182,6 +184,7 @@ impl SshSession {
             host: p.host.clone(),
             login: p.login.clone(),
             timeout: p.timeout,
+            params: std::sync::Arc::new(p.clone()),
         };
         me.sess
             .clone()
@@ -527,6 +530,87 @@ impl SftpFiles {
     }
 }
 
+/// From this size on, an SFTP upload from the start goes over two sessions, each writing
+/// one half of the file: libssh2 encrypts on one core per session, and SFTP's
+/// request/acknowledge pipeline leaves a single stream short of OpenSSH's `scp`
+/// (bench/upload.sh). A retry after a failure resumes over one session as usual.
+const TWO_STREAMS_FROM: u64 = 64 << 20;
+
+impl SftpFiles {
+    /// Writes `local[..mid]` through `dst` and `local[mid..size]` through a second session
+    /// on another thread; reports their sum as progress.
+    fn write_halves(
+        &mut self,
+        dst: &mut ssh2::File,
+        local: &Path,
+        remote: &str,
+        mid: u64,
+        size: u64,
+        progress: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<(), TransportError> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let second = SshSession::connect(&self.ssh.params)?;
+        let sftp2 = second
+            .sess
+            .sftp()
+            .map_err(|e| second.error("starting SFTP", e))?;
+        let tail_sent = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let tail = scope.spawn(|| -> Result<(), TransportError> {
+                let mut f = sftp2
+                    .open_mode(Path::new(remote), OpenFlags::WRITE, 0o644, OpenType::File)
+                    .map_err(|e| second.error(&format!("open `{remote}`"), e))?;
+                f.seek(SeekFrom::Start(mid))
+                    .map_err(|e| second.io_err("seek", remote, e))?;
+                pump_range(
+                    &second.host,
+                    local,
+                    mid,
+                    size,
+                    &mut f,
+                    CHUNK,
+                    &mut |n| {
+                        tail_sent.store(n - mid, Ordering::Relaxed);
+                        !stop.load(Ordering::Relaxed)
+                    },
+                    &|e| second.io_err("write", remote, e),
+                )?;
+                f.close()
+                    .map_err(|e| second.error(&format!("close `{remote}`"), e))
+            });
+            let head = pump_range(
+                &self.ssh.host,
+                local,
+                0,
+                mid,
+                dst,
+                CHUNK,
+                &mut |n| progress(n + tail_sent.load(Ordering::Relaxed)),
+                &|e| self.ssh.io_err("write", remote, e),
+            );
+            if head.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            // Keep reporting (and listening for a cancel) while the second half finishes.
+            while !tail.is_finished() {
+                if !progress(mid + tail_sent.load(Ordering::Relaxed)) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let tail = tail.join().unwrap_or_else(|_| {
+                Err(TransportError::Io {
+                    host: self.ssh.host.clone(),
+                    op: format!("upload of `{remote}`"),
+                    detail: "the second stream panicked".into(),
+                })
+            });
+            head.and(tail)
+        })
+    }
+}
+
 impl Files for SftpFiles {
     fn mkdir_p(&mut self, dir: &str) -> Result<(), TransportError> {
         let mut cur = if dir.starts_with('/') {
@@ -588,17 +672,27 @@ impl Files for SftpFiles {
             .sftp
             .open_mode(Path::new(remote), flags, 0o644, OpenType::File)
             .map_err(|e| self.sftp_err("create", remote, e))?;
+        let size = std::fs::metadata(local)
+            .map_err(|e| TransportError::Local {
+                path: local.to_owned(),
+                detail: e.to_string(),
+            })?
+            .len();
+        let split = (offset == 0 && size >= TWO_STREAMS_FROM).then_some(size / 2);
         dst.seek(SeekFrom::Start(offset))
             .map_err(|e| self.ssh.io_err("seek", remote, e))?;
-        pump(
-            &self.ssh.host,
-            local,
-            offset,
-            &mut dst,
-            CHUNK,
-            progress,
-            &|e| self.ssh.io_err("write", remote, e),
-        )?;
+        match split {
+            Some(mid) => self.write_halves(&mut dst, local, remote, mid, size, progress)?,
+            None => pump(
+                &self.ssh.host,
+                local,
+                offset,
+                &mut dst,
+                CHUNK,
+                progress,
+                &|e| self.ssh.io_err("write", remote, e),
+            )?,
+        }
         dst.close().map_err(|e| self.sftp_err("close", remote, e))
     }
 
