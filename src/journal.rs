@@ -109,6 +109,12 @@ impl NewDispatch {
     }
 }
 
+/// How far `target` got, judged by its steps alone (as for a target that never finished):
+/// what a resume of a cancelled target needs, whatever result the cancel recorded.
+pub fn progress_by_steps(target: &TargetDetail) -> TargetProgress {
+    read::incomplete(target)
+}
+
 /// Where a dispatch stands. `Interrupted` is derived, never stored: the row says `running` but
 /// the process that wrote it is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -279,8 +279,8 @@ fn ctrl_c_cancels_cleanly() {
     let cfg = env.config(
         &server,
         &format!(
-            "upgrade = echo $$ > {}; echo started; exec sleep 60",
-            pidfile.display()
+            "upgrade = if [ -e {p} ]; then echo resumed; else echo $$ > {p}; echo started; exec sleep 60; fi\npost = echo post ran",
+            p = pidfile.display()
         ),
     );
     let bundle = env.bundle("app-4.0.tgz");
@@ -324,6 +324,23 @@ fn ctrl_c_cancels_cleanly() {
     let row: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(row["state"], "cancelled", "{row}");
+
+    // The cancelled dispatch resumes: the killed upgrade has an unknown outcome, so it
+    // needs --force; then upgrade and post run and the dispatch is finished.
+    let id = row["id"].to_string();
+    let cfg = cfg.to_str().unwrap();
+    let o = env.run(&["--config", cfg, "--resume", &id]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("outcome unknown"), "{}", text(&o));
+    let o = env.run(&["--config", cfg, "--resume", &id, "--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("[127.0.0.1] resumed\n") && out.contains("[127.0.0.1] post ran\n"),
+        "{out}"
+    );
+    let o = env.run(&["--config", cfg, "--resume", &id]);
+    assert_eq!(o.status.code(), Some(2), "nothing left: {}", text(&o));
 }
 
 #[test]

@@ -431,3 +431,51 @@ fn ftp_only_rule_uploads_and_locks_beside_the_upload() {
     let out = output(&events, "127.0.0.1", Stream::Stdout);
     assert!(out.iter().any(|(_, l)| l.contains("app-11.tgz")), "{out:?}");
 }
+
+#[test]
+fn endless_output_still_hits_the_step_timeout() {
+    let Some(server) = support::ssh_server_or_skip("engine_endless") else {
+        return;
+    };
+    let rig = Rig::new("engine_endless", &server);
+    let cfg = rig.config(
+        &server.addr().to_string(),
+        "step_timeout = 2s\nupgrade = yes waiting",
+    );
+    let bundle = rig.bundle("app-12.tgz", 10);
+    let plan = Plan::build(
+        &cfg,
+        &Netrc::empty(),
+        &SshHosts::empty(),
+        "app-12.tgz",
+        Stamp::now(),
+    )
+    .unwrap();
+    // Count the flood instead of keeping it.
+    let lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = lines.clone();
+    let emit: Emit = Arc::new(move |e| {
+        if matches!(e, Event::Output { .. }) {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let d = Arc::new(Dispatch {
+        id: 1,
+        plan: Arc::new(plan),
+        bundle: bundle.clone(),
+        bundle_sha256: dropship::transport::local_sha256(&bundle, None).unwrap(),
+        known_hosts: rig.known.clone(),
+        holder: "test@engine pid 1".into(),
+        skip: HashMap::new(),
+        only: None,
+    });
+    let started = Instant::now();
+    let s = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rollout::run(d, Arc::new(Cancel::new()), emit));
+    assert_eq!(s.targets[0].1.result, TargetResult::Failed);
+    assert_eq!(s.targets[0].1.failed_step, Some(Step::Upgrade));
+    assert!(lines.load(std::sync::atomic::Ordering::Relaxed) > 1000);
+    // Generous bound: the point is that it ends at all (it used to run forever).
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

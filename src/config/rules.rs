@@ -470,6 +470,14 @@ fn build_rule(
             known.extend(COMMAND_PLACEHOLDERS);
         }
         let mut ok = true;
+        for p in t.placeholders_in_backticks() {
+            ok = false;
+            err(
+                l.line,
+                format!("placeholder `{{{p}}}` inside backticks in `{key}`"),
+                "write `$(…)` instead of `…`: inside backticks a value cannot be quoted safely",
+            );
+        }
         for p in t.placeholders() {
             if known.contains(&p) {
                 continue;

@@ -17,6 +17,18 @@ enum Quoting {
     Bare,
     Single,
     Double,
+    /// Inside `` `…` ``, where the shell re-parses backslashes: no escaping is reliable, so
+    /// such a placeholder is refused when the config loads.
+    Backtick,
+}
+
+/// One level of shell text: the top level, or a `$( … )` command substitution, whose
+/// inside the shell parses as commands again (even within `"…"`).
+struct Frame {
+    quoting: Quoting,
+    /// Opened by `$(`: closed by the `)` that matches it.
+    subst: bool,
+    parens: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +46,7 @@ fn shell_escape(value: &str, quoting: Quoting) -> Option<String> {
         Quoting::Bare => shlex::try_quote(value).ok()?.into_owned(),
         // Close the quote, add an escaped quote, reopen.
         Quoting::Single => value.replace('\'', "'\\''"),
+        Quoting::Backtick => return None,
         Quoting::Double => {
             let mut out = String::with_capacity(value.len());
             for c in value.chars() {
@@ -79,28 +92,27 @@ impl Template {
         let mut parts = Vec::new();
         let mut text = String::new();
         let chars: Vec<char> = source.chars().collect();
-        let mut quoting = Quoting::Bare;
+        let mut stack = vec![Frame {
+            quoting: Quoting::Bare,
+            subst: false,
+            parens: 0,
+        }];
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
             let next = chars.get(i + 1).copied();
+            let top = stack.len() - 1;
+            let quoting = stack[top].quoting;
             match c {
                 '{' if next == Some('{') => {
                     text.push('{');
                     i += 2;
+                    continue;
                 }
                 '}' if next == Some('}') => {
                     text.push('}');
                     i += 2;
-                }
-                '$' if next == Some('{') && quoting != Quoting::Single => {
-                    // `${…}` belongs to the shell: copy through to its closing brace.
-                    let end = chars[i..]
-                        .iter()
-                        .position(|&c| c == '}')
-                        .map_or(chars.len(), |p| i + p + 1);
-                    text.extend(&chars[i..end]);
-                    i = end;
+                    continue;
                 }
                 '{' if next.is_some_and(is_ident_start) => {
                     let len = chars[i + 1..].iter().take_while(|&&c| is_ident(c)).count();
@@ -111,40 +123,56 @@ impl Template {
                         let name = chars[i + 1..i + 1 + len].iter().collect();
                         parts.push(Part::Var(name, quoting));
                         i += len + 2;
-                    } else {
-                        text.push(c);
-                        i += 1;
+                        continue;
                     }
                 }
-                '\\' if quoting != Quoting::Single => {
-                    // An escaped character never opens or closes a quote.
-                    text.push(c);
-                    text.extend(next);
-                    i += 2;
-                }
-                '\'' if quoting != Quoting::Double => {
-                    quoting = if quoting == Quoting::Single {
-                        Quoting::Bare
-                    } else {
-                        Quoting::Single
-                    };
-                    text.push(c);
-                    i += 1;
-                }
-                '"' if quoting != Quoting::Single => {
-                    quoting = if quoting == Quoting::Double {
-                        Quoting::Bare
-                    } else {
-                        Quoting::Double
-                    };
-                    text.push(c);
-                    i += 1;
-                }
-                _ => {
-                    text.push(c);
-                    i += 1;
-                }
+                _ => {}
             }
+            let mut step = 1;
+            match (quoting, c) {
+                (Quoting::Single, '\'') => stack[top].quoting = Quoting::Bare,
+                (Quoting::Single, _) => {}
+                (_, '\\') => step = 2, // an escaped character opens or closes nothing
+                (Quoting::Backtick, '`') => {
+                    stack.pop();
+                }
+                (Quoting::Backtick, _) => {}
+                (_, '$') if next == Some('{') => {
+                    // `${…}` belongs to the shell: copy through to its closing brace.
+                    step = chars[i..]
+                        .iter()
+                        .position(|&c| c == '}')
+                        .map_or(chars.len() - i, |p| p + 1);
+                }
+                (_, '$') if next == Some('(') => {
+                    stack.push(Frame {
+                        quoting: Quoting::Bare,
+                        subst: true,
+                        parens: 0,
+                    });
+                    step = 2;
+                }
+                (_, '`') => stack.push(Frame {
+                    quoting: Quoting::Backtick,
+                    subst: false,
+                    parens: 0,
+                }),
+                (Quoting::Bare, '\'') => stack[top].quoting = Quoting::Single,
+                (Quoting::Bare, '"') => stack[top].quoting = Quoting::Double,
+                (Quoting::Double, '"') => stack[top].quoting = Quoting::Bare,
+                (Quoting::Bare, '(') if stack[top].subst => stack[top].parens += 1,
+                (Quoting::Bare, ')') if stack[top].subst => {
+                    if stack[top].parens == 0 {
+                        stack.pop();
+                    } else {
+                        stack[top].parens -= 1;
+                    }
+                }
+                _ => {}
+            }
+            let end = (i + step).min(chars.len());
+            text.extend(&chars[i..end]);
+            i = end;
         }
         if !text.is_empty() {
             parts.push(Part::Text(text));
@@ -153,6 +181,14 @@ impl Template {
             source: source.to_owned(),
             parts,
         }
+    }
+
+    /// Placeholders standing inside backticks, which the config refuses.
+    pub fn placeholders_in_backticks(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v, Quoting::Backtick) => Some(v.as_str()),
+            _ => None,
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -279,6 +315,43 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn values_inside_command_substitutions_stay_inert() {
+        let evil = [
+            "app-1;touch PWNED;echo",
+            "a'b",
+            "x)\"; touch PWNED; (\"",
+            "$(id)",
+        ];
+        for template in [
+            "v=\"$(echo {stem} | cut -d- -f2)\"; echo \"$v\"",
+            "echo \"$(printf %s '{stem}')\"",
+            "echo $( (echo {stem}) )",
+        ] {
+            let t = Template::parse(template);
+            for e in evil {
+                let out = t.render_shell(&vars(&[("stem", e)])).unwrap();
+                let run = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&out)
+                    .current_dir(std::env::temp_dir())
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&run.stdout);
+                assert!(
+                    !stdout.contains("uid=") && !std::env::temp_dir().join("PWNED").exists(),
+                    "{template} with {e:?} ran something: {out}"
+                );
+            }
+        }
+        let t = Template::parse("echo `basename {path}`");
+        assert_eq!(t.placeholders_in_backticks().collect::<Vec<_>>(), ["path"]);
+        assert_eq!(
+            t.render_shell(&vars(&[("path", "x")])),
+            Err(RenderError::Unquotable("path".into()))
+        );
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// The error of a step that a cancel kept from starting.
+const NOT_STARTED: &str = "cancelled before it started";
+
 /// Why a step failed: its error text and whether it was a cancellation.
 struct StepFailure {
     step: Step,
@@ -139,7 +142,7 @@ impl JobContext<'_> {
         if self.cancel.is_requested() {
             return Err(StepFailure {
                 step,
-                error: "cancelled before it started".into(),
+                error: NOT_STARTED.into(),
                 cancelled: true,
             });
         }
@@ -191,7 +194,7 @@ impl JobContext<'_> {
         if step != Step::Rollback && self.cancel.is_requested() {
             return Err(StepFailure {
                 step,
-                error: "cancelled before it started".into(),
+                error: NOT_STARTED.into(),
                 cancelled: true,
             });
         }
@@ -215,7 +218,9 @@ impl JobContext<'_> {
         let res = shell.exec(
             cmd,
             self.rule().step_timeout,
-            &|| cancel.is_hard(),
+            // A rollback is how a half-done host is put back: a cancel does not stop it,
+            // only its own step timeout does.
+            &|| step != Step::Rollback && cancel.is_hard(),
             &mut |stream, line| {
                 emit(Event::Output {
                     dispatch,
@@ -401,8 +406,13 @@ fn run_locked(ctx: &JobContext, conn: Connection) -> (Option<Connection>, Result
     };
     for step in [Step::Upgrade, Step::Post, Step::Health] {
         if let Err(f) = ctx.command(&mut conn, step) {
-            // After the upload a failure (or a cancel) leaves the host half-done: put it
-            // back if the rule knows how.
+            if f.error == NOT_STARTED {
+                // Cancelled between steps: what ran succeeded, nothing is half-done, so
+                // there is nothing to roll back (that would undo a good upgrade).
+                return (Some(conn), Err(f));
+            }
+            // After the upload a failure (or a step killed by a cancel) leaves the host
+            // half-done: put it back if the rule knows how.
             if let Err(rf) = ctx.command(&mut conn, Step::Rollback) {
                 ctx.notice(Level::Warning, format!("rollback failed too: {}", rf.error));
             }
@@ -416,7 +426,7 @@ fn upload_step(ctx: &JobContext, conn: Connection) -> Result<Connection, StepFai
     if ctx.cancel.is_requested() {
         return Err(StepFailure {
             step: Step::Upload,
-            error: "cancelled before it started".into(),
+            error: NOT_STARTED.into(),
             cancelled: true,
         });
     }

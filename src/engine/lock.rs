@@ -55,7 +55,7 @@ fn holder_is_gone(holder: &str) -> bool {
 fn break_script(path: &str, holder: &str) -> String {
     let d = quote(path);
     format!(
-        r#"d={d}; if [ "$(sed -n 's/^holder=//p' "$d/info" 2>/dev/null)" = {h} ] && mv -- "$d" "$d.stale.$$" 2>/dev/null; then rm -rf -- "$d.stale.$$"; fi; exit 0"#,
+        r#"d={d}; if [ "$(sed -n 's/^holder=//p' "$d/info" 2>/dev/null)" = {h} ] && mv -- "$d" "$d.stale.$$" 2>/dev/null; then rm -rf -- "$d.stale.$$"; echo broken; fi; exit 0"#,
         h = quote(holder)
     )
 }
@@ -196,6 +196,7 @@ pub fn acquire(
     let token = hex::encode(rand::random::<[u8; 8]>());
     let start = Instant::now();
     let mut told = false;
+    let mut tried_takeover = false;
     loop {
         let attempt = match conn.shell.as_deref_mut() {
             Some(shell) => {
@@ -227,14 +228,24 @@ pub fn acquire(
                     shell: conn.shell.is_some(),
                 });
             }
-            Attempt::Busy(Some(h)) if conn.shell.is_some() && holder_is_gone(&h.holder) => {
-                if let Some(shell) = conn.shell.as_deref_mut() {
-                    shell.script(&break_script(path, &h.holder))?;
+            Attempt::Busy(Some(h))
+                if conn.shell.is_some() && holder_is_gone(&h.holder) && !tried_takeover =>
+            {
+                // Once only: if the takeover fails (say the lock sits in a sticky shared
+                // directory of another user), wait like for any other holder.
+                tried_takeover = true;
+                let broke = match conn.shell.as_deref_mut() {
+                    Some(shell) => shell
+                        .script(&break_script(path, &h.holder))?
+                        .contains("broken"),
+                    None => false,
+                };
+                if broke {
+                    (w.notice)(format!(
+                        "took over the lock of {} (bundle {}): that process is gone",
+                        h.holder, h.bundle
+                    ));
                 }
-                (w.notice)(format!(
-                    "took over the lock of {} (bundle {}): that process is gone",
-                    h.holder, h.bundle
-                ));
             }
             Attempt::Busy(holder) => {
                 let waited = start.elapsed();

@@ -94,7 +94,13 @@ pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
         .any(|(o, _)| o.result != TargetResult::Succeeded);
     results.extend(first);
     let rest = &indexes[canary..];
-    if canary_failed {
+    if canary_failed && cancel.is_requested() {
+        for &i in rest {
+            let o = not_started(TargetResult::Cancelled, "cancelled before it started");
+            finish(&d, i, &o, 0, &emit);
+            results.insert(i, (o, 0));
+        }
+    } else if canary_failed {
         emit(Event::Notice {
             dispatch: d.id,
             at: now_ms(),

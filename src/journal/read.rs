@@ -268,7 +268,7 @@ fn progress(target: &TargetDetail) -> TargetProgress {
 /// Judges each step by its latest run. A step that never finished, was marked unknown, or was
 /// cancelled mid-run may have half-happened: that is the one `--resume` must not silently
 /// repeat.
-fn incomplete(target: &TargetDetail) -> TargetProgress {
+pub(super) fn incomplete(target: &TargetDetail) -> TargetProgress {
     let mut latest: Vec<&StepRecord> = Vec::new();
     for run in &target.steps {
         latest.retain(|r| r.step != run.step);

@@ -336,9 +336,8 @@ impl SshSession {
             if done[0] && done[1] {
                 break Ok(());
             }
-            if progressed {
-                continue;
-            }
+            // Checked on every round, also while output pours in: a command that never
+            // stops printing must still hit its timeout and obey a cancel.
             if stop() {
                 let _ = ch.close();
                 break Err(TransportError::Cancelled {
@@ -353,7 +352,9 @@ impl SshSession {
                     secs: 0,
                 });
             }
-            self.wait_readable(100);
+            if !progressed {
+                self.wait_readable(100);
+            }
         };
         self.sess.set_blocking(true);
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
@@ -549,35 +550,55 @@ impl SftpFiles {
         progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError> {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-        let second = SshSession::connect(&self.ssh.params)?;
-        let sftp2 = second
-            .sess
-            .sftp()
-            .map_err(|e| second.error("starting SFTP", e))?;
+        let opened = SshSession::connect(&self.ssh.params).and_then(|second| {
+            let sftp = second
+                .sess
+                .sftp()
+                .map_err(|e| second.error("starting SFTP", e))?;
+            Ok((second, sftp))
+        });
+        let (second, sftp2) = match opened {
+            Ok(pair) => pair,
+            Err(e) => {
+                // A login limit or a dropped extra login must not fail an upload that one
+                // session can do.
+                tracing::warn!(host = %self.ssh.host, "second SFTP session refused, one stream: {e}");
+                return pump(&self.ssh.host, local, 0, dst, CHUNK, progress, &|e| {
+                    self.ssh.io_err("write", remote, e)
+                });
+            }
+        };
         let tail_sent = AtomicU64::new(0);
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
-            let tail = scope.spawn(|| -> Result<(), TransportError> {
-                let mut f = sftp2
-                    .open_mode(Path::new(remote), OpenFlags::WRITE, 0o644, OpenType::File)
-                    .map_err(|e| second.error(&format!("open `{remote}`"), e))?;
-                f.seek(SeekFrom::Start(mid))
-                    .map_err(|e| second.io_err("seek", remote, e))?;
-                pump_range(
-                    &second.host,
-                    local,
-                    mid,
-                    size,
-                    &mut f,
-                    CHUNK,
-                    &mut |n| {
-                        tail_sent.store(n - mid, Ordering::Relaxed);
-                        !stop.load(Ordering::Relaxed)
-                    },
-                    &|e| second.io_err("write", remote, e),
-                )?;
-                f.close()
-                    .map_err(|e| second.error(&format!("close `{remote}`"), e))
+            let tail = scope.spawn(|| {
+                let r = (|| -> Result<(), TransportError> {
+                    let mut f = sftp2
+                        .open_mode(Path::new(remote), OpenFlags::WRITE, 0o644, OpenType::File)
+                        .map_err(|e| second.error(&format!("open `{remote}`"), e))?;
+                    f.seek(SeekFrom::Start(mid))
+                        .map_err(|e| second.io_err("seek", remote, e))?;
+                    pump_range(
+                        &second.host,
+                        local,
+                        mid,
+                        size,
+                        &mut f,
+                        CHUNK,
+                        &mut |n| {
+                            tail_sent.store(n - mid, Ordering::Relaxed);
+                            !stop.load(Ordering::Relaxed)
+                        },
+                        &|e| second.io_err("write", remote, e),
+                    )?;
+                    f.close()
+                        .map_err(|e| second.error(&format!("close `{remote}`"), e))
+                })();
+                // A failed half stops the other at once instead of sending its rest.
+                if r.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
             });
             let head = pump_range(
                 &self.ssh.host,
@@ -586,7 +607,9 @@ impl SftpFiles {
                 mid,
                 dst,
                 CHUNK,
-                &mut |n| progress(n + tail_sent.load(Ordering::Relaxed)),
+                &mut |n| {
+                    progress(n + tail_sent.load(Ordering::Relaxed)) && !stop.load(Ordering::Relaxed)
+                },
                 &|e| self.ssh.io_err("write", remote, e),
             );
             if head.is_err() {
@@ -606,7 +629,12 @@ impl SftpFiles {
                     detail: "the second stream panicked".into(),
                 })
             });
-            head.and(tail)
+            match (head, tail) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+                // The half that failed first stopped the other: report the real failure.
+                (Err(TransportError::Cancelled { .. }), Err(e)) | (Err(e), Err(_)) => Err(e),
+            }
         })
     }
 }

@@ -252,15 +252,34 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
             plan.rule.name, rec.rule
         )));
     }
+    // A cancelled dispatch's targets carry the result "cancelled" (or "skipped" after a
+    // cancelled canary): resuming it means judging them by their steps, like targets that
+    // never finished.
+    let detail = journal.dispatch(id)?;
+    let by_steps = |host: &str| {
+        detail
+            .as_ref()
+            .and_then(|d| d.targets.iter().find(|t| t.host == host))
+            .map(crate::journal::progress_by_steps)
+    };
+    let cancelled = state.state == crate::journal::DispatchState::Cancelled;
     let mut skip = HashMap::new();
     let mut only = Vec::new();
+    let mut unknown = Vec::new();
     for (host, progress) in &state.targets {
-        let TargetProgress::Incomplete {
+        // A step killed by the cancel already has its outcome ("cancelled") recorded.
+        let killed_by_cancel = !matches!(progress, TargetProgress::Incomplete { .. });
+        let progress = match progress {
+            TargetProgress::Cancelled => by_steps(host),
+            TargetProgress::Skipped if cancelled => by_steps(host),
+            other => Some(other.clone()),
+        };
+        let Some(TargetProgress::Incomplete {
             verified_upload,
             completed,
             running,
             ..
-        } = progress
+        }) = progress
         else {
             continue;
         };
@@ -268,33 +287,24 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         let unsafe_step = running
             .filter(|s| !matches!(s, Step::Connect | Step::Lock | Step::Upload | Step::Unlock));
         if let Some(step) = unsafe_step {
-            journal.mark_unknown(id, host, step)?;
+            if !killed_by_cancel {
+                journal.mark_unknown(id, host, step)?;
+            }
             if !force {
-                tracing::warn!(host, %step, "outcome unknown; not resumed without --force");
+                unknown.push(format!("{host} ({step})"));
                 continue;
             }
         }
-        let mut done: Vec<Step> = completed.clone();
-        if *verified_upload {
+        let mut done: Vec<Step> = completed;
+        if verified_upload {
             done.push(Step::Upload);
         }
         skip.insert(host.clone(), Skip { done });
         only.push(host.clone());
     }
-    let unknown: Vec<String> = state
-        .targets
-        .iter()
-        .filter_map(|(h, p)| match p {
-            TargetProgress::Incomplete {
-                running: Some(s), ..
-            } if !force
-                && !matches!(s, Step::Connect | Step::Lock | Step::Upload | Step::Unlock) =>
-            {
-                Some(format!("{h} ({s})"))
-            }
-            _ => None,
-        })
-        .collect();
+    if only.is_empty() && unknown.is_empty() {
+        return Err(fail("nothing is left to do: every host finished".into()));
+    }
     let bundle = rec.bundle_path.clone();
     let summary = with_engine(ctx, journal.clone(), async |emit, cancel| {
         if !unknown.is_empty() {
@@ -319,10 +329,15 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
             skip,
             only: Some(only),
         });
-        rollout::run(d, cancel, emit).await
+        let was_cancelled = cancel.clone();
+        let s = rollout::run(d, cancel, emit).await;
+        (s, was_cancelled.is_requested())
     })?;
-    let mut summary = summary;
-    if !unknown.is_empty() {
+    let (mut summary, cancelled_again) = summary;
+    if cancelled_again {
+        journal.mark_cancelled(id)?;
+    }
+    if !unknown.is_empty() && !cancelled_again {
         // Not finished: leave it resumable with --force.
         journal.mark_cancelled(id)?;
     }

@@ -83,10 +83,20 @@ pub fn init_logging() -> Option<PathBuf> {
         Ok("error") => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(file))
-        .with_ansi(false)
-        .with_max_level(level)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    // suppaftp traces every control command, `PASS <password>` and `ACCT <account>`
+    // included: it never goes below info, whatever DROPSHIP_LOG says.
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("suppaftp", LevelFilter::INFO);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false),
+        )
+        .with(filter)
         .try_init()
         .ok()?;
     Some(path)
