@@ -284,6 +284,30 @@ impl JobContext<'_> {
     }
 }
 
+/// Connects, retrying what a retry can fix (a refused or dropped connection, a timeout)
+/// with the rule's `retries` and backoff: a busy sshd dropping a login under `MaxStartups`
+/// must not fail a host.
+fn connect_with_retries(ctx: &JobContext) -> Result<Connection, TransportError> {
+    let policy = RetryPolicy::new(ctx.rule().retries);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match transport::connect(ctx.target, ctx.rule(), ctx.known_hosts) {
+            Err(e)
+                if e.is_transient() && attempt <= policy.retries && !ctx.cancel.is_requested() =>
+            {
+                let delay = policy.delay(attempt);
+                ctx.notice(
+                    Level::Warning,
+                    format!("connect attempt {attempt} failed, retrying in {delay:.1?}: {e}"),
+                );
+                std::thread::sleep(delay);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs the whole job for one target.
 pub fn run(ctx: &JobContext) -> Outcome {
     let fail = |f: StepFailure| Outcome {
@@ -296,9 +320,7 @@ pub fn run(ctx: &JobContext) -> Outcome {
         error: Some(f.error),
     };
     let rule = ctx.rule();
-    let mut conn = match ctx.step(Step::Connect, || {
-        transport::connect(ctx.target, rule, ctx.known_hosts)
-    }) {
+    let mut conn = match ctx.step(Step::Connect, || connect_with_retries(ctx)) {
         Ok(c) => c,
         Err(f) => return fail(f),
     };
@@ -306,25 +328,20 @@ pub fn run(ctx: &JobContext) -> Outcome {
         Ok(l) => l,
         Err(f) => return fail(f),
     };
-    let (conn, result) = run_locked(ctx, conn);
-    let mut conn = conn;
-    if let Some(c) = conn.as_mut() {
-        if let Err(e) = lock::release(c, &lock) {
+    let (mut conn, result) = run_locked(ctx, conn);
+    // Release over the session we have; if it is gone or dead (a step failed on a dropped
+    // connection), over a fresh one: a lock left behind blocks every later dispatch.
+    let released = conn
+        .as_mut()
+        .is_some_and(|c| lock::release(c, &lock).is_ok());
+    if !released {
+        let again = transport::connect(ctx.target, rule, ctx.known_hosts)
+            .and_then(|mut c| lock::release(&mut c, &lock));
+        if let Err(e) = again {
             ctx.notice(
                 Level::Warning,
                 format!("could not release the lock {}: {e}", lock.path),
             );
-        }
-    } else {
-        // The session was lost mid-job: reconnect just to release the lock.
-        match transport::connect(ctx.target, rule, ctx.known_hosts) {
-            Ok(mut c) => {
-                let _ = lock::release(&mut c, &lock);
-            }
-            Err(e) => ctx.notice(
-                Level::Warning,
-                format!("could not reconnect to release the lock {}: {e}", lock.path),
-            ),
         }
     }
     match result {

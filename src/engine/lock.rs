@@ -125,7 +125,7 @@ fn try_shell(
     token: &str,
     stale: Duration,
 ) -> Result<(Attempt, Option<Holder>), TransportError> {
-    let out = shell.script(&try_script(path, id, token, stale))?;
+    let out = shell.script(&try_script(path, id, token, stale), Duration::ZERO)?;
     let lines: Vec<String> = out.lines().map(str::to_owned).collect();
     let broken = parse_field(&lines, "broken holder=").map(|h| Holder {
         holder: h.to_owned(),
@@ -236,7 +236,7 @@ pub fn acquire(
                 tried_takeover = true;
                 let broke = match conn.shell.as_deref_mut() {
                     Some(shell) => shell
-                        .script(&break_script(path, &h.holder))?
+                        .script(&break_script(path, &h.holder), Duration::ZERO)?
                         .contains("broken"),
                     None => false,
                 };
@@ -289,7 +289,7 @@ pub fn release(conn: &mut Connection, lock: &Lock) -> Result<(), TransportError>
                 "[ \"$(sed -n 's/^token=//p' {d}/info 2>/dev/null)\" = {} ] && rm -rf -- {d}; exit 0",
                 quote(&lock.token)
             );
-            shell.script(&script)?;
+            shell.script(&script, Duration::ZERO)?;
             Ok(())
         }
         _ => conn.files.remove_dir(&lock.path),

@@ -217,7 +217,7 @@ impl Shell for Local {
         local_sha256(Path::new(path), len).map_err(|e| self.io("hash", path, e))
     }
 
-    fn script(&mut self, script: &str) -> Result<String, TransportError> {
+    fn script(&mut self, script: &str, _extra: Duration) -> Result<String, TransportError> {
         let out = Command::new("sh")
             .arg("-c")
             .arg(script)

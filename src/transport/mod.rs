@@ -107,11 +107,12 @@ pub trait Shell: Send {
     /// SHA-256 (hex) of the first `len` bytes of `path`, or of all of it.
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError>;
 
-    /// Runs one of dropship's own short scripts (locking, for one) and returns its stdout.
+    /// Runs one of dropship's own short scripts (locking, for one) and returns its stdout,
+    /// allowing `extra` time beyond the connection timeout (hashing a large file).
     /// Unlike [`Shell::exec`] there is no process-group wrapper: these scripts are quick
     /// and bounded by the connection timeout, and on a hundred hosts the wrapper's extra
     /// processes cost more than the script.
-    fn script(&mut self, script: &str) -> Result<String, TransportError>;
+    fn script(&mut self, script: &str, extra: Duration) -> Result<String, TransportError>;
 
     /// Checks `part` against `expected` and renames it to `dest` only if it matches, in one
     /// round trip. `Ok(None)` when done; `Ok(Some(hash))` with the host's hash when not.
@@ -120,8 +121,12 @@ pub trait Shell: Send {
         part: &str,
         dest: &str,
         expected: &str,
+        size: u64,
     ) -> Result<Option<String>, TransportError> {
-        let out = self.script(&verify_rename_command(part, dest, expected))?;
+        let out = self.script(
+            &verify_rename_command(part, dest, expected),
+            hash_allowance(size),
+        )?;
         let out = out.trim();
         Ok(match out.strip_prefix("bad ") {
             Some(h) => Some(h.to_owned()),
@@ -251,6 +256,12 @@ pub fn verify_rename_command(part: &str, dest: &str, expected: &str) -> String {
     format!(
         "h=$({HASH_STDIN} < {p}) || exit 1; h=${{h%% *}}; if [ \"$h\" = {expected} ]; then mv -f -- {p} {d} && echo ok; else echo \"bad $h\"; fi"
     )
+}
+
+/// Time to allow for hashing `size` bytes on a host, beyond the connection timeout: a slow or
+/// busy host hashes at 20 MB/s at least.
+pub fn hash_allowance(size: u64) -> Duration {
+    Duration::from_secs(size / 20_000_000)
 }
 
 /// Opens a connection to `target` as its rule's protocol says. FTP targets get an SSH

@@ -369,11 +369,15 @@ impl SshSession {
     }
 
     /// Runs a short internal command and returns (status, stdout, stderr).
-    fn capture(&self, command: &str) -> Result<(i32, String, String), TransportError> {
+    fn capture(
+        &self,
+        command: &str,
+        extra: Duration,
+    ) -> Result<(i32, String, String), TransportError> {
         let (mut out, mut err) = (String::new(), String::new());
         let status = self.run(
             command,
-            Instant::now() + self.timeout,
+            Instant::now() + self.timeout + extra,
             false,
             &|| false,
             &mut |s, l| {
@@ -391,7 +395,18 @@ impl SshSession {
 
     /// Runs an internal command that must succeed.
     fn check(&self, op: &str, path: &str, command: &str) -> Result<String, TransportError> {
-        let (status, out, err) = self.capture(command)?;
+        self.check_for(op, path, command, Duration::ZERO)
+    }
+
+    /// [`SshSession::check`] with `extra` time beyond the connection timeout.
+    fn check_for(
+        &self,
+        op: &str,
+        path: &str,
+        command: &str,
+        extra: Duration,
+    ) -> Result<String, TransportError> {
+        let (status, out, err) = self.capture(command, extra)?;
         match status {
             0 => Ok(out),
             _ if err.contains("Permission denied") || err.contains("Read-only file system") => {
@@ -494,12 +509,13 @@ impl Shell for SshSession {
         })
     }
 
-    fn script(&mut self, script: &str) -> Result<String, TransportError> {
-        self.check("running", "a dropship script", script)
+    fn script(&mut self, script: &str, extra: Duration) -> Result<String, TransportError> {
+        self.check_for("running", "a dropship script", script, extra)
     }
 
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
-        let out = self.check("sha256sum", path, &sha256_command(path, len))?;
+        let allowance = super::hash_allowance(len.unwrap_or(0));
+        let out = self.check_for("sha256sum", path, &sha256_command(path, len), allowance)?;
         let hex: String = out.chars().take(64).collect();
         if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
             Ok(hex.to_ascii_lowercase())

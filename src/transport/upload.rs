@@ -237,7 +237,7 @@ fn attempt_once(
     }
     let remote_sha = match conn.shell.as_mut() {
         Some(shell) => {
-            if let Some(theirs) = shell.verify_and_rename(part, job.remote_path, sha)? {
+            if let Some(theirs) = shell.verify_and_rename(part, job.remote_path, sha, size)? {
                 // Start the next attempt from scratch: the prefix is not ours.
                 let _ = conn.files.remove(part);
                 return Err(verify_fail(format!(
