@@ -594,3 +594,35 @@ fn large_sftp_upload_goes_over_two_sessions() {
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
 }
+
+#[test]
+fn host_known_only_by_its_ecdsa_key_is_not_reported_changed() {
+    let Some(server) = SshServer::builder()
+        .host_key(support::HostKeyType::Ed25519)
+        .host_key(support::HostKeyType::Ecdsa)
+        .start_or_skip("ecdsa_known")
+    else {
+        return;
+    };
+    let rig = Rig::new("ecdsa_known");
+    // Recorded by an older client that preferred ECDSA: no ed25519 line for this host.
+    let ecdsa = server
+        .host_keys()
+        .iter()
+        .find(|k| k.algorithm().starts_with("ecdsa"))
+        .expect("the server has an ECDSA key");
+    std::fs::write(
+        rig.known.user.as_ref().unwrap(),
+        ecdsa.known_hosts_line(server.addr()) + "\n",
+    )
+    .unwrap();
+    let config = rig.config(
+        "sftp",
+        server.addr(),
+        rig.dest.as_str(),
+        "host_key = strict",
+    );
+    let local = bundle(rig.local.path(), "a.tgz", 10);
+    let (result, _) = deliver(&rig, &rig.plan(&config, "a.tgz"), &local);
+    result.unwrap_or_else(|e| panic!("{e}"));
+}

@@ -50,6 +50,59 @@ pub fn entry_name(host: &str, port: u16) -> String {
     }
 }
 
+/// The key type named at the start of an SSH public key blob.
+fn blob_type(blob: &[u8]) -> Option<String> {
+    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+    let name = blob.get(4..4 + len)?;
+    String::from_utf8(name.to_vec()).ok()
+}
+
+/// The host key algorithms to ask for, when the files already hold keys for `host:port`:
+/// only those types, as OpenSSH does. Otherwise a host recorded by its ECDSA key, whose
+/// server also has an ed25519 one, would negotiate ed25519 and look "changed". Hashed
+/// entries are found by checking each recorded key against the host. Empty when nothing
+/// is recorded (then any type may be negotiated and `host_key` decides).
+pub fn recorded_algorithms(
+    session: &Session,
+    host: &str,
+    port: u16,
+    files: &KnownHostsFiles,
+) -> Vec<&'static str> {
+    let mut algs: Vec<&'static str> = Vec::new();
+    let candidates = files.user.iter().chain(std::iter::once(&files.dropship));
+    for file in candidates.filter(|f| f.is_file()) {
+        let Ok(mut kh) = session.known_hosts() else {
+            continue;
+        };
+        // A file that cannot be read is reported by `verify`, after the handshake.
+        if kh.read_file(file, KnownHostFileKind::OpenSSH).is_err() {
+            continue;
+        }
+        for entry in kh.hosts().unwrap_or_default() {
+            let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(entry.key()) else {
+                continue;
+            };
+            if !matches!(kh.check_port(host, port, &blob), CheckResult::Match) {
+                continue;
+            }
+            let names: &[&'static str] = match blob_type(&blob).as_deref() {
+                Some("ssh-ed25519") => &["ssh-ed25519"],
+                Some("ecdsa-sha2-nistp256") => &["ecdsa-sha2-nistp256"],
+                Some("ecdsa-sha2-nistp384") => &["ecdsa-sha2-nistp384"],
+                Some("ecdsa-sha2-nistp521") => &["ecdsa-sha2-nistp521"],
+                Some("ssh-rsa") => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+                _ => &[],
+            };
+            for n in names {
+                if !algs.contains(n) {
+                    algs.push(n);
+                }
+            }
+        }
+    }
+    algs
+}
+
 /// Checks the key the server presented in `session` for `host:port`.
 pub fn verify(
     session: &Session,

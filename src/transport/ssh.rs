@@ -161,11 +161,10 @@ impl SshSession {
         sess.set_tcp_stream(tcp);
         sess.set_timeout(p.timeout.as_millis().min(u32::MAX as u128) as u32);
         sess.set_compress(false);
-        // Prefer the host key type most hosts have on record, so a host known by its
-        // ed25519 key is not reported unknown because another type was negotiated.
-        prefer(
-            &sess,
-            ssh2::MethodType::HostKey,
+        // Ask for the key types on record for this host (see recorded_algorithms); for a
+        // new host, the type most hosts have.
+        let recorded = known_hosts::recorded_algorithms(&sess, &p.address, p.port, &p.known_hosts);
+        let order: &[&str] = if recorded.is_empty() {
             &[
                 "ssh-ed25519",
                 "ecdsa-sha2-nistp256",
@@ -174,8 +173,11 @@ impl SshSession {
                 "rsa-sha2-512",
                 "rsa-sha2-256",
                 "ssh-rsa",
-            ],
-        );
+            ]
+        } else {
+            &recorded
+        };
+        prefer(&sess, ssh2::MethodType::HostKey, order);
         prefer(&sess, ssh2::MethodType::CryptCs, UPLOAD_CIPHERS);
         prefer(&sess, ssh2::MethodType::CryptSc, DOWNLOAD_CIPHERS);
         let me = SshSession {
