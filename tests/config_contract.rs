@@ -1,6 +1,8 @@
 //! The `dispatch.cfg` and `.netrc` contract of issue 2 (sections 2 and 3), one test per
 //! point, through the library API only: `Config::parse`, `Netrc::parse`, `Plan::build`.
 
+mod support;
+
 use dropship::config::netrc::Entry;
 use dropship::config::{
     Config, ConfigError, Diagnostic, HostKeyPolicy, HostSpec, Netrc, Protocol, Rule, SshHost,
@@ -1045,4 +1047,29 @@ fn plan_json_shows_the_password_source_never_the_secret() {
         let text = doc.to_string();
         assert!(!text.contains("secret"), "{text}");
     }
+}
+
+/// Needs root to hand the file to another uid; under CI a missing root fails, elsewhere the
+/// skip is announced loudly (tests/support's policy).
+#[test]
+fn netrc_owned_by_someone_else_is_refused() {
+    if !support::live_test_or_skip("netrc_owned_by_someone_else_is_refused", &[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("netrc");
+    std::fs::write(&path, "machine h login u password p\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+    let msg = Netrc::load(&path).expect_err("foreign owner").to_string();
+    assert!(msg.contains("owned by uid 65534"), "{msg}");
+    assert!(
+        msg.contains(&format!("chown 0 {}", path.display())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("chmod 600 {}", path.display())),
+        "{msg}"
+    );
 }
