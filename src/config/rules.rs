@@ -386,10 +386,7 @@ fn build_rule(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Rule> {
     let sect = &section.name;
-    let mut err = |line: usize, msg: String, hint: &str| {
-        let d = Diagnostic::error(file, Some(line), msg);
-        diags.push(if hint.is_empty() { d } else { d.hint(hint) });
-    };
+    let mut err = error_sink(file, diags);
 
     // Anchor the parsed pattern, not the text: a `(?x)` comment in the name would
     // otherwise swallow the closing `)$`.
@@ -556,6 +553,17 @@ fn build_rule(
     })
 }
 
+/// `err(line, message, hint)` for the checks below; an empty hint is none.
+fn error_sink<'d>(
+    file: &'d Path,
+    diags: &'d mut Vec<Diagnostic>,
+) -> impl FnMut(usize, String, &str) + 'd {
+    move |line, msg, hint| {
+        let d = Diagnostic::error(file, Some(line), msg);
+        diags.push(if hint.is_empty() { d } else { d.hint(hint) });
+    }
+}
+
 /// Checks `[DEFAULT]`'s values on their own: a bad default is an error even where every
 /// rule overrides it (or there is no rule yet).
 fn check_defaults(defaults: &[&RawEntry], file: &Path, diags: &mut Vec<Diagnostic>) {
@@ -567,10 +575,7 @@ fn check_defaults(defaults: &[&RawEntry], file: &Path, diags: &mut Vec<Diagnosti
             })
         })
     };
-    let mut err = |line: usize, msg: String, hint: &str| {
-        let d = Diagnostic::error(file, Some(line), msg);
-        diags.push(if hint.is_empty() { d } else { d.hint(hint) });
-    };
+    let mut err = error_sink(file, diags);
     parse_values(&get, &mut err);
     if let Some(l) = get("host") {
         for e in parse_hosts(l.value).err().unwrap_or_default() {

@@ -27,17 +27,20 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(Step, "step", [
-    Step::Connect => "connect",
-    Step::Lock => "lock",
-    Step::Pre => "pre",
-    Step::Upload => "upload",
-    Step::Upgrade => "upgrade",
-    Step::Post => "post",
-    Step::Health => "health",
-    Step::Rollback => "rollback",
-    Step::Unlock => "unlock",
-]);
+// Steps are spelled by `Step::as_str`/`Step::parse`, the same words as events and --json.
+impl ToSql for Step {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Step {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Step::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown step `{text}`").into()))
+    }
+}
 
 text_enum!(StepOutcome, "step outcome", [
     StepOutcome::Ok => "ok",

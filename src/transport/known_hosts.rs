@@ -50,6 +50,37 @@ pub fn entry_name(host: &str, port: u16) -> String {
     }
 }
 
+/// The known_hosts files as libssh2 reads them, in order: read once per connection and used
+/// both to choose the host key types to ask for and to check the key presented.
+pub struct Loaded {
+    files: Vec<(PathBuf, Result<ssh2::KnownHosts, String>)>,
+}
+
+/// Reads the files of `files` that exist.
+pub fn load(session: &Session, files: &KnownHostsFiles) -> Loaded {
+    let candidates = files.user.iter().chain(std::iter::once(&files.dropship));
+    let files = candidates
+        .filter(|f| f.is_file())
+        .map(|file| {
+            let kh = session
+                .known_hosts()
+                .map_err(|e| e.to_string())
+                .and_then(|mut kh| {
+                    kh.read_file(file, KnownHostFileKind::OpenSSH)
+                        .map(|_| kh)
+                        .map_err(|e| {
+                            format!(
+                                "cannot read known_hosts {}: {e}\n  help: fix or move the file",
+                                file.display()
+                            )
+                        })
+                });
+            (file.clone(), kh)
+        })
+        .collect();
+    Loaded { files }
+}
+
 /// The key type named at the start of an SSH public key blob.
 fn blob_type(blob: &[u8]) -> Option<String> {
     let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
@@ -62,22 +93,10 @@ fn blob_type(blob: &[u8]) -> Option<String> {
 /// server also has an ed25519 one, would negotiate ed25519 and look "changed". Hashed
 /// entries are found by checking each recorded key against the host. Empty when nothing
 /// is recorded (then any type may be negotiated and `host_key` decides).
-pub fn recorded_algorithms(
-    session: &Session,
-    host: &str,
-    port: u16,
-    files: &KnownHostsFiles,
-) -> Vec<&'static str> {
+pub fn recorded_algorithms(known: &Loaded, host: &str, port: u16) -> Vec<&'static str> {
     let mut algs: Vec<&'static str> = Vec::new();
-    let candidates = files.user.iter().chain(std::iter::once(&files.dropship));
-    for file in candidates.filter(|f| f.is_file()) {
-        let Ok(mut kh) = session.known_hosts() else {
-            continue;
-        };
-        // A file that cannot be read is reported by `verify`, after the handshake.
-        if kh.read_file(file, KnownHostFileKind::OpenSSH).is_err() {
-            continue;
-        }
+    // A file that cannot be read is reported by `verify`, after the handshake.
+    for kh in known.files.iter().filter_map(|(_, kh)| kh.as_ref().ok()) {
         for entry in kh.hosts().unwrap_or_default() {
             let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(entry.key()) else {
                 continue;
@@ -106,6 +125,7 @@ pub fn recorded_algorithms(
 /// Checks the key the server presented in `session` for `host:port`.
 pub fn verify(
     session: &Session,
+    known: &Loaded,
     host: &str,
     port: u16,
     policy: HostKeyPolicy,
@@ -124,16 +144,8 @@ pub fn verify(
         .map(|h| base64::engine::general_purpose::STANDARD_NO_PAD.encode(h))
         .unwrap_or_default();
 
-    let candidates = files.user.iter().chain(std::iter::once(&files.dropship));
-    for file in candidates.filter(|f| f.is_file()) {
-        let mut kh = session.known_hosts().map_err(|e| setup(e.to_string()))?;
-        kh.read_file(file, KnownHostFileKind::OpenSSH)
-            .map_err(|e| {
-                setup(format!(
-                    "cannot read known_hosts {}: {e}\n  help: fix or move the file",
-                    file.display()
-                ))
-            })?;
+    for (file, kh) in &known.files {
+        let kh = kh.as_ref().map_err(|e| setup(e.clone()))?;
         match kh.check_port(host, port, key) {
             CheckResult::Match => return Ok(()),
             CheckResult::Mismatch => {

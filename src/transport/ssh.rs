@@ -163,7 +163,8 @@ impl SshSession {
         sess.set_compress(false);
         // Ask for the key types on record for this host (see recorded_algorithms); for a
         // new host, the type most hosts have.
-        let recorded = known_hosts::recorded_algorithms(&sess, &p.address, p.port, &p.known_hosts);
+        let known = known_hosts::load(&sess, &p.known_hosts);
+        let recorded = known_hosts::recorded_algorithms(&known, &p.address, p.port);
         let order: &[&str] = if recorded.is_empty() {
             &[
                 "ssh-ed25519",
@@ -192,7 +193,14 @@ impl SshSession {
             .clone()
             .handshake()
             .map_err(|e| me.error("SSH handshake", e))?;
-        known_hosts::verify(&me.sess, &p.address, p.port, p.host_key, &p.known_hosts)?;
+        known_hosts::verify(
+            &me.sess,
+            &known,
+            &p.address,
+            p.port,
+            p.host_key,
+            &p.known_hosts,
+        )?;
         me.authenticate(p)?;
         Ok(me)
     }

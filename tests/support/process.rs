@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
@@ -197,4 +197,40 @@ fn descendants(root: libc::pid_t) -> Vec<ProcInfo> {
         }
     }
     out
+}
+
+/// How long a server may take to start answering.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Waits until `addr` greets with a line starting with `prefix` (`SSH-2.0-`, `220`) while
+/// `process` still runs, or `deadline` passes.
+pub fn wait_for_greeting(
+    process: &mut ServerProcess,
+    addr: std::net::SocketAddr,
+    prefix: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    loop {
+        if let Some(status) = process.exited() {
+            return Err(format!("{} exited early ({status})", process.name()));
+        }
+        if first_line(addr).is_some_and(|l| l.starts_with(prefix)) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no `{prefix}` greeting on {addr} after {START_TIMEOUT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn first_line(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut line = String::new();
+    io::BufReader::new(stream).read_line(&mut line).ok()?;
+    Some(line)
 }

@@ -3,24 +3,22 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tempfile::TempDir;
 
 use super::ports::{self, PortLease};
-use super::process::ServerProcess;
+use super::process::{START_TIMEOUT, ServerProcess, wait_for_greeting};
 use super::{Need, read_log, run, test_keys, test_user};
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 /// sshd refuses more than this many `ListenAddress` lines.
 pub const MAX_LISTEN_ADDRESSES: usize = 16;
-const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Host key algorithms a test server can be given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,29 +290,9 @@ fn sshd_version() -> (u32, u32) {
 fn wait_ready(process: &mut ServerProcess, ips: &[Ipv4Addr], port: u16) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     for ip in ips {
-        let addr = SocketAddr::from((*ip, port));
-        loop {
-            if let Some(status) = process.exited() {
-                return Err(format!("sshd exited early ({status})"));
-            }
-            if banner(addr).is_some_and(|b| b.starts_with("SSH-2.0-")) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("no SSH banner on {addr} after {START_TIMEOUT:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_greeting(process, SocketAddr::from((*ip, port)), "SSH-2.0-", deadline)?;
     }
     Ok(())
-}
-
-fn banner(addr: SocketAddr) -> Option<String> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    Some(line)
 }
 
 /// A running sshd. Every address it listens on shares one port.

@@ -5,22 +5,20 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tempfile::TempDir;
 
 use super::ports::{self, PortLease};
-use super::process::ServerProcess;
+use super::process::{START_TIMEOUT, ServerProcess, wait_for_greeting};
 use super::{LOOPBACK_2, Need, read_log, run, test_user};
 
 pub const VSFTPD: &str = "/usr/sbin/vsftpd";
-const START_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_PASV_PORTS: u16 = 8;
 
 /// Options for [`FtpServer`].
@@ -245,27 +243,7 @@ fn generate_cert(dir: &Path) -> Cert {
 }
 
 fn wait_ready(process: &mut ServerProcess, addr: SocketAddr) -> Result<(), String> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Some(status) = process.exited() {
-            return Err(format!("vsftpd exited early ({status})"));
-        }
-        if greeting(addr).is_some_and(|l| l.starts_with("220")) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("no 220 banner on {addr} after {START_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn greeting(addr: SocketAddr) -> Option<String> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    Some(line)
+    wait_for_greeting(process, addr, "220", Instant::now() + START_TIMEOUT)
 }
 
 /// A running vsftpd.
