@@ -188,10 +188,14 @@ pub(crate) fn pump_range(
 ) -> Result<(), TransportError> {
     use std::io::{Read, Seek, SeekFrom};
     let mut src = std::fs::File::open(local).map_err(|e| local_error(local, e))?;
+    let len = src.metadata().map_err(|e| local_error(local, e))?.len();
     src.seek(SeekFrom::Start(offset))
         .map_err(|e| local_error(local, e))?;
     let mut src = src.take(end.saturating_sub(offset));
-    let mut buf = vec![0u8; chunk];
+    // Never bigger than what is left to send: a 100 KB bundle to 100 hosts at once must
+    // not hold 100 MiB of buffers.
+    let left = usize::try_from(end.min(len).saturating_sub(offset)).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; chunk.min(left).max(1)];
     let mut sent = offset;
     loop {
         let n = src.read(&mut buf).map_err(|e| local_error(local, e))?;

@@ -315,7 +315,9 @@ impl SshSession {
         let mut err_stream = ch.stderr();
         let mut bufs = [Vec::new(), Vec::new()];
         let mut done = [false, false];
-        let mut chunk = vec![0u8; 64 * 1024];
+        // libssh2 hands out at most one packet (32 KiB) per read: a bigger buffer is only
+        // memory, times the number of hosts running commands at once.
+        let mut chunk = vec![0u8; 32 * 1024];
         let mut failure = None;
         self.sess.set_blocking(false);
         let result = loop {
