@@ -142,6 +142,8 @@ pub struct LockInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostProbe {
     pub rule: String,
+    /// The rule's readable package name (see [`super::target::package_label`]).
+    pub package: String,
     /// `host` or `host:port` as the rule writes it.
     pub host: String,
     pub address: String,
@@ -340,6 +342,7 @@ pub fn probe_host(t: &ProbeTarget, known_hosts: &KnownHostsFiles) -> HostProbe {
     let started = Instant::now();
     let mut p = HostProbe {
         rule: t.rule.name.clone(),
+        package: super::target::package_label(&t.rule),
         host: t.label(),
         address: t.target.address.clone(),
         port: t.target.port,
@@ -623,8 +626,11 @@ fn diagnose_with_shell(shell: &mut dyn Shell, dir: &str, login: &str, e: &Transp
 fn diagnose_by_parents(files: &mut dyn Files, dir: &str, login: &str, e: &TransportError) -> Check {
     let mut cur = dir.trim_end_matches('/').to_owned();
     for _ in 0..32 {
+        if cur == "/" {
+            break;
+        }
         let parent = match cur.rsplit_once('/') {
-            Some(("", _)) if cur != "/" => "/".to_owned(),
+            Some(("", _)) => "/".to_owned(),
             Some((p, _)) => p.to_owned(),
             None if cur != "." && !cur.is_empty() => ".".to_owned(),
             None => break,
@@ -637,7 +643,8 @@ fn diagnose_by_parents(files: &mut dyn Files, dir: &str, login: &str, e: &Transp
                 CheckKind::DestDir,
                 Status::Warn,
                 format!(
-                    "cannot write into `{dir}` ({e}); `{parent}` is writable, so the dispatch can create `{dir}` if it is missing"
+                    "cannot write into `{dir}` ({}); `{parent}` is writable, so the dispatch can create `{dir}` if it is missing",
+                    e.to_string().lines().next().unwrap_or("")
                 ),
             )
             .hint(format!(
