@@ -375,6 +375,22 @@ fn probe_shows_lock_holder() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("LOCKED"), "{out}");
     assert!(out.contains("locked by ops@buildbox pid 4242"), "{out}");
+
+    // The console's query: the holder, then free once the lock is gone.
+    use dropship::config::{Config, Netrc, SshHosts};
+    use dropship::fleet::{probe, target};
+    use dropship::transport::known_hosts::KnownHostsFiles;
+    let config = Config::load(&env.path("dispatch.cfg")).unwrap();
+    let targets = target::for_config(&config, &Netrc::empty(), &SshHosts::default());
+    let kh = KnownHostsFiles {
+        user: Some(env.path(".ssh/known_hosts")),
+        dropship: env.path("state/dropship/known_hosts"),
+    };
+    let info = probe::lock_holder(&targets[0], &kh).unwrap().unwrap();
+    assert_eq!(info.holder, "ops@buildbox pid 4242");
+    assert_eq!(info.bundle, "app-1.4.1.tgz");
+    std::fs::remove_dir_all(&lock).unwrap();
+    assert_eq!(probe::lock_holder(&targets[0], &kh), Ok(None));
 }
 
 #[test]
@@ -503,4 +519,44 @@ fn reachability_for_the_console() {
     let mut seen = seen.into_inner().unwrap();
     seen.sort();
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+}
+
+#[test]
+fn probe_ftp_rule_with_commands_over_ssh() {
+    let Some(ftp) = support::ftp_server_or_skip("probe_ftp_with_commands") else {
+        return;
+    };
+    let ssh = SshServer::start();
+    let env = Env::new("probe_ftp_with_commands").known(&ssh);
+    env.dest.write_file("VERSION", b"7.0\n");
+    env.config(&format!(
+        "[legacy\\.zip]\nhost = 127.0.0.1:{}\nprotocol = ftp\nssh_port = {}\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {d}\nupgrade = unzip -o {{path}}\nversion_cmd = cat {d}/VERSION\ntimeout = 10s\n",
+        ftp.port(),
+        ssh.port(),
+        d = env.dest.as_str()
+    ));
+    let (_, hosts, o) = env.probe_json(&[]);
+    let h = &hosts[0];
+    for kind in [
+        "reachable",
+        "login",
+        "host_key",
+        "ssh_login",
+        "dest_dir",
+        "lock",
+    ] {
+        assert_eq!(status(h, kind), "pass", "{kind}: {}", text(&o));
+    }
+    assert_eq!(h["version"], "7.0");
+    // unzip may or may not be installed here: the answer must match the machine's.
+    let unzip = ["/usr/bin/unzip", "/bin/unzip"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    assert_eq!(status(h, "programs"), if unzip { "pass" } else { "fail" });
+    assert_eq!(
+        o.status.code(),
+        Some(if unzip { 0 } else { 1 }),
+        "{}",
+        text(&o)
+    );
 }

@@ -807,6 +807,33 @@ fn lock(t: &ProbeTarget, shell: &mut dyn Shell) -> (Check, Option<LockInfo>) {
     (check, Some(info))
 }
 
+/// Who holds the target's lock, for the console's Hosts screen: `Ok(None)` when it is free,
+/// `Err` when it cannot be told (no connection, no shell, a lock path that needs a bundle).
+/// Logs in (locks live behind a login); read only. Blocking.
+pub fn lock_holder(
+    t: &ProbeTarget,
+    known_hosts: &KnownHostsFiles,
+) -> Result<Option<LockInfo>, String> {
+    if t.lock_path.is_none() {
+        return Err("`lock_path` depends on the bundle".into());
+    }
+    let mut shell: Box<dyn Shell> = match t.rule.protocol {
+        Protocol::Local => Box::new(local::Local::new(&t.target.host.name)),
+        _ if t.needs_ssh() => Box::new(
+            connect_ssh(t, t.ssh_port(), known_hosts)
+                .0
+                .map_err(|e| e.to_string().lines().next().unwrap_or("").to_owned())?,
+        ),
+        _ => return Err("FTP only: no shell to read the lock with".into()),
+    };
+    let (check, info) = lock(t, shell.as_mut());
+    match (check.status, info) {
+        (_, Some(i)) => Ok(Some(i)),
+        (Status::Pass, None) => Ok(None),
+        _ => Err(check.detail),
+    }
+}
+
 /// The cheap reachability of the console's Hosts screen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]

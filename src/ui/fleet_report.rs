@@ -144,7 +144,8 @@ pub fn status_table(report: &StatusReport) -> String {
                 notes.push(format!("{} [{}]: {error}", c.host, c.package));
             }
             Installed::Version { version } => {
-                if let (false, Some(s)) = (c.drift.is_empty(), &c.shipped) {
+                let only_mixed = c.drift == [crate::fleet::version::Drift::Mixed];
+                if let (false, false, Some(s)) = (c.drift.is_empty(), only_mixed, &c.shipped) {
                     let marks: Vec<&str> = c.drift.iter().map(|d| d.as_str()).collect();
                     notes.push(format!(
                         "{} [{}]: runs {version}; last shipped there: {} (dispatch #{}) [{}]",
