@@ -24,7 +24,7 @@ const EXIT_NO_RULE: u8 = 3;
     after_help = "Exit codes: 0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched.\n\
                   Config: --config, else $DROPSHIP_CONFIG, else ./dispatch.cfg, else $XDG_CONFIG_HOME/dropship/dispatch.cfg.\n\
                   With no mode flag, dropship opens the interactive console (as --tui does).",
-    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui"]))
+    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui", "probe", "status"]))
 )]
 struct Cli {
     /// dispatch.cfg to use.
@@ -63,6 +63,18 @@ struct Cli {
     /// List past dispatches, newest first.
     #[arg(long)]
     history: bool,
+
+    /// Preflight every host of RULE (a section name, a package name, or a bundle name it
+    /// matches), or of every rule: reachable, host key, login, dest dir writable, programs
+    /// the commands call, lock holder, installed version. Exit 1 if a host fails, 3 if no
+    /// rule is RULE. Modifies nothing but a probe file it removes again.
+    #[arg(long, value_name = "RULE", num_args = 0..=1, default_missing_value = "")]
+    probe: Option<String>,
+
+    /// Installed versions (`version_cmd`) per host and rule, with drift against what the
+    /// journal says was last shipped. Exit 1 if a host's version could not be read.
+    #[arg(long)]
+    status: bool,
 
     /// The journal (SQLite) to use, else $XDG_STATE_HOME/dropship/journal.sqlite.
     #[arg(long, global = true, value_name = "FILE")]
@@ -173,6 +185,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if let Some(bundle) = &cli.plan {
         return plan(cli, bundle);
+    }
+    if let Some(rule) = &cli.probe {
+        return probe(cli, rule);
+    }
+    if cli.status {
+        return status(cli);
     }
     if cli.history {
         let text = run::history(&journal_path(cli), cli.json, 50)?;
@@ -433,5 +451,80 @@ fn limit_malloc_arenas() {
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
         }
+    }
+}
+
+/// The probe targets of `rule` (every rule when empty); exit 3 when no rule is `rule`.
+fn fleet_targets(
+    cli: &Cli,
+    rule: &str,
+) -> anyhow::Result<Vec<dropship::fleet::target::ProbeTarget>> {
+    use dropship::fleet::target;
+    let config = load_config(cli)?;
+    print_warnings(&config);
+    let netrc = load_netrc(cli)?;
+    let ssh = config::SshHosts::load_default()?;
+    if rule.is_empty() {
+        return Ok(target::for_config(&config, &netrc, &ssh));
+    }
+    match target::find_rule(&config, rule) {
+        Some(r) => Ok(target::for_rule(
+            &std::sync::Arc::new(r.clone()),
+            &netrc,
+            &ssh,
+        )),
+        None => {
+            let names: Vec<String> = config
+                .rules
+                .iter()
+                .map(|r| format!("[{}] ({})", r.name, target::package_label(r)))
+                .collect();
+            eprintln!(
+                "dropship: no rule `{rule}` in {}\n  help: name a rule by its section name, its package name, or a bundle name it matches; rules: {}",
+                config.path.display(),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+            Err(Exit(EXIT_NO_RULE).into())
+        }
+    }
+}
+
+/// `--probe [RULE]`: exit 0 when every host passes, 1 when one fails.
+fn probe(cli: &Cli, rule: &str) -> anyhow::Result<()> {
+    let targets = fleet_targets(cli, rule)?;
+    let (text, passed) = run::probe(&targets, &KnownHostsFiles::default_files(), cli.json);
+    out(&text)?;
+    if passed {
+        Ok(())
+    } else {
+        Err(Exit(EXIT_FAILED).into())
+    }
+}
+
+/// `--status`: exit 0 when every host's version was read, 1 when one could not be (drift
+/// alone does not fail: it is shown), 2 when no rule has a `version_cmd`.
+fn status(cli: &Cli) -> anyhow::Result<()> {
+    let targets = fleet_targets(cli, "")?;
+    if targets.iter().all(|t| t.version_cmd.is_none()) {
+        eprintln!(
+            "dropship: no rule has a `version_cmd`, so there is no version to show\n  help: add e.g. `version_cmd = cat ~/app/.version` to the rules whose hosts you want to see"
+        );
+        return Err(Exit(EXIT_USAGE).into());
+    }
+    let (text, all_read) = run::status(
+        &targets,
+        &journal_path(cli),
+        &KnownHostsFiles::default_files(),
+        cli.json,
+    )?;
+    out(&text)?;
+    if all_read {
+        Ok(())
+    } else {
+        Err(Exit(EXIT_FAILED).into())
     }
 }

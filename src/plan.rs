@@ -132,7 +132,7 @@ pub fn bundle_name(arg: &str) -> Result<String, PlanError> {
 
 /// Turns a rendered `dest_dir` into the path the transport uses. `~/` (the login's home)
 /// becomes a relative path for remote protocols and `$HOME/…` for local ones.
-fn normalize_dest(rendered: &str, protocol: Protocol) -> Result<String, String> {
+pub(crate) fn normalize_dest(rendered: &str, protocol: Protocol) -> Result<String, String> {
     if rendered.chars().any(char::is_control) {
         return Err(format!(
             "dest_dir `{}` contains a control character",
@@ -179,7 +179,7 @@ fn normalize_dest(rendered: &str, protocol: Protocol) -> Result<String, String> 
 /// hosts (one dispatch at a time per account); beside the upload for FTP-only rules (no
 /// shell, the FTP root may not be the home); per host label for `local` rules (their
 /// "hosts" are all this machine).
-fn default_lock_path(rule: &Rule, host: &str, dest_dir: &str) -> String {
+pub(crate) fn default_lock_path(rule: &Rule, host: &str, dest_dir: &str) -> String {
     match rule.protocol {
         Protocol::Local => crate::config::state_dir()
             .join("locks")

@@ -100,6 +100,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "http(s) URL that receives a JSON summary when a dispatch ends",
     ),
     (
+        "version_cmd",
+        "command run on the host by `--probe` and `--status` that prints the installed version (e.g. `cat ~/app/.version`); placeholders `{host}` and `{rule}` only",
+    ),
+    (
         "ssh_port",
         "SSH port for the commands of ftp/ftps rules (default 22)",
     ),
@@ -117,6 +121,9 @@ pub const KEYS: &[(&str, &str)] = &[
 pub const BUILTIN_PLACEHOLDERS: &[&str] = &["bundle", "stem", "host", "rule", "timestamp", "date"];
 /// Placeholders only commands have: they name where the upload landed.
 pub const COMMAND_PLACEHOLDERS: &[&str] = &["path", "dir"];
+/// Placeholders `version_cmd` may use: it runs without a bundle (`--probe`, `--status`), so
+/// nothing that comes from a bundle name or a dispatch has a value there.
+pub const PROBE_PLACEHOLDERS: &[&str] = &["host", "rule"];
 
 const DEFAULT_DEST_DIR: &str = "~/newcx/{timestamp}";
 
@@ -236,6 +243,8 @@ pub struct Rule {
     /// Where the remote lock lives; `None` means the protocol's default.
     pub lock_path: Option<Template>,
     pub commands: Commands<Template>,
+    /// Prints the installed version on the host; run by `--probe` and `--status`.
+    pub version_cmd: Option<Template>,
     pub timeout: Duration,
     pub step_timeout: Duration,
     pub lock_wait: Duration,
@@ -452,6 +461,8 @@ fn build_rule(
         .flat_map(|r| r.capture_names().flatten().map(str::to_owned))
         .collect();
     let mut template = |key: &str, in_command: bool| -> Option<Option<Template>> {
+        // `version_cmd` runs without a bundle: only placeholders known without one.
+        let probe = key == "version_cmd";
         let l = match get(key) {
             Some(l) => l,
             None if key == "dest_dir" => Located {
@@ -465,6 +476,9 @@ fn build_rule(
         known.extend(captures.iter().map(String::as_str));
         if in_command {
             known.extend(COMMAND_PLACEHOLDERS);
+        }
+        if probe {
+            known = PROBE_PLACEHOLDERS.to_vec();
         }
         let mut ok = true;
         for p in t.placeholders_in_backticks() {
@@ -480,7 +494,15 @@ fn build_rule(
                 continue;
             }
             ok = false;
-            let hint = if !in_command && COMMAND_PLACEHOLDERS.contains(&p) {
+            let hint = if probe
+                && (BUILTIN_PLACEHOLDERS.contains(&p)
+                    || COMMAND_PLACEHOLDERS.contains(&p)
+                    || captures.iter().any(|c| c == p))
+            {
+                format!(
+                    "`{{{p}}}` has no value in `version_cmd`: it runs without a bundle; only {{host}} and {{rule}} are known there"
+                )
+            } else if !in_command && COMMAND_PLACEHOLDERS.contains(&p) {
                 format!("`{{{p}}}` is only known in commands, after the upload")
             } else {
                 match nearest(p, known.iter().copied()) {
@@ -512,6 +534,7 @@ fn build_rule(
     let post = template("post", true);
     let health = template("health", true);
     let rollback = template("rollback", true);
+    let version_cmd = template("version_cmd", true);
 
     let path_key = |k: &str| get(k).map(|l| resolve_path(l.value, file));
 
@@ -535,6 +558,7 @@ fn build_rule(
             health: health?,
             rollback: rollback?,
         },
+        version_cmd: version_cmd?,
         timeout: v.timeout,
         step_timeout: v.step_timeout,
         lock_wait: v.lock_wait,

@@ -7,6 +7,7 @@ use crate::engine::events::{Event, Step};
 use crate::engine::fetch::{self, FetchError};
 use crate::engine::job::{Cancel, Skip};
 use crate::engine::rollout::{self, Dispatch, Emit, Summary};
+use crate::fleet::target::ProbeTarget;
 use crate::journal::{Journal, JournalError, NewDispatch, TargetProgress};
 use crate::plan::{Plan, PlanError, Stamp};
 use crate::transport::known_hosts::KnownHostsFiles;
@@ -401,4 +402,60 @@ pub fn history(journal_path: &Path, json: bool, limit: usize) -> Result<String, 
 /// The closing table for a terminal or log (not for `--json`).
 pub fn closing(summaries: &[Summary]) -> String {
     summary_table(summaries)
+}
+
+/// Hosts probed or read at once: the largest `parallel` of the rules involved (one pool for
+/// all of them).
+fn parallel_of(targets: &[ProbeTarget]) -> usize {
+    targets.iter().map(|t| t.rule.parallel).max().unwrap_or(1)
+}
+
+/// `--probe`: every target checked; the report (a table, or one JSON object per host) and
+/// whether every host passed.
+pub fn probe(targets: &[ProbeTarget], known_hosts: &KnownHostsFiles, json: bool) -> (String, bool) {
+    let probes =
+        crate::fleet::probe::probe_all(targets, known_hosts, parallel_of(targets), &|_, _| {});
+    let passed = probes.iter().all(|p| p.passed());
+    let text = if json {
+        probes
+            .iter()
+            .map(|p| serde_json::to_string(p).unwrap_or_default() + "\n")
+            .collect()
+    } else {
+        super::fleet_report::probe_table(&probes)
+    };
+    (text, passed)
+}
+
+/// `--status`: installed versions against what the journal says was shipped. Returns the
+/// report and whether every host's version was read. A journal that does not exist yet is
+/// not created: then nothing counts as shipped.
+pub fn status(
+    targets: &[ProbeTarget],
+    journal_path: &Path,
+    known_hosts: &KnownHostsFiles,
+    json: bool,
+) -> Result<(String, bool), RunError> {
+    let shipped = if journal_path.is_file() {
+        Journal::open(journal_path)?.last_shipped_per_rule()?
+    } else {
+        Vec::new()
+    };
+    let report = crate::fleet::version::status(
+        targets,
+        &shipped,
+        known_hosts,
+        parallel_of(targets),
+        &|_, _| {},
+    );
+    let text = if json {
+        report
+            .cells
+            .iter()
+            .map(|c| serde_json::to_string(c).unwrap_or_default() + "\n")
+            .collect()
+    } else {
+        super::fleet_report::status_table(&report)
+    };
+    Ok((text, report.all_read()))
 }

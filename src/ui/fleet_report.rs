@@ -1,0 +1,188 @@
+//! Plain-text tables for `--probe` and `--status`. They return strings: the binary decides
+//! where output goes, and tests read them.
+
+use super::report::table;
+use crate::fleet::probe::{CheckKind, HostProbe, Status};
+use crate::fleet::version::{Installed, StatusReport};
+use std::fmt::Write;
+
+const COLUMNS: &[(CheckKind, &str)] = &[
+    (CheckKind::Reachable, "REACH"),
+    (CheckKind::HostKey, "HOSTKEY"),
+    (CheckKind::Login, "LOGIN"),
+    (CheckKind::SshLogin, "SSH"),
+    (CheckKind::DestDir, "DEST"),
+    (CheckKind::Programs, "PROGRAMS"),
+    (CheckKind::Lock, "LOCK"),
+    (CheckKind::Version, "VERSION"),
+];
+
+fn cell(p: &HostProbe, kind: CheckKind) -> String {
+    match p.check(kind) {
+        None => "-".into(),
+        Some(c) if kind == CheckKind::Version && c.status == Status::Pass => {
+            p.version.clone().unwrap_or_else(|| "ok".into())
+        }
+        Some(c) if kind == CheckKind::Lock && c.status == Status::Warn && p.lock.is_some() => {
+            "LOCKED".into()
+        }
+        Some(c) if c.status == Status::Skip => "-".into(),
+        Some(c) => c.status.as_str().into(),
+    }
+}
+
+/// The `--probe` report: one row per host with each check's status, then what failed (or
+/// wants attention) and why, with hints.
+pub fn probe_table(probes: &[HostProbe]) -> String {
+    // The SSH column only where an FTP rule runs commands.
+    let columns: Vec<&(CheckKind, &str)> = COLUMNS
+        .iter()
+        .filter(|(k, _)| *k != CheckKind::SshLogin || probes.iter().any(|p| p.check(*k).is_some()))
+        .collect();
+    let mut rows = vec![
+        ["HOST", "PACKAGE"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(columns.iter().map(|(_, h)| h.to_string()))
+            .collect::<Vec<_>>(),
+    ];
+    for p in probes {
+        let mut row = vec![p.host.clone(), p.package.clone()];
+        row.extend(columns.iter().map(|(k, _)| cell(p, *k)));
+        rows.push(row);
+    }
+    let mut out = table(&rows);
+    for p in probes {
+        let shown: Vec<_> = p
+            .checks
+            .iter()
+            .filter(|c| matches!(c.status, Status::Fail | Status::Warn) || !c.notes.is_empty())
+            .collect();
+        if shown.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{} [{}]:", p.host, p.rule);
+        for c in shown {
+            if matches!(c.status, Status::Fail | Status::Warn) {
+                let _ = writeln!(
+                    out,
+                    "  {:<4} {}: {}",
+                    c.status.as_str(),
+                    c.kind.as_str(),
+                    c.detail
+                );
+                if let Some(h) = &c.hint {
+                    let _ = writeln!(out, "       help: {h}");
+                }
+            }
+            for n in &c.notes {
+                let _ = writeln!(out, "  note {}: {n}", c.kind.as_str());
+            }
+        }
+    }
+    let failed = probes.iter().filter(|p| !p.passed()).count();
+    let _ = writeln!(
+        out,
+        "\n{} host{} probed: {} ok, {} failed",
+        probes.len(),
+        if probes.len() == 1 { "" } else { "s" },
+        probes.len() - failed,
+        failed
+    );
+    out
+}
+
+fn status_cell(c: &crate::fleet::version::Cell) -> String {
+    let mut text = match &c.installed {
+        Installed::Version { version } => version.clone(),
+        Installed::Unreadable { .. } => "?".into(),
+        Installed::Unreachable { .. } => "unreachable".into(),
+    };
+    for d in &c.drift {
+        let _ = write!(text, " !{}", d.as_str());
+    }
+    text
+}
+
+/// The `--status` matrix: hosts down, packages across, the installed version in each cell
+/// (`-` where the rule does not name the host), drift marked `!behind`, `!ahead`,
+/// `!differs`, `!mixed`; then why cells could not be read and what drifted from what.
+pub fn status_table(report: &StatusReport) -> String {
+    let mut packages: Vec<(&str, &str)> = Vec::new();
+    let mut hosts: Vec<&str> = Vec::new();
+    for c in &report.cells {
+        if !packages.iter().any(|(r, _)| *r == c.rule) {
+            packages.push((&c.rule, &c.package));
+        }
+        if !hosts.contains(&c.host.as_str()) {
+            hosts.push(&c.host);
+        }
+    }
+    let mut rows = vec![
+        std::iter::once("HOST".to_owned())
+            .chain(packages.iter().map(|(_, l)| l.to_string()))
+            .collect::<Vec<_>>(),
+    ];
+    for h in &hosts {
+        let mut row = vec![h.to_string()];
+        for (rule, _) in &packages {
+            row.push(
+                report
+                    .cells
+                    .iter()
+                    .find(|c| c.rule == *rule && c.host == *h)
+                    .map_or_else(|| "-".into(), status_cell),
+            );
+        }
+        rows.push(row);
+    }
+    let mut out = table(&rows);
+    let mut notes = Vec::new();
+    for c in &report.cells {
+        match &c.installed {
+            Installed::Unreadable { error } | Installed::Unreachable { error } => {
+                notes.push(format!("{} [{}]: {error}", c.host, c.package));
+            }
+            Installed::Version { version } => {
+                let only_mixed = c.drift == [crate::fleet::version::Drift::Mixed];
+                if let (false, false, Some(s)) = (c.drift.is_empty(), only_mixed, &c.shipped) {
+                    let marks: Vec<&str> = c.drift.iter().map(|d| d.as_str()).collect();
+                    notes.push(format!(
+                        "{} [{}]: runs {version}; last shipped there: {} (dispatch #{}) [{}]",
+                        c.host,
+                        c.package,
+                        s.version,
+                        s.dispatch,
+                        marks.join(", ")
+                    ));
+                } else if !c.drift.is_empty() {
+                    notes.push(format!(
+                        "{} [{}]: runs {version}; the rule's hosts run different versions [mixed]",
+                        c.host, c.package
+                    ));
+                }
+            }
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for n in notes {
+            let _ = writeln!(out, "{n}");
+        }
+    }
+    if packages.len() > 1 || packages.iter().any(|(r, l)| r != l) {
+        out.push('\n');
+        for (rule, label) in &packages {
+            let _ = writeln!(out, "{label:<12} rule [{rule}]");
+        }
+    }
+    if !report.without_version_cmd.is_empty() {
+        let names: Vec<String> = report
+            .without_version_cmd
+            .iter()
+            .map(|r| format!("[{r}]"))
+            .collect();
+        let _ = writeln!(out, "\nnot shown (no `version_cmd`): {}", names.join(", "));
+    }
+    out
+}
