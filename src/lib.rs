@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod fleet;
 pub mod journal;
 pub mod plan;
 pub mod transport;

@@ -6,6 +6,7 @@ use crate::config::{Config, Netrc, SshHosts};
 use crate::engine::events::{Event, Step};
 use crate::engine::fetch::{self, FetchError};
 use crate::engine::job::{Cancel, Skip};
+use crate::engine::rollback::{self, RollbackError};
 use crate::engine::rollout::{self, Dispatch, Emit, Summary};
 use crate::journal::{Journal, JournalError, NewDispatch, TargetProgress};
 use crate::plan::{Plan, PlanError, Stamp};
@@ -31,6 +32,8 @@ pub enum RunError {
     Bundle { path: PathBuf, detail: String },
     #[error("dispatch #{id} cannot be resumed: {why}")]
     Resume { id: i64, why: String },
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -223,6 +226,68 @@ pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, 
             }
             summaries.push(s);
         }
+        wait_for_notifications(&summaries).await;
+        Ok::<_, RunError>(summaries)
+    })?
+}
+
+/// Waits (up to [`crate::fleet::notify::EXIT_WAIT`] in all) for the notifications still on
+/// their way, so a headless run does not exit before its webhook got the summary. Their
+/// outcome arrives as notices, which the printer shows.
+async fn wait_for_notifications(summaries: &[Summary]) {
+    let pending: Vec<_> = summaries.iter().filter_map(|s| s.notify.clone()).collect();
+    if pending.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        let end = std::time::Instant::now() + crate::fleet::notify::EXIT_WAIT;
+        for p in pending {
+            p.wait(end.saturating_duration_since(std::time::Instant::now()));
+        }
+    })
+    .await;
+}
+
+/// `--rollback RULE [--host H]...`: puts the rule's hosts (or the named ones) back, see
+/// [`crate::engine::rollback`]. Journaled as a dispatch of the bundle `(rollback)`.
+pub fn rollback(
+    ctx: &Context,
+    arg: &str,
+    hosts: &[String],
+    stamp: Option<&Stamp>,
+) -> Result<Vec<Summary>, RunError> {
+    let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    let stamp = stamp.cloned().unwrap_or_else(Stamp::now);
+    let plan = rollback::plan(
+        &ctx.config,
+        &ctx.netrc,
+        &ctx.ssh,
+        arg,
+        |rule| rollback::last_bundle(&journal, rule),
+        stamp,
+    )?;
+    let only = rollback::only(&plan, hosts)?;
+    let rec = rollback::record(
+        &plan,
+        &ctx.config.path,
+        only.as_deref(),
+        crate::engine::events::now_ms(),
+    );
+    let id = journal.begin_dispatch(&rec)?;
+    let d = Arc::new(rollback::dispatch(
+        id,
+        Arc::new(plan),
+        ctx.known_hosts.clone(),
+        crate::engine::lock::local_holder(),
+        only,
+    ));
+    with_engine(ctx, journal.clone(), async |emit, cancel| {
+        let s = rollback::run(d, cancel.clone(), emit).await;
+        if cancel.is_requested() {
+            journal.mark_cancelled(id)?;
+        }
+        let summaries = vec![s];
+        wait_for_notifications(&summaries).await;
         Ok::<_, RunError>(summaries)
     })?
 }
@@ -331,6 +396,7 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         });
         let was_cancelled = cancel.clone();
         let s = rollout::run(d, cancel, emit).await;
+        wait_for_notifications(std::slice::from_ref(&s)).await;
         (s, was_cancelled.is_requested())
     })?;
     let (mut summary, cancelled_again) = summary;
