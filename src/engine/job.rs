@@ -209,16 +209,21 @@ impl JobContext<'_> {
                 cancelled: true,
             });
         }
-        let t = self.started(step, Some(cmd));
-        let health_is_url = self
-            .rule()
-            .commands
-            .health
-            .as_ref()
-            .is_some_and(|h| health::is_url(h.source()));
-        if step == Step::Health && health_is_url {
+        let health_is_url = step == Step::Health
+            && self
+                .rule()
+                .commands
+                .health
+                .as_ref()
+                .is_some_and(|h| health::is_url(h.source()));
+        if health_is_url {
+            // A URL's query may hold a token: events, journal and screen get it without.
+            let shown = health::url_from_rendered(cmd)
+                .map_or_else(|_| String::new(), |u| health::redact(&u));
+            let t = self.started(step, Some(&shown));
             return self.health_url(t, cmd);
         }
+        let t = self.started(step, Some(cmd));
         let Some(shell) = conn.shell.as_deref_mut() else {
             let e = TransportError::Setup {
                 host: self.host(),
