@@ -323,11 +323,14 @@ fn rollback_of_a_plain_rule_runs_its_rollback_command() {
         return;
     };
     let env = Env::new("plain_rollback", &server);
+    let http = HttpServer::start();
+    http.route("/hook", Behaviour::Status(204));
     let text_cfg = format!(
-        "[web-(?P<version>.*)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {d}\nlock_path = {d}/.dropship.lock\nrollback = echo undo {{version}} > {d}/undone\n\n[norollback\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n",
+        "[web-(?P<version>.*)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {d}\nlock_path = {d}/.dropship.lock\nrollback = echo undo {{version}} > {d}/undone\nnotify = {hook}\n\n[norollback\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n",
         server.addr(),
         server.addr(),
-        d = env.dest.as_str()
+        d = env.dest.as_str(),
+        hook = http.url("/hook"),
     );
     let cfg = env.path("dispatch.cfg");
     std::fs::write(&cfg, text_cfg).unwrap();
@@ -351,6 +354,14 @@ fn rollback_of_a_plain_rule_runs_its_rollback_command() {
         std::fs::read_to_string(env.dest.join("undone")).unwrap(),
         "undo 3.1\n"
     );
+    // The dispatch and the rollback were both notified.
+    let posts = http.posts("/hook");
+    assert_eq!(posts.len(), 2, "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&posts[1]).unwrap();
+    assert_eq!(v["event"], "rollback");
+    assert_eq!(v["bundle"], "(rollback)");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["hosts"][0]["result"], "succeeded");
     // A rule with neither a rollback command nor releases: nothing to do.
     let o = env.run(&["--config", c, "--rollback", "norollback.tgz"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
