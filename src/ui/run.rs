@@ -226,23 +226,29 @@ pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, 
             }
             summaries.push(s);
         }
-        wait_for_notifications(&summaries).await;
+        wait_for_notifications(&summaries, &cancel).await;
         Ok::<_, RunError>(summaries)
     })?
 }
 
 /// Waits (up to [`crate::fleet::notify::EXIT_WAIT`] in all) for the notifications still on
 /// their way, so a headless run does not exit before its webhook got the summary. Their
-/// outcome arrives as notices, which the printer shows.
-async fn wait_for_notifications(summaries: &[Summary]) {
+/// outcome arrives as notices, which the printer shows. A second Ctrl-C ("stop now")
+/// stops the wait.
+async fn wait_for_notifications(summaries: &[Summary], cancel: &Arc<Cancel>) {
     let pending: Vec<_> = summaries.iter().filter_map(|s| s.notify.clone()).collect();
     if pending.is_empty() {
         return;
     }
+    let cancel = cancel.clone();
     let _ = tokio::task::spawn_blocking(move || {
         let end = std::time::Instant::now() + crate::fleet::notify::EXIT_WAIT;
         for p in pending {
-            p.wait(end.saturating_duration_since(std::time::Instant::now()));
+            while !p.wait(Duration::from_millis(100)) {
+                if cancel.is_hard() || std::time::Instant::now() >= end {
+                    return;
+                }
+            }
         }
     })
     .await;
@@ -287,7 +293,7 @@ pub fn rollback(
             journal.mark_cancelled(id)?;
         }
         let summaries = vec![s];
-        wait_for_notifications(&summaries).await;
+        wait_for_notifications(&summaries, &cancel).await;
         Ok::<_, RunError>(summaries)
     })?
 }
@@ -408,7 +414,7 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         });
         let was_cancelled = cancel.clone();
         let s = rollout::run(d, cancel, emit).await;
-        wait_for_notifications(std::slice::from_ref(&s)).await;
+        wait_for_notifications(std::slice::from_ref(&s), &was_cancelled).await;
         (s, was_cancelled.is_requested())
     })?;
     let (mut summary, cancelled_again) = summary;
