@@ -303,6 +303,17 @@ pub fn rollback(
 /// unknown outcome and is run again only with `force`.
 pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunError> {
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    if let Some(d) = journal.dispatch(id)?
+        && d.record.bundle == rollout::ROLLBACK_BUNDLE
+    {
+        return Err(RunError::Resume {
+            id,
+            why: format!(
+                "it is a rollback, which ships nothing to resume\n  help: run `dropship --rollback '{}'` again",
+                d.record.rule
+            ),
+        });
+    }
     let state = journal.begin_resume(id)?;
     let rec = &state.record;
     let fail = |why: String| RunError::Resume { id, why };
