@@ -24,7 +24,7 @@ const EXIT_NO_RULE: u8 = 3;
     after_help = "Exit codes: 0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched.\n\
                   Config: --config, else $DROPSHIP_CONFIG, else ./dispatch.cfg, else $XDG_CONFIG_HOME/dropship/dispatch.cfg.\n\
                   With no mode flag, dropship opens the interactive console (as --tui does).",
-    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui", "probe", "status"]))
+    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui", "probe", "status", "rollback"]))
 )]
 struct Cli {
     /// dispatch.cfg to use.
@@ -59,6 +59,16 @@ struct Cli {
     /// With --resume: also rerun a command whose outcome is unknown.
     #[arg(long, requires = "resume")]
     force: bool,
+
+    /// Roll a rule's hosts back: `layout = releases` switches `current` to the release
+    /// before it; then the rule's `rollback` command runs. RULE is the section name, or a
+    /// bundle file name of that rule.
+    #[arg(long, value_name = "RULE")]
+    rollback: Option<String>,
+
+    /// With --rollback: only this host (repeat for more).
+    #[arg(long = "host", value_name = "HOST", requires = "rollback")]
+    hosts: Vec<String>,
 
     /// List past dispatches, newest first.
     #[arg(long)]
@@ -203,6 +213,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if !cli.dispatch.is_empty() {
         return dispatch(cli);
+    }
+    if let Some(rule) = &cli.rollback {
+        let ctx = context(cli)?;
+        let summaries = run::rollback(&ctx, rule, &cli.hosts, stamp(cli)?.as_ref())?;
+        return finish(cli, &summaries);
     }
     console(cli)
 }

@@ -339,6 +339,17 @@ impl Plan {
             };
             vars.insert("dir".into(), dest_dir.clone());
             vars.insert("path".into(), remote_path.clone());
+            if rule.layout == crate::config::rules::Layout::Releases {
+                // `layout = releases`: where the release goes, checked here so `--plan`
+                // shows a bad release name before anything is shipped.
+                let version = captures.get("version").cloned().flatten();
+                let name = crate::fleet::releases::release_name(version.as_deref(), &stamp.timestamp)
+                    .map_err(|why| fail(format!("{why}\n  help: `layout = releases` names the release after the rule's `version` capture, else {{timestamp}}")))?;
+                let tree = crate::fleet::releases::Tree::new(&dest_dir);
+                for (k, v) in crate::fleet::releases::placeholders(&tree, &name) {
+                    vars.insert(k.into(), v);
+                }
+            }
             let commands = rule
                 .commands
                 .try_map(|t| t.render_shell(&vars))

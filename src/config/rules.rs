@@ -47,6 +47,22 @@ pub const KEYS: &[(&str, &str)] = &[
         "command (or http(s) URL) that must succeed after the upgrade",
     ),
     (
+        "health_timeout",
+        "how long an http(s) `health` URL may take to answer 2xx (default 2m)",
+    ),
+    (
+        "health_interval",
+        "pause between two tries of an http(s) `health` URL (default 2s)",
+    ),
+    (
+        "layout",
+        "`plain` (default: the bundle lands in dest_dir) or `releases` (unpacked into dest_dir/releases/VERSION, `current` switched atomically)",
+    ),
+    (
+        "keep",
+        "with `layout = releases`: releases kept on the host, newest first (default 5; `current` and the one before are never deleted)",
+    ),
+    (
         "rollback",
         "command run on the host when a step after the upload fails",
     ),
@@ -97,7 +113,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "notify",
-        "http(s) URL that receives a JSON summary when a dispatch ends",
+        "http(s) URL that receives a JSON summary when a dispatch or rollback ends",
     ),
     (
         "version_cmd",
@@ -109,11 +125,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "tls_verify",
-        "ftps: verify the server certificate (default yes)",
+        "ftps and https health URLs: verify the server certificate (default yes)",
     ),
     (
         "tls_ca",
-        "ftps: PEM file of a CA (or self-signed certificate) to trust",
+        "ftps and https health URLs: PEM file of a CA (or self-signed certificate) to trust",
     ),
 ];
 
@@ -124,6 +140,10 @@ pub const COMMAND_PLACEHOLDERS: &[&str] = &["path", "dir"];
 /// Placeholders `version_cmd` may use: it runs without a bundle (`--probe`, `--status`), so
 /// nothing that comes from a bundle name or a dispatch has a value there.
 pub const PROBE_PLACEHOLDERS: &[&str] = &["host", "rule"];
+
+/// Placeholders commands have with `layout = releases`: the release's name, its directory
+/// and the `current` symlink (see `fleet::releases`).
+pub const RELEASE_PLACEHOLDERS: &[&str] = &["release", "release_dir", "current"];
 
 const DEFAULT_DEST_DIR: &str = "~/newcx/{timestamp}";
 
@@ -176,6 +196,27 @@ impl Protocol {
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where a bundle ends up on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// The bundle is uploaded into `dest_dir` and the commands do the rest.
+    Plain,
+    /// The bundle is unpacked into `dest_dir/releases/VERSION` and `dest_dir/current` is
+    /// switched to it; see `fleet::releases`.
+    Releases,
+}
+
+impl Layout {
+    pub fn parse(text: &str) -> Option<Layout> {
+        match text.to_ascii_lowercase().as_str() {
+            "plain" => Some(Layout::Plain),
+            "releases" => Some(Layout::Releases),
+            _ => None,
+        }
     }
 }
 
@@ -261,12 +302,25 @@ pub struct Rule {
     pub ssh_port: u16,
     pub tls_verify: bool,
     pub tls_ca: Option<PathBuf>,
+    /// How long an http(s) `health` URL is polled for a 2xx answer.
+    pub health_timeout: Duration,
+    /// The pause between two polls of a `health` URL.
+    pub health_interval: Duration,
+    pub layout: Layout,
+    /// With `layout = releases`: how many releases stay on the host.
+    pub keep: usize,
 }
 
 impl Rule {
     /// The port for `host`: its own `:port`, else the rule's `port`, else the protocol's.
     pub fn port_for(&self, host: &HostSpec) -> Option<u16> {
         host.port.or(self.port).or(self.protocol.default_port())
+    }
+
+    /// Whether a job needs a shell on the host: to run commands, or to unpack and switch
+    /// releases. An FTP rule then also opens an SSH session.
+    pub fn needs_shell(&self) -> bool {
+        !self.commands.is_empty() || self.layout == Layout::Releases
     }
 
     /// Names of the regex's named capture groups, in order.
@@ -460,6 +514,7 @@ fn build_rule(
         .iter()
         .flat_map(|r| r.capture_names().flatten().map(str::to_owned))
         .collect();
+    let releases = get("layout").is_some_and(|l| Layout::parse(l.value) == Some(Layout::Releases));
     let mut template = |key: &str, in_command: bool| -> Option<Option<Template>> {
         // `version_cmd` runs without a bundle: only placeholders known without one.
         let probe = key == "version_cmd";
@@ -476,6 +531,9 @@ fn build_rule(
         known.extend(captures.iter().map(String::as_str));
         if in_command {
             known.extend(COMMAND_PLACEHOLDERS);
+            if releases {
+                known.extend(RELEASE_PLACEHOLDERS);
+            }
         }
         if probe {
             known = PROBE_PLACEHOLDERS.to_vec();
@@ -504,6 +562,8 @@ fn build_rule(
                 )
             } else if !in_command && COMMAND_PLACEHOLDERS.contains(&p) {
                 format!("`{{{p}}}` is only known in commands, after the upload")
+            } else if RELEASE_PLACEHOLDERS.contains(&p) && (!releases || !in_command) {
+                format!("`{{{p}}}` is only known in commands of a rule with `layout = releases`")
             } else {
                 match nearest(p, known.iter().copied()) {
                     Some(n) => {
@@ -574,6 +634,10 @@ fn build_rule(
         ssh_port: v.ssh_port,
         tls_verify: v.tls_verify,
         tls_ca: path_key("tls_ca"),
+        health_timeout: v.health_timeout,
+        health_interval: v.health_interval,
+        layout: v.layout,
+        keep: v.keep,
     })
 }
 
@@ -627,6 +691,10 @@ struct Values {
     key_passphrase: bool,
     host_key: HostKeyPolicy,
     notify: Option<String>,
+    health_timeout: Duration,
+    health_interval: Duration,
+    layout: Layout,
+    keep: usize,
 }
 
 fn parse_values<'a>(
@@ -697,6 +765,15 @@ fn parse_values<'a>(
         None
     );
 
+    let health_timeout = typed!("health_timeout", parse_duration, Duration::from_secs(120));
+    let health_interval = typed!("health_interval", parse_duration, Duration::from_secs(2));
+    let layout = typed!(
+        "layout",
+        |v: &str| Layout::parse(v).ok_or_else(|| format!("`{v}`: use `plain` or `releases`")),
+        Layout::Plain
+    );
+    let keep = typed!("keep", |v| parse_count(v, 1, 1000), 5);
+
     Some(Values {
         protocol: protocol?,
         port: port?,
@@ -713,6 +790,10 @@ fn parse_values<'a>(
         key_passphrase: key_passphrase?,
         host_key: host_key?,
         notify: notify?,
+        health_timeout: health_timeout?,
+        health_interval: health_interval?,
+        layout: layout?,
+        keep: keep?,
     })
 }
 

@@ -20,9 +20,16 @@ pub enum Step {
     Lock,
     Pre,
     Upload,
+    /// `layout = releases`: the bundle is unpacked into `releases/NAME`.
+    Unpack,
     Upgrade,
+    /// `layout = releases`: `current` is pointed at the new release (or, after a failure or
+    /// on `--rollback`, back at the previous one).
+    Switch,
     Post,
     Health,
+    /// `layout = releases`: old releases beyond `keep` are removed.
+    Prune,
     Rollback,
     Unlock,
 }
@@ -34,9 +41,12 @@ impl Step {
             Step::Lock => "lock",
             Step::Pre => "pre",
             Step::Upload => "upload",
+            Step::Unpack => "unpack",
             Step::Upgrade => "upgrade",
+            Step::Switch => "switch",
             Step::Post => "post",
             Step::Health => "health",
+            Step::Prune => "prune",
             Step::Rollback => "rollback",
             Step::Unlock => "unlock",
         }
@@ -48,9 +58,12 @@ impl Step {
             Step::Lock,
             Step::Pre,
             Step::Upload,
+            Step::Unpack,
             Step::Upgrade,
+            Step::Switch,
             Step::Post,
             Step::Health,
+            Step::Prune,
             Step::Rollback,
             Step::Unlock,
         ]

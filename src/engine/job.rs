@@ -1,17 +1,28 @@
 //! One target's job: connect -> lock -> pre -> upload -> upgrade -> post -> health ->
 //! unlock, with `rollback` when a step after the upload fails. Blocking: it runs on its own
 //! thread and reports every transition and output line as an [`Event`].
+//!
+//! With `layout = releases` (see [`crate::fleet::releases`]) the steps are: connect -> lock
+//! -> pre -> upload -> unpack -> upgrade -> switch -> post -> health -> prune -> unlock.
+//! `upgrade` runs before the switch, with `{release_dir}` (the new release) and `{current}`
+//! (still the old one) to prepare with; `post` and `health` run on the switched release. A
+//! failure before the switch runs `rollback` (nothing live changed); a failure at or after
+//! it first switches `current` back to the release that was live before, then runs
+//! `rollback`. A failed prune is a warning, not a failed host.
 
 use super::events::{Event, Level, Step, StepOutcome, TargetResult, now_ms};
 use super::lock::{self, Identity, Lock, LockError, Wait};
 use crate::config::Rule;
+use crate::config::rules::Layout;
+use crate::fleet::health;
+use crate::fleet::releases::{self, ReleaseError, Tree};
 use crate::plan::{Plan, Target};
 use crate::transport::known_hosts::KnownHostsFiles;
 use crate::transport::upload::{self, Job, RetryPolicy};
 use crate::transport::{self, Connection, TransportError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Cancellation as the engine sees it: no new step starts once `requested`; a running
 /// step is stopped when the grace period after the request has passed.
@@ -198,12 +209,21 @@ impl JobContext<'_> {
                 cancelled: true,
             });
         }
-        let t = self.started(step, Some(cmd));
-        if step == Step::Health && (cmd.starts_with("'http://") || cmd.starts_with("'https://")) {
-            // A URL health check is quoted like any value; undo that for the HTTP client.
-            let url = shlex::split(cmd).and_then(|v| v.into_iter().next());
-            return self.health_url(t, url.as_deref().unwrap_or(cmd));
+        let health_is_url = step == Step::Health
+            && self
+                .rule()
+                .commands
+                .health
+                .as_ref()
+                .is_some_and(|h| health::is_url(h.source()));
+        if health_is_url {
+            // A URL's query may hold a token: events, journal and screen get it without.
+            let shown = health::url_from_rendered(cmd)
+                .map_or_else(|_| String::new(), |u| health::redact(&u));
+            let t = self.started(step, Some(&shown));
+            return self.health_url(t, cmd);
         }
+        let t = self.started(step, Some(cmd));
         let Some(shell) = conn.shell.as_deref_mut() else {
             let e = TransportError::Setup {
                 host: self.host(),
@@ -256,31 +276,273 @@ impl JobContext<'_> {
         }
     }
 
-    /// Polls a health URL until it answers 2xx or `step_timeout` passes.
-    fn health_url(&self, t: Instant, url: &str) -> Result<(), StepFailure> {
-        let deadline = Instant::now() + self.rule().step_timeout;
-        let client = reqwest::blocking::Client::builder()
-            .timeout(self.rule().timeout)
-            .build();
-        let mut last = String::from("no answer");
-        if let Ok(client) = client {
-            while Instant::now() < deadline && !self.cancel.is_hard() {
-                match client.get(url).send() {
-                    Ok(r) if r.status().is_success() => {
-                        self.finished(Step::Health, t, StepOutcome::Ok, None, None);
-                        return Ok(());
-                    }
-                    Ok(r) => last = format!("HTTP {}", r.status()),
-                    Err(e) => last = e.to_string(),
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-        let e = TransportError::Setup {
-            host: self.host(),
-            detail: format!("health check {url} failed: {last}"),
+    /// Polls a health URL until it answers 2xx or `health_timeout` passes, reporting every
+    /// try as an output line of the step.
+    fn health_url(&self, t: Instant, rendered: &str) -> Result<(), StepFailure> {
+        let rule = self.rule();
+        let out = |line: String| {
+            (self.emit)(Event::Output {
+                dispatch: self.dispatch,
+                at: now_ms(),
+                host: self.host(),
+                step: Step::Health,
+                stream: crate::transport::Stream::Stdout,
+                line,
+            })
         };
-        Err(self.fail(Step::Health, t, None, e))
+        let res = health::url_from_rendered(rendered).and_then(|url| {
+            out(format!(
+                "GET {} until 2xx, every {:?}, for up to {:?}",
+                health::redact(&url),
+                rule.health_interval,
+                rule.health_timeout
+            ));
+            let check = health::Check {
+                url,
+                timeout: rule.health_timeout,
+                interval: rule.health_interval,
+                request_timeout: rule.timeout,
+                tls_verify: rule.tls_verify,
+                tls_ca: rule.tls_ca.clone(),
+            };
+            health::poll(&check, &|| self.cancel.is_hard(), &mut |a| {
+                let verdict = if a.healthy() { ": healthy" } else { "" };
+                out(format!("try {}: {}{verdict}", a.n, a.detail));
+            })
+        });
+        match res {
+            Ok(_) => {
+                self.finished(Step::Health, t, StepOutcome::Ok, None, None);
+                Ok(())
+            }
+            Err(health::HealthError::Cancelled { .. }) => Err(self.fail(
+                Step::Health,
+                t,
+                None,
+                TransportError::Cancelled { host: self.host() },
+            )),
+            Err(e) => Err(self.failed_with(Step::Health, t, e.to_string())),
+        }
+    }
+
+    /// Reports `step` as failed with `error` (not a cancellation).
+    fn failed_with(&self, step: Step, t: Instant, error: String) -> StepFailure {
+        self.finished(step, t, StepOutcome::Failed, None, Some(error.clone()));
+        StepFailure {
+            step,
+            error,
+            cancelled: false,
+        }
+    }
+
+    /// Reports a release operation's error as the end of `step`.
+    fn release_failed(&self, step: Step, t: Instant, e: ReleaseError) -> StepFailure {
+        match e {
+            ReleaseError::Transport(te) => self.fail(step, t, None, te),
+            other => self.failed_with(step, t, other.to_string()),
+        }
+    }
+
+    fn tree(&self) -> Tree {
+        Tree::new(&self.target.dest_dir)
+    }
+
+    /// The release this dispatch makes (checked when the plan was built).
+    fn release_name(&self) -> Result<String, String> {
+        let version = self.plan.captures.get("version").cloned().flatten();
+        releases::release_name(version.as_deref(), &self.plan.stamp.timestamp)
+    }
+
+    fn line(&self, step: Step, stream: crate::transport::Stream, line: &str) {
+        (self.emit)(Event::Output {
+            dispatch: self.dispatch,
+            at: now_ms(),
+            host: self.host(),
+            step,
+            stream,
+            line: line.to_owned(),
+        })
+    }
+
+    /// One step of the release layout: `unpack`, `switch` (to this dispatch's release) or
+    /// `prune`.
+    fn release_step(&self, conn: &mut Connection, step: Step) -> Result<(), StepFailure> {
+        if self.skip.done.contains(&step) {
+            self.notice(
+                Level::Info,
+                format!("{step} already done before the interruption"),
+            );
+            return Ok(());
+        }
+        if self.cancel.is_requested() {
+            return Err(StepFailure {
+                step,
+                error: NOT_STARTED.into(),
+                cancelled: true,
+            });
+        }
+        let tree = self.tree();
+        let name = self.release_name();
+        let what = match (&name, step) {
+            (Ok(n), Step::Unpack) => {
+                format!("unpack {} into {}", self.plan.bundle, tree.release_dir(n))
+            }
+            (Ok(n), Step::Switch) => format!("{} -> releases/{n}", tree.current()),
+            _ => format!("keep the newest {} releases", self.rule().keep),
+        };
+        let t = self.started(step, Some(&what));
+        let name = match name {
+            Ok(n) => n,
+            Err(why) => return Err(self.failed_with(step, t, why)),
+        };
+        let host = self.host();
+        let Some(shell) = conn.shell.as_deref_mut() else {
+            let e = TransportError::Setup {
+                host: self.host(),
+                detail: "`layout = releases` needs a shell on the host, and this target has none"
+                    .into(),
+            };
+            return Err(self.fail(step, t, None, e));
+        };
+        let cancel = self.cancel;
+        let stop = || cancel.is_hard();
+        let mut on_line = |stream, line: &str| self.line(step, stream, line);
+        let timeout = self.rule().step_timeout;
+        let res: Result<(), ReleaseError> = match step {
+            Step::Unpack => releases::run_script(
+                shell,
+                &host,
+                "unpacking",
+                &releases::unpack_script(&tree, &name, &self.target.remote_path, &self.plan.bundle),
+                timeout,
+                &stop,
+                &mut on_line,
+            ),
+            Step::Switch => releases::read_state(shell, &host, &tree).and_then(|state| {
+                let was = state.current.as_deref().unwrap_or("nothing");
+                on_line(
+                    crate::transport::Stream::Stdout,
+                    &format!("current: {was} -> {name}"),
+                );
+                let script =
+                    releases::switch_script(&tree, Some(&name), &state.history_after_deploy(&name));
+                releases::run_script(
+                    shell,
+                    &host,
+                    "switching",
+                    &script,
+                    timeout,
+                    &stop,
+                    &mut on_line,
+                )
+            }),
+            _ => releases::read_state(shell, &host, &tree).and_then(|state| {
+                let (delete, history) = state.prune(self.rule().keep);
+                let script = releases::prune_script(
+                    &tree,
+                    &delete,
+                    &history,
+                    Some(&self.target.remote_path),
+                );
+                releases::run_script(
+                    shell,
+                    &host,
+                    "pruning",
+                    &script,
+                    timeout,
+                    &stop,
+                    &mut on_line,
+                )
+            }),
+        };
+        match res {
+            Ok(()) => {
+                self.finished(step, t, StepOutcome::Ok, Some(0), None);
+                Ok(())
+            }
+            Err(e) => Err(self.release_failed(step, t, e)),
+        }
+    }
+
+    /// Points `current` back at the release that was live before (a failure after the
+    /// switch, or `--rollback`). `only_if_live`: do nothing unless `current` is this
+    /// dispatch's release (a failed switch may or may not have happened). A first release
+    /// with nothing before it is switched back to no `current` at all, as it was.
+    fn switch_back(&self, conn: &mut Connection, only_if_live: bool) -> Result<(), StepFailure> {
+        let step = Step::Switch;
+        let tree = self.tree();
+        let t = self.started(
+            step,
+            Some(&format!("{} -> previous release", tree.current())),
+        );
+        let host = self.host();
+        let Some(shell) = conn.shell.as_deref_mut() else {
+            let e = TransportError::Setup {
+                host: self.host(),
+                detail: "`layout = releases` needs a shell on the host, and this target has none"
+                    .into(),
+            };
+            return Err(self.fail(step, t, None, e));
+        };
+        let mut on_line = |stream, line: &str| self.line(step, stream, line);
+        let res = releases::read_state(shell, &host, &tree).and_then(|state| {
+            let ours = self.release_name().ok();
+            if only_if_live && (state.current.is_none() || state.current != ours) {
+                on_line(
+                    crate::transport::Stream::Stdout,
+                    "current was not switched: nothing to switch back",
+                );
+                return Ok(());
+            }
+            let (target, history) = match state.rollback() {
+                Some((t, h)) => (Some(t), h),
+                None if only_if_live => (None, Vec::new()),
+                None => {
+                    return Err(ReleaseError::NothingToRollBack {
+                        host: host.clone(),
+                        current: state.current.clone(),
+                        history: state.history.clone(),
+                    });
+                }
+            };
+            if let Some(t) = &target
+                && !state.dirs.contains(t)
+            {
+                return Err(ReleaseError::PreviousGone {
+                    host: host.clone(),
+                    name: t.clone(),
+                    history_file: format!("{}/.releases", tree.base),
+                });
+            }
+            on_line(
+                crate::transport::Stream::Stdout,
+                &format!(
+                    "current: {} -> {}",
+                    state.current.as_deref().unwrap_or("nothing"),
+                    target
+                        .as_deref()
+                        .unwrap_or("nothing (there was no release before)")
+                ),
+            );
+            let script = releases::switch_script(&tree, target.as_deref(), &history);
+            // Putting a host back is not stopped by a cancel, only by its timeout.
+            releases::run_script(
+                shell,
+                &host,
+                "switching back",
+                &script,
+                self.rule().step_timeout,
+                &|| false,
+                &mut on_line,
+            )
+        });
+        match res {
+            Ok(()) => {
+                self.finished(step, t, StepOutcome::Ok, Some(0), None);
+                Ok(())
+            }
+            Err(e) => Err(self.release_failed(step, t, e)),
+        }
     }
 }
 
@@ -308,9 +570,9 @@ fn connect_with_retries(ctx: &JobContext) -> Result<Connection, TransportError> 
     }
 }
 
-/// Runs the whole job for one target.
-pub fn run(ctx: &JobContext) -> Outcome {
-    let fail = |f: StepFailure| Outcome {
+/// The outcome of a job that stopped at a failed (or cancelled) step.
+fn fail(f: StepFailure) -> Outcome {
+    Outcome {
         result: if f.cancelled {
             TargetResult::Cancelled
         } else {
@@ -318,25 +580,61 @@ pub fn run(ctx: &JobContext) -> Outcome {
         },
         failed_step: Some(f.step),
         error: Some(f.error),
-    };
-    let rule = ctx.rule();
+    }
+}
+
+/// Runs the whole job for one target.
+pub fn run(ctx: &JobContext) -> Outcome {
     let mut conn = match ctx.step(Step::Connect, || connect_with_retries(ctx)) {
         Ok(c) => c,
         Err(f) => return fail(f),
     };
-    let lock = match take_lock(ctx, &mut conn) {
+    let lock = match take_lock(ctx, &mut conn, &ctx.plan.bundle) {
         Ok(l) => l,
         Err(f) => return fail(f),
     };
-    let (mut conn, result) = run_locked(ctx, conn);
+    let (conn, result) = run_locked(ctx, conn);
+    unlock_and_finish(ctx, conn, &lock, result)
+}
+
+/// A rollback of one target (`--rollback`, the console's rollback action): connect ->
+/// lock -> (`layout = releases`: switch `current` back to the previous release) -> the
+/// rule's `rollback` command -> unlock.
+pub fn rollback(ctx: &JobContext) -> Outcome {
+    let mut conn = match ctx.step(Step::Connect, || connect_with_retries(ctx)) {
+        Ok(c) => c,
+        Err(f) => return fail(f),
+    };
+    let lock = match take_lock(ctx, &mut conn, crate::engine::rollout::ROLLBACK_BUNDLE) {
+        Ok(l) => l,
+        Err(f) => return fail(f),
+    };
+    let mut result = Ok(());
+    if ctx.rule().layout == Layout::Releases {
+        result = ctx.switch_back(&mut conn, false);
+    }
+    if result.is_ok() {
+        result = ctx.command(&mut conn, Step::Rollback);
+    }
+    unlock_and_finish(ctx, Some(conn), &lock, result)
+}
+
+/// Releases the lock and turns the steps' result into the outcome.
+fn unlock_and_finish(
+    ctx: &JobContext,
+    mut conn: Option<Connection>,
+    lock: &Lock,
+    result: Result<(), StepFailure>,
+) -> Outcome {
+    let rule = ctx.rule();
     // Release over the session we have; if it is gone or dead (a step failed on a dropped
     // connection), over a fresh one: a lock left behind blocks every later dispatch.
     let released = conn
         .as_mut()
-        .is_some_and(|c| lock::release(c, &lock).is_ok());
+        .is_some_and(|c| lock::release(c, lock).is_ok());
     if !released {
         let again = transport::connect(ctx.target, rule, ctx.known_hosts)
-            .and_then(|mut c| lock::release(&mut c, &lock));
+            .and_then(|mut c| lock::release(&mut c, lock));
         if let Err(e) = again {
             ctx.notice(
                 Level::Warning,
@@ -354,14 +652,14 @@ pub fn run(ctx: &JobContext) -> Outcome {
     }
 }
 
-fn take_lock(ctx: &JobContext, conn: &mut Connection) -> Result<Lock, StepFailure> {
+fn take_lock(ctx: &JobContext, conn: &mut Connection, bundle: &str) -> Result<Lock, StepFailure> {
     let t = ctx.started(Step::Lock, None);
     let rule = ctx.rule();
     let path = ctx.target.lock_path.clone();
     let id = Identity {
         host: &ctx.target.host.name,
         holder: ctx.holder,
-        bundle: &ctx.plan.bundle,
+        bundle,
     };
     let cancel = ctx.cancel;
     let res = lock::acquire(
@@ -421,20 +719,58 @@ fn run_locked(ctx: &JobContext, conn: Connection) -> (Option<Connection>, Result
             Err(f) => return (None, Err(f)),
         }
     };
-    for step in [Step::Upgrade, Step::Post, Step::Health] {
-        if let Err(f) = ctx.command(&mut conn, step) {
-            if f.error == NOT_STARTED {
-                // Cancelled between steps: what ran succeeded, nothing is half-done, so
-                // there is nothing to roll back (that would undo a good upgrade).
-                return (Some(conn), Err(f));
-            }
-            // After the upload a failure (or a step killed by a cancel) leaves the host
-            // half-done: put it back if the rule knows how.
-            if let Err(rf) = ctx.command(&mut conn, Step::Rollback) {
-                ctx.notice(Level::Warning, format!("rollback failed too: {}", rf.error));
-            }
+    let layout = ctx.rule().layout;
+    // After the upload a failure (or a step killed by a cancel) leaves the host half-done:
+    // put it back if the rule knows how. Cancelled between steps, what ran succeeded and
+    // nothing is half-done, so there is nothing to roll back (that would undo a good
+    // upgrade).
+    let put_back = |conn: &mut Connection, f: &StepFailure, switched: bool| {
+        if f.error == NOT_STARTED {
+            return;
+        }
+        if switched && let Err(sf) = ctx.switch_back(conn, true) {
+            ctx.notice(
+                Level::Warning,
+                format!("switching `current` back failed too: {}", sf.error),
+            );
+        }
+        if let Err(rf) = ctx.command(conn, Step::Rollback) {
+            ctx.notice(Level::Warning, format!("rollback failed too: {}", rf.error));
+        }
+    };
+    let steps: &[Step] = match layout {
+        Layout::Plain => &[Step::Upgrade, Step::Post, Step::Health],
+        Layout::Releases => &[
+            Step::Unpack,
+            Step::Upgrade,
+            Step::Switch,
+            Step::Post,
+            Step::Health,
+        ],
+    };
+    for &step in steps {
+        let res = match step {
+            Step::Unpack | Step::Switch => ctx.release_step(&mut conn, step),
+            _ => ctx.command(&mut conn, step),
+        };
+        if let Err(f) = res {
+            // From the switch on, `current` may point at the new release.
+            let switched = layout == Layout::Releases && step >= Step::Switch;
+            put_back(&mut conn, &f, switched);
             return (Some(conn), Err(f));
         }
+    }
+    if layout == Layout::Releases
+        && let Err(f) = ctx.release_step(&mut conn, Step::Prune)
+        && f.error != NOT_STARTED
+    {
+        ctx.notice(
+            Level::Warning,
+            format!(
+                "pruning old releases failed (the release itself is live): {}",
+                f.error
+            ),
+        );
     }
     (Some(conn), Ok(()))
 }

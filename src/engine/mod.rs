@@ -5,4 +5,5 @@ pub mod events;
 pub mod fetch;
 pub mod job;
 pub mod lock;
+pub mod rollback;
 pub mod rollout;

@@ -4,6 +4,7 @@
 
 use super::events::{Event, Level, TargetResult, now_ms};
 use super::job::{self, Cancel, JobContext, Outcome, Skip};
+use crate::fleet::notify::{self, Kind, Payload, Pending};
 use crate::plan::Plan;
 use crate::transport::known_hosts::KnownHostsFiles;
 use std::collections::HashMap;
@@ -38,6 +39,9 @@ pub struct Summary {
     pub id: i64,
     pub targets: Vec<(String, Outcome, i64)>,
     pub duration_ms: i64,
+    /// The notification of the end (`notify = URL`) still on its way: a front end about to
+    /// exit waits for it (up to [`notify::EXIT_WAIT`]) so it is not lost.
+    pub notify: Option<Pending>,
 }
 
 impl Summary {
@@ -65,6 +69,21 @@ fn not_started(result: TargetResult, why: &str) -> Outcome {
 
 /// Runs the dispatch to the end and returns its summary.
 pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
+    run_kind(d, cancel, emit, Kind::Dispatch).await
+}
+
+/// What [`ROLLBACK_BUNDLE`] stands for in `DispatchStarted` and in the journal's bundle
+/// column: a rollback ships no bundle.
+pub const ROLLBACK_BUNDLE: &str = "(rollback)";
+
+/// [`run`] for a dispatch or a rollback (see [`super::rollback`]): the same rollout,
+/// events, summary and notification; only each host's job differs.
+pub(crate) async fn run_kind(
+    d: Arc<Dispatch>,
+    cancel: Arc<Cancel>,
+    emit: Emit,
+    kind: Kind,
+) -> Summary {
     let started = Instant::now();
     let rule = &d.plan.rule;
     let indexes: Vec<usize> = (0..d.plan.targets.len())
@@ -77,18 +96,34 @@ pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
     emit(Event::DispatchStarted {
         dispatch: d.id,
         at: now_ms(),
-        bundle: d.plan.bundle.clone(),
+        bundle: match kind {
+            Kind::Dispatch => d.plan.bundle.clone(),
+            Kind::Rollback => ROLLBACK_BUNDLE.to_owned(),
+        },
         rule: rule.name.clone(),
         hosts: indexes
             .iter()
             .map(|&i| d.plan.targets[i].host.name.clone())
             .collect(),
     });
-    let canary = rule.canary.min(indexes.len());
+    // A rollback puts hosts back: holding most of them on a canary would keep them broken.
+    let canary = match kind {
+        Kind::Dispatch => rule.canary.min(indexes.len()),
+        Kind::Rollback => 0,
+    };
     let failures = Arc::new(AtomicUsize::new(0));
     let mut results: HashMap<usize, (Outcome, i64)> = HashMap::new();
 
-    let first = run_batch(&d, &indexes[..canary], &cancel, &emit, &failures, None).await;
+    let first = run_batch(
+        &d,
+        &indexes[..canary],
+        &cancel,
+        &emit,
+        &failures,
+        None,
+        kind,
+    )
+    .await;
     let canary_failed = first
         .values()
         .any(|(o, _)| o.result != TargetResult::Succeeded);
@@ -117,7 +152,11 @@ pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
             results.insert(i, (o, 0));
         }
     } else {
-        results.extend(run_batch(&d, rest, &cancel, &emit, &failures, rule.max_fail).await);
+        let max_fail = match kind {
+            Kind::Dispatch => rule.max_fail,
+            Kind::Rollback => None,
+        };
+        results.extend(run_batch(&d, rest, &cancel, &emit, &failures, max_fail, kind).await);
     }
 
     let targets: Vec<(String, Outcome, i64)> = indexes
@@ -127,10 +166,11 @@ pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
             (d.plan.targets[*i].host.name.clone(), o, ms)
         })
         .collect();
-    let summary = Summary {
+    let mut summary = Summary {
         id: d.id,
         targets,
         duration_ms: started.elapsed().as_millis() as i64,
+        notify: None,
     };
     emit(Event::DispatchFinished {
         dispatch: d.id,
@@ -141,6 +181,15 @@ pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
         cancelled: summary.count(TargetResult::Cancelled),
         duration_ms: summary.duration_ms,
     });
+    if let Some(url) = &rule.notify {
+        let bundle = match kind {
+            Kind::Dispatch => d.plan.bundle.as_str(),
+            Kind::Rollback => ROLLBACK_BUNDLE,
+        };
+        let payload = Payload::new(kind, bundle, &rule.name, &summary);
+        let policy = notify::Policy::for_timeout(rule.timeout);
+        summary.notify = Some(notify::spawn(url.clone(), payload, policy, emit.clone()));
+    }
     summary
 }
 
@@ -165,6 +214,7 @@ async fn run_batch(
     emit: &Emit,
     failures: &Arc<AtomicUsize>,
     max_fail: Option<usize>,
+    kind: Kind,
 ) -> HashMap<usize, (Outcome, i64)> {
     let sem = Arc::new(Semaphore::new(d.plan.rule.parallel.max(1)));
     let mut set = tokio::task::JoinSet::new();
@@ -211,7 +261,10 @@ async fn run_batch(
                 holder: &d.holder,
                 skip: d.skip.get(&target.host.name).cloned().unwrap_or_default(),
             };
-            let o = job::run(&ctx);
+            let o = match kind {
+                Kind::Dispatch => job::run(&ctx),
+                Kind::Rollback => job::rollback(&ctx),
+            };
             if o.result == TargetResult::Failed {
                 failures.fetch_add(1, Ordering::SeqCst);
             }

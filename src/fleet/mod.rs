@@ -1,9 +1,13 @@
-//! The fleet: what runs where. Probes of hosts before anything is shipped, the installed
-//! versions and their drift, for `--probe`, `--status` and the console's Hosts screen.
-//! Engine side: blocking functions that report through return values and callbacks, never
-//! printing.
+//! The fleet: what runs where and whether it is healthy. Probes of hosts before anything is
+//! shipped, installed versions and their drift (`--probe`, `--status`, the console's Hosts
+//! screen), HTTP health checks, the versioned release layout with rollback, and
+//! notifications. Engine side: blocking functions that report through return values,
+//! callbacks and events, never printing.
 
+pub mod health;
+pub mod notify;
 pub mod probe;
 pub mod programs;
+pub mod releases;
 pub mod target;
 pub mod version;

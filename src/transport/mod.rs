@@ -288,7 +288,7 @@ pub fn connect(
         }
         Protocol::Ftp | Protocol::Ftps => {
             let files = ftp::FtpFiles::connect(&ftp::FtpParams::for_target(target, rule))?;
-            let shell: Option<Box<dyn Shell>> = if rule.commands.is_empty() {
+            let shell: Option<Box<dyn Shell>> = if !rule.needs_shell() {
                 None
             } else {
                 let params = ssh::SshParams::for_target(target, rule.ssh_port, rule, known_hosts);

@@ -6,6 +6,7 @@ use crate::config::{Config, Netrc, SshHosts};
 use crate::engine::events::{Event, Step};
 use crate::engine::fetch::{self, FetchError};
 use crate::engine::job::{Cancel, Skip};
+use crate::engine::rollback::{self, RollbackError};
 use crate::engine::rollout::{self, Dispatch, Emit, Summary};
 use crate::fleet::target::ProbeTarget;
 use crate::journal::{Journal, JournalError, NewDispatch, TargetProgress};
@@ -32,6 +33,8 @@ pub enum RunError {
     Bundle { path: PathBuf, detail: String },
     #[error("dispatch #{id} cannot be resumed: {why}")]
     Resume { id: i64, why: String },
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -224,6 +227,74 @@ pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, 
             }
             summaries.push(s);
         }
+        wait_for_notifications(&summaries, &cancel).await;
+        Ok::<_, RunError>(summaries)
+    })?
+}
+
+/// Waits (up to [`crate::fleet::notify::EXIT_WAIT`] in all) for the notifications still on
+/// their way, so a headless run does not exit before its webhook got the summary. Their
+/// outcome arrives as notices, which the printer shows. A second Ctrl-C ("stop now")
+/// stops the wait.
+async fn wait_for_notifications(summaries: &[Summary], cancel: &Arc<Cancel>) {
+    let pending: Vec<_> = summaries.iter().filter_map(|s| s.notify.clone()).collect();
+    if pending.is_empty() {
+        return;
+    }
+    let cancel = cancel.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let end = std::time::Instant::now() + crate::fleet::notify::EXIT_WAIT;
+        for p in pending {
+            while !p.wait(Duration::from_millis(100)) {
+                if cancel.is_hard() || std::time::Instant::now() >= end {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// `--rollback RULE [--host H]...`: puts the rule's hosts (or the named ones) back, see
+/// [`crate::engine::rollback`]. Journaled as a dispatch of the bundle `(rollback)`.
+pub fn rollback(
+    ctx: &Context,
+    arg: &str,
+    hosts: &[String],
+    stamp: Option<&Stamp>,
+) -> Result<Vec<Summary>, RunError> {
+    let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    let stamp = stamp.cloned().unwrap_or_else(Stamp::now);
+    let plan = rollback::plan(
+        &ctx.config,
+        &ctx.netrc,
+        &ctx.ssh,
+        arg,
+        |rule| rollback::last_bundle(&journal, rule),
+        stamp,
+    )?;
+    let only = rollback::only(&plan, hosts)?;
+    let rec = rollback::record(
+        &plan,
+        &ctx.config.path,
+        only.as_deref(),
+        crate::engine::events::now_ms(),
+    );
+    let id = journal.begin_dispatch(&rec)?;
+    let d = Arc::new(rollback::dispatch(
+        id,
+        Arc::new(plan),
+        ctx.known_hosts.clone(),
+        crate::engine::lock::local_holder(),
+        only,
+    ));
+    with_engine(ctx, journal.clone(), async |emit, cancel| {
+        let s = rollback::run(d, cancel.clone(), emit).await;
+        if cancel.is_requested() {
+            journal.mark_cancelled(id)?;
+        }
+        let summaries = vec![s];
+        wait_for_notifications(&summaries, &cancel).await;
         Ok::<_, RunError>(summaries)
     })?
 }
@@ -233,6 +304,17 @@ pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, 
 /// unknown outcome and is run again only with `force`.
 pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunError> {
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    if let Some(d) = journal.dispatch(id)?
+        && d.record.bundle == rollout::ROLLBACK_BUNDLE
+    {
+        return Err(RunError::Resume {
+            id,
+            why: format!(
+                "it is a rollback, which ships nothing to resume\n  help: run `dropship --rollback '{}'` again",
+                d.record.rule
+            ),
+        });
+    }
     let state = journal.begin_resume(id)?;
     let rec = &state.record;
     let fail = |why: String| RunError::Resume { id, why };
@@ -284,9 +366,21 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         else {
             continue;
         };
-        // Connecting, locking and uploading are safe to repeat; a command may not be.
-        let unsafe_step = running
-            .filter(|s| !matches!(s, Step::Connect | Step::Lock | Step::Upload | Step::Unlock));
+        // Connecting, locking and uploading are safe to repeat, and so are the release
+        // layout's own steps (an unpack starts over in a temporary directory, a switch or
+        // prune sets the same state again); a command may not be.
+        let unsafe_step = running.filter(|s| {
+            !matches!(
+                s,
+                Step::Connect
+                    | Step::Lock
+                    | Step::Upload
+                    | Step::Unpack
+                    | Step::Switch
+                    | Step::Prune
+                    | Step::Unlock
+            )
+        });
         if let Some(step) = unsafe_step {
             if !killed_by_cancel {
                 journal.mark_unknown(id, host, step)?;
@@ -332,6 +426,7 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         });
         let was_cancelled = cancel.clone();
         let s = rollout::run(d, cancel, emit).await;
+        wait_for_notifications(std::slice::from_ref(&s), &was_cancelled).await;
         (s, was_cancelled.is_requested())
     })?;
     let (mut summary, cancelled_again) = summary;

@@ -1,0 +1,178 @@
+//! Rollback as an engine operation, for `dropship --rollback RULE [--host H]` and the
+//! console's "roll back a rule on a host" action alike.
+//!
+//! A rollback is a rollout whose per-host job is [`super::job::rollback`]: connect, take the
+//! remote lock (like a dispatch: a rollback never runs beside a dispatch on one host), then
+//! for `layout = releases` switch `current` back to the release live before it (one step
+//! back per rollback, by the deploy order recorded on the host), and run the rule's
+//! `rollback` command if it has one. It emits the normal events (`DispatchStarted` with the
+//! bundle `(rollback)`, steps `switch`/`rollback`, `TargetFinished`, `DispatchFinished`),
+//! is journaled as a dispatch of the bundle `(rollback)`, and notifies like a dispatch.
+//!
+//! Commands are rendered from a plan, and a plan needs a bundle name for its placeholders:
+//! the rollback uses the last bundle the journal shipped with that rule (or the bundle name
+//! given in place of the rule), so `{version}` and friends mean what they meant then.
+
+use super::events::Millis;
+use super::job::Cancel;
+use super::rollout::{self, Dispatch, Emit, ROLLBACK_BUNDLE, Summary};
+use crate::config::rules::Layout;
+use crate::config::{Config, Netrc, Rule, SshHosts};
+use crate::fleet::notify::Kind;
+use crate::journal::{Journal, JournalError, NewDispatch};
+use crate::plan::{Plan, PlanError, Stamp};
+use crate::transport::known_hosts::KnownHostsFiles;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error(
+        "no rule is named `{arg}` and no rule matches it as a bundle name (rules: {})\n  help: give the rule's section name as written in the config, or a bundle file name of that rule",
+        .rules.iter().map(|r| format!("[{r}]")).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownRule { arg: String, rules: Vec<String> },
+    #[error(
+        "rule [{rule}] has no `rollback` command and no `layout = releases`: there is nothing to roll back with\n  help: add `rollback = COMMAND` to the rule"
+    )]
+    NothingToRun { rule: String },
+    #[error(
+        "the journal has no dispatch of rule [{rule}], so its commands' placeholders have no values\n  help: name a bundle of that rule instead: --rollback BUNDLE_FILE_NAME"
+    )]
+    NoBundle { rule: String },
+    #[error(
+        "host `{host}` is not a host of rule [{rule}] (its hosts: {})\n  help: pick one of those hosts",
+        .hosts.join(", ")
+    )]
+    UnknownHost {
+        host: String,
+        rule: String,
+        hosts: Vec<String>,
+    },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// The rule `arg` names: a section name as written, else the rule a bundle file name
+/// `arg` matches (first match wins, as for a dispatch). The bundle name is returned too.
+pub fn resolve_rule<'c>(
+    config: &'c Config,
+    arg: &str,
+) -> Result<(&'c Rule, Option<String>), RollbackError> {
+    if let Some(r) = config.rules.iter().find(|r| r.name == arg) {
+        return Ok((r, None));
+    }
+    match config.match_rule(arg) {
+        Some((r, _)) => Ok((r, Some(arg.to_owned()))),
+        None => Err(RollbackError::UnknownRule {
+            arg: arg.to_owned(),
+            rules: config.rules.iter().map(|r| r.name.clone()).collect(),
+        }),
+    }
+}
+
+/// The newest bundle the journal dispatched with `rule` (rollbacks left out).
+pub fn last_bundle(journal: &Journal, rule: &str) -> Result<Option<String>, JournalError> {
+    Ok(journal
+        .history(10_000)?
+        .into_iter()
+        .find(|d| d.rule == rule && d.bundle != ROLLBACK_BUNDLE)
+        .map(|d| d.bundle))
+}
+
+/// The plan a rollback of `arg` (a rule name or a bundle name) works from, limited to
+/// `hosts` when any are given. `last` is the last bundle shipped with the rule (see
+/// [`last_bundle`]), used when `arg` is a rule name.
+pub fn plan(
+    config: &Config,
+    netrc: &Netrc,
+    ssh: &SshHosts,
+    arg: &str,
+    last: impl FnOnce(&str) -> Result<Option<String>, JournalError>,
+    stamp: Stamp,
+) -> Result<Plan, RollbackError> {
+    let (rule, bundle) = resolve_rule(config, arg)?;
+    if rule.layout != Layout::Releases && rule.commands.rollback.is_none() {
+        return Err(RollbackError::NothingToRun {
+            rule: rule.name.clone(),
+        });
+    }
+    let bundle = match bundle {
+        Some(b) => b,
+        None => last(&rule.name)?.ok_or_else(|| RollbackError::NoBundle {
+            rule: rule.name.clone(),
+        })?,
+    };
+    let plan = Plan::build(config, netrc, ssh, &bundle, stamp)?;
+    if plan.rule.name != rule.name {
+        // The config changed since that bundle was shipped.
+        return Err(RollbackError::NoBundle {
+            rule: rule.name.clone(),
+        });
+    }
+    Ok(plan)
+}
+
+/// Checks `hosts` against the plan: `None` (all) when empty.
+pub fn only(plan: &Plan, hosts: &[String]) -> Result<Option<Vec<String>>, RollbackError> {
+    let known: Vec<String> = plan.targets.iter().map(|t| t.host.name.clone()).collect();
+    if let Some(h) = hosts.iter().find(|h| !known.contains(h)) {
+        return Err(RollbackError::UnknownHost {
+            host: h.clone(),
+            rule: plan.rule.name.clone(),
+            hosts: known,
+        });
+    }
+    Ok((!hosts.is_empty()).then(|| hosts.to_vec()))
+}
+
+/// The journal record of a rollback: a dispatch of the bundle `(rollback)` with no file
+/// (empty path and hash, size 0), so `--history` and the console list it beside dispatches.
+pub fn record(plan: &Plan, config_path: &Path, only: Option<&[String]>, at: Millis) -> NewDispatch {
+    NewDispatch {
+        bundle: ROLLBACK_BUNDLE.to_owned(),
+        bundle_path: PathBuf::new(),
+        bundle_sha256: String::new(),
+        bundle_size: 0,
+        rule: plan.rule.name.clone(),
+        config_path: std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_owned()),
+        timestamp: plan.stamp.timestamp.clone(),
+        hosts: plan
+            .targets
+            .iter()
+            .map(|t| t.host.name.clone())
+            .filter(|h| only.is_none_or(|o| o.contains(h)))
+            .collect(),
+        started_at: at,
+    }
+}
+
+/// The rollout input of a rollback with journal id `id`.
+pub fn dispatch(
+    id: i64,
+    plan: Arc<Plan>,
+    known_hosts: KnownHostsFiles,
+    holder: String,
+    only: Option<Vec<String>>,
+) -> Dispatch {
+    Dispatch {
+        id,
+        plan,
+        bundle: PathBuf::new(),
+        bundle_sha256: String::new(),
+        known_hosts,
+        holder,
+        skip: HashMap::new(),
+        only,
+    }
+}
+
+/// Runs the rollback to the end: every host at once up to the rule's `parallel` (no
+/// canary, no `max_fail`: every host asked for is put back). A cancel stops hosts that
+/// have not started; a switch or `rollback` command already running is not cut short.
+pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
+    rollout::run_kind(d, cancel, emit, Kind::Rollback).await
+}

@@ -1,0 +1,222 @@
+//! HTTP health checks through the engine, against the real sshd and a real HTTP server on
+//! 127.0.0.1: an endpoint that goes healthy late passes, one that never does fails the
+//! host and runs `rollback`, a flapping one passes on its first 2xx, and every try is
+//! reported as output of the `health` step.
+
+mod support;
+
+use dropship::config::{Config, Netrc, SshHosts};
+use dropship::engine::events::{Event, Step, StepOutcome, TargetResult};
+use dropship::engine::job::Cancel;
+use dropship::engine::rollout::{self, Dispatch, Emit, Summary};
+use dropship::plan::{Plan, Stamp};
+use dropship::transport::known_hosts::KnownHostsFiles;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use support::http::{Behaviour, HttpServer};
+use support::{SshServer, TEST_PASSWORD, TEST_USER};
+
+struct Rig {
+    local: tempfile::TempDir,
+    known: KnownHostsFiles,
+    dest: support::ScratchDir,
+}
+
+impl Rig {
+    fn new(test: &str, server: &SshServer) -> Rig {
+        let local = tempfile::tempdir().unwrap();
+        let known = KnownHostsFiles {
+            user: Some(local.path().join("known_hosts")),
+            dropship: local.path().join("dropship_known_hosts"),
+        };
+        server.write_known_hosts(known.user.as_ref().unwrap());
+        Rig {
+            local,
+            known,
+            dest: support::scratch_dir(test),
+        }
+    }
+
+    fn config(&self, server: &SshServer, keys: &str) -> Config {
+        let text = format!(
+            "[app-.*\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 5s\ndest_dir = {d}\nlock_path = {d}/.lock\nhealth_interval = 1s\nrollback = touch {d}/rolled-back\n{keys}\n",
+            server.addr(),
+            d = self.dest.as_str()
+        );
+        Config::parse(&text, Path::new("health.cfg")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn bundle(&self) -> PathBuf {
+        let p = self.local.path().join("app-1.0.tgz");
+        std::fs::write(&p, b"not really a tarball").unwrap();
+        p
+    }
+
+    fn run(&self, config: &Config) -> (Summary, Vec<Event>) {
+        let bundle = self.bundle();
+        let plan = Plan::build(
+            config,
+            &Netrc::empty(),
+            &SshHosts::empty(),
+            "app-1.0.tgz",
+            Stamp::now(),
+        )
+        .unwrap();
+        let log: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let l = log.clone();
+        let emit: Emit = Arc::new(move |e| l.lock().unwrap().push(e));
+        let d = Arc::new(Dispatch {
+            id: 1,
+            plan: Arc::new(plan),
+            bundle: bundle.clone(),
+            bundle_sha256: dropship::transport::local_sha256(&bundle, None).unwrap(),
+            known_hosts: self.known.clone(),
+            holder: "test@health pid 1".into(),
+            skip: HashMap::new(),
+            only: None,
+        });
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let s = rt.block_on(rollout::run(d, Arc::new(Cancel::new()), emit));
+        let events = std::mem::take(&mut *log.lock().unwrap());
+        (s, events)
+    }
+}
+
+/// The output lines of the health step.
+fn health_lines(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Output {
+                step: Step::Health,
+                line,
+                ..
+            } => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn step_outcomes(events: &[Event], want: Step) -> Vec<StepOutcome> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepFinished { step, outcome, .. } if *step == want => Some(*outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn health_url_that_goes_healthy_late_passes() {
+    let Some(server) = support::ssh_server_or_skip("health_late") else {
+        return;
+    };
+    let http = HttpServer::start();
+    http.route("/health", Behaviour::HealthyAfter(2));
+    let rig = Rig::new("health_late", &server);
+    // A placeholder in the URL: {host} is the rule's host, 127.0.0.1.
+    let url = format!("http://{{host}}:{}/health", http.addr().port());
+    let cfg = rig.config(&server, &format!("health = {url}\nhealth_timeout = 30s"));
+    let (s, events) = rig.run(&cfg);
+    assert!(s.all_succeeded(), "{s:?}\n{events:#?}");
+    assert_eq!(http.hits("/health"), 3);
+    let lines = health_lines(&events);
+    assert!(
+        lines.iter().any(|l| l.contains("try 1: HTTP 503")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("try 3: HTTP 200 OK: healthy")),
+        "{lines:?}"
+    );
+    assert!(
+        !rig.dest.join("rolled-back").exists(),
+        "no rollback on success"
+    );
+    assert!(step_outcomes(&events, Step::Rollback).is_empty());
+}
+
+#[test]
+fn health_url_never_healthy_fails_the_host_and_rolls_back() {
+    let Some(server) = support::ssh_server_or_skip("health_never") else {
+        return;
+    };
+    let http = HttpServer::start();
+    http.route("/health", Behaviour::Status(503));
+    let rig = Rig::new("health_never", &server);
+    let cfg = rig.config(
+        &server,
+        &format!("health = {}\nhealth_timeout = 3s", http.url("/health")),
+    );
+    let (s, events) = rig.run(&cfg);
+    let (_, outcome, _) = &s.targets[0];
+    assert_eq!(outcome.result, TargetResult::Failed, "{s:?}");
+    assert_eq!(outcome.failed_step, Some(Step::Health));
+    let err = outcome.error.as_deref().unwrap();
+    assert!(err.contains("no 2xx answer"), "{err}");
+    assert!(err.contains("HTTP 503"), "{err}");
+    assert!(
+        err.contains("health_timeout"),
+        "the error says what to do: {err}"
+    );
+    assert!(http.hits("/health") >= 2, "polled more than once");
+    assert_eq!(step_outcomes(&events, Step::Rollback), [StepOutcome::Ok]);
+    assert!(
+        rig.dest.join("rolled-back").exists(),
+        "rollback ran on the host"
+    );
+}
+
+#[test]
+fn health_url_that_flaps_passes_on_its_first_2xx() {
+    let Some(server) = support::ssh_server_or_skip("health_flap") else {
+        return;
+    };
+    let http = HttpServer::start();
+    http.route("/flap", Behaviour::Sequence(vec![503, 200, 503, 200]));
+    let rig = Rig::new("health_flap", &server);
+    let cfg = rig.config(
+        &server,
+        &format!("health = {}\nhealth_timeout = 30s", http.url("/flap")),
+    );
+    let (s, events) = rig.run(&cfg);
+    assert!(s.all_succeeded(), "{s:?}");
+    assert_eq!(http.hits("/flap"), 2, "stops polling at the first 2xx");
+    let lines = health_lines(&events);
+    assert!(
+        lines.iter().any(|l| l.contains("try 2: HTTP 200")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn health_url_nobody_listens_on_fails_with_the_cause() {
+    let Some(server) = support::ssh_server_or_skip("health_refused") else {
+        return;
+    };
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rig = Rig::new("health_refused", &server);
+    let cfg = rig.config(
+        &server,
+        &format!("health = http://127.0.0.1:{port}/h?token=s3cret\nhealth_timeout = 2s"),
+    );
+    let (s, events) = rig.run(&cfg);
+    let (_, outcome, _) = &s.targets[0];
+    assert_eq!(outcome.failed_step, Some(Step::Health), "{s:?}");
+    let err = outcome.error.as_deref().unwrap();
+    assert!(err.contains("cannot connect"), "{err}");
+    let all = format!("{events:?}");
+    assert!(
+        !all.contains("s3cret"),
+        "the URL's query is never shown: {all}"
+    );
+}
