@@ -10,6 +10,7 @@ use super::{
     liveness,
 };
 use crate::engine::events::{Step, StepOutcome, TargetResult};
+use crate::engine::rollout::ROLLBACK_BUNDLE;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -331,10 +332,12 @@ fn latest_per_host(
                     row_number() OVER (PARTITION BY t.host
                                        ORDER BY t.finished_at DESC, t.dispatch DESC) AS n
              FROM target t JOIN dispatch d ON d.id = t.dispatch
-             WHERE t.result IS NOT NULL AND (?1 = 0 OR t.result = 'succeeded'))
+             WHERE t.result IS NOT NULL
+               AND (?1 = 0 OR (t.result = 'succeeded' AND d.bundle <> ?2)))
          WHERE n = 1",
     )?;
-    let rows = stmt.query_map([only_succeeded], |r| {
+    // A rollback succeeding ships nothing: "last shipped" stays the last real bundle.
+    let rows = stmt.query_map((only_succeeded, ROLLBACK_BUNDLE), |r| {
         Ok(HostLast {
             host: r.get(0)?,
             dispatch: r.get(1)?,

@@ -4,6 +4,7 @@
 use super::error::Context;
 use super::{Journal, JournalError};
 use crate::engine::events::Millis;
+use crate::engine::rollout::ROLLBACK_BUNDLE;
 use serde::{Deserialize, Serialize};
 
 /// The last dispatch of `rule` that succeeded on `host`.
@@ -28,13 +29,14 @@ impl Journal {
                                 row_number() OVER (PARTITION BY d.rule, t.host
                                                    ORDER BY t.finished_at DESC, t.dispatch DESC) AS n
                          FROM target t JOIN dispatch d ON d.id = t.dispatch
-                         WHERE t.result = 'succeeded')
+                         WHERE t.result = 'succeeded' AND d.bundle <> ?1)
                      WHERE n = 1
                      ORDER BY rule, host",
                 )
                 .ctx(path, op)?;
+            // A rollback ships nothing: a host rolled back shows as behind what was shipped.
             let rows = stmt
-                .query_map([], |r| {
+                .query_map([ROLLBACK_BUNDLE], |r| {
                     Ok(RuleShipped {
                         rule: r.get(0)?,
                         host: r.get(1)?,
