@@ -71,6 +71,22 @@ pub struct Target {
     pub commands: Commands<String>,
 }
 
+impl Target {
+    /// The commands as they may be shown (`--plan`, the console's confirmation): a health
+    /// URL loses its user info and query, where tokens live.
+    pub fn shown_commands(&self) -> Commands<String> {
+        use crate::fleet::health;
+        let mut shown = self.commands.clone();
+        if let Some(h) = &shown.health
+            && let Ok(url) = health::url_from_rendered(h)
+            && health::is_url(&url)
+        {
+            shown.health = Some(health::redact(&url));
+        }
+        shown
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub bundle: String,
@@ -401,7 +417,7 @@ impl Plan {
                     "password": t.creds.password_source,
                     "dest_dir": t.dest_dir,
                     "remote_path": t.remote_path,
-                    "commands": t.commands,
+                    "commands": t.shown_commands(),
                 })
             })
             .collect();

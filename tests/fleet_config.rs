@@ -101,3 +101,36 @@ fn bad_release_names_are_refused_when_planning() {
         Some("echo 20260101_120000")
     );
 }
+
+#[test]
+fn health_url_tokens_never_reach_the_plan_output() {
+    let c =
+        parse("[app\\.tgz]\nhost = h\nhealth = https://u:pw@127.0.0.1:8443/health?token=s3cr3t\n")
+            .unwrap();
+    let plan = Plan::build(
+        &c,
+        &dropship::config::Netrc::empty(),
+        &dropship::config::SshHosts::empty(),
+        "app.tgz",
+        Stamp::now(),
+    )
+    .unwrap();
+    let json = plan.to_json().to_string();
+    let table = dropship::ui::report::plan_table(&plan, &c);
+    for shown in [&json, &table] {
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("pw@"),
+            "{shown}"
+        );
+        assert!(shown.contains("https://127.0.0.1:8443/health?…"), "{shown}");
+    }
+    // The job still polls the whole URL.
+    assert!(
+        plan.targets[0]
+            .commands
+            .health
+            .as_deref()
+            .unwrap()
+            .contains("token=s3cr3t")
+    );
+}

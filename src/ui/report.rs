@@ -97,7 +97,7 @@ pub fn plan_table(plan: &Plan, config: &Config) -> String {
             .map(|o| o.host.name.as_str())
             .collect();
         let _ = writeln!(out, "\ncommands on {}:", hosts.join(", "));
-        for (step, cmd) in t.commands.iter() {
+        for (step, cmd) in t.shown_commands().iter() {
             if let Some(cmd) = cmd {
                 let _ = writeln!(out, "  {step:<9}{cmd}");
             }

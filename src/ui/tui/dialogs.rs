@@ -306,7 +306,7 @@ pub fn plan_lines<'a>(app: &App, plan: &Plan, only: Option<&[String]>) -> Vec<Li
         lines.push(Line::raw(""));
         lines.push(kv("path", first.remote_path.clone(), t.text));
         let mut any = false;
-        for (name, cmd) in first.commands.iter() {
+        for (name, cmd) in first.shown_commands().iter() {
             if let Some(c) = cmd {
                 lines.push(kv(name, c.clone(), t.text));
                 any = true;
