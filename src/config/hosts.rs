@@ -93,6 +93,13 @@ pub fn parse_hosts(value: &str) -> Result<Vec<HostSpec>, Vec<String>> {
     {
         match parse_one(item) {
             Ok(h) if hosts.contains(&h) => errors.push(format!("`{h}` is listed twice")),
+            // Hosts are told apart by name everywhere a dispatch reports them (events, the
+            // journal, the console), so one name on two ports would mix their results.
+            Ok(h) if hosts.iter().any(|o: &HostSpec| o.name == h.name) => errors.push(format!(
+                "`{}` is listed with two ports; give each instance its own name (a `Host` alias \
+                 with `HostName` and `Port` in ~/.ssh/config) so results are not mixed",
+                h.name
+            )),
             Ok(h) => hosts.push(h),
             Err(e) => errors.push(e),
         }
@@ -141,5 +148,12 @@ mod tests {
         assert!(errs[2].contains("brackets"));
         assert!(errs[7].contains("twice"));
         assert_eq!(parse_hosts(" , ").unwrap_err(), ["no host given"]);
+    }
+
+    #[test]
+    fn one_name_on_two_ports_is_refused() {
+        let errs = parse_hosts("web:2201 web:2202").unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("two ports") && errs[0].contains("Host` alias"));
     }
 }
