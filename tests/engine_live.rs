@@ -479,3 +479,74 @@ fn endless_output_still_hits_the_step_timeout() {
     // Generous bound: the point is that it ends at all (it used to run forever).
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+/// A holder that runs longer than `lock_stale` keeps its lock (its heartbeat says it is
+/// alive); a lock whose holder is gone is broken once it has not beaten for `lock_stale`.
+#[test]
+fn a_live_holder_keeps_its_lock_past_lock_stale_and_a_dead_one_loses_it() {
+    let Some(server) = support::ssh_server_or_skip("engine_lock_heartbeat") else {
+        return;
+    };
+    let rig = Rig::new("engine_lock_heartbeat", &server);
+    let cfg = rig.config(
+        &server.addr().to_string(),
+        "lock_stale = 2s\nlock_wait = 30s\nupgrade = echo start; sleep 5; echo end",
+    );
+    let b1 = rig.bundle("app-1.tgz", 10);
+    let b2 = rig.bundle("app-2.tgz", 10);
+    let (r1, r2) = std::thread::scope(|s| {
+        let a = s.spawn(|| rig.run(&cfg, &b1));
+        std::thread::sleep(Duration::from_millis(800));
+        let b = s.spawn(|| rig.run(&cfg, &b2));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(r1.0.all_succeeded() && r2.0.all_succeeded());
+    let broke = |ev: &[(Instant, Event)]| {
+        ev.iter().any(|(_, e)| {
+            matches!(e, Event::Notice { message, .. } if message.contains("broke a stale lock"))
+        })
+    };
+    assert!(
+        !broke(&r2.1),
+        "the second dispatch broke the lock of a holder that was still running"
+    );
+    let span = |ev: &[(Instant, Event)]| {
+        let o = output(ev, "127.0.0.1", Stream::Stdout);
+        (o[0].0, o[o.len() - 1].0)
+    };
+    let ((s1, e1), (s2, e2)) = (span(&r1.1), span(&r2.1));
+    assert!(e1 <= s2 || e2 <= s1, "the two upgrades overlapped");
+    let lock = rig.dest.join(".lock-127.0.0.1");
+    assert!(!lock.exists(), "the lock was not released");
+
+    // A holder on another machine that died: its lock beat last just now, so it is broken
+    // after lock_stale (2 s), not at once and not never.
+    std::fs::create_dir(&lock).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(
+        lock.join("info"),
+        format!(
+            "holder=ops@elsewhere pid 4242\nsince={}\nbundle=app-0.tgz\ntoken=dead\n",
+            now - 3600
+        ),
+    )
+    .unwrap();
+    std::fs::write(lock.join("beat"), format!("{now}\n")).unwrap();
+    for p in [lock.clone(), lock.join("info"), lock.join("beat")] {
+        support::user::chown_to_user(&p);
+    }
+    let (r3, ev3) = rig.run(&cfg, &b1);
+    assert!(r3.all_succeeded());
+    assert!(broke(&ev3), "the dead holder's lock was not broken");
+    let waited = ev3.iter().any(|(_, e)| {
+        matches!(e, Event::Notice { message, .. } if message.contains("waiting for the lock held by ops@elsewhere"))
+    });
+    assert!(
+        waited,
+        "a lock that beat 0 s ago was broken without waiting for lock_stale"
+    );
+    assert!(!lock.exists(), "the lock was not released");
+}

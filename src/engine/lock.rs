@@ -3,8 +3,13 @@
 //! `mkdir` is atomic on every filesystem and every server, so the lock is a directory on
 //! the host. Where the host has a shell, an `info` file inside names the holder, the time
 //! (the host's clock, so skew between machines does not matter) and the bundle; a lock
-//! older than `lock_stale` is broken with a warning. Where it has none (an FTP-only rule),
-//! the lock is a directory beside the upload, made with `MKD`.
+//! whose holder has not been heard from for `lock_stale` is broken with a warning. The
+//! holder is heard from through a heartbeat: while it holds the lock, a background command
+//! on the host writes the time into `beat` every `lock_stale / 4` (at most every minute), and
+//! it dies with the holder's connection. So a dispatch that runs longer than `lock_stale`
+//! keeps its lock, and one that was killed loses it `lock_stale` after its last beat.
+//! Where the host has no shell (an FTP-only rule), the lock is a directory beside the upload,
+//! made with `MKD`.
 
 use crate::transport::{Connection, Shell, TransportError};
 use std::time::{Duration, Instant};
@@ -101,7 +106,9 @@ fn try_script(path: &str, id: &Identity, token: &str, stale: Duration) -> String
         r#"d={d}; now=$(date +%s); mkdir -p -- "$(dirname -- "$d")" 2>/dev/null
 if mkdir -- "$d" 2>/dev/null; then printf {info} "$now" > "$d/info"; echo acquired; exit 0; fi
 if [ ! -d "$d" ]; then echo "error $(mkdir -- "$d" 2>&1)"; exit 0; fi
-since=$(sed -n 's/^since=//p' "$d/info" 2>/dev/null); age=$((now - ${{since:-$now}}))
+since=$(sed -n 's/^since=//p' "$d/info" 2>/dev/null); beat=$(cat "$d/beat" 2>/dev/null)
+case $beat in ''|*[!0-9]*) ;; *) [ "$beat" -gt "${{since:-0}}" ] && since=$beat ;; esac
+age=$((now - ${{since:-$now}}))
 if [ "$age" -gt {stale} ] && mv -- "$d" "$d.stale.$$" 2>/dev/null; then
   sed -n 's/^\(holder\|bundle\)=/broken \1=/p' "$d.stale.$$/info" 2>/dev/null; rm -rf -- "$d.stale.$$"
   if mkdir -- "$d" 2>/dev/null; then printf {info} "$now" > "$d/info"; echo acquired; exit 0; fi
@@ -114,6 +121,23 @@ echo "busy $age"; sed -n 's/^\(holder\|bundle\)=/&/p' "$d/info" 2>/dev/null; exi
 
 fn parse_field<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
     lines.iter().find_map(|l| l.strip_prefix(prefix))
+}
+
+/// The heartbeat of a held lock: the host's time into `beat` every `every`, for as long as
+/// the lock is still ours (its token) — written aside and renamed, so a reader never sees
+/// half a number.
+fn heartbeat_script(path: &str, token: &str, every: Duration) -> String {
+    let d = quote(path);
+    format!(
+        r#"d={d}; while [ "$(sed -n 's/^token=//p' "$d/info" 2>/dev/null)" = {t} ]; do date +%s > "$d/.beat.$$" 2>/dev/null && mv -f "$d/.beat.$$" "$d/beat" 2>/dev/null; sleep {s}; done"#,
+        t = quote(token),
+        s = every.as_secs().max(1),
+    )
+}
+
+/// How often a held lock beats: often enough that a live holder is never taken for dead.
+fn beat_interval(stale: Duration) -> Duration {
+    (stale / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 /// Tries once through the shell. Returns what it found and, when a stale lock was broken,
@@ -222,6 +246,17 @@ pub fn acquire(
         };
         match attempt {
             Attempt::Acquired => {
+                if let Some(shell) = conn.shell.as_deref_mut()
+                    && let Err(e) = shell.start_background(&heartbeat_script(
+                        path,
+                        &token,
+                        beat_interval(w.stale),
+                    ))
+                {
+                    (w.notice)(format!(
+                        "the lock has no heartbeat ({e}): another dispatch may break it after lock_stale"
+                    ));
+                }
                 return Ok(Lock {
                     path: path.to_owned(),
                     token,
@@ -284,9 +319,11 @@ pub fn acquire(
 pub fn release(conn: &mut Connection, lock: &Lock) -> Result<(), TransportError> {
     match (lock.shell, conn.shell.as_deref_mut()) {
         (true, Some(shell)) => {
+            shell.stop_background();
+            // Renamed away first, then removed: a heartbeat still writing finds no `$d`.
             let d = quote(&lock.path);
             let script = format!(
-                "[ \"$(sed -n 's/^token=//p' {d}/info 2>/dev/null)\" = {} ] && rm -rf -- {d}; exit 0",
+                "[ \"$(sed -n 's/^token=//p' {d}/info 2>/dev/null)\" = {} ] && mv -- {d} {d}.released.$$ && rm -rf -- {d}.released.$$; exit 0",
                 quote(&lock.token)
             );
             shell.script(&script, Duration::ZERO)?;

@@ -14,12 +14,22 @@ use std::time::{Duration, Instant};
 /// This machine, labelled with the rule's host name.
 pub struct Local {
     host: String,
+    /// Background commands (the lock's heartbeat): process groups killed when stopped or
+    /// dropped, and which end by themselves when this process dies.
+    background: Vec<std::process::Child>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.stop_background();
+    }
 }
 
 impl Local {
     pub fn new(host: &str) -> Local {
         Local {
             host: host.to_owned(),
+            background: Vec::new(),
         }
     }
 
@@ -121,6 +131,38 @@ impl Local {
 }
 
 impl Shell for Local {
+    fn start_background(&mut self, command: &str) -> Result<(), TransportError> {
+        // A `kill -9` of dropship runs no destructor: the command also stops once its
+        // parent is gone (checked every second).
+        let script = format!(
+            "sh -c \"$1\" & c=$!; while kill -0 {} 2>/dev/null && kill -0 $c 2>/dev/null; do sleep 1; done; kill $c 2>/dev/null",
+            std::process::id()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("dropship")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| self.io("run", "sh", e))?;
+        self.background.push(child);
+        Ok(())
+    }
+
+    fn stop_background(&mut self) {
+        for mut child in self.background.drain(..) {
+            // SAFETY: kill(2) on our child's process group; no memory is involved.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+
     fn exec(
         &mut self,
         command: &str,

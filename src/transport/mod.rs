@@ -107,6 +107,14 @@ pub trait Shell: Send {
     /// SHA-256 (hex) of the first `len` bytes of `path`, or of all of it.
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError>;
 
+    /// Starts `command` in the background for as long as this connection lives, or until
+    /// [`Shell::stop_background`]: the remote lock's heartbeat. It must die with us — when
+    /// the connection drops or dropship is killed — so a dead holder's lock goes stale.
+    fn start_background(&mut self, command: &str) -> Result<(), TransportError>;
+
+    /// Stops what [`Shell::start_background`] started.
+    fn stop_background(&mut self);
+
     /// Runs one of dropship's own short scripts (locking, for one) and returns its stdout,
     /// allowing `extra` time beyond the connection timeout (hashing a large file).
     /// Unlike [`Shell::exec`] there is no process-group wrapper: these scripts are quick

@@ -127,6 +127,9 @@ pub struct SshSession {
     timeout: Duration,
     /// How this session was made, to open a second one for a large upload.
     params: std::sync::Arc<SshParams>,
+    /// Channels of background commands (the lock's heartbeat), kept open until stopped:
+    /// closing one makes its watcher kill the command on the host.
+    background: std::sync::Arc<std::sync::Mutex<Vec<ssh2::Channel>>>,
 }
 
 fn source_name(s: Source) -> &'static str {
@@ -196,6 +199,7 @@ impl SshSession {
             login: p.login.clone(),
             timeout: p.timeout,
             params: std::sync::Arc::new(p.clone()),
+            background: Default::default(),
         };
         me.sess
             .clone()
@@ -508,6 +512,30 @@ fn killable(command: &str) -> String {
 }
 
 impl Shell for SshSession {
+    fn start_background(&mut self, command: &str) -> Result<(), TransportError> {
+        let op = "starting a background command";
+        let mut ch = self
+            .sess
+            .channel_open("session", EXEC_WINDOW, EXEC_PACKET, None)
+            .map_err(|e| self.error(op, e))?;
+        // Its stdin stays open: the watcher of `killable` kills it when the channel closes.
+        ch.exec(&killable(command)).map_err(|e| self.error(op, e))?;
+        self.background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ch);
+        Ok(())
+    }
+
+    fn stop_background(&mut self) {
+        let channels =
+            std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut ch in channels {
+            let _ = ch.send_eof();
+            let _ = ch.close();
+        }
+    }
+
     fn exec(
         &mut self,
         command: &str,
