@@ -486,9 +486,10 @@ fn reachability_for_the_console() {
         return;
     };
     let ftp = FtpServer::start();
-    let lease = support::ports::reserve(1, &[std::net::Ipv4Addr::LOCALHOST]);
+    // Nothing listens there (another address: one name may not appear on two ports).
+    let lease = support::ports::reserve(1, &[support::LOOPBACK_2]);
     let text = format!(
-        "[a\\.tgz]\nhost = 127.0.0.1:{}, 127.0.0.1:{}\n[b\\.zip]\nprotocol = ftp\nhost = 127.0.0.1:{}\n[c\\.tgz]\nhost = 127.0.0.1:{}\n",
+        "[a\\.tgz]\nhost = 127.0.0.1:{}, 127.0.0.2:{}\n[b\\.zip]\nprotocol = ftp\nhost = 127.0.0.1:{}\n[c\\.tgz]\nhost = 127.0.0.1:{}\n",
         ssh.port(),
         lease.first(),
         ftp.port(),

@@ -169,11 +169,12 @@ fn status_keeps_unreachable_and_unreadable_hosts() {
         return;
     };
     let env = Env::new("status_unreachable", &server);
-    let lease = support::ports::reserve(1, &[std::net::Ipv4Addr::LOCALHOST]);
+    // Nothing listens there (another address: one name may not appear on two ports).
+    let lease = support::ports::reserve(1, &[LOOPBACK_2]);
     let d = env.dest.as_str();
     env.config(&format!(
         "[DEFAULT]\nprotocol = scp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 5s\n\
-         [web-.*\\.tgz]\nhost = 127.0.0.1:{port}, 127.0.0.1:{dead}\nversion_cmd = cat {d}/web.version\n\
+         [web-.*\\.tgz]\nhost = 127.0.0.1:{port}, 127.0.0.2:{dead}\nversion_cmd = cat {d}/web.version\n\
          [api-.*\\.tgz]\nhost = 127.0.0.1:{port}\nversion_cmd = cat {d}/no-such-file\n\
          [docs-.*\\.tgz]\nhost = 127.0.0.1:{port}\n",
         port = server.port(),
@@ -183,7 +184,7 @@ fn status_keeps_unreachable_and_unreadable_hosts() {
     let (code, cells, o) = env.status_json();
     assert_eq!(code, Some(1), "{}", text(&o));
     let up = format!("127.0.0.1:{}", server.port());
-    let down = format!("127.0.0.1:{}", lease.first());
+    let down = format!("127.0.0.2:{}", lease.first());
     assert_eq!(cell(&cells, "web", &up)["installed"]["version"], "3.2.1");
     assert_eq!(
         cell(&cells, "web", &down)["installed"]["state"],
