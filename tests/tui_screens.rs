@@ -283,3 +283,54 @@ fn help_lists_the_fleet_keys_and_scrolls_when_short() {
     let bottom = render(&app, 80, 24);
     assert!(bottom.contains("quit (asks first"), "{bottom}");
 }
+
+#[test]
+fn tiny_terminal_with_fleet_views_does_not_panic() {
+    let mut app = fleet_app();
+    reach_some(&mut app);
+    app.key(KeyCode::Char('1'));
+    let token = match app.key(KeyCode::Char('p')).as_slice() {
+        [dropship::ui::tui::app::Effect::Probe { token, .. }] => *token,
+        other => panic!("{other:?}"),
+    };
+    app.on_probed(token, "web1", host_probe("web1", false));
+    let sizes = [
+        (1, 1),
+        (2, 2),
+        (10, 3),
+        (20, 5),
+        (40, 10),
+        (99, 30),
+        (300, 100),
+    ];
+    let mut views: Vec<Box<dyn Fn(&mut App)>> = vec![
+        Box::new(|_| {}),
+        Box::new(|a| {
+            a.key(KeyCode::Esc);
+            a.key(KeyCode::Char('v'));
+            a.on_status(Ok(status_report()));
+        }),
+        Box::new(|a| {
+            for _ in 0..50 {
+                a.key(KeyCode::Char('j'));
+            }
+        }),
+        Box::new(|a| {
+            a.key(KeyCode::Char('?'));
+            a.key(KeyCode::PageDown);
+        }),
+        Box::new(|a| {
+            a.key(KeyCode::Esc);
+            a.key(KeyCode::Esc);
+            a.key(KeyCode::Char(':'));
+            a.type_str("rollback shop-1.3.tgz");
+            a.key(KeyCode::Enter);
+        }),
+    ];
+    for v in views.iter_mut() {
+        v(&mut app);
+        for (w, h) in sizes {
+            render(&app, w, h);
+        }
+    }
+}
