@@ -303,7 +303,8 @@ fn tiny_terminal_with_fleet_views_does_not_panic() {
         (99, 30),
         (300, 100),
     ];
-    let mut views: Vec<Box<dyn Fn(&mut App)>> = vec![
+    type View = Box<dyn Fn(&mut App)>;
+    let views: Vec<View> = vec![
         Box::new(|_| {}),
         Box::new(|a| {
             a.key(KeyCode::Esc);
@@ -327,7 +328,7 @@ fn tiny_terminal_with_fleet_views_does_not_panic() {
             a.key(KeyCode::Enter);
         }),
     ];
-    for v in views.iter_mut() {
+    for v in &views {
         v(&mut app);
         for (w, h) in sizes {
             render(&app, w, h);
