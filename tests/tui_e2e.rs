@@ -316,3 +316,128 @@ fn no_color_is_mono_and_resizing_restacks() {
         "the console is still on screen:\n{after}"
     );
 }
+
+/// The fleet side of the console against the real sshd: the host shows reachable on start,
+/// `p` probes it (login, dest dir, version), and after two dispatches of a
+/// `layout = releases` rule, `b` rolls it back (Cancel is the default; Tab, Enter runs),
+/// `current` moves back on the host, and quitting waits for the rollback's notification
+/// (the webhook fails once, then takes it).
+#[test]
+fn probe_and_roll_back_from_the_console() {
+    use support::http::{Behaviour, HttpServer};
+    if !support::live_test_or_skip("tui_e2e_fleet", &[Need::Sshd, Need::Tmux]) {
+        return;
+    }
+    let Some(server) = support::ssh_server_or_skip("tui_e2e_fleet") else {
+        return;
+    };
+    let hook = HttpServer::start();
+    hook.route("/hook", Behaviour::Sequence(vec![500, 200]));
+    let home = tempfile::tempdir().unwrap();
+    let dest = support::scratch_dir("tui_e2e_fleet");
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    server.write_known_hosts(&home.path().join(".ssh/known_hosts"));
+    let cfg: PathBuf = home.path().join("dispatch.cfg");
+    let config = |extra: &str| {
+        format!(
+            "[app-(?P<version>[0-9.]+)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+             dest_dir = {d}/app\nlock_path = {d}/.dropship.lock\ntimeout = 10s\nlayout = releases\n\
+             version_cmd = cat {d}/app/current/VERSION.txt\n{extra}",
+            server.addr(),
+            d = dest.as_str()
+        )
+    };
+    std::fs::write(&cfg, config("")).unwrap();
+    let state = home.path().join("state");
+    // Two releases shipped headless: 1.0, then 1.1 (current).
+    for v in ["1.0", "1.1"] {
+        let src = home.path().join(format!("src-{v}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("VERSION.txt"), format!("{v}\n")).unwrap();
+        let bundle = home.path().join(format!("app-{v}.tgz"));
+        assert!(
+            Command::new("tar")
+                .arg("czf")
+                .arg(&bundle)
+                .arg("VERSION.txt")
+                .current_dir(&src)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let o = Command::new(env!("CARGO_BIN_EXE_dropship"))
+            .args(["--config", cfg.to_str().unwrap(), "--dispatch"])
+            .arg(&bundle)
+            .env("HOME", home.path())
+            .env("XDG_STATE_HOME", &state)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DROPSHIP_CONFIG")
+            .env_remove("NETRC")
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let current = || std::fs::read_link(dest.join("app/current")).ok();
+    assert_eq!(current(), Some(PathBuf::from("releases/1.1")));
+    std::fs::write(&cfg, config(&format!("notify = {}\n", hook.url("/hook")))).unwrap();
+
+    let cmd = format!(
+        "env -u DROPSHIP_CONFIG -u NETRC -u SSH_AUTH_SOCK -u NO_COLOR -u DROPSHIP_THEME HOME={h} XDG_STATE_HOME={s} XDG_CONFIG_HOME={h}/.config {bin} --config {cfg}; echo EXITED $?; sleep 30",
+        h = sh_quote(home.path()),
+        s = sh_quote(&state),
+        bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
+        cfg = sh_quote(&cfg),
+    );
+    let tmux = Tmux::start("fleet", &cmd, 120, 40);
+    // Reachable on start, without a login.
+    tmux.wait_for(&["Hosts 1", "REACH", " up "], 20);
+
+    // `p`: the full preflight of the host, in a dialog.
+    tmux.keys(&["1"]);
+    tmux.keys(&["p"]);
+    let probe = tmux.wait_for(&["Probe: 127.0.0.1 (1 host(s))", "version"], 30);
+    for want in [
+        "ok   reachable",
+        "ok   login",
+        "ok   dest dir",
+        "ok   version    1.1",
+    ] {
+        assert!(probe.contains(want), "no `{want}` in:\n{probe}");
+    }
+    assert!(!probe.contains(TEST_PASSWORD), "{probe}");
+    tmux.keys(&["Escape"]);
+    // The probe filled the Hosts row: the lock is free, version 1.1 installed.
+    tmux.wait_for(&["free", "1.1"], 5);
+
+    // `b`: the dialog says what happens, read from the host; Enter on Cancel does nothing.
+    tmux.keys(&["b"]);
+    let ask = tmux.wait_for(&["Roll back?", "current: 1.1 -> 1.0", "[ Cancel ]"], 20);
+    assert!(ask.contains("app-1.1.tgz"), "{ask}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Hosts · ? help"], 5);
+    assert_eq!(current(), Some(PathBuf::from("releases/1.1")));
+    tmux.keys(&["b"]);
+    tmux.wait_for(&["current: 1.1 -> 1.0"], 20);
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+    // Dispatch #3 is the rollback; its switch prints where `current` went.
+    let done = tmux.wait_for(&["Targets #3 (rollback)", "1 ok · 0 failed — finished"], 30);
+    assert!(done.contains("current: 1.1 -> 1.0"), "{done}");
+    assert!(!done.contains("Roll back?"), "{done}");
+    assert_eq!(current(), Some(PathBuf::from("releases/1.0")));
+
+    // Versions: the host runs 1.0, behind what was last shipped (1.1).
+    tmux.keys(&["v"]);
+    tmux.wait_for(&["Versions (read", "1.0 !behind"], 30);
+    tmux.keys(&["Escape"]);
+
+    // Quit right away: the console waits for the notification (500, retried, 200).
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for(&["EXITED 0"], 30);
+    assert!(!after.contains("panicked"), "{after}");
+    let posts = hook.posts("/hook");
+    assert_eq!(posts.len(), 2, "the retry was not waited for: {posts:?}");
+    assert!(posts[1].contains("\"event\":\"rollback\""), "{}", posts[1]);
+}

@@ -453,3 +453,251 @@ fn journal_history_packages_and_past_output() {
     assert_eq!(app.focus, Focus::Targets);
     assert_eq!(app.selected_dispatch().map(|d| d.id), Some(id));
 }
+
+/// `p` on a host: an effect for the engine, the dialog opens waiting, fills as results come,
+/// and the Hosts row learns the lock holder and the installed version.
+#[test]
+fn probe_opens_the_dialog_and_fills_the_hosts_row() {
+    let mut app = fleet_app();
+    app.key(KeyCode::Char('1'));
+    let fx = app.key(KeyCode::Char('p'));
+    let token = match fx.as_slice() {
+        [Effect::Probe { token, targets }] => {
+            assert!(targets.iter().all(|t| t.target.host.name == "web1"));
+            *token
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(app.overlay, Some(Overlay::Probe { .. })));
+    assert!(render(&app, 120, 40).contains("probing…"));
+    app.on_probed(token, "web1", host_probe("web1", true));
+    app.on_probe_done(token);
+    let text = render(&app, 120, 40);
+    assert!(text.contains("held by alice@build1"), "{text}");
+    let web1 = app.hosts.iter().find(|h| h.name == "web1").unwrap();
+    assert_eq!(web1.installed_text(), "1.2");
+    assert!(matches!(&web1.lock, Some(Some(l)) if l.holder == "alice@build1"));
+    // A stale run's answers do not land in the dialog (but are news about the host: the
+    // version is unknown again, the lock was not looked at).
+    app.on_probed(token + 100, "web1", host_probe("web1", false));
+    assert!(!render(&app, 120, 40).contains("FAILED"));
+    let web1 = app.hosts.iter().find(|h| h.name == "web1").unwrap();
+    assert_eq!(web1.installed_text(), "");
+    assert!(matches!(&web1.lock, Some(Some(_))));
+    app.key(KeyCode::Esc);
+    assert!(app.overlay.is_none());
+    // `:probe RULE` by package label, and an unknown rule says which exist.
+    app.key(KeyCode::Char(':'));
+    app.type_str("probe db");
+    let fx = app.key(KeyCode::Enter);
+    assert!(matches!(fx.as_slice(), [Effect::Probe { targets, .. }] if targets.len() == 2));
+    app.key(KeyCode::Esc);
+    app.key(KeyCode::Char(':'));
+    app.type_str("probe nope");
+    assert!(app.key(KeyCode::Enter).is_empty());
+    assert!(
+        app.status
+            .as_ref()
+            .is_some_and(|s| s.error && s.text.contains("shop, db"))
+    );
+    // Reachability on demand.
+    let fx = app.key(KeyCode::Char('P'));
+    assert!(matches!(fx.as_slice(), [Effect::Reach(t)] if t.len() == 4));
+    assert!(render(&app, 120, 40).contains("probing…"));
+}
+
+/// A journal that shipped shop-1.3.tgz to web1 and web2.
+fn shop_journal(dir: &std::path::Path) -> std::sync::Arc<Journal> {
+    let journal = std::sync::Arc::new(Journal::open(&dir.join("journal.sqlite")).unwrap());
+    let id = journal
+        .begin_dispatch(&NewDispatch {
+            bundle: "shop-1.3.tgz".into(),
+            bundle_path: dir.join("shop-1.3.tgz"),
+            bundle_sha256: "00".repeat(32),
+            bundle_size: 10,
+            rule: r"shop-(?P<version>[0-9.]+)\.tgz".into(),
+            config_path: "dispatch.cfg".into(),
+            timestamp: "20260101_120000".into(),
+            hosts: vec!["web1".into(), "web2".into()],
+            started_at: T0,
+        })
+        .unwrap();
+    for h in ["web1", "web2"] {
+        journal
+            .record(&target_done(id, h, T0 + 3, TargetResult::Succeeded, None))
+            .unwrap();
+    }
+    journal.flush().unwrap();
+    journal
+}
+
+/// `b` on a host: the dialog defaults to Cancel (Enter does nothing), Tab then Enter
+/// starts the rollback, which shows in Dispatches as `(rollback)`.
+#[test]
+fn rollback_asks_first_and_runs_with_tab_enter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = dropship::ui::tui::app::AppEnv::new(
+        dropship::config::Config::parse(FLEET_CONFIG, std::path::Path::new("dispatch.cfg"))
+            .unwrap(),
+    );
+    env.journal = Some(shop_journal(dir.path()));
+    env.stamp = dropship::plan::Stamp::parse("20260101_120000");
+    let mut app = app_with(env);
+    app.key(KeyCode::Char('1'));
+    let fx = app.key(KeyCode::Char('b'));
+    let token = match fx.as_slice() {
+        [Effect::RollbackPreview { token, hosts, plan }] => {
+            assert_eq!(hosts, &vec!["web1".to_owned()]);
+            assert_eq!(
+                plan.bundle, "shop-1.3.tgz",
+                "placeholders of the last bundle"
+            );
+            *token
+        }
+        other => panic!("{other:?}"),
+    };
+    match &app.overlay {
+        Some(Overlay::Confirm {
+            what: Confirm::Rollback(ask),
+            ok,
+        }) => {
+            assert!(!ok, "the default button must be Cancel");
+            assert_eq!(ask.only, Some(vec!["web1".to_owned()]));
+        }
+        _ => panic!("no rollback dialog"),
+    }
+    app.on_rollback_preview(token, "web1", Ok((Some("1.3".into()), Some("1.2".into()))));
+    assert!(render(&app, 120, 40).contains("current: 1.3 -> 1.2"));
+    assert!(
+        app.key(KeyCode::Enter).is_empty(),
+        "Enter on Cancel does nothing"
+    );
+    assert!(app.overlay.is_none());
+
+    app.key(KeyCode::Char('b'));
+    app.key(KeyCode::Tab);
+    let fx = app.key(KeyCode::Enter);
+    let token = match fx.as_slice() {
+        [Effect::StartRollback { token, only, plan }] => {
+            assert_eq!(only, &Some(vec!["web1".to_owned()]));
+            assert_eq!(plan.rule.name, r"shop-(?P<version>[0-9.]+)\.tgz");
+            *token
+        }
+        other => panic!("{other:?}"),
+    };
+    app.on_begun(token, 2);
+    let d = app.selected_dispatch().unwrap();
+    assert_eq!((d.id, d.bundle.as_str()), (2, "(rollback)"));
+    // A rollback is not retried by shipping a file; it is not a package either.
+    app.on_event(&Event::DispatchStarted {
+        dispatch: 2,
+        at: T0 + 10,
+        bundle: "(rollback)".into(),
+        rule: r"shop-(?P<version>[0-9.]+)\.tgz".into(),
+        hosts: vec!["web1".into()],
+    });
+    app.on_event(&target_done(
+        2,
+        "web1",
+        T0 + 20,
+        TargetResult::Failed,
+        Some(Step::Switch),
+    ));
+    app.on_ended(2, false);
+    app.key(KeyCode::Char('3'));
+    app.key(KeyCode::Char('r'));
+    assert!(app.overlay.is_none());
+    assert!(
+        app.status
+            .as_ref()
+            .is_some_and(|s| s.text.contains("is a rollback"))
+    );
+    assert!(app.packages.iter().all(|p| p.name != "(rollback)"));
+    let web1 = app.hosts.iter().find(|h| h.name == "web1").unwrap();
+    assert_eq!(
+        web1.last
+            .as_ref()
+            .and_then(|l| l.last_succeeded.as_ref())
+            .map(|s| s.bundle.as_str()),
+        Some("shop-1.3.tgz"),
+        "a rollback ships nothing"
+    );
+
+    // `:rollback RULE` without a host: every host of the rule, said so.
+    app.key(KeyCode::Char(':'));
+    app.type_str("rollback shop");
+    let fx = app.key(KeyCode::Enter);
+    assert!(matches!(fx.as_slice(), [Effect::RollbackPreview { hosts, .. }] if hosts.len() == 2));
+    assert!(render(&app, 120, 40).contains("every host of the rule"));
+    app.key(KeyCode::Esc);
+    // A rule with nothing to roll back with is refused with the reason.
+    app.key(KeyCode::Char(':'));
+    app.type_str("rollback db db1");
+    assert!(app.key(KeyCode::Enter).is_empty());
+    assert!(
+        app.status
+            .as_ref()
+            .is_some_and(|s| s.error && s.text.contains("nothing to roll back"))
+    );
+}
+
+/// The Versions view marks drift with bold and reverse video, so `mono` shows it without
+/// colour; `r` reads again.
+#[test]
+fn versions_drift_reads_in_mono() {
+    let mut app = fleet_app();
+    app.theme = dropship::ui::tui::theme::Theme::load("mono").unwrap();
+    app.key(KeyCode::Char(':'));
+    app.type_str("status");
+    assert!(matches!(
+        app.key(KeyCode::Enter).as_slice(),
+        [Effect::Status(_)]
+    ));
+    assert!(app.key(KeyCode::Char('r')).is_empty(), "already reading");
+    app.on_status(Ok(status_report()));
+    let t = terminal(&app, 120, 40);
+    let buf = t.backend().buffer();
+    let text = render(&app, 120, 40);
+    let (row, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("1.2 !behind"))
+        .expect("drift cell");
+    let col = line.chars().position(|c| c == '!').unwrap() as u16;
+    let cell = &buf[(col.saturating_sub(1), row as u16)];
+    assert!(
+        cell.modifier.contains(Modifier::BOLD | Modifier::REVERSED),
+        "{cell:?}"
+    );
+    for cell in buf.content() {
+        assert_eq!(cell.fg, ratatui::style::Color::Reset, "mono drew a colour");
+    }
+    assert!(matches!(
+        app.key(KeyCode::Char('r')).as_slice(),
+        [Effect::Status(_)]
+    ));
+    app.key(KeyCode::Esc);
+    assert!(app.overlay.is_none());
+    let web1 = app.hosts.iter().find(|h| h.name == "web1").unwrap();
+    assert_eq!(web1.installed_text(), "1.2, 2.0.1");
+}
+
+/// The notifier's outcome arrives after the dispatch ended: the status bar shows it.
+#[test]
+fn notification_notices_after_the_end_are_shown() {
+    let mut app = app();
+    finished(&mut app);
+    app.on_event(&Event::Notice {
+        dispatch: 6,
+        at: T0 + 11_000,
+        host: None,
+        level: dropship::engine::events::Level::Warning,
+        message: "notify: summary NOT delivered to http://127.0.0.1:9/… (the dispatch itself is unaffected)".into(),
+    });
+    let s = app.status.clone().unwrap();
+    assert!(
+        s.error && s.text.starts_with("#6 notify: summary NOT delivered"),
+        "{s:?}"
+    );
+    assert!(render(&app, 120, 40).contains("#6 notify"));
+}

@@ -201,3 +201,137 @@ fn tiny_terminal_does_not_panic() {
         render(&app, w, h);
     }
 }
+
+/// The Hosts list with reachability (up, down, still probing), a lock holder and the
+/// installed version a probe found; focused (wide) and in the stacked layout.
+#[test]
+fn hosts_with_reachability_lock_and_version() {
+    let mut app = fleet_app();
+    reach_some(&mut app);
+    app.on_probed(99, "web1", host_probe("web1", true));
+    app.key(KeyCode::Char('1'));
+    snap("hosts_fleet", &app);
+    let text = render(&app, 120, 40);
+    assert!(text.contains("up 4ms"), "{text}");
+    assert!(text.contains("DOWN cann"), "{text}");
+    assert!(text.contains("probing…"), "{text}");
+    assert!(text.contains("held 5m by"), "{text}");
+    app.on_reach_done();
+    assert!(!render(&app, 120, 40).contains("probing…"));
+}
+
+/// `p` on a host: the probe dialog, first waiting, then with each check.
+#[test]
+fn probe_dialog() {
+    let mut app = fleet_app();
+    app.key(KeyCode::Char('1'));
+    let token = match app.key(KeyCode::Char('p')).as_slice() {
+        [dropship::ui::tui::app::Effect::Probe { token, targets }] => {
+            assert_eq!(targets.len(), 2, "web1 is in two rules");
+            *token
+        }
+        other => panic!("{other:?}"),
+    };
+    snap("probe_waiting", &app);
+    app.on_probed(token, "web1", host_probe("web1", false));
+    let mut db = host_probe("web1", true);
+    db.rule = r"db-(?P<version>[0-9.]+)\.tar\.gz".into();
+    db.package = "db".into();
+    app.on_probed(token, "web1", db);
+    app.on_probe_done(token);
+    snap("probe_done", &app);
+}
+
+#[test]
+fn versions_view() {
+    let mut app = fleet_app();
+    let fx = app.key(KeyCode::Char('v'));
+    assert!(matches!(
+        fx.as_slice(),
+        [dropship::ui::tui::app::Effect::Status(_)]
+    ));
+    snap("versions_reading", &app);
+    app.on_status(Ok(status_report()));
+    snap("versions", &app);
+}
+
+/// `:rollback BUNDLE HOST` on a releases rule: what `current` does, read from the host.
+#[test]
+fn rollback_confirmation() {
+    let mut app = fleet_app();
+    app.key(KeyCode::Char(':'));
+    app.type_str("rollback shop-1.3.tgz web1");
+    let fx = app.key(KeyCode::Enter);
+    let Some(dropship::ui::tui::app::Effect::RollbackPreview { token, .. }) = fx.first() else {
+        panic!("{fx:?}");
+    };
+    snap("rollback_reading", &app);
+    app.on_rollback_preview(*token, "web1", Ok((Some("1.3".into()), Some("1.2".into()))));
+    snap("rollback_confirm", &app);
+    assert!(!render(&app, 120, 40).contains("not-shown-anywhere"));
+}
+
+#[test]
+fn help_lists_the_fleet_keys_and_scrolls_when_short() {
+    let mut app = fleet_app();
+    app.key(KeyCode::Char('1'));
+    app.key(KeyCode::Char('?'));
+    snap("help_hosts", &app);
+    for _ in 0..30 {
+        app.key(KeyCode::Char('j'));
+    }
+    let bottom = render(&app, 80, 24);
+    assert!(bottom.contains("quit (asks first"), "{bottom}");
+}
+
+#[test]
+fn tiny_terminal_with_fleet_views_does_not_panic() {
+    let mut app = fleet_app();
+    reach_some(&mut app);
+    app.key(KeyCode::Char('1'));
+    let token = match app.key(KeyCode::Char('p')).as_slice() {
+        [dropship::ui::tui::app::Effect::Probe { token, .. }] => *token,
+        other => panic!("{other:?}"),
+    };
+    app.on_probed(token, "web1", host_probe("web1", false));
+    let sizes = [
+        (1, 1),
+        (2, 2),
+        (10, 3),
+        (20, 5),
+        (40, 10),
+        (99, 30),
+        (300, 100),
+    ];
+    type View = Box<dyn Fn(&mut App)>;
+    let views: Vec<View> = vec![
+        Box::new(|_| {}),
+        Box::new(|a| {
+            a.key(KeyCode::Esc);
+            a.key(KeyCode::Char('v'));
+            a.on_status(Ok(status_report()));
+        }),
+        Box::new(|a| {
+            for _ in 0..50 {
+                a.key(KeyCode::Char('j'));
+            }
+        }),
+        Box::new(|a| {
+            a.key(KeyCode::Char('?'));
+            a.key(KeyCode::PageDown);
+        }),
+        Box::new(|a| {
+            a.key(KeyCode::Esc);
+            a.key(KeyCode::Esc);
+            a.key(KeyCode::Char(':'));
+            a.type_str("rollback shop-1.3.tgz");
+            a.key(KeyCode::Enter);
+        }),
+    ];
+    for v in &views {
+        v(&mut app);
+        for (w, h) in sizes {
+            render(&app, w, h);
+        }
+    }
+}

@@ -92,7 +92,7 @@ pub fn probe_table(probes: &[HostProbe]) -> String {
     out
 }
 
-fn status_cell(c: &crate::fleet::version::Cell) -> String {
+pub fn status_cell(c: &crate::fleet::version::Cell) -> String {
     let mut text = match &c.installed {
         Installed::Version { version } => version.clone(),
         Installed::Unreadable { .. } => "?".into(),

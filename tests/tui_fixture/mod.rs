@@ -261,3 +261,206 @@ pub fn bundle(dir: &Path, name: &str) -> PathBuf {
     std::fs::write(&p, b"not really a tarball").expect("write bundle");
     p
 }
+
+/// A config with a `layout = releases` rule and `version_cmd`s, for the fleet views.
+pub const FLEET_CONFIG: &str = r#"
+[shop-(?P<version>[0-9.]+)\.tgz]
+host = web1, web2
+protocol = sftp
+login = deploy
+password = not-shown-anywhere
+dest_dir = /srv/shop
+layout = releases
+rollback = systemctl restart shop
+version_cmd = cat /srv/shop/current/.version
+
+[db-(?P<version>[0-9.]+)\.tar\.gz]
+host = db1, web1
+protocol = scp
+login = deploy
+dest_dir = /srv/db
+upgrade = ~/bin/upgrade {path}
+version_cmd = cat /srv/db/.version
+"#;
+
+pub fn fleet_app() -> App {
+    let mut env = AppEnv::new(
+        Config::parse(FLEET_CONFIG, Path::new("dispatch.cfg")).expect("fleet config parses"),
+    );
+    env.stamp = Stamp::parse("20260101_120000");
+    app_with(env)
+}
+
+pub fn check(
+    kind: dropship::fleet::probe::CheckKind,
+    status: dropship::fleet::probe::Status,
+    detail: &str,
+) -> dropship::fleet::probe::Check {
+    dropship::fleet::probe::Check {
+        kind,
+        status,
+        detail: detail.into(),
+        hint: None,
+        notes: Vec::new(),
+    }
+}
+
+/// A probe of `host` in the shop rule: all fine but a held lock, or failing at login.
+pub fn host_probe(host: &str, login_ok: bool) -> dropship::fleet::probe::HostProbe {
+    use dropship::fleet::probe::{CheckKind as K, LockInfo, Status as S};
+    let mut checks = vec![
+        check(K::Reachable, S::Pass, "127.0.0.1:22 SSH-2.0-OpenSSH_9.2"),
+        check(K::HostKey, S::Pass, "ssh-ed25519 key on record"),
+    ];
+    if login_ok {
+        checks.extend([
+            check(
+                K::Login,
+                S::Pass,
+                "deploy (dispatch.cfg), password from dispatch.cfg",
+            ),
+            check(K::DestDir, S::Pass, "/srv/shop writable"),
+            check(K::Programs, S::Pass, "systemctl"),
+            check(
+                K::Lock,
+                S::Warn,
+                "held by alice@build1 for 5m (shop-1.3.tgz)",
+            ),
+            check(K::Version, S::Pass, "1.2"),
+        ]);
+    } else {
+        let mut c = check(
+            K::Login,
+            S::Fail,
+            "ssh login refused for deploy (password from dispatch.cfg)",
+        );
+        c.hint = Some("check the password in dispatch.cfg or ~/.netrc".into());
+        checks.push(c);
+        for k in [K::DestDir, K::Programs, K::Lock, K::Version] {
+            checks.push(check(k, S::Skip, "login failed"));
+        }
+    }
+    dropship::fleet::probe::HostProbe {
+        rule: r"shop-(?P<version>[0-9.]+)\.tgz".into(),
+        package: "shop".into(),
+        host: host.into(),
+        address: host.into(),
+        port: Some(22),
+        protocol: dropship::config::Protocol::Sftp,
+        login: "deploy (dispatch.cfg)".into(),
+        version: login_ok.then(|| "1.2".to_owned()),
+        lock: login_ok.then(|| LockInfo {
+            path: "/srv/shop/.dropship.lock".into(),
+            holder: "alice@build1".into(),
+            bundle: "shop-1.3.tgz".into(),
+            age_secs: 300,
+        }),
+        missing: Vec::new(),
+        duration_ms: 84,
+        checks,
+    }
+}
+
+/// A Versions matrix: web1 behind on shop, db1 unreachable.
+pub fn status_report() -> dropship::fleet::version::StatusReport {
+    use dropship::fleet::version::{Cell, Drift, Installed, Shipped, StatusReport};
+    let shop = r"shop-(?P<version>[0-9.]+)\.tgz";
+    let db = r"db-(?P<version>[0-9.]+)\.tar\.gz";
+    let shipped = |v: &str| {
+        Some(Shipped {
+            dispatch: 4,
+            bundle: format!("shop-{v}.tgz"),
+            version: v.into(),
+            finished_at: Some(T0),
+        })
+    };
+    StatusReport {
+        cells: vec![
+            Cell {
+                rule: shop.into(),
+                package: "shop".into(),
+                host: "web1".into(),
+                installed: Installed::Version {
+                    version: "1.2".into(),
+                },
+                shipped: shipped("1.3"),
+                drift: vec![Drift::Behind, Drift::Mixed],
+            },
+            Cell {
+                rule: shop.into(),
+                package: "shop".into(),
+                host: "web2".into(),
+                installed: Installed::Version {
+                    version: "1.3".into(),
+                },
+                shipped: shipped("1.3"),
+                drift: vec![Drift::Mixed],
+            },
+            Cell {
+                rule: db.into(),
+                package: "db".into(),
+                host: "db1".into(),
+                installed: Installed::Unreachable {
+                    error: "cannot connect to db1:22: connection refused".into(),
+                },
+                shipped: None,
+                drift: Vec::new(),
+            },
+            Cell {
+                rule: db.into(),
+                package: "db".into(),
+                host: "web1".into(),
+                installed: Installed::Version {
+                    version: "2.0.1".into(),
+                },
+                shipped: None,
+                drift: Vec::new(),
+            },
+        ],
+        without_version_cmd: Vec::new(),
+    }
+}
+
+/// Reachability answers: web1 up, db1 down, web2 still being asked.
+pub fn reach_some(app: &mut App) {
+    use dropship::fleet::probe::{Reach, Reachability};
+    app.start_reach();
+    let shop = r"shop-(?P<version>[0-9.]+)\.tgz";
+    let db = r"db-(?P<version>[0-9.]+)\.tar\.gz";
+    for (host, rule, reach) in [
+        (
+            "web1",
+            shop,
+            Reach::Up {
+                greeting: "SSH-2.0-OpenSSH_9.2".into(),
+                millis: 3,
+            },
+        ),
+        (
+            "web1",
+            db,
+            Reach::Up {
+                greeting: "SSH-2.0-OpenSSH_9.2".into(),
+                millis: 4,
+            },
+        ),
+        (
+            "db1",
+            db,
+            Reach::Down {
+                error: "cannot connect to db1:22: connection refused".into(),
+            },
+        ),
+    ] {
+        app.on_reach(
+            host,
+            &Reachability {
+                rule: rule.into(),
+                host: host.into(),
+                address: host.into(),
+                port: Some(22),
+                reach,
+            },
+        );
+    }
+}

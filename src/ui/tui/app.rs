@@ -7,8 +7,11 @@
 //! palette commands) and `overlay` (keys while a dialog or prompt is open).
 
 mod actions;
+mod fleet;
 mod input;
 mod overlay;
+
+pub use fleet::{Preview, ProbeRow, ProbeRun, RollbackAsk, Versions};
 
 use super::keys;
 use super::logview::LogView;
@@ -17,6 +20,8 @@ use super::ring::DEFAULT_CAPACITY;
 use super::theme::Theme;
 use crate::config::{Config, Netrc, SshHosts};
 use crate::engine::events::{Event, Millis, TargetResult};
+use crate::engine::rollout::ROLLBACK_BUNDLE;
+use crate::fleet::target::ProbeTarget;
 use crate::journal::{DispatchState, DispatchSummary, Journal, Shipped};
 use crate::plan::{Plan, Stamp};
 use std::cell::Cell;
@@ -120,11 +125,26 @@ pub enum Confirm {
     Quit {
         running: usize,
     },
+    /// Run a rule's rollback on some of its hosts.
+    Rollback(RollbackAsk),
+}
+
+/// What a help overlay opened from a view lists (and goes back to when closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    Probe,
+    Versions,
 }
 
 /// A modal layer over the panes; keys go to it first.
 pub enum Overlay {
-    Help,
+    /// The keys of the focused pane (or of the view `topic` names), scrolled by `scroll`
+    /// lines when the terminal is too short for all of them.
+    Help { scroll: usize, topic: Option<Topic> },
+    /// The results of the last probe run ([`App::probe_run`]).
+    Probe { scroll: usize },
+    /// The Versions matrix ([`App::versions`]).
+    Versions { scroll: usize },
     Palette {
         input: Input,
         candidates: Vec<String>,
@@ -137,22 +157,15 @@ pub enum Overlay {
         error: Option<String>,
     },
     /// The default button is Cancel: `ok` is false until the user moves to the action.
-    Confirm {
-        what: Confirm,
-        ok: bool,
-    },
+    Confirm { what: Confirm, ok: bool },
     History {
         rows: Vec<DispatchSummary>,
         selected: usize,
     },
     /// Editing the filter of a list.
-    Filter {
-        input: Input,
-    },
+    Filter { input: Input },
     /// Editing the log search.
-    Search {
-        input: Input,
-    },
+    Search { input: Input },
 }
 
 /// What the runner must do for the app: things with side effects outside the state.
@@ -171,6 +184,29 @@ pub enum Effect {
     SaveLog {
         path: PathBuf,
         text: String,
+    },
+    /// Check every target's reachability (no login); answers come back through
+    /// [`App::on_reach`].
+    Reach(Arc<Vec<ProbeTarget>>),
+    /// Run the full preflight of `targets`; answers through [`App::on_probed`].
+    Probe {
+        token: u64,
+        targets: Vec<ProbeTarget>,
+    },
+    /// Read every `version_cmd`; the matrix comes back through [`App::on_status`].
+    Status(Vec<ProbeTarget>),
+    /// Read `current` on `hosts` for the rollback dialog `token`
+    /// ([`App::on_rollback_preview`]).
+    RollbackPreview {
+        token: u64,
+        plan: Arc<Plan>,
+        hosts: Vec<String>,
+    },
+    /// Start a rollback; like [`Effect::Start`], `token` comes back with its journal id.
+    StartRollback {
+        token: u64,
+        plan: Arc<Plan>,
+        only: Option<Vec<String>>,
     },
     Quit,
 }
@@ -211,8 +247,16 @@ pub struct App {
     pub theme_names: Vec<String>,
     /// Bytes held by every target's log (see [`AppEnv::log_budget`]).
     pub log_bytes: usize,
+    /// Every host of every rule as the probes see it (built once from the config).
+    pub probe_targets: Arc<Vec<ProbeTarget>>,
+    /// The last probe run (`p`, `:probe`), shown by [`Overlay::Probe`].
+    pub probe_run: Option<ProbeRun>,
+    /// The Versions matrix (`v`, `:status`).
+    pub versions: Versions,
     next_token: u64,
-    pending: HashMap<u64, (Arc<Plan>, PathBuf)>,
+    /// Dispatches and rollbacks asked for, until the engine gives them a journal id: the
+    /// plan, the bundle file (empty for a rollback) and the bundle shown.
+    pending: HashMap<u64, (Arc<Plan>, PathBuf, String)>,
 }
 
 impl App {
@@ -238,9 +282,17 @@ impl App {
             now: crate::engine::events::now_ms(),
             theme_names: Theme::names(),
             log_bytes: 0,
+            probe_targets: Arc::new(Vec::new()),
+            probe_run: None,
+            versions: Versions::default(),
             next_token: 1,
             pending: HashMap::new(),
         };
+        app.probe_targets = Arc::new(crate::fleet::target::for_config(
+            &app.env.config,
+            &app.env.netrc,
+            &app.env.ssh,
+        ));
         app.reload();
         // Headless modes print config warnings to stderr; here that would be drawn over, so
         // they go to the log file and the status bar points at --check.
@@ -325,7 +377,12 @@ impl App {
             0 => (0..self.hosts.len())
                 .filter(|&i| {
                     let h = &self.hosts[i];
-                    keep(&[&h.name, &h.rules.join(" "), &h.protocols.join(" ")])
+                    keep(&[
+                        &h.name,
+                        &h.rules.join(" "),
+                        &h.labels.join(" "),
+                        &h.protocols.join(" "),
+                    ])
                 })
                 .collect(),
             1 => (0..self.packages.len())
@@ -506,12 +563,13 @@ impl App {
 
     /// The engine gave a dispatch started with `token` its journal id.
     pub fn on_begun(&mut self, token: u64, id: i64) {
-        let Some((plan, file)) = self.pending.remove(&token) else {
+        let Some((plan, file, bundle)) = self.pending.remove(&token) else {
             return;
         };
+        let rollback = bundle == ROLLBACK_BUNDLE;
         let mut d = DispatchView::from_summary(&DispatchSummary {
             id,
-            bundle: plan.bundle.clone(),
+            bundle,
             rule: plan.rule.name.clone(),
             started_at: self.now,
             finished_at: None,
@@ -523,7 +581,8 @@ impl App {
             cancelled: 0,
             duration_ms: None,
         });
-        d.plan = Some((plan, file));
+        // A rollback is not retried by shipping a file: it has none.
+        d.plan = (!rollback).then_some((plan, file));
         d.detail_loaded = true;
         self.dispatches.retain(|x| x.id != id);
         self.dispatches.insert(0, d);
@@ -602,6 +661,9 @@ impl App {
             } => {
                 let (bundle, rule) = (d.bundle.clone(), d.rule.clone());
                 if let Some(h) = self.hosts.iter_mut().find(|h| &h.name == host) {
+                    // What a probe saw there (lock, installed version) is stale now.
+                    h.lock = None;
+                    h.installed.retain(|(r, _)| *r != rule);
                     let prev = h.last.as_ref().and_then(|l| l.last_succeeded.clone());
                     h.last = Some(crate::journal::HostLast {
                         host: host.clone(),
@@ -610,7 +672,10 @@ impl App {
                         rule,
                         result: *result,
                         finished_at: Some(*at),
-                        last_succeeded: if *result == TargetResult::Succeeded {
+                        // A rollback ships nothing: "last shipped" stays what it was.
+                        last_succeeded: if *result == TargetResult::Succeeded
+                            && bundle != ROLLBACK_BUNDLE
+                        {
                             Some(Shipped {
                                 dispatch: id,
                                 bundle,
@@ -626,6 +691,22 @@ impl App {
             Event::DispatchFinished { .. } => {
                 let msg = format!("dispatch #{id} {}: {}", d.bundle, d.summary_line(self.now));
                 self.info(msg);
+                true
+            }
+            // The notifier reports after the dispatch ended (delivered, retrying, given
+            // up): the status bar says so wherever the user is.
+            Event::Notice {
+                host: None,
+                level,
+                message,
+                ..
+            } if d.finished_at.is_some() || !d.is_running() => {
+                let msg = format!("#{id} {message}");
+                if *level == crate::engine::events::Level::Warning {
+                    self.error(msg);
+                } else {
+                    self.info(msg);
+                }
                 true
             }
             _ => true,

@@ -4,7 +4,7 @@
 //! console costs no CPU.
 
 use super::app::{App, Effect};
-use super::engine::{Bridge, Msg};
+use super::engine::{Bridge, Msg, NOTIFY_WAIT};
 use super::render;
 use super::terminal::{self, Term};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -28,6 +28,9 @@ pub fn event_loop(
 ) -> std::io::Result<()> {
     let mut dirty = true;
     let mut last = Instant::now() - FRAME;
+    for e in app.startup() {
+        apply(app, e, bridge);
+    }
     loop {
         if dirty && last.elapsed() >= FRAME {
             app.now = crate::engine::events::now_ms();
@@ -73,7 +76,48 @@ pub fn event_loop(
             next = rx.try_recv().ok();
         }
         if app.quit {
+            return drain_notifications(term, app, rx, bridge);
+        }
+    }
+}
+
+/// Quitting with notifications still on their way (`notify = URL`): keep the console up,
+/// saying so, until they are delivered or given up, at most [`NOTIFY_WAIT`]; `q` or
+/// Ctrl-C again leaves at once. Their outcome notices show while it waits.
+fn drain_notifications(
+    term: &mut Term,
+    app: &mut App,
+    rx: &Receiver<Msg>,
+    bridge: &Bridge,
+) -> std::io::Result<()> {
+    let deadline = Instant::now() + NOTIFY_WAIT;
+    loop {
+        let left = bridge.notifications_pending();
+        if left == 0 || Instant::now() >= deadline {
             return Ok(());
+        }
+        app.info(format!(
+            "waiting up to {}s for {left} notification(s) to be delivered… (q again quits now)",
+            deadline.saturating_duration_since(Instant::now()).as_secs() + 1
+        ));
+        app.now = crate::engine::events::now_ms();
+        term.draw(|f| render::draw(f, app))?;
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Msg::Input(crossterm::event::Event::Key(k)))
+                if k.code == crossterm::event::KeyCode::Char('q')
+                    || (k.code == crossterm::event::KeyCode::Char('c')
+                        && k.modifiers
+                            .contains(crossterm::event::KeyModifiers::CONTROL)) =>
+            {
+                return Ok(());
+            }
+            Ok(Msg::Input(_)) => {}
+            Ok(Msg::Terminate) => return Ok(()),
+            Ok(m) => {
+                handle(app, m, bridge, term);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
     }
 }
@@ -109,6 +153,16 @@ fn handle(app: &mut App, m: Msg, bridge: &Bridge, term: &mut Term) -> bool {
             app.quit = true;
             false
         }
+        Msg::Reach { host, reach } => app.on_reach(&host, &reach),
+        Msg::ReachDone => app.on_reach_done(),
+        Msg::Probed { token, host, probe } => app.on_probed(token, &host, *probe),
+        Msg::ProbeDone { token } => app.on_probe_done(token),
+        Msg::Status(result) => app.on_status(result),
+        Msg::RollbackPreview {
+            token,
+            host,
+            result,
+        } => app.on_rollback_preview(token, &host, result),
     }
 }
 
@@ -144,6 +198,13 @@ fn apply(app: &mut App, e: Effect, bridge: &Bridge) {
                 Err(e) => app.error(format!("cannot save {}: {e}", path.display())),
             }
         }
+        Effect::Reach(targets) => bridge.reach(targets),
+        Effect::Probe { token, targets } => bridge.probe(token, targets),
+        Effect::Status(targets) => bridge.status(targets),
+        Effect::RollbackPreview { token, plan, hosts } => {
+            bridge.rollback_preview(token, plan, hosts)
+        }
+        Effect::StartRollback { token, plan, only } => bridge.start_rollback(token, plan, only),
         Effect::Quit => app.quit = true,
     }
 }

@@ -1,7 +1,8 @@
 //! Overlays: help, command palette, bundle path entry, confirmations (whose default button
 //! is always the harmless one), history, and the filter/search prompts.
 
-use super::app::{App, Confirm, Overlay};
+use super::app::{App, Confirm, Overlay, Topic};
+use super::keys;
 use super::model::{elapsed, when};
 use super::render::fit;
 use crate::plan::{Plan, Source};
@@ -15,7 +16,9 @@ use tui_input::Input;
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let Some(o) = &app.overlay else { return };
     match o {
-        Overlay::Help => help(f, app, area),
+        Overlay::Help { scroll, topic } => help(f, app, area, *scroll, *topic),
+        Overlay::Probe { scroll } => super::fleet_dialogs::probe(f, app, area, *scroll),
+        Overlay::Versions { scroll } => super::fleet_dialogs::versions(f, app, area, *scroll),
         Overlay::Palette {
             input,
             candidates,
@@ -63,7 +66,7 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     }
 }
 
-fn frame<'a>(app: &App, title: &str) -> Block<'a> {
+pub(super) fn frame<'a>(app: &App, title: &str) -> Block<'a> {
     Block::new()
         .borders(Borders::ALL)
         .border_style(app.theme.border_focused)
@@ -71,8 +74,11 @@ fn frame<'a>(app: &App, title: &str) -> Block<'a> {
         .style(app.theme.dialog)
 }
 
-fn help(f: &mut Frame, app: &App, area: Rect) {
-    let sections = app.help();
+fn help(f: &mut Frame, app: &App, area: Rect, scroll: usize, topic: Option<Topic>) {
+    let (title, sections) = match topic {
+        Some(t) => (keys::topic_title(t), keys::for_topic(t)),
+        None => (app.focus.title(), app.help()),
+    };
     let mut lines = Vec::new();
     for (name, keys) in &sections {
         lines.push(Line::styled(name.to_string(), app.theme.header));
@@ -84,11 +90,27 @@ fn help(f: &mut Frame, app: &App, area: Rect) {
         }
         lines.push(Line::raw(""));
     }
-    lines.push(Line::styled("Esc or ? closes", app.theme.dim));
-    let r = centered(area, 72, lines.len() as u16 + 2);
+    lines.pop();
+    // Too many keys for the terminal: scroll, and the last line says so.
+    let room = area.height.saturating_sub(3) as usize;
+    let footer = if lines.len() > room {
+        let max = lines.len() - room;
+        let from = scroll.min(max);
+        lines = lines.into_iter().skip(from).take(room).collect();
+        format!(
+            "j/k scroll ({}-{} of {}) · Esc or ? closes",
+            from + 1,
+            from + room,
+            max + room
+        )
+    } else {
+        "Esc or ? closes".to_owned()
+    };
+    lines.push(Line::styled(footer, app.theme.dim));
+    let r = centered(area, 76, lines.len() as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(
-        Paragraph::new(lines).block(frame(app, &format!("Help: {}", app.focus.title()))),
+        Paragraph::new(lines).block(frame(app, &format!("Help: {title}"))),
         r,
     );
 }
@@ -371,6 +393,12 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
             "Keep running",
             "Cancel dispatch",
         ),
+        Confirm::Rollback(ask) => (
+            "Roll back?",
+            super::fleet_dialogs::rollback_lines(app, ask),
+            "Cancel",
+            "Roll back",
+        ),
         Confirm::Quit { running } => (
             "Quit?",
             vec![
@@ -416,7 +444,7 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
 
 /// Breaks lines wider than `w` into several, so a long command is read in full rather than
 /// cut off. A broken line keeps the style of its last span.
-fn wrap_lines(lines: Vec<Line<'_>>, w: usize) -> Vec<Line<'_>> {
+pub(super) fn wrap_lines(lines: Vec<Line<'_>>, w: usize) -> Vec<Line<'_>> {
     let mut out = Vec::with_capacity(lines.len());
     for line in lines {
         if line.width() <= w || w < 8 {

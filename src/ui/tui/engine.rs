@@ -6,9 +6,16 @@
 //! offered with `try_send` and counted as shed when the channel is full. Every line is in the
 //! journal before it is offered, so a shed line is only missing from the screen's ring.
 
+use crate::config::rules::Layout;
 use crate::engine::events::Event;
 use crate::engine::job::Cancel;
+use crate::engine::rollback;
 use crate::engine::rollout::{self, Dispatch, Emit};
+use crate::fleet::notify::Pending;
+use crate::fleet::probe::{self, HostProbe, Reachability};
+use crate::fleet::releases;
+use crate::fleet::target::ProbeTarget;
+use crate::fleet::version::{self, StatusReport};
 use crate::journal::{Journal, NewDispatch};
 use crate::plan::Plan;
 use crate::transport::known_hosts::KnownHostsFiles;
@@ -18,7 +25,18 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Hosts asked at once by the reachability check and the probes: the work is waiting on
+/// the network, not the CPU.
+pub const PROBE_PARALLEL: usize = 32;
+
+/// The start-up reachability check caps each rule's `timeout` at this: the Hosts screen
+/// wants an answer in seconds.
+pub const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long quitting waits for notifications still on their way (`notify = URL`).
+pub const NOTIFY_WAIT: Duration = Duration::from_secs(10);
 
 /// Messages in the UI channel: capacity. Big enough to absorb a burst of output between two
 /// frames; small enough that a flood cannot grow memory.
@@ -43,6 +61,33 @@ pub enum Msg {
         id: i64,
         cancelled: bool,
     },
+    /// The cheap reachability of one target (`fleet::probe::reach`), keyed by the host name
+    /// the Hosts screen shows (a host in several rules gets one message per rule).
+    Reach {
+        host: String,
+        reach: Reachability,
+    },
+    /// The reachability check of every host is done.
+    ReachDone,
+    /// One host's preflight (`fleet::probe::probe_host`) of the probe run `token`.
+    Probed {
+        token: u64,
+        host: String,
+        probe: Box<HostProbe>,
+    },
+    /// Every host of the probe run `token` is done.
+    ProbeDone {
+        token: u64,
+    },
+    /// The Versions view's matrix (`fleet::version::status`), or why it could not be made.
+    Status(Result<StatusReport, String>),
+    /// Where `current` stands on `host` before a rollback (`token` names the dialog):
+    /// `(current, previous)` release, or why it could not be read.
+    RollbackPreview {
+        token: u64,
+        host: String,
+        result: Result<(Option<String>, Option<String>), String>,
+    },
     /// SIGTERM or SIGHUP: leave like `q` would, so the terminal is restored.
     Terminate,
 }
@@ -56,6 +101,14 @@ pub struct Bridge {
     holder: String,
     cancels: Arc<Mutex<HashMap<i64, Arc<Cancel>>>>,
     shed: Arc<AtomicU64>,
+    /// Notifications of ended dispatches still on their way: quitting waits for them.
+    notifications: Arc<Mutex<Vec<Pending>>>,
+}
+
+/// What a rollout started by the bridge is.
+enum Kind {
+    Dispatch { file: PathBuf },
+    Rollback,
 }
 
 impl Bridge {
@@ -95,6 +148,7 @@ impl Bridge {
             holder: crate::engine::lock::local_holder(),
             cancels: Arc::default(),
             shed: Arc::default(),
+            notifications: Arc::default(),
         })
     }
 
@@ -106,6 +160,17 @@ impl Bridge {
     /// Starts a dispatch of `plan` (to `only` hosts when given). Hashing the bundle and
     /// writing the journal happen on the runtime, not on the UI thread.
     pub fn start(&self, token: u64, plan: Arc<Plan>, file: PathBuf, only: Option<Vec<String>>) {
+        self.spawn_rollout(token, plan, only, Kind::Dispatch { file });
+    }
+
+    /// Starts a rollback of `plan`'s rule (see [`crate::engine::rollback`]) on `only` hosts
+    /// (all when `None`): journaled and shown like a dispatch of the bundle `(rollback)`,
+    /// with live output, and cancelled the same way.
+    pub fn start_rollback(&self, token: u64, plan: Arc<Plan>, only: Option<Vec<String>>) {
+        self.spawn_rollout(token, plan, only, Kind::Rollback);
+    }
+
+    fn spawn_rollout(&self, token: u64, plan: Arc<Plan>, only: Option<Vec<String>>, kind: Kind) {
         let tx = self.tx.clone();
         let journal = self.journal.clone();
         let cancels = self.cancels.clone();
@@ -113,13 +178,27 @@ impl Bridge {
         let known_hosts = self.known_hosts.clone();
         let holder = self.holder.clone();
         let config_path = self.config_path.clone();
+        let notifications = self.notifications.clone();
         self.rt.spawn(async move {
             let begin = {
-                let (plan, file, only, journal) =
-                    (plan.clone(), file.clone(), only.clone(), journal.clone());
+                let (plan, only, journal) = (plan.clone(), only.clone(), journal.clone());
+                let file = match &kind {
+                    Kind::Dispatch { file } => Some(file.clone()),
+                    Kind::Rollback => None,
+                };
                 tokio::task::spawn_blocking(move || {
-                    let rec = NewDispatch::for_plan(&plan, &file, &config_path, only.as_deref())
-                        .map_err(|e| format!("bundle {}: {e}", file.display()))?;
+                    let rec = match &file {
+                        Some(file) => {
+                            NewDispatch::for_plan(&plan, file, &config_path, only.as_deref())
+                                .map_err(|e| format!("bundle {}: {e}", file.display()))?
+                        }
+                        None => rollback::record(
+                            &plan,
+                            &config_path,
+                            only.as_deref(),
+                            crate::engine::events::now_ms(),
+                        ),
+                    };
                     let id = journal.begin_dispatch(&rec).map_err(|e| e.to_string())?;
                     Ok((id, rec.bundle_sha256))
                 })
@@ -151,18 +230,32 @@ impl Bridge {
                     shed.fetch_add(1, Ordering::Relaxed);
                 }
             });
-            let d = Arc::new(Dispatch {
-                id,
-                plan,
-                bundle: file,
-                bundle_sha256,
-                known_hosts,
-                holder,
-                skip: HashMap::new(),
-                only,
-            });
-            tracing::info!(id, "dispatch started");
-            rollout::run(d, cancel.clone(), emit).await;
+            let summary = match kind {
+                Kind::Dispatch { file } => {
+                    let d = Arc::new(Dispatch {
+                        id,
+                        plan,
+                        bundle: file,
+                        bundle_sha256,
+                        known_hosts,
+                        holder,
+                        skip: HashMap::new(),
+                        only,
+                    });
+                    tracing::info!(id, "dispatch started");
+                    rollout::run(d, cancel.clone(), emit).await
+                }
+                Kind::Rollback => {
+                    let d = Arc::new(rollback::dispatch(id, plan, known_hosts, holder, only));
+                    tracing::info!(id, "rollback started");
+                    rollback::run(d, cancel.clone(), emit).await
+                }
+            };
+            if let Some(p) = summary.notify {
+                let mut all = lock(&notifications);
+                all.retain(|p| !p.is_done());
+                all.push(p);
+            }
             done.store(true, Ordering::Relaxed);
             let cancelled = cancel.is_requested();
             if cancelled && let Err(e) = journal.mark_cancelled(id) {
@@ -172,6 +265,118 @@ impl Bridge {
             lock(&cancels).remove(&id);
             tracing::info!(id, cancelled, "dispatch ended");
             let _ = tx.send(Msg::Ended { id, cancelled });
+        });
+    }
+
+    /// Notifications still on their way.
+    pub fn notifications_pending(&self) -> usize {
+        lock(&self.notifications)
+            .iter()
+            .filter(|p| !p.is_done())
+            .count()
+    }
+
+    /// Waits for notifications still on their way, until `deadline` at the latest. Returns
+    /// how many were still not done.
+    pub fn wait_notifications(&self, deadline: Instant) -> usize {
+        let all: Vec<Pending> = lock(&self.notifications).clone();
+        for p in &all {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            p.wait(left);
+        }
+        all.iter().filter(|p| !p.is_done()).count()
+    }
+
+    /// The cheap reachability check of `targets` (TCP connect and the service greeting, no
+    /// login), on a blocking thread; each answer comes back as a [`Msg::Reach`] as soon as
+    /// it is known, then [`Msg::ReachDone`].
+    pub fn reach(&self, targets: Arc<Vec<ProbeTarget>>) {
+        let tx = self.tx.clone();
+        self.rt.spawn_blocking(move || {
+            probe::reach_all(&targets, PROBE_PARALLEL, Some(REACH_TIMEOUT), &|i, r| {
+                let host = targets[i].target.host.name.clone();
+                let _ = tx.send(Msg::Reach {
+                    host,
+                    reach: r.clone(),
+                });
+            });
+            let _ = tx.send(Msg::ReachDone);
+        });
+    }
+
+    /// The full preflight of `targets` (reachable, host key, login, dest dir, programs,
+    /// lock, version), on a blocking thread; each host's result is a [`Msg::Probed`], then
+    /// [`Msg::ProbeDone`]. Nothing is written on the hosts but a probe file, removed again.
+    pub fn probe(&self, token: u64, targets: Vec<ProbeTarget>) {
+        let tx = self.tx.clone();
+        let known_hosts = self.known_hosts.clone();
+        self.rt.spawn_blocking(move || {
+            probe::probe_all(&targets, &known_hosts, PROBE_PARALLEL, &|i, p| {
+                let _ = tx.send(Msg::Probed {
+                    token,
+                    host: targets[i].target.host.name.clone(),
+                    probe: Box::new(p.clone()),
+                });
+            });
+            let _ = tx.send(Msg::ProbeDone { token });
+        });
+    }
+
+    /// The Versions matrix: every `version_cmd` run (over SSH) on a blocking thread, drift
+    /// marked against the journal's last shipped bundle per rule and host.
+    pub fn status(&self, targets: Vec<ProbeTarget>) {
+        let tx = self.tx.clone();
+        let known_hosts = self.known_hosts.clone();
+        let journal = self.journal.clone();
+        self.rt.spawn_blocking(move || {
+            let result = journal
+                .last_shipped_per_rule()
+                .map_err(|e| format!("journal: {e}"))
+                .map(|shipped| {
+                    version::status(&targets, &shipped, &known_hosts, PROBE_PARALLEL, &|_, _| {})
+                });
+            let _ = tx.send(Msg::Status(result));
+        });
+    }
+
+    /// Reads where `current` stands on each of `plan`'s `hosts` (a `layout = releases`
+    /// rule), so the rollback dialog can say "from X to Y". Read only: one login and one
+    /// `ls`/`readlink` script per host.
+    pub fn rollback_preview(&self, token: u64, plan: Arc<Plan>, hosts: Vec<String>) {
+        if plan.rule.layout != Layout::Releases {
+            return;
+        }
+        let tx = self.tx.clone();
+        let known_hosts = self.known_hosts.clone();
+        self.rt.spawn_blocking(move || {
+            let targets: Vec<&crate::plan::Target> = plan
+                .targets
+                .iter()
+                .filter(|t| hosts.contains(&t.host.name))
+                .collect();
+            let read = |t: &&crate::plan::Target| {
+                let host = t.host.name.clone();
+                crate::transport::connect(t, &plan.rule, &known_hosts)
+                    .map_err(|e| first_line(&e.to_string()))
+                    .and_then(|mut conn| match conn.shell.as_deref_mut() {
+                        Some(shell) => {
+                            releases::read_state(shell, &host, &releases::Tree::new(&t.dest_dir))
+                                .map(|s| (s.current.clone(), s.previous().map(str::to_owned)))
+                                .map_err(|e| first_line(&e.to_string()))
+                        }
+                        None => Err("no shell on this host to read `current` with".into()),
+                    })
+            };
+            probe::for_each_bounded(&targets, PROBE_PARALLEL, read, &|i, result| {
+                let _ = tx.send(Msg::RollbackPreview {
+                    token,
+                    host: targets[i].host.name.clone(),
+                    result: result.clone(),
+                });
+            });
         });
     }
 
@@ -206,6 +411,10 @@ impl Bridge {
         self.rt.shutdown_timeout(wait);
         let _ = self.journal.flush();
     }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

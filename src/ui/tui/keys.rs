@@ -1,7 +1,7 @@
 //! Every key the console answers to, per pane: the `?` overlay is generated from these
 //! tables, so help cannot drift from what the keys do (app.rs matches on the same keys).
 
-use super::app::Focus;
+use super::app::{Focus, Topic};
 
 pub type Keys = &'static [(&'static str, &'static str)];
 
@@ -9,6 +9,7 @@ pub const GLOBAL: Keys = &[
     ("Tab / Shift-Tab", "next / previous pane"),
     ("1-5", "Hosts, Packages, Dispatches, Targets, Log"),
     ("d", "dispatch a bundle (path entry, Tab completes)"),
+    ("v", "Versions: installed versions per host, drift marked"),
     (":", "command palette (Tab completes)"),
     ("f", "log full screen on/off"),
     ("m", "mouse capture on/off (off lets you select text)"),
@@ -24,7 +25,15 @@ pub const LIST: Keys = &[
     ("/", "filter this list"),
 ];
 
-pub const HOSTS: Keys = &[("Enter", "show the host's last dispatch")];
+pub const HOSTS: Keys = &[
+    ("Enter", "show the host's last dispatch"),
+    (
+        "p",
+        "probe the host: login, dest dir, programs, lock, version",
+    ),
+    ("P", "check again which hosts answer (no login)"),
+    ("b", "roll the host back (asks first, says what changes)"),
+];
 pub const PACKAGES: Keys = &[("Enter", "dispatch this bundle (asks first)")];
 pub const DISPATCHES: Keys = &[
     ("Enter", "the dispatch's hosts"),
@@ -35,6 +44,10 @@ pub const TARGETS: Keys = &[
     ("Enter", "the host's log"),
     ("c", "cancel the running dispatch (asks first)"),
     ("r", "retry the failed hosts (asks first)"),
+    (
+        "b",
+        "roll this host back in the dispatch's rule (asks first)",
+    ),
 ];
 pub const LOG: Keys = &[
     ("j/k, Up/Down", "scroll a line (up leaves follow mode)"),
@@ -46,6 +59,39 @@ pub const LOG: Keys = &[
     ("/", "search; n / N next / previous match"),
     ("s", "save the log to a file"),
 ];
+
+pub const PROBE: Keys = &[
+    ("j/k, Down/Up", "scroll a line"),
+    ("PgUp/PgDn", "scroll a page"),
+    ("g, Home", "top"),
+    ("p", "probe the same hosts again"),
+    ("?", "this help"),
+    ("Esc, Enter, q", "close"),
+];
+
+pub const VERSIONS: Keys = &[
+    ("j/k, Down/Up", "scroll a line"),
+    ("PgUp/PgDn", "scroll a page"),
+    ("g, Home", "top"),
+    ("r", "read the versions again"),
+    ("?", "this help"),
+    ("Esc, v, q", "close"),
+];
+
+/// The keys of a view opened over the panes.
+pub fn for_topic(topic: Topic) -> Vec<(&'static str, Keys)> {
+    match topic {
+        Topic::Probe => vec![("Probe results", PROBE)],
+        Topic::Versions => vec![("Versions", VERSIONS)],
+    }
+}
+
+pub fn topic_title(topic: Topic) -> &'static str {
+    match topic {
+        Topic::Probe => "Probe",
+        Topic::Versions => "Versions",
+    }
+}
 
 /// The keys of the focused pane, then the global ones.
 pub fn for_focus(focus: Focus) -> Vec<(&'static str, Keys)> {

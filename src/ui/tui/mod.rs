@@ -3,8 +3,8 @@
 //!
 //! - [`app`]: the state machine (keys and engine events in, effects out); no drawing, no I/O
 //!   beyond reading the journal, so tests drive it directly.
-//! - [`render`], [`log_pane`], [`dialogs`]: drawing from the state; only visible rows are
-//!   built.
+//! - [`render`], [`log_pane`], [`dialogs`], [`fleet_dialogs`]: drawing from the state; only
+//!   visible rows are built.
 //! - [`engine`]: the bridge to the engine (tokio runtime off the UI thread, one bounded
 //!   channel, never dropping control events).
 //! - [`console`]: the event loop; [`terminal`]: setup, teardown, panic hook, log file.
@@ -15,6 +15,7 @@ pub mod app;
 pub mod console;
 pub mod dialogs;
 pub mod engine;
+pub mod fleet_dialogs;
 pub mod keys;
 pub mod log_pane;
 pub mod logview;
@@ -113,6 +114,20 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while bridge.running() > 0 && Instant::now() < deadline {
             let _ = rx.recv_timeout(Duration::from_millis(100));
+        }
+    }
+    // The stopped dispatches notify too (`notify = URL`): give that a bounded chance.
+    let left = bridge.notifications_pending();
+    if left > 0 {
+        eprintln!(
+            "dropship: waiting up to {}s for {left} notification(s)…",
+            engine::NOTIFY_WAIT.as_secs()
+        );
+        let missed = bridge.wait_notifications(Instant::now() + engine::NOTIFY_WAIT);
+        if missed > 0 {
+            eprintln!(
+                "dropship: {missed} notification(s) not delivered in time (see the log file)"
+            );
         }
     }
     drop(rx);

@@ -4,6 +4,8 @@
 use super::ring::LogRing;
 use crate::config::Config;
 use crate::engine::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
+use crate::engine::rollout::ROLLBACK_BUNDLE;
+use crate::fleet::probe::{LockInfo, Reach};
 use crate::journal::{DispatchDetail, DispatchState, DispatchSummary, HostLast};
 use crate::plan::Plan;
 use crate::transport::TransferEvent;
@@ -15,9 +17,34 @@ use std::sync::Arc;
 pub struct HostRow {
     pub name: String,
     pub rules: Vec<String>,
+    /// The rules' package labels (`app` for `app-(?P<version>…)\.tgz`), for the screen.
+    pub labels: Vec<String>,
     pub protocols: Vec<String>,
     /// The last finished dispatch there, from the journal.
     pub last: Option<HostLast>,
+    /// Reachability per rule naming the host, from the cheap check (`fleet::probe::reach`).
+    pub reach: Vec<(String, Reach)>,
+    /// The reachability check is running for this host.
+    pub reaching: bool,
+    /// The remote lock as the last probe saw it: `None` not probed (or stale since a
+    /// dispatch there), `Some(None)` free, `Some(Some(..))` held.
+    pub lock: Option<Option<LockInfo>>,
+    /// Installed version per rule, from the last probe or Versions refresh.
+    pub installed: Vec<(String, String)>,
+}
+
+/// The Hosts screen's reachability column, merged over the rules naming a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReachShown {
+    Unknown,
+    Probing,
+    /// `millis`: how long the greeting took, when the cheap check measured it.
+    Up {
+        millis: Option<u64>,
+    },
+    Down {
+        error: String,
+    },
 }
 
 impl HostRow {
@@ -31,14 +58,20 @@ impl HostRow {
                     rows.push(HostRow {
                         name: h.name.clone(),
                         rules: Vec::new(),
+                        labels: Vec::new(),
                         protocols: Vec::new(),
                         last: last.iter().find(|l| l.host == h.name).cloned(),
+                        reach: Vec::new(),
+                        reaching: false,
+                        lock: None,
+                        installed: Vec::new(),
                     });
                     rows.len() - 1
                 });
                 let row = &mut rows[i];
                 if !row.rules.contains(&rule.name) {
                     row.rules.push(rule.name.clone());
+                    row.labels.push(crate::fleet::target::package_label(rule));
                 }
                 let p = rule.protocol.to_string();
                 if !row.protocols.contains(&p) {
@@ -47,6 +80,82 @@ impl HostRow {
             }
         }
         rows
+    }
+
+    /// Down if any rule's endpoint is down, probing while answers are missing, else up
+    /// (the slowest answer).
+    pub fn reach_shown(&self) -> ReachShown {
+        if let Some(error) = self.reach.iter().find_map(|(_, r)| match r {
+            Reach::Down { error } => Some(error.clone()),
+            Reach::Up { .. } => None,
+        }) {
+            return ReachShown::Down { error };
+        }
+        if self.reaching && self.reach.len() < self.rules.len() {
+            return ReachShown::Probing;
+        }
+        // A probe's "reachable" carries no greeting and no latency of its own.
+        let ups: Vec<Option<u64>> = self
+            .reach
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Reach::Up { millis, greeting } => Some((!greeting.is_empty()).then_some(*millis)),
+                Reach::Down { .. } => None,
+            })
+            .collect();
+        if ups.is_empty() {
+            return if self.reaching {
+                ReachShown::Probing
+            } else {
+                ReachShown::Unknown
+            };
+        }
+        ReachShown::Up {
+            millis: ups.into_iter().flatten().max(),
+        }
+    }
+
+    /// Installed versions, one per rule, without repeats: `1.4.2` or `1.4.2, 2.0.1`.
+    pub fn installed_text(&self) -> String {
+        let mut seen: Vec<&str> = Vec::new();
+        for (_, v) in &self.installed {
+            if !seen.contains(&v.as_str()) {
+                seen.push(v);
+            }
+        }
+        seen.join(", ")
+    }
+
+    pub fn set_installed(&mut self, rule: &str, version: Option<&str>) {
+        self.installed.retain(|(r, _)| r != rule);
+        if let Some(v) = version {
+            self.installed.push((rule.to_owned(), v.to_owned()));
+        }
+    }
+}
+
+/// The lock column: `held 5m by alice@build1 (app-1.4.2.tgz)`, `free`, or empty (not probed).
+pub fn lock_text(lock: &Option<Option<LockInfo>>) -> String {
+    match lock {
+        None => String::new(),
+        Some(None) => "free".into(),
+        // Age first: in a narrow column "held 5m" survives the cut.
+        Some(Some(l)) => format!(
+            "held {} by {} ({})",
+            age(l.age_secs),
+            l.holder,
+            if l.bundle.is_empty() { "?" } else { &l.bundle }
+        ),
+    }
+}
+
+/// `42s`, `5m`, `3h`, `2d`.
+pub fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
     }
 }
 
@@ -88,7 +197,8 @@ impl PackageRow {
                 });
             }
         }
-        for h in history {
+        // A rollback ships nothing: it is in Dispatches, not a package.
+        for h in history.iter().filter(|h| h.bundle != ROLLBACK_BUNDLE) {
             if !rows.iter().any(|r| r.name == h.bundle) {
                 rows.push(PackageRow {
                     name: h.bundle.clone(),

@@ -19,6 +19,19 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "reload",
         "reload — re-read the journal and the packages directory",
     ),
+    (
+        "probe",
+        "probe [RULE] — preflight every host (of RULE): login, dest dir, programs, lock, version",
+    ),
+    ("reach", "reach — check again which hosts answer (no login)"),
+    (
+        "status",
+        "status — the Versions view: installed versions per host and package, drift marked",
+    ),
+    (
+        "rollback",
+        "rollback RULE [HOST] — run RULE's rollback on HOST (all its hosts if none; asks first)",
+    ),
     ("theme", "theme NAME — switch theme (remembered)"),
     ("mouse", "mouse — toggle mouse capture"),
     ("help", "help — keys of the focused pane"),
@@ -33,6 +46,14 @@ pub enum Command {
     History,
     Reload,
     Theme(String),
+    /// `:probe [RULE]`: every host, or RULE's (section name, package label or bundle name).
+    Probe(Option<String>),
+    Reach,
+    Status,
+    Rollback {
+        rule: String,
+        host: Option<String>,
+    },
     Mouse,
     Help,
     Quit,
@@ -66,6 +87,21 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "dispatch" => Command::Dispatch(arg.to_owned()),
         "theme" if arg.is_empty() => return need("a theme NAME"),
         "theme" => Command::Theme(arg.to_owned()),
+        "probe" => Command::Probe((!arg.is_empty()).then(|| arg.to_owned())),
+        "reach" => Command::Reach,
+        "status" => Command::Status,
+        "rollback" if arg.is_empty() => return need("a RULE (and optionally a HOST)"),
+        "rollback" => {
+            let mut words = arg.split_whitespace();
+            let rule = words.next().unwrap_or_default().to_owned();
+            let host = words.next().map(str::to_owned);
+            if let Some(extra) = words.next() {
+                return Err(format!(
+                    ":rollback takes a RULE and one HOST; `{extra}` is one word too many"
+                ));
+            }
+            Command::Rollback { rule, host }
+        }
         "cancel" => Command::Cancel,
         "retry" => Command::Retry,
         "history" => Command::History,
@@ -76,9 +112,36 @@ pub fn parse(line: &str) -> Result<Command, String> {
     })
 }
 
+/// What the palette completes arguments from.
+#[derive(Debug, Clone, Default)]
+pub struct Words {
+    pub themes: Vec<String>,
+    /// Rules by the name `:probe`/`:rollback` take (the package label when it is unique),
+    /// each with its hosts.
+    pub rules: Vec<(String, Vec<String>)>,
+}
+
+/// Completes `word` from `all`: the single match with a space after it, else the common
+/// prefix, with the candidates to show.
+fn complete_word(head: &str, word: &str, all: &[String], space: bool) -> (String, Vec<String>) {
+    let c: Vec<String> = all
+        .iter()
+        .filter(|t| t.starts_with(word))
+        .cloned()
+        .collect();
+    match c.as_slice() {
+        [one] => (
+            format!("{head}{one}{}", if space { " " } else { "" }),
+            Vec::new(),
+        ),
+        _ => (format!("{head}{}", common_prefix(word, &c)), c),
+    }
+}
+
 /// Completes `line` (without the `:`): returns the new line and the candidates shown when
 /// there is more than one.
-pub fn complete(line: &str, themes: &[String]) -> (String, Vec<String>) {
+pub fn complete(line: &str, words: &Words) -> (String, Vec<String>) {
+    let rule_names: Vec<String> = words.rules.iter().map(|(r, _)| r.clone()).collect();
     match line.split_once(' ') {
         None => {
             let c: Vec<String> = COMMANDS
@@ -96,14 +159,23 @@ pub fn complete(line: &str, themes: &[String]) -> (String, Vec<String>) {
             (format!("{cmd} {arg}"), c)
         }
         Some((cmd, arg)) if "theme".starts_with(cmd) && !cmd.is_empty() => {
-            let c: Vec<String> = themes
-                .iter()
-                .filter(|t| t.starts_with(arg))
-                .cloned()
-                .collect();
-            match c.as_slice() {
-                [one] => (format!("{cmd} {one}"), Vec::new()),
-                _ => (format!("{cmd} {}", common_prefix(arg, &c)), c),
+            complete_word(&format!("{cmd} "), arg, &words.themes, false)
+        }
+        Some((cmd, arg)) if cmd.len() >= 2 && "probe".starts_with(cmd) => {
+            complete_word(&format!("{cmd} "), arg, &rule_names, false)
+        }
+        Some((cmd, arg)) if cmd.len() >= 2 && "rollback".starts_with(cmd) => {
+            match arg.split_once(' ') {
+                None => complete_word(&format!("{cmd} "), arg, &rule_names, true),
+                Some((rule, host)) => {
+                    let hosts = words
+                        .rules
+                        .iter()
+                        .find(|(r, _)| r == rule)
+                        .map(|(_, h)| h.clone())
+                        .unwrap_or_default();
+                    complete_word(&format!("{cmd} {rule} "), host, &hosts, false)
+                }
             }
         }
         _ => (line.to_owned(), Vec::new()),
@@ -209,13 +281,41 @@ mod tests {
         assert!(parse("dispatch").unwrap_err().contains("FILE"));
         assert!(parse("zap").unwrap_err().contains("unknown"));
         assert_eq!(parse("q"), Ok(Command::Quit));
+        assert_eq!(parse("probe"), Ok(Command::Probe(None)));
+        assert_eq!(parse("pro app"), Ok(Command::Probe(Some("app".into()))));
+        assert_eq!(parse("stat"), Ok(Command::Status));
+        assert_eq!(
+            parse("rollback app web1"),
+            Ok(Command::Rollback {
+                rule: "app".into(),
+                host: Some("web1".into())
+            })
+        );
+        assert!(parse("rollback").unwrap_err().contains("RULE"));
+        assert!(parse("rollback a b c").unwrap_err().contains("too many"));
     }
 
     #[test]
     fn completes_names_themes_and_paths() {
-        let themes = vec!["default".to_owned(), "light".to_owned(), "mono".to_owned()];
+        let themes = Words {
+            themes: vec!["default".to_owned(), "light".to_owned(), "mono".to_owned()],
+            rules: vec![
+                ("app".to_owned(), vec!["web1".to_owned(), "web2".to_owned()]),
+                ("db".to_owned(), vec!["db1".to_owned()]),
+            ],
+        };
         assert_eq!(complete("hi", &themes).0, "history ");
         assert_eq!(complete("theme l", &themes).0, "theme light");
+        assert_eq!(complete("roll", &themes).0, "rollback ");
+        assert_eq!(complete("rollback a", &themes).0, "rollback app ");
+        let (line, c) = complete("rollback app w", &themes);
+        assert_eq!((line.as_str(), c.len()), ("rollback app web", 2));
+        assert_eq!(
+            complete("rollback app web2", &themes).0,
+            "rollback app web2"
+        );
+        assert_eq!(complete("probe d", &themes).0, "probe db");
+        assert_eq!(complete("st", &themes).0, "status ");
         let (line, cands) = complete("", &themes);
         assert_eq!(line, "");
         assert_eq!(cands.len(), COMMANDS.len());

@@ -40,8 +40,13 @@ pub fn draw(f: &mut Frame, app: &App) {
 }
 
 fn wide(f: &mut Frame, app: &App, body: Rect) {
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(48), Constraint::Percentage(52)]).areas(body);
+    // The Hosts list has many columns (reachability, lock, versions): focused, it gets room.
+    let share = if app.focus == Focus::Hosts { 70 } else { 48 };
+    let [left, right] = Layout::horizontal([
+        Constraint::Percentage(share),
+        Constraint::Percentage(100 - share),
+    ])
+    .areas(body);
     let [hosts, packages, dispatches] = Layout::vertical([
         Constraint::Percentage(40),
         Constraint::Percentage(25),
@@ -300,6 +305,30 @@ fn result_style(app: &App, r: Option<TargetResult>) -> Style {
     }
 }
 
+/// The reachability cell: `up 3ms`, `down: why`, `probing…`, or nothing yet.
+fn reach_cell(app: &App, h: &super::model::HostRow) -> (String, Style) {
+    use super::model::ReachShown;
+    match h.reach_shown() {
+        ReachShown::Unknown => (String::new(), app.theme.dim),
+        ReachShown::Probing => ("probing…".into(), app.theme.running),
+        ReachShown::Up { millis: Some(ms) } => (format!("up {ms}ms"), app.theme.ok),
+        ReachShown::Up { millis: None } => ("up".into(), app.theme.ok),
+        // Words and bold, so `mono` shows it too.
+        ReachShown::Down { error } => (
+            format!("DOWN {error}"),
+            app.theme
+                .failed
+                .add_modifier(ratatui::style::Modifier::BOLD),
+        ),
+    }
+}
+
+/// From this inner width the Hosts list shows the rules and protocols too.
+const HOSTS_FULL: u16 = 110;
+/// Below this inner width it shows only host, reachability and the last dispatch (the lock
+/// and the installed version show when it is focused, in `p` and in `v`).
+const HOSTS_LEAN: u16 = 70;
+
 fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
     let rows = app.visible(0);
     let block = pane(
@@ -308,6 +337,9 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
         format!("Hosts {}", app.hosts.len()),
         &app.filters[0],
     );
+    let width = block.inner(area).width;
+    let full = width >= HOSTS_FULL;
+    let lean = width < HOSTS_LEAN;
     let make = |i: usize| {
         let h = &app.hosts[i];
         let (last, style, at, version) = match &h.last {
@@ -322,14 +354,52 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
             ),
             None => ("never".into(), app.theme.dim, String::new(), "-".into()),
         };
-        vec![
-            (h.name.clone(), app.theme.text),
-            (h.rules.join(", "), app.theme.dim),
-            (h.protocols.join(","), app.theme.text),
+        let lock = (
+            super::model::lock_text(&h.lock),
+            match &h.lock {
+                Some(Some(_)) => app
+                    .theme
+                    .warning
+                    .add_modifier(ratatui::style::Modifier::BOLD),
+                _ => app.theme.dim,
+            },
+        );
+        let mut cells = vec![(h.name.clone(), app.theme.text)];
+        if full {
+            cells.push((h.labels.join(", "), app.theme.dim));
+            cells.push((h.protocols.join(","), app.theme.text));
+        }
+        cells.push(reach_cell(app, h));
+        if !lean {
+            cells.push(lock);
+            cells.push((h.installed_text(), app.theme.text));
+        }
+        cells.extend([
             (last, style),
             (at, app.theme.dim),
             (version, app.theme.text),
-        ]
+        ]);
+        cells
+    };
+    let (header, cols): (&[&str], &[i16]) = if full {
+        (
+            &[
+                "HOST", "RULE", "PROTO", "REACH", "LOCK", "VERSION", "LAST", "WHEN", "SHIPPED",
+            ],
+            &[-4, -2, 5, -4, -4, -2, 9, 8, -3],
+        )
+    } else if !lean {
+        (
+            &[
+                "HOST", "REACH", "LOCK", "VERSION", "LAST", "WHEN", "SHIPPED",
+            ],
+            &[-3, -3, -3, -2, 9, 8, -3],
+        )
+    } else {
+        (
+            &["HOST", "REACH", "LAST", "WHEN", "SHIPPED"],
+            &[-3, -3, 9, 8, -3],
+        )
     };
     draw_list(
         f,
@@ -337,8 +407,8 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
         area,
         block,
         0,
-        &["HOST", "RULE", "PROTO", "LAST", "WHEN", "SHIPPED"],
-        &[-3, -2, 5, 9, 8, -2],
+        header,
+        cols,
         &rows,
         &make,
         "no hosts in dispatch.cfg",

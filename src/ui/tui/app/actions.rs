@@ -86,6 +86,12 @@ impl App {
         if d.is_running() {
             return self.error(format!("dispatch #{} is still running", d.id));
         }
+        if d.bundle == crate::engine::rollout::ROLLBACK_BUNDLE {
+            return self.error(format!(
+                "#{} is a rollback, which ships no file to retry: roll back again with b on the host",
+                d.id
+            ));
+        }
         let hosts = d.retryable();
         if hosts.is_empty() {
             return self.error(format!("dispatch #{} has no failed host", d.id));
@@ -110,7 +116,8 @@ impl App {
             Confirm::Dispatch { plan, file, only } => {
                 let token = self.next_token;
                 self.next_token += 1;
-                self.pending.insert(token, (plan.clone(), file.clone()));
+                self.pending
+                    .insert(token, (plan.clone(), file.clone(), plan.bundle.clone()));
                 self.info(format!("starting {} ...", plan.bundle));
                 self.focus = Focus::Targets;
                 vec![Effect::Start {
@@ -130,6 +137,7 @@ impl App {
                 ));
                 vec![Effect::Cancel(id)]
             }
+            Confirm::Rollback(ask) => self.rollback_confirmed(ask),
             Confirm::Quit { .. } => {
                 self.quit = true;
                 let mut out: Vec<Effect> = self
@@ -176,7 +184,16 @@ impl App {
                 ));
             }
             Command::Mouse => return self.toggle_mouse(),
-            Command::Help => self.overlay = Some(Overlay::Help),
+            Command::Help => {
+                self.overlay = Some(Overlay::Help {
+                    scroll: 0,
+                    topic: None,
+                })
+            }
+            Command::Probe(rule) => return self.probe_rule(rule.as_deref()),
+            Command::Status => return self.open_versions(),
+            Command::Reach => return self.start_reach(),
+            Command::Rollback { rule, host } => return self.ask_rollback(&rule, host.as_deref()),
             Command::Quit => return self.request_quit(),
         }
         Vec::new()

@@ -61,7 +61,13 @@ impl App {
         let list = self.focus.list();
         match k.code {
             KeyCode::Char('q') => return self.request_quit(),
-            KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
+            KeyCode::Char('?') => {
+                self.overlay = Some(Overlay::Help {
+                    scroll: 0,
+                    topic: None,
+                })
+            }
+            KeyCode::Char('v') => return self.open_versions(),
             KeyCode::Char(':') => {
                 self.overlay = Some(Overlay::Palette {
                     input: Input::default(),
@@ -99,6 +105,11 @@ impl App {
             }
             KeyCode::Char('r') if matches!(self.focus, Focus::Dispatches | Focus::Targets) => {
                 self.ask_retry()
+            }
+            KeyCode::Char('p') if self.focus == Focus::Hosts => return self.probe_selected_host(),
+            KeyCode::Char('P') if self.focus == Focus::Hosts => return self.start_reach(),
+            KeyCode::Char('b') if matches!(self.focus, Focus::Hosts | Focus::Targets) => {
+                return self.ask_rollback_selected();
             }
             _ if self.focus == Focus::Log => return self.on_log_key(k),
             _ => {

@@ -1,6 +1,6 @@
 //! Keys while an overlay is open: it gets every key (but Ctrl-C) until it closes.
 
-use super::{App, Confirm, Effect, Focus, Overlay};
+use super::{App, Confirm, Effect, Focus, Overlay, Topic};
 use crate::ui::tui::model::DispatchView;
 use crate::ui::tui::palette;
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
@@ -13,14 +13,36 @@ impl App {
             return Vec::new();
         };
         match overlay {
-            Overlay::Help => {
-                if !matches!(
-                    k.code,
-                    KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter
-                ) {
-                    self.overlay = Some(Overlay::Help);
+            Overlay::Help { scroll, topic } => match k.code {
+                KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter => {
+                    self.overlay = match topic {
+                        Some(Topic::Probe) => Some(Overlay::Probe { scroll: 0 }),
+                        Some(Topic::Versions) => Some(Overlay::Versions { scroll: 0 }),
+                        None => None,
+                    }
                 }
-            }
+                KeyCode::Char('j') | KeyCode::Down | KeyCode::PageDown | KeyCode::Char(' ') => {
+                    let by = if matches!(k.code, KeyCode::PageDown | KeyCode::Char(' ')) {
+                        10
+                    } else {
+                        1
+                    };
+                    self.overlay = Some(Overlay::Help {
+                        scroll: scroll + by,
+                        topic,
+                    })
+                }
+                KeyCode::Char('k') | KeyCode::Up | KeyCode::PageUp => {
+                    let by = if k.code == KeyCode::PageUp { 10 } else { 1 };
+                    self.overlay = Some(Overlay::Help {
+                        scroll: scroll.saturating_sub(by),
+                        topic,
+                    })
+                }
+                _ => self.overlay = Some(Overlay::Help { scroll, topic }),
+            },
+            Overlay::Probe { scroll } => return self.on_probe_key(k, scroll),
+            Overlay::Versions { scroll } => return self.on_versions_key(k, scroll),
             Overlay::Confirm { what, ok } => match k.code {
                 KeyCode::Left
                 | KeyCode::Right
@@ -54,7 +76,7 @@ impl App {
                     }
                 },
                 KeyCode::Tab => {
-                    let (line, c) = palette::complete(input.value(), &self.theme_names);
+                    let (line, c) = palette::complete(input.value(), &self.words());
                     input = Input::new(line);
                     self.overlay = Some(Overlay::Palette {
                         input,
