@@ -295,8 +295,9 @@ fn rollback_goes_back_one_release_at_a_time_then_says_there_is_none() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(env.current().as_deref(), Some("releases/1.10"));
     assert_eq!(env.live_version(), "1.10\n");
-    // Nothing before 1.10: a clear error, exit 1, nothing changed.
-    let o = env.run(&["--config", c, "--rollback", "app-9.tgz", "--json"]);
+    // Nothing before 1.10: a clear error, exit 1, nothing changed. (RULE as the package
+    // name `--probe` and the console show.)
+    let o = env.run(&["--config", c, "--rollback", "app", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(

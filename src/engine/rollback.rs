@@ -56,13 +56,23 @@ pub enum RollbackError {
     Journal(#[from] JournalError),
 }
 
-/// The rule `arg` names: a section name as written, else the rule a bundle file name
-/// `arg` matches (first match wins, as for a dispatch). The bundle name is returned too.
+/// The rule `arg` names: a section name as written, or a package name (`app` for
+/// `[app-(?P<version>.*)\.tgz]`, as `--probe` and the console show it) that names one rule,
+/// else the rule a bundle file name `arg` matches (first match wins, as for a dispatch).
+/// The bundle name is returned too.
 pub fn resolve_rule<'c>(
     config: &'c Config,
     arg: &str,
 ) -> Result<(&'c Rule, Option<String>), RollbackError> {
     if let Some(r) = config.rules.iter().find(|r| r.name == arg) {
+        return Ok((r, None));
+    }
+    let labelled: Vec<&Rule> = config
+        .rules
+        .iter()
+        .filter(|r| crate::fleet::target::package_label(r) == arg)
+        .collect();
+    if let [r] = labelled[..] {
         return Ok((r, None));
     }
     match config.match_rule(arg) {
