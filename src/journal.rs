@@ -29,10 +29,12 @@ mod error;
 mod liveness;
 mod read;
 mod schema;
+mod watch;
 mod write;
 
 pub use error::JournalError;
 pub use schema::SCHEMA_VERSION;
+pub use watch::{BundleState, WatchRow};
 
 use crate::engine::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
 use crate::transport::Stream;
