@@ -11,3 +11,4 @@ pub mod journal;
 pub mod plan;
 pub mod transport;
 pub mod ui;
+pub mod watch;
