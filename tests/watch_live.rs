@@ -98,6 +98,19 @@ impl Env {
         c
     }
 
+    /// The watcher with its output going to files (a pipe nobody reads would fill up and
+    /// stall it): `out.N` and `err.N` in the test's directory.
+    fn spawn_logged(&self, cfg: &Path, args: &[&str], n: u32) -> Child {
+        let out = std::fs::File::create(self.path(&format!("out.{n}"))).unwrap();
+        let err = std::fs::File::create(self.path(&format!("err.{n}"))).unwrap();
+        self.cmd(cfg, args).stdout(out).stderr(err).spawn().unwrap()
+    }
+
+    fn logged(&self, n: u32) -> (String, String) {
+        let read = |name: String| std::fs::read_to_string(self.path(&name)).unwrap_or_default();
+        (read(format!("out.{n}")), read(format!("err.{n}")))
+    }
+
     /// `NAME SHA` lines of every host log, counted.
     fn shipped(&self) -> HashMap<(String, String), usize> {
         let mut out = HashMap::new();
@@ -200,6 +213,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 fn wait_for(what: &str, child: &mut Child, timeout: Duration, f: impl FnMut() -> bool) {
     if !support::wait_until(timeout, f) {
         let _ = child.kill();
+        let _ = child.wait();
         panic!("{what}: not reached within {timeout:?}");
     }
 }
@@ -235,21 +249,19 @@ fn a_thousand_bundles_each_shipped_exactly_once() {
         );
     }
     let cfg = env.write_config(&cfg);
-    let mut child = env
-        .cmd(
-            &cfg,
-            &[
-                "--json",
-                "--settle",
-                "1s",
-                "--max-dispatches",
-                "12",
-                "--queue-limit",
-                "200",
-            ],
-        )
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_logged(
+        &cfg,
+        &[
+            "--json",
+            "--settle",
+            "1s",
+            "--max-dispatches",
+            "12",
+            "--queue-limit",
+            "200",
+        ],
+        1,
+    );
     let drop = env.drop_dir();
     // Give the watcher a moment to be up; a file dropped earlier is found by its first
     // scan anyway.
@@ -329,7 +341,8 @@ fn a_thousand_bundles_each_shipped_exactly_once() {
         Duration::from_secs(120),
         || env.pending() == 0 && env.shelved("done").len() >= first_round + 60,
     );
-    let (code, stdout, stderr) = stop(child);
+    let (code, _, _) = stop(child);
+    let (stdout, stderr) = env.logged(1);
     assert_eq!(code, Some(0), "{stderr}");
 
     // Host side: each bundle (name + content) exactly once, with its complete content.
@@ -454,7 +467,7 @@ fn kill_9_and_restart_finish_the_rest_without_shipping_twice() {
     let hang_dispatch = hang_dispatch.expect("the hang bundle was dispatched");
     assert!(env.pending() > 0, "nothing was left for the restart");
 
-    let mut child = env.cmd(&cfg, &["--json"]).spawn().unwrap();
+    let mut child = env.spawn_logged(&cfg, &["--json"], 2);
     wait_for(
         "the restart finished the rest",
         &mut child,
@@ -464,7 +477,8 @@ fn kill_9_and_restart_finish_the_rest_without_shipping_twice() {
                 && env.shelved("done").len() + env.shelved("failed").len() == expect.len() + 1
         },
     );
-    let (code, stdout, stderr) = stop(child);
+    let (code, _, _) = stop(child);
+    let (stdout, stderr) = env.logged(2);
     assert_eq!(code, Some(0), "{stderr}");
     let events = json_lines(&stdout);
     assert!(
@@ -538,13 +552,11 @@ fn with_file_events_off_the_rescan_finds_everything() {
         );
     }
     let cfg = env.write_config(&cfg);
-    let mut child = env
-        .cmd(
-            &cfg,
-            &["--json", "--rescan-only", "--rescan", "200ms", "--settle", "500ms"],
-        )
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_logged(
+        &cfg,
+        &["--json", "--rescan-only", "--rescan", "200ms", "--settle", "500ms"],
+        1,
+    );
     let drop = env.drop_dir();
     let mut expect = HashMap::new();
     for i in 0..30 {
@@ -567,7 +579,8 @@ fn with_file_events_off_the_rescan_finds_everything() {
         Duration::from_secs(60),
         || env.shelved("done").len() == expect.len(),
     );
-    let (code, stdout, stderr) = stop(child);
+    let (code, _, _) = stop(child);
+    let (stdout, stderr) = env.logged(1);
     assert_eq!(code, Some(0), "{stderr}");
     let events = json_lines(&stdout);
     assert!(
