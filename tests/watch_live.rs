@@ -236,7 +236,13 @@ fn a_thousand_bundles_each_shipped_exactly_once() {
     for i in 0..ssh_rules {
         let proto = if i % 2 == 0 { "sftp" } else { "scp" };
         let host = format!("127.0.0.{}:{port}", i + 1);
-        cfg += &env.rule(&format!("s{i}"), &format!("s{i}-.*\\.tgz"), &host, proto, "");
+        cfg += &env.rule(
+            &format!("s{i}"),
+            &format!("s{i}-.*\\.tgz"),
+            &host,
+            proto,
+            "",
+        );
     }
     let local_rules = 8;
     for i in 0..local_rules {
@@ -354,14 +360,24 @@ fn a_thousand_bundles_each_shipped_exactly_once() {
     }
     let twice: Vec<_> = shipped.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "shipped more than once: {twice:?}");
-    let missing: Vec<_> = wanted.keys().filter(|k| !shipped.contains_key(*k)).collect();
-    assert!(missing.is_empty(), "never shipped (or incomplete): {missing:?}");
+    let missing: Vec<_> = wanted
+        .keys()
+        .filter(|k| !shipped.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never shipped (or incomplete): {missing:?}"
+    );
     assert_eq!(shipped.len(), wanted.len(), "something else was shipped");
 
     // Folder side: nothing lost, nothing left, every file on a shelf.
     assert_eq!(env.pending(), 0);
     assert_eq!(env.shelved("unmatched").len(), 100);
-    assert!(env.shelved("failed").is_empty(), "{:?}", env.shelved("failed"));
+    assert!(
+        env.shelved("failed").is_empty(),
+        "{:?}",
+        env.shelved("failed")
+    );
     let done = env.shelved("done");
     assert_eq!(done.len(), first_round + 60);
     let reasons: Vec<PathBuf> = {
@@ -399,7 +415,10 @@ fn a_thousand_bundles_each_shipped_exactly_once() {
     assert_eq!(count("watch_started"), 1);
     assert_eq!(count("bundle_finished"), 1060);
     assert_eq!(count("bundle_dispatching"), first_round + 30);
-    assert!(count("bundle_writing") > 0, "slow writers were never reported");
+    assert!(
+        count("bundle_writing") > 0,
+        "slow writers were never reported"
+    );
     assert!(count("queue_full") > 0, "the queue bound was never reached");
     assert_eq!(count("watch_stopped"), 1);
     assert!(!stdout.contains(TEST_PASSWORD));
@@ -413,13 +432,7 @@ fn kill_9_and_restart_finish_the_rest_without_shipping_twice() {
     let env = Env::new("watch_kill9", Some(&server));
     let d = env.dest.display().to_string();
     let hang_marker = format!("{d}/hung-once");
-    let mut cfg = env.rule(
-        "a",
-        "a-.*\\.tgz",
-        &server.addr().to_string(),
-        "sftp",
-        "",
-    );
+    let mut cfg = env.rule("a", "a-.*\\.tgz", &server.addr().to_string(), "sftp", "");
     cfg += &env.rule(
         "h",
         "hang-.*\\.tgz",
@@ -440,7 +453,10 @@ fn kill_9_and_restart_finish_the_rest_without_shipping_twice() {
     }
     rename_in(&drop, "hang-1.tgz", b"hang");
 
-    let mut child = env.cmd(&cfg, &["--json", "--max-dispatches", "2"]).spawn().unwrap();
+    let mut child = env
+        .cmd(&cfg, &["--json", "--max-dispatches", "2"])
+        .spawn()
+        .unwrap();
     // Kill once the hanging command runs and a few a-* are done.
     let stdout = child.stdout.take().unwrap();
     let mut finished = 0;
@@ -507,7 +523,10 @@ fn kill_9_and_restart_finish_the_rest_without_shipping_twice() {
             .iter()
             .any(|p| p.file_name().unwrap().to_string_lossy() == *name);
         let in_failed = failed_names.contains(name);
-        assert!(in_done ^ in_failed, "{name}: done {in_done}, failed {in_failed}");
+        assert!(
+            in_done ^ in_failed,
+            "{name}: done {in_done}, failed {in_failed}"
+        );
         if in_done {
             assert_eq!(shipped.get(&(name.clone(), expect[name].clone())), Some(&1));
         }
@@ -517,10 +536,7 @@ fn kill_9_and_restart_finish_the_rest_without_shipping_twice() {
     assert!(reason.contains(&resume), "{reason}");
     assert!(reason.contains("hanghost: upgrade"), "{reason}");
     // The hung command ran once only; the logged line is from before the kill.
-    assert_eq!(
-        shipped.keys().filter(|(n, _)| n == "hang-1.tgz").count(),
-        1
-    );
+    assert_eq!(shipped.keys().filter(|(n, _)| n == "hang-1.tgz").count(), 1);
 
     // The reason's command works: the file is found in failed/.
     let o = Command::new(env!("CARGO_BIN_EXE_dropship"))
@@ -533,7 +549,12 @@ fn kill_9_and_restart_finish_the_rest_without_shipping_twice() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.contains("[hanghost] second run"), "{out}");
 }
 
@@ -554,7 +575,14 @@ fn with_file_events_off_the_rescan_finds_everything() {
     let cfg = env.write_config(&cfg);
     let mut child = env.spawn_logged(
         &cfg,
-        &["--json", "--rescan-only", "--rescan", "200ms", "--settle", "500ms"],
+        &[
+            "--json",
+            "--rescan-only",
+            "--rescan",
+            "200ms",
+            "--settle",
+            "500ms",
+        ],
         1,
     );
     let drop = env.drop_dir();
@@ -566,8 +594,14 @@ fn with_file_events_off_the_rescan_finds_everything() {
         expect.insert(name, sha256(c.as_bytes()));
     }
     // Written in place in chunks 150 ms apart: rescans see it change and wait.
-    let chunks: Vec<Vec<u8>> = (0..8).map(|c| format!("chunk {c}\n").into_bytes()).collect();
-    write_slowly(&drop.join("l0-slow.tgz"), &chunks, Duration::from_millis(150));
+    let chunks: Vec<Vec<u8>> = (0..8)
+        .map(|c| format!("chunk {c}\n").into_bytes())
+        .collect();
+    write_slowly(
+        &drop.join("l0-slow.tgz"),
+        &chunks,
+        Duration::from_millis(150),
+    );
     expect.insert("l0-slow.tgz".into(), sha256(&chunks.concat()));
     // Ignored names are never taken.
     for n in [".hidden.tgz", "l0-x.tgz.part", "l0-y.tgz.tmp", "l0-z.tgz~"] {
@@ -590,7 +624,11 @@ fn with_file_events_off_the_rescan_finds_everything() {
     );
     let shipped = env.shipped();
     for (name, sha) in &expect {
-        assert_eq!(shipped.get(&(name.clone(), sha.clone())), Some(&1), "{name}");
+        assert_eq!(
+            shipped.get(&(name.clone(), sha.clone())),
+            Some(&1),
+            "{name}"
+        );
     }
     assert_eq!(shipped.len(), expect.len());
     for n in [".hidden.tgz", "l0-x.tgz.part", "l0-y.tgz.tmp", "l0-z.tgz~"] {
@@ -613,7 +651,10 @@ fn a_marker_holds_the_bundle_until_it_appears() {
     // Announced as waiting for its marker, and not shipped.
     for line in lines.by_ref() {
         let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        assert_ne!(v["event"], "bundle_dispatching", "shipped without its marker");
+        assert_ne!(
+            v["event"], "bundle_dispatching",
+            "shipped without its marker"
+        );
         if v["event"] == "bundle_awaiting_marker" {
             assert_eq!(v["marker"], "l0-1.tgz.done");
             break;
@@ -621,9 +662,12 @@ fn a_marker_holds_the_bundle_until_it_appears() {
     }
     assert!(env.shipped().is_empty());
     std::fs::write(drop.join("l0-1.tgz.done"), b"").unwrap();
-    wait_for("shipped after its marker", &mut child, Duration::from_secs(30), || {
-        env.shelved("done").len() == 2
-    });
+    wait_for(
+        "shipped after its marker",
+        &mut child,
+        Duration::from_secs(30),
+        || env.shelved("done").len() == 2,
+    );
     let (code, _, stderr) = stop(child);
     assert_eq!(code, Some(0), "{stderr}");
     let done = env.shelved("done");
@@ -631,6 +675,10 @@ fn a_marker_holds_the_bundle_until_it_appears() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["l0-1.tgz", "l0-1.tgz.done"], "the marker moves with it");
+    assert_eq!(
+        names,
+        ["l0-1.tgz", "l0-1.tgz.done"],
+        "the marker moves with it"
+    );
     assert_eq!(env.shipped().len(), 1);
 }

@@ -279,12 +279,12 @@ impl Service {
 
     /// One file event: a marker wakes its bundle; a candidate is (re)looked at.
     fn observe(&mut self, name: &str, hint: Hint, now: Instant) {
-        if let Some(m) = self.opts.marker.as_deref() {
-            if filter::is_marker(name, m) {
-                let bundle = &name[..name.len() - m.len() - 1];
-                self.tracker.marker_changed(bundle);
-                return;
-            }
+        if let Some(m) = self.opts.marker.as_deref()
+            && filter::is_marker(name, m)
+        {
+            let bundle = &name[..name.len() - m.len() - 1];
+            self.tracker.marker_changed(bundle);
+            return;
         }
         if !filter::candidate(name, self.opts.marker.as_deref()) {
             return;
