@@ -236,7 +236,7 @@ impl Service {
             }
         }
         let _ = self.setup.journal.flush();
-        self.report.left_open = self.open.len();
+        self.report.left_open += self.open.len();
         self.say(WatchEvent::WatchStopped {
             at: now_ms(),
             queued: self.sched.waiting(),
@@ -645,6 +645,7 @@ impl Service {
             // short, sends it to failed/ with what to check).
             self.setup.journal.mark_cancelled(dispatch)?;
             self.open.remove(&bundle);
+            self.report.left_open += 1;
             self.say(WatchEvent::BundleSuspended {
                 at: now_ms(),
                 bundle,
