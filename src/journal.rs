@@ -30,11 +30,13 @@ mod liveness;
 mod read;
 mod schema;
 mod shipped;
+mod watch;
 mod write;
 
 pub use error::JournalError;
 pub use schema::SCHEMA_VERSION;
 pub use shipped::RuleShipped;
+pub use watch::{BundleState, WatchRow};
 
 use crate::engine::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
 use crate::transport::Stream;

@@ -12,3 +12,4 @@ pub mod journal;
 pub mod plan;
 pub mod transport;
 pub mod ui;
+pub mod watch;

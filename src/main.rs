@@ -111,6 +111,38 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     packages: Option<PathBuf>,
 
+    /// Ship whatever lands in DIR, exactly once, until SIGINT/SIGTERM (see README "Drop
+    /// folder"). Shipped bundles move to DIR/.dropship/done/DATE/, others to failed/ or
+    /// unmatched/ with a NAME.reason file.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["plan", "check", "dispatch", "resume", "history"])]
+    watch: Option<PathBuf>,
+
+    /// With --watch: a file written in place is complete once closed and unchanged this long.
+    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "watch",
+          value_parser = dropship::watch::parse_interval)]
+    settle: std::time::Duration,
+
+    /// With --watch: a bundle NAME waits for the file NAME.SUFFIX (e.g. `done`).
+    #[arg(long, value_name = "SUFFIX", requires = "watch")]
+    marker: Option<String>,
+
+    /// With --watch: dispatches at once (those sharing a host always run one after another).
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "watch")]
+    max_dispatches: usize,
+
+    /// With --watch: bundles queued or in flight at most; more complete files wait in DIR.
+    #[arg(long, value_name = "N", default_value_t = 256, requires = "watch")]
+    queue_limit: usize,
+
+    /// With --watch: full rescans of DIR this often (they find what file events missed).
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "watch",
+          value_parser = dropship::watch::parse_interval)]
+    rescan: std::time::Duration,
+
+    /// With --watch: no file events, rescans only (network file systems where none arrive).
+    #[arg(long, requires = "watch")]
+    rescan_only: bool,
+
     /// Console: output lines kept in memory per host (older lines stay in the journal).
     #[arg(long, value_name = "N", default_value_t = dropship::ui::tui::ring::DEFAULT_CAPACITY)]
     log_lines: usize,
@@ -219,6 +251,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let summaries = run::rollback(&ctx, rule, &cli.hosts, stamp(cli)?.as_ref())?;
         return finish(cli, &summaries);
     }
+    if let Some(dir) = &cli.watch {
+        return watch(cli, dir);
+    }
     console(cli)
 }
 
@@ -248,6 +283,47 @@ fn console(cli: &Cli) -> anyhow::Result<()> {
     match dropship::ui::tui::run(opts) {
         Ok(()) => Ok(()),
         Err(e) if e.is_usage() => {
+            eprintln!("dropship: {e}");
+            Err(Exit(EXIT_USAGE).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `--watch DIR` headless. (`--tui --watch` is the console's, once wired.)
+fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
+    if cli.tui {
+        eprintln!(
+            "dropship: --tui --watch is not available yet\n  help: run --watch without --tui for now"
+        );
+        return Err(Exit(EXIT_USAGE).into());
+    }
+    let bad = |what: &str| -> anyhow::Result<()> {
+        eprintln!("dropship: {what}");
+        Err(Exit(EXIT_USAGE).into())
+    };
+    if cli.max_dispatches == 0 || cli.queue_limit == 0 {
+        return bad("--max-dispatches and --queue-limit must be at least 1");
+    }
+    if cli.rescan.is_zero() {
+        return bad("--rescan must be more than 0");
+    }
+    if let Some(m) = &cli.marker
+        && (m.is_empty() || m.contains('/') || m.starts_with('.'))
+    {
+        return bad("--marker takes a suffix such as `done` (NAME waits for NAME.done)");
+    }
+    let ctx = context(cli)?;
+    let mut opts = dropship::watch::WatchOptions::new(dir.to_path_buf());
+    opts.settle = cli.settle;
+    opts.marker = cli.marker.clone();
+    opts.max_dispatches = cli.max_dispatches;
+    opts.queue_limit = cli.queue_limit;
+    opts.rescan = cli.rescan;
+    opts.fs_events = !cli.rescan_only;
+    match run::watch(&ctx, opts) {
+        Ok(_) => Ok(()),
+        Err(RunError::Watch(e)) if e.is_usage() => {
             eprintln!("dropship: {e}");
             Err(Exit(EXIT_USAGE).into())
         }

@@ -14,7 +14,7 @@ use std::path::Path;
 const APPLICATION_ID: i32 = 0x4452_5348;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this dropship writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -90,6 +90,40 @@ CREATE TABLE notice (
     message  TEXT    NOT NULL
 );
 CREATE INDEX notice_by_dispatch ON notice (dispatch);
+";
+
+/// Version 2: the drop-folder queue of `--watch`. A row is written when a file in the folder
+/// is complete and *before* it is moved out of the folder, hashed or dispatched, so a bundle
+/// is never in flight without a record; the row id is the arrival order. `staged_path` is
+/// where the file waits (`DIR/.dropship/queue/ID-NAME`) and is known before the move, so a
+/// restart finds it whichever side of the move the process died on. `archived_at` stays NULL
+/// until the file reached `archived_path` (done/, failed/, unmatched/): a final state with no
+/// `archived_at` is a move a restart must finish. "Already shipped" is a `done` row with the
+/// same folder, name and SHA-256.
+const V2: &str = "
+CREATE TABLE watch_bundle (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT, -- arrival order; never reused
+    dir           TEXT    NOT NULL, -- the watched folder, canonical
+    name          TEXT    NOT NULL,
+    size          INTEGER NOT NULL,
+    mtime_ns      INTEGER NOT NULL,
+    sha256        TEXT,             -- NULL only while staging
+    state         TEXT    NOT NULL CHECK (state IN ('staging', 'queued', 'dispatching', 'done',
+                                  'duplicate', 'failed', 'unmatched', 'vanished')),
+    staged_path   TEXT    NOT NULL,
+    rule          TEXT,
+    dispatch      INTEGER REFERENCES dispatch (id),
+    reason        TEXT,
+    archived_path TEXT,
+    seen_at       INTEGER NOT NULL,
+    queued_at     INTEGER,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    archived_at   INTEGER
+);
+CREATE INDEX watch_bundle_open ON watch_bundle (dir, state);
+CREATE INDEX watch_bundle_content ON watch_bundle (dir, name, sha256);
+CREATE INDEX watch_bundle_dispatch ON watch_bundle (dispatch);
 ";
 
 /// Opens `path`, creating it and its directory if needed, and leaves it at [`SCHEMA_VERSION`].

@@ -20,7 +20,7 @@ const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
 /// Whether a commit must survive power loss (fsync) or only the death of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
+pub(super) enum Durability {
     Durable,
     Batched,
 }
@@ -84,6 +84,11 @@ impl Store {
             unflushed: 0,
             cursors: HashMap::new(),
         }
+    }
+
+    /// Who this handle writes as (the journal's liveness marker for dispatch rows).
+    pub(super) fn writer(&self) -> Writer {
+        self.me.clone()
     }
 
     pub fn conn(&self) -> &Connection {
@@ -303,7 +308,7 @@ impl Store {
 
     /// One write transaction: the buffered output first, then `apply`. Buffers are cleared
     /// only after the commit, so a failed write loses nothing and the next one retries them.
-    fn write<T>(
+    pub(super) fn write<T>(
         &mut self,
         durability: Durability,
         op: &'static str,

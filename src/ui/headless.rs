@@ -3,7 +3,9 @@
 
 use crate::engine::events::{Event, Level, Step, StepOutcome, TargetResult};
 use crate::engine::rollout::Summary;
+use crate::journal::BundleState;
 use crate::transport::{Stream, TransferEvent};
+use crate::watch::WatchEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::Write;
@@ -203,6 +205,140 @@ impl Printer {
                 self.bar.clear();
             }
         }
+        Ok(())
+    }
+
+    /// Renders one event of `--watch` (one JSON object per line with `--json`, like
+    /// dispatch events; their `event` names never clash).
+    pub fn handle_watch(&mut self, e: &WatchEvent) -> std::io::Result<()> {
+        if self.mode == Mode::Json {
+            serde_json::to_writer(&mut self.out, e)?;
+            return self.out.write_all(b"\n");
+        }
+        let (to_stderr, text) = match e {
+            WatchEvent::WatchStarted {
+                dir,
+                settle_ms,
+                marker,
+                max_dispatches,
+                queue_limit,
+                fs_events,
+                recovered,
+                ..
+            } => {
+                let how = if *fs_events {
+                    "file events + rescans"
+                } else {
+                    "rescans only"
+                };
+                let marker = marker
+                    .as_deref()
+                    .map(|m| format!(", marker .{m}"))
+                    .unwrap_or_default();
+                let recovered = if *recovered > 0 {
+                    format!("; {recovered} bundle(s) picked up from the last run")
+                } else {
+                    String::new()
+                };
+                (
+                    false,
+                    format!(
+                        "watching {} ({how}, settle {}{marker}, {max_dispatches} dispatch(es) at once, queue {queue_limit}){recovered}",
+                        dir.display(),
+                        secs(*settle_ms as i64)
+                    ),
+                )
+            }
+            WatchEvent::BundleSeen { name, size, .. } => (
+                false,
+                format!("watch: {name} seen ({})", human_bytes(*size)),
+            ),
+            WatchEvent::BundleWriting { name, size, .. } => (
+                false,
+                format!(
+                    "watch: {name} still being written ({}): not shipped yet",
+                    human_bytes(*size)
+                ),
+            ),
+            WatchEvent::BundleAwaitingMarker { name, marker, .. } => {
+                (false, format!("watch: {name} waits for {marker}"))
+            }
+            WatchEvent::BundleQueued {
+                bundle,
+                name,
+                rule,
+                hosts,
+                ..
+            } => (
+                false,
+                match rule {
+                    Some(r) => format!(
+                        "watch: {name} queued as bundle {bundle} for [{r}] ({} host(s))",
+                        hosts.len()
+                    ),
+                    None => format!("watch: {name} recorded as bundle {bundle}"),
+                },
+            ),
+            WatchEvent::BundleDispatching {
+                name,
+                dispatch,
+                resumed,
+                ..
+            } => (
+                false,
+                format!(
+                    "watch: {name} {} dispatch #{dispatch}",
+                    if *resumed { "resumes" } else { "starts" }
+                ),
+            ),
+            WatchEvent::BundleFinished {
+                name,
+                state,
+                moved_to,
+                reason,
+                ..
+            } => {
+                let to = moved_to
+                    .as_ref()
+                    .map(|p| format!(" -> {}", p.display()))
+                    .unwrap_or_default();
+                let why = reason
+                    .as_deref()
+                    .and_then(|r| r.lines().next())
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                let bad = matches!(state, BundleState::Failed | BundleState::Unmatched);
+                (bad, format!("watch: {name} {state}{to}{why}"))
+            }
+            WatchEvent::BundleSuspended { name, dispatch, .. } => (
+                true,
+                format!(
+                    "watch: {name}: dispatch #{dispatch} cancelled; it goes on at the next start"
+                ),
+            ),
+            WatchEvent::QueueFull {
+                limit,
+                waiting_in_folder,
+                ..
+            } => (
+                true,
+                format!(
+                    "watch: queue full ({limit} bundles): {waiting_in_folder} file(s) wait in the folder"
+                ),
+            ),
+            WatchEvent::Paused { .. } => (false, "watch: paused".to_owned()),
+            WatchEvent::Resumed { .. } => (false, "watch: resumed".to_owned()),
+            WatchEvent::WatchError { message, .. } => (true, format!("watch: error: {message}")),
+            WatchEvent::WatchStopped {
+                queued, in_flight, ..
+            } => (
+                false,
+                format!(
+                    "watch: stopped ({queued} queued, {in_flight} in flight, resumed at the next start)"
+                ),
+            ),
+        };
+        self.line(to_stderr, &text);
         Ok(())
     }
 

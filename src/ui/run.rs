@@ -37,12 +37,18 @@ pub enum RunError {
     Rollback(#[from] RollbackError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
 }
 
 impl RunError {
     /// Usage and input problems (exit 2) as opposed to a failed dispatch (exit 1).
     pub fn is_usage(&self) -> bool {
-        !matches!(self, RunError::Runtime(_))
+        match self {
+            RunError::Runtime(_) => false,
+            RunError::Watch(e) => e.is_usage(),
+            _ => true,
+        }
     }
 }
 
@@ -450,6 +456,115 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         ));
     }
     Ok(vec![summary])
+}
+
+/// What the `--watch` printer thread renders.
+enum Out {
+    Dispatch(Event),
+    Watch(crate::watch::WatchEvent),
+}
+
+/// `--watch DIR`: ships what lands in the folder until SIGINT or SIGTERM. The first signal
+/// stops taking files and starting dispatches; running steps get [`GRACE`] (as with
+/// `--dispatch`), then are stopped; a second signal stops them at once. What is left open
+/// goes on at the next start.
+pub fn watch(
+    ctx: &Context,
+    options: crate::watch::WatchOptions,
+) -> Result<crate::watch::WatchReport, RunError> {
+    use crate::watch::{self, Setup};
+    let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let cancel = Arc::new(Cancel::new());
+    // Progress bars are per host and per dispatch; with dispatches side by side they would
+    // fight, so a terminal gets the plain lines.
+    let mode = match ctx.mode {
+        Mode::Terminal => Mode::Plain,
+        m => m,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(4096);
+    let printer = std::thread::spawn(move || {
+        let mut p = Printer::new(mode);
+        let mut closed = false;
+        while let Ok(first) = rx.recv() {
+            for out in std::iter::once(first).chain(rx.try_iter()) {
+                let r = match &out {
+                    Out::Dispatch(e) => p.handle(e),
+                    Out::Watch(e) => p.handle_watch(e),
+                };
+                closed |= r.is_err();
+            }
+            if !closed && p.flush().is_err() {
+                closed = true;
+            }
+        }
+    });
+    let dtx = tx.clone();
+    let events: watch::EventSink = Arc::new(move |e| {
+        let _ = dtx.send(Out::Dispatch(e));
+    });
+    let wtx = tx.clone();
+    let watch_events: watch::WatchEmit = Arc::new(move |e| {
+        let _ = wtx.send(Out::Watch(e));
+    });
+    drop(tx);
+    let setup = Setup {
+        config: Arc::new(ctx.config.clone()),
+        netrc: Arc::new(ctx.netrc.clone()),
+        ssh: Arc::new(ctx.ssh.clone()),
+        known_hosts: ctx.known_hosts.clone(),
+        journal: journal.clone(),
+    };
+    let running = watch::start(
+        options,
+        setup,
+        rt.handle().clone(),
+        cancel.clone(),
+        events,
+        watch_events,
+    );
+    let running = match running {
+        Ok(r) => r,
+        Err(e) => {
+            drop(rt);
+            let _ = printer.join();
+            return Err(e.into());
+        }
+    };
+    let handle = running.handle.clone();
+    let c = cancel.clone();
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        handle.stop();
+        c.requested.store(true, Ordering::SeqCst);
+        tokio::select! {
+            _ = tokio::time::sleep(GRACE) => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        c.hard.store(true, Ordering::SeqCst);
+    });
+    let report = running
+        .thread
+        .join()
+        .unwrap_or_else(|_| Ok(crate::watch::WatchReport::default()));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let _ = printer.join();
+    let _ = journal.flush();
+    Ok(report?)
 }
 
 /// `--history`: past dispatches, newest first.

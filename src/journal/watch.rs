@@ -1,0 +1,458 @@
+//! The drop-folder queue of `--watch` (schema V2, table `watch_bundle`).
+//!
+//! Each state change is one durable transaction, written before the action it allows: a
+//! bundle is recorded before it leaves the drop folder, its hash before it may be dispatched,
+//! its dispatch id in the same transaction as the dispatch row, and where it is going before
+//! it is moved there. A restart reads the open rows back ([`Journal::watch_open`]) and
+//! finishes each from the step its record says it reached.
+
+use super::codec::{path_from_sql, path_to_sql, size_from_sql, size_to_sql};
+use super::error::{Context, JournalError};
+use super::write::Durability;
+use super::{Journal, NewDispatch, apply};
+use crate::engine::events::{Millis, now_ms};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where a bundle of a watched folder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BundleState {
+    /// Recorded; being moved out of the drop folder and hashed.
+    Staging,
+    /// Waiting for its turn (same hosts in arrival order, limit on dispatches at once).
+    Queued,
+    /// Its dispatch (`dispatch`) started.
+    Dispatching,
+    /// Shipped to every host: moved to `done/YYYY-MM-DD/`.
+    Done,
+    /// Same name and content as a bundle already done from this folder: not shipped again,
+    /// moved to `done/YYYY-MM-DD/` with a reason file.
+    Duplicate,
+    /// Moved to `failed/` with a reason file.
+    Failed,
+    /// No rule matched its name: moved to `unmatched/` with a reason file.
+    Unmatched,
+    /// The file disappeared before it was staged (removed or renamed by someone else).
+    Vanished,
+}
+
+impl BundleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BundleState::Staging => "staging",
+            BundleState::Queued => "queued",
+            BundleState::Dispatching => "dispatching",
+            BundleState::Done => "done",
+            BundleState::Duplicate => "duplicate",
+            BundleState::Failed => "failed",
+            BundleState::Unmatched => "unmatched",
+            BundleState::Vanished => "vanished",
+        }
+    }
+
+    /// Staging, queued or dispatching: counts against the queue bound.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            BundleState::Staging | BundleState::Queued | BundleState::Dispatching
+        )
+    }
+}
+
+impl std::fmt::Display for BundleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ToSql for BundleState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for BundleState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        [
+            BundleState::Staging,
+            BundleState::Queued,
+            BundleState::Dispatching,
+            BundleState::Done,
+            BundleState::Duplicate,
+            BundleState::Failed,
+            BundleState::Unmatched,
+            BundleState::Vanished,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| FromSqlError::Other(format!("unknown bundle state `{text}`").into()))
+    }
+}
+
+/// One bundle of a watched folder, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRow {
+    /// Arrival order within the journal.
+    pub id: i64,
+    pub dir: PathBuf,
+    pub name: String,
+    pub size: u64,
+    /// Modification time when it was found complete, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    pub sha256: Option<String>,
+    pub state: BundleState,
+    pub staged_path: PathBuf,
+    pub rule: Option<String>,
+    pub dispatch: Option<i64>,
+    pub reason: Option<String>,
+    pub archived_path: Option<PathBuf>,
+    pub seen_at: Millis,
+    pub queued_at: Option<Millis>,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub archived_at: Option<Millis>,
+}
+
+const COLUMNS: &str = "id, dir, name, size, mtime_ns, sha256, state, staged_path, rule, dispatch,
+    reason, archived_path, seen_at, queued_at, started_at, finished_at, archived_at";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<WatchRow> {
+    let archived_path = match r.get_ref(11)? {
+        ValueRef::Null => None,
+        _ => Some(path_from_sql(r, 11)?),
+    };
+    Ok(WatchRow {
+        id: r.get(0)?,
+        dir: path_from_sql(r, 1)?,
+        name: r.get(2)?,
+        size: size_from_sql(r, 3)?,
+        mtime_ns: r.get(4)?,
+        sha256: r.get(5)?,
+        state: r.get(6)?,
+        staged_path: path_from_sql(r, 7)?,
+        rule: r.get(8)?,
+        dispatch: r.get(9)?,
+        reason: r.get(10)?,
+        archived_path,
+        seen_at: r.get(12)?,
+        queued_at: r.get(13)?,
+        started_at: r.get(14)?,
+        finished_at: r.get(15)?,
+        archived_at: r.get(16)?,
+    })
+}
+
+fn one(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<WatchRow> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM watch_bundle WHERE id = ?1"),
+        [id],
+        row,
+    )
+}
+
+/// An update that changed no row names a bundle this journal does not hold.
+fn expect_one(path: &Path, id: i64, changed: usize) -> Result<(), JournalError> {
+    if changed == 0 {
+        return Err(JournalError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("watched bundle {id} is not in the journal"),
+        });
+    }
+    Ok(())
+}
+
+impl Journal {
+    /// Records a complete file of `dir` before anything is done to it, in state `staging`.
+    /// Its staged path is `queue_dir/ID-NAME`, known (and stored) before the file moves.
+    pub fn watch_admit(
+        &self,
+        dir: &Path,
+        name: &str,
+        size: u64,
+        mtime_ns: i64,
+        queue_dir: &Path,
+    ) -> Result<WatchRow, JournalError> {
+        self.lock().write(
+            Durability::Durable,
+            "recording a dropped bundle",
+            |tx, path| {
+                let op = "recording a dropped bundle";
+                tx.execute(
+                    "INSERT INTO watch_bundle (dir, name, size, mtime_ns, state, staged_path, seen_at)
+                     VALUES (?1, ?2, ?3, ?4, 'staging', '', ?5)",
+                    params![path_to_sql(dir), name, size_to_sql(size), mtime_ns, now_ms()],
+                )
+                .ctx(path, op)?;
+                let id = tx.last_insert_rowid();
+                let staged = queue_dir.join(format!("{id}-{name}"));
+                tx.execute(
+                    "UPDATE watch_bundle SET staged_path = ?2 WHERE id = ?1",
+                    params![id, path_to_sql(&staged)],
+                )
+                .ctx(path, op)?;
+                one(tx, id).ctx(path, op)
+            },
+        )
+    }
+
+    /// The staged file was hashed: it may be dispatched. `size` and `mtime_ns` are the staged
+    /// file's (the file the hash describes).
+    pub fn watch_queued(
+        &self,
+        id: i64,
+        sha256: &str,
+        size: u64,
+        mtime_ns: i64,
+        rule: Option<&str>,
+    ) -> Result<(), JournalError> {
+        self.lock()
+            .write(Durability::Durable, "queueing a bundle", |tx, path| {
+                let changed = tx
+                    .execute(
+                        "UPDATE watch_bundle SET state = 'queued', sha256 = ?2, size = ?3,
+                                mtime_ns = ?4, rule = ?5, queued_at = ?6
+                         WHERE id = ?1",
+                        params![id, sha256, size_to_sql(size), mtime_ns, rule, now_ms()],
+                    )
+                    .ctx(path, "queueing a bundle")?;
+                expect_one(path, id, changed)
+            })
+    }
+
+    /// Records the dispatch of bundle `id` and links them, in one transaction: there is never
+    /// a dispatch of a watched bundle the queue does not know about, nor the reverse.
+    pub fn watch_begin_dispatch(&self, id: i64, rec: &NewDispatch) -> Result<i64, JournalError> {
+        let mut store = self.lock();
+        let me = store.writer();
+        store.write(Durability::Durable, "starting a dispatch", |tx, path| {
+            let dispatch = apply::insert_dispatch(tx, path, rec, &me)?;
+            let changed = tx
+                .execute(
+                    "UPDATE watch_bundle SET state = 'dispatching', dispatch = ?2, started_at = ?3
+                     WHERE id = ?1",
+                    params![id, dispatch, now_ms()],
+                )
+                .ctx(path, "starting a dispatch")?;
+            expect_one(path, id, changed)?;
+            Ok(dispatch)
+        })
+    }
+
+    /// Records the final state of bundle `id` and where its file is about to go, before it
+    /// moves. [`Journal::watch_archived`] confirms the move.
+    pub fn watch_finish(
+        &self,
+        id: i64,
+        state: BundleState,
+        reason: Option<&str>,
+        archived_path: &Path,
+    ) -> Result<(), JournalError> {
+        self.lock()
+            .write(Durability::Durable, "finishing a bundle", |tx, path| {
+                let changed = tx
+                    .execute(
+                        "UPDATE watch_bundle SET state = ?2, reason = ?3, archived_path = ?4,
+                                finished_at = coalesce(finished_at, ?5)
+                         WHERE id = ?1",
+                        params![id, state, reason, path_to_sql(archived_path), now_ms()],
+                    )
+                    .ctx(path, "finishing a bundle")?;
+                expect_one(path, id, changed)
+            })
+    }
+
+    /// The file of bundle `id` is now at `archived_path`. A dispatch of it is pointed there
+    /// too, so `dropship --resume ID` finds the file where it now lies.
+    pub fn watch_archived(&self, id: i64, archived_path: &Path) -> Result<(), JournalError> {
+        self.lock()
+            .write(Durability::Durable, "recording a moved bundle", |tx, path| {
+                let op = "recording a moved bundle";
+                let changed = tx
+                    .execute(
+                        "UPDATE watch_bundle SET archived_path = ?2, archived_at = ?3 WHERE id = ?1",
+                        params![id, path_to_sql(archived_path), now_ms()],
+                    )
+                    .ctx(path, op)?;
+                expect_one(path, id, changed)?;
+                tx.execute(
+                    "UPDATE dispatch SET bundle_path = ?2
+                     WHERE id = (SELECT dispatch FROM watch_bundle WHERE id = ?1)",
+                    params![id, path_to_sql(archived_path)],
+                )
+                .ctx(path, op)?;
+                Ok(())
+            })
+    }
+
+    /// The bundle's file is gone before it was staged: nothing to ship, nothing to move.
+    pub fn watch_vanished(&self, id: i64, reason: &str) -> Result<(), JournalError> {
+        self.lock()
+            .write(Durability::Durable, "finishing a bundle", |tx, path| {
+                let changed = tx
+                    .execute(
+                        "UPDATE watch_bundle SET state = 'vanished', reason = ?2, finished_at = ?3,
+                                archived_at = ?3
+                         WHERE id = ?1",
+                        params![id, reason, now_ms()],
+                    )
+                    .ctx(path, "finishing a bundle")?;
+                expect_one(path, id, changed)
+            })
+    }
+
+    /// Bundles of `dir` a restart must pick up, in arrival order: not finished, or finished
+    /// and not yet moved.
+    pub fn watch_open(&self, dir: &Path) -> Result<Vec<WatchRow>, JournalError> {
+        self.read(|conn, path| {
+            let op = "reading the watch queue";
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM watch_bundle
+                     WHERE dir = ?1 AND (state IN ('staging', 'queued', 'dispatching')
+                                         OR archived_at IS NULL)
+                     ORDER BY id"
+                ))
+                .ctx(path, op)?;
+            let rows = stmt.query_map([path_to_sql(dir)], row).ctx(path, op)?;
+            rows.collect::<rusqlite::Result<_>>().ctx(path, op)
+        })
+    }
+
+    /// The bundle of `dir` with this name and content that was shipped (`done`), if any,
+    /// other than `except`.
+    pub fn watch_shipped(
+        &self,
+        dir: &Path,
+        name: &str,
+        sha256: &str,
+        except: i64,
+    ) -> Result<Option<WatchRow>, JournalError> {
+        self.read(|conn, path| {
+            conn.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM watch_bundle
+                     WHERE dir = ?1 AND name = ?2 AND sha256 = ?3 AND state = 'done' AND id != ?4
+                     ORDER BY id LIMIT 1"
+                ),
+                params![path_to_sql(dir), name, sha256, except],
+                row,
+            )
+            .optional()
+            .ctx(path, "looking for a shipped bundle")
+        })
+    }
+
+    /// One bundle by id.
+    pub fn watch_bundle(&self, id: i64) -> Result<Option<WatchRow>, JournalError> {
+        self.read(|conn, path| one(conn, id).optional().ctx(path, "reading a bundle"))
+    }
+
+    /// The latest `limit` bundles of `dir`, newest first: the console's Packages pane.
+    pub fn watch_bundles(&self, dir: &Path, limit: usize) -> Result<Vec<WatchRow>, JournalError> {
+        self.read(|conn, path| {
+            let op = "reading the watch queue";
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM watch_bundle WHERE dir = ?1 ORDER BY id DESC LIMIT ?2"
+                ))
+                .ctx(path, op)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(params![path_to_sql(dir), limit], row)
+                .ctx(path, op)?;
+            rows.collect::<rusqlite::Result<_>>().ctx(path, op)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(path: &Path) -> NewDispatch {
+        NewDispatch {
+            bundle: "app-1.tgz".into(),
+            bundle_path: path.to_path_buf(),
+            bundle_sha256: "ab".into(),
+            bundle_size: 3,
+            rule: "app".into(),
+            config_path: "/etc/dispatch.cfg".into(),
+            timestamp: "20240101_000000".into(),
+            hosts: vec!["h1".into()],
+            started_at: 1,
+        }
+    }
+
+    #[test]
+    fn a_bundle_walks_through_its_states_and_survives_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jpath = tmp.path().join("j.sqlite");
+        let dir = Path::new("/drop");
+        let queue = Path::new("/drop/.dropship/queue");
+        let j = Journal::open(&jpath).unwrap();
+        let a = j.watch_admit(dir, "app-1.tgz", 3, 7, queue).unwrap();
+        assert_eq!(a.state, BundleState::Staging);
+        assert_eq!(a.staged_path, queue.join(format!("{}-app-1.tgz", a.id)));
+        let b = j.watch_admit(dir, "app-2.tgz", 3, 7, queue).unwrap();
+        assert!(b.id > a.id, "ids are the arrival order");
+        j.watch_queued(a.id, "ab", 3, 8, Some("app")).unwrap();
+        let d = j.watch_begin_dispatch(a.id, &rec(&a.staged_path)).unwrap();
+        drop(j);
+
+        let j = Journal::open(&jpath).unwrap();
+        let open = j.watch_open(dir).unwrap();
+        assert_eq!(
+            open.iter().map(|r| (r.id, r.state)).collect::<Vec<_>>(),
+            [
+                (a.id, BundleState::Dispatching),
+                (b.id, BundleState::Staging)
+            ]
+        );
+        assert_eq!(open[0].dispatch, Some(d));
+        assert!(
+            j.watch_shipped(dir, "app-1.tgz", "ab", -1)
+                .unwrap()
+                .is_none()
+        );
+
+        let done = Path::new("/drop/.dropship/done/2024-01-01/app-1.tgz");
+        j.watch_finish(a.id, BundleState::Done, None, done).unwrap();
+        // Finished but not moved: still open for a restart.
+        assert_eq!(j.watch_open(dir).unwrap().len(), 2);
+        j.watch_archived(a.id, done).unwrap();
+        assert_eq!(j.watch_open(dir).unwrap().len(), 1);
+        assert_eq!(
+            j.dispatch(d).unwrap().unwrap().record.bundle_path,
+            done,
+            "--resume must find the moved file"
+        );
+        let shipped = j.watch_shipped(dir, "app-1.tgz", "ab", -1).unwrap();
+        assert_eq!(shipped.map(|r| r.id), Some(a.id));
+        assert!(
+            j.watch_shipped(dir, "app-1.tgz", "ab", a.id)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            j.watch_shipped(dir, "app-1.tgz", "cd", -1)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            j.watch_shipped(Path::new("/other"), "app-1.tgz", "ab", -1)
+                .unwrap()
+                .is_none()
+        );
+        j.watch_vanished(b.id, "gone").unwrap();
+        assert!(j.watch_open(dir).unwrap().is_empty());
+        let all = j.watch_bundles(dir, 10).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.state).collect::<Vec<_>>(),
+            [BundleState::Vanished, BundleState::Done]
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! A dispatch the previous run left unfinished: go on, or stop and tell the operator.
+//!
+//! The same judgement as `--resume`: connecting, locking, uploading and unlocking are safe
+//! to repeat (an upload verified on the host is not even repeated); a command that was
+//! running when the process died may or may not have taken effect. Unattended, the watcher
+//! never reruns such a command: the bundle goes to `failed/` with a reason saying what to
+//! check and the exact `dropship --resume ID --force` that would rerun it.
+
+use crate::engine::events::{Step, TargetResult};
+use crate::engine::job::Skip;
+use crate::journal::{DispatchDetail, DispatchState, TargetDetail, TargetProgress};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A step whose outcome is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    pub host: String,
+    pub step: Step,
+    pub command: Option<String>,
+    /// Not yet marked `unknown` in the journal (a cancel already recorded its outcome).
+    pub mark: bool,
+}
+
+#[derive(Debug)]
+pub enum Verdict {
+    /// Nothing left to run: every target has its result.
+    Ended { all_succeeded: bool },
+    /// Some command's outcome is unknown: do not go on.
+    Unknown(Vec<Unknown>),
+    /// Go on with these hosts, skipping what they finished.
+    Continue {
+        skip: HashMap<String, Skip>,
+        only: Vec<String>,
+    },
+}
+
+fn progress(t: &TargetDetail, cancelled: bool) -> (TargetProgress, bool) {
+    let by_steps = crate::journal::progress_by_steps(t);
+    match t.result {
+        None => (by_steps, false),
+        Some(TargetResult::Succeeded) => (TargetProgress::Done, true),
+        Some(TargetResult::Failed) => (TargetProgress::Failed, true),
+        Some(TargetResult::Cancelled) => (by_steps, true),
+        Some(TargetResult::Skipped) if cancelled => (by_steps, true),
+        Some(TargetResult::Skipped) => (TargetProgress::Skipped, true),
+    }
+}
+
+pub fn judge(detail: &DispatchDetail) -> Verdict {
+    let cancelled = detail.state == DispatchState::Cancelled;
+    let mut unknown = Vec::new();
+    let mut skip = HashMap::new();
+    let mut only = Vec::new();
+    for t in &detail.targets {
+        let (p, recorded) = progress(t, cancelled);
+        let TargetProgress::Incomplete {
+            verified_upload,
+            completed,
+            running,
+            ..
+        } = p
+        else {
+            continue;
+        };
+        let unsafe_step = running
+            .filter(|s| !matches!(s, Step::Connect | Step::Lock | Step::Upload | Step::Unlock));
+        if let Some(step) = unsafe_step {
+            let command = t
+                .steps
+                .iter()
+                .rev()
+                .find(|r| r.step == step)
+                .and_then(|r| r.command.clone());
+            unknown.push(Unknown {
+                host: t.host.clone(),
+                step,
+                command,
+                mark: !recorded,
+            });
+            continue;
+        }
+        let mut done = completed;
+        if verified_upload {
+            done.push(Step::Upload);
+        }
+        skip.insert(t.host.clone(), Skip { done });
+        only.push(t.host.clone());
+    }
+    if !unknown.is_empty() {
+        Verdict::Unknown(unknown)
+    } else if only.is_empty() {
+        Verdict::Ended {
+            all_succeeded: all_succeeded(detail),
+        }
+    } else {
+        Verdict::Continue { skip, only }
+    }
+}
+
+pub fn all_succeeded(detail: &DispatchDetail) -> bool {
+    !detail.targets.is_empty()
+        && detail
+            .targets
+            .iter()
+            .all(|t| t.result == Some(TargetResult::Succeeded))
+}
+
+/// `NAME.reason` of a bundle whose dispatch failed.
+pub fn failure_reason(detail: &DispatchDetail, dir: &Path) -> String {
+    let failed: Vec<&TargetDetail> = detail
+        .targets
+        .iter()
+        .filter(|t| t.result != Some(TargetResult::Succeeded))
+        .collect();
+    let mut text = format!(
+        "dispatch #{} of {} via [{}] did not succeed on {} of {} host(s):\n",
+        detail.id,
+        detail.record.bundle,
+        detail.record.rule,
+        failed.len(),
+        detail.targets.len()
+    );
+    for t in failed {
+        let result = t.result.map_or("unfinished", |r| r.as_str());
+        let step = t
+            .failed_step
+            .map(|s| format!(" at {s}"))
+            .unwrap_or_default();
+        let error = t
+            .error
+            .as_deref()
+            .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+            .unwrap_or_default();
+        text.push_str(&format!("  {}: {result}{step}{error}\n", t.host));
+    }
+    text.push_str(&format!(
+        "Steps and output: dropship --history (dispatch #{}).\n\
+         To ship it again, fix the cause and move this file back into {}: only a bundle that \
+         was shipped (done) is refused as a duplicate.\n",
+        detail.id,
+        dir.display()
+    ));
+    text
+}
+
+/// `NAME.reason` of a bundle whose dispatch was stopped while a command ran.
+pub fn unknown_reason(
+    detail: &DispatchDetail,
+    unknown: &[Unknown],
+    journal: &Path,
+    config: &Path,
+) -> String {
+    let id = detail.id;
+    let mut text = format!(
+        "dropship stopped (killed, or cancelled at shutdown) while a command of dispatch #{id} \
+         ({} via [{}]) was running. Whether it took effect is unknown, so watch mode did not run \
+         it again:\n",
+        detail.record.bundle, detail.record.rule
+    );
+    for u in unknown {
+        let cmd = u
+            .command
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        text.push_str(&format!("  {}: {}{cmd}\n", u.host, u.step));
+    }
+    text.push_str(&format!(
+        "Check on each host above whether that command completed (its output so far: \
+         dropship --journal {j} --history, dispatch #{id}). Then either\n  \
+         dropship --config {c} --journal {j} --resume {id} --force\n\
+         to run it again and finish the dispatch (it finds this file here), or leave it if \
+         it did take effect. This bundle is not shipped again automatically.\n",
+        j = shlex::try_quote(&journal.to_string_lossy()).unwrap_or_default(),
+        c = shlex::try_quote(&config.to_string_lossy()).unwrap_or_default(),
+    ));
+    text
+}
