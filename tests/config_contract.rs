@@ -465,7 +465,13 @@ fn key_paths_resolve_home_and_config_directory() {
 
 #[test]
 fn durations_accept_seconds_minutes_hours() {
-    for (text, secs) in [("30", 30), ("90s", 90), ("5m", 300), ("1h", 3600)] {
+    for (text, secs) in [
+        ("30", 30),
+        ("90s", 90),
+        ("5m", 300),
+        ("1h", 3600),
+        ("720h", 2_592_000),
+    ] {
         let r = rule_a(&format!("[a]\nhost = h1\ntimeout = {text}\n"));
         assert_eq!(r.timeout, Duration::from_secs(secs), "{text}");
     }
@@ -485,6 +491,10 @@ fn bad_values_are_refused_with_file_and_line() {
         ("timeout", "0"),
         ("timeout", "5d"),
         ("timeout", "-1"),
+        ("timeout", "721h"),
+        ("health_timeout", "99999999999999999999"),
+        ("health_interval", "18446744073709551615h"),
+        ("lock_stale", "43201m"),
         ("retries", "101"),
         ("retries", "x"),
         ("parallel", "0"),

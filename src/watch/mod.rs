@@ -48,6 +48,8 @@ mod tests {
         assert!(super::parse_interval("2h").is_err());
         assert!(super::parse_interval("-1s").is_err());
         assert!(super::parse_interval("").is_err());
+        assert!(super::parse_interval("99999999999999m").is_err());
+        assert!(super::parse_interval("18446744073709551615s").is_err());
     }
 }
 
@@ -228,6 +230,12 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
             ));
         }
     };
+    // Added to `Instant`s, which panic on overflow.
+    if d > Duration::from_secs(crate::config::rules::MAX_DURATION_SECS) {
+        return Err(format!(
+            "duration `{text}` is longer than 30 days: write a shorter one"
+        ));
+    }
     Ok(d)
 }
 
