@@ -375,6 +375,17 @@ fn probe_shows_lock_holder() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("LOCKED"), "{out}");
     assert!(out.contains("locked by ops@buildbox pid 4242"), "{out}");
+    assert!(h["lock"]["beat_secs"].is_null(), "{h}");
+
+    // With a heartbeat 5 s ago its holder is alive: the hint says to wait, not to remove.
+    std::fs::write(lock.join("beat"), format!("{}\n", since + 115)).unwrap();
+    let (_, hosts, _) = env.probe_json(&[]);
+    let beat = hosts[0]["lock"]["beat_secs"].as_u64().unwrap();
+    assert!(beat < 120, "{beat}");
+    let o = env.run(&["--config", "dispatch.cfg", "--probe"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("its holder is alive"), "{out}");
+    std::fs::remove_file(lock.join("beat")).unwrap();
 
     // The console's query: the holder, then free once the lock is gone.
     use dropship::config::{Config, Netrc, SshHosts};

@@ -134,8 +134,19 @@ pub struct LockInfo {
     /// `user@machine pid N`; empty if the info file is missing or unreadable.
     pub holder: String,
     pub bundle: String,
-    /// By the host's clock.
+    /// How long it has been held, by the host's clock.
     pub age_secs: u64,
+    /// Since the holder's last heartbeat (see `engine::lock`); `None` when the lock has
+    /// none (an older dropship, or a hand-made lock). A live holder beats at least every
+    /// minute.
+    pub beat_secs: Option<u64>,
+}
+
+impl LockInfo {
+    /// Whether its holder was heard from lately: a lock to wait for, never to remove.
+    pub fn holder_alive(&self) -> bool {
+        self.beat_secs.is_some_and(|b| b <= 120)
+    }
 }
 
 /// Everything a probe found on one host of one rule.
@@ -760,7 +771,7 @@ fn lock(t: &ProbeTarget, shell: &mut dyn Shell) -> (Check, Option<LockInfo>) {
         );
     };
     let script = format!(
-        r#"d={}; if [ -d "$d" ]; then now=$(date +%s); since=$(sed -n 's/^since=//p' "$d/info" 2>/dev/null); case "$since" in ''|*[!0-9]*) since=$now;; esac; echo "locked $((now - since))"; sed -n 's/^\(holder\|bundle\)=/&/p' "$d/info" 2>/dev/null; else echo free; fi; exit 0"#,
+        r#"d={}; if [ -d "$d" ]; then now=$(date +%s); since=$(sed -n 's/^since=//p' "$d/info" 2>/dev/null); case "$since" in ''|*[!0-9]*) since=$now;; esac; echo "locked $((now - since))"; beat=$(cat "$d/beat" 2>/dev/null); case "$beat" in ''|*[!0-9]*) ;; *) echo "beat $((now - beat))";; esac; sed -n 's/^\(holder\|bundle\)=/&/p' "$d/info" 2>/dev/null; else echo free; fi; exit 0"#,
         quote(path)
     );
     let out = match shell.script(&script, Duration::ZERO) {
@@ -774,18 +785,22 @@ fn lock(t: &ProbeTarget, shell: &mut dyn Shell) -> (Check, Option<LockInfo>) {
             None,
         );
     };
-    let field = |k: &str| {
+    // Text from the host: no control characters reach a terminal.
+    let field = |k: &str| -> String {
         lines
             .iter()
             .find_map(|l| l.strip_prefix(k))
             .unwrap_or("")
-            .to_owned()
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
     };
     let info = LockInfo {
         path: path.clone(),
         holder: field("holder="),
         bundle: field("bundle="),
         age_secs: age.trim().parse().unwrap_or(0),
+        beat_secs: field("beat ").trim().parse().ok(),
     };
     let who = if info.holder.is_empty() {
         "another dispatch (no info file)".to_owned()
@@ -801,9 +816,17 @@ fn lock(t: &ProbeTarget, shell: &mut dyn Shell) -> (Check, Option<LockInfo>) {
             if info.bundle.is_empty() { "unknown" } else { &info.bundle }
         ),
     )
-    .hint(format!(
-        "a dispatch waits up to `lock_wait` for it; a lock older than `lock_stale` is broken; if no dispatch runs, remove `{path}` on the host"
-    ));
+    .hint(match info.beat_secs {
+        Some(b) if info.holder_alive() => format!(
+            "its holder is alive (heartbeat {b}s ago): a dispatch waits up to `lock_wait` for it; do not remove it"
+        ),
+        Some(b) => format!(
+            "no heartbeat for {b}s: its holder is gone; it is broken once that passes `lock_stale`, or remove `{path}` on the host"
+        ),
+        None => format!(
+            "a dispatch waits up to `lock_wait` for it; a lock older than `lock_stale` is broken; if no dispatch runs, remove `{path}` on the host"
+        ),
+    });
     (check, Some(info))
 }
 

@@ -354,6 +354,7 @@ pub fn host_probe(host: &str, login_ok: bool) -> dropship::fleet::probe::HostPro
             holder: "alice@build1".into(),
             bundle: "shop-1.3.tgz".into(),
             age_secs: 300,
+            beat_secs: Some(20),
         }),
         missing: Vec::new(),
         duration_ms: 84,
