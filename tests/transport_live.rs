@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 use support::{FaultProxy, FtpProxies, FtpServer, ScratchDir, SshServer, TEST_PASSWORD, TEST_USER};
 
 /// A bundle on local disk with deterministic content.
@@ -625,4 +626,54 @@ fn host_known_only_by_its_ecdsa_key_is_not_reported_changed() {
     let local = bundle(rig.local.path(), "a.tgz", 10);
     let (result, _) = deliver(&rig, &rig.plan(&config, "a.tgz"), &local);
     result.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The lock's heartbeat runs as a background command: it must stop when asked and when the
+/// connection goes away (dropship killed, network gone), or a dead holder's lock would look
+/// alive forever.
+#[test]
+fn background_commands_stop_when_asked_and_when_the_connection_drops() {
+    let Some(server) = support::ssh_server_or_skip("background_commands") else {
+        return;
+    };
+    let rig = Rig::new("background_commands");
+    rig.trust(&server);
+    let config = rig.config("sftp", server.addr(), rig.dest.as_str(), "");
+    let plan = rig.plan(&config, "app.tgz");
+    let tick = rig.dest.join("tick");
+    let script = format!(
+        "while :; do date +%s%N > {}; sleep 0.2; done",
+        shlex::try_quote(tick.to_str().unwrap()).unwrap()
+    );
+    let read = || std::fs::read_to_string(&tick).unwrap_or_default();
+    for how in ["stop_background", "dropped connection"] {
+        let mut conn = transport::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
+        conn.shell
+            .as_deref_mut()
+            .unwrap()
+            .start_background(&script)
+            .unwrap();
+        assert!(
+            support::wait_until(Duration::from_secs(10), || {
+                let a = read();
+                std::thread::sleep(Duration::from_millis(500));
+                !a.is_empty() && a != read()
+            }),
+            "{how}: the background command never ran"
+        );
+        if how == "stop_background" {
+            conn.shell.as_deref_mut().unwrap().stop_background();
+        } else {
+            drop(conn);
+        }
+        assert!(
+            support::wait_until(Duration::from_secs(15), || {
+                let a = read();
+                std::thread::sleep(Duration::from_secs(1));
+                a == read()
+            }),
+            "{how}: the background command still runs"
+        );
+        let _ = std::fs::remove_file(&tick);
+    }
 }
