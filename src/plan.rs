@@ -72,6 +72,31 @@ pub struct Target {
 }
 
 impl Target {
+    /// `rule` on `host`: where to connect (the host's port, else the rule's, else
+    /// `~/.ssh/config`'s, else the protocol's; `HostName` from `~/.ssh/config`) and as whom.
+    /// Paths and commands are left empty for the caller, which knows the bundle (or not).
+    pub(crate) fn endpoint(rule: &Rule, host: &HostSpec, netrc: &Netrc, ssh: &SshHosts) -> Target {
+        let ssh_host = ssh_host_for(rule, host, ssh);
+        Target {
+            host: host.clone(),
+            port: host
+                .port
+                .or(rule.port)
+                .or(ssh_host.port)
+                .or(rule.protocol.default_port()),
+            protocol: rule.protocol,
+            address: ssh_host
+                .host_name
+                .clone()
+                .unwrap_or_else(|| host.name.clone()),
+            creds: Credentials::resolve(rule, host, netrc, &ssh_host),
+            dest_dir: String::new(),
+            remote_path: String::new(),
+            lock_path: String::new(),
+            commands: Commands::default(),
+        }
+    }
+
     /// The commands as they may be shown (`--plan`, the console's confirmation): a health
     /// URL loses its user info and query, where tokens live.
     pub fn shown_commands(&self) -> Commands<String> {
@@ -371,25 +396,12 @@ impl Plan {
                 .try_map(|t| t.render_shell(&vars))
                 .map_err(render_err)?;
 
-            let ssh_host = ssh_host_for(rule, host, ssh);
-            let creds = Credentials::resolve(rule, host, netrc, &ssh_host);
             targets.push(Target {
-                host: host.clone(),
-                port: host
-                    .port
-                    .or(rule.port)
-                    .or(ssh_host.port)
-                    .or(rule.protocol.default_port()),
-                protocol: rule.protocol,
-                address: ssh_host
-                    .host_name
-                    .clone()
-                    .unwrap_or_else(|| host.name.clone()),
-                creds,
                 dest_dir,
                 remote_path,
                 lock_path,
                 commands,
+                ..Target::endpoint(rule, host, netrc, ssh)
             });
         }
         Ok(Plan {

@@ -9,8 +9,8 @@
 
 use super::programs::{self, Extracted};
 use crate::config::template::{Template, Vars};
-use crate::config::{Commands, Config, Netrc, Protocol, Rule, SshHosts};
-use crate::plan::{self, Credentials, Target, ssh_host_for};
+use crate::config::{Config, Netrc, Protocol, Rule, SshHosts};
+use crate::plan::{self, Target};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -141,25 +141,10 @@ pub fn for_rule(rule: &Arc<Rule>, netrc: &Netrc, ssh: &SshHosts) -> Vec<ProbeTar
                     _ => None,
                 },
             };
-            let ssh_host = ssh_host_for(rule, host, ssh);
-            let creds = Credentials::resolve(rule, host, netrc, &ssh_host);
             let target = Target {
-                host: host.clone(),
-                port: host
-                    .port
-                    .or(rule.port)
-                    .or(ssh_host.port)
-                    .or(rule.protocol.default_port()),
-                protocol: rule.protocol,
-                address: ssh_host
-                    .host_name
-                    .clone()
-                    .unwrap_or_else(|| host.name.clone()),
-                creds,
                 dest_dir: dest.as_ref().map(|d| d.probed.clone()).unwrap_or_default(),
-                remote_path: String::new(),
                 lock_path: lock_path.clone().unwrap_or_default(),
-                commands: Commands::default(),
+                ..Target::endpoint(rule, host, netrc, ssh)
             };
             ProbeTarget {
                 rule: rule.clone(),
