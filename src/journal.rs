@@ -26,6 +26,7 @@
 mod apply;
 mod codec;
 mod error;
+mod last_good;
 mod liveness;
 mod read;
 mod schema;
@@ -34,6 +35,7 @@ mod watch;
 mod write;
 
 pub use error::JournalError;
+pub use last_good::LastGood;
 pub use schema::SCHEMA_VERSION;
 pub use shipped::RuleShipped;
 pub use watch::{BundleState, WatchRow};

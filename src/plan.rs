@@ -315,7 +315,57 @@ impl Credentials {
     }
 }
 
+/// The placeholders every target of a plan shares: the bundle's, the rule's, the stamp's
+/// and the captures.
+fn base_vars(
+    bundle: &str,
+    rule: &Rule,
+    stamp: &Stamp,
+    captures: &IndexMap<String, Option<String>>,
+) -> Vars {
+    let mut base = Vars::new();
+    base.insert("bundle".into(), bundle.to_owned());
+    base.insert("stem".into(), stem(bundle).to_owned());
+    base.insert("rule".into(), rule.name.clone());
+    base.insert("timestamp".into(), stamp.timestamp.clone());
+    base.insert("date".into(), stamp.date.clone());
+    for (k, v) in captures {
+        // A group that did not take part has no value: using it is an error when rendered.
+        if let Some(v) = v {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
+/// A target's own placeholders, known once its `dest_dir` is.
+fn target_vars(vars: &mut Vars, dest_dir: &str, remote_path: &str) {
+    vars.insert("dir".into(), dest_dir.to_owned());
+    vars.insert("path".into(), remote_path.to_owned());
+}
+
 impl Plan {
+    /// The rule's `rollback` command for `target`, rendered as [`Plan::build`] does but with
+    /// `{release}`, `{release_dir}` and `{current}` naming `release` (`layout = releases`):
+    /// a rollback knows the release it goes back to only once it has read the host.
+    pub fn rollback_for_release(
+        &self,
+        target: &Target,
+        release: &str,
+    ) -> Result<Option<String>, RenderError> {
+        let Some(t) = &self.rule.commands.rollback else {
+            return Ok(None);
+        };
+        let mut vars = base_vars(&self.bundle, &self.rule, &self.stamp, &self.captures);
+        vars.insert("host".into(), target.host.name.clone());
+        target_vars(&mut vars, &target.dest_dir, &target.remote_path);
+        let tree = crate::fleet::releases::Tree::new(&target.dest_dir);
+        for (k, v) in crate::fleet::releases::placeholders(&tree, release) {
+            vars.insert(k.into(), v);
+        }
+        t.render_shell(&vars).map(Some)
+    }
+
     /// Resolves `bundle_arg` (a path or file name) against `config` and `netrc`.
     pub fn build(
         config: &Config,
@@ -338,18 +388,7 @@ impl Plan {
             .map(|n| (n.to_owned(), caps.name(n).map(|m| m.as_str().to_owned())))
             .collect();
 
-        let mut base = Vars::new();
-        base.insert("bundle".into(), bundle.clone());
-        base.insert("stem".into(), stem(&bundle).to_owned());
-        base.insert("rule".into(), rule.name.clone());
-        base.insert("timestamp".into(), stamp.timestamp.clone());
-        base.insert("date".into(), stamp.date.clone());
-        for (k, v) in &captures {
-            // A group that did not take part has no value: using it is an error below.
-            if let Some(v) = v {
-                base.insert(k.clone(), v.clone());
-            }
-        }
+        let base = base_vars(&bundle, rule, &stamp, &captures);
 
         let mut targets = Vec::with_capacity(rule.hosts.len());
         for host in &rule.hosts {
@@ -378,8 +417,7 @@ impl Plan {
                 }
                 None => default_lock_path(rule, &host.name, &dest_dir),
             };
-            vars.insert("dir".into(), dest_dir.clone());
-            vars.insert("path".into(), remote_path.clone());
+            target_vars(&mut vars, &dest_dir, &remote_path);
             if rule.layout == crate::config::rules::Layout::Releases {
                 // `layout = releases`: where the release goes, checked here so `--plan`
                 // shows a bad release name before anything is shipped.

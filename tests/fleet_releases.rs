@@ -267,7 +267,7 @@ fn rollback_goes_back_one_release_at_a_time_then_says_there_is_none() {
     let env = Env::new("releases_rollback", &server);
     let cfg = env.config(
         &server,
-        "rollback = echo rolled back to $(cat {current}/VERSION.txt)",
+        "rollback = echo rolled back to $(cat {current}/VERSION.txt) release {release} in {release_dir}",
     );
     // Deploy order, not version order: 1.10 before 1.9.
     for v in ["1.10", "1.9", "2.0"] {
@@ -282,7 +282,13 @@ fn rollback_goes_back_one_release_at_a_time_then_says_there_is_none() {
         "app-(?P<version>[0-9.]+)\\.(tgz|zip|tar\\.xz)",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("rolled back to 1.9"), "{}", text(&o));
+    // `{release}`/`{release_dir}` name the release gone back to, not the last shipped.
+    let dir = format!("{}/releases/1.9", env.app().display());
+    assert!(
+        text(&o).contains(&format!("rolled back to 1.9 release 1.9 in {dir}")),
+        "{}",
+        text(&o)
+    );
     assert_eq!(env.current().as_deref(), Some("releases/1.9"));
     assert_eq!(
         std::fs::read_to_string(env.app().join(".version")).unwrap(),
@@ -293,6 +299,11 @@ fn rollback_goes_back_one_release_at_a_time_then_says_there_is_none() {
     let host = "127.0.0.1";
     let o = env.run(&["--config", c, "--rollback", "app-9.tgz", "--host", host]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("rolled back to 1.10 release 1.10 in"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(env.current().as_deref(), Some("releases/1.10"));
     assert_eq!(env.live_version(), "1.10\n");
     // Nothing before 1.10: a clear error, exit 1, nothing changed. (RULE as the package
@@ -327,7 +338,7 @@ fn rollback_of_a_plain_rule_runs_its_rollback_command() {
     let http = HttpServer::start();
     http.route("/hook", Behaviour::Status(204));
     let text_cfg = format!(
-        "[web-(?P<version>.*)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {d}\nlock_path = {d}/.dropship.lock\nrollback = echo undo {{version}} > {d}/undone\nnotify = {hook}\n\n[norollback\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n",
+        "[web-(?P<version>.*)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {d}\nlock_path = {d}/.dropship.lock\npost = test {{version}} != 3.2\nrollback = echo undo {{version}} > {d}/undone\nnotify = {hook}\n\n[norollback\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n",
         server.addr(),
         server.addr(),
         d = env.dest.as_str(),
@@ -348,17 +359,22 @@ fn rollback_of_a_plain_rule_runs_its_rollback_command() {
     std::fs::write(&b, b"x").unwrap();
     let o = env.dispatch(&cfg, &b);
     assert!(o.status.success(), "{}", text(&o));
-    // Now the rule name works: the last bundle gives {version}.
+    // 3.2 fails at `post` (and is put back by its own rollback): it is not what runs there.
+    let b = env.path("web-3.2.tgz");
+    std::fs::write(&b, b"x").unwrap();
+    let o = env.dispatch(&cfg, &b);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // Now the rule name works: the last dispatch that succeeded gives {version}.
     let o = env.run(&["--config", c, "--rollback", "web-(?P<version>.*)\\.tgz"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         std::fs::read_to_string(env.dest.join("undone")).unwrap(),
         "undo 3.1\n"
     );
-    // The dispatch and the rollback were both notified.
+    // The dispatches and the rollback were all notified.
     let posts = http.posts("/hook");
-    assert_eq!(posts.len(), 2, "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_str(&posts[1]).unwrap();
+    assert_eq!(posts.len(), 3, "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(&posts[2]).unwrap();
     assert_eq!(v["event"], "rollback");
     assert_eq!(v["bundle"], "(rollback)");
     assert_eq!(v["ok"], true);

@@ -8,7 +8,9 @@
 //! (still the old one) to prepare with; `post` and `health` run on the switched release. A
 //! failure before the switch runs `rollback` (nothing live changed); a failure at or after
 //! it first switches `current` back to the release that was live before, then runs
-//! `rollback`. A failed prune is a warning, not a failed host.
+//! `rollback`. A failed prune is a warning, not a failed host. `switch`, `post` and
+//! `health` are one transaction: a cancel request after the switch lets this host finish
+//! them (see `run_locked`), a hard cancel stops them and switches back.
 
 use super::events::{Event, Level, Step, StepOutcome, TargetResult, now_ms};
 use super::lock::{self, Identity, Lock, LockError, Wait};
@@ -86,6 +88,22 @@ pub struct Outcome {
 
 /// The error of a step that a cancel kept from starting.
 const NOT_STARTED: &str = "cancelled before it started";
+
+/// The error of a step of the switch transaction that a hard cancel kept from starting:
+/// unlike [`NOT_STARTED`], the host is half-switched and is put back.
+const STOPPED: &str = "stopped before it started: `current` is switched back";
+
+/// What a cancel *request* (one Ctrl-C, `c` in the console) does to a command that has not
+/// started yet. A hard cancel (the grace period over, a second Ctrl-C) stops every command
+/// but `rollback`, running or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Soft {
+    /// It does not start: the usual case, nothing is half-done between two steps.
+    Stops,
+    /// It starts anyway: `rollback` (how a half-done host is put back), and with `layout =
+    /// releases` `post` and `health` once `current` is switched (see [`run_locked`]).
+    Ignored,
+}
 
 /// Why a step failed: its error text and whether it was a cancellation.
 struct StepFailure {
@@ -183,16 +201,34 @@ impl JobContext<'_> {
         }
     }
 
-    /// Runs one of the rule's commands, streaming its output. A non-zero exit fails it.
+    /// Runs one of the rule's commands, streaming its output. A non-zero exit fails it. A
+    /// cancel request keeps it from starting, except for `rollback` (see [`Soft`]).
     fn command(&self, conn: &mut Connection, step: Step) -> Result<(), StepFailure> {
-        let cmd = match step {
+        let soft = if step == Step::Rollback {
+            Soft::Ignored
+        } else {
+            Soft::Stops
+        };
+        self.command_as(conn, step, None, soft)
+    }
+
+    /// [`JobContext::command`] with the command text given (`None`: the plan's) and the
+    /// meaning of a cancel request chosen by the caller.
+    fn command_as(
+        &self,
+        conn: &mut Connection,
+        step: Step,
+        text: Option<&str>,
+        soft: Soft,
+    ) -> Result<(), StepFailure> {
+        let cmd = text.or(match step {
             Step::Pre => self.target.commands.pre.as_deref(),
             Step::Upgrade => self.target.commands.upgrade.as_deref(),
             Step::Post => self.target.commands.post.as_deref(),
             Step::Health => self.target.commands.health.as_deref(),
             Step::Rollback => self.target.commands.rollback.as_deref(),
             _ => None,
-        };
+        });
         let Some(cmd) = cmd else { return Ok(()) };
         if self.skip.done.contains(&step) {
             self.notice(
@@ -201,11 +237,19 @@ impl JobContext<'_> {
             );
             return Ok(());
         }
-        // Rollback runs even after a cancel request: it is how a half-done host is put back.
-        if step != Step::Rollback && self.cancel.is_requested() {
+        if soft == Soft::Stops && self.cancel.is_requested() {
             return Err(StepFailure {
                 step,
                 error: NOT_STARTED.into(),
+                cancelled: true,
+            });
+        }
+        if soft == Soft::Ignored && step != Step::Rollback && self.cancel.is_hard() {
+            // "Stop now" before a transaction's step began: do not start it only to kill
+            // it; the caller puts the host back (this is not NOT_STARTED).
+            return Err(StepFailure {
+                step,
+                error: STOPPED.into(),
                 cancelled: true,
             });
         }
@@ -467,8 +511,13 @@ impl JobContext<'_> {
     /// Points `current` back at the release that was live before (a failure after the
     /// switch, or `--rollback`). `only_if_live`: do nothing unless `current` is this
     /// dispatch's release (a failed switch may or may not have happened). A first release
-    /// with nothing before it is switched back to no `current` at all, as it was.
-    fn switch_back(&self, conn: &mut Connection, only_if_live: bool) -> Result<(), StepFailure> {
+    /// with nothing before it is switched back to no `current` at all, as it was. Returns
+    /// the release `current` now points at, when it was switched.
+    fn switch_back(
+        &self,
+        conn: &mut Connection,
+        only_if_live: bool,
+    ) -> Result<Option<String>, StepFailure> {
         let step = Step::Switch;
         let tree = self.tree();
         let t = self.started(
@@ -492,7 +541,7 @@ impl JobContext<'_> {
                     crate::transport::Stream::Stdout,
                     "current was not switched: nothing to switch back",
                 );
-                return Ok(());
+                return Ok(None);
             }
             let (target, history) = match state.rollback() {
                 Some((t, h)) => (Some(t), h),
@@ -535,11 +584,12 @@ impl JobContext<'_> {
                 &|| false,
                 &mut on_line,
             )
+            .map(|()| target)
         });
         match res {
-            Ok(()) => {
+            Ok(to) => {
                 self.finished(step, t, StepOutcome::Ok, Some(0), None);
-                Ok(())
+                Ok(to)
             }
             Err(e) => Err(self.release_failed(step, t, e)),
         }
@@ -609,14 +659,39 @@ pub fn rollback(ctx: &JobContext) -> Outcome {
         Ok(l) => l,
         Err(f) => return fail(f),
     };
-    let mut result = Ok(());
-    if ctx.rule().layout == Layout::Releases {
-        result = ctx.switch_back(&mut conn, false);
-    }
-    if result.is_ok() {
-        result = ctx.command(&mut conn, Step::Rollback);
-    }
+    let result = match ctx.rule().layout {
+        Layout::Plain => ctx.command(&mut conn, Step::Rollback),
+        Layout::Releases => ctx
+            .switch_back(&mut conn, false)
+            .and_then(|to| rollback_after_switch(ctx, &mut conn, to.as_deref())),
+    };
     unlock_and_finish(ctx, Some(conn), &lock, result)
+}
+
+/// `--rollback`'s `rollback` command for `layout = releases`, run once `current` points at
+/// `to`: its `{release}` and `{release_dir}` name `to`, the release rolled back *to* and
+/// live now (read on the host by the switch), not the plan's bundle. A rollback's plan comes
+/// from the last bundle shipped, which after one rollback is neither, and for a rule without
+/// a `version` capture names a release that never existed.
+fn rollback_after_switch(
+    ctx: &JobContext,
+    conn: &mut Connection,
+    to: Option<&str>,
+) -> Result<(), StepFailure> {
+    let Some(to) = to else {
+        return ctx.command(conn, Step::Rollback);
+    };
+    match ctx.plan.rollback_for_release(ctx.target, to) {
+        Ok(text) => ctx.command_as(conn, Step::Rollback, text.as_deref(), Soft::Ignored),
+        Err(e) => {
+            let t = ctx.started(Step::Rollback, None);
+            Err(ctx.failed_with(
+                Step::Rollback,
+                t,
+                format!("cannot render `rollback` for release {to}: {e}"),
+            ))
+        }
+    }
 }
 
 /// Releases the lock and turns the steps' result into the outcome.
@@ -724,6 +799,18 @@ fn run_locked(ctx: &JobContext, conn: Connection) -> (Option<Connection>, Result
     // put it back if the rule knows how. Cancelled between steps, what ran succeeded and
     // nothing is half-done, so there is nothing to roll back (that would undo a good
     // upgrade).
+    //
+    // Except with `layout = releases` once `switch` is done: `switch`, `post` (typically
+    // the restart) and `health` are one transaction, and stopping between them would leave
+    // `current`, `.version` and `--status` naming the new release while the old code still
+    // runs, until someone runs `--resume`. So from the switch on a cancel *request* no
+    // longer stops this host: it finishes `post` and `health` (a cancel then means "finish
+    // or undo this host, start no new host"). Finishing, not switching back, because it is
+    // what the operator asked for minus nothing, it moves the host once instead of twice
+    // (a switch back would have to run `rollback` on a host whose `post` never ran), and
+    // `health` still guards it: if it fails, the host is switched back as on any failure.
+    // A hard cancel (the grace period over, a second Ctrl-C) still stops `post`/`health`,
+    // and then the host *is* switched back and `rollback` runs.
     let put_back = |conn: &mut Connection, f: &StepFailure, switched: bool| {
         if f.error == NOT_STARTED {
             return;
@@ -748,15 +835,27 @@ fn run_locked(ctx: &JobContext, conn: Connection) -> (Option<Connection>, Result
             Step::Health,
         ],
     };
+    let mut switched = false;
     for &step in steps {
+        let to_finish = ctx.target.commands.post.is_some() || ctx.target.commands.health.is_some();
+        if switched && step == Step::Post && to_finish && ctx.cancel.is_requested() {
+            ctx.notice(
+                Level::Warning,
+                "cancel requested after `current` was switched: finishing `post` and `health` on this host so it is not left half-switched; if they are stopped (the grace period runs out, or stop now), `current` is switched back".into(),
+            );
+        }
         let res = match step {
             Step::Unpack | Step::Switch => ctx.release_step(&mut conn, step),
+            Step::Post | Step::Health if switched => {
+                ctx.command_as(&mut conn, step, None, Soft::Ignored)
+            }
             _ => ctx.command(&mut conn, step),
         };
+        switched |= step == Step::Switch && res.is_ok();
         if let Err(f) = res {
             // From the switch on, `current` may point at the new release.
-            let switched = layout == Layout::Releases && step >= Step::Switch;
-            put_back(&mut conn, &f, switched);
+            let on_new = layout == Layout::Releases && step >= Step::Switch;
+            put_back(&mut conn, &f, on_new);
             return (Some(conn), Err(f));
         }
     }

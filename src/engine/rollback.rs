@@ -10,8 +10,13 @@
 //! is journaled as a dispatch of the bundle `(rollback)`, and notifies like a dispatch.
 //!
 //! Commands are rendered from a plan, and a plan needs a bundle name for its placeholders:
-//! the rollback uses the last bundle the journal shipped with that rule (or the bundle name
-//! given in place of the rule), so `{version}` and friends mean what they meant then.
+//! the rollback uses the last dispatch of that rule that succeeded on a host rolled back
+//! ([`Journal::last_good`]: failed dispatches and rollbacks left out), with that dispatch's
+//! `{timestamp}`, so `{version}`, `{timestamp}` and friends mean what they meant when the
+//! host got it. A bundle name given in place of the rule is used as it is. With `layout =
+//! releases` the release placeholders are different: `{release}` and `{release_dir}` name
+//! the release switched back *to*, read on the host (see `job::rollback`), and `{current}`
+//! the symlink, which points at it by then.
 
 use super::events::Millis;
 use super::job::Cancel;
@@ -19,7 +24,7 @@ use super::rollout::{self, Dispatch, Emit, ROLLBACK_BUNDLE, Summary};
 use crate::config::rules::Layout;
 use crate::config::{Config, Netrc, Rule, SshHosts};
 use crate::fleet::notify::Kind;
-use crate::journal::{Journal, JournalError, NewDispatch};
+use crate::journal::{Journal, JournalError, LastGood, NewDispatch};
 use crate::plan::{Plan, PlanError, Stamp};
 use crate::transport::known_hosts::KnownHostsFiles;
 use std::collections::HashMap;
@@ -38,7 +43,7 @@ pub enum RollbackError {
     )]
     NothingToRun { rule: String },
     #[error(
-        "the journal has no dispatch of rule [{rule}], so its commands' placeholders have no values\n  help: name a bundle of that rule instead: --rollback BUNDLE_FILE_NAME"
+        "the journal has no dispatch of rule [{rule}] that succeeded on the hosts asked for, so its commands' placeholders have no values\n  help: name a bundle of that rule instead: --rollback BUNDLE_FILE_NAME"
     )]
     NoBundle { rule: String },
     #[error(
@@ -84,24 +89,27 @@ pub fn resolve_rule<'c>(
     }
 }
 
-/// The newest bundle the journal dispatched with `rule` (rollbacks left out).
-pub fn last_bundle(journal: &Journal, rule: &str) -> Result<Option<String>, JournalError> {
-    Ok(journal
-        .history(10_000)?
-        .into_iter()
-        .find(|d| d.rule == rule && d.bundle != ROLLBACK_BUNDLE)
-        .map(|d| d.bundle))
+/// The dispatch a rollback of `rule` on `hosts` (all: empty) takes its placeholders from:
+/// the newest one that succeeded on one of them. One indexed query, no flush.
+pub fn last_good(
+    journal: &Journal,
+    rule: &str,
+    hosts: &[String],
+) -> Result<Option<LastGood>, JournalError> {
+    journal.last_good(rule, hosts)
 }
 
-/// The plan a rollback of `arg` (a rule name or a bundle name) works from, limited to
-/// `hosts` when any are given. `last` is the last bundle shipped with the rule (see
-/// [`last_bundle`]), used when `arg` is a rule name.
+/// The plan a rollback of `arg` (a rule name or a bundle name) on `hosts` (all of the
+/// rule's: empty) works from. `last(rule, hosts)` gives the dispatch its placeholders come
+/// from when `arg` is a rule name (see [`last_good`]); then its `{timestamp}` is that
+/// dispatch's, else `stamp`. Check `hosts` with [`only`] on the plan.
 pub fn plan(
     config: &Config,
     netrc: &Netrc,
     ssh: &SshHosts,
     arg: &str,
-    last: impl FnOnce(&str) -> Result<Option<String>, JournalError>,
+    hosts: &[String],
+    last: impl FnOnce(&str, &[String]) -> Result<Option<LastGood>, JournalError>,
     stamp: Stamp,
 ) -> Result<Plan, RollbackError> {
     let (rule, bundle) = resolve_rule(config, arg)?;
@@ -110,11 +118,23 @@ pub fn plan(
             rule: rule.name.clone(),
         });
     }
-    let bundle = match bundle {
-        Some(b) => b,
-        None => last(&rule.name)?.ok_or_else(|| RollbackError::NoBundle {
+    let known: Vec<String> = rule.hosts.iter().map(|h| h.name.clone()).collect();
+    if let Some(h) = hosts.iter().find(|h| !known.contains(h)) {
+        return Err(RollbackError::UnknownHost {
+            host: h.clone(),
             rule: rule.name.clone(),
-        })?,
+            hosts: known,
+        });
+    }
+    let (bundle, stamp) = match bundle {
+        Some(b) => (b, stamp),
+        None => {
+            let good = last(&rule.name, hosts)?.ok_or_else(|| RollbackError::NoBundle {
+                rule: rule.name.clone(),
+            })?;
+            let stamp = Stamp::parse(&good.stamp).unwrap_or(stamp);
+            (good.bundle, stamp)
+        }
     };
     let plan = Plan::build(config, netrc, ssh, &bundle, stamp)?;
     if plan.rule.name != rule.name {

@@ -17,7 +17,7 @@
 //! flood auth logs; logins are checked on demand with [`probe_host`].
 
 use super::target::ProbeTarget;
-use crate::config::{HostKeyPolicy, Protocol};
+use crate::config::Protocol;
 use crate::plan::Source;
 use crate::transport::known_hosts::KnownHostsFiles;
 use crate::transport::ssh::{SshParams, SshSession};
@@ -268,36 +268,14 @@ fn tcp(address: &str, port: u16, timeout: Duration) -> Result<TcpStream, String>
 
 /// An SSH session for `t` on `port`. Under `accept-new` the session checks against a copy
 /// of dropship's known_hosts, so a new key is noticed (`true`) but not recorded: probing
-/// modifies nothing.
+/// modifies nothing (see [`crate::transport::known_hosts::connect_unrecorded`]).
 pub(crate) fn connect_ssh(
     t: &ProbeTarget,
     port: u16,
     known_hosts: &KnownHostsFiles,
 ) -> (Result<SshSession, TransportError>, bool) {
-    let mut params = SshParams::for_target(&t.target, port, &t.rule, known_hosts);
-    if t.rule.host_key != HostKeyPolicy::AcceptNew {
-        return (SshSession::connect(&params), false);
-    }
-    let copy = std::env::temp_dir().join(format!(
-        "dropship-probe-known_hosts-{}-{}",
-        std::process::id(),
-        hex::encode(rand::random::<[u8; 6]>())
-    ));
-    let before = std::fs::read(&known_hosts.dropship).unwrap_or_default();
-    if let Err(e) = std::fs::write(&copy, &before) {
-        return (
-            Err(TransportError::Setup {
-                host: t.target.host.name.clone(),
-                detail: format!("cannot copy known_hosts to {}: {e}", copy.display()),
-            }),
-            false,
-        );
-    }
-    params.known_hosts.dropship = copy.clone();
-    let r = SshSession::connect(&params);
-    let grew = std::fs::metadata(&copy).is_ok_and(|m| m.len() > before.len() as u64);
-    let _ = std::fs::remove_file(&copy);
-    (r, grew)
+    let params = SshParams::for_target(&t.target, port, &t.rule, known_hosts);
+    crate::transport::known_hosts::connect_unrecorded(&params, t.rule.host_key)
 }
 
 /// Host key and login checks from the outcome of an SSH connect.

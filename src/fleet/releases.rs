@@ -301,6 +301,32 @@ pub fn read_state(shell: &mut dyn Shell, host: &str, tree: &Tree) -> Result<Stat
     parse_state(host, tree, &out)
 }
 
+/// Reads the release tree of `target` without changing anything on this machine either:
+/// for a look before the user confirmed (the console's rollback preview). Over SSH (the
+/// rule's `ssh_port` for FTP rules) with [`known_hosts::connect_unrecorded`], so under
+/// `host_key = accept-new` an unknown key is not recorded by a dialog that may be
+/// cancelled; no FTP session is opened.
+///
+/// [`known_hosts::connect_unrecorded`]: crate::transport::known_hosts::connect_unrecorded
+pub fn peek(
+    target: &crate::plan::Target,
+    rule: &crate::config::Rule,
+    known_hosts: &crate::transport::known_hosts::KnownHostsFiles,
+) -> Result<State, ReleaseError> {
+    use crate::config::Protocol;
+    use crate::transport::{known_hosts, local, ssh};
+    let host = &target.host.name;
+    let tree = Tree::new(&target.dest_dir);
+    let port = match target.protocol {
+        Protocol::Local => return read_state(&mut local::Local::new(host), host, &tree),
+        Protocol::Ftp | Protocol::Ftps => rule.ssh_port,
+        Protocol::Scp | Protocol::Sftp => target.port.unwrap_or(22),
+    };
+    let params = ssh::SshParams::for_target(target, port, rule, known_hosts);
+    let mut session = known_hosts::connect_unrecorded(&params, rule.host_key).0?;
+    read_state(&mut session, host, &tree)
+}
+
 /// How `bundle` (by its file name) is unpacked: the command that extracts `$f` into `$t`.
 pub fn extract_command(bundle: &str) -> &'static str {
     let lower = bundle.to_ascii_lowercase();
@@ -335,7 +361,8 @@ pub fn unpack_script(tree: &Tree, name: &str, bundle_path: &str, bundle: &str) -
     format!(
         r#"set -e
 b={b}; v={v}; f={f}; r="$b/releases"
-if [ "$(readlink -- "$b/current" 2>/dev/null)" = "releases/$v" ]; then
+l=$(readlink -- "$b/current" 2>/dev/null || :); while [ "${{l%/}}" != "$l" ]; do l=${{l%/}}; done
+if [ "$l" = "releases/$v" ] || [ "$b/current" -ef "$r/$v" ]; then
   echo "release $v is the live one (\`current\` points to it): not replaced; ship it under a new version, or roll back first" >&2; exit {LIVE}
 fi
 mkdir -p -- "$r"; t="$r/{UNPACKING}$v"; rm -rf -- "$t"; mkdir -- "$t"
@@ -583,5 +610,52 @@ mod tests {
         assert!(s.contains("printf '%s\\n' 0.9 1.0"), "{s}");
         assert_eq!(extract_command("A.ZIP"), r#"unzip -q "$f" -d "$t""#);
         assert!(extract_command("app.jar").starts_with("cp"));
+    }
+
+    /// The unpack script's "is it live" check, run by the real `sh` on a real tree: any
+    /// spelling of `current` that `parse_state` reads as release 1.2 protects 1.2.
+    #[test]
+    fn unpack_refuses_the_live_release_however_current_is_spelt() {
+        let run = |link: &str, name: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let base = dir.path().join("app");
+            for r in ["1.1", "1.2"] {
+                std::fs::create_dir_all(base.join("releases").join(r)).unwrap();
+                std::fs::write(base.join("releases").join(r).join("keep"), r).unwrap();
+            }
+            let link = link.replace("BASE", base.to_str().unwrap());
+            std::os::unix::fs::symlink(&link, base.join("current")).unwrap();
+            let tree = Tree::new(base.to_str().unwrap());
+            let script = unpack_script(&tree, name, "/nonexistent/app.tgz", "app.tgz");
+            let code = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap()
+                .status
+                .code();
+            let kept = std::fs::read_to_string(base.join("releases").join(name).join("keep"));
+            (code, kept.ok())
+        };
+        for link in [
+            "releases/1.2",
+            "releases/1.2/",
+            "releases/1.2//",
+            "./releases/1.2",
+            "BASE/releases/1.2",
+        ] {
+            let (code, kept) = run(link, "1.2");
+            assert_eq!(code, Some(LIVE), "current -> {link}");
+            assert_eq!(kept.as_deref(), Some("1.2"), "current -> {link}");
+        }
+        // Not live: the script goes on (and fails here only for want of a bundle).
+        let (code, kept) = run("releases/1.2/", "1.1");
+        assert_ne!(code, Some(LIVE));
+        assert_ne!(code, Some(0));
+        assert_eq!(
+            kept.as_deref(),
+            Some("1.1"),
+            "a failed unpack leaves 1.1 alone"
+        );
     }
 }

@@ -201,3 +201,46 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(line.as_bytes())
 }
+
+/// An SSH connect that records nothing, for looking at a host without changing anything
+/// (the probe, the console's rollback preview before the user said yes). Under `accept-new`
+/// the session checks against a private copy of dropship's known_hosts, removed afterwards:
+/// an unknown key is accepted for this look only and reported (`true`), never recorded, so
+/// the first real dispatch still records it and says so. Under `strict` nothing is written
+/// anyway and the files are used as they are.
+pub fn connect_unrecorded(
+    params: &super::ssh::SshParams,
+    policy: HostKeyPolicy,
+) -> (Result<super::ssh::SshSession, TransportError>, bool) {
+    use super::ssh::SshSession;
+    if policy != HostKeyPolicy::AcceptNew {
+        return (SshSession::connect(params), false);
+    }
+    let copy = std::env::temp_dir().join(format!(
+        "dropship-known_hosts-{}-{}",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 6]>())
+    ));
+    let before = std::fs::read(&params.known_hosts.dropship).unwrap_or_default();
+    // A fresh file (never one planted in the shared temp dir under that name).
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&copy)
+        .and_then(|mut f| f.write_all(&before));
+    if let Err(e) = written {
+        return (
+            Err(TransportError::Setup {
+                host: params.host.clone(),
+                detail: format!("cannot copy known_hosts to {}: {e}", copy.display()),
+            }),
+            false,
+        );
+    }
+    let mut params = params.clone();
+    params.known_hosts.dropship = copy.clone();
+    let r = SshSession::connect(&params);
+    let grew = std::fs::metadata(&copy).is_ok_and(|m| m.len() > before.len() as u64);
+    let _ = std::fs::remove_file(&copy);
+    (r, grew)
+}

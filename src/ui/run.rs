@@ -276,7 +276,8 @@ pub fn rollback(
         &ctx.netrc,
         &ctx.ssh,
         arg,
-        |rule| rollback::last_bundle(&journal, rule),
+        hosts,
+        |rule, hosts| rollback::last_good(&journal, rule, hosts),
         stamp,
     )?;
     let only = rollback::only(&plan, hosts)?;

@@ -343,8 +343,9 @@ impl Bridge {
     }
 
     /// Reads where `current` stands on each of `plan`'s `hosts` (a `layout = releases`
-    /// rule), so the rollback dialog can say "from X to Y". Read only: one login and one
-    /// `ls`/`readlink` script per host.
+    /// rule), so the rollback dialog can say "from X to Y". Read only, here too: one SSH
+    /// login and one `ls`/`readlink` script per host, and an unknown host key is not
+    /// recorded before the user said yes (`releases::peek`).
     pub fn rollback_preview(&self, token: u64, plan: Arc<Plan>, hosts: Vec<String>) {
         if plan.rule.layout != Layout::Releases {
             return;
@@ -358,17 +359,9 @@ impl Bridge {
                 .filter(|t| hosts.contains(&t.host.name))
                 .collect();
             let read = |t: &&crate::plan::Target| {
-                let host = t.host.name.clone();
-                crate::transport::connect(t, &plan.rule, &known_hosts)
+                releases::peek(t, &plan.rule, &known_hosts)
+                    .map(|s| (s.current.clone(), s.previous().map(str::to_owned)))
                     .map_err(|e| first_line(&e.to_string()))
-                    .and_then(|mut conn| match conn.shell.as_deref_mut() {
-                        Some(shell) => {
-                            releases::read_state(shell, &host, &releases::Tree::new(&t.dest_dir))
-                                .map(|s| (s.current.clone(), s.previous().map(str::to_owned)))
-                                .map_err(|e| first_line(&e.to_string()))
-                        }
-                        None => Err("no shell on this host to read `current` with".into()),
-                    })
             };
             probe::for_each_bounded(&targets, PROBE_PARALLEL, read, &|i, result| {
                 let _ = tx.send(Msg::RollbackPreview {

@@ -342,11 +342,24 @@ pub fn rollback_lines(app: &App, ask: &RollbackAsk) -> Vec<Line<'static>> {
             ]));
         }
     }
+    // With `layout = releases` the command's `{release}` is the release gone back to: once
+    // the host said which, show the command as it will run there.
     let shown = plan
         .targets
         .iter()
         .find(|x| ask.hosts.contains(&x.host.name))
-        .map(|x| x.shown_commands().rollback);
+        .map(|x| {
+            let to = ask.preview.iter().find_map(|(h, p)| match p {
+                Preview::Known {
+                    previous: Some(p), ..
+                } if *h == x.host.name => Some(p),
+                _ => None,
+            });
+            match to {
+                Some(to) => plan.rollback_for_release(x, to).ok().flatten(),
+                None => x.shown_commands().rollback,
+            }
+        });
     match shown.flatten() {
         Some(cmd) => {
             let when = if ask.releases() { "then runs" } else { "runs" };
@@ -358,14 +371,15 @@ pub fn rollback_lines(app: &App, ask: &RollbackAsk) -> Vec<Line<'static>> {
             t.dim,
         )),
     }
-    lines.push(kv(
-        "from",
+    let from = if ask.releases() {
+        format!("{} ({{release}}: the release gone back to)", plan.bundle)
+    } else {
         format!(
             "{} (what the command's placeholders are filled from)",
             plan.bundle
-        ),
-        t.dim,
-    ));
+        )
+    };
+    lines.push(kv("from", from, t.dim));
     lines.push(Line::styled(
         "Each host is locked like a dispatch; it shows in Dispatches as (rollback).",
         t.dim,

@@ -72,7 +72,8 @@ pub enum Preview {
 #[derive(Debug, Clone)]
 pub struct RollbackAsk {
     pub token: u64,
-    /// Planned with the last bundle shipped with the rule, for its commands' placeholders.
+    /// Planned with the last dispatch of the rule that succeeded on these hosts, for its
+    /// commands' placeholders (`{release}`: see [`crate::engine::rollback`]).
     pub plan: Arc<Plan>,
     /// `None`: every host of the rule.
     pub only: Option<Vec<String>>,
@@ -534,19 +535,21 @@ impl App {
         };
         let journal = self.env.journal.clone();
         let stamp = self.env.stamp.clone().unwrap_or_else(Stamp::now);
+        let hosts: Vec<String> = host.map(|h| vec![h.to_owned()]).unwrap_or_default();
+        // One indexed row, and no flush of buffered output: cheap enough for the UI thread.
         let planned = rollback::plan(
             &self.env.config,
             &self.env.netrc,
             &self.env.ssh,
             &arg,
-            |r| match &journal {
-                Some(j) => rollback::last_bundle(j, r),
+            &hosts,
+            |r, h| match &journal {
+                Some(j) => rollback::last_good(j, r, h),
                 None => Ok(None),
             },
             stamp,
         )
         .and_then(|plan| {
-            let hosts: Vec<String> = host.map(|h| vec![h.to_owned()]).unwrap_or_default();
             let only = rollback::only(&plan, &hosts)?;
             Ok((plan, only))
         });
@@ -554,7 +557,7 @@ impl App {
             Ok(x) => x,
             Err(rollback::RollbackError::NoBundle { .. }) => {
                 self.error(format!(
-                    "the journal has no dispatch of [{name}], so its commands' placeholders have no values: :rollback BUNDLE_FILE_NAME{}",
+                    "the journal has no dispatch of [{name}] that succeeded there, so its commands' placeholders have no values: :rollback BUNDLE_FILE_NAME{}",
                     host.map(|h| format!(" {h}")).unwrap_or_default()
                 ));
                 return Vec::new();

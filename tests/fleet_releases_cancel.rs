@@ -1,0 +1,293 @@
+//! `layout = releases` at its most delicate moment, through the engine against the real
+//! sshd: a cancel right after `switch` (the host is never left with `current` on the new
+//! release without `post` and `health` having run: a cancel request finishes them, a hard
+//! cancel undoes the switch), and the console's rollback preview reading a host under
+//! `host_key = accept-new` without recording its key.
+//!
+//! The cancel is set from the event callback, which the job thread calls synchronously: a
+//! cancel "right after `StepFinished{switch}`" happens exactly there, with no timing.
+
+mod support;
+
+use dropship::config::{Config, Netrc, SshHosts};
+use dropship::engine::events::{Event, Level, Step, TargetResult};
+use dropship::engine::job::Cancel;
+use dropship::engine::rollout::{self, Dispatch, Emit};
+use dropship::plan::{Plan, Stamp};
+use dropship::transport::known_hosts::KnownHostsFiles;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use support::{SshServer, TEST_PASSWORD, TEST_USER};
+
+struct Rig {
+    local: tempfile::TempDir,
+    known: KnownHostsFiles,
+    dest: support::ScratchDir,
+}
+
+/// What the test does to the cancel when it sees an event.
+type OnEvent = Box<dyn Fn(&Event, &Cancel) + Send + Sync>;
+
+impl Rig {
+    fn new(test: &str, server: &SshServer) -> Rig {
+        let local = tempfile::tempdir().unwrap();
+        let known = KnownHostsFiles {
+            user: Some(local.path().join("known_hosts")),
+            dropship: local.path().join("dropship_known_hosts"),
+        };
+        server.write_known_hosts(known.user.as_ref().unwrap());
+        Rig {
+            local,
+            known,
+            dest: support::scratch_dir(test),
+        }
+    }
+
+    /// `post` and `health` leave a mark; `post` waits for `DEST/go` when `wait` is set
+    /// (printing a line first, so the test knows it runs); `rollback` records `{release}`.
+    fn config(&self, server: &SshServer, wait: bool, extra: &str) -> Config {
+        let post = if wait {
+            "echo waiting; while [ ! -e {d}/go ]; do sleep 0.1; done; echo {release} > {d}/post-ran"
+        } else {
+            "echo {release} > {d}/post-ran"
+        };
+        let text = format!(
+            "[app-(?P<version>[0-9.]+)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 5s\ndest_dir = {d}/app\nlock_path = {d}/.lock\nlayout = releases\npost = {post}\nhealth = echo {{release}} > {d}/health-ran\nrollback = echo {{release}} > {d}/rolled-back\n{extra}\n",
+            server.addr(),
+            post = post.replace("{d}", self.dest.as_str()),
+            d = self.dest.as_str()
+        );
+        Config::parse(&text, Path::new("cancel.cfg")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    /// A real archive `app-VERSION.tgz`.
+    fn bundle(&self, version: &str) -> PathBuf {
+        let src = self.local.path().join(format!("src-{version}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("VERSION.txt"), version).unwrap();
+        let out = self.local.path().join(format!("app-{version}.tgz"));
+        let st = Command::new("tar")
+            .arg("czf")
+            .arg(&out)
+            .arg("VERSION.txt")
+            .current_dir(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        out
+    }
+
+    /// Dispatches `app-VERSION.tgz`, calling `on_event` on every event before it is logged.
+    fn run(&self, config: &Config, version: &str, on_event: OnEvent) -> (TargetResult, Vec<Event>) {
+        let bundle = self.bundle(version);
+        let name = format!("app-{version}.tgz");
+        let plan = Plan::build(
+            config,
+            &Netrc::empty(),
+            &SshHosts::empty(),
+            &name,
+            Stamp::now(),
+        )
+        .unwrap();
+        let cancel = Arc::new(Cancel::new());
+        let log: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let (l, c) = (log.clone(), cancel.clone());
+        let emit: Emit = Arc::new(move |e| {
+            on_event(&e, &c);
+            l.lock().unwrap().push(e)
+        });
+        let d = Arc::new(Dispatch {
+            id: 1,
+            plan: Arc::new(plan),
+            bundle: bundle.clone(),
+            bundle_sha256: dropship::transport::local_sha256(&bundle, None).unwrap(),
+            known_hosts: self.known.clone(),
+            holder: "test@cancel pid 1".into(),
+            skip: HashMap::new(),
+            only: None,
+        });
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let s = rt.block_on(rollout::run(d, cancel, emit));
+        let events = std::mem::take(&mut *log.lock().unwrap());
+        (s.targets[0].1.result, events)
+    }
+
+    fn current(&self) -> Option<String> {
+        std::fs::read_link(self.dest.join("app/current"))
+            .ok()
+            .map(|p| p.to_str().unwrap().to_owned())
+    }
+
+    fn mark(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dest.join(name))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    fn clear_marks(&self) {
+        for m in ["post-ran", "health-ran", "rolled-back", "go"] {
+            let _ = std::fs::remove_file(self.dest.join(m));
+        }
+    }
+}
+
+fn started(events: &[Event], want: Step) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::StepStarted { step, .. } if *step == want))
+}
+
+fn switch_finished(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::StepFinished {
+            step: Step::Switch,
+            ..
+        }
+    )
+}
+
+fn nothing(_: &Event, _: &Cancel) {}
+
+#[test]
+fn a_cancel_request_right_after_the_switch_finishes_post_and_health() {
+    let Some(server) = support::ssh_server_or_skip("cancel_after_switch") else {
+        return;
+    };
+    let rig = Rig::new("cancel_after_switch", &server);
+    let cfg = rig.config(&server, false, "");
+    let (r, ev) = rig.run(&cfg, "1.0", Box::new(nothing));
+    assert_eq!(r, TargetResult::Succeeded, "{ev:#?}");
+    rig.clear_marks();
+
+    // One Ctrl-C the moment `switch` has finished on 1.1.
+    let (r, ev) = rig.run(
+        &cfg,
+        "1.1",
+        Box::new(|e, c| {
+            if switch_finished(e) {
+                c.requested.store(true, Ordering::SeqCst);
+            }
+        }),
+    );
+    assert_eq!(r, TargetResult::Succeeded, "{ev:#?}");
+    assert_eq!(rig.current().as_deref(), Some("releases/1.1"));
+    assert_eq!(rig.mark("post-ran").as_deref(), Some("1.1"), "post ran");
+    assert_eq!(rig.mark("health-ran").as_deref(), Some("1.1"), "health ran");
+    assert_eq!(rig.mark("rolled-back"), None, "nothing to undo");
+    assert!(!started(&ev, Step::Prune), "no new work after the cancel");
+    assert!(
+        ev.iter().any(
+            |e| matches!(e, Event::Notice { level: Level::Warning, message, .. }
+            if message.contains("finishing `post` and `health`"))
+        ),
+        "the operator is told why the host goes on: {ev:#?}"
+    );
+}
+
+#[test]
+fn a_hard_cancel_after_the_switch_switches_back_and_runs_rollback() {
+    let Some(server) = support::ssh_server_or_skip("hard_cancel_after_switch") else {
+        return;
+    };
+    let rig = Rig::new("hard_cancel_after_switch", &server);
+    let cfg = rig.config(&server, true, "");
+    std::fs::write(rig.dest.join("go"), "").unwrap();
+    let (r, ev) = rig.run(&cfg, "1.0", Box::new(nothing));
+    assert_eq!(r, TargetResult::Succeeded, "{ev:#?}");
+    rig.clear_marks();
+
+    // "Stop now" the moment `switch` has finished: `post` does not even start.
+    let (r, ev) = rig.run(
+        &cfg,
+        "1.1",
+        Box::new(|e, c| {
+            if switch_finished(e) {
+                c.requested.store(true, Ordering::SeqCst);
+                c.hard.store(true, Ordering::SeqCst);
+            }
+        }),
+    );
+    assert_eq!(r, TargetResult::Cancelled, "{ev:#?}");
+    assert_eq!(
+        rig.current().as_deref(),
+        Some("releases/1.0"),
+        "switched back"
+    );
+    assert!(!started(&ev, Step::Post));
+    assert_eq!(rig.mark("post-ran"), None);
+    assert_eq!(rig.mark("health-ran"), None);
+    assert!(rig.mark("rolled-back").is_some(), "rollback ran: {ev:#?}");
+    rig.clear_marks();
+
+    // A cancel request after the switch, then the grace period running out while `post`
+    // still waits (it printed its first line): `post` is stopped, the switch undone.
+    let (r, ev) = rig.run(
+        &cfg,
+        "1.2",
+        Box::new(|e, c| {
+            if switch_finished(e) {
+                c.requested.store(true, Ordering::SeqCst);
+            }
+            if matches!(e, Event::Output { step: Step::Post, line, .. } if line == "waiting") {
+                c.hard.store(true, Ordering::SeqCst);
+            }
+        }),
+    );
+    assert_eq!(r, TargetResult::Cancelled, "{ev:#?}");
+    assert!(started(&ev, Step::Post), "post started despite the request");
+    assert_eq!(
+        rig.current().as_deref(),
+        Some("releases/1.0"),
+        "switched back"
+    );
+    assert_eq!(rig.mark("post-ran"), None, "post was stopped");
+    assert_eq!(rig.mark("health-ran"), None);
+    assert!(rig.mark("rolled-back").is_some(), "rollback ran: {ev:#?}");
+}
+
+#[test]
+fn the_rollback_preview_reads_a_host_without_recording_its_key() {
+    let Some(server) = support::ssh_server_or_skip("peek_unrecorded") else {
+        return;
+    };
+    let rig = Rig::new("peek_unrecorded", &server);
+    std::fs::write(rig.dest.join("go"), "").unwrap();
+    let cfg = rig.config(&server, false, "");
+    for v in ["1.0", "1.1"] {
+        let (r, ev) = rig.run(&cfg, v, Box::new(nothing));
+        assert_eq!(r, TargetResult::Succeeded, "{ev:#?}");
+    }
+    // Now as a console would on a machine that never saw this host: no user known_hosts,
+    // an empty dropship one, `host_key = accept-new`.
+    let cfg = rig.config(&server, false, "host_key = accept-new");
+    let plan = Plan::build(
+        &cfg,
+        &Netrc::empty(),
+        &SshHosts::empty(),
+        "app-1.1.tgz",
+        Stamp::now(),
+    )
+    .unwrap();
+    let dropship_file = rig.local.path().join("fresh_known_hosts");
+    std::fs::write(&dropship_file, "").unwrap();
+    let fresh = KnownHostsFiles {
+        user: None,
+        dropship: dropship_file.clone(),
+    };
+    let state = dropship::fleet::releases::peek(&plan.targets[0], &plan.rule, &fresh).unwrap();
+    assert_eq!(state.current.as_deref(), Some("1.1"));
+    assert_eq!(state.previous(), Some("1.0"));
+    assert_eq!(
+        std::fs::read_to_string(&dropship_file).unwrap(),
+        "",
+        "a look before the user confirmed records no host key"
+    );
+    // The same connect as a dispatch does record it: the test above is not vacuous.
+    let conn = dropship::transport::connect(&plan.targets[0], &plan.rule, &fresh);
+    assert!(conn.is_ok());
+    assert!(!std::fs::read_to_string(&dropship_file).unwrap().is_empty());
+}
