@@ -1,4 +1,4 @@
-//! `layout = releases` at its most delicate moment, through the engine against the real
+//! `layout = releases` (and the plain layout after `upgrade`) at its most delicate moment, through the engine against the real
 //! sshd: a cancel right after `switch` (the host is never left with `current` on the new
 //! release without `post` and `health` having run: a cancel request finishes them, a hard
 //! cancel undoes the switch), and the console's rollback preview reading a host under
@@ -49,17 +49,27 @@ impl Rig {
     /// `post` and `health` leave a mark; `post` waits for `DEST/go` when `wait` is set
     /// (printing a line first, so the test knows it runs); `rollback` records `{release}`.
     fn config(&self, server: &SshServer, wait: bool, extra: &str) -> Config {
+        self.config_with(server, wait, "releases", extra)
+    }
+
+    fn config_with(&self, server: &SshServer, wait: bool, layout: &str, extra: &str) -> Config {
         let post = if wait {
             "echo waiting; while [ ! -e {d}/go ]; do sleep 0.1; done; echo {release} > {d}/post-ran"
         } else {
             "echo {release} > {d}/post-ran"
         };
         let text = format!(
-            "[app-(?P<version>[0-9.]+)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 5s\ndest_dir = {d}/app\nlock_path = {d}/.lock\nlayout = releases\npost = {post}\nhealth = echo {{release}} > {d}/health-ran\nrollback = echo {{release}} > {d}/rolled-back\n{extra}\n",
+            "[app-(?P<version>[0-9.]+)\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 5s\ndest_dir = {d}/app\nlock_path = {d}/.lock\nlayout = {layout}\npost = {post}\nhealth = echo {{release}} > {d}/health-ran\nrollback = echo {{release}} > {d}/rolled-back\n{extra}\n",
             server.addr(),
             post = post.replace("{d}", self.dest.as_str()),
             d = self.dest.as_str()
         );
+        // `{release}` is a releases placeholder; the plain layout marks the `version` capture.
+        let text = if layout == "plain" {
+            text.replace("{release}", "{version}")
+        } else {
+            text
+        };
         Config::parse(&text, Path::new("cancel.cfg")).unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 
@@ -290,4 +300,83 @@ fn the_rollback_preview_reads_a_host_without_recording_its_key() {
     let conn = dropship::transport::connect(&plan.targets[0], &plan.rule, &fresh);
     assert!(conn.is_ok());
     assert!(!std::fs::read_to_string(&dropship_file).unwrap().is_empty());
+}
+
+/// The plain layout has the same moment: once `upgrade` ran, the host is changed, and a
+/// cancel request finishes `post` and `health` instead of leaving it un-restarted; a hard
+/// cancel stops them and runs `rollback`.
+#[test]
+fn a_cancel_right_after_a_plain_upgrade_finishes_the_host_or_rolls_it_back() {
+    let Some(server) = support::ssh_server_or_skip("cancel_after_upgrade") else {
+        return;
+    };
+    let rig = Rig::new("cancel_after_upgrade", &server);
+    let cfg = rig.config_with(&server, false, "plain", "upgrade = echo upgraded");
+    let upgrade_finished = |e: &Event| {
+        matches!(
+            e,
+            Event::StepFinished {
+                step: Step::Upgrade,
+                ..
+            }
+        )
+    };
+    let (r, ev) = rig.run(
+        &cfg,
+        "2.0",
+        Box::new(move |e, c| {
+            if upgrade_finished(e) {
+                c.requested.store(true, Ordering::SeqCst);
+            }
+        }),
+    );
+    assert_eq!(r, TargetResult::Succeeded, "{ev:#?}");
+    assert!(rig.mark("post-ran").is_some(), "post ran: {ev:#?}");
+    assert!(rig.mark("health-ran").is_some(), "health ran");
+    assert_eq!(rig.mark("rolled-back"), None, "nothing to undo");
+    assert!(
+        ev.iter().any(
+            |e| matches!(e, Event::Notice { level: Level::Warning, message, .. }
+            if message.contains("after `upgrade` ran"))
+        ),
+        "the operator is told why the host goes on: {ev:#?}"
+    );
+    rig.clear_marks();
+
+    // "Stop now" right after the upgrade: `post` does not start, `rollback` runs.
+    let (r, ev) = rig.run(
+        &cfg,
+        "2.1",
+        Box::new(move |e, c| {
+            if upgrade_finished(e) {
+                c.requested.store(true, Ordering::SeqCst);
+                c.hard.store(true, Ordering::SeqCst);
+            }
+        }),
+    );
+    assert_eq!(r, TargetResult::Cancelled, "{ev:#?}");
+    assert!(!started(&ev, Step::Post));
+    assert_eq!(rig.mark("post-ran"), None);
+    assert!(rig.mark("rolled-back").is_some(), "rollback ran: {ev:#?}");
+    rig.clear_marks();
+
+    // A cancel before the upgrade started changes nothing: no upgrade, no rollback.
+    let (r, ev) = rig.run(
+        &cfg,
+        "2.2",
+        Box::new(|e, c| {
+            if matches!(
+                e,
+                Event::StepFinished {
+                    step: Step::Upload,
+                    ..
+                }
+            ) {
+                c.requested.store(true, Ordering::SeqCst);
+            }
+        }),
+    );
+    assert_eq!(r, TargetResult::Cancelled, "{ev:#?}");
+    assert!(!started(&ev, Step::Upgrade) && !started(&ev, Step::Post));
+    assert_eq!(rig.mark("rolled-back"), None, "nothing to undo: {ev:#?}");
 }

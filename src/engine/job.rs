@@ -800,17 +800,18 @@ fn run_locked(ctx: &JobContext, conn: Connection) -> (Option<Connection>, Result
     // nothing is half-done, so there is nothing to roll back (that would undo a good
     // upgrade).
     //
-    // Except with `layout = releases` once `switch` is done: `switch`, `post` (typically
-    // the restart) and `health` are one transaction, and stopping between them would leave
-    // `current`, `.version` and `--status` naming the new release while the old code still
-    // runs, until someone runs `--resume`. So from the switch on a cancel *request* no
-    // longer stops this host: it finishes `post` and `health` (a cancel then means "finish
-    // or undo this host, start no new host"). Finishing, not switching back, because it is
-    // what the operator asked for minus nothing, it moves the host once instead of twice
-    // (a switch back would have to run `rollback` on a host whose `post` never ran), and
-    // `health` still guards it: if it fails, the host is switched back as on any failure.
-    // A hard cancel (the grace period over, a second Ctrl-C) still stops `post`/`health`,
-    // and then the host *is* switched back and `rollback` runs.
+    // Except once the host has been changed: from `switch` on (`layout = releases`), or from
+    // a finished `upgrade` (plain layout), the change, `post` (typically the restart) and
+    // `health` are one transaction. Stopping between them would leave the host changed but
+    // not restarted — with releases, `current`, `.version` and `--status` naming the new
+    // release while the old code still runs — until someone runs `--resume`. So from there
+    // on a cancel *request* no longer stops this host: it finishes `post` and `health` (a
+    // cancel then means "finish or undo this host, start no new host"). Finishing, not
+    // undoing, because it is what the operator asked for minus nothing, it moves the host
+    // once instead of twice (an undo would have to run `rollback` on a host whose `post`
+    // never ran), and `health` still guards it: if it fails, the host is put back as on any
+    // failure. A hard cancel (the grace period over, a second Ctrl-C) still stops
+    // `post`/`health`, and then the host *is* put back (switched back, `rollback` run).
     let put_back = |conn: &mut Connection, f: &StepFailure, switched: bool| {
         if f.error == NOT_STARTED {
             return;
@@ -835,23 +836,34 @@ fn run_locked(ctx: &JobContext, conn: Connection) -> (Option<Connection>, Result
             Step::Health,
         ],
     };
-    let mut switched = false;
+    // The step after which the host counts as changed (see above).
+    let commit = match layout {
+        Layout::Plain => Step::Upgrade,
+        Layout::Releases => Step::Switch,
+    };
+    let mut changed = false;
     for &step in steps {
         let to_finish = ctx.target.commands.post.is_some() || ctx.target.commands.health.is_some();
-        if switched && step == Step::Post && to_finish && ctx.cancel.is_requested() {
+        if changed && step == Step::Post && to_finish && ctx.cancel.is_requested() {
+            let (what, undo) = match layout {
+                Layout::Plain => ("`upgrade` ran", "`rollback` runs"),
+                Layout::Releases => ("`current` was switched", "`current` is switched back"),
+            };
             ctx.notice(
                 Level::Warning,
-                "cancel requested after `current` was switched: finishing `post` and `health` on this host so it is not left half-switched; if they are stopped (the grace period runs out, or stop now), `current` is switched back".into(),
+                format!("cancel requested after {what}: finishing `post` and `health` on this host so it is not left half-done; if they are stopped (the grace period runs out, or stop now), {undo}"),
             );
         }
         let res = match step {
             Step::Unpack | Step::Switch => ctx.release_step(&mut conn, step),
-            Step::Post | Step::Health if switched => {
+            Step::Post | Step::Health if changed => {
                 ctx.command_as(&mut conn, step, None, Soft::Ignored)
             }
             _ => ctx.command(&mut conn, step),
         };
-        switched |= step == Step::Switch && res.is_ok();
+        // A plain `upgrade` that is not configured changed nothing.
+        let ran = step != Step::Upgrade || ctx.target.commands.upgrade.is_some();
+        changed |= step == commit && ran && res.is_ok();
         if let Err(f) = res {
             // From the switch on, `current` may point at the new release.
             let on_new = layout == Layout::Releases && step >= Step::Switch;
