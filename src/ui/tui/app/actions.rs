@@ -59,6 +59,13 @@ impl App {
 
     pub(super) fn ask_cancel(&mut self) {
         match self.selected_dispatch() {
+            Some(d) if d.is_running() && self.watch_owns(d.id) => {
+                let msg = format!(
+                    "#{} belongs to the watched folder and cannot be cancelled alone: a pauses new dispatches; quitting suspends it (it resumes at the next start)",
+                    d.id
+                );
+                self.error(msg)
+            }
             Some(d) if d.is_running() && !d.cancelling => {
                 self.overlay = Some(Overlay::Confirm {
                     what: Confirm::Cancel {
@@ -180,7 +187,7 @@ impl App {
                 self.info(format!(
                     "reloaded: {} dispatches, {} packages",
                     self.dispatches.len(),
-                    self.packages.len()
+                    self.package_count()
                 ));
             }
             Command::Mouse => return self.toggle_mouse(),
@@ -194,6 +201,8 @@ impl App {
             Command::Status => return self.open_versions(),
             Command::Reach => return self.start_reach(),
             Command::Rollback { rule, host } => return self.ask_rollback(&rule, host.as_deref()),
+            Command::Pause => return self.pause_watch(true),
+            Command::Resume => return self.pause_watch(false),
             Command::Quit => return self.request_quit(),
         }
         Vec::new()
