@@ -448,26 +448,20 @@ fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
         Some(PackageItem::Listed(p)) => listed_row(app, p),
         None => Vec::new(),
     };
-    let (cols, empty): (&[i16], &str) = if app.watch.is_some() {
-        (&[-3, -2, -4, 8], "nothing in the watched folder yet")
+    let (header, cols, empty): (&[&str], &[i16], &str) = if app.watch.is_some() {
+        (
+            &["BUNDLE", "RULE", "STATE / LAST", "WHEN"],
+            &[-3, -2, -4, 8],
+            "nothing in the watched folder yet",
+        )
     } else {
         (
+            &["BUNDLE", "RULE", "LAST", "WHEN"],
             &[-3, -2, 11, 8],
             "no bundles (--packages DIR, or dispatch one with d)",
         )
     };
-    draw_list(
-        f,
-        app,
-        area,
-        block,
-        1,
-        &["BUNDLE", "RULE", "LAST", "WHEN"],
-        cols,
-        &rows,
-        &make,
-        empty,
-    );
+    draw_list(f, app, area, block, 1, header, cols, &rows, &make, empty);
 }
 
 fn rule_cell(app: &App, rule: Option<&str>) -> (String, Style) {

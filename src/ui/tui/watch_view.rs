@@ -397,27 +397,31 @@ impl WatchView {
         }
     }
 
-    /// The header of the Packages pane: `watching DIR · 3 queued · 1 dispatching · PAUSED`.
+    /// The header of the Packages pane: `watch PAUSED · 3 queued · 1 dispatching · DIR`
+    /// (the folder last: it is the longest part and the first a narrow title cuts).
     pub fn header(&self) -> String {
-        let mut parts = vec![format!(
-            "{} {}",
-            if self.active { "watching" } else { "watched" },
-            self.dir.display()
-        )];
+        let mut parts = vec![
+            if self.paused {
+                "watch PAUSED"
+            } else if self.active {
+                "watching"
+            } else {
+                "watch stopped"
+            }
+            .to_owned(),
+        ];
         parts.push(format!("{} queued", self.queued()));
         let n = self.in_flight();
         if n > 0 {
             parts.push(format!("{n} dispatching"));
         }
         if self.held > 0 && self.queued() > 0 {
-            parts.push(format!("queue full, {} wait in the folder", self.held));
-        }
-        if self.paused {
-            parts.push("PAUSED".into());
+            parts.push(format!("{} wait in the folder (queue full)", self.held));
         }
         if !self.fs_events {
             parts.push("rescans only".into());
         }
+        parts.push(self.dir.display().to_string());
         parts.join(" · ")
     }
 }

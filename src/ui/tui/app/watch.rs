@@ -128,7 +128,7 @@ impl App {
         let running = w.in_flight();
         if pause {
             self.info(format!(
-                "automatic dispatching paused: new files are still queued, {running} running dispatch(es) go on · a resumes"
+                "automatic dispatching paused: {running} running go on, new files wait queued · a resumes"
             ));
         } else {
             self.info("automatic dispatching resumed");
