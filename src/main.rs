@@ -113,7 +113,7 @@ struct Cli {
 
     /// Ship whatever lands in DIR, exactly once, until SIGINT/SIGTERM (see README "Drop
     /// folder"). Shipped bundles move to DIR/.dropship/done/DATE/, others to failed/ or
-    /// unmatched/ with a NAME.reason file.
+    /// unmatched/ with a NAME.reason file. With --tui, in the console (`a` pauses).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["plan", "check", "dispatch", "resume", "history"])]
     watch: Option<PathBuf>,
 

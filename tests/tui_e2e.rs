@@ -467,7 +467,10 @@ fn watch_a_folder_from_the_console_pause_and_resume() {
         format!(
             "[app-.*\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
              dest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 10s\n\
-             upgrade = echo hello {{bundle}} from {{host}}; for i in 1 2 3; do echo upgrade line $i; sleep 0.3; done\n",
+             upgrade = echo hello {{bundle}} from {{host}}; for i in 1 2 3; do echo upgrade line $i; sleep 0.3; done\n\n\
+             [slow-.*\\.tgz]\nhost = {0}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+             dest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 30s\n\
+             upgrade = echo slow {{bundle}}; for i in 1 2 3 4 5; do echo slow line $i; sleep 1; done\n",
             server.addr(),
             d = dest.as_str()
         ),
@@ -551,14 +554,42 @@ fn watch_a_folder_from_the_console_pause_and_resume() {
     );
     assert!(dest.join("app-2.0.tgz").is_file());
 
-    // Nothing runs: q quits at once.
+    // Quitting while a watched dispatch runs asks first, then stops the watcher: the
+    // running upgrade gets its grace period, and the bundle is never lost (shipped and in
+    // done/, or still queued for the next start).
+    drop("slow-3.0.tgz", 3);
+    tmux.wait_for(&["slow slow-3.0.tgz", "slow line 1"], 30);
     tmux.keys(&["q"]);
-    let after = tmux.wait_for(&["EXITED 0"], 20);
+    tmux.wait_for(
+        &["Quit?", "1 dispatch(es) still running", "The watcher of"],
+        10,
+    );
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+    let after = tmux.wait_for(&["EXITED 0"], 40);
     assert!(!after.contains("panicked"), "{after}");
+    let queued_again = std::fs::read_dir(&queue)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with("-slow-3.0.tgz"));
+    assert!(
+        shelved("slow-3.0.tgz") || queued_again,
+        "slow-3.0.tgz is neither in done/ nor queued:\n{after}"
+    );
+    assert!(
+        !drop_dir.join(".dropship/failed/slow-3.0.tgz").exists(),
+        "a clean stop must not fail the bundle"
+    );
 
     // Each dispatch once in the journal, each output line once.
     let j = Journal::open(&journal).unwrap();
-    let history = j.history(10).unwrap();
+    let history: Vec<_> = j
+        .history(10)
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.bundle.starts_with("app-"))
+        .collect();
     assert_eq!(history.len(), 2, "{history:?}");
     for h in &history {
         assert_eq!((h.succeeded, h.failed), (1, 0), "{h:?}");
