@@ -819,6 +819,29 @@ fn watch_pause_and_resume_with_a_and_the_palette() {
     assert_eq!(app.selected_dispatch().map(|d| d.id), Some(7));
     assert!(app.status.as_ref().unwrap().text.contains("dispatching #7"));
 
+    // A file in the watched folder is not offered for a manual dispatch.
+    let drop = tempfile::tempdir().unwrap();
+    let b = bundle(drop.path(), "app-9.0.0.tgz");
+    let mut watching = tui_fixture::app();
+    watching.set_watch(dropship::ui::tui::watch_view::WatchView::new(
+        drop.path().canonicalize().unwrap(),
+        &[],
+    ));
+    watching.key(KeyCode::Char(':'));
+    watching.type_str(&format!("dispatch {}", b.display()));
+    assert!(watching.key(KeyCode::Enter).is_empty());
+    assert!(watching.overlay.is_none(), "no dispatch dialog");
+    assert!(
+        watching
+            .status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("this folder is watched"),
+        "{:?}",
+        watching.status
+    );
+
     // A console not watching anything says so.
     let mut plain = tui_fixture::app();
     assert!(plain.key(KeyCode::Char('a')).is_empty());

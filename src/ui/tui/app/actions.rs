@@ -25,6 +25,17 @@ impl App {
 
     /// Builds the plan for a bundle path and opens the confirmation dialog, or says why not.
     pub(super) fn ask_dispatch(&mut self, path: &str, only: Option<Vec<String>>) {
+        // A file in the watched folder is the watcher's to ship: shipping it from here too
+        // could ship it twice.
+        let file = PathBuf::from(palette::expand_home(path.trim()));
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
+            && self.is_watched(parent)
+        {
+            return self.error(format!(
+                "{}: this folder is watched, the watcher ships it by itself (a pauses it)",
+                file.display()
+            ));
+        }
         match self.plan_for(path) {
             Ok((plan, file)) => {
                 self.overlay = Some(Overlay::Confirm {
