@@ -113,7 +113,7 @@ struct Cli {
 
     /// Ship whatever lands in DIR, exactly once, until SIGINT/SIGTERM (see README "Drop
     /// folder"). Shipped bundles move to DIR/.dropship/done/DATE/, others to failed/ or
-    /// unmatched/ with a NAME.reason file.
+    /// unmatched/ with a NAME.reason file. With --tui, in the console (`a` pauses).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["plan", "check", "dispatch", "resume", "history"])]
     watch: Option<PathBuf>,
 
@@ -254,12 +254,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if let Some(dir) = &cli.watch {
         return watch(cli, dir);
     }
-    console(cli)
+    console(cli, None)
 }
 
 /// No mode flag (or `--tui`): the interactive console. Without a terminal there is nothing
 /// to draw on, so that is a usage error rather than a hang.
-fn console(cli: &Cli) -> anyhow::Result<()> {
+/// `watch`: `--tui --watch DIR`, the folder the console watches and dispatches from.
+fn console(cli: &Cli, watch: Option<dropship::watch::WatchOptions>) -> anyhow::Result<()> {
     let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if !cli.tui && !on_terminal {
         eprintln!(
@@ -279,6 +280,7 @@ fn console(cli: &Cli) -> anyhow::Result<()> {
         stamp: stamp(cli)?,
         ring_capacity: cli.log_lines,
         log_budget: cli.log_memory.saturating_mul(1 << 20),
+        watch,
     };
     match dropship::ui::tui::run(opts) {
         Ok(()) => Ok(()),
@@ -290,14 +292,8 @@ fn console(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `--watch DIR` headless. (`--tui --watch` is the console's, once wired.)
+/// `--watch DIR`: headless, or in the console with `--tui`.
 fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
-    if cli.tui {
-        eprintln!(
-            "dropship: --tui --watch is not available yet\n  help: run --watch without --tui for now"
-        );
-        return Err(Exit(EXIT_USAGE).into());
-    }
     let bad = |what: &str| -> anyhow::Result<()> {
         eprintln!("dropship: {what}");
         Err(Exit(EXIT_USAGE).into())
@@ -313,7 +309,6 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     {
         return bad("--marker takes a suffix such as `done` (NAME waits for NAME.done)");
     }
-    let ctx = context(cli)?;
     let mut opts = dropship::watch::WatchOptions::new(dir.to_path_buf());
     opts.settle = cli.settle;
     opts.marker = cli.marker.clone();
@@ -321,6 +316,10 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     opts.queue_limit = cli.queue_limit;
     opts.rescan = cli.rescan;
     opts.fs_events = !cli.rescan_only;
+    if cli.tui {
+        return console(cli, Some(opts));
+    }
+    let ctx = context(cli)?;
     match run::watch(&ctx, opts) {
         Ok(_) => Ok(()),
         Err(RunError::Watch(e)) if e.is_usage() => {

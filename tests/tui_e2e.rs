@@ -446,3 +446,162 @@ fn probe_and_roll_back_from_the_console() {
     assert_eq!(posts.len(), 2, "the retry was not waited for: {posts:?}");
     assert!(posts[1].contains("\"event\":\"rollback\""), "{}", posts[1]);
 }
+
+/// `--tui --watch DIR` against the real sshd: a bundle renamed into DIR ships by itself
+/// with its upgrade output live on screen and ends in `DIR/.dropship/done/DATE/`; `a`
+/// pauses, and a bundle dropped then stays queued (on screen and on disk) until `a`
+/// resumes, then ships. The journal holds each output line once: the watcher writes it,
+/// the console only shows it.
+#[test]
+fn watch_a_folder_from_the_console_pause_and_resume() {
+    use dropship::engine::events::Step;
+    use dropship::journal::Journal;
+    if !support::live_test_or_skip("tui_e2e_watch", &[Need::Sshd, Need::Tmux]) {
+        return;
+    }
+    let Some(server) = support::ssh_server_or_skip("tui_e2e_watch") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let dest = support::scratch_dir("tui_e2e_watch");
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    server.write_known_hosts(&home.path().join(".ssh/known_hosts"));
+    let cfg: PathBuf = home.path().join("dispatch.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[app-.*\\.tgz]\nhost = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+             dest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 10s\n\
+             upgrade = echo hello {{bundle}} from {{host}}; for i in 1 2 3; do echo upgrade line $i; sleep 0.3; done\n\n\
+             [slow-.*\\.tgz]\nhost = {0}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+             dest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 30s\n\
+             upgrade = echo slow {{bundle}}; for i in 1 2 3 4 5; do echo slow line $i; sleep 1; done\n",
+            server.addr(),
+            d = dest.as_str()
+        ),
+    )
+    .unwrap();
+    let drop_dir = home.path().join("drop");
+    std::fs::create_dir_all(&drop_dir).unwrap();
+    let journal = home.path().join("journal.db");
+    let state = home.path().join("state");
+    let cmd = format!(
+        "env -u DROPSHIP_CONFIG -u NETRC -u SSH_AUTH_SOCK -u NO_COLOR -u DROPSHIP_THEME HOME={h} XDG_STATE_HOME={s} XDG_CONFIG_HOME={h}/.config {bin} --config {cfg} --journal {j} --tui --watch {w}; echo EXITED $?; sleep 30",
+        h = sh_quote(home.path()),
+        s = sh_quote(&state),
+        bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
+        cfg = sh_quote(&cfg),
+        j = sh_quote(&journal),
+        w = sh_quote(&drop_dir),
+    );
+    let tmux = Tmux::start("watch", &cmd, 130, 40);
+    tmux.wait_for(&["watching · 0 queued", "watch on"], 20);
+
+    // Written beside the folder, renamed in: complete at once.
+    let drop = |name: &str, byte: u8| {
+        let tmp = home.path().join(name);
+        std::fs::write(&tmp, vec![byte; 100_000]).unwrap();
+        std::fs::rename(&tmp, drop_dir.join(name)).unwrap();
+    };
+    let shelved = |name: &str| -> bool {
+        let done = drop_dir.join(".dropship/done");
+        std::fs::read_dir(&done)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|day| day.path().join(name).is_file())
+    };
+    drop("app-1.0.tgz", 1);
+    tmux.wait_for(&["hello app-1.0.tgz from 127.0.0.1", "upgrade line 1"], 30);
+    let screen = tmux.wait_for(&["upgrade line 3", "done #1"], 30);
+    assert!(screen.contains("Log 127.0.0.1 #1"), "{screen}");
+    assert!(
+        support::wait_until(Duration::from_secs(10), || shelved("app-1.0.tgz")),
+        "app-1.0.tgz never reached done/"
+    );
+    assert!(dest.join("app-1.0.tgz").is_file(), "not uploaded");
+
+    // Paused: a new bundle is taken and queued, and nothing starts.
+    tmux.keys(&["a"]);
+    tmux.wait_for(&["watch PAUSED"], 10);
+    drop("app-2.0.tgz", 2);
+    tmux.wait_for(&["watch PAUSED · 1 queued", "app-2.0.tgz"], 20);
+    let queue = drop_dir.join(".dropship/queue");
+    let in_queue = || {
+        std::fs::read_dir(&queue)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with("-app-2.0.tgz"))
+    };
+    // Looked at for a while (a bound on how long we look, not on how fast anything is):
+    // it stays queued, on screen and on disk, and reaches no host.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let s = tmux.screen();
+        assert!(s.contains("watch PAUSED · 1 queued"), "{s}");
+        assert!(
+            !s.contains("dispatching #2") && !s.contains("Targets #2"),
+            "{s}"
+        );
+        assert!(in_queue(), "app-2.0.tgz left the queue while paused");
+        assert!(!shelved("app-2.0.tgz"));
+        assert!(!dest.join("app-2.0.tgz").exists(), "shipped while paused");
+    }
+
+    // Resumed: it ships, and its output shows.
+    tmux.keys(&["a"]);
+    tmux.wait_for(&["hello app-2.0.tgz from 127.0.0.1"], 30);
+    tmux.wait_for(&["done #2", "watching · 0 queued"], 30);
+    assert!(
+        support::wait_until(Duration::from_secs(10), || shelved("app-2.0.tgz")),
+        "app-2.0.tgz never reached done/"
+    );
+    assert!(dest.join("app-2.0.tgz").is_file());
+
+    // Quitting while a watched dispatch runs asks first, then stops the watcher: the
+    // running upgrade gets its grace period, and the bundle is never lost (shipped and in
+    // done/, or still queued for the next start).
+    drop("slow-3.0.tgz", 3);
+    tmux.wait_for(&["slow slow-3.0.tgz", "slow line 1"], 30);
+    tmux.keys(&["q"]);
+    tmux.wait_for(
+        &["Quit?", "1 dispatch(es) still running", "The watcher of"],
+        10,
+    );
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+    let after = tmux.wait_for(&["EXITED 0"], 40);
+    assert!(!after.contains("panicked"), "{after}");
+    let queued_again = std::fs::read_dir(&queue)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with("-slow-3.0.tgz"));
+    assert!(
+        shelved("slow-3.0.tgz") || queued_again,
+        "slow-3.0.tgz is neither in done/ nor queued:\n{after}"
+    );
+    assert!(
+        !drop_dir.join(".dropship/failed/slow-3.0.tgz").exists(),
+        "a clean stop must not fail the bundle"
+    );
+
+    // Each dispatch once in the journal, each output line once.
+    let j = Journal::open(&journal).unwrap();
+    let history: Vec<_> = j
+        .history(10)
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.bundle.starts_with("app-"))
+        .collect();
+    assert_eq!(history.len(), 2, "{history:?}");
+    for h in &history {
+        assert_eq!((h.succeeded, h.failed), (1, 0), "{h:?}");
+        let detail = j.dispatch(h.id).unwrap().unwrap();
+        let host = &detail.targets[0].host;
+        let lines = j.output(h.id, host, Step::Upgrade).unwrap();
+        let ones = lines.iter().filter(|l| l.line == "upgrade line 1").count();
+        assert_eq!(ones, 1, "dispatch #{}: {lines:?}", h.id);
+    }
+}

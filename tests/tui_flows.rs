@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyModifiers};
 use dropship::engine::events::{Event, Step, TargetResult};
 use dropship::journal::{Journal, NewDispatch};
 use dropship::transport::Stream;
-use dropship::ui::tui::app::{App, Confirm, Effect, Focus, Overlay};
+use dropship::ui::tui::app::{App, Confirm, Effect, Focus, Overlay, PackageItem};
 use ratatui::style::Modifier;
 use tui_fixture::*;
 
@@ -700,4 +700,177 @@ fn notification_notices_after_the_end_are_shown() {
         "{s:?}"
     );
     assert!(render(&app, 120, 40).contains("#6 notify"));
+}
+
+/// `--tui --watch`: `a` pauses and resumes automatic dispatching (the status bar says so),
+/// `:pause`/`:resume` do the same, the watcher's own Paused/Resumed are shown, a watched
+/// dispatch cannot be cancelled alone, Enter on a watched bundle shows its dispatch, and
+/// the Packages selection stays on its row as new bundles arrive.
+#[test]
+fn watch_pause_and_resume_with_a_and_the_palette() {
+    use dropship::watch::WatchEvent;
+    let mut app = watch_app();
+    watch_states(&mut app);
+    let paused = |app: &App| app.watch.as_ref().unwrap().paused;
+    let bar = |app: &App| {
+        let text = render(app, 120, 40);
+        text.lines().last().unwrap_or_default().to_owned()
+    };
+    assert!(bar(&app).contains("watch on · 1 queued"), "{}", bar(&app));
+
+    let fx = app.key(KeyCode::Char('a'));
+    assert!(
+        matches!(fx.as_slice(), [Effect::PauseWatch(true)]),
+        "{fx:?}"
+    );
+    assert!(paused(&app));
+    assert!(
+        bar(&app).contains("automatic dispatching paused"),
+        "{}",
+        bar(&app)
+    );
+    assert!(
+        bar(&app).contains("1 running go on, new files wait queued"),
+        "{}",
+        bar(&app)
+    );
+    app.status = None;
+    assert!(
+        bar(&app).contains("watch PAUSED (a resumes)"),
+        "{}",
+        bar(&app)
+    );
+    // The watcher confirms; nothing changes.
+    app.on_watch(&WatchEvent::Paused { at: T0 });
+    assert!(paused(&app));
+
+    // `:pause` while paused does nothing; `:resume` resumes.
+    app.key(KeyCode::Char(':'));
+    app.type_str("pause");
+    assert!(app.key(KeyCode::Enter).is_empty());
+    assert!(app.status.as_ref().unwrap().text.contains("paused already"));
+    app.key(KeyCode::Char(':'));
+    app.type_str("resume");
+    let fx = app.key(KeyCode::Enter);
+    assert!(
+        matches!(fx.as_slice(), [Effect::PauseWatch(false)]),
+        "{fx:?}"
+    );
+    assert!(!paused(&app));
+    app.status = None;
+    assert!(bar(&app).contains("watch on"), "{}", bar(&app));
+    // `a` works from the log pane too (its own keys do not swallow it).
+    app.key(KeyCode::Char('5'));
+    let fx = app.key(KeyCode::Char('a'));
+    assert!(
+        matches!(fx.as_slice(), [Effect::PauseWatch(true)]),
+        "{fx:?}"
+    );
+    let fx = app.key(KeyCode::Char('a'));
+    assert!(
+        matches!(fx.as_slice(), [Effect::PauseWatch(false)]),
+        "{fx:?}"
+    );
+
+    // The watched dispatch #7 runs: `c` says why it cannot be cancelled alone.
+    app.key(KeyCode::Char('3'));
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(7));
+    assert!(app.key(KeyCode::Char('c')).is_empty());
+    assert!(
+        app.overlay.is_none(),
+        "no cancel dialog for a watched dispatch"
+    );
+    let s = app.status.clone().unwrap();
+    assert!(s.error && s.text.contains("watched folder"), "{s:?}");
+
+    // Quitting asks, and says the watcher stops with a grace period.
+    app.key(KeyCode::Char('q'));
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Confirm {
+            what: Confirm::Quit { running: 1 },
+            ..
+        })
+    ));
+    assert!(render(&app, 120, 40).contains("The watcher of /drop stops"));
+    app.key(KeyCode::Esc);
+    assert!(!app.quit);
+
+    // Packages: row 4 is app-1.4.2.tgz, dispatching #7; Enter shows that dispatch.
+    app.key(KeyCode::Char('2'));
+    for _ in 0..4 {
+        app.key(KeyCode::Char('j'));
+    }
+    let name = |app: &App| match app.package_item(app.selected[1]) {
+        Some(PackageItem::Watched(b)) => b.name.clone(),
+        Some(PackageItem::Listed(p)) => p.name.clone(),
+        None => String::new(),
+    };
+    assert_eq!(name(&app), "app-1.4.2.tgz");
+    // A new bundle on top does not move the selection off its row.
+    app.on_watch(&WatchEvent::BundleSeen {
+        at: T0 + 2_000,
+        name: "app-3.0.0.tgz".into(),
+        size: 1,
+    });
+    assert_eq!(name(&app), "app-1.4.2.tgz");
+    app.key(KeyCode::Enter);
+    assert_eq!(app.focus, Focus::Targets);
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(7));
+    assert!(app.status.as_ref().unwrap().text.contains("dispatching #7"));
+
+    // A file in the watched folder is not offered for a manual dispatch.
+    let drop = tempfile::tempdir().unwrap();
+    let b = bundle(drop.path(), "app-9.0.0.tgz");
+    let mut watching = tui_fixture::app();
+    watching.set_watch(dropship::ui::tui::watch_view::WatchView::new(
+        drop.path().canonicalize().unwrap(),
+        &[],
+    ));
+    watching.key(KeyCode::Char(':'));
+    watching.type_str(&format!("dispatch {}", b.display()));
+    assert!(watching.key(KeyCode::Enter).is_empty());
+    assert!(watching.overlay.is_none(), "no dispatch dialog");
+    assert!(
+        watching
+            .status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("this folder is watched"),
+        "{:?}",
+        watching.status
+    );
+
+    // A console not watching anything says so.
+    let mut plain = tui_fixture::app();
+    assert!(plain.key(KeyCode::Char('a')).is_empty());
+    assert!(
+        plain
+            .status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("--tui --watch DIR")
+    );
+}
+
+/// Dispatches the watcher starts appear in Dispatches as their events come; the top row
+/// follows the newest (so its output shows), a selection further down stays on its
+/// dispatch.
+#[test]
+fn watched_dispatches_keep_the_selection_on_its_dispatch() {
+    let mut app = watch_app();
+    finished(&mut app); // #6
+    app.on_event(&started(8, "app-1.4.3.tgz", &["web1"]));
+    assert_eq!(
+        app.selected_dispatch().map(|d| d.id),
+        Some(8),
+        "top follows"
+    );
+    app.key(KeyCode::Char('3'));
+    app.key(KeyCode::Char('j'));
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(6));
+    app.on_event(&started(9, "app-1.4.4.tgz", &["web1"]));
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(6), "stays put");
 }

@@ -149,6 +149,20 @@ fn packages_pane_lists_a_directory() {
     snap("packages", &app);
 }
 
+/// `--tui --watch /drop`: the folder's bundles in every state, newest first, the header
+/// saying it is watched and how much is queued; then paused, in the header and the status
+/// bar.
+#[test]
+fn packages_pane_shows_the_watched_folder() {
+    let mut app = watch_app();
+    watch_states(&mut app);
+    app.focus = Focus::Packages;
+    snap("packages_watch", &app);
+    app.key(KeyCode::Char('a'));
+    app.status = None;
+    snap("packages_watch_paused", &app);
+}
+
 #[test]
 fn tiny_terminal_does_not_panic() {
     let dir = tempfile::tempdir().unwrap();

@@ -465,3 +465,140 @@ pub fn reach_some(app: &mut App) {
         );
     }
 }
+
+/// An app watching `/drop` (`--tui --watch /drop`) with nothing in it yet.
+pub fn watch_app() -> App {
+    let mut app = app();
+    app.set_watch(dropship::ui::tui::watch_view::WatchView::new(
+        PathBuf::from("/drop"),
+        &[],
+    ));
+    app.on_watch(&dropship::watch::WatchEvent::WatchStarted {
+        at: T0,
+        dir: PathBuf::from("/drop"),
+        settle_ms: 2_000,
+        rescan_ms: 10_000,
+        marker: Some("done".into()),
+        max_dispatches: 4,
+        queue_limit: 256,
+        fs_events: true,
+        recovered: 0,
+    });
+    app
+}
+
+/// The folder's bundles in every state, oldest first: one done (dispatch 3), one failed
+/// (4), one unmatched, a duplicate, one dispatching (5, with its live dispatch), one
+/// queued, one awaiting its marker, one still being written, one just seen.
+pub fn watch_states(app: &mut App) {
+    use dropship::journal::BundleState;
+    use dropship::watch::WatchEvent as W;
+    let queued = |at: i64, bundle: i64, name: &str, rule: Option<&str>| W::BundleQueued {
+        at,
+        bundle,
+        name: name.into(),
+        size: 4096,
+        sha256: "ab".repeat(32),
+        rule: rule.map(str::to_owned),
+        hosts: if rule.is_some() {
+            vec!["web1".into(), "web2".into(), "web3".into()]
+        } else {
+            Vec::new()
+        },
+    };
+    let rule = Some(r"app-(?P<version>\d+\.\d+\.\d+)\.tgz");
+    let finished = |at: i64,
+                    bundle: i64,
+                    name: &str,
+                    state: BundleState,
+                    dispatch: Option<i64>,
+                    reason: Option<&str>| W::BundleFinished {
+        at,
+        bundle,
+        name: name.into(),
+        state,
+        dispatch,
+        moved_to: None,
+        reason: reason.map(str::to_owned),
+    };
+    let dispatching = |at: i64, bundle: i64, name: &str, dispatch: i64| W::BundleDispatching {
+        at,
+        bundle,
+        name: name.into(),
+        dispatch,
+        resumed: false,
+    };
+    let evs = vec![
+        queued(T0 - 600_000, 1, "app-1.4.0.tgz", rule),
+        dispatching(T0 - 599_000, 1, "app-1.4.0.tgz", 3),
+        finished(
+            T0 - 590_000,
+            1,
+            "app-1.4.0.tgz",
+            BundleState::Done,
+            Some(3),
+            None,
+        ),
+        queued(T0 - 300_000, 2, "app-1.4.1.tgz", rule),
+        dispatching(T0 - 299_000, 2, "app-1.4.1.tgz", 4),
+        finished(
+            T0 - 290_000,
+            2,
+            "app-1.4.1.tgz",
+            BundleState::Failed,
+            Some(4),
+            Some("web2: upgrade exited with status 2\ncheck web2, then dropship --resume 4"),
+        ),
+        W::BundleSeen {
+            at: T0 - 120_000,
+            name: "notes.txt".into(),
+            size: 12,
+        },
+        queued(T0 - 119_000, 3, "notes.txt", None),
+        finished(
+            T0 - 119_000,
+            3,
+            "notes.txt",
+            BundleState::Unmatched,
+            None,
+            Some("no rule of dispatch.cfg matches notes.txt"),
+        ),
+        queued(T0 - 60_000, 4, "app-1.4.0.tgz", rule),
+        finished(
+            T0 - 60_000,
+            4,
+            "app-1.4.0.tgz",
+            BundleState::Duplicate,
+            None,
+            Some("app-1.4.0.tgz with this very content was already shipped (dispatch #3)"),
+        ),
+        queued(T0 - 10_000, 5, "app-1.4.2.tgz", rule),
+        dispatching(T0 - 9_000, 5, "app-1.4.2.tgz", 7),
+        queued(T0 - 5_000, 6, "app-1.4.3.tgz", rule),
+        W::BundleAwaitingMarker {
+            at: T0 - 3_000,
+            name: "app-1.4.4.tgz".into(),
+            marker: "app-1.4.4.tgz.done".into(),
+        },
+        W::BundleSeen {
+            at: T0 - 2_000,
+            name: "app-1.5.0.tgz".into(),
+            size: 1 << 20,
+        },
+        W::BundleWriting {
+            at: T0,
+            name: "app-1.5.0.tgz".into(),
+            size: 3 << 20,
+            since: T0 - 2_000,
+        },
+        W::BundleSeen {
+            at: T0 + 1_000,
+            name: "app-2.0.0.tgz".into(),
+            size: 100,
+        },
+    ];
+    for e in &evs {
+        app.on_watch(e);
+    }
+    running(app);
+}

@@ -10,14 +10,17 @@ mod actions;
 mod fleet;
 mod input;
 mod overlay;
+mod watch;
 
 pub use fleet::{Preview, ProbeRow, ProbeRun, RollbackAsk, Versions};
+pub use watch::PackageItem;
 
 use super::keys;
 use super::logview::LogView;
 use super::model::{DispatchView, HostRow, PackageRow};
 use super::ring::DEFAULT_CAPACITY;
 use super::theme::Theme;
+use super::watch_view::WatchView;
 use crate::config::{Config, Netrc, SshHosts};
 use crate::engine::events::{Event, Millis, TargetResult};
 use crate::engine::rollout::ROLLBACK_BUNDLE;
@@ -208,6 +211,8 @@ pub enum Effect {
         plan: Arc<Plan>,
         only: Option<Vec<String>>,
     },
+    /// Pause (`true`) or resume automatic dispatching of the watched folder.
+    PauseWatch(bool),
     Quit,
 }
 
@@ -253,6 +258,8 @@ pub struct App {
     pub probe_run: Option<ProbeRun>,
     /// The Versions matrix (`v`, `:status`).
     pub versions: Versions,
+    /// The watched drop folder (`--tui --watch DIR`), shown on top of the Packages pane.
+    pub watch: Option<WatchView>,
     next_token: u64,
     /// Dispatches and rollbacks asked for, until the engine gives them a journal id: the
     /// plan, the bundle file (empty for a rollback) and the bundle shown.
@@ -285,6 +292,7 @@ impl App {
             probe_targets: Arc::new(Vec::new()),
             probe_run: None,
             versions: Versions::default(),
+            watch: None,
             next_token: 1,
             pending: HashMap::new(),
         };
@@ -324,8 +332,15 @@ impl App {
             None => (Vec::new(), Vec::new()),
         };
         self.hosts = HostRow::from_config(&self.env.config, &last);
-        self.packages =
-            PackageRow::collect(self.env.packages_dir.as_deref(), &history, &self.env.config);
+        // The watcher owns the watched folder's files: listing them here would offer a
+        // second way to ship them.
+        let dir = self
+            .env
+            .packages_dir
+            .as_deref()
+            .filter(|d| !self.is_watched(d));
+        self.packages = PackageRow::collect(dir, &history, &self.env.config);
+        self.hide_watched_history();
         for h in &history {
             if !self.dispatches.iter().any(|d| d.id == h.id) {
                 self.dispatches.push(DispatchView::from_summary(h));
@@ -364,7 +379,7 @@ impl App {
             // The common case, on every frame and every engine event: no filter.
             let n = match l {
                 0 => self.hosts.len(),
-                1 => self.packages.len(),
+                1 => self.package_count(),
                 2 => self.dispatches.len(),
                 _ => self.selected_dispatch().map_or(0, |d| d.targets.len()),
             };
@@ -385,10 +400,15 @@ impl App {
                     ])
                 })
                 .collect(),
-            1 => (0..self.packages.len())
-                .filter(|&i| {
-                    let p = &self.packages[i];
-                    keep(&[&p.name, p.rule.as_deref().unwrap_or("no rule")])
+            1 => (0..self.package_count())
+                .filter(|&i| match self.package_item(i) {
+                    Some(PackageItem::Listed(p)) => {
+                        keep(&[&p.name, p.rule.as_deref().unwrap_or("no rule")])
+                    }
+                    Some(PackageItem::Watched(w)) => {
+                        keep(&[&w.name, w.rule.as_deref().unwrap_or(""), &w.text()])
+                    }
+                    None => false,
                 })
                 .collect(),
             2 => (0..self.dispatches.len())
@@ -626,6 +646,7 @@ impl App {
                 d.apply(e, ring);
                 self.dispatches.insert(0, d);
                 self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
+                self.follow_new_dispatch(id);
                 return true;
             }
             return false;

@@ -7,6 +7,7 @@ use super::app::{App, Effect};
 use super::engine::{Bridge, Msg, NOTIFY_WAIT};
 use super::render;
 use super::terminal::{self, Term};
+use crate::watch::WatchHandle;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -20,16 +21,18 @@ const TICK: Duration = Duration::from_secs(1);
 /// cannot starve keys or frames.
 const BATCH: usize = 20_000;
 
+/// `watch`: the control handle of the watched folder (`--tui --watch DIR`), if any.
 pub fn event_loop(
     term: &mut Term,
     app: &mut App,
     rx: &Receiver<Msg>,
     bridge: &Bridge,
+    watch: Option<&WatchHandle>,
 ) -> std::io::Result<()> {
     let mut dirty = true;
     let mut last = Instant::now() - FRAME;
     for e in app.startup() {
-        apply(app, e, bridge);
+        apply(app, e, bridge, watch);
     }
     loop {
         if dirty && last.elapsed() >= FRAME {
@@ -68,7 +71,7 @@ pub fn event_loop(
         let mut next = Some(first);
         let mut n = 0;
         while let Some(m) = next {
-            dirty |= handle(app, m, bridge, term);
+            dirty |= handle(app, m, bridge, term, watch);
             n += 1;
             if app.quit || n >= BATCH {
                 break;
@@ -76,7 +79,7 @@ pub fn event_loop(
             next = rx.try_recv().ok();
         }
         if app.quit {
-            return drain_notifications(term, app, rx, bridge);
+            return drain_notifications(term, app, rx, bridge, watch);
         }
     }
 }
@@ -89,6 +92,7 @@ fn drain_notifications(
     app: &mut App,
     rx: &Receiver<Msg>,
     bridge: &Bridge,
+    watch: Option<&WatchHandle>,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + NOTIFY_WAIT;
     loop {
@@ -114,7 +118,7 @@ fn drain_notifications(
             Ok(Msg::Input(_)) => {}
             Ok(Msg::Terminate) => return Ok(()),
             Ok(m) => {
-                handle(app, m, bridge, term);
+                handle(app, m, bridge, term, watch);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -123,7 +127,13 @@ fn drain_notifications(
 }
 
 /// Applies one message; returns whether the screen changed.
-fn handle(app: &mut App, m: Msg, bridge: &Bridge, term: &mut Term) -> bool {
+fn handle(
+    app: &mut App,
+    m: Msg,
+    bridge: &Bridge,
+    term: &mut Term,
+    watch: Option<&WatchHandle>,
+) -> bool {
     match m {
         Msg::Input(ev) => {
             if let crossterm::event::Event::Resize(..) = ev {
@@ -132,7 +142,7 @@ fn handle(app: &mut App, m: Msg, bridge: &Bridge, term: &mut Term) -> bool {
             }
             let effects = app.on_terminal(&ev);
             for e in effects {
-                apply(app, e, bridge);
+                apply(app, e, bridge, watch);
             }
             true
         }
@@ -163,10 +173,11 @@ fn handle(app: &mut App, m: Msg, bridge: &Bridge, term: &mut Term) -> bool {
             host,
             result,
         } => app.on_rollback_preview(token, &host, result),
+        Msg::Watch(e) => app.on_watch(&e),
     }
 }
 
-fn apply(app: &mut App, e: Effect, bridge: &Bridge) {
+fn apply(app: &mut App, e: Effect, bridge: &Bridge, watch: Option<&WatchHandle>) {
     match e {
         Effect::Start {
             token,
@@ -205,6 +216,11 @@ fn apply(app: &mut App, e: Effect, bridge: &Bridge) {
             bridge.rollback_preview(token, plan, hosts)
         }
         Effect::StartRollback { token, plan, only } => bridge.start_rollback(token, plan, only),
+        Effect::PauseWatch(pause) => match watch {
+            Some(h) if pause => h.pause(),
+            Some(h) => h.resume(),
+            None => {}
+        },
         Effect::Quit => app.quit = true,
     }
 }

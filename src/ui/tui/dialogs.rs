@@ -401,14 +401,27 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
         ),
         Confirm::Quit { running } => (
             "Quit?",
-            vec![
-                Line::raw(format!("{running} dispatch(es) still running.")),
-                Line::raw(""),
-                Line::styled(
-                    "Quitting cancels them; `dropship --resume ID` continues later.",
-                    app.theme.dim,
-                ),
-            ],
+            {
+                let mut l = vec![
+                    Line::raw(format!("{running} dispatch(es) still running.")),
+                    Line::raw(""),
+                    Line::styled(
+                        "Quitting cancels them; `dropship --resume ID` continues later.",
+                        app.theme.dim,
+                    ),
+                ];
+                if let Some(w) = &app.watch {
+                    l.push(Line::styled(
+                        format!(
+                            "The watcher of {} stops: its running dispatches get {}s to finish, then go on at its next start.",
+                            w.dir.display(),
+                            crate::ui::run::GRACE.as_secs()
+                        ),
+                        app.theme.dim,
+                    ));
+                }
+                l
+            },
             "Stay",
             "Quit",
         ),

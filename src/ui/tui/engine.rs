@@ -90,6 +90,8 @@ pub enum Msg {
     },
     /// SIGTERM or SIGHUP: leave like `q` would, so the terminal is restored.
     Terminate,
+    /// What the watcher of `--tui --watch DIR` reports: a control event, never shed.
+    Watch(crate::watch::WatchEvent),
 }
 
 pub struct Bridge {
@@ -403,6 +405,51 @@ impl Bridge {
     pub fn shutdown(self, wait: Duration) {
         self.rt.shutdown_timeout(wait);
         let _ = self.journal.flush();
+    }
+}
+
+/// The drop folder (`--tui --watch DIR`).
+impl Bridge {
+    /// Starts watching on this bridge's runtime: the watcher's own events and the dispatch
+    /// events of what it ships come back through the UI channel with the same overflow
+    /// policy as a dispatch started here. The watcher records every dispatch event in the
+    /// journal itself, so this sink only passes them on (recording here too would store
+    /// each step twice). `cancel` goes to all its dispatches: `requested` then `hard` after
+    /// the grace period is the clean stop.
+    pub fn start_watch(
+        &self,
+        options: crate::watch::WatchOptions,
+        setup: crate::watch::Setup,
+        cancel: Arc<Cancel>,
+    ) -> Result<crate::watch::Running, crate::watch::WatchError> {
+        let (t, shed) = (self.tx.clone(), self.shed.clone());
+        let events: crate::watch::EventSink = Arc::new(move |e: Event| {
+            if e.is_control() {
+                let _ = t.send(Msg::Engine(e));
+            } else if let Err(TrySendError::Full(_)) = t.try_send(Msg::Engine(e)) {
+                shed.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let w = self.tx.clone();
+        let watch_events: crate::watch::WatchEmit = Arc::new(move |e| {
+            let _ = w.send(Msg::Watch(e));
+        });
+        crate::watch::start(
+            options,
+            setup,
+            self.rt.handle().clone(),
+            cancel,
+            events,
+            watch_events,
+        )
+    }
+
+    /// Sets `hard` on `cancel` after the grace period, like [`Bridge::cancel`].
+    pub fn cut_after_grace(&self, cancel: Arc<Cancel>) {
+        self.rt.spawn(async move {
+            tokio::time::sleep(crate::ui::run::GRACE).await;
+            cancel.hard.store(true, Ordering::SeqCst);
+        });
     }
 }
 

@@ -9,6 +9,7 @@ pub const GLOBAL: Keys = &[
     ("Tab / Shift-Tab", "next / previous pane"),
     ("1-5", "Hosts, Packages, Dispatches, Targets, Log"),
     ("d", "dispatch a bundle (path entry, Tab completes)"),
+    ("a", "pause / resume the watched folder (--watch)"),
     ("v", "Versions: installed versions per host, drift marked"),
     (":", "command palette (Tab completes)"),
     ("f", "log full screen on/off"),
@@ -34,7 +35,10 @@ pub const HOSTS: Keys = &[
     ("P", "check again which hosts answer (no login)"),
     ("b", "roll the host back (asks first, says what changes)"),
 ];
-pub const PACKAGES: Keys = &[("Enter", "dispatch this bundle (asks first)")];
+pub const PACKAGES: Keys = &[
+    ("Enter", "dispatch this bundle (asks first)"),
+    ("Enter on a watched one", "its dispatch, or where it stands"),
+];
 pub const DISPATCHES: Keys = &[
     ("Enter", "the dispatch's hosts"),
     ("c", "cancel the running dispatch (asks first)"),

@@ -25,13 +25,16 @@ pub mod render;
 pub mod ring;
 pub mod terminal;
 pub mod theme;
+pub mod watch_view;
 
 use crate::config::{Config, Netrc, SshHosts};
+use crate::engine::job::Cancel;
 use crate::journal::{Journal, JournalError};
 use crate::plan::Stamp;
 use crate::transport::known_hosts::KnownHostsFiles;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// What `dropship` (console mode) starts with.
@@ -48,6 +51,8 @@ pub struct Options {
     pub ring_capacity: usize,
     /// Bytes all logs may hold together (see [`app::AppEnv::log_budget`]).
     pub log_budget: usize,
+    /// `--tui --watch DIR`: the folder to watch and dispatch from, shown in Packages.
+    pub watch: Option<crate::watch::WatchOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +63,18 @@ pub enum TuiError {
     Journal(#[from] JournalError),
     #[error("terminal: {0}")]
     Terminal(std::io::Error),
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
 }
 
 impl TuiError {
     /// A usage problem (exit 2) rather than a failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, TuiError::Theme(_))
+        match self {
+            TuiError::Theme(_) => true,
+            TuiError::Watch(e) => e.is_usage(),
+            _ => false,
+        }
     }
 }
 
@@ -76,7 +87,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
     let bridge = engine::Bridge::new(
         tx.clone(),
         journal.clone(),
-        opts.known_hosts,
+        opts.known_hosts.clone(),
         opts.config.path.clone(),
     )
     .map_err(TuiError::Terminal)?;
@@ -84,7 +95,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         config: Arc::new(opts.config),
         netrc: Arc::new(opts.netrc),
         ssh: Arc::new(opts.ssh),
-        journal: Some(journal),
+        journal: Some(journal.clone()),
         packages_dir: opts.packages,
         ring_capacity: opts.ring_capacity.max(1),
         log_budget: opts.log_budget,
@@ -94,6 +105,25 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
     if let Some(p) = &log {
         tracing::info!("console started; log file {}", p.display());
     }
+    // Before the terminal is taken, so a folder that cannot be watched is reported plainly.
+    let watcher = match opts.watch {
+        Some(options) => {
+            let dir = crate::watch::canonical_dir(&options.dir)?;
+            let history = journal.watch_bundles(&dir, watch_view::KEEP)?;
+            app.set_watch(watch_view::WatchView::new(dir, &history));
+            let setup = crate::watch::Setup {
+                config: app.env.config.clone(),
+                netrc: app.env.netrc.clone(),
+                ssh: app.env.ssh.clone(),
+                known_hosts: opts.known_hosts,
+                journal: journal.clone(),
+            };
+            let cancel = Arc::new(Cancel::new());
+            let running = bridge.start_watch(options, setup, cancel.clone())?;
+            Some((running, cancel))
+        }
+        None => None,
+    };
     let mut term = terminal::enter().map_err(TuiError::Terminal)?;
     std::thread::Builder::new()
         .name("dropship-input".into())
@@ -106,8 +136,17 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
             }
         })
         .map_err(TuiError::Terminal)?;
-    let result = console::event_loop(&mut term, &mut app, &rx, &bridge);
+    let handle = watcher.as_ref().map(|(r, _)| r.handle.clone());
+    let result = console::event_loop(&mut term, &mut app, &rx, &bridge, handle.as_ref());
     terminal::leave();
+    // The watcher first, so no new dispatch starts while the others stop.
+    if let Some((running, _)) = &watcher {
+        running.handle.stop();
+    }
+    if let Some((_, cancel)) = &watcher {
+        cancel.requested.store(true, Ordering::SeqCst);
+        bridge.cut_after_grace(cancel.clone());
+    }
     let stopping = bridge.stop_all();
     if stopping > 0 {
         eprintln!("dropship: stopping {stopping} running dispatch(es)…");
@@ -115,6 +154,9 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         while bridge.running() > 0 && Instant::now() < deadline {
             let _ = rx.recv_timeout(Duration::from_millis(100));
         }
+    }
+    if let Some((running, _)) = watcher {
+        stop_watcher(&app, running, &rx);
     }
     // The stopped dispatches notify too (`notify = URL`): give that a bounded chance.
     let left = bridge.notifications_pending();
@@ -133,4 +175,54 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
     drop(rx);
     bridge.shutdown(Duration::from_secs(2));
     result.map_err(TuiError::Terminal)
+}
+
+/// How long quitting waits for the watcher past the grace period its running dispatches
+/// get: cutting a command short, recording it and shelving its bundle take a moment.
+const WATCH_DRAIN: Duration = Duration::from_secs(10);
+
+/// Waits for the watcher to stop (its dispatches were asked to stop and are cut after the
+/// grace period), taking the UI channel's messages meanwhile so the watcher never blocks
+/// on a full channel. Says what is left for the next start.
+fn stop_watcher(
+    app: &app::App,
+    running: crate::watch::Running,
+    rx: &std::sync::mpsc::Receiver<engine::Msg>,
+) {
+    let dir = app
+        .watch
+        .as_ref()
+        .map(|w| w.dir.display().to_string())
+        .unwrap_or_default();
+    let in_flight = app.watch.as_ref().map_or(0, |w| w.in_flight());
+    if in_flight > 0 {
+        eprintln!(
+            "dropship: stopping the watcher of {dir}: {in_flight} dispatch(es) get up to {}s to finish…",
+            crate::ui::run::GRACE.as_secs()
+        );
+    }
+    let deadline = Instant::now() + crate::ui::run::GRACE + WATCH_DRAIN;
+    while !running.thread.is_finished() && Instant::now() < deadline {
+        let _ = rx.recv_timeout(Duration::from_millis(100));
+    }
+    if !running.thread.is_finished() {
+        tracing::error!("the watcher of {dir} did not stop in time");
+        eprintln!(
+            "dropship: the watcher of {dir} did not stop in time; what it had open goes on at its next start"
+        );
+        return;
+    }
+    match running.thread.join() {
+        Ok(Ok(r)) => {
+            tracing::info!(?r, "watcher stopped");
+            if r.left_open > 0 {
+                eprintln!(
+                    "dropship: watcher of {dir} stopped; {} bundle(s) go on at its next start",
+                    r.left_open
+                );
+            }
+        }
+        Ok(Err(e)) => eprintln!("dropship: watcher of {dir}: {e}"),
+        Err(_) => eprintln!("dropship: the watcher of {dir} panicked (see the log file)"),
+    }
 }

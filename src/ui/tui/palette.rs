@@ -32,6 +32,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "rollback",
         "rollback RULE [HOST] — run RULE's rollback on HOST (all its hosts if none; asks first)",
     ),
+    (
+        "pause",
+        "pause — stop the watched folder's new dispatches (running ones go on; key a)",
+    ),
+    (
+        "resume",
+        "resume — dispatch from the watched folder again (key a)",
+    ),
     ("theme", "theme NAME — switch theme (remembered)"),
     ("mouse", "mouse — toggle mouse capture"),
     ("help", "help — keys of the focused pane"),
@@ -56,6 +64,9 @@ pub enum Command {
     },
     Mouse,
     Help,
+    /// `:pause`, `:resume`: automatic dispatching of the watched folder.
+    Pause,
+    Resume,
     Quit,
 }
 
@@ -107,6 +118,8 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "history" => Command::History,
         "reload" => Command::Reload,
         "mouse" => Command::Mouse,
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
         "help" => Command::Help,
         _ => Command::Quit,
     })

@@ -1,11 +1,12 @@
 //! Drawing the panes from [`App`] state. Only what is visible is built: a list of 1,000
 //! hosts or a log of 100,000 lines costs one screenful per frame.
 
-use super::app::{App, Focus, Overlay};
+use super::app::{App, Focus, Overlay, PackageItem};
 use super::dialogs;
 use super::log_pane::log_pane;
 pub use super::log_pane::timestamp;
 use super::model::{ago, elapsed};
+use super::watch_view::{Stage, WatchedBundle};
 use crate::engine::events::TargetResult;
 use crate::journal::DispatchState;
 use ratatui::Frame;
@@ -107,6 +108,20 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
     if app.mouse {
         right.push(Span::raw(" mouse "));
     }
+    if let Some(w) = &app.watch {
+        right.push(if w.paused {
+            Span::styled(
+                " watch PAUSED (a resumes) ",
+                app.theme.warning.add_modifier(
+                    ratatui::style::Modifier::BOLD | ratatui::style::Modifier::REVERSED,
+                ),
+            )
+        } else if w.active {
+            Span::styled(format!(" watch on · {} queued ", w.queued()), app.theme.ok)
+        } else {
+            Span::styled(" watch stopped ", app.theme.warning)
+        });
+    }
     right.push(Span::raw(format!(" {} ", app.theme.name)));
     let rw: u16 = right.iter().map(|s| s.content.chars().count() as u16).sum();
     let [l, r] = Layout::horizontal([Constraint::Min(1), Constraint::Length(rw)]).areas(area);
@@ -120,8 +135,13 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
             },
         )),
         None => Line::from(format!(
-            " {} · ? help · : command · d dispatch · Tab pane · q quit",
-            app.focus.title()
+            " {} · ? help · : command · d dispatch{} · Tab pane · q quit",
+            app.focus.title(),
+            if app.watch.is_some() {
+                " · a pause"
+            } else {
+                ""
+            }
         )),
     };
     f.render_widget(Paragraph::new(left).style(app.theme.status_bar), l);
@@ -417,61 +437,95 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
 
 fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
     let rows = app.visible(1);
-    let block = pane(
-        app,
-        Focus::Packages,
-        format!("Packages {}", app.packages.len()),
-        &app.filters[1],
-    );
-    let make = |i: usize| {
-        let p = &app.packages[i];
-        let (last, style, at) = match &p.last {
-            Some(s) => {
-                let style = if s.failed > 0 {
-                    app.theme.failed
-                } else if s.state == DispatchState::Finished {
-                    app.theme.ok
-                } else {
-                    app.theme.warning
-                };
-                let text = if s.state == DispatchState::Finished {
-                    format!("{}/{} ok", s.succeeded, s.hosts)
-                } else {
-                    s.state.to_string()
-                };
-                (text, style, ago(app.now, s.started_at))
-            }
-            None => ("never".into(), app.theme.dim, String::new()),
-        };
-        vec![
-            (p.name.clone(), app.theme.text),
-            (
-                p.rule
-                    .as_ref()
-                    .map(|r| format!("[{r}]"))
-                    .unwrap_or_else(|| "no rule".into()),
-                if p.rule.is_some() {
-                    app.theme.dim
-                } else {
-                    app.theme.warning
-                },
-            ),
-            (last, style),
-            (at, app.theme.dim),
-        ]
+    let mut title = format!("Packages {}", app.package_count());
+    if let Some(w) = &app.watch {
+        title.push_str(" · ");
+        title.push_str(&w.header());
+    }
+    let block = pane(app, Focus::Packages, title, &app.filters[1]);
+    let make = |i: usize| match app.package_item(i) {
+        Some(PackageItem::Watched(b)) => watched_row(app, b),
+        Some(PackageItem::Listed(p)) => listed_row(app, p),
+        None => Vec::new(),
     };
-    draw_list(
-        f,
-        app,
-        area,
-        block,
-        1,
-        &["BUNDLE", "RULE", "LAST", "WHEN"],
-        &[-3, -2, 11, 8],
-        &rows,
-        &make,
-        "no bundles (--packages DIR, or dispatch one with d)",
-    );
+    let (header, cols, empty): (&[&str], &[i16], &str) = if app.watch.is_some() {
+        (
+            &["BUNDLE", "RULE", "STATE / LAST", "WHEN"],
+            &[-3, -2, -4, 8],
+            "nothing in the watched folder yet",
+        )
+    } else {
+        (
+            &["BUNDLE", "RULE", "LAST", "WHEN"],
+            &[-3, -2, 11, 8],
+            "no bundles (--packages DIR, or dispatch one with d)",
+        )
+    };
+    draw_list(f, app, area, block, 1, header, cols, &rows, &make, empty);
+}
+
+fn rule_cell(app: &App, rule: Option<&str>) -> (String, Style) {
+    match rule {
+        Some(r) => (format!("[{r}]"), app.theme.dim),
+        None => ("no rule".into(), app.theme.warning),
+    }
+}
+
+/// A bundle of the watched folder: where it stands, in words.
+fn watched_row(app: &App, b: &WatchedBundle) -> Vec<(String, Style)> {
+    use crate::journal::BundleState;
+    let style = match &b.stage {
+        Stage::Seen | Stage::Staging | Stage::Queued => app.theme.text,
+        Stage::Writing | Stage::AwaitingMarker { .. } => app.theme.dim,
+        Stage::Dispatching { .. } => app.theme.running,
+        Stage::Suspended { .. } => app.theme.warning,
+        Stage::Finished { state, .. } => match state {
+            BundleState::Done => app.theme.ok,
+            BundleState::Duplicate | BundleState::Vanished => app.theme.dim,
+            BundleState::Failed | BundleState::Unmatched => app.theme.failed,
+            _ => app.theme.text,
+        },
+    };
+    let rule = match (&b.rule, &b.stage) {
+        (None, Stage::Finished { .. } | Stage::Queued) if b.bundle.is_some() => {
+            rule_cell(app, None)
+        }
+        (None, _) => (String::new(), app.theme.dim),
+        (Some(r), _) => rule_cell(app, Some(r)),
+    };
+    vec![
+        (b.name.clone(), app.theme.text),
+        rule,
+        (b.text(), style),
+        (ago(app.now, b.at), app.theme.dim),
+    ]
+}
+
+fn listed_row(app: &App, p: &super::model::PackageRow) -> Vec<(String, Style)> {
+    let (last, style, at) = match &p.last {
+        Some(s) => {
+            let style = if s.failed > 0 {
+                app.theme.failed
+            } else if s.state == DispatchState::Finished {
+                app.theme.ok
+            } else {
+                app.theme.warning
+            };
+            let text = if s.state == DispatchState::Finished {
+                format!("{}/{} ok", s.succeeded, s.hosts)
+            } else {
+                s.state.to_string()
+            };
+            (text, style, ago(app.now, s.started_at))
+        }
+        None => ("never".into(), app.theme.dim, String::new()),
+    };
+    vec![
+        (p.name.clone(), app.theme.text),
+        rule_cell(app, p.rule.as_deref()),
+        (last, style),
+        (at, app.theme.dim),
+    ]
 }
 
 fn state_style(app: &App, s: DispatchState) -> Style {

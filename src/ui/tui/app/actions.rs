@@ -25,6 +25,17 @@ impl App {
 
     /// Builds the plan for a bundle path and opens the confirmation dialog, or says why not.
     pub(super) fn ask_dispatch(&mut self, path: &str, only: Option<Vec<String>>) {
+        // A file in the watched folder is the watcher's to ship: shipping it from here too
+        // could ship it twice.
+        let file = PathBuf::from(palette::expand_home(path.trim()));
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
+            && self.is_watched(parent)
+        {
+            return self.error(format!(
+                "{}: this folder is watched, the watcher ships it by itself (a pauses it)",
+                file.display()
+            ));
+        }
         match self.plan_for(path) {
             Ok((plan, file)) => {
                 self.overlay = Some(Overlay::Confirm {
@@ -59,6 +70,13 @@ impl App {
 
     pub(super) fn ask_cancel(&mut self) {
         match self.selected_dispatch() {
+            Some(d) if d.is_running() && self.watch_owns(d.id) => {
+                let msg = format!(
+                    "#{} belongs to the watched folder and cannot be cancelled alone: a pauses new dispatches; quitting suspends it (it resumes at the next start)",
+                    d.id
+                );
+                self.error(msg)
+            }
             Some(d) if d.is_running() && !d.cancelling => {
                 self.overlay = Some(Overlay::Confirm {
                     what: Confirm::Cancel {
@@ -180,7 +198,7 @@ impl App {
                 self.info(format!(
                     "reloaded: {} dispatches, {} packages",
                     self.dispatches.len(),
-                    self.packages.len()
+                    self.package_count()
                 ));
             }
             Command::Mouse => return self.toggle_mouse(),
@@ -194,6 +212,8 @@ impl App {
             Command::Status => return self.open_versions(),
             Command::Reach => return self.start_reach(),
             Command::Rollback { rule, host } => return self.ask_rollback(&rule, host.as_deref()),
+            Command::Pause => return self.pause_watch(true),
+            Command::Resume => return self.pause_watch(false),
             Command::Quit => return self.request_quit(),
         }
         Vec::new()

@@ -76,6 +76,7 @@ impl App {
                 })
             }
             KeyCode::Char('d') => self.open_path_entry(),
+            KeyCode::Char('a') => return self.toggle_pause(),
             KeyCode::Tab => self.cycle_focus(1),
             KeyCode::BackTab => self.cycle_focus(-1),
             KeyCode::Char(c @ '1'..='5') => {
@@ -190,7 +191,14 @@ impl App {
                 let Some(&pi) = self.visible(1).get(self.selected[1]) else {
                     return;
                 };
-                let p = self.packages[pi].clone();
+                let p = match self.package_item(pi) {
+                    Some(super::PackageItem::Listed(p)) => p.clone(),
+                    Some(super::PackageItem::Watched(b)) => {
+                        let b = b.clone();
+                        return self.activate_watched(b);
+                    }
+                    None => return,
+                };
                 let path = match (&p.path, &p.last, &self.env.journal) {
                     (Some(path), _, _) => Some(path.clone()),
                     (None, Some(last), Some(j)) => j
