@@ -253,6 +253,10 @@ impl Printer {
                 false,
                 format!("watch: {name} seen ({})", human_bytes(*size)),
             ),
+            WatchEvent::BundleGone { name, .. } => (
+                false,
+                format!("watch: {name} left the folder before it was complete: not taken"),
+            ),
             WatchEvent::BundleWriting { name, size, .. } => (
                 false,
                 format!(

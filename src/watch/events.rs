@@ -30,6 +30,12 @@ pub enum WatchEvent {
         name: String,
         size: u64,
     },
+    /// A file announced by `BundleSeen` left the folder before it was complete (removed, or
+    /// renamed away by whoever was writing it): nothing was taken.
+    BundleGone {
+        at: Millis,
+        name: String,
+    },
     /// It keeps changing (or stays open) past the settle time: not shipped. Repeated now and
     /// then while it lasts.
     BundleWriting {
@@ -113,6 +119,7 @@ impl WatchEvent {
         match self {
             WatchEvent::WatchStarted { at, .. }
             | WatchEvent::BundleSeen { at, .. }
+            | WatchEvent::BundleGone { at, .. }
             | WatchEvent::BundleWriting { at, .. }
             | WatchEvent::BundleAwaitingMarker { at, .. }
             | WatchEvent::BundleQueued { at, .. }

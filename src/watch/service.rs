@@ -187,7 +187,24 @@ impl Service {
         });
     }
 
+    /// Runs until stopped. A fatal error (the journal cannot be written, say) is also told as
+    /// `WatchError` and `WatchStopped`, so a front end never shows a dead watcher as watching.
     pub fn run(mut self) -> Result<WatchReport, WatchError> {
+        match self.run_loop() {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.error(format!("the watcher stopped: {e}"));
+                self.say(WatchEvent::WatchStopped {
+                    at: now_ms(),
+                    queued: self.sched.waiting(),
+                    in_flight: self.sched.running(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn run_loop(&mut self) -> Result<WatchReport, WatchError> {
         let recovered = self.recover()?;
         self.say(WatchEvent::WatchStarted {
             at: now_ms(),
@@ -242,7 +259,7 @@ impl Service {
             queued: self.sched.waiting(),
             in_flight: self.sched.running(),
         });
-        Ok(self.report)
+        Ok(std::mem::take(&mut self.report))
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -303,10 +320,18 @@ impl Service {
                     size: s.size,
                 });
             }
-            None => {
-                self.seen.remove(name);
-            }
+            None => self.gone(name),
             _ => {}
+        }
+    }
+
+    /// `name`, announced as seen, left before it was taken.
+    fn gone(&mut self, name: &str) {
+        if self.seen.remove(name) {
+            self.say(WatchEvent::BundleGone {
+                at: now_ms(),
+                name: name.to_owned(),
+            });
         }
     }
 
@@ -326,7 +351,15 @@ impl Service {
         let now = Instant::now();
         let present: HashSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
         self.tracker.retain(&present);
-        self.seen.retain(|n| present.contains(n));
+        let left: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|n| !present.contains(*n))
+            .cloned()
+            .collect();
+        for name in left {
+            self.gone(&name);
+        }
         for (name, stat) in files {
             self.note_seen(&name, Some(stat));
             self.tracker.observe(&name, Some(stat), Hint::Seen, now);

@@ -277,6 +277,20 @@ impl WatchView {
                 Change::Updated
             }
             WatchEvent::BundleSeen { at, name, size } => self.touch(name, *size, Stage::Seen, *at),
+            WatchEvent::BundleGone { at, name } => match self.unrecorded(name) {
+                Some(i) => {
+                    let r = &mut self.rows[i];
+                    r.stage = Stage::Finished {
+                        state: BundleState::Vanished,
+                        dispatch: None,
+                        reason: Some("left the folder before it was complete".into()),
+                        moved_to: None,
+                    };
+                    r.at = *at;
+                    Change::Updated
+                }
+                None => Change::None,
+            },
             WatchEvent::BundleWriting { at, name, size, .. } => {
                 self.touch(name, *size, Stage::Writing, *at)
             }
@@ -436,6 +450,26 @@ mod tests {
             name: name.into(),
             size: 10,
         }
+    }
+
+    #[test]
+    fn a_file_that_leaves_before_it_is_complete_says_so() {
+        let mut v = WatchView::new(PathBuf::from("/drop"), &[]);
+        v.apply(&ev_seen("a.tgz"));
+        assert_eq!(
+            v.apply(&WatchEvent::BundleGone {
+                at: 2,
+                name: "a.tgz".into()
+            }),
+            Change::Updated
+        );
+        assert_eq!(
+            v.rows[0].text(),
+            "vanished: left the folder before it was complete"
+        );
+        // Dropped again: the same row is seen again.
+        assert_eq!(v.apply(&ev_seen("a.tgz")), Change::Updated);
+        assert_eq!((v.rows.len(), v.rows[0].text().as_str()), (1, "seen"));
     }
 
     #[test]
