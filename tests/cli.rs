@@ -3,11 +3,14 @@
 //! Every run gets its own temporary HOME and working directory and a clean environment,
 //! so nothing of the machine's own configuration leaks in.
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use support::home::Home;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dispatch.cfg.example");
 const TS: &str = "20261121_101500";
@@ -16,7 +19,7 @@ const NETRC_SECRET: &str = "netrc-S3cret";
 
 /// A throwaway HOME that is also the working directory of the runs.
 struct Sandbox {
-    home: tempfile::TempDir,
+    home: Home,
 }
 
 struct Run {
@@ -62,9 +65,7 @@ impl Run {
 
 impl Sandbox {
     fn new() -> Sandbox {
-        Sandbox {
-            home: tempfile::tempdir().expect("temp HOME"),
-        }
+        Sandbox { home: Home::new() }
     }
 
     /// A sandbox whose `dispatch.cfg` (in the working directory) holds `text`.
@@ -75,7 +76,7 @@ impl Sandbox {
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.home.path().join(rel)
+        self.home.path(rel)
     }
 
     /// Writes `text` at `rel` (creating directories) with mode 0600.
@@ -92,14 +93,7 @@ impl Sandbox {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropship"));
-        cmd.current_dir(self.home.path())
-            .env("HOME", self.home.path())
-            .env_remove("DROPSHIP_CONFIG")
-            .env_remove("NETRC")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_STATE_HOME");
-        cmd
+        self.home.command(&[])
     }
 
     fn run_with(&self, args: &[&str], env: &[(&str, &Path)]) -> Run {

@@ -8,27 +8,25 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
+use support::home::{Home, text};
 use support::{SshServer, TEST_PASSWORD, TEST_USER};
 
 /// A private HOME, state dir and config for one test.
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
     dest: support::ScratchDir,
 }
 
 impl Env {
     fn new(test: &str, server: &SshServer) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".ssh")).unwrap();
-        server.write_known_hosts(&dir.path().join(".ssh/known_hosts"));
         Env {
-            dir,
+            home: Home::trusting(server),
             dest: support::scratch_dir(test),
         }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.home.path(name)
     }
 
     fn config(&self, server: &SshServer, keys: &str) -> PathBuf {
@@ -37,43 +35,20 @@ impl Env {
             server.addr(),
             d = self.dest.as_str()
         );
-        let p = self.path("dispatch.cfg");
-        std::fs::write(&p, text).unwrap();
-        p
+        self.home.write("dispatch.cfg", text)
     }
 
     fn bundle(&self, name: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, vec![7u8; 300_000]).unwrap();
-        p
+        self.home.write(name, vec![7u8; 300_000])
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dropship"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("DROPSHIP_CONFIG")
-            .env_remove("NETRC")
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null());
-        c
+        self.home.command(args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
+        self.home.run(args)
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -412,21 +387,16 @@ fn url_bundles_are_fetched_and_checked() {
 /// The README's first command: the example config ships the demo bundle with no server.
 #[test]
 fn readme_demo_ships_without_a_server() {
-    let home = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
-    let o = Command::new(env!("CARGO_BIN_EXE_dropship"))
-        .args([
+    let home = Home::new();
+    // Run from the checkout, where the README's relative paths point.
+    let o = home
+        .command(&[
             "--config",
             "dispatch.cfg.example",
             "--dispatch",
             "demo/app-1.4.2.tgz",
         ])
-        .current_dir(root)
-        .env("HOME", home.path())
-        .env_remove("XDG_STATE_HOME")
-        .env_remove("DROPSHIP_CONFIG")
-        .env_remove("NETRC")
-        .stdin(Stdio::null())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -5,22 +5,21 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+use support::home::{Home, text};
 use support::http::{Behaviour, HttpServer};
 
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
 }
 
 impl Env {
     fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Env { home: Home::new() }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.home.path(name)
     }
 
     /// Two `local` hosts (this machine): the flow is real, no server needed but the
@@ -30,40 +29,24 @@ impl Env {
             "[app-(?P<version>.*)\\.tgz]\nhost = web1, web2\nprotocol = local\ndest_dir = {}/{{host}}\ntimeout = 1s\npassword = hunter2-secret\n{keys}\n",
             self.path("dest").display()
         );
-        let p = self.path("dispatch.cfg");
-        std::fs::write(&p, text).unwrap();
-        p
+        self.home.write("dispatch.cfg", text)
     }
 
     fn dispatch(&self, keys: &str, json: bool) -> Output {
         let cfg = self.config(keys);
         let b = self.path("app-1.4.2.tgz");
         std::fs::write(&b, b"bundle").unwrap();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dropship"));
-        c.arg("--config")
-            .arg(&cfg)
-            .arg("--dispatch")
-            .arg(&b)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env_remove("DROPSHIP_CONFIG")
-            .env_remove("NETRC")
-            .stdin(Stdio::null());
+        let mut c = self.home.command(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--dispatch",
+            b.to_str().unwrap(),
+        ]);
         if json {
             c.arg("--json");
         }
         c.output().unwrap()
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -8,39 +8,38 @@ mod support;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
+use support::home::{Home, text};
 use support::{FtpServer, ScratchDir, SshServer, TEST_PASSWORD, TEST_USER};
 
 /// A private HOME (with or without known_hosts), state dir and config for one test.
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
     dest: ScratchDir,
 }
 
 impl Env {
     fn new(test: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".ssh")).unwrap();
+        let home = Home::new();
+        home.ssh_dir();
         Env {
-            dir,
+            home,
             dest: support::scratch_dir(test),
         }
     }
 
     fn known(self, server: &SshServer) -> Env {
-        server.write_known_hosts(&self.path(".ssh/known_hosts"));
+        self.home.trust(server);
         self
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.home.path(name)
     }
 
     fn config(&self, text: &str) -> PathBuf {
-        let p = self.path("dispatch.cfg");
-        std::fs::write(&p, text).unwrap();
-        p
+        self.home.write("dispatch.cfg", text)
     }
 
     /// An sftp rule for `server`'s 127.0.0.1 address with `extra` lines.
@@ -52,18 +51,7 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_dropship"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("DROPSHIP_CONFIG")
-            .env_remove("NETRC")
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.home.run(args)
     }
 
     /// `--probe --json` with the config: the exit code and one object per host.
@@ -78,15 +66,6 @@ impl Env {
             .collect();
         (o.status.code(), hosts, o)
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The check `kind` of a host object.

@@ -6,29 +6,27 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+use support::home::{Home, text};
 use support::http::{Behaviour, HttpServer};
 use support::{SshServer, TEST_PASSWORD, TEST_USER};
 
 /// A private HOME, state dir and config for one test.
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
     dest: support::ScratchDir,
 }
 
 impl Env {
     fn new(test: &str, server: &SshServer) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".ssh")).unwrap();
-        server.write_known_hosts(&dir.path().join(".ssh/known_hosts"));
         Env {
-            dir,
+            home: Home::trusting(server),
             dest: support::scratch_dir(test),
         }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.home.path(name)
     }
 
     /// `dest_dir` is `DEST/app`, the release tree.
@@ -38,9 +36,7 @@ impl Env {
             server.addr(),
             d = self.dest.as_str()
         );
-        let p = self.path("dispatch.cfg");
-        std::fs::write(&p, text).unwrap();
-        p
+        self.home.write("dispatch.cfg", text)
     }
 
     /// A real archive `app-VERSION.EXT` holding `VERSION.txt`.
@@ -72,18 +68,7 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_dropship"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("DROPSHIP_CONFIG")
-            .env_remove("NETRC")
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.home.run(args)
     }
 
     fn dispatch(&self, cfg: &Path, bundle: &Path) -> Output {
@@ -128,15 +113,6 @@ impl Env {
             .map(str::to_owned)
             .collect()
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

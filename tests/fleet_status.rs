@@ -8,48 +8,35 @@ mod support;
 
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+use support::home::{Home, text};
 use support::{LOOPBACK_2, ScratchDir, SshServer, TEST_PASSWORD, TEST_USER};
 
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
     dest: ScratchDir,
 }
 
 impl Env {
     fn new(test: &str, server: &SshServer) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".ssh")).unwrap();
-        server.write_known_hosts(&dir.path().join(".ssh/known_hosts"));
         Env {
-            dir,
+            home: Home::trusting(server),
             dest: support::scratch_dir(test),
         }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.home.path(name)
     }
 
     fn config(&self, text: &str) {
-        std::fs::write(self.path("dispatch.cfg"), text).unwrap();
+        self.home.write("dispatch.cfg", text);
     }
 
     fn run(&self, args: &[&str]) -> Output {
         let mut all = vec!["--config", "dispatch.cfg"];
         all.extend(args);
-        Command::new(env!("CARGO_BIN_EXE_dropship"))
-            .args(&all)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("DROPSHIP_CONFIG")
-            .env_remove("NETRC")
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.home.run(&all)
     }
 
     fn status_json(&self) -> (Option<i32>, Vec<Value>, Output) {
@@ -60,15 +47,6 @@ impl Env {
             .collect();
         (o.status.code(), cells, o)
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn cell<'a>(cells: &'a [Value], package: &str, host: &str) -> &'a Value {

@@ -11,11 +11,12 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::home::Home;
 use support::{SshServer, TEST_PASSWORD, TEST_USER};
 
 /// A private HOME, state dir, drop folder and host-side scratch dir for one test.
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
     dest: PathBuf,
     _scratch: Option<support::ScratchDir>,
     _local: Option<tempfile::TempDir>,
@@ -23,12 +24,12 @@ struct Env {
 
 impl Env {
     fn new(test: &str, server: Option<&SshServer>) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".ssh")).unwrap();
-        std::fs::create_dir_all(dir.path().join("drop")).unwrap();
+        let home = Home::new();
+        home.ssh_dir();
+        std::fs::create_dir_all(home.path("drop")).unwrap();
         let (dest, scratch, local) = match server {
             Some(s) => {
-                s.write_known_hosts(&dir.path().join(".ssh/known_hosts"));
+                home.trust(s);
                 let scratch = support::scratch_dir(test);
                 (scratch.path().to_path_buf(), Some(scratch), None)
             }
@@ -38,7 +39,7 @@ impl Env {
             }
         };
         Env {
-            dir,
+            home,
             dest,
             _scratch: scratch,
             _local: local,
@@ -46,7 +47,7 @@ impl Env {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.home.path(name)
     }
 
     fn drop_dir(&self) -> PathBuf {
@@ -73,28 +74,18 @@ impl Env {
     }
 
     fn write_config(&self, text: &str) -> PathBuf {
-        let p = self.path("dispatch.cfg");
-        std::fs::write(&p, text).unwrap();
-        p
+        self.home.write("dispatch.cfg", text)
     }
 
     fn cmd(&self, cfg: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dropship"));
-        c.arg("--config")
-            .arg(cfg)
-            .arg("--watch")
-            .arg(self.drop_dir())
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("DROPSHIP_CONFIG")
-            .env_remove("NETRC")
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let drop_dir = self.drop_dir();
+        let mut c = self.home.command(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--watch",
+            drop_dir.to_str().unwrap(),
+        ]);
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         c
     }
 
@@ -539,15 +530,13 @@ fn kill_9_and_restart_finish_the_rest_without_shipping_twice() {
     assert_eq!(shipped.keys().filter(|(n, _)| n == "hang-1.tgz").count(), 1);
 
     // The reason's command works: the file is found in failed/.
-    let o = Command::new(env!("CARGO_BIN_EXE_dropship"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--resume", &hang_dispatch.to_string(), "--force"])
-        .env("HOME", env.dir.path())
-        .env("XDG_STATE_HOME", env.path("state"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = env.home.run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--resume",
+        &hang_dispatch.to_string(),
+        "--force",
+    ]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
