@@ -149,7 +149,7 @@ struct Cli {
 
     /// Console: MiB of log text all hosts together may keep in memory; past it the biggest
     /// logs lose their oldest lines first (all lines stay in the journal).
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    #[arg(long, value_name = "MIB", default_value_t = dropship::ui::tui::app::DEFAULT_LOG_BUDGET >> 20)]
     log_memory: usize,
 }
 

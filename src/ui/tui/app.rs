@@ -33,9 +33,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tui_input::Input;
 
-/// Default of [`AppEnv::log_budget`]: 16 MiB of log text in memory, 160 KiB a host when
-/// 100 hosts print at once; a single chatty host still gets its full line limit.
-pub const DEFAULT_LOG_BUDGET: usize = 16 << 20;
+/// Default of [`AppEnv::log_budget`]: 12 MiB of log text in memory, 120 KiB a host when
+/// 100 hosts print at once (thousands of lines each); a single chatty host still gets its
+/// full line limit. 12, not 16: with 100 hosts streaming, the console's peak RSS must stay
+/// under 64 MiB with room to spare (bench/tui.sh measured 62–65 MiB at 16).
+pub const DEFAULT_LOG_BUDGET: usize = 12 << 20;
 
 /// What the console needs from outside, fixed for its lifetime.
 pub struct AppEnv {
