@@ -671,3 +671,55 @@ fn a_marker_holds_the_bundle_until_it_appears() {
     );
     assert_eq!(env.shipped().len(), 1);
 }
+
+/// A file written in place and removed before it settled is never taken, and the watcher
+/// says it left (the console would otherwise show it as "seen" for ever).
+#[test]
+fn a_file_that_leaves_before_it_is_complete_is_reported_gone() {
+    let env = Env::new("watch_gone", None);
+    let cfg = env.write_config(&env.rule("l0", "l0-.*\\.tgz", "lh0", "local", ""));
+    let mut child = env
+        .cmd(&cfg, &["--json", "--settle", "30s"])
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    // A hang guard, not a timing assertion: an event that never comes ends the run.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pid, d) = (child.id() as i32, done.clone());
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        if !d.load(std::sync::atomic::Ordering::SeqCst) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let mut next_event = || -> serde_json::Value {
+        let line = lines.next().expect("the watcher ended early").unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    while next_event()["event"] != "watch_started" {}
+    let file = env.drop_dir().join("l0-1.tgz");
+    std::fs::write(&file, b"half a bundle").unwrap();
+    loop {
+        let v = next_event();
+        assert_ne!(v["event"], "bundle_queued", "taken before it settled: {v}");
+        if v["event"] == "bundle_seen" {
+            assert_eq!(v["name"], "l0-1.tgz");
+            break;
+        }
+    }
+    std::fs::remove_file(&file).unwrap();
+    loop {
+        let v = next_event();
+        assert_ne!(v["event"], "bundle_queued", "taken after it left: {v}");
+        if v["event"] == "bundle_gone" {
+            assert_eq!(v["name"], "l0-1.tgz");
+            break;
+        }
+    }
+    let (code, _, stderr) = stop(child);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(env.shipped().is_empty());
+    assert_eq!(env.pending(), 0);
+}
