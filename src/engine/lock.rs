@@ -125,11 +125,12 @@ fn parse_field<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
 
 /// The heartbeat of a held lock: the host's time into `beat` every `every`, for as long as
 /// the lock is still ours (its token) — written aside and renamed, so a reader never sees
-/// half a number.
+/// half a number. The first beat is due only after `every`: `since` says the same until
+/// then, and a dispatch that ends sooner (most do) costs the host nothing but a `sleep`.
 fn heartbeat_script(path: &str, token: &str, every: Duration) -> String {
     let d = quote(path);
     format!(
-        r#"d={d}; while [ "$(sed -n 's/^token=//p' "$d/info" 2>/dev/null)" = {t} ]; do date +%s > "$d/.beat.$$" 2>/dev/null && mv -f "$d/.beat.$$" "$d/beat" 2>/dev/null; sleep {s}; done"#,
+        r#"d={d}; while sleep {s} && [ "$(sed -n 's/^token=//p' "$d/info" 2>/dev/null)" = {t} ]; do date +%s > "$d/.beat.$$" 2>/dev/null && mv -f "$d/.beat.$$" "$d/beat" 2>/dev/null; done"#,
         t = quote(token),
         s = every.as_secs().max(1),
     )

@@ -511,6 +511,15 @@ fn killable(command: &str) -> String {
     format!("sh -c {} dropship {}", quote(script), quote(command))
 }
 
+/// Runs `command` in the background for as long as the channel is open: the shell itself
+/// waits on the channel's stdin (which we never write to) and kills the command when it
+/// closes — on `stop_background`, when the connection drops, when dropship dies. Leaner than
+/// [`killable`] (three processes, not five): it starts on every host of every dispatch.
+fn until_closed(command: &str) -> String {
+    let script = "sh -c \"$1\" </dev/null & p=$!; while read -r _; do :; done; kill $p 2>/dev/null";
+    format!("sh -c {} dropship {}", quote(script), quote(command))
+}
+
 impl Shell for SshSession {
     fn start_background(&mut self, command: &str) -> Result<(), TransportError> {
         let op = "starting a background command";
@@ -518,8 +527,8 @@ impl Shell for SshSession {
             .sess
             .channel_open("session", EXEC_WINDOW, EXEC_PACKET, None)
             .map_err(|e| self.error(op, e))?;
-        // Its stdin stays open: the watcher of `killable` kills it when the channel closes.
-        ch.exec(&killable(command)).map_err(|e| self.error(op, e))?;
+        ch.exec(&until_closed(command))
+            .map_err(|e| self.error(op, e))?;
         self.background
             .lock()
             .unwrap_or_else(|e| e.into_inner())
