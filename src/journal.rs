@@ -87,6 +87,15 @@ pub struct NewDispatch {
 }
 
 impl NewDispatch {
+    /// The hosts of `plan` a dispatch works on: all, or those in `only`.
+    pub fn hosts_of(plan: &crate::plan::Plan, only: Option<&[String]>) -> Vec<String> {
+        plan.targets
+            .iter()
+            .map(|t| t.host.name.clone())
+            .filter(|h| only.is_none_or(|o| o.contains(h)))
+            .collect()
+    }
+
     /// The record of a dispatch of `plan` with the bundle `file`, to the hosts in `only`
     /// (all when `None`). Hashes the bundle: the same hash then serves every host.
     pub fn for_plan(
@@ -104,12 +113,7 @@ impl NewDispatch {
             config_path: std::fs::canonicalize(config_path)
                 .unwrap_or_else(|_| config_path.to_owned()),
             timestamp: plan.stamp.timestamp.clone(),
-            hosts: plan
-                .targets
-                .iter()
-                .map(|t| t.host.name.clone())
-                .filter(|h| only.is_none_or(|o| o.contains(h)))
-                .collect(),
+            hosts: NewDispatch::hosts_of(plan, only),
             started_at: crate::engine::events::now_ms(),
         })
     }

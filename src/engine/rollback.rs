@@ -170,12 +170,7 @@ pub fn record(plan: &Plan, config_path: &Path, only: Option<&[String]>, at: Mill
         rule: plan.rule.name.clone(),
         config_path: std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_owned()),
         timestamp: plan.stamp.timestamp.clone(),
-        hosts: plan
-            .targets
-            .iter()
-            .map(|t| t.host.name.clone())
-            .filter(|h| only.is_none_or(|o| o.contains(h)))
-            .collect(),
+        hosts: NewDispatch::hosts_of(plan, only),
         started_at: at,
     }
 }

@@ -139,6 +139,22 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// The matrix's axes in first-seen order: packages as (rule, package label) across,
+    /// hosts down.
+    pub fn axes(&self) -> (Vec<(&str, &str)>, Vec<&str>) {
+        let mut packages: Vec<(&str, &str)> = Vec::new();
+        let mut hosts: Vec<&str> = Vec::new();
+        for c in &self.cells {
+            if !packages.iter().any(|(r, _)| *r == c.rule) {
+                packages.push((&c.rule, &c.package));
+            }
+            if !hosts.contains(&c.host.as_str()) {
+                hosts.push(&c.host);
+            }
+        }
+        (packages, hosts)
+    }
+
     /// Every host's version was read.
     pub fn all_read(&self) -> bool {
         self.cells.iter().all(|c| c.installed.version().is_some())

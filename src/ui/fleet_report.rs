@@ -108,16 +108,7 @@ pub fn status_cell(c: &crate::fleet::version::Cell) -> String {
 /// (`-` where the rule does not name the host), drift marked `!behind`, `!ahead`,
 /// `!differs`, `!mixed`; then why cells could not be read and what drifted from what.
 pub fn status_table(report: &StatusReport) -> String {
-    let mut packages: Vec<(&str, &str)> = Vec::new();
-    let mut hosts: Vec<&str> = Vec::new();
-    for c in &report.cells {
-        if !packages.iter().any(|(r, _)| *r == c.rule) {
-            packages.push((&c.rule, &c.package));
-        }
-        if !hosts.contains(&c.host.as_str()) {
-            hosts.push(&c.host);
-        }
-    }
+    let (packages, hosts) = report.axes();
     let mut rows = vec![
         std::iter::once("HOST".to_owned())
             .chain(packages.iter().map(|(_, l)| l.to_string()))

@@ -153,16 +153,7 @@ pub fn versions(f: &mut Frame, app: &App, area: Rect, scroll: usize) {
         )),
         None => {}
         Some(report) => {
-            let mut packages: Vec<(&str, &str)> = Vec::new();
-            let mut hosts: Vec<&str> = Vec::new();
-            for c in &report.cells {
-                if !packages.iter().any(|(r, _)| *r == c.rule) {
-                    packages.push((&c.rule, &c.package));
-                }
-                if !hosts.contains(&c.host.as_str()) {
-                    hosts.push(&c.host);
-                }
-            }
+            let (packages, hosts) = report.axes();
             let hw = hosts
                 .iter()
                 .map(|h| h.chars().count())
