@@ -9,35 +9,26 @@ use dropship::engine::job::Cancel;
 use dropship::engine::rollout::{self, Dispatch, Emit, Summary};
 use dropship::plan::{Plan, Stamp};
 use dropship::transport::Stream;
-use dropship::transport::known_hosts::KnownHostsFiles;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::engine::EngineRig;
 use support::{SshServer, TEST_PASSWORD, TEST_USER};
 
-/// A received event and when it arrived.
-type Log = Arc<Mutex<Vec<(Instant, Event)>>>;
+/// The shared engine rig, with this file's config.
+struct Rig(EngineRig);
 
-struct Rig {
-    local: tempfile::TempDir,
-    known: KnownHostsFiles,
-    dest: support::ScratchDir,
+impl std::ops::Deref for Rig {
+    type Target = EngineRig;
+    fn deref(&self) -> &EngineRig {
+        &self.0
+    }
 }
 
 impl Rig {
     fn new(test: &str, server: &SshServer) -> Rig {
-        let local = tempfile::tempdir().unwrap();
-        let known = KnownHostsFiles {
-            user: Some(local.path().join("known_hosts")),
-            dropship: local.path().join("dropship_known_hosts"),
-        };
-        server.write_known_hosts(known.user.as_ref().unwrap());
-        Rig {
-            local,
-            known,
-            dest: support::scratch_dir(test),
-        }
+        Rig(EngineRig::new(test, server))
     }
 
     fn config(&self, hosts: &str, keys: &str) -> Config {
@@ -49,9 +40,7 @@ impl Rig {
     }
 
     fn bundle(&self, name: &str, len: usize) -> PathBuf {
-        let p = self.local.path().join(name);
-        std::fs::write(&p, vec![b'b'; len]).unwrap();
-        p
+        self.bundle_file(name, len)
     }
 
     /// Runs a whole dispatch of `bundle` and returns its summary and events.
@@ -65,39 +54,14 @@ impl Rig {
             Stamp::now(),
         )
         .unwrap();
-        let log: Log = Arc::default();
-        let summary = run_plan(
+        self.dispatch(
             plan,
             bundle,
-            &self.known,
-            log.clone(),
+            "test@engine pid 1",
             Arc::new(Cancel::new()),
-        );
-        let events = std::mem::take(&mut *log.lock().unwrap());
-        (summary, events)
+            Box::new(support::engine::ignore),
+        )
     }
-}
-
-fn run_plan(
-    plan: Plan,
-    bundle: &Path,
-    known: &KnownHostsFiles,
-    log: Log,
-    cancel: Arc<Cancel>,
-) -> Summary {
-    let emit: Emit = Arc::new(move |e| log.lock().unwrap().push((Instant::now(), e)));
-    let d = Arc::new(Dispatch {
-        id: 1,
-        plan: Arc::new(plan),
-        bundle: bundle.to_owned(),
-        bundle_sha256: dropship::transport::local_sha256(bundle, None).unwrap(),
-        known_hosts: known.clone(),
-        holder: "test@engine pid 1".into(),
-        skip: HashMap::new(),
-        only: None,
-    });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(rollout::run(d, cancel, emit))
 }
 
 fn output(events: &[(Instant, Event)], host: &str, want: Stream) -> Vec<(Instant, String)> {

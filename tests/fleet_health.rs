@@ -8,34 +8,27 @@ mod support;
 use dropship::config::{Config, Netrc, SshHosts};
 use dropship::engine::events::{Event, Step, StepOutcome, TargetResult};
 use dropship::engine::job::Cancel;
-use dropship::engine::rollout::{self, Dispatch, Emit, Summary};
+use dropship::engine::rollout::Summary;
 use dropship::plan::{Plan, Stamp};
-use dropship::transport::known_hosts::KnownHostsFiles;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use support::engine::EngineRig;
 use support::http::{Behaviour, HttpServer};
 use support::{SshServer, TEST_PASSWORD, TEST_USER};
 
-struct Rig {
-    local: tempfile::TempDir,
-    known: KnownHostsFiles,
-    dest: support::ScratchDir,
+/// The shared engine rig, with this file's config.
+struct Rig(EngineRig);
+
+impl std::ops::Deref for Rig {
+    type Target = EngineRig;
+    fn deref(&self) -> &EngineRig {
+        &self.0
+    }
 }
 
 impl Rig {
     fn new(test: &str, server: &SshServer) -> Rig {
-        let local = tempfile::tempdir().unwrap();
-        let known = KnownHostsFiles {
-            user: Some(local.path().join("known_hosts")),
-            dropship: local.path().join("dropship_known_hosts"),
-        };
-        server.write_known_hosts(known.user.as_ref().unwrap());
-        Rig {
-            local,
-            known,
-            dest: support::scratch_dir(test),
-        }
+        Rig(EngineRig::new(test, server))
     }
 
     fn config(&self, server: &SshServer, keys: &str) -> Config {
@@ -63,23 +56,14 @@ impl Rig {
             Stamp::now(),
         )
         .unwrap();
-        let log: Arc<Mutex<Vec<Event>>> = Arc::default();
-        let l = log.clone();
-        let emit: Emit = Arc::new(move |e| l.lock().unwrap().push(e));
-        let d = Arc::new(Dispatch {
-            id: 1,
-            plan: Arc::new(plan),
-            bundle: bundle.clone(),
-            bundle_sha256: dropship::transport::local_sha256(&bundle, None).unwrap(),
-            known_hosts: self.known.clone(),
-            holder: "test@health pid 1".into(),
-            skip: HashMap::new(),
-            only: None,
-        });
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let s = rt.block_on(rollout::run(d, Arc::new(Cancel::new()), emit));
-        let events = std::mem::take(&mut *log.lock().unwrap());
-        (s, events)
+        let (s, events) = self.dispatch(
+            plan,
+            &bundle,
+            "test@health pid 1",
+            Arc::new(Cancel::new()),
+            Box::new(support::engine::ignore),
+        );
+        (s, events.into_iter().map(|(_, e)| e).collect())
     }
 }
 

@@ -12,38 +12,28 @@ mod support;
 use dropship::config::{Config, Netrc, SshHosts};
 use dropship::engine::events::{Event, Level, Step, TargetResult};
 use dropship::engine::job::Cancel;
-use dropship::engine::rollout::{self, Dispatch, Emit};
 use dropship::plan::{Plan, Stamp};
 use dropship::transport::known_hosts::KnownHostsFiles;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use support::engine::{EngineRig, OnEvent};
 use support::{SshServer, TEST_PASSWORD, TEST_USER};
 
-struct Rig {
-    local: tempfile::TempDir,
-    known: KnownHostsFiles,
-    dest: support::ScratchDir,
-}
+/// The shared engine rig, with this file's config.
+struct Rig(EngineRig);
 
-/// What the test does to the cancel when it sees an event.
-type OnEvent = Box<dyn Fn(&Event, &Cancel) + Send + Sync>;
+impl std::ops::Deref for Rig {
+    type Target = EngineRig;
+    fn deref(&self) -> &EngineRig {
+        &self.0
+    }
+}
 
 impl Rig {
     fn new(test: &str, server: &SshServer) -> Rig {
-        let local = tempfile::tempdir().unwrap();
-        let known = KnownHostsFiles {
-            user: Some(local.path().join("known_hosts")),
-            dropship: local.path().join("dropship_known_hosts"),
-        };
-        server.write_known_hosts(known.user.as_ref().unwrap());
-        Rig {
-            local,
-            known,
-            dest: support::scratch_dir(test),
-        }
+        Rig(EngineRig::new(test, server))
     }
 
     /// `post` and `health` leave a mark; `post` waits for `DEST/go` when `wait` is set
@@ -102,26 +92,14 @@ impl Rig {
             Stamp::now(),
         )
         .unwrap();
-        let cancel = Arc::new(Cancel::new());
-        let log: Arc<Mutex<Vec<Event>>> = Arc::default();
-        let (l, c) = (log.clone(), cancel.clone());
-        let emit: Emit = Arc::new(move |e| {
-            on_event(&e, &c);
-            l.lock().unwrap().push(e)
-        });
-        let d = Arc::new(Dispatch {
-            id: 1,
-            plan: Arc::new(plan),
-            bundle: bundle.clone(),
-            bundle_sha256: dropship::transport::local_sha256(&bundle, None).unwrap(),
-            known_hosts: self.known.clone(),
-            holder: "test@cancel pid 1".into(),
-            skip: HashMap::new(),
-            only: None,
-        });
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let s = rt.block_on(rollout::run(d, cancel, emit));
-        let events = std::mem::take(&mut *log.lock().unwrap());
+        let (s, events) = self.dispatch(
+            plan,
+            &bundle,
+            "test@cancel pid 1",
+            Arc::new(Cancel::new()),
+            on_event,
+        );
+        let events = events.into_iter().map(|(_, e)| e).collect();
         (s.targets[0].1.result, events)
     }
 
