@@ -35,6 +35,23 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the step may simply run again after an interruption left its outcome
+    /// unknown: connecting, locking and uploading are, and so are the release layout's own
+    /// steps (an unpack starts over in a temporary directory, a switch or prune sets the
+    /// same state again); a user's command may not be (`--resume --force` decides).
+    pub fn is_repeatable(self) -> bool {
+        matches!(
+            self,
+            Step::Connect
+                | Step::Lock
+                | Step::Upload
+                | Step::Unpack
+                | Step::Switch
+                | Step::Prune
+                | Step::Unlock
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Connect => "connect",

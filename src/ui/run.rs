@@ -373,21 +373,7 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         else {
             continue;
         };
-        // Connecting, locking and uploading are safe to repeat, and so are the release
-        // layout's own steps (an unpack starts over in a temporary directory, a switch or
-        // prune sets the same state again); a command may not be.
-        let unsafe_step = running.filter(|s| {
-            !matches!(
-                s,
-                Step::Connect
-                    | Step::Lock
-                    | Step::Upload
-                    | Step::Unpack
-                    | Step::Switch
-                    | Step::Prune
-                    | Step::Unlock
-            )
-        });
+        let unsafe_step = running.filter(|s| !s.is_repeatable());
         if let Some(step) = unsafe_step {
             if !killed_by_cancel {
                 journal.mark_unknown(id, host, step)?;

@@ -1,7 +1,8 @@
 //! A dispatch the previous run left unfinished: go on, or stop and tell the operator.
 //!
-//! The same judgement as `--resume`: connecting, locking, uploading and unlocking are safe
-//! to repeat (an upload verified on the host is not even repeated); a command that was
+//! The same judgement as `--resume` (`Step::is_repeatable`): connecting, locking, uploading,
+//! the release layout's own steps and unlocking are safe to repeat (an upload verified on
+//! the host is not even repeated); a command that was
 //! running when the process died may or may not have taken effect. Unattended, the watcher
 //! never reruns such a command: the bundle goes to `failed/` with a reason saying what to
 //! check and the exact `dropship --resume ID --force` that would rerun it.
@@ -63,8 +64,7 @@ pub fn judge(detail: &DispatchDetail) -> Verdict {
         else {
             continue;
         };
-        let unsafe_step = running
-            .filter(|s| !matches!(s, Step::Connect | Step::Lock | Step::Upload | Step::Unlock));
+        let unsafe_step = running.filter(|s| !s.is_repeatable());
         if let Some(step) = unsafe_step {
             let command = t
                 .steps
@@ -176,4 +176,79 @@ pub fn unknown_reason(
         c = shlex::try_quote(&config.to_string_lossy()).unwrap_or_default(),
     ));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{NewDispatch, StepRecord};
+    use std::path::PathBuf;
+
+    /// A dispatch killed while `step` ran on its only host.
+    fn killed_during(step: Step) -> DispatchDetail {
+        let rec = |step, done: bool| StepRecord {
+            step,
+            command: Some(format!("{step} command")),
+            outcome: done.then_some(crate::engine::events::StepOutcome::Ok),
+            exit_code: None,
+            error: None,
+            started_at: 1,
+            finished_at: done.then_some(2),
+            duration_ms: None,
+            lines: 0,
+            dropped_lines: 0,
+        };
+        DispatchDetail {
+            id: 7,
+            record: NewDispatch {
+                bundle: "app-1.tgz".into(),
+                bundle_path: PathBuf::from("/drop/app-1.tgz"),
+                bundle_sha256: "x".into(),
+                bundle_size: 1,
+                rule: "app".into(),
+                config_path: PathBuf::from("/d.cfg"),
+                timestamp: "20260101_000000".into(),
+                hosts: vec!["web1".into()],
+                started_at: 1,
+            },
+            state: DispatchState::Running,
+            finished_at: None,
+            writer_pid: 1,
+            targets: vec![TargetDetail {
+                host: "web1".into(),
+                result: None,
+                failed_step: None,
+                error: None,
+                started_at: Some(1),
+                finished_at: None,
+                duration_ms: None,
+                upload_attempts: 1,
+                verified: None,
+                steps: vec![
+                    rec(Step::Connect, true),
+                    rec(Step::Lock, true),
+                    rec(step, false),
+                ],
+            }],
+            notices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_watcher_repeats_what_resume_repeats_and_nothing_else() {
+        // The release layout's own steps start over safely, as `--resume` knows.
+        for step in [Step::Upload, Step::Unpack, Step::Switch, Step::Prune] {
+            assert!(
+                matches!(judge(&killed_during(step)), Verdict::Continue { .. }),
+                "{step}"
+            );
+        }
+        // A user's command may have taken effect: never rerun unattended.
+        for step in [Step::Pre, Step::Upgrade, Step::Post, Step::Health] {
+            match judge(&killed_during(step)) {
+                Verdict::Unknown(u) => assert_eq!((u[0].host.as_str(), u[0].step), ("web1", step)),
+                other => panic!("{step}: {other:?}"),
+            }
+        }
+    }
 }
