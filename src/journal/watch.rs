@@ -288,6 +288,21 @@ impl Journal {
             })
     }
 
+    /// A finished bundle whose file is no longer where it was staged: the move is closed,
+    /// the state (done, failed, …) kept.
+    pub fn watch_closed(&self, id: i64) -> Result<(), JournalError> {
+        self.lock()
+            .write(Durability::Durable, "closing a moved bundle", |tx, path| {
+                let changed = tx
+                    .execute(
+                        "UPDATE watch_bundle SET archived_at = ?2 WHERE id = ?1",
+                        params![id, now_ms()],
+                    )
+                    .ctx(path, "closing a moved bundle")?;
+                expect_one(path, id, changed)
+            })
+    }
+
     /// The bundle's file is gone before it was staged: nothing to ship, nothing to move.
     pub fn watch_vanished(&self, id: i64, reason: &str) -> Result<(), JournalError> {
         self.lock()
@@ -385,6 +400,30 @@ mod tests {
             hosts: vec!["h1".into()],
             started_at: 1,
         }
+    }
+
+    /// Killed between the move to `done/` and its confirmation, then the file removed from
+    /// the shelf: closing the move keeps it done, so dropping it again is a duplicate.
+    #[test]
+    fn closing_a_lost_move_keeps_a_done_bundle_done() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(&tmp.path().join("j.sqlite")).unwrap();
+        let dir = Path::new("/drop");
+        let a = j
+            .watch_admit(dir, "app-1.tgz", 3, 7, Path::new("/drop/.dropship/queue"))
+            .unwrap();
+        j.watch_queued(a.id, "ab", 3, 8, Some("app")).unwrap();
+        j.watch_begin_dispatch(a.id, &rec(&a.staged_path)).unwrap();
+        let done = Path::new("/drop/.dropship/done/2024-01-01/app-1.tgz");
+        j.watch_finish(a.id, BundleState::Done, None, done).unwrap();
+        j.watch_closed(a.id).unwrap();
+        assert!(j.watch_open(dir).unwrap().is_empty());
+        assert_eq!(
+            j.watch_bundle(a.id).unwrap().unwrap().state,
+            BundleState::Done
+        );
+        let shipped = j.watch_shipped(dir, "app-1.tgz", "ab", -1).unwrap();
+        assert_eq!(shipped.map(|r| r.id), Some(a.id));
     }
 
     #[test]

@@ -458,6 +458,13 @@ impl Service {
                 if let Err(e) = self.setup.journal.watch_vanished(row.id, &reason) {
                     self.error(format!("{}: {e}", row.name));
                 }
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    // Still in the folder: held as it is, or every rescan would take it
+                    // again (and fail again) for ever. A change to it lets it go.
+                    self.tracker
+                        .observe(&row.name, fs::stat(src), Hint::Seen, Instant::now());
+                    self.tracker.hold(&row.name);
+                }
                 return;
             }
         }
@@ -928,10 +935,12 @@ impl Service {
             return;
         }
         if !row.staged_path.exists() {
-            let _ = self.setup.journal.watch_vanished(
-                row.id,
-                &format!("its staged file {} is gone", row.staged_path.display()),
-            );
+            // Moved already and removed from the shelf since, or removed by hand: either way
+            // the recorded state stays (a `done` bundle must stay done, or dropping it again
+            // would ship it twice); only the move is closed.
+            if let Err(e) = self.setup.journal.watch_closed(row.id) {
+                self.error(format!("{}: {e}", row.name));
+            }
             return;
         }
         // The reason file may already be beside the reserved name; writing it again next
