@@ -85,6 +85,9 @@ pub struct Service {
     /// Names reported as seen (so each new file is announced once).
     seen: HashSet<String>,
     queue_full: bool,
+    /// A file could not be recorded (the journal failed, e.g. a full disk): held files are
+    /// tried again at the next rescan rather than only when they change.
+    retry_held: bool,
     stopping: bool,
     next_rescan: Instant,
     next_flush: Instant,
@@ -156,6 +159,7 @@ impl Service {
             seen: HashSet::new(),
             queue_full: false,
             stopping: false,
+            retry_held: false,
             next_rescan: now,
             next_flush: now + FLUSH_EVERY,
             report: WatchReport::default(),
@@ -338,6 +342,9 @@ impl Service {
     /// A full look at the folder: finds what events missed, forgets what left.
     fn rescan(&mut self) {
         self.next_rescan = Instant::now() + self.opts.rescan;
+        if std::mem::take(&mut self.retry_held) {
+            self.tracker.release();
+        }
         let files = match fs::scan(self.dir(), self.opts.marker.as_deref()) {
             Ok(f) => f,
             Err(e) => {
@@ -426,9 +433,11 @@ impl Service {
         ) {
             Ok(row) => row,
             Err(e) => {
-                // Not recorded, so not touched: it stays in the folder for a later try.
+                // Not recorded, so not touched: it stays in the folder and is tried again at
+                // the next rescan (the journal may have room again by then).
                 self.error(format!("{name}: not taken: {e}"));
                 self.tracker.hold(name);
+                self.retry_held = true;
                 return;
             }
         };
