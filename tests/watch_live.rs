@@ -723,3 +723,75 @@ fn a_file_that_leaves_before_it_is_complete_is_reported_gone() {
     assert!(env.shipped().is_empty());
     assert_eq!(env.pending(), 0);
 }
+
+/// A real full disk under the journal (a 1 MiB tmpfs): the watcher cannot know what ran
+/// without it, so it stops — exit non-zero, the bundle neither done nor failed but left open
+/// — and once there is room again a restart settles it without running `upgrade` twice.
+#[test]
+fn a_journal_that_cannot_be_written_stops_the_watcher_and_ships_nothing_twice() {
+    if !support::live_test_or_skip("watch_journal_full", &[support::Need::Root]) {
+        return;
+    }
+    let env = Env::new("watch_journal_full", None);
+    let small = env.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mount = |args: &[&str]| {
+        let st = std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount {args:?}");
+    };
+    mount(&[
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=1m",
+        "tmpfs",
+        small.to_str().unwrap(),
+    ]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let journal = small.join("journal.sqlite");
+    // `post` prints 2 MB that the journal keeps (10,000 lines of 200 bytes): more than fits.
+    let line = "x".repeat(199);
+    let cfg = env.write_config(&env.rule(
+        "l0",
+        "l0-.*\\.tgz",
+        "lh0",
+        "local",
+        &format!("\npost = yes {line} | head -n 10000"),
+    ));
+    let args = ["--journal", journal.to_str().unwrap()];
+    let child = env.cmd(&cfg, &args).spawn().unwrap();
+    rename_in(&env.drop_dir(), "l0-1.tgz", b"full disk");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be written: stopping"), "{stderr}");
+    assert!(env.shelved("done").is_empty() && env.shelved("failed").is_empty());
+    assert_eq!(env.pending(), 1, "the bundle is kept for the next start");
+
+    // Room again: the next start settles it, and `upgrade` ran once in all.
+    mount(&["-o", "remount,size=64m", small.to_str().unwrap()]);
+    let mut child = env.cmd(&cfg, &args).spawn().unwrap();
+    wait_for(
+        "the bundle settled after the restart",
+        &mut child,
+        Duration::from_secs(60),
+        || env.pending() == 0,
+    );
+    let (code, _, stderr) = stop(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        env.shelved("done").len() + env.shelved("failed").len(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(env.shipped().values().sum::<usize>(), 1, "upgrade ran once");
+}

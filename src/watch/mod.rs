@@ -131,12 +131,19 @@ pub enum WatchError {
     Events { dir: PathBuf, detail: String },
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(
+        "the journal {path} could not be written during a dispatch: the watcher stopped; open bundles resume at the next start\n  help: free space or fix the journal's permissions, then start dropship --watch again"
+    )]
+    JournalLost { path: PathBuf },
 }
 
 impl WatchError {
     /// A problem with the command line or the folder (exit 2), not a failed dispatch.
     pub fn is_usage(&self) -> bool {
-        !matches!(self, WatchError::Journal(_))
+        !matches!(
+            self,
+            WatchError::Journal(_) | WatchError::JournalLost { .. }
+        )
     }
 }
 

@@ -78,6 +78,8 @@ pub struct Service {
     tx: SyncSender<Msg>,
     rx: Receiver<Msg>,
     lost: Arc<AtomicBool>,
+    /// A dispatch event could not be journaled (see `new`).
+    journal_failed: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
     tracker: Tracker,
     sched: Scheduler,
@@ -130,10 +132,19 @@ impl Service {
         };
         // Dispatch events are journaled here, then passed on: the watcher reads each
         // dispatch's outcome back from the journal, so it cannot depend on the front end.
+        //
+        // Without its journal the watcher cannot know what ran, so a failed write stops it:
+        // no new step starts (the cancel), and the loop stops taking files; what is open is
+        // judged at the next start rather than from a journal with holes.
         let journal = setup.journal.clone();
+        let journal_failed = Arc::new(AtomicBool::new(false));
+        let (failed, stop) = (journal_failed.clone(), cancel.clone());
         let emit: Emit = Arc::new(move |e: Event| {
             if let Err(err) = journal.record(&e) {
                 tracing::error!("journal write failed: {err}");
+                if !failed.swap(true, Ordering::SeqCst) {
+                    stop.requested.store(true, Ordering::SeqCst);
+                }
             }
             events(e);
         });
@@ -160,6 +171,7 @@ impl Service {
             queue_full: false,
             stopping: false,
             retry_held: false,
+            journal_failed,
             next_rescan: now,
             next_flush: now + FLUSH_EVERY,
             report: WatchReport::default(),
@@ -246,24 +258,47 @@ impl Service {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            if !self.stopping && self.journal_failed.load(Ordering::SeqCst) {
+                self.error(format!(
+                    "the journal {} cannot be written: stopping (no new step starts); what is open resumes at the next start\n  help: free space or fix the journal's permissions, then start dropship --watch again",
+                    self.setup.journal.path().display()
+                ));
+                self.stopping = true;
+            }
             if self.lost.swap(false, Ordering::SeqCst) {
                 tracing::warn!("file events were lost: rescanning {}", self.dir().display());
                 self.tracker.events_lost();
                 self.next_rescan = Instant::now();
             }
             if Instant::now() >= self.next_flush {
-                let _ = self.setup.journal.flush();
+                self.flush_journal();
                 self.next_flush = Instant::now() + FLUSH_EVERY;
             }
         }
-        let _ = self.setup.journal.flush();
+        self.flush_journal();
         self.report.left_open += self.open.len();
+        if self.journal_failed.load(Ordering::SeqCst) {
+            // `run` tells it (WatchError, WatchStopped).
+            return Err(WatchError::JournalLost {
+                path: self.setup.journal.path().to_path_buf(),
+            });
+        }
         self.say(WatchEvent::WatchStopped {
             at: now_ms(),
             queued: self.sched.waiting(),
             in_flight: self.sched.running(),
         });
         Ok(std::mem::take(&mut self.report))
+    }
+
+    /// Commits buffered output lines; a failure counts as a lost journal (see `new`).
+    fn flush_journal(&mut self) {
+        if let Err(e) = self.setup.journal.flush() {
+            tracing::error!("journal flush failed: {e}");
+            if !self.journal_failed.swap(true, Ordering::SeqCst) {
+                self.cancel.requested.store(true, Ordering::SeqCst);
+            }
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {
