@@ -23,6 +23,18 @@ pub enum Source {
     Default,
 }
 
+impl Source {
+    /// How messages name it: `password from netrc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "dispatch.cfg",
+            Source::Netrc => "netrc",
+            Source::SshConfig => "ssh config",
+            Source::Default => "default",
+        }
+    }
+}
+
 /// One `{timestamp}` per dispatch, the same for every host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {

@@ -410,6 +410,27 @@ impl JobContext<'_> {
 
     /// One step of the release layout: `unpack`, `switch` (to this dispatch's release) or
     /// `prune`.
+    /// The shell the release layout's steps run in; a target without one fails `step`.
+    fn release_shell<'c>(
+        &self,
+        conn: &'c mut Connection,
+        step: Step,
+        t: Instant,
+    ) -> Result<&'c mut dyn crate::transport::Shell, StepFailure> {
+        match conn.shell.as_deref_mut() {
+            Some(shell) => Ok(shell),
+            None => {
+                let e = TransportError::Setup {
+                    host: self.host(),
+                    detail:
+                        "`layout = releases` needs a shell on the host, and this target has none"
+                            .into(),
+                };
+                Err(self.fail(step, t, None, e))
+            }
+        }
+    }
+
     fn release_step(&self, conn: &mut Connection, step: Step) -> Result<(), StepFailure> {
         if self.skip.done.contains(&step) {
             self.notice(
@@ -440,14 +461,7 @@ impl JobContext<'_> {
             Err(why) => return Err(self.failed_with(step, t, why)),
         };
         let host = self.host();
-        let Some(shell) = conn.shell.as_deref_mut() else {
-            let e = TransportError::Setup {
-                host: self.host(),
-                detail: "`layout = releases` needs a shell on the host, and this target has none"
-                    .into(),
-            };
-            return Err(self.fail(step, t, None, e));
-        };
+        let shell = self.release_shell(conn, step, t)?;
         let cancel = self.cancel;
         let stop = || cancel.is_hard();
         let mut on_line = |stream, line: &str| self.line(step, stream, line);
@@ -525,14 +539,7 @@ impl JobContext<'_> {
             Some(&format!("{} -> previous release", tree.current())),
         );
         let host = self.host();
-        let Some(shell) = conn.shell.as_deref_mut() else {
-            let e = TransportError::Setup {
-                host: self.host(),
-                detail: "`layout = releases` needs a shell on the host, and this target has none"
-                    .into(),
-            };
-            return Err(self.fail(step, t, None, e));
-        };
+        let shell = self.release_shell(conn, step, t)?;
         let mut on_line = |stream, line: &str| self.line(step, stream, line);
         let res = releases::read_state(shell, &host, &tree).and_then(|state| {
             let ours = self.release_name().ok();

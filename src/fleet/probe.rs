@@ -18,7 +18,6 @@
 
 use super::target::ProbeTarget;
 use crate::config::Protocol;
-use crate::plan::Source;
 use crate::transport::known_hosts::KnownHostsFiles;
 use crate::transport::ssh::{SshParams, SshSession};
 use crate::transport::{Connection, Files, Shell, TransportError, ftp, local};
@@ -183,22 +182,13 @@ impl HostProbe {
     }
 }
 
-fn source_name(s: Source) -> &'static str {
-    match s {
-        Source::Config => "dispatch.cfg",
-        Source::Netrc => "netrc",
-        Source::SshConfig => "ssh config",
-        Source::Default => "default",
-    }
-}
-
 /// The credentials a login used, by source: `as deploy (login from netrc; password from
 /// dispatch.cfg)`. Never the secret.
 fn credentials(t: &ProbeTarget) -> String {
     let c = &t.target.creds;
-    let mut parts = vec![format!("login from {}", source_name(c.login_source))];
+    let mut parts = vec![format!("login from {}", c.login_source.as_str())];
     match c.password_source {
-        Some(s) => parts.push(format!("password from {}", source_name(s))),
+        Some(s) => parts.push(format!("password from {}", s.as_str())),
         None => parts.push("no password".into()),
     }
     if !c.keys.is_empty() {

@@ -152,13 +152,7 @@ impl FtpFiles {
             hint: "the rule (login/password/account) or ~/.netrc".to_owned(),
         };
         let tried = match &p.password {
-            Some((_, s)) => format!(
-                "password from {}",
-                match s {
-                    Source::Netrc => "netrc",
-                    _ => "dispatch.cfg",
-                }
-            ),
+            Some((_, s)) => format!("password from {}", s.as_str()),
             None => "no password".to_owned(),
         };
         let password = p.password.as_ref().map_or("", |(s, _)| s.expose());

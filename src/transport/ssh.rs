@@ -132,15 +132,6 @@ pub struct SshSession {
     background: std::sync::Arc<std::sync::Mutex<Vec<ssh2::Channel>>>,
 }
 
-fn source_name(s: Source) -> &'static str {
-    match s {
-        Source::Config => "dispatch.cfg",
-        Source::Netrc => "netrc",
-        Source::SshConfig => "ssh config",
-        Source::Default => "default",
-    }
-}
-
 impl SshSession {
     /// Connects, verifies the host key, and logs in.
     pub fn connect(p: &SshParams) -> Result<SshSession, TransportError> {
@@ -241,7 +232,7 @@ impl SshSession {
             }
         }
         if let Some((password, source)) = &p.password {
-            tried.push(format!("password from {}", source_name(*source)));
+            tried.push(format!("password from {}", source.as_str()));
             match self.sess.userauth_password(&p.login, password.expose()) {
                 Ok(()) if self.sess.authenticated() => return Ok(()),
                 Ok(()) => {}

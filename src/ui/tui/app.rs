@@ -484,13 +484,7 @@ impl App {
             self.offsets[3].set(0);
         }
         if l >= 2 {
-            self.log = LogView {
-                wrap: self.log.wrap,
-                timestamps: self.log.timestamps,
-                fullscreen: self.log.fullscreen,
-                search: self.log.search.clone(),
-                ..LogView::default()
-            };
+            self.log = self.log.reset();
         }
         self.ensure_loaded();
     }

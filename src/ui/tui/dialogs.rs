@@ -233,15 +233,6 @@ fn path_entry(
     }
 }
 
-fn source(s: Source) -> &'static str {
-    match s {
-        Source::Config => "dispatch.cfg",
-        Source::Netrc => "netrc",
-        Source::SshConfig => "ssh config",
-        Source::Default => "default",
-    }
-}
-
 /// The plan, as the confirmation dialog shows it: never a secret, only where it comes from.
 pub fn plan_lines<'a>(app: &App, plan: &Plan, only: Option<&[String]>) -> Vec<Line<'a>> {
     let t = &app.theme;
@@ -310,10 +301,13 @@ pub fn plan_lines<'a>(app: &App, plan: &Plan, only: Option<&[String]>) -> Vec<Li
                 fit(&host, 24),
                 fit(x.protocol.as_str(), 8),
                 fit(
-                    &format!("{} ({})", x.creds.login, source(x.creds.login_source)),
+                    &format!("{} ({})", x.creds.login, x.creds.login_source.as_str()),
                     28
                 ),
-                x.creds.password_source.map(source).unwrap_or("none"),
+                x.creds
+                    .password_source
+                    .map(Source::as_str)
+                    .unwrap_or("none"),
             ),
             t.text,
         ));

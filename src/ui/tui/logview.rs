@@ -17,6 +17,18 @@ pub struct LogView {
 }
 
 impl LogView {
+    /// A new position (following the newest line) for another host's log, keeping what
+    /// the user chose: wrap, timestamps, full screen, the last search.
+    pub fn reset(&self) -> LogView {
+        LogView {
+            wrap: self.wrap,
+            timestamps: self.timestamps,
+            fullscreen: self.fullscreen,
+            search: self.search.clone(),
+            ..LogView::default()
+        }
+    }
+
     pub fn following(&self) -> bool {
         self.top.is_none()
     }

@@ -2,7 +2,7 @@
 //! pause key. The watcher dispatches by itself; the console only shows what it does and
 //! pauses or resumes it.
 
-use super::{App, Effect, Focus, LogView};
+use super::{App, Effect, Focus};
 use crate::ui::tui::model::PackageRow;
 use crate::ui::tui::watch_view::{Change, WatchView, WatchedBundle};
 use crate::watch::WatchEvent;
@@ -168,13 +168,7 @@ impl App {
         if self.selected[2] == 0 && pos == 0 {
             self.selected[3] = 0;
             self.offsets[3].set(0);
-            self.log = LogView {
-                wrap: self.log.wrap,
-                timestamps: self.log.timestamps,
-                fullscreen: self.log.fullscreen,
-                search: self.log.search.clone(),
-                ..LogView::default()
-            };
+            self.log = self.log.reset();
         } else if pos <= self.selected[2] {
             self.selected[2] += 1;
         }
