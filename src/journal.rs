@@ -208,6 +208,8 @@ pub struct TargetDetail {
 pub struct VerifiedUpload {
     pub size: u64,
     pub sha256: Option<String>,
+    /// A verified upload with no hash was proven by its size alone (an FTP-only rule).
+    pub by: crate::transport::VerifiedBy,
 }
 
 /// One run of one step.

@@ -125,6 +125,7 @@ fn verified_upload(j: &Journal, id: i64, host: &str) {
     let done = TransferEvent::Verified {
         size: 1024,
         sha256: Some("cd".repeat(32)),
+        by: dropship::transport::VerifiedBy::Sha256,
     };
     j.record(&transfer(id, host, done)).unwrap();
     j.record(&finished(id, host, Step::Upload, StepOutcome::Ok, T0 + 5))

@@ -462,7 +462,10 @@ fn ftp_cut_data_connection_resumes_with_appe() {
     };
     let rig = Rig::new("ftp_cut");
     let proxies = FtpProxies::start(&server);
-    proxies.data.cut_first_connection_after(5 << 20);
+    // The first data connection carries the sidecar, the second the bundle.
+    proxies
+        .data
+        .set_fault_scoped(support::Fault::CutAfter(5 << 20), support::Scope::First(2));
     let config = rig.config("ftp", proxies.control_addr(), rig.dest.as_str(), "");
     let local = bundle(rig.local.path(), "big-3.tgz", 16 << 20);
     let plan = rig.plan(&config, "big-3.tgz");

@@ -8,8 +8,14 @@
 //! on the host writes the time into `beat` every `lock_stale / 4` (at most every minute), and
 //! it dies with the holder's connection. So a dispatch that runs longer than `lock_stale`
 //! keeps its lock, and one that was killed loses it `lock_stale` after its last beat.
-//! Where the host has no shell (an FTP-only rule), the lock is a directory beside the upload,
-//! made with `MKD`.
+//! Where the host has no shell (an FTP-only rule), the lock is the same directory made with
+//! `MKD`, with the same `info` inside (uploaded), and a heartbeat that re-uploads an empty
+//! `beat` over a second FTP connection: its modification time, on the server's clock, says
+//! when the holder was last heard from. The server's "now" comes from the modification time
+//! of a probe file a waiter uploads, so FTP locks heal after `lock_stale` like SSH ones,
+//! whatever the skew between machines (see [`ftp`]).
+
+mod ftp;
 
 use crate::transport::{Connection, Shell, TransportError};
 use std::time::{Duration, Instant};
@@ -77,8 +83,10 @@ pub enum Attempt {
 pub struct Lock {
     pub path: String,
     token: String,
-    /// Held through the shell (with an info file) or as a bare directory (FTP).
+    /// Held through the shell, or through file operations (FTP).
     shell: bool,
+    /// The FTP heartbeat, stopped on release (the shell's dies with its channel).
+    beat: Option<std::sync::Arc<ftp::Heartbeat>>,
 }
 
 /// What the lock says about us.
@@ -222,6 +230,7 @@ pub fn acquire(
     let start = Instant::now();
     let mut told = false;
     let mut tried_takeover = false;
+    let mut seen = ftp::Seen::default();
     loop {
         let attempt = match conn.shell.as_deref_mut() {
             Some(shell) => {
@@ -234,16 +243,7 @@ pub fn acquire(
                 }
                 a
             }
-            None => {
-                if let Some((parent, _)) = path.rsplit_once('/') {
-                    conn.files.mkdir_p(parent)?;
-                }
-                if conn.files.create_dir(path)? {
-                    Attempt::Acquired
-                } else {
-                    Attempt::Busy(None)
-                }
-            }
+            None => ftp::try_once(conn.files.as_mut(), path, id, &token, w, &mut seen)?,
         };
         match attempt {
             Attempt::Acquired => {
@@ -258,10 +258,26 @@ pub fn acquire(
                         "the lock has no heartbeat ({e}): another dispatch may break it after lock_stale"
                     ));
                 }
+                let beat = match conn.shell {
+                    Some(_) => None,
+                    None => ftp::Heartbeat::start(
+                        conn.files.as_ref(),
+                        path,
+                        &token,
+                        beat_interval(w.stale),
+                    )
+                    .map_err(|e| {
+                        (w.notice)(format!(
+                            "the lock has no heartbeat ({e}): another dispatch may break it after lock_stale"
+                        ))
+                    })
+                    .ok(),
+                };
                 return Ok(Lock {
                     path: path.to_owned(),
                     token,
                     shell: conn.shell.is_some(),
+                    beat,
                 });
             }
             Attempt::Busy(Some(h))
@@ -330,6 +346,11 @@ pub fn release(conn: &mut Connection, lock: &Lock) -> Result<(), TransportError>
             shell.script(&script, Duration::ZERO)?;
             Ok(())
         }
-        _ => conn.files.remove_dir(&lock.path),
+        _ => {
+            if let Some(beat) = &lock.beat {
+                beat.stop();
+            }
+            ftp::release(conn.files.as_mut(), &lock.path, &lock.token)
+        }
     }
 }

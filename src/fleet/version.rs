@@ -45,7 +45,13 @@ pub fn read_version(shell: &mut dyn Shell, cmd: &str, timeout: Duration) -> Resu
                 );
             }
         })
-        .map_err(|e| format!("`version_cmd` failed: {e}"))?;
+        .map_err(|e| match e {
+            // Bounded by the rule's `timeout` here, not by `step_timeout`.
+            TransportError::CommandTimeout { secs, .. } => format!(
+                "`version_cmd` was still running after {secs}s and was killed (raise `timeout` in the rule)"
+            ),
+            e => format!("`version_cmd` failed: {e}"),
+        })?;
     match (status, out) {
         (0, Some(v)) => Ok(v),
         (0, None) => Err("`version_cmd` printed nothing".into()),

@@ -131,10 +131,17 @@ fn targets(conn: &Connection, id: i64) -> rusqlite::Result<Vec<TargetDetail>> {
     )?;
     let rows = stmt.query_map([id], |r| {
         let verified = match opt_size_from_sql(r, 8)? {
-            Some(size) => Some(VerifiedUpload {
-                size,
-                sha256: r.get(9)?,
-            }),
+            Some(size) => {
+                let sha256: Option<String> = r.get(9)?;
+                Some(VerifiedUpload {
+                    size,
+                    by: match sha256 {
+                        Some(_) => crate::transport::VerifiedBy::Sha256,
+                        None => crate::transport::VerifiedBy::SizeOnly,
+                    },
+                    sha256,
+                })
+            }
             None => None,
         };
         Ok(TargetDetail {

@@ -269,7 +269,7 @@ impl Store {
                     apply::upload_started(tx, path, dispatch, host)
                 })
             }
-            TransferEvent::Verified { size, sha256 } => self.write(
+            TransferEvent::Verified { size, sha256, .. } => self.write(
                 Durability::Durable,
                 "recording a verified upload",
                 |tx, path| {

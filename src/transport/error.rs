@@ -62,6 +62,26 @@ pub enum TransportError {
         what: String,
         detail: String,
     },
+    #[error(
+        "{host}: `{command}` was still running after {secs}s and was killed on the host\n  help: raise `{knob}` in the rule if it needs longer"
+    )]
+    CommandTimeout {
+        host: String,
+        command: String,
+        secs: u64,
+        /// The rule key that set the limit (`step_timeout` for a dispatch's commands).
+        knob: &'static str,
+    },
+    /// The host refused for a reason a retry cannot fix: no space, a quota, a name it
+    /// cannot store.
+    #[error("{host}: {what}: {detail}\n  help: {help}")]
+    Refused {
+        host: String,
+        /// The operation and its path, e.g. "upload `/srv/app.tgz`".
+        what: String,
+        detail: String,
+        help: String,
+    },
     #[error("{host}: upload of `{path}` did not verify: {detail}")]
     Verify {
         host: String,

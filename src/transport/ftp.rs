@@ -54,6 +54,8 @@ impl FtpParams {
 
 pub struct FtpFiles {
     ftp: NativeTlsFtpStream,
+    /// How this connection was made, to open a [`Files::twin`].
+    params: FtpParams,
     host: String,
     login: String,
     timeout: Duration,
@@ -183,6 +185,7 @@ impl FtpFiles {
         }
         let mut me = FtpFiles {
             ftp,
+            params: p.clone(),
             host: me_host,
             login: p.login.clone(),
             timeout: p.timeout,
@@ -204,12 +207,23 @@ impl FtpFiles {
                     std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
                 ) =>
             {
+                self.give_up();
                 TransportError::Timeout {
                     host: self.host.clone(),
                     during: format!("{op} `{path}`"),
                     secs: self.timeout.as_secs(),
                 }
             }
+            (_, Some(code @ (452 | 552))) => TransportError::Refused {
+                host: self.host.clone(),
+                what: format!("{op} `{path}`"),
+                detail: format!("no space left or quota exceeded ({text})"),
+                help: if code == 452 {
+                    "free space on the host or change `dest_dir`".to_owned()
+                } else {
+                    "raise the login's quota, free space, or change `dest_dir`".to_owned()
+                },
+            },
             (_, Some(550 | 553 | 532)) => TransportError::Permission {
                 host: self.host.clone(),
                 login: self.login.clone(),
@@ -222,6 +236,13 @@ impl FtpFiles {
                 detail: text,
             },
         }
+    }
+
+    /// The connection stalled for a whole `timeout`: shut the control socket down so that
+    /// what would still wait on it (the end of a transfer, `QUIT` when this is dropped)
+    /// fails at once, and a stall costs one `timeout`, not several.
+    fn give_up(&self) {
+        let _ = self.ftp.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
     /// Runs a data command, falling back from EPSV to PASV once if the server refuses it.
@@ -295,7 +316,7 @@ impl Files for FtpFiles {
                 }
             })
             .map_err(|e| self.err("STOR", remote, e))?;
-        pump(
+        let sent = pump(
             &self.host,
             local,
             offset,
@@ -303,8 +324,62 @@ impl Files for FtpFiles {
             CHUNK,
             progress,
             &|e| self.err("upload", remote, FtpError::ConnectionError(e)),
-        )?;
+        );
+        if let Err(e) = sent {
+            // Dropping the stream reads the server's reply to the aborted transfer: after a
+            // stall that would wait another `timeout` (err() has shut the socket down), and
+            // after a cancel the reply does not matter.
+            self.give_up();
+            drop(stream);
+            return Err(e);
+        }
         stream.finish().map_err(|e| self.err("upload", remote, e))
+    }
+
+    fn fresh_after_stall(&self) -> bool {
+        true
+    }
+
+    fn read_small(&mut self, path: &str, max: usize) -> Result<Option<Vec<u8>>, TransportError> {
+        use std::io::Read;
+        let got = self.with_pasv_fallback(|ftp| {
+            ftp.retr(path, |r| {
+                let mut buf = Vec::new();
+                r.take(max as u64 + 1)
+                    .read_to_end(&mut buf)
+                    .map_err(FtpError::ConnectionError)?;
+                Ok(buf)
+            })
+        });
+        match got {
+            Ok(buf) if buf.len() > max => Err(TransportError::Io {
+                host: self.host.clone(),
+                op: format!("RETR `{path}`"),
+                detail: format!("longer than the {max} bytes dropship writes there"),
+            }),
+            Ok(buf) => Ok(Some(buf)),
+            Err(e) if reply(&e) == Some(550) => Ok(None),
+            Err(e) => Err(self.err("RETR", path, e)),
+        }
+    }
+
+    fn write_small(&mut self, path: &str, data: &[u8]) -> Result<(), TransportError> {
+        self.with_pasv_fallback(|ftp| ftp.put_file(path, &mut std::io::Cursor::new(data)))
+            .map(drop)
+            .map_err(|e| self.err("STOR", path, e))
+    }
+
+    fn modified(&mut self, path: &str) -> Result<Option<i64>, TransportError> {
+        match self.ftp.mdtm(path) {
+            // RFC 3659: MDTM answers in UTC.
+            Ok(t) => Ok(Some(t.and_utc().timestamp())),
+            Err(e) if reply(&e) == Some(550) => Ok(None),
+            Err(e) => Err(self.err("MDTM", path, e)),
+        }
+    }
+
+    fn twin(&self) -> Result<Box<dyn Files>, TransportError> {
+        Ok(Box::new(FtpFiles::connect(&self.params)?))
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {

@@ -243,10 +243,11 @@ impl Shell for Local {
             });
         }
         if timed_out {
-            return Err(TransportError::Timeout {
+            return Err(TransportError::CommandTimeout {
                 host: self.host.clone(),
-                during: format!("running `{command}`"),
+                command: command.to_owned(),
                 secs: timeout.as_secs(),
+                knob: "step_timeout",
             });
         }
         use std::os::unix::process::ExitStatusExt;

@@ -46,10 +46,35 @@ pub enum TransferEvent {
         delay_ms: u64,
         error: String,
     },
+    /// What arrived is proven: by SHA-256 computed on the host (`sha256` set), or, where
+    /// the host can say nothing about content (plain FTP, no SSH), by size only.
     Verified {
         size: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         sha256: Option<String>,
+        by: VerifiedBy,
     },
+}
+
+/// How an upload was proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifiedBy {
+    /// The host hashed the file and it matched the bundle.
+    Sha256,
+    /// Only its size could be checked: the rule has no SSH shell and the server offers no
+    /// hash command.
+    SizeOnly,
+}
+
+impl VerifiedBy {
+    /// How it reads in output and history.
+    pub fn describe(self) -> &'static str {
+        match self {
+            VerifiedBy::Sha256 => "verified by sha256",
+            VerifiedBy::SizeOnly => "verified by size only",
+        }
+    }
 }
 
 /// The file operations an atomic upload needs. Paths are remote paths as planned
@@ -80,6 +105,52 @@ pub trait Files: Send {
     fn create_dir(&mut self, path: &str) -> Result<bool, TransportError>;
     /// Removes an empty directory; a missing one is fine.
     fn remove_dir(&mut self, path: &str) -> Result<(), TransportError>;
+
+    /// How much of a `.part` of `len` bytes, left by an interrupted upload of a `size`-byte
+    /// bundle, was written without holes (a write over several streams may leave some).
+    fn resumable_prefix(&self, len: u64, _size: u64) -> u64 {
+        len
+    }
+
+    /// Whether the next attempt after a stall must start a fresh `.part` (a new file, not
+    /// an append): an FTP server may still hold the stalled session's lock on the old one
+    /// (vsftpd's `lock_upload_files`), and would keep the next `APPE` waiting for it.
+    fn fresh_after_stall(&self) -> bool {
+        false
+    }
+
+    // Where the host has no shell (FTP), the lock's `info` and heartbeat and an upload's
+    // sidecar are small files of their own. Protocols with a shell never need these.
+
+    /// The contents of a small file (at most `max` bytes), or `None` when it does not exist.
+    fn read_small(&mut self, path: &str, _max: usize) -> Result<Option<Vec<u8>>, TransportError> {
+        Err(no_shell_only(path))
+    }
+
+    /// Creates or replaces a small file.
+    fn write_small(&mut self, path: &str, _data: &[u8]) -> Result<(), TransportError> {
+        Err(no_shell_only(path))
+    }
+
+    /// The modification time of `path` on the server's clock (seconds since the epoch), or
+    /// `None` when it does not exist.
+    fn modified(&mut self, path: &str) -> Result<Option<i64>, TransportError> {
+        Err(no_shell_only(path))
+    }
+
+    /// A second connection like this one, for work beside it (the lock's heartbeat).
+    fn twin(&self) -> Result<Box<dyn Files>, TransportError> {
+        Err(no_shell_only(""))
+    }
+}
+
+fn no_shell_only(path: &str) -> TransportError {
+    TransportError::Setup {
+        host: String::new(),
+        detail: format!(
+            "internal: a small-file operation on `{path}` was asked of a protocol that has a shell"
+        ),
+    }
 }
 
 /// Output of a command, one line at a time.
@@ -94,7 +165,7 @@ pub enum Stream {
 pub trait Shell: Send {
     /// Runs `command` with `sh -c` semantics, feeding each output line to `on_line` as it
     /// arrives; returns the exit status. The command is killed at `timeout`
-    /// ([`TransportError::Timeout`]) or as soon as `stop` returns true
+    /// ([`TransportError::CommandTimeout`]) or as soon as `stop` returns true
     /// ([`TransportError::Cancelled`]), on the host as well.
     fn exec(
         &mut self,

@@ -22,6 +22,10 @@ const ERR_PUBKEY_UNVERIFIED: i32 = -19;
 const ERR_FILE: i32 = -16;
 const FX_NO_SUCH_FILE: i32 = 2;
 const FX_PERMISSION_DENIED: i32 = 3;
+/// OpenSSH's sftp-server answers ENAMETOOLONG and EINVAL with this.
+const FX_BAD_MESSAGE: i32 = 5;
+const FX_NO_SPACE_ON_FILESYSTEM: i32 = 14;
+const FX_QUOTA_EXCEEDED: i32 = 15;
 
 /// Reads and writes of the bundle go through buffers this big: libssh2 splits a large
 /// SFTP write into pipelined packets, so big writes keep the link full.
@@ -262,17 +266,57 @@ impl SshSession {
     /// Maps a libssh2 error during `op` to a classified error.
     fn error(&self, op: &str, e: ssh2::Error) -> TransportError {
         match e.code() {
-            ErrorCode::Session(ERR_TIMEOUT) => TransportError::Timeout {
-                host: self.host.clone(),
-                during: op.to_owned(),
-                secs: self.timeout.as_secs(),
-            },
+            ErrorCode::Session(ERR_TIMEOUT) => self.stalled(op),
             ErrorCode::SFTP(FX_PERMISSION_DENIED) => self.permission(op, "", e.to_string()),
+            ErrorCode::SFTP(
+                code @ (FX_BAD_MESSAGE | FX_NO_SPACE_ON_FILESYSTEM | FX_QUOTA_EXCEEDED),
+            ) => self.refused(op, code, e.to_string()),
             _ => TransportError::Io {
                 host: self.host.clone(),
                 op: op.to_owned(),
                 detail: e.to_string(),
             },
+        }
+    }
+
+    /// The link stalled for a whole `timeout`: the session is given up at once. Shutting
+    /// the socket down makes every later libssh2 call on it (closing the file, the SFTP
+    /// channel, the session) fail immediately instead of waiting out its own timeout, so a
+    /// stall is reported after `timeout`, not after a multiple of it.
+    fn stalled(&self, during: &str) -> TransportError {
+        // SAFETY: shutdown(2) on the session's own socket; it stays open until the
+        // session drops it, so the descriptor cannot have been reused.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+        TransportError::Timeout {
+            host: self.host.clone(),
+            during: during.to_owned(),
+            secs: self.timeout.as_secs(),
+        }
+    }
+
+    /// An SFTP status no retry can change.
+    fn refused(&self, op: &str, code: i32, detail: String) -> TransportError {
+        let (detail, help) = match code {
+            FX_NO_SPACE_ON_FILESYSTEM => (
+                format!("no space left on the device ({detail})"),
+                "free space on the host or change `dest_dir`",
+            ),
+            FX_QUOTA_EXCEEDED => (
+                format!("quota exceeded ({detail})"),
+                "raise the login's quota or change `dest_dir`",
+            ),
+            _ => (
+                format!("the server cannot store this name ({detail}; name too long or invalid)"),
+                "use a shorter bundle name or `dest_dir`",
+            ),
+        };
+        TransportError::Refused {
+            host: self.host.clone(),
+            what: op.to_owned(),
+            detail,
+            help: help.to_owned(),
         }
     }
 
@@ -310,6 +354,7 @@ impl SshSession {
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
         let op = "running a command";
+        let started = Instant::now();
         let mut ch = self
             .sess
             .channel_open("session", EXEC_WINDOW, EXEC_PACKET, None)
@@ -364,10 +409,11 @@ impl SshSession {
             }
             if Instant::now() >= deadline {
                 let _ = ch.close();
-                break Err(TransportError::Timeout {
+                break Err(TransportError::CommandTimeout {
                     host: self.host.clone(),
-                    during: format!("running `{command}`"),
-                    secs: 0,
+                    command: command.to_owned(),
+                    secs: (deadline - started).as_secs(),
+                    knob: "timeout",
                 });
             }
             if !progressed {
@@ -551,10 +597,12 @@ impl Shell for SshSession {
             on_line,
         )
         .map_err(|e| match e {
-            TransportError::Timeout { host, .. } => TransportError::Timeout {
+            // Our own deadline, not a stalled link: name the command, not the wrapper.
+            TransportError::CommandTimeout { host, .. } => TransportError::CommandTimeout {
                 host,
-                during: format!("running `{command}`"),
+                command: command.to_owned(),
                 secs: timeout.as_secs(),
+                knob: "step_timeout",
             },
             other => other,
         })
@@ -598,25 +646,104 @@ impl SftpFiles {
     }
 }
 
-/// From this size on, an SFTP upload from the start goes over two sessions, each writing
-/// one half of the file: libssh2 encrypts on one core per session, and SFTP's
-/// request/acknowledge pipeline leaves a single stream short of OpenSSH's `scp`
-/// (bench/upload.sh). A retry after a failure resumes over one session as usual.
+/// From this size on, an SFTP upload goes over two sessions: libssh2 encrypts on one core
+/// per session, and SFTP's request/acknowledge pipeline leaves a single stream short of
+/// OpenSSH's `scp` (bench/upload.sh).
 const TWO_STREAMS_FROM: u64 = 64 << 20;
 
+/// The two sessions take turns by blocks of this size, on a grid fixed from the file's
+/// start, and neither starts a block while the one two before it is unfinished. So at any
+/// moment only the first two unfinished blocks can hold bytes: everything before
+/// `(len / BLOCK - 2) * BLOCK` of a `.part` cut off at `len` is whole, and an interrupted
+/// two-stream upload resumes from there instead of from zero.
+const BLOCK: u64 = 8 << 20;
+
+/// The part of a `.part` of `len` bytes that a write of a `size`-byte bundle can have left
+/// without holes (see [`BLOCK`]).
+fn contiguous_prefix(len: u64, size: u64) -> u64 {
+    if size < TWO_STREAMS_FROM {
+        len
+    } else {
+        (len / BLOCK).saturating_sub(2) * BLOCK
+    }
+}
+
+/// Which blocks are finished: all before `frontier`, and `frontier + 1` when `ahead`.
+#[derive(Default)]
+struct Frontier {
+    frontier: u64,
+    ahead: bool,
+    stop: bool,
+}
+
+struct Turns {
+    state: std::sync::Mutex<Frontier>,
+    changed: std::sync::Condvar,
+}
+
+impl Turns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Frontier> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until block `j` may start (block `j - 2` and all before it are done); false
+    /// when the upload is stopping. `tick` runs every 100 ms meanwhile.
+    fn wait_turn(&self, j: u64, tick: &mut dyn FnMut() -> bool) -> bool {
+        loop {
+            {
+                let st = self.lock();
+                if st.stop {
+                    return false;
+                }
+                if st.frontier + 1 >= j {
+                    return true;
+                }
+                let (st, _) = self
+                    .changed
+                    .wait_timeout(st, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner());
+                if st.stop || st.frontier + 1 >= j {
+                    continue;
+                }
+            }
+            // Outside the lock: `tick` reads it too.
+            if !tick() {
+                self.stop();
+            }
+        }
+    }
+
+    fn done(&self, j: u64) {
+        let mut st = self.lock();
+        if j == st.frontier {
+            st.frontier += if st.ahead { 2 } else { 1 };
+            st.ahead = false;
+        } else {
+            st.ahead = true;
+        }
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+    }
+}
+
 impl SftpFiles {
-    /// Writes `local[..mid]` through `dst` and `local[mid..size]` through a second session
-    /// on another thread; reports their sum as progress.
-    fn write_halves(
+    /// Writes `local[offset..size]` in [`BLOCK`]s that alternate between `dst` and a
+    /// second session on another thread; reports their sum as progress.
+    #[allow(clippy::too_many_arguments)]
+    fn write_two_streams(
         &mut self,
         dst: &mut ssh2::File,
         local: &Path,
         remote: &str,
-        mid: u64,
+        offset: u64,
         size: u64,
         progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError> {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::atomic::{AtomicU64, Ordering};
         let opened = SshSession::connect(&self.ssh.params).and_then(|second| {
             let sftp = second
                 .sess
@@ -630,63 +757,88 @@ impl SftpFiles {
                 // A login limit or a dropped extra login must not fail an upload that one
                 // session can do.
                 tracing::warn!(host = %self.ssh.host, "second SFTP session refused, one stream: {e}");
-                return pump(&self.ssh.host, local, 0, dst, CHUNK, progress, &|e| {
+                return pump(&self.ssh.host, local, offset, dst, CHUNK, progress, &|e| {
                     self.ssh.io_err("write", remote, e)
                 });
             }
         };
-        let tail_sent = AtomicU64::new(0);
-        let stop = AtomicBool::new(false);
+        let first = offset / BLOCK;
+        let last = size.div_ceil(BLOCK);
+        let range = |j: u64| (offset.max(j * BLOCK), size.min((j + 1) * BLOCK));
+        let turns = Turns {
+            state: Default::default(),
+            changed: Default::default(),
+        };
+        turns.lock().frontier = first;
+        // Bytes each stream has had acknowledged (libssh2 counts an SFTP write as written
+        // once the server acknowledged it).
+        let sent = [AtomicU64::new(0), AtomicU64::new(0)];
+        let total = || offset + sent[0].load(Ordering::Relaxed) + sent[1].load(Ordering::Relaxed);
+        // One stream's share of the blocks, each one seeked to and pumped in turn.
+        let stream = |s: usize,
+                      ssh: &SshSession,
+                      f: &mut ssh2::File,
+                      tick: &mut dyn FnMut() -> bool|
+         -> Result<(), TransportError> {
+            let mut j = first + s as u64;
+            while j < last {
+                if !turns.wait_turn(j, tick) {
+                    return Err(TransportError::Cancelled {
+                        host: ssh.host.clone(),
+                    });
+                }
+                let (from, to) = range(j);
+                f.seek(SeekFrom::Start(from))
+                    .map_err(|e| ssh.io_err("seek", remote, e))?;
+                let before = sent[s].load(Ordering::Relaxed);
+                pump_range(
+                    &ssh.host,
+                    local,
+                    from,
+                    to,
+                    f,
+                    CHUNK,
+                    &mut |n| {
+                        sent[s].store(before + (n - from), Ordering::Relaxed);
+                        tick()
+                    },
+                    &|e| ssh.io_err("write", remote, e),
+                )?;
+                turns.done(j);
+                j += 2;
+            }
+            Ok(())
+        };
         std::thread::scope(|scope| {
             let tail = scope.spawn(|| {
-                let r = (|| -> Result<(), TransportError> {
-                    let mut f = sftp2
-                        .open_mode(Path::new(remote), OpenFlags::WRITE, 0o644, OpenType::File)
-                        .map_err(|e| second.error(&format!("open `{remote}`"), e))?;
-                    f.seek(SeekFrom::Start(mid))
-                        .map_err(|e| second.io_err("seek", remote, e))?;
-                    pump_range(
-                        &second.host,
-                        local,
-                        mid,
-                        size,
-                        &mut f,
-                        CHUNK,
-                        &mut |n| {
-                            tail_sent.store(n - mid, Ordering::Relaxed);
-                            !stop.load(Ordering::Relaxed)
-                        },
-                        &|e| second.io_err("write", remote, e),
-                    )?;
-                    f.close()
-                        .map_err(|e| second.error(&format!("close `{remote}`"), e))
-                })();
-                // A failed half stops the other at once instead of sending its rest.
+                let r = sftp2
+                    .open_mode(Path::new(remote), OpenFlags::WRITE, 0o644, OpenType::File)
+                    .map_err(|e| second.error(&format!("open `{remote}`"), e))
+                    .and_then(|mut f| {
+                        stream(1, &second, &mut f, &mut || !turns.lock().stop)?;
+                        f.close()
+                            .map_err(|e| second.error(&format!("close `{remote}`"), e))
+                    });
+                // A failed stream stops the other at once instead of sending its rest.
                 if r.is_err() {
-                    stop.store(true, Ordering::Relaxed);
+                    turns.stop();
                 }
                 r
             });
-            let head = pump_range(
-                &self.ssh.host,
-                local,
-                0,
-                mid,
-                dst,
-                CHUNK,
-                &mut |n| {
-                    progress(n + tail_sent.load(Ordering::Relaxed)) && !stop.load(Ordering::Relaxed)
-                },
-                &|e| self.ssh.io_err("write", remote, e),
-            );
-            if head.is_err() {
-                stop.store(true, Ordering::Relaxed);
-            }
-            // Keep reporting (and listening for a cancel) while the second half finishes.
-            while !tail.is_finished() {
-                if !progress(mid + tail_sent.load(Ordering::Relaxed)) {
-                    stop.store(true, Ordering::Relaxed);
+            let mut tick = || {
+                let go = progress(total()) && !turns.lock().stop;
+                if !go {
+                    turns.stop();
                 }
+                go
+            };
+            let head = stream(0, &self.ssh, dst, &mut tick);
+            if head.is_err() {
+                turns.stop();
+            }
+            // Keep reporting (and listening for a cancel) while the other stream finishes.
+            while !tail.is_finished() {
+                tick();
                 std::thread::sleep(Duration::from_millis(100));
             }
             let tail = tail.join().unwrap_or_else(|_| {
@@ -699,7 +851,7 @@ impl SftpFiles {
             match (head, tail) {
                 (Ok(()), Ok(())) => Ok(()),
                 (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-                // The half that failed first stopped the other: report the real failure.
+                // The stream that failed first stopped the other: report the real failure.
                 (Err(TransportError::Cancelled { .. }), Err(e)) | (Err(e), Err(_)) => Err(e),
             }
         })
@@ -773,12 +925,12 @@ impl Files for SftpFiles {
                 detail: e.to_string(),
             })?
             .len();
-        let split = (offset == 0 && size >= TWO_STREAMS_FROM).then_some(size / 2);
         dst.seek(SeekFrom::Start(offset))
             .map_err(|e| self.ssh.io_err("seek", remote, e))?;
-        match split {
-            Some(mid) => self.write_halves(&mut dst, local, remote, mid, size, progress)?,
-            None => pump(
+        if size >= TWO_STREAMS_FROM && size - offset >= 2 * BLOCK {
+            self.write_two_streams(&mut dst, local, remote, offset, size, progress)?;
+        } else {
+            pump(
                 &self.ssh.host,
                 local,
                 offset,
@@ -786,9 +938,13 @@ impl Files for SftpFiles {
                 CHUNK,
                 progress,
                 &|e| self.ssh.io_err("write", remote, e),
-            )?,
+            )?;
         }
         dst.close().map_err(|e| self.sftp_err("close", remote, e))
+    }
+
+    fn resumable_prefix(&self, len: u64, size: u64) -> u64 {
+        contiguous_prefix(len, size)
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {
@@ -825,11 +981,18 @@ impl Files for SftpFiles {
 impl SshSession {
     fn io_err(&self, op: &str, path: &str, e: std::io::Error) -> TransportError {
         if e.kind() == ErrorKind::TimedOut {
-            return TransportError::Timeout {
-                host: self.host.clone(),
-                during: format!("{op} `{path}`"),
-                secs: self.timeout.as_secs(),
-            };
+            return self.stalled(&format!("{op} `{path}`"));
+        }
+        // ssh2 turns an SFTP status into an io::Error that keeps only its text.
+        let text = e.to_string();
+        let code = match text.as_str() {
+            "no space on filesystem" => Some(FX_NO_SPACE_ON_FILESYSTEM),
+            "quota exceeded" => Some(FX_QUOTA_EXCEEDED),
+            "bad message" => Some(FX_BAD_MESSAGE),
+            _ => None,
+        };
+        if let Some(code) = code {
+            return self.refused(&format!("{op} `{path}`"), code, text);
         }
         if e.kind() == ErrorKind::PermissionDenied {
             return self.permission(op, path, e.to_string());

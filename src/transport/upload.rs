@@ -4,8 +4,15 @@
 //! No reader on the host ever sees a partial file at the final path: the final name only
 //! ever appears through a rename of a file that has been checked (size always, SHA-256
 //! whenever the host has a shell).
+//!
+//! A `.part` left by an earlier attempt (or an earlier, killed dropship) is continued only
+//! when it is proven to be a prefix of *this* bundle: where the host has a shell, by the
+//! SHA-256 of that prefix computed there; where it has none (an FTP-only rule), by a sidecar
+//! `.NAME.part.sha256` that names the bundle it was started for. The sidecar is written
+//! after any older `.part` is removed and before the first byte, so it can never vouch for
+//! bytes of another bundle.
 
-use super::{Connection, TransferEvent, TransportError, local_sha256};
+use super::{Connection, TransferEvent, TransportError, VerifiedBy, local_sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,15 +52,49 @@ pub struct Delivered {
     pub size: u64,
     /// Set when the host computed it and it matched ours.
     pub sha256: Option<String>,
+    pub by: VerifiedBy,
     pub attempts: u32,
 }
 
-/// The `.NAME.part` path beside `remote_path`.
+/// The longest file name most file systems store (NAME_MAX).
+const NAME_MAX: usize = 255;
+/// What the sidecar adds to the `.part` name.
+const SIDECAR_SUFFIX: &str = ".sha256";
+
+/// The `.NAME.part` path beside `remote_path`. A name too long for `.NAME.part.sha256` to
+/// fit in [`NAME_MAX`] is shortened and made unique again with a hash of the whole name, so
+/// every bundle name the host can store can also be uploaded safely.
 pub fn part_path(remote_path: &str) -> String {
-    match remote_path.rsplit_once('/') {
-        Some((dir, name)) => format!("{dir}/.{name}.part"),
-        None => format!(".{remote_path}.part"),
+    let (dir, name) = match remote_path.rsplit_once('/') {
+        Some((dir, name)) => (Some(dir), name),
+        None => (None, remote_path),
+    };
+    let room = NAME_MAX - SIDECAR_SUFFIX.len();
+    let part = if name.len() + ".part".len() < room {
+        format!(".{name}.part")
+    } else {
+        use sha2::Digest;
+        let tag = &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..8];
+        let mut keep = room - ".part".len() - 1 - 1 - tag.len();
+        while !name.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        format!(".{}~{tag}.part", &name[..keep])
+    };
+    match dir {
+        Some(dir) => format!("{dir}/{part}"),
+        None => part,
     }
+}
+
+/// The sidecar that names the bundle a `.part` belongs to (hosts without a shell).
+pub fn sidecar_path(part: &str) -> String {
+    format!("{part}{SIDECAR_SUFFIX}")
+}
+
+/// The sidecar's contents for a bundle.
+fn sidecar_text(sha: &str, size: u64) -> String {
+    format!("dropship-part sha256={sha} size={size}\n")
 }
 
 /// Rate and ETA reporting, at most every 100 ms so a fast link does not flood the UI.
@@ -126,6 +167,7 @@ pub fn deliver(
     let part = part_path(job.remote_path);
     let mut attempt = 0;
     let mut conn: Option<Connection> = None;
+    let mut fresh = false;
     loop {
         attempt += 1;
         if (job.cancel)() {
@@ -138,7 +180,10 @@ pub fn deliver(
             None => connect(),
         }
         .and_then(|mut c| {
-            let r = attempt_once(job, &mut c, &part, size, &sha, attempt, events);
+            let r = attempt_once(job, &mut c, &part, size, &sha, attempt, fresh, events);
+            if matches!(r, Err(TransportError::Timeout { .. })) && c.files.fresh_after_stall() {
+                fresh = true;
+            }
             r.map(|d| (c, d))
         });
         match result {
@@ -168,32 +213,56 @@ fn sleep_unless_cancelled(delay: Duration, cancel: &dyn Fn() -> bool) {
     }
 }
 
-/// How much of an existing `.part` can be kept: its length, when that prefix is ours
-/// (checked by SHA-256 where the host has a shell; by size alone where it has not).
+/// How much of an existing `.part` can be kept: the longest prefix proven to be ours (by
+/// its SHA-256 on the host, or by the sidecar where the host has no shell). When nothing
+/// can be kept, the old `.part` is cleared for a fresh start.
 fn resume_offset(
     job: &Job,
     conn: &mut Connection,
     part: &str,
     size: u64,
+    sha: &str,
+    fresh: bool,
 ) -> Result<u64, TransportError> {
-    if !conn.files.resumable() {
-        return Ok(0);
-    }
-    let have = match conn.files.size(part)? {
-        Some(n) if n > 0 && n <= size => n,
-        _ => return Ok(0),
+    let have = match conn.files.resumable() && !fresh {
+        true => match conn.files.size(part)? {
+            Some(n) if n <= size => conn.files.resumable_prefix(n, size),
+            _ => 0,
+        },
+        false => 0,
     };
-    let Some(shell) = conn.shell.as_mut() else {
+    let proven = match (have, conn.shell.as_mut()) {
+        (0, _) => false,
+        (_, Some(shell)) => {
+            let theirs = shell.sha256(part, Some(have))?;
+            let ours = local_sha256(job.local, Some(have)).map_err(|e| TransportError::Local {
+                path: job.local.to_owned(),
+                detail: e.to_string(),
+            })?;
+            theirs == ours
+        }
+        (_, None) => {
+            let side = conn.files.read_small(&sidecar_path(part), 256)?;
+            side.as_deref() == Some(sidecar_text(sha, size).as_bytes())
+        }
+    };
+    if proven {
         return Ok(have);
-    };
-    let theirs = shell.sha256(part, Some(have))?;
-    let ours = local_sha256(job.local, Some(have)).map_err(|e| TransportError::Local {
-        path: job.local.to_owned(),
-        detail: e.to_string(),
-    })?;
-    Ok(if theirs == ours { have } else { 0 })
+    }
+    if conn.shell.is_none() {
+        // Sidecar gone first, then the `.part`, then the new sidecar: a kill at any point
+        // leaves either no sidecar or one that names the bytes that follow it.
+        conn.files.remove(&sidecar_path(part))?;
+        conn.files.remove(part)?;
+        conn.files
+            .write_small(&sidecar_path(part), sidecar_text(sha, size).as_bytes())?;
+    } else if fresh {
+        conn.files.remove(part)?;
+    }
+    Ok(0)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn attempt_once(
     job: &Job,
     conn: &mut Connection,
@@ -201,10 +270,11 @@ fn attempt_once(
     size: u64,
     sha: &str,
     attempt: u32,
+    fresh: bool,
     events: &dyn Fn(TransferEvent),
 ) -> Result<Delivered, TransportError> {
     conn.files.mkdir_p(job.dest_dir)?;
-    let offset = resume_offset(job, conn, part, size)?;
+    let offset = resume_offset(job, conn, part, size, sha, fresh)?;
     events(TransferEvent::Started {
         attempt,
         size,
@@ -235,7 +305,7 @@ fn attempt_once(
             got.map_or("missing".into(), |n| n.to_string())
         )));
     }
-    let remote_sha = match conn.shell.as_mut() {
+    let (remote_sha, by) = match conn.shell.as_mut() {
         Some(shell) => {
             if let Some(theirs) = shell.verify_and_rename(part, job.remote_path, sha, size)? {
                 // Start the next attempt from scratch: the prefix is not ours.
@@ -244,20 +314,24 @@ fn attempt_once(
                     "SHA-256 on the host is {theirs}, expected {sha}"
                 )));
             }
-            Some(sha.to_owned())
+            (Some(sha.to_owned()), VerifiedBy::Sha256)
         }
         None => {
             conn.files.rename(part, job.remote_path)?;
-            None
+            // Only a leftover: without its `.part` it vouches for nothing.
+            let _ = conn.files.remove(&sidecar_path(part));
+            (None, VerifiedBy::SizeOnly)
         }
     };
     events(TransferEvent::Verified {
         size,
         sha256: remote_sha.clone(),
+        by,
     });
     Ok(Delivered {
         size,
         sha256: remote_sha,
+        by,
         attempts: attempt,
     })
 }
@@ -271,6 +345,28 @@ mod tests {
         assert_eq!(part_path("newcx/1/app.tgz"), "newcx/1/.app.tgz.part");
         assert_eq!(part_path("/srv/a b.tgz"), "/srv/.a b.tgz.part");
         assert_eq!(part_path("app.tgz"), ".app.tgz.part");
+    }
+
+    #[test]
+    fn part_and_sidecar_names_fit_name_max_for_every_storable_name() {
+        for len in [1usize, 200, 241, 242, 243, 250, 254, 255] {
+            for ch in ["a", "ü", "日"] {
+                let mut name = ch.repeat(len / ch.len());
+                name.push_str(&"x".repeat(len - name.len()));
+                let part = part_path(&format!("/srv/{name}"));
+                let file = part.rsplit_once('/').unwrap().1;
+                assert!(file.starts_with('.') && file.ends_with(".part"), "{file}");
+                let side = sidecar_path(&part);
+                assert!(
+                    side.rsplit_once('/').unwrap().1.len() <= NAME_MAX,
+                    "{len} x {ch}: {side}"
+                );
+            }
+        }
+        // Shortened names stay distinct.
+        let a = part_path(&format!("{}a.tgz", "n".repeat(250)));
+        let b = part_path(&format!("{}b.tgz", "n".repeat(250)));
+        assert_ne!(a, b);
     }
 
     #[test]

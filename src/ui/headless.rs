@@ -387,10 +387,11 @@ impl Printer {
                     secs(*delay_ms as i64)
                 ),
             ),
-            TransferEvent::Verified { size, sha256 } => {
-                let how = sha256.as_deref().map_or("size checked".to_owned(), |s| {
-                    format!("sha256 {}", &s[..12.min(s.len())])
-                });
+            TransferEvent::Verified { size, sha256, by } => {
+                let how = match sha256.as_deref() {
+                    Some(s) => format!("{} {}", by.describe(), &s[..12.min(s.len())]),
+                    None => by.describe().to_owned(),
+                };
                 self.line(
                     false,
                     &format!("{} uploaded {} ({how})", self.tag(host), human_bytes(*size)),

@@ -133,6 +133,7 @@ pub fn running(app: &mut App) {
             transfer: TransferEvent::Verified {
                 size: 1_000_000,
                 sha256: None,
+                by: dropship::transport::VerifiedBy::SizeOnly,
             },
         },
         Event::StepStarted {
