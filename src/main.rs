@@ -1,7 +1,7 @@
 //! The `dropship` binary: parses the command line, picks a mode, and maps errors to exit
 //! codes (0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched).
 
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, CommandFactory, Parser};
 use dropship::config::{self, Config, ConfigError, Netrc, NetrcError};
 use dropship::plan::{Credentials, Plan, PlanError, Stamp, ssh_host_for};
 use dropship::transport::known_hosts::KnownHostsFiles;
@@ -9,6 +9,7 @@ use dropship::ui::headless::{self, Mode};
 use dropship::ui::report;
 use dropship::ui::run::{self, RunError};
 use dropship::ui::term_text;
+use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -162,6 +163,79 @@ struct Cli {
     log_memory: usize,
 }
 
+/// Flags whose value names a bundle, rule, file or directory: a name that may begin with `-`.
+const NAME_VALUED: [&str; 9] = [
+    "--plan",
+    "--dispatch",
+    "--rollback",
+    "--probe",
+    "--config",
+    "--netrc",
+    "--journal",
+    "--watch",
+    "--packages",
+];
+
+/// `--plan -rf.tgz` as `--plan=-rf.tgz`: clap takes a word that begins with `-` for a flag,
+/// and `allow_hyphen_values` would make `--dispatch a.tgz --dry-run` ship a bundle named
+/// `--dry-run`. So the word after one of [`NAME_VALUED`] is joined to it unless it is one
+/// of our flags; after `--dispatch`, so is each further `-word` (not `--word`, so a
+/// mistyped flag still gets clap's "did you mean") until one of our flags.
+fn join_hyphen_values(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let is_flag = |a: &OsStr| -> bool {
+        let Some(a) = a.to_str() else {
+            return false;
+        };
+        if a == "-" || a == "--" {
+            return true; // left to clap
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let name = long.split_once('=').map_or(long, |(n, _)| n);
+            return cmd.get_arguments().any(|x| x.get_long() == Some(name));
+        }
+        a.chars()
+            .nth(1)
+            .is_some_and(|c| cmd.get_arguments().any(|x| x.get_short() == Some(c)))
+    };
+    let joined = |flag: &str, value: &OsStr| {
+        let mut s = OsString::from(flag);
+        s.push("=");
+        s.push(value);
+        s
+    };
+    let hyphen = |a: &OsStr| a.as_encoded_bytes().starts_with(b"-");
+    let mut out = Vec::new();
+    let mut args = args.into_iter().peekable();
+    while let Some(a) = args.next() {
+        let Some(flag) = a
+            .to_str()
+            .and_then(|f| NAME_VALUED.iter().find(|n| **n == f).copied())
+        else {
+            out.push(a);
+            continue;
+        };
+        let first = args.next_if(|v| hyphen(v) && !is_flag(v));
+        if flag != "--dispatch" {
+            out.push(first.map_or(a, |v| joined(flag, &v)));
+            continue;
+        }
+        // `--dispatch=A --dispatch=B ...`: each value stands on its own, in order.
+        let mut values: Vec<OsString> = first.into_iter().collect();
+        while let Some(v) = args
+            .next_if(|v| !hyphen(v) || (!is_flag(v) && !v.as_encoded_bytes().starts_with(b"--")))
+        {
+            values.push(v);
+        }
+        if values.is_empty() {
+            out.push(a); // clap says a value is missing
+        }
+        out.extend(values.iter().map(|v| joined(flag, v)));
+    }
+    out
+}
+
 /// An error already reported to the user, carrying the exit code to leave with.
 #[derive(Debug)]
 struct Exit(u8);
@@ -231,7 +305,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(join_hyphen_values(std::env::args_os())) {
         Ok(cli) => cli,
         // --help, --version: our own text, with clap's colours.
         Err(e) if !e.use_stderr() => e.exit(),

@@ -746,3 +746,50 @@ fn control_characters_from_names_config_and_hosts_never_reach_the_terminal() {
         run.stderr
     );
 }
+
+#[test]
+fn bundle_names_may_begin_with_a_hyphen() {
+    let (sb, cfg) = Sandbox::with_config(catch_all("h1", "local"));
+    sb.write("-rf.tgz", "bundle");
+    let run = sb.run(&on(&cfg, &["--plan", "-rf.tgz"]));
+    run.assert_code(0);
+    assert!(
+        run.stdout.starts_with("bundle    -rf.tgz\n"),
+        "{}",
+        run.stdout
+    );
+    // Our own flags are still flags, before or after.
+    let doc = sb
+        .run(&on(&cfg, &["--plan", "-rf.tgz", "--json"]))
+        .assert_code(0)
+        .json();
+    assert_eq!(doc["bundle"], "-rf.tgz");
+    let run = sb.run(&on(
+        &cfg,
+        &["--dispatch", "-rf.tgz", "-x.tgz", "b.tgz", "--dry-run"],
+    ));
+    run.assert_code(2); // -x.tgz and b.tgz do not exist: taken as bundles all the same
+    assert!(run.stderr.contains("bundle -x.tgz:"), "{}", run.stderr);
+    sb.write("-x.tgz", "bundle");
+    sb.write("b.tgz", "bundle");
+    let run = sb.run(&on(
+        &cfg,
+        &["--dispatch", "-rf.tgz", "-x.tgz", "b.tgz", "--dry-run"],
+    ));
+    run.assert_code(0);
+    let files: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("file      "))
+        .collect();
+    assert_eq!(files, ["-rf.tgz", "-x.tgz", "b.tgz"], "{}", run.stdout);
+    let run = sb.run(&on(&cfg, &["--probe", "-rf.tgz", "--json"]));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // `--plan --json` still lacks its value, and a mistyped flag still gets clap's tip.
+    let run = sb.run(&on(&cfg, &["--plan", "--json"]));
+    run.assert_code(2);
+    assert!(run.stderr.contains("a value is required"), "{}", run.stderr);
+    let run = sb.run(&on(&cfg, &["--dispatch", "b.tgz", "--dryrun"]));
+    run.assert_code(2);
+    assert!(run.stderr.contains("--dry-run"), "{}", run.stderr);
+}
