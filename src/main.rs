@@ -1,16 +1,26 @@
 //! The `dropship` binary: parses the command line, picks a mode, and maps errors to exit
 //! codes (0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched).
 
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, CommandFactory, Parser};
 use dropship::config::{self, Config, ConfigError, Netrc, NetrcError};
 use dropship::plan::{Credentials, Plan, PlanError, Stamp, ssh_host_for};
 use dropship::transport::known_hosts::KnownHostsFiles;
 use dropship::ui::headless::{self, Mode};
 use dropship::ui::report;
 use dropship::ui::run::{self, RunError};
+use dropship::ui::term_text;
+use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// `eprintln!` for the user: what it says may quote a bundle name, a path, a config value
+/// or a server's reply, so it is made inert for the terminal first.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("{}", term_text::text(&format!($($arg)*)))
+    };
+}
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -153,6 +163,79 @@ struct Cli {
     log_memory: usize,
 }
 
+/// Flags whose value names a bundle, rule, file or directory: a name that may begin with `-`.
+const NAME_VALUED: [&str; 9] = [
+    "--plan",
+    "--dispatch",
+    "--rollback",
+    "--probe",
+    "--config",
+    "--netrc",
+    "--journal",
+    "--watch",
+    "--packages",
+];
+
+/// `--plan -rf.tgz` as `--plan=-rf.tgz`: clap takes a word that begins with `-` for a flag,
+/// and `allow_hyphen_values` would make `--dispatch a.tgz --dry-run` ship a bundle named
+/// `--dry-run`. So the word after one of [`NAME_VALUED`] is joined to it unless it is one
+/// of our flags; after `--dispatch`, so is each further `-word` (not `--word`, so a
+/// mistyped flag still gets clap's "did you mean") until one of our flags.
+fn join_hyphen_values(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let is_flag = |a: &OsStr| -> bool {
+        let Some(a) = a.to_str() else {
+            return false;
+        };
+        if a == "-" || a == "--" {
+            return true; // left to clap
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let name = long.split_once('=').map_or(long, |(n, _)| n);
+            return cmd.get_arguments().any(|x| x.get_long() == Some(name));
+        }
+        a.chars()
+            .nth(1)
+            .is_some_and(|c| cmd.get_arguments().any(|x| x.get_short() == Some(c)))
+    };
+    let joined = |flag: &str, value: &OsStr| {
+        let mut s = OsString::from(flag);
+        s.push("=");
+        s.push(value);
+        s
+    };
+    let hyphen = |a: &OsStr| a.as_encoded_bytes().starts_with(b"-");
+    let mut out = Vec::new();
+    let mut args = args.into_iter().peekable();
+    while let Some(a) = args.next() {
+        let Some(flag) = a
+            .to_str()
+            .and_then(|f| NAME_VALUED.iter().find(|n| **n == f).copied())
+        else {
+            out.push(a);
+            continue;
+        };
+        let first = args.next_if(|v| hyphen(v) && !is_flag(v));
+        if flag != "--dispatch" {
+            out.push(first.map_or(a, |v| joined(flag, &v)));
+            continue;
+        }
+        // `--dispatch=A --dispatch=B ...`: each value stands on its own, in order.
+        let mut values: Vec<OsString> = first.into_iter().collect();
+        while let Some(v) = args
+            .next_if(|v| !hyphen(v) || (!is_flag(v) && !v.as_encoded_bytes().starts_with(b"--")))
+        {
+            values.push(v);
+        }
+        if values.is_empty() {
+            out.push(a); // clap says a value is missing
+        }
+        out.extend(values.iter().map(|v| joined(flag, v)));
+    }
+    out
+}
+
 /// An error already reported to the user, carrying the exit code to leave with.
 #[derive(Debug)]
 struct Exit(u8);
@@ -165,9 +248,24 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// Writes to stdout; a closed pipe (`dropship --plan x | head`) ends quietly instead of
-/// panicking the way `print!` does.
+/// Writes to stdout, made inert for a terminal (reports quote names, paths and what hosts
+/// said); a closed pipe (`dropship --plan x | head`) ends quietly instead of panicking the
+/// way `print!` does.
 fn out(text: &str) -> anyhow::Result<()> {
+    write_out(&term_text::text(text))
+}
+
+/// [`out`] for JSON (one value, or one per line): its escapes stay valid JSON.
+fn out_json(text: &str) -> anyhow::Result<()> {
+    write_out(&term_text::json(text))
+}
+
+/// [`out`] or [`out_json`], as `--json` asks.
+fn out_as(json: bool, text: &str) -> anyhow::Result<()> {
+    if json { out_json(text) } else { out(text) }
+}
+
+fn write_out(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -207,14 +305,23 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse_from(join_hyphen_values(std::env::args_os())) {
+        Ok(cli) => cli,
+        // --help, --version: our own text, with clap's colours.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // A usage error quotes the arguments, which may be file names from a glob.
+        Err(e) => {
+            eprint!("{}", term_text::text(&e.render().to_string()));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if matches!(err.downcast_ref::<Exit>(), Some(Exit(0))) => ExitCode::SUCCESS,
         Err(err) => {
             let code = exit_code(&err);
             if !err.is::<Exit>() {
-                eprintln!("dropship: {err:#}");
+                say!("dropship: {err:#}");
             }
             ExitCode::from(code)
         }
@@ -236,7 +343,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if cli.history {
         let text = run::history(&journal_path(cli), cli.json, 50)?;
-        return out(&text);
+        return out_as(cli.json, &text);
     }
     if let Some(id) = cli.resume {
         let ctx = context(cli)?;
@@ -263,7 +370,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 fn console(cli: &Cli, watch: Option<dropship::watch::WatchOptions>) -> anyhow::Result<()> {
     let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if !cli.tui && !on_terminal {
-        eprintln!(
+        say!(
             "dropship: no mode given and not on a terminal\n  help: pass --dispatch BUNDLE, --plan, --check, --history, or run in a terminal for the console (--tui)"
         );
         return Err(Exit(EXIT_USAGE).into());
@@ -285,7 +392,7 @@ fn console(cli: &Cli, watch: Option<dropship::watch::WatchOptions>) -> anyhow::R
     match dropship::ui::tui::run(opts) {
         Ok(()) => Ok(()),
         Err(e) if e.is_usage() => {
-            eprintln!("dropship: {e}");
+            say!("dropship: {e}");
             Err(Exit(EXIT_USAGE).into())
         }
         Err(e) => Err(e.into()),
@@ -295,7 +402,7 @@ fn console(cli: &Cli, watch: Option<dropship::watch::WatchOptions>) -> anyhow::R
 /// `--watch DIR`: headless, or in the console with `--tui`.
 fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     let bad = |what: &str| -> anyhow::Result<()> {
-        eprintln!("dropship: {what}");
+        say!("dropship: {what}");
         Err(Exit(EXIT_USAGE).into())
     };
     if cli.max_dispatches == 0 || cli.queue_limit == 0 {
@@ -323,7 +430,7 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     match run::watch(&ctx, opts) {
         Ok(_) => Ok(()),
         Err(RunError::Watch(e)) if e.is_usage() => {
-            eprintln!("dropship: {e}");
+            say!("dropship: {e}");
             Err(Exit(EXIT_USAGE).into())
         }
         Err(e) => Err(e.into()),
@@ -361,7 +468,7 @@ fn stamp(cli: &Cli) -> anyhow::Result<Option<Stamp>> {
         .as_deref()
         .map(|t| {
             Stamp::parse(t).ok_or_else(|| {
-                eprintln!("dropship: --timestamp `{t}` is not YYYYmmdd_HHMMSS");
+                say!("dropship: --timestamp `{t}` is not YYYYmmdd_HHMMSS");
                 Exit(EXIT_USAGE).into()
             })
         })
@@ -379,7 +486,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     if cli.dry_run {
         for p in &prepared {
             if cli.json {
-                out(&format!("{}\n", p.plan.to_json()))?;
+                out_json(&format!("{}\n", p.plan.to_json()))?;
             } else {
                 out(&report::plan_table(&p.plan, &ctx.config))?;
                 out(&format!("file      {}\n\n", p.file.display()))?;
@@ -416,7 +523,7 @@ fn load_netrc(cli: &Cli) -> Result<Netrc, NetrcError> {
 
 fn print_warnings(config: &Config) {
     for w in &config.warnings {
-        eprintln!("{w}");
+        say!("{w}");
     }
 }
 
@@ -433,7 +540,7 @@ fn plan(cli: &Cli, bundle: &str) -> anyhow::Result<()> {
         stamp,
     )?;
     if cli.json {
-        out(&format!("{:#}\n", plan.to_json()))?;
+        out_json(&format!("{:#}\n", plan.to_json()))?;
     } else {
         out(&report::plan_table(&plan, &config))?;
     }
@@ -449,23 +556,23 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
     match &config {
         Ok(c) => print_warnings(c),
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             failed = true;
         }
     }
     if let Err(e) = &netrc {
-        eprintln!("{e}");
+        say!("{e}");
         failed = true;
     }
     let ssh = config::SshHosts::load_default();
     if let Err(e) = &ssh {
-        eprintln!("{e}");
+        say!("{e}");
         failed = true;
     }
     if let (Ok(c), Ok(n), Ok(ssh)) = (&config, &netrc, &ssh) {
         failed |= check_files(c);
         if cli.json {
-            out(&format!("{:#}\n", check_json(c, n, ssh)))?;
+            out_json(&format!("{:#}\n", check_json(c, n, ssh)))?;
         } else {
             out(&report::check_report(c, n, ssh))?;
         }
@@ -486,7 +593,7 @@ fn check_files(config: &Config) -> bool {
     for rule in &config.rules {
         for (key, path) in [("key", &rule.key), ("tls_ca", &rule.tls_ca)] {
             if let Some(p) = path.as_deref().filter(|p| !Path::new(p).is_file()) {
-                eprintln!(
+                say!(
                     "{}:{}: error: `{key}` file {} of rule `[{}]` does not exist\n  help: fix the path (relative paths are relative to the config file)",
                     config.path.display(),
                     rule.line,
@@ -569,7 +676,7 @@ fn fleet_targets(
                 .iter()
                 .map(|r| format!("[{}] ({})", r.name, target::package_label(r)))
                 .collect();
-            eprintln!(
+            say!(
                 "dropship: no rule `{rule}` in {}\n  help: name a rule by its section name, its package name, or a bundle name it matches; rules: {}",
                 config.path.display(),
                 if names.is_empty() {
@@ -587,7 +694,7 @@ fn fleet_targets(
 fn probe(cli: &Cli, rule: &str) -> anyhow::Result<()> {
     let targets = fleet_targets(cli, rule)?;
     let (text, passed) = run::probe(&targets, &KnownHostsFiles::default_files(), cli.json);
-    out(&text)?;
+    out_as(cli.json, &text)?;
     if passed {
         Ok(())
     } else {
@@ -600,7 +707,7 @@ fn probe(cli: &Cli, rule: &str) -> anyhow::Result<()> {
 fn status(cli: &Cli) -> anyhow::Result<()> {
     let targets = fleet_targets(cli, "")?;
     if targets.iter().all(|t| t.version_cmd.is_none()) {
-        eprintln!(
+        say!(
             "dropship: no rule has a `version_cmd`, so there is no version to show\n  help: add e.g. `version_cmd = cat ~/app/.version` to the rules whose hosts you want to see"
         );
         return Err(Exit(EXIT_USAGE).into());
@@ -611,7 +718,7 @@ fn status(cli: &Cli) -> anyhow::Result<()> {
         &KnownHostsFiles::default_files(),
         cli.json,
     )?;
-    out(&text)?;
+    out_as(cli.json, &text)?;
     if all_read {
         Ok(())
     } else {

@@ -606,3 +606,190 @@ fn closed_stdout_does_not_panic() {
         assert_eq!(status.code(), Some(0), "json={json}: {stderr}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// terminal safety
+
+/// A bundle name that would set the terminal's title, clear the screen (C1 CSI), and more.
+const EVIL: &str = "app-\u{1b}]0;PWNED\u{7}\u{9b}2J\u{7f}\u{202e}\u{85}\tx.tgz";
+
+/// No byte a terminal would obey: C0 but `\n` and `\t`, DEL, C1, bidi overrides.
+fn assert_inert(what: &str, run: &Run) {
+    for (stream, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|c| {
+                (c.is_control() && !matches!(c, '\n' | '\t'))
+                    || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            })
+            .collect();
+        assert!(bad.is_empty(), "{what}: {stream} holds {bad:?}:\n{text}");
+    }
+}
+
+#[test]
+fn control_characters_from_names_config_and_hosts_never_reach_the_terminal() {
+    let sb = Sandbox::new();
+    let dest = sb.path("dest");
+    // Commands that print escapes on stdout and stderr; `post` fails, so error lines,
+    // the rollback and the summary's error column are shown too. A raw ESC in a value.
+    let cfg = sb.write(
+        "dispatch.cfg",
+        format!(
+            "[app-.*\\.tgz]\nhost = h1\nprotocol = local\ndest_dir = {}/{{host}}\n\
+             upgrade = printf '\\033]0;OUT\\007\\033[31mred\\033[0m\\n'; echo {{bundle}}; printf '\\033]0;ERR\\007\\n' >&2\n\
+             post = printf '\\302\\233'2J; echo {{bundle}} >&2; exit 3\n\
+             rollback = echo \"\u{1b}]0;CFG\u{7}\"\n\
+             version_cmd = printf '1.0\\033]0;V\\007'\n",
+            dest.display()
+        ),
+    );
+    sb.write(EVIL, "bundle");
+    let shown = "app-\\u{1b}]0;PWNED\\u{7}\\u{9b}2J\\u{7f}\\u{202e}\\u{85}\\tx.tgz";
+
+    let run = sb.run(&on(&cfg, &["--dispatch", EVIL]));
+    run.assert_code(1);
+    assert_inert("--dispatch", &run);
+    assert!(
+        run.stdout
+            .contains(&format!("dispatch #1: {shown} via [app-.*\\.tgz]")),
+        "header:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("==> upgrade: printf '\\033]0;OUT"),
+        "{}",
+        run.stdout
+    );
+    // Output: sequences dropped whole, the name's other controls shown, a tab kept.
+    assert!(run.stdout.contains("[h1] red\n"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("[h1] app-\\u{7f}\\u{202e}\\u{85}\tx.tgz"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("post Failed"), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("==> rollback: echo \"\\u{1b}]0;CFG\\u{7}\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        dest.join("h1").join(EVIL).is_file(),
+        "the name itself is kept"
+    );
+
+    let run = sb.run(&on(&cfg, &["--dispatch", EVIL, "--json"]));
+    assert_inert("--dispatch --json", &run);
+    let first: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["bundle"], EVIL, "JSON keeps the value");
+
+    for args in [
+        vec!["--plan", EVIL],
+        vec!["--dispatch", EVIL, "--dry-run"],
+        vec!["--check"],
+        vec!["--history"],
+        vec!["--status"],
+        vec!["--probe"],
+    ] {
+        let run = sb.run(&on(&cfg, &args));
+        assert_inert(&args.join(" "), &run);
+    }
+    let run = sb.run(&on(&cfg, &["--plan", EVIL]));
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains(&format!("bundle    {shown}\n")),
+        "{}",
+        run.stdout
+    );
+    let run = sb.run(&["--history"]);
+    assert!(run.stdout.contains(shown), "{}", run.stdout);
+    for json in [vec!["--plan", EVIL, "--json"], vec!["--history", "--json"]] {
+        let run = sb.run(&on(&cfg, &json));
+        run.assert_code(0);
+        assert_inert(&json.join(" "), &run);
+        assert!(
+            run.stdout.contains("\\u001b]0;PWNED\\u0007\\u009b"),
+            "{}",
+            run.stdout
+        );
+    }
+
+    // Errors that quote the name: no rule, no file, a usage error from clap.
+    let other = format!("x{EVIL}");
+    let run = sb.run(&on(&cfg, &["--plan", &other]));
+    run.assert_code(3);
+    assert_inert("no rule", &run);
+    assert!(
+        run.stderr.contains("`xapp-\\u{1b}]0;PWNED\\u{7}"),
+        "{}",
+        run.stderr
+    );
+    let missing = format!("app-{EVIL}");
+    let run = sb.run(&on(&cfg, &["--dispatch", &missing]));
+    run.assert_code(2);
+    assert_inert("no file", &run);
+    let run = sb.run(&on(&cfg, &["--plan", "a.tgz", EVIL]));
+    run.assert_code(2);
+    assert_inert("clap", &run);
+
+    // A config value with a control where it is refused: the error quotes it, inert.
+    let bad = sb.write("bad.cfg", "[x]\nhost = h\u{1b}]0;HOST\u{7}\n");
+    let run = sb.run(&on(&bad, &["--check"]));
+    run.assert_code(2);
+    assert_inert("config error", &run);
+    assert!(
+        run.stderr.contains("h\\u{1b}]0;HOST\\u{7}"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bundle_names_may_begin_with_a_hyphen() {
+    let (sb, cfg) = Sandbox::with_config(catch_all("h1", "local"));
+    sb.write("-rf.tgz", "bundle");
+    let run = sb.run(&on(&cfg, &["--plan", "-rf.tgz"]));
+    run.assert_code(0);
+    assert!(
+        run.stdout.starts_with("bundle    -rf.tgz\n"),
+        "{}",
+        run.stdout
+    );
+    // Our own flags are still flags, before or after.
+    let doc = sb
+        .run(&on(&cfg, &["--plan", "-rf.tgz", "--json"]))
+        .assert_code(0)
+        .json();
+    assert_eq!(doc["bundle"], "-rf.tgz");
+    let run = sb.run(&on(
+        &cfg,
+        &["--dispatch", "-rf.tgz", "-x.tgz", "b.tgz", "--dry-run"],
+    ));
+    run.assert_code(2); // -x.tgz and b.tgz do not exist: taken as bundles all the same
+    assert!(run.stderr.contains("bundle -x.tgz:"), "{}", run.stderr);
+    sb.write("-x.tgz", "bundle");
+    sb.write("b.tgz", "bundle");
+    let run = sb.run(&on(
+        &cfg,
+        &["--dispatch", "-rf.tgz", "-x.tgz", "b.tgz", "--dry-run"],
+    ));
+    run.assert_code(0);
+    let files: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("file      "))
+        .collect();
+    assert_eq!(files, ["-rf.tgz", "-x.tgz", "b.tgz"], "{}", run.stdout);
+    let run = sb.run(&on(&cfg, &["--probe", "-rf.tgz", "--json"]));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // `--plan --json` still lacks its value, and a mistyped flag still gets clap's tip.
+    let run = sb.run(&on(&cfg, &["--plan", "--json"]));
+    run.assert_code(2);
+    assert!(run.stderr.contains("a value is required"), "{}", run.stderr);
+    let run = sb.run(&on(&cfg, &["--dispatch", "b.tgz", "--dryrun"]));
+    run.assert_code(2);
+    assert!(run.stderr.contains("--dry-run"), "{}", run.stderr);
+}

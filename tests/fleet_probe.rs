@@ -236,6 +236,34 @@ fn probe_unknown_and_changed_host_key() {
         std::fs::read_to_string(env.path(".ssh/known_hosts")).unwrap(),
         format!("{line}\n")
     );
+
+    // The different key in dropship's own file (where accept-new records keys): the probe
+    // checks against a temporary copy, but what it says names the real file and how to fix
+    // it, not the copy it has removed.
+    std::fs::write(env.path(".ssh/known_hosts"), "").unwrap();
+    let ours = env.path("state/dropship/known_hosts");
+    std::fs::create_dir_all(ours.parent().unwrap()).unwrap();
+    std::fs::write(&ours, format!("{line}\n")).unwrap();
+    let (code, hosts, o) = env.probe_json(&[]);
+    assert_eq!(code, Some(1), "{}", text(&o));
+    let key = check(&hosts[0], "host_key");
+    assert_eq!(key["status"], "fail", "{key:#}");
+    let detail = key["detail"].as_str().unwrap();
+    let hint = key["hint"].as_str().unwrap_or_default();
+    let ours = ours.display().to_string();
+    assert!(
+        detail.contains("HOST KEY CHANGED") && detail.contains(&ours),
+        "{detail}"
+    );
+    assert!(
+        hint.contains("ssh-keygen -R") && hint.contains(&format!("-f {ours}")),
+        "{hint}"
+    );
+    assert!(!format!("{detail}{hint}").contains("dropship-known_hosts-"));
+    assert_eq!(std::fs::read_to_string(&ours).unwrap(), format!("{line}\n"));
+    let o = env.run(&["--config", "dispatch.cfg", "--probe"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("-f {ours}`")), "{}", text(&o));
 }
 
 #[test]

@@ -349,3 +349,51 @@ fn tiny_terminal_with_fleet_views_does_not_panic() {
         }
     }
 }
+
+#[test]
+fn names_and_output_with_control_characters_render_inert() {
+    use dropship::engine::events::{Event, Step};
+    use dropship::transport::Stream;
+    let mut app = app();
+    let evil = "app-\u{1b}]0;PWNED\u{7}\u{9b}2J-1.0.0.tgz";
+    for e in [
+        started(9, evil, &["web1"]),
+        Event::StepStarted {
+            dispatch: 9,
+            at: T0 + 1_000,
+            host: "web1".into(),
+            step: Step::Upgrade,
+            command: Some(format!("echo '{evil}'")),
+        },
+        out(
+            9,
+            "web1",
+            T0 + 2_000,
+            Stream::Stdout,
+            "\u{1b}[31mred\u{1b}[0m done",
+        ),
+        out(
+            9,
+            "web1",
+            T0 + 2_100,
+            Stream::Stderr,
+            "\u{1b}]0;TITLE\u{7}\u{9b}2Jafter",
+        ),
+    ] {
+        app.on_event(&e);
+    }
+    app.key(KeyCode::Char('5'));
+    for (w, h) in SIZES {
+        let t = terminal(&app, w, h);
+        let buf = t.backend().buffer();
+        let symbols: String = buf.content().iter().map(|c| c.symbol()).collect();
+        assert!(
+            !symbols.chars().any(|c| c.is_control()),
+            "a control character in a cell: {symbols:?}"
+        );
+        let screen = render(&app, w, h);
+        assert!(screen.contains("red done"), "{screen}");
+        assert!(!screen.contains("[31m"), "{screen}");
+        assert!(screen.contains("after"), "{screen}");
+    }
+}

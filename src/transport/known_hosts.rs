@@ -237,10 +237,36 @@ pub fn connect_unrecorded(
             false,
         );
     }
+    let params_file = params.known_hosts.dropship.clone();
     let mut params = params.clone();
     params.known_hosts.dropship = copy.clone();
     let r = SshSession::connect(&params);
     let grew = std::fs::metadata(&copy).is_ok_and(|m| m.len() > before.len() as u64);
     let _ = std::fs::remove_file(&copy);
+    // The copy is gone: an error names the file it stands for (where `ssh-keygen -R` helps).
+    let (copy, real) = (
+        copy.display().to_string(),
+        params_file.display().to_string(),
+    );
+    let r = r.map_err(|e| match e {
+        TransportError::HostKeyChanged {
+            host,
+            port,
+            key_type,
+            fingerprint,
+            known_hosts,
+        } => TransportError::HostKeyChanged {
+            host,
+            port,
+            key_type,
+            fingerprint,
+            known_hosts: known_hosts.replace(&copy, &real),
+        },
+        TransportError::Setup { host, detail } => TransportError::Setup {
+            host,
+            detail: detail.replace(&copy, &real),
+        },
+        other => other,
+    });
     (r, grew)
 }

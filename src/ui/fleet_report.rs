@@ -2,6 +2,7 @@
 //! where output goes, and tests read them.
 
 use super::report::table;
+use super::term_text::field;
 use crate::fleet::probe::{CheckKind, HostProbe, Status};
 use crate::fleet::version::{Installed, StatusReport};
 use std::fmt::Write;
@@ -61,7 +62,7 @@ pub fn probe_table(probes: &[HostProbe]) -> String {
         if shown.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "\n{} [{}]:", p.host, p.rule);
+        let _ = writeln!(out, "\n{} [{}]:", field(&p.host), field(&p.rule));
         for c in shown {
             if matches!(c.status, Status::Fail | Status::Warn) {
                 let _ = writeln!(
@@ -132,24 +133,31 @@ pub fn status_table(report: &StatusReport) -> String {
     for c in &report.cells {
         match &c.installed {
             Installed::Unreadable { error } | Installed::Unreachable { error } => {
-                notes.push(format!("{} [{}]: {error}", c.host, c.package));
+                notes.push(format!(
+                    "{} [{}]: {error}",
+                    field(&c.host),
+                    field(&c.package)
+                ));
             }
             Installed::Version { version } => {
                 let only_mixed = c.drift == [crate::fleet::version::Drift::Mixed];
                 if let (false, false, Some(s)) = (c.drift.is_empty(), only_mixed, &c.shipped) {
                     let marks: Vec<&str> = c.drift.iter().map(|d| d.as_str()).collect();
                     notes.push(format!(
-                        "{} [{}]: runs {version}; last shipped there: {} (dispatch #{}) [{}]",
-                        c.host,
-                        c.package,
-                        s.version,
+                        "{} [{}]: runs {}; last shipped there: {} (dispatch #{}) [{}]",
+                        field(&c.host),
+                        field(&c.package),
+                        field(version),
+                        field(&s.version),
                         s.dispatch,
                         marks.join(", ")
                     ));
                 } else if !c.drift.is_empty() {
                     notes.push(format!(
-                        "{} [{}]: runs {version}; the rule's hosts run different versions [mixed]",
-                        c.host, c.package
+                        "{} [{}]: runs {}; the rule's hosts run different versions [mixed]",
+                        field(&c.host),
+                        field(&c.package),
+                        field(version)
                     ));
                 }
             }
@@ -164,14 +172,14 @@ pub fn status_table(report: &StatusReport) -> String {
     if packages.len() > 1 || packages.iter().any(|(r, l)| r != l) {
         out.push('\n');
         for (rule, label) in &packages {
-            let _ = writeln!(out, "{label:<12} rule [{rule}]");
+            let _ = writeln!(out, "{:<12} rule [{}]", field(label), field(rule));
         }
     }
     if !report.without_version_cmd.is_empty() {
         let names: Vec<String> = report
             .without_version_cmd
             .iter()
-            .map(|r| format!("[{r}]"))
+            .map(|r| format!("[{}]", field(r)))
             .collect();
         let _ = writeln!(out, "\nnot shown (no `version_cmd`): {}", names.join(", "));
     }

@@ -1,6 +1,7 @@
 //! The headless front end of `--dispatch`: live progress and output for a terminal, plain
 //! `[host] line` output for logs and pipes, or one JSON event per line for programs.
 
+use super::term_text::{field, output};
 use crate::engine::events::{Event, Level, Step, StepOutcome, TargetResult};
 use crate::engine::rollout::Summary;
 use crate::journal::BundleState;
@@ -71,7 +72,10 @@ impl Printer {
     }
 
     /// Writes a line for the user: above the bars on a terminal, else to stdout/stderr.
+    /// Every line passes [`super::term_text::text`] here, whatever it quotes (names are
+    /// made inert before, as fields, so they cannot forge a line either).
     fn line(&mut self, to_stderr: bool, text: &str) {
+        let text = super::term_text::text(text);
         match &self.bars {
             Some(mp) => {
                 let _ = mp.println(text);
@@ -86,7 +90,7 @@ impl Printer {
     }
 
     fn tag(&self, host: &str) -> String {
-        format!("[{host:<w$}]", w = self.width)
+        format!("[{:<w$}]", field(host), w = self.width)
     }
 
     fn set_bar(&mut self, host: &str, msg: String) {
@@ -95,11 +99,18 @@ impl Printer {
         }
     }
 
+    /// One JSON object per line; see [`super::term_text::json`].
+    fn json(&mut self, e: &impl serde::Serialize) -> std::io::Result<()> {
+        let text = serde_json::to_string(e)?;
+        self.out
+            .write_all(super::term_text::json(&text).as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+
     /// Renders one event. Returns an error only when stdout is gone (a closed pipe).
     pub fn handle(&mut self, e: &Event) -> std::io::Result<()> {
         if self.mode == Mode::Json {
-            serde_json::to_writer(&mut self.out, e)?;
-            return self.out.write_all(b"\n");
+            return self.json(e);
         }
         match e {
             Event::DispatchStarted {
@@ -109,11 +120,17 @@ impl Printer {
                 hosts,
                 ..
             } => {
-                self.width = hosts.iter().map(|h| h.len()).max().unwrap_or(0);
+                self.width = hosts
+                    .iter()
+                    .map(|h| field(h).chars().count())
+                    .max()
+                    .unwrap_or(0);
                 self.line(
                     false,
                     &format!(
-                        "dispatch #{dispatch}: {bundle} via [{rule}] to {} host(s)",
+                        "dispatch #{dispatch}: {} via [{}] to {} host(s)",
+                        field(bundle),
+                        field(rule),
                         hosts.len()
                     ),
                 );
@@ -125,7 +142,7 @@ impl Printer {
                     for h in hosts {
                         let b = mp.add(ProgressBar::no_length());
                         b.set_style(style.clone());
-                        b.set_prefix(format!("[{h:<w$}]", w = self.width));
+                        b.set_prefix(self.tag(h));
                         b.set_message("queued");
                         self.bar.insert(h.clone(), b);
                     }
@@ -141,7 +158,7 @@ impl Printer {
                 if *step != Step::Connect && *step != Step::Unlock {
                     let cmd = command
                         .as_deref()
-                        .map(|c| format!(": {c}"))
+                        .map(|c| format!(": {}", field(c)))
                         .unwrap_or_default();
                     self.line(false, &format!("{} ==> {step}{cmd}", self.tag(host)));
                 }
@@ -149,7 +166,7 @@ impl Printer {
             Event::Output {
                 host, stream, line, ..
             } => {
-                let text = format!("{} {line}", self.tag(host));
+                let text = format!("{} {}", self.tag(host), output(line));
                 self.line(*stream == Stream::Stderr, &text);
             }
             Event::Transfer { host, transfer, .. } => self.transfer(host, transfer),
@@ -212,8 +229,7 @@ impl Printer {
     /// dispatch events; their `event` names never clash).
     pub fn handle_watch(&mut self, e: &WatchEvent) -> std::io::Result<()> {
         if self.mode == Mode::Json {
-            serde_json::to_writer(&mut self.out, e)?;
-            return self.out.write_all(b"\n");
+            return self.json(e);
         }
         let (to_stderr, text) = match e {
             WatchEvent::WatchStarted {
@@ -244,29 +260,34 @@ impl Printer {
                     false,
                     format!(
                         "watching {} ({how}, settle {}{marker}, {max_dispatches} dispatch(es) at once, queue {queue_limit}){recovered}",
-                        dir.display(),
+                        field(&dir.display().to_string()),
                         secs(*settle_ms as i64)
                     ),
                 )
             }
             WatchEvent::BundleSeen { name, size, .. } => (
                 false,
-                format!("watch: {name} seen ({})", human_bytes(*size)),
+                format!("watch: {} seen ({})", field(name), human_bytes(*size)),
             ),
             WatchEvent::BundleGone { name, .. } => (
                 false,
-                format!("watch: {name} left the folder before it was complete: not taken"),
+                format!(
+                    "watch: {} left the folder before it was complete: not taken",
+                    field(name)
+                ),
             ),
             WatchEvent::BundleWriting { name, size, .. } => (
                 false,
                 format!(
-                    "watch: {name} still being written ({}): not shipped yet",
+                    "watch: {} still being written ({}): not shipped yet",
+                    field(name),
                     human_bytes(*size)
                 ),
             ),
-            WatchEvent::BundleAwaitingMarker { name, marker, .. } => {
-                (false, format!("watch: {name} waits for {marker}"))
-            }
+            WatchEvent::BundleAwaitingMarker { name, marker, .. } => (
+                false,
+                format!("watch: {} waits for {}", field(name), field(marker)),
+            ),
             WatchEvent::BundleQueued {
                 bundle,
                 name,
@@ -277,10 +298,12 @@ impl Printer {
                 false,
                 match rule {
                     Some(r) => format!(
-                        "watch: {name} queued as bundle {bundle} for [{r}] ({} host(s))",
+                        "watch: {} queued as bundle {bundle} for [{}] ({} host(s))",
+                        field(name),
+                        field(r),
                         hosts.len()
                     ),
-                    None => format!("watch: {name} recorded as bundle {bundle}"),
+                    None => format!("watch: {} recorded as bundle {bundle}", field(name)),
                 },
             ),
             WatchEvent::BundleDispatching {
@@ -291,7 +314,8 @@ impl Printer {
             } => (
                 false,
                 format!(
-                    "watch: {name} {} dispatch #{dispatch}",
+                    "watch: {} {} dispatch #{dispatch}",
+                    field(name),
                     if *resumed { "resumes" } else { "starts" }
                 ),
             ),
@@ -304,7 +328,7 @@ impl Printer {
             } => {
                 let to = moved_to
                     .as_ref()
-                    .map(|p| format!(" -> {}", p.display()))
+                    .map(|p| format!(" -> {}", field(&p.display().to_string())))
                     .unwrap_or_default();
                 let why = reason
                     .as_deref()
@@ -312,12 +336,13 @@ impl Printer {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
                 let bad = matches!(state, BundleState::Failed | BundleState::Unmatched);
-                (bad, format!("watch: {name} {state}{to}{why}"))
+                (bad, format!("watch: {} {state}{to}{why}", field(name)))
             }
             WatchEvent::BundleSuspended { name, dispatch, .. } => (
                 true,
                 format!(
-                    "watch: {name}: dispatch #{dispatch} cancelled; it goes on at the next start"
+                    "watch: {}: dispatch #{dispatch} cancelled; it goes on at the next start",
+                    field(name)
                 ),
             ),
             WatchEvent::QueueFull {
@@ -427,7 +452,7 @@ impl Downloads {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             b.set_style(style);
-            b.set_message(url.to_owned());
+            b.set_message(field(url).into_owned());
             if let Some((_, old)) = self.bar.replace((url.to_owned(), b)) {
                 old.finish();
             }

@@ -3,6 +3,7 @@
 //! They return strings rather than printing so the binary decides where output goes and
 //! tests can read it.
 
+use super::term_text::field;
 use crate::config::{Config, Netrc, SshHosts};
 use crate::plan::{Credentials, Plan, Source, ssh_host_for};
 use std::fmt::Write;
@@ -16,8 +17,13 @@ fn source(s: Source) -> &'static str {
     }
 }
 
-/// Left-aligned columns, two spaces apart.
+/// Left-aligned columns, two spaces apart. Every cell is a [`field`]: what a name holds
+/// is shown, not obeyed, and the columns stay aligned.
 pub fn table(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| field(c)).collect())
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -29,7 +35,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
         })
         .collect();
     let mut out = String::new();
-    for row in rows {
+    for row in &rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
             if c + 1 == row.len() {
@@ -47,19 +53,19 @@ pub fn table(rows: &[Vec<String>]) -> String {
 /// The human form of `--plan`.
 pub fn plan_table(plan: &Plan, config: &Config) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "bundle    {}", plan.bundle);
+    let _ = writeln!(out, "bundle    {}", field(&plan.bundle));
     let _ = writeln!(
         out,
         "rule      [{}]  ({}:{})",
-        plan.rule.name,
-        config.path.display(),
+        field(&plan.rule.name),
+        field(&config.path.display().to_string()),
         plan.rule.line
     );
     if !plan.captures.is_empty() {
         let caps: Vec<String> = plan
             .captures
             .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("(none)")))
+            .map(|(k, v)| format!("{k}={}", field(v.as_deref().unwrap_or("(none)"))))
             .collect();
         let _ = writeln!(out, "captures  {}", caps.join("  "));
     }
@@ -96,10 +102,10 @@ pub fn plan_table(plan: &Plan, config: &Config) -> String {
             .filter(|o| o.commands == t.commands)
             .map(|o| o.host.name.as_str())
             .collect();
-        let _ = writeln!(out, "\ncommands on {}:", hosts.join(", "));
+        let _ = writeln!(out, "\ncommands on {}:", field(&hosts.join(", ")));
         for (step, cmd) in t.shown_commands().iter() {
             if let Some(cmd) = cmd {
-                let _ = writeln!(out, "  {step:<9}{cmd}");
+                let _ = writeln!(out, "  {step:<9}{}", field(cmd));
             }
         }
     }
@@ -112,20 +118,27 @@ pub fn check_report(config: &Config, netrc: &Netrc, ssh: &SshHosts) -> String {
     let _ = writeln!(
         out,
         "config  {} ({} rule{})",
-        config.path.display(),
+        field(&config.path.display().to_string()),
         config.rules.len(),
         if config.rules.len() == 1 { "" } else { "s" }
     );
     let netrc_desc = if netrc.path.is_file() {
-        format!("{} ({} entries)", netrc.path.display(), netrc.entries.len())
+        format!(
+            "{} ({} entries)",
+            field(&netrc.path.display().to_string()),
+            netrc.entries.len()
+        )
     } else if netrc.path.as_os_str().is_empty() {
         "none".to_owned()
     } else {
-        format!("none ({} does not exist)", netrc.path.display())
+        format!(
+            "none ({} does not exist)",
+            field(&netrc.path.display().to_string())
+        )
     };
     let _ = writeln!(out, "netrc   {netrc_desc}");
     for rule in &config.rules {
-        let _ = writeln!(out, "\n[{}]  line {}", rule.name, rule.line);
+        let _ = writeln!(out, "\n[{}]  line {}", field(&rule.name), rule.line);
         let mut rows = Vec::new();
         for host in &rule.hosts {
             let creds = Credentials::resolve(rule, host, netrc, &ssh_host_for(rule, host, ssh));

@@ -589,7 +589,7 @@ pub fn history(journal_path: &Path, json: bool, limit: usize) -> Result<String, 
             r.succeeded.to_string(),
             r.failed.to_string(),
             r.skipped.to_string(),
-            r.bundle.escape_debug().to_string(),
+            r.bundle,
             format!("[{}]", r.rule),
         ]);
     }

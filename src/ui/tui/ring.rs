@@ -98,7 +98,14 @@ impl LogRing {
     }
 
     fn push_line(&mut self, at: Millis, stream: Stream, text: &str, marker: bool) {
-        let text = clip(text);
+        // Made inert once, here, for every view of the log: ratatui would drop a bare ESC
+        // but show the rest of its sequence (`[31m`), and widths are counted on this text.
+        let safe = if marker {
+            crate::ui::term_text::field(text)
+        } else {
+            crate::ui::term_text::output(text)
+        };
+        let text = clip(&safe);
         if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
             if let Some(last) = self.chunks.back_mut() {
                 last.seal();
@@ -227,6 +234,15 @@ fn clip(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_made_inert() {
+        let mut r = LogRing::new(10);
+        r.push(0, Stream::Stdout, "\u{1b}[31mred\u{1b}[0m \u{1b}]0;T\u{7}x");
+        r.push_marker(1, "── upgrade: echo 'a\u{1b}b'");
+        let got: Vec<&str> = r.iter().map(|(_, l)| l.text).collect();
+        assert_eq!(got, ["red x", "── upgrade: echo 'a\\u{1b}b'"]);
+    }
 
     #[test]
     fn keeps_the_newest_lines_within_one_chunk_of_capacity() {
