@@ -10,6 +10,7 @@
 //! same rules to learn where each section and key is, and to report duplicates.
 
 use super::diagnostic::Diagnostic;
+use super::limits::{MAX_ERRORS, too_many_errors};
 use configparser::ini::{Ini, IniDefault};
 use std::collections::HashMap;
 use std::path::Path;
@@ -93,6 +94,10 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
     let mut section_keys: HashMap<String, usize> = HashMap::new();
     for (idx, raw) in text.lines().enumerate() {
         let line_no = idx + 1;
+        if diags.len() - before >= MAX_ERRORS {
+            diags.push(too_many_errors(file, Some(line_no)));
+            break;
+        }
         let line = raw.trim();
         if line.is_empty() || line.starts_with(['#', ';']) {
             continue;

@@ -8,6 +8,7 @@
 use super::diagnostic::Diagnostic;
 use super::hosts::{HostSpec, parse_hosts, parse_port};
 use super::ini::{RawEntry, RawSection};
+use super::limits::{MAX_ERRORS, too_many_errors};
 use super::secret::Secret;
 use super::template::{Template, nearest};
 use indexmap::IndexMap;
@@ -399,8 +400,15 @@ pub fn resolve_path(value: &str, config_file: &Path) -> PathBuf {
 /// Builds the rules from the raw sections. Errors and warnings go to `diags`.
 pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<Rule> {
     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    let is_known = |key: &str| known.contains(&key);
+    let mut unknown = 0;
     for entry in sections.iter().flat_map(|s| &s.entries) {
-        if !known.contains(&entry.key.as_str()) {
+        if !is_known(&entry.key) {
+            unknown += 1;
+            if unknown > MAX_ERRORS {
+                diags.push(too_many_errors(file, Some(entry.line)));
+                break;
+            }
             let mut d = Diagnostic::error(
                 file,
                 Some(entry.line),
@@ -422,7 +430,14 @@ pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) 
     let mut rules = Vec::new();
     for section in sections.iter().filter(|s| s.name != "DEFAULT") {
         let mut merged: IndexMap<&str, Located> = IndexMap::new();
-        for e in defaults.iter().copied().chain(&section.entries) {
+        // Unknown keys are reported above; leaving them out keeps this linear in the keys
+        // a rule can have, however many lines `[DEFAULT]` has.
+        for e in defaults
+            .iter()
+            .copied()
+            .chain(&section.entries)
+            .filter(|e| is_known(&e.key))
+        {
             if let Some(value) = &e.value {
                 merged.insert(
                     &e.key,
