@@ -1132,14 +1132,15 @@ fn a_line_over_64_kib_is_refused_with_its_line() {
 }
 
 #[test]
-fn more_than_10000_sections_are_refused_at_the_first_one_too_many() {
-    let mut text = String::new();
+fn more_than_10000_rules_are_refused_at_the_first_one_too_many() {
+    // [DEFAULT] is not a rule and does not count.
+    let mut text = String::from("[DEFAULT]\n");
     for i in 0..=MAX_SECTIONS {
         text.push_str(&format!("[r{i}]\n"));
     }
     let d = sole_error(&text);
-    assert_limit_error(&d, MAX_SECTIONS + 1, "at most 10000");
-    assert!(d.message.contains("section 10001"), "{d}");
+    assert_limit_error(&d, MAX_SECTIONS + 2, "at most 10000");
+    assert!(d.message.contains("this is rule 10001"), "{d}");
 }
 
 #[test]

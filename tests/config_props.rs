@@ -305,18 +305,22 @@ mod size_attacks {
         }
 
         #[test]
-        fn many_sections_are_refused_at_the_first_one_too_many(
+        fn many_rules_are_refused_at_the_first_one_too_many(
             extra in 1usize..2_000,
             with_keys in any::<bool>(),
+            with_default in any::<bool>(),
         ) {
             let n = MAX_SECTIONS + extra;
-            let text: String = (0..n)
-                .map(|i| if with_keys { format!("[s{i}]\nhost = h\n") } else { format!("[s{i}]\n") })
-                .collect();
+            // [DEFAULT] is not a rule: it does not count.
+            let mut text = String::from(if with_default { "[DEFAULT]\nhost = h\n" } else { "" });
+            for i in 0..n {
+                text.push_str(&if with_keys { format!("[s{i}]\nhost = h\n") } else { format!("[s{i}]\n") });
+            }
             let diags = refused(&text);
             prop_assert_eq!(diags.len(), 1, "{:?}", diags);
             let per = if with_keys { 2 } else { 1 };
-            prop_assert_eq!(diags[0].line, Some(MAX_SECTIONS * per + 1));
+            let skip = if with_default { 2 } else { 0 };
+            prop_assert_eq!(diags[0].line, Some(skip + MAX_SECTIONS * per + 1));
         }
 
         #[test]

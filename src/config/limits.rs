@@ -19,7 +19,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// regex is compiled per rule; a pattern (`app-.*\.tgz`) beats a list of names.
 pub const MAX_SECTION_NAME_BYTES: usize = 4 * 1024;
 
-/// The most sections (rules, `[DEFAULT]` included) in one `dispatch.cfg`.
+/// The most rules (sections other than `[DEFAULT]`) in one `dispatch.cfg`.
 pub const MAX_SECTIONS: usize = 10_000;
 
 /// The most errors one `dispatch.cfg` reports. Past it reading stops with a note: a file
@@ -85,23 +85,24 @@ pub fn check_config(text: &str, file: &Path) -> Vec<Diagnostic> {
         let line_no = idx + 1;
         let mut name_too_long = false;
         if let Some(header) = line.trim().strip_prefix('[') {
-            sections += 1;
-            if sections == MAX_SECTIONS + 1 {
+            let name = header
+                .rfind(']')
+                .map_or(header, |end| &header[..end])
+                .trim();
+            let rule = name != "DEFAULT";
+            sections += usize::from(rule);
+            if rule && sections == MAX_SECTIONS + 1 {
                 diags.push(
                     Diagnostic::error(
                         file,
                         Some(line_no),
                         format!(
-                            "more than {MAX_SECTIONS} sections: a dispatch.cfg may have at most {MAX_SECTIONS} (this is section {sections})"
+                            "more than {MAX_SECTIONS} rules: a dispatch.cfg may have at most {MAX_SECTIONS} sections besides [DEFAULT] (this is rule {sections})"
                         ),
                     )
                     .hint("merge rules that share hosts and commands into one regex (`app-(a|b)-.*\\.tgz`), or split the fleet into several config files (--config)"),
                 );
             }
-            let name = header
-                .rfind(']')
-                .map_or(header, |end| &header[..end])
-                .trim();
             name_too_long = name.len() > MAX_SECTION_NAME_BYTES;
             if name_too_long {
                 diags.push(
@@ -190,6 +191,8 @@ mod tests {
         let sections = |n: usize| "[a]\n".repeat(n);
         assert!(check_config(&sections(MAX_SECTIONS), f).is_empty());
         assert_eq!(check_config(&sections(MAX_SECTIONS + 1), f).len(), 1);
+        let with_default = format!("[DEFAULT]\n{}[DEFAULT]\n", sections(MAX_SECTIONS));
+        assert!(check_config(&with_default, f).is_empty());
         assert!(bundle_name(&"b".repeat(MAX_BUNDLE_NAME_BYTES)).is_none());
         assert!(bundle_name(&"b".repeat(MAX_BUNDLE_NAME_BYTES + 1)).is_some());
     }
