@@ -1,6 +1,7 @@
 //! Bundle name -> [`Plan`]: which rule, which hosts, with which credentials, where, and
 //! which commands. Pure: it reads nothing but the config and netrc already loaded.
 
+use crate::config::limits;
 use crate::config::rules::{Commands, Protocol, Rule};
 use crate::config::template::{RenderError, Vars};
 use crate::config::{Config, HostSpec, Netrc, Secret, SshHost, SshHosts};
@@ -166,10 +167,16 @@ pub fn stem(bundle: &str) -> &str {
         .map_or(bundle, |ext| &bundle[..bundle.len() - ext.len()])
 }
 
-/// The file name part of a bundle argument (a path or a bare name).
+/// The file name part of a bundle argument (a path or a bare name). A name over
+/// [`limits::MAX_BUNDLE_NAME_BYTES`] is refused here, before any rule is tried on it.
 pub fn bundle_name(arg: &str) -> Result<String, PlanError> {
     let bad = |why: &str| PlanError::BadName {
-        name: arg.to_owned(),
+        // An argument too long to be a name is not quoted whole.
+        name: if arg.len() > limits::MAX_BUNDLE_NAME_BYTES {
+            limits::preview(arg)
+        } else {
+            arg.to_owned()
+        },
         why: why.to_owned(),
     };
     let name = Path::new(arg)
@@ -179,6 +186,9 @@ pub fn bundle_name(arg: &str) -> Result<String, PlanError> {
         .ok_or_else(|| bad("it is not valid UTF-8"))?;
     if name.contains('\0') {
         return Err(bad("it contains a NUL byte"));
+    }
+    if let Some(why) = limits::bundle_name(name) {
+        return Err(bad(&why));
     }
     Ok(name.to_owned())
 }

@@ -1083,3 +1083,164 @@ fn netrc_owned_by_someone_else_is_refused() {
         "{msg}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. input limits: checked before parsing, each refusal says where, which limit, what to do
+
+use dropship::config::NetrcError;
+use dropship::config::limits::{
+    MAX_BUNDLE_NAME_BYTES, MAX_CONFIG_BYTES, MAX_ERRORS, MAX_LINE_BYTES, MAX_NETRC_BYTES,
+    MAX_NETRC_TOKEN_BYTES, MAX_SECTION_NAME_BYTES, MAX_SECTIONS,
+};
+
+/// The refusal names the limit and says what to do, without quoting the oversized text.
+fn assert_limit_error(d: &Diagnostic, line: usize, limit: &str) {
+    assert_at(d, line);
+    let shown = d.to_string();
+    assert!(shown.contains(limit), "{shown}");
+    assert!(d.hint.is_some(), "{shown}");
+    assert!(
+        shown.len() < 1000,
+        "the message quotes the input: {} bytes",
+        shown.len()
+    );
+}
+
+#[test]
+fn a_section_name_over_4_kib_is_refused_before_its_regex_is_compiled() {
+    let at_limit = format!("[{}]\nhost = h\n", "a".repeat(MAX_SECTION_NAME_BYTES));
+    assert_eq!(parse(&at_limit).rules.len(), 1);
+
+    // An invalid regex too: the limit is reported, not the regex error.
+    let name = "(".repeat(10 * 1024 * 1024);
+    let text = format!("[ok]\nhost = h\n[{name}]\nhost = h\n");
+    let d = sole_error(&text);
+    assert_limit_error(&d, 3, "4 KiB (4096 bytes)");
+    assert!(d.message.contains("10485760 bytes"), "{d}");
+}
+
+#[test]
+fn a_line_over_64_kib_is_refused_with_its_line() {
+    let value = |n: usize| "x".repeat(n - "upgrade = ".len());
+    let at_limit = format!("[a]\nhost = h\nupgrade = {}\n", value(MAX_LINE_BYTES));
+    assert!(parse(&at_limit).rules[0].commands.upgrade.is_some());
+
+    let over = format!("[a]\nhost = h\nupgrade = {}\n", value(MAX_LINE_BYTES + 1));
+    let d = sole_error(&over);
+    assert_limit_error(&d, 3, "64 KiB (65536 bytes)");
+    assert!(d.message.contains("it starts `upgrade = xxx"), "{d}");
+}
+
+#[test]
+fn more_than_10000_rules_are_refused_at_the_first_one_too_many() {
+    // [DEFAULT] is not a rule and does not count.
+    let mut text = String::from("[DEFAULT]\n");
+    for i in 0..=MAX_SECTIONS {
+        text.push_str(&format!("[r{i}]\n"));
+    }
+    let d = sole_error(&text);
+    assert_limit_error(&d, MAX_SECTIONS + 2, "at most 10000");
+    assert!(d.message.contains("this is rule 10001"), "{d}");
+}
+
+#[test]
+fn a_config_file_over_16_mib_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dispatch.cfg");
+    let file = std::fs::File::create(&path).unwrap();
+    // Sparse: its size is what is checked, not its (never read) content.
+    file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+    let err = Config::load(&path).expect_err("too large");
+    let ConfigError::Invalid { diagnostics } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(diagnostics.len(), 1, "{err}");
+    let d = &diagnostics[0];
+    assert_eq!((d.file.as_path(), d.line), (path.as_path(), None));
+    assert!(d.message.contains("16 MiB (16777216 bytes)"), "{d}");
+    assert!(d.message.contains("16777217 bytes"), "{d}");
+
+    file.set_len(0).unwrap();
+    std::fs::write(&path, "[a]\nhost = h\n").unwrap();
+    assert!(Config::load(&path).is_ok());
+}
+
+#[test]
+fn a_config_with_thousands_of_errors_reports_the_first_100() {
+    let text = format!("[a]\nhost = h\n{}", "junk\n".repeat(5000));
+    let diags = diagnostics(&text);
+    assert_eq!(diags.len(), MAX_ERRORS + 1, "{diags:#?}");
+    let last = diags.last().unwrap();
+    assert_limit_error(last, 3 + MAX_ERRORS, "more than 100 errors");
+
+    // Unknown keys are found after the INI walk: capped all the same.
+    let keys: String = (0..5000).map(|i| format!("key{i} = 1\n")).collect();
+    let diags = diagnostics(&format!("[DEFAULT]\n{keys}[a]\nhost = h\n"));
+    assert_eq!(diags.len(), MAX_ERRORS + 1);
+    assert!(
+        diags
+            .last()
+            .unwrap()
+            .message
+            .contains("more than 100 errors")
+    );
+}
+
+#[test]
+fn a_netrc_token_over_16_kib_is_refused_with_its_line_and_not_shown() {
+    let long = "s".repeat(MAX_NETRC_TOKEN_BYTES + 1);
+    for text in [
+        format!("machine a\nlogin u\npassword {long}\n"),
+        format!("machine a\nlogin u\npassword \"{long}\"\n"),
+        format!("machine a\nlogin u\n{long}\n"),
+    ] {
+        let err = Netrc::parse(&text, Path::new("/home/u/.netrc")).expect_err("too long");
+        assert!(
+            matches!(err, NetrcError::TokenTooLong { line: 3, .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.starts_with("/home/u/.netrc:3: "), "{msg}");
+        assert!(
+            msg.contains("16 KiB (16384 bytes)") && !msg.contains("sss"),
+            "{msg}"
+        );
+    }
+    let at_limit = "s".repeat(MAX_NETRC_TOKEN_BYTES);
+    let n = netrc(&format!("machine a password {at_limit}\n"));
+    assert_eq!(password(n.lookup("a", None)), Some(at_limit.as_str()));
+}
+
+#[test]
+fn a_netrc_file_over_4_mib_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("netrc");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(MAX_NETRC_BYTES + 1).unwrap();
+    let err = Netrc::load(&path).expect_err("too large");
+    assert!(matches!(err, NetrcError::TooLarge { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("4 MiB (4194304 bytes)"), "{msg}");
+}
+
+#[test]
+fn a_bundle_name_over_255_bytes_is_refused_before_any_rule_is_tried() {
+    let text = "[(?s).*]\nhost = h\nprotocol = local\n";
+    let at_limit = "b".repeat(MAX_BUNDLE_NAME_BYTES);
+    assert_eq!(plan(text, &at_limit).bundle, at_limit);
+    // The limit is on the file name, not on the path it is in.
+    let in_dir = format!("/{}/{at_limit}", "d".repeat(300));
+    assert_eq!(plan(text, &in_dir).bundle, at_limit);
+
+    let over = "b".repeat(10 * 1024 * 1024);
+    let err = plan_err(text, &over);
+    assert!(matches!(err, PlanError::BadName { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("10485760 bytes long"), "{msg}");
+    assert!(msg.contains("at most 255 bytes (NAME_MAX)"), "{msg}");
+    assert!(
+        msg.len() < 400,
+        "the message quotes the name: {} bytes",
+        msg.len()
+    );
+}

@@ -10,7 +10,9 @@
 //! same rules to learn where each section and key is, and to report duplicates.
 
 use super::diagnostic::Diagnostic;
+use super::limits::{MAX_ERRORS, too_many_errors};
 use configparser::ini::{Ini, IniDefault};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Where keys written before any `[section]` end up; no real section can have this name
@@ -73,20 +75,29 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
         Err(e) => (Default::default(), Some(e)),
     };
 
-    let headers: Vec<&str> = text
+    // Counted in a map, not by comparing every header with every other one: a config may
+    // have thousands of sections.
+    let mut header_count: HashMap<&str, usize> = HashMap::new();
+    for header in text
         .lines()
         .map(str::trim)
         .filter_map(|l| Some(l.strip_prefix('[')?[..l.rfind(']')? - 1].trim()))
-        .collect();
-    let repeated_sections: Vec<&str> = headers
-        .iter()
-        .copied()
-        .filter(|h| headers.iter().filter(|o| *o == h).count() > 1)
-        .collect();
+    {
+        *header_count.entry(header).or_default() += 1;
+    }
+    let repeated = |name: &str| header_count.get(name).is_some_and(|&n| n > 1);
 
     let mut sections: Vec<RawSection> = Vec::new();
+    // Section name -> index in `sections` of its first occurrence.
+    let mut first_section: HashMap<String, usize> = HashMap::new();
+    // Key -> index in the current section's entries.
+    let mut section_keys: HashMap<String, usize> = HashMap::new();
     for (idx, raw) in text.lines().enumerate() {
         let line_no = idx + 1;
+        if diags.len() - before >= MAX_ERRORS {
+            diags.push(too_many_errors(file, Some(line_no)));
+            break;
+        }
         let line = raw.trim();
         if line.is_empty() || line.starts_with(['#', ';']) {
             continue;
@@ -116,7 +127,7 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
                         .hint("a section name is the regex a bundle name must match"),
                 );
             }
-            if let Some(first) = sections.iter().find(|s| s.name == name) {
+            if let Some(first) = first_section.get(&name).map(|&i| &sections[i]) {
                 diags.push(
                     Diagnostic::error(
                         file,
@@ -129,6 +140,8 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
                     .hint("merge the two sections, or delete one"),
                 );
             }
+            first_section.entry(name.clone()).or_insert(sections.len());
+            section_keys.clear();
             sections.push(RawSection {
                 name,
                 line: line_no,
@@ -165,7 +178,7 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
             continue;
         };
         let key = written_key.to_lowercase();
-        if let Some(first) = section.entries.iter().find(|e| e.key == key) {
+        if let Some(first) = section_keys.get(&key).map(|&i| &section.entries[i]) {
             diags.push(
                 Diagnostic::error(
                     file,
@@ -182,7 +195,7 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
         // configparser's value is the one of record. It merges repeated sections, so for
         // those (already an error) the walk's own reading of the line is kept instead.
         let walked = line[at + 1..].trim().to_owned();
-        let repeated = repeated_sections.contains(&section.name.as_str());
+        let repeated = repeated(&section.name);
         let parsed = map
             .get(&section.name)
             .and_then(|keys| keys.get(written_key))
@@ -191,6 +204,7 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
             .filter(|_| !repeated);
         let value = parsed.unwrap_or(walked);
         let value = unquote(&value);
+        section_keys.insert(key.clone(), section.entries.len());
         section.entries.push(RawEntry {
             key,
             value: (!value.is_empty()).then(|| value.to_owned()),

@@ -6,6 +6,7 @@
 pub mod diagnostic;
 pub mod hosts;
 pub mod ini;
+pub mod limits;
 pub mod netrc;
 pub mod rules;
 pub mod secret;
@@ -57,13 +58,32 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses config text; `path` is used for messages and for relative file paths.
+    /// Parses config text; `path` is used for messages and for relative file paths. A text
+    /// over one of the [`limits`] is refused before it is parsed.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let too_large = limits::check_config(text, path);
+        if !too_large.is_empty() {
+            return Err(ConfigError::Invalid {
+                diagnostics: too_large,
+            });
+        }
         let mut diags = Vec::new();
         let sections = ini::read(text, path, &mut diags);
         let rules = rules::build(&sections, path, &mut diags);
         if diags.iter().any(Diagnostic::is_error) {
             diags.sort_by_key(|d| d.line);
+            // The INI walk and the key check stop at the cap on their own; the rules' own
+            // checks (at most a few per rule) are cut here.
+            if let Some((cut, d)) = diags
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.is_error())
+                .nth(limits::MAX_ERRORS)
+            {
+                let note = limits::too_many_errors(path, d.line);
+                diags.truncate(cut);
+                diags.push(note);
+            }
             return Err(ConfigError::Invalid { diagnostics: diags });
         }
         Ok(Config {
@@ -73,11 +93,31 @@ impl Config {
         })
     }
 
+    /// Reads and parses `path`. A file over [`limits::MAX_CONFIG_BYTES`] is refused before
+    /// it is read whole.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        use std::io::Read;
+        let read_error = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let too_large = |len| {
+            limits::config_size(len, path).map(|d| ConfigError::Invalid {
+                diagnostics: vec![d],
+            })
+        };
+        if let Some(e) = too_large(file.metadata().map_err(read_error)?.len()) {
+            return Err(e);
+        }
+        // The size on disk may change, or be unknown (a pipe): read one byte past the limit.
+        let mut bytes = Vec::new();
+        file.take(limits::MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        if let Some(e) = too_large(bytes.len() as u64) {
+            return Err(e);
+        }
         let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
             diagnostics: vec![
                 Diagnostic::error(

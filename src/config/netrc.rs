@@ -28,6 +28,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::Secret;
+use super::limits::{self, MAX_NETRC_BYTES, MAX_NETRC_TOKEN_BYTES};
 
 /// One `machine` or `default` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,12 @@ pub enum NetrcError {
     },
     #[error("{}:{line}: quoted token opened here is never closed — add the closing `\"` (write `\\\"` for a quote inside it)", .path.display())]
     UnterminatedQuote { path: PathBuf, line: usize },
+    /// The file is over [`MAX_NETRC_BYTES`]; checked before it is read whole.
+    #[error("{}: the netrc file is {len} bytes; a netrc may be at most {} — is this the right file? Remove the entries dropship does not need", .path.display(), limits::bytes(MAX_NETRC_BYTES))]
+    TooLarge { path: PathBuf, len: u64 },
+    /// A token over [`MAX_NETRC_TOKEN_BYTES`]; the token is not shown (it may be a secret).
+    #[error("{}:{line}: a token is longer than {} (not shown) — shorten it; a quote that is never closed also makes one long token", .path.display(), limits::bytes(MAX_NETRC_TOKEN_BYTES as u64))]
+    TokenTooLong { path: PathBuf, line: usize },
     #[error("{}:{line}: the file holds a password but group or others may access it (mode {mode:03o}) — run `chmod 600 {}`", .path.display(), shell_path(.path))]
     InsecurePermissions {
         path: PathBuf,
@@ -164,7 +171,14 @@ fn is_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
 }
 
-/// Splits the text into tokens; a lexing error is the line of an unclosed quote.
+/// Why the lexer stopped, with the line of the token.
+#[derive(Debug, Clone, Copy)]
+enum LexError {
+    UnterminatedQuote(usize),
+    TokenTooLong(usize),
+}
+
+/// Splits the text into tokens; no token is longer than [`MAX_NETRC_TOKEN_BYTES`].
 struct Lexer<'a> {
     src: &'a str,
     pos: usize,
@@ -191,7 +205,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn next_token(&mut self) -> Result<Option<Token<'a>>, usize> {
+    fn next_token(&mut self) -> Result<Option<Token<'a>>, LexError> {
         loop {
             while self.peek().is_some_and(is_space) {
                 self.bump();
@@ -204,6 +218,9 @@ impl<'a> Lexer<'a> {
                     let (start, line) = (self.pos, self.line);
                     while self.peek().is_some_and(|c| !is_space(c)) {
                         self.bump();
+                        if self.pos - start > MAX_NETRC_TOKEN_BYTES {
+                            return Err(LexError::TokenTooLong(line));
+                        }
                     }
                     let text = Cow::Borrowed(&self.src[start..self.pos]);
                     return Ok(Some(Token {
@@ -216,12 +233,16 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn quoted(&mut self) -> Result<Token<'a>, usize> {
+    fn quoted(&mut self) -> Result<Token<'a>, LexError> {
         let line = self.line;
         self.bump();
         let mut text = String::new();
+        let unterminated = LexError::UnterminatedQuote(line);
         loop {
-            match self.bump().ok_or(line)? {
+            if text.len() > MAX_NETRC_TOKEN_BYTES {
+                return Err(LexError::TokenTooLong(line));
+            }
+            match self.bump().ok_or(unterminated)? {
                 '"' => {
                     return Ok(Token {
                         text: Cow::Owned(text),
@@ -229,7 +250,7 @@ impl<'a> Lexer<'a> {
                         quoted: true,
                     });
                 }
-                '\\' => text.push(match self.bump().ok_or(line)? {
+                '\\' => text.push(match self.bump().ok_or(unterminated)? {
                     'n' => '\n',
                     'r' => '\r',
                     't' => '\t',
@@ -270,7 +291,7 @@ impl Netrc {
             path: path.to_path_buf(),
             error,
         };
-        let mut file = match std::fs::File::open(path) {
+        let file = match std::fs::File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Netrc {
@@ -280,8 +301,23 @@ impl Netrc {
             }
             Err(e) => return Err(unreadable(e)),
         };
+        let too_large = |len| NetrcError::TooLarge {
+            path: path.to_path_buf(),
+            len,
+        };
+        let len = file.metadata().map_err(unreadable)?.len();
+        if len > MAX_NETRC_BYTES {
+            return Err(too_large(len));
+        }
+        // The size may change, or be unknown (a pipe): read one byte past the limit.
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(unreadable)?;
+        (&file)
+            .take(MAX_NETRC_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(unreadable)?;
+        if bytes.len() as u64 > MAX_NETRC_BYTES {
+            return Err(too_large(bytes.len() as u64));
+        }
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
@@ -403,12 +439,16 @@ impl Netrc {
 }
 
 fn next<'a>(lexer: &mut Lexer<'a>, path: &Path) -> Result<Option<Token<'a>>, NetrcError> {
-    lexer
-        .next_token()
-        .map_err(|line| NetrcError::UnterminatedQuote {
+    lexer.next_token().map_err(|e| match e {
+        LexError::UnterminatedQuote(line) => NetrcError::UnterminatedQuote {
             path: path.to_path_buf(),
             line,
-        })
+        },
+        LexError::TokenTooLong(line) => NetrcError::TokenTooLong {
+            path: path.to_path_buf(),
+            line,
+        },
+    })
 }
 
 /// Reads the value after `kw`; errors about a secret keyword do not name the token found,

@@ -8,6 +8,7 @@
 use super::diagnostic::Diagnostic;
 use super::hosts::{HostSpec, parse_hosts, parse_port};
 use super::ini::{RawEntry, RawSection};
+use super::limits::{self, MAX_ERRORS, too_many_errors};
 use super::secret::Secret;
 use super::template::{Template, nearest};
 use indexmap::IndexMap;
@@ -399,8 +400,15 @@ pub fn resolve_path(value: &str, config_file: &Path) -> PathBuf {
 /// Builds the rules from the raw sections. Errors and warnings go to `diags`.
 pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<Rule> {
     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+    let is_known = |key: &str| known.contains(&key);
+    let mut unknown = 0;
     for entry in sections.iter().flat_map(|s| &s.entries) {
-        if !known.contains(&entry.key.as_str()) {
+        if !is_known(&entry.key) {
+            unknown += 1;
+            if unknown > MAX_ERRORS {
+                diags.push(too_many_errors(file, Some(entry.line)));
+                break;
+            }
             let mut d = Diagnostic::error(
                 file,
                 Some(entry.line),
@@ -422,7 +430,14 @@ pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) 
     let mut rules = Vec::new();
     for section in sections.iter().filter(|s| s.name != "DEFAULT") {
         let mut merged: IndexMap<&str, Located> = IndexMap::new();
-        for e in defaults.iter().copied().chain(&section.entries) {
+        // Unknown keys are reported above; leaving them out keeps this linear in the keys
+        // a rule can have, however many lines `[DEFAULT]` has.
+        for e in defaults
+            .iter()
+            .copied()
+            .chain(&section.entries)
+            .filter(|e| is_known(&e.key))
+        {
             if let Some(value) = &e.value {
                 merged.insert(
                     &e.key,
@@ -822,21 +837,138 @@ fn literal(src: &str) -> Option<String> {
     }
 }
 
+/// The names a regex is made of, `.*` and friends: a rule with one of them (up to anchors)
+/// matches every name.
+fn is_catch_all(unanchored: &str) -> bool {
+    matches!(
+        unanchored,
+        ".*" | ".+" | "(.*)" | "(.+)" | "(?s).*" | "(?s).+"
+    )
+}
+
 /// Whether every name `later` matches is matched by `earlier` — where that is decidable
 /// cheaply: the same regex up to anchors, a literal the earlier rule matches, or an earlier
-/// rule that matches anything.
+/// rule that matches anything. [`shadow_warnings`] decides the same without comparing every
+/// pair; this is its specification.
+#[cfg(test)]
 fn shadows(earlier: &Rule, later: &Rule) -> bool {
     let (e, l) = (unanchored(&earlier.name), unanchored(&later.name));
-    if e == l || matches!(e, ".*" | ".+" | "(.*)" | "(.+)" | "(?s).*" | "(?s).+") {
+    if e == l || is_catch_all(e) {
         return true;
     }
     literal(&later.name).is_some_and(|lit| earlier.regex.is_match(&lit))
 }
 
+/// Bytes of a required prefix or suffix used to find the rules that may match a literal.
+const AFFIX_KEY_BYTES: usize = 64;
+
+/// Bytes of literal names the shadowed-rule check may run regexes over: hundreds of
+/// thousands of rule/name pairs, far more than any config whose rules all start or end
+/// with a literal needs. Past it the check stops and says so.
+const SHADOW_SCAN_BUDGET: usize = 64 << 20;
+
+/// What the shadowed-rule check needs of one rule, worked out once.
+struct ShadowKey<'r> {
+    unanchored: &'r str,
+    /// The one name the rule matches, when it is a plain literal.
+    literal: Option<String>,
+    /// Every name the rule matches starts with `prefix` and ends with `suffix` (either may
+    /// be empty: nothing known).
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
+impl<'r> ShadowKey<'r> {
+    fn of(rule: &'r Rule) -> ShadowKey<'r> {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        let (mut prefix, mut suffix) = (Vec::new(), Vec::new());
+        // The rule's regex is this HIR anchored at both ends, so every name it matches is a
+        // match of the HIR, which starts with one of its prefix literals and ends with one
+        // of its suffix literals (look-arounds are taken as matching: only more names).
+        if let Ok(hir) = regex_syntax::parse(&rule.name) {
+            let extract = |kind| Extractor::new().kind(kind).extract(&hir);
+            let seq = extract(ExtractKind::Prefix);
+            prefix.extend_from_slice(seq.longest_common_prefix().unwrap_or_default());
+            let seq = extract(ExtractKind::Suffix);
+            suffix.extend_from_slice(seq.longest_common_suffix().unwrap_or_default());
+        }
+        ShadowKey {
+            unanchored: unanchored(&rule.name),
+            literal: literal(&rule.name),
+            prefix,
+            suffix,
+        }
+    }
+
+    fn may_match(&self, name: &[u8]) -> bool {
+        name.starts_with(&self.prefix) && name.ends_with(&self.suffix)
+    }
+}
+
+/// A warning for every rule an earlier rule shadows (see [`shadows`]), naming the first such
+/// earlier rule.
+///
+/// Near-linear: rules with the same regex are found by a map, catch-alls are remembered,
+/// and a literal is only tried on the earlier rules that may match it: those whose
+/// required prefix or suffix it has (found by a map keyed on its first or last bytes), and
+/// those with neither. Only that last group costs one regex run per pair; should it add up
+/// to [`SHADOW_SCAN_BUDGET`], the check stops with a warning saying so.
 fn shadow_warnings(rules: &[Rule], file: &Path) -> Vec<Diagnostic> {
+    use std::collections::HashMap;
+    let keys: Vec<ShadowKey> = rules.iter().map(ShadowKey::of).collect();
+    // Each map and list holds indices of earlier rules, in ascending order.
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    let mut first_catch_all: Option<usize> = None;
+    let mut by_literal: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_prefix: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    let mut by_suffix: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    let mut unkeyed: Vec<usize> = Vec::new();
+    let mut budget = SHADOW_SCAN_BUDGET;
     let mut out = Vec::new();
-    for (j, later) in rules.iter().enumerate() {
-        if let Some(earlier) = rules[..j].iter().find(|e| shadows(e, later)) {
+    for (j, (later, key)) in rules.iter().zip(&keys).enumerate() {
+        let mut first = by_name.get(key.unanchored).copied();
+        first = first.into_iter().chain(first_catch_all).min();
+        if let Some(lit) = &key.literal {
+            let name = lit.as_bytes();
+            let ends = 1..=name.len().min(AFFIX_KEY_BYTES);
+            let buckets = by_literal
+                .get(lit.as_str())
+                .into_iter()
+                .chain(ends.clone().filter_map(|n| by_prefix.get(&name[..n])))
+                .chain(ends.filter_map(|n| by_suffix.get(&name[name.len() - n..])))
+                .chain([&unkeyed]);
+            for bucket in buckets {
+                for &i in bucket {
+                    if i >= first.unwrap_or(j) {
+                        break;
+                    }
+                    if !keys[i].may_match(name) {
+                        continue;
+                    }
+                    let cost = name.len() + 1;
+                    if budget < cost {
+                        out.push(
+                            Diagnostic::warning(
+                                file,
+                                Some(later.line),
+                                format!(
+                                    "shadowed rules not checked from rule `[{}]` on: too many rules without a literal start or end to compare",
+                                    limits::preview(&later.name)
+                                ),
+                            )
+                            .hint("begin or end rule regexes with literal text (`app-.*\\.tgz`) so they can be checked"),
+                        );
+                        return out;
+                    }
+                    budget -= cost;
+                    if rules[i].regex.is_match(lit) {
+                        first = Some(i);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(earlier) = first.map(|i| &rules[i]) {
             out.push(
                 Diagnostic::warning(
                     file,
@@ -849,6 +981,175 @@ fn shadow_warnings(rules: &[Rule], file: &Path) -> Vec<Diagnostic> {
                 .hint("move the more specific rule first, or delete one"),
             );
         }
+        by_name.entry(key.unanchored).or_insert(j);
+        if is_catch_all(key.unanchored) {
+            first_catch_all.get_or_insert(j);
+        }
+        let bucket = if let Some(lit) = &key.literal {
+            by_literal.entry(lit).or_default()
+        } else if !key.prefix.is_empty() {
+            let n = key.prefix.len().min(AFFIX_KEY_BYTES);
+            by_prefix.entry(&key.prefix[..n]).or_default()
+        } else if !key.suffix.is_empty() {
+            let n = key.suffix.len().min(AFFIX_KEY_BYTES);
+            by_suffix
+                .entry(&key.suffix[key.suffix.len() - n..])
+                .or_default()
+        } else {
+            &mut unkeyed
+        };
+        bucket.push(j);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ini;
+
+    /// `n` rules of the shapes a large config has: literals, prefixes, suffixes, literals
+    /// an earlier rule shadows, and a few case-insensitive rules with no literal at all.
+    fn many_rules_text(n: usize) -> String {
+        let mut text = String::from("[DEFAULT]\nhost = h\nprotocol = local\n");
+        for i in 0..n {
+            let name = match i % 5 {
+                0 => format!("app{i}\\.tgz"),
+                1 => format!("svc{i}-.*\\.tgz"),
+                2 => format!(".*-{i}\\.zip"),
+                3 => format!("svc{}-1\\.tgz", i - 2),
+                _ if i % 100 == 4 => format!("(?i)WEB{i}-.*"),
+                _ => format!("db-{i}-[0-9]+\\.sql"),
+            };
+            text.push_str(&format!("[{name}]\n"));
+        }
+        text
+    }
+
+    fn rules_of(text: &str) -> Vec<Rule> {
+        let file = Path::new("t.cfg");
+        let mut diags = Vec::new();
+        let sections = ini::read(text, file, &mut diags);
+        let rules = build(&sections, file, &mut diags);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        rules
+    }
+
+    /// The pairwise definition, as the check was before it was made near-linear.
+    fn pairwise(rules: &[Rule]) -> Vec<(usize, usize)> {
+        (0..rules.len())
+            .filter_map(|j| {
+                let i = (0..j).find(|&i| shadows(&rules[i], &rules[j]))?;
+                Some((rules[j].line, rules[i].line))
+            })
+            .collect()
+    }
+
+    fn warned(rules: &[Rule]) -> Vec<(usize, usize)> {
+        let lines: std::collections::HashMap<&str, usize> =
+            rules.iter().map(|r| (r.name.as_str(), r.line)).collect();
+        shadow_warnings(rules, Path::new("t.cfg"))
+            .iter()
+            .map(|w| {
+                let earlier = w.message.split("rule `[").nth(2).unwrap();
+                let earlier = &earlier[..earlier.find("]` (line").unwrap()];
+                (w.line.unwrap(), lines[earlier])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn many_rules_are_warned_about_as_pairwise() {
+        let rules = rules_of(&many_rules_text(600));
+        let want = pairwise(&rules);
+        assert_eq!(want.len(), 120, "the fixture shadows every fifth rule");
+        assert_eq!(warned(&rules), want);
+    }
+
+    /// Regexes with and without literal prefixes and suffixes, anchors, case folding,
+    /// alternations, look-arounds, catch-alls and literals some of them match.
+    const POOL: &[&str] = &[
+        "app\\.tgz",
+        "^app\\.tgz$",
+        "app-1\\.tgz",
+        "app-.*\\.tgz",
+        "app-[0-9]+\\.tgz",
+        "(?i)APP-1\\.TGZ",
+        "(?i)app.*",
+        ".*\\.tgz",
+        ".*-1\\.tgz",
+        "(app|db)-1\\.tgz",
+        "db-1\\.tgz",
+        "[ad][pb]p?-1\\.tgz",
+        ".*",
+        "(?s).+",
+        "\\bapp-1\\b.*",
+        "a",
+        "a|b",
+        "[a-z]",
+        "(?x) a p p - 1 \\. t g z",
+        "app-1\\.tgz|zzz",
+        "(?m)^app-1\\.tgz$",
+        "é.*",
+        "é-1",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn shadow_warnings_agree_with_the_pairwise_definition(
+            picks in proptest::collection::vec(proptest::sample::select(POOL), 1..12)
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let mut text = String::from("[DEFAULT]\nhost = h\nprotocol = local\n");
+            for p in picks.into_iter().filter(|p| seen.insert(*p)) {
+                text.push_str(&format!("[{p}]\n"));
+            }
+            let rules = rules_of(&text);
+            proptest::prop_assert_eq!(warned(&rules), pairwise(&rules));
+        }
+    }
+
+    #[test]
+    fn the_check_stops_and_says_so_past_its_budget() {
+        // Rules with no literal start or end, then literal names 1 KiB long: every pair
+        // needs a regex run.
+        let mut text = String::from("[DEFAULT]\nhost = h\nprotocol = local\n");
+        for i in 0..300 {
+            text.push_str(&format!("[(?i)x{i}y.*z]\n"));
+        }
+        let long = "n".repeat(1024);
+        for i in 0..300 {
+            text.push_str(&format!("[{long}{i}]\n"));
+        }
+        let rules = rules_of(&text);
+        let warnings = shadow_warnings(&rules, Path::new("t.cfg"));
+        let last = warnings.last().expect("a warning");
+        assert!(
+            last.message
+                .contains("shadowed rules not checked from rule"),
+            "{last}"
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    /// Not a timed assertion: prints how long the shadowed-rule check takes on
+    /// `DROPSHIP_SHADOW_RULES` rules (default 10,000).
+    /// `cargo test --lib shadow_check_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn shadow_check_timing() {
+        let n = std::env::var("DROPSHIP_SHADOW_RULES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let rules = rules_of(&many_rules_text(n));
+        let start = std::time::Instant::now();
+        let warnings = shadow_warnings(&rules, Path::new("t.cfg"));
+        println!(
+            "shadowed-rule check of {} rules: {:?} ({} warnings)",
+            rules.len(),
+            start.elapsed(),
+            warnings.len()
+        );
+    }
 }

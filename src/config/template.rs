@@ -238,8 +238,12 @@ impl Template {
 
 /// The nearest of `known` to `word`, when one is close enough to be a likely typo.
 pub fn nearest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // The distance is at least the difference in length: skip the quadratic distance for
+    // a word far longer than any known one (a 60 KiB key is not a typo of `host`).
+    let chars = word.chars().count();
     known
         .into_iter()
+        .filter(|k| chars.abs_diff(k.chars().count()) <= 2.max(k.len() / 3))
         .map(|k| (strsim::damerau_levenshtein(word, k), k))
         .filter(|&(d, k)| d <= 2.max(k.len() / 3))
         .min_by_key(|&(d, _)| d)
