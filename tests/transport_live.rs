@@ -98,6 +98,17 @@ fn deliver_until(
     Result<(Connection, Delivered), TransportError>,
     Vec<TransferEvent>,
 ) {
+    let (result, events) = deliver_timed(rig, plan, local, cancel);
+    (result, events.into_iter().map(|(_, e)| e).collect())
+}
+
+/// [`deliver_until`], with the time each event arrived.
+fn deliver_timed(
+    rig: &Rig,
+    plan: &Plan,
+    local: &Path,
+    cancel: &dyn Fn() -> bool,
+) -> (Outcome, Vec<(std::time::Instant, TransferEvent)>) {
     let target = &plan.targets[0];
     let events = Mutex::new(Vec::new());
     let mut policy = RetryPolicy::new(plan.rule.retries);
@@ -114,10 +125,12 @@ fn deliver_until(
     let result = upload::deliver(
         &job,
         &mut || transport::connect(target, &plan.rule, &rig.known),
-        &|e| events.lock().unwrap().push(e),
+        &|e| events.lock().unwrap().push((std::time::Instant::now(), e)),
     );
     (result, events.into_inner().unwrap())
 }
+
+type Outcome = Result<(Connection, Delivered), TransportError>;
 
 fn retries(events: &[TransferEvent]) -> usize {
     events
@@ -590,12 +603,21 @@ fn large_sftp_upload_goes_over_two_sessions() {
     });
     assert_eq!(last, Some((96 << 20, 96 << 20)));
 
-    // A cut in one half: the retry restarts cleanly and the file still arrives whole.
-    proxy.cut_first_connection_after(20 << 20);
-    let local = bundle(rig.local.path(), "big-2t.tgz", 80 << 20);
+    // A cut in one stream: the retry resumes from the prefix the two streams left whole
+    // (never from zero) and the file still arrives whole.
+    proxy.cut_first_connection_after(40 << 20);
+    let local = bundle(rig.local.path(), "big-2t.tgz", 96 << 20);
     let plan = rig.plan(&config, "big-2t.tgz");
+    let before = proxy.bytes_up();
     let (result, events) = deliver(&rig, &plan, &local);
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    let starts = resumed_from(&events);
+    assert!(
+        starts.len() == 2 && starts[1] >= 32 << 20,
+        "the retry must resume: {starts:?}"
+    );
+    let sent = proxy.bytes_up() - before;
+    assert!(sent < (96u64 << 20) * 3 / 2, "{sent} bytes sent for 96 MiB");
     assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
 }
 
@@ -679,4 +701,382 @@ fn background_commands_stop_when_asked_and_when_the_connection_drops() {
         );
         let _ = std::fs::remove_file(&tick);
     }
+}
+
+// ---- Nothing wrong ever lands (integrity under faults) ----
+
+/// A bundle of `len` bytes whose content depends on `seed`: two seeds, two bundles.
+fn bundle_seeded(dir: &Path, name: &str, len: usize, seed: u8) -> PathBuf {
+    let path = dir.join(name);
+    let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 509) as u8 ^ seed).collect();
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn verified_event(events: &[TransferEvent]) -> TransferEvent {
+    events
+        .iter()
+        .find(|e| matches!(e, TransferEvent::Verified { .. }))
+        .cloned()
+        .unwrap_or_else(|| panic!("no Verified event: {events:?}"))
+}
+
+/// Bundle A is cut off mid-way on an FTP-only rule (no SSH shell to hash anything), leaving
+/// its `.part`; then a different bundle B of the same name is shipped. B must start from
+/// zero and land whole: A's bytes are never taken for B's. The result says "verified by
+/// size only", and no event claims a verification with a null hash.
+#[test]
+fn ftp_only_part_of_another_bundle_is_never_resumed() {
+    let Some(server) = FtpServer::builder()
+        .pasv_address(support::LOOPBACK_2)
+        .start_or_skip("ftp_foreign_part")
+    else {
+        return;
+    };
+    let rig = Rig::new("ftp_foreign_part");
+    let proxies = FtpProxies::start(&server);
+    let config = rig.config(
+        "ftp",
+        proxies.control_addr(),
+        rig.dest.as_str(),
+        "retries = 0",
+    );
+    let name = "app-1.0.tgz";
+    let plan = rig.plan(&config, name);
+    let final_path = PathBuf::from(&plan.targets[0].remote_path);
+    let part = PathBuf::from(upload::part_path(&plan.targets[0].remote_path));
+    let sidecar = PathBuf::from(upload::sidecar_path(part.to_str().unwrap()));
+
+    // A: cut after 6 MiB of the bundle's data connection (the first one is the sidecar).
+    let dir_a = rig.local.path().join("a");
+    std::fs::create_dir(&dir_a).unwrap();
+    let a = bundle_seeded(&dir_a, name, 16 << 20, 0x00);
+    proxies
+        .data
+        .set_fault_scoped(support::Fault::CutAfter(6 << 20), support::Scope::First(2));
+    let (result, _) = deliver(&rig, &plan, &a);
+    assert!(result.is_err(), "the cut must fail the upload");
+    let left = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        left > 0,
+        "A's .part must be left for this test to mean anything"
+    );
+    assert!(sidecar.exists(), "the sidecar names A's .part");
+
+    // B, same name, other bytes: from zero, whole, verified by size only.
+    proxies.data.set_fault(support::Fault::Pass);
+    let dir_b = rig.local.path().join("b");
+    std::fs::create_dir(&dir_b).unwrap();
+    let b = bundle_seeded(&dir_b, name, 16 << 20, 0x5a);
+    let (result, events) = deliver(&rig, &plan, &b);
+    let (_, delivered) = result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(
+        resumed_from(&events),
+        vec![0],
+        "B must not resume A's .part"
+    );
+    assert_eq!(sha(&final_path), sha(&b));
+    assert_eq!(delivered.by, transport::VerifiedBy::SizeOnly);
+    assert_eq!(delivered.sha256, None);
+    let json = serde_json::to_value(verified_event(&events)).unwrap();
+    assert_eq!(json["by"], "size_only", "{json}");
+    assert!(json.get("sha256").is_none(), "no null hash: {json}");
+    assert!(!part.exists() && !sidecar.exists(), "nothing left behind");
+
+    // A `.part` with no sidecar (an older dropship's, or anyone's) is not trusted either.
+    std::fs::copy(&a, &part).unwrap();
+    support::chown_to_user(&part);
+    let (result, events) = deliver(&rig, &plan, &b);
+    result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(resumed_from(&events), vec![0], "a .part without sidecar");
+    assert_eq!(sha(&final_path), sha(&b));
+
+    // The same bundle after a cut does resume, from what its sidecar vouches for.
+    proxies
+        .data
+        .set_fault_scoped(support::Fault::CutAfter(6 << 20), support::Scope::First(2));
+    let (result, _) = deliver(&rig, &plan, &a);
+    assert!(result.is_err());
+    proxies.data.set_fault(support::Fault::Pass);
+    let (result, events) = deliver(&rig, &plan, &a);
+    result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    let starts = resumed_from(&events);
+    assert!(starts.len() == 1 && starts[0] > 0, "{starts:?}");
+    assert_eq!(sha(&final_path), sha(&a));
+}
+
+/// Locks of FTP-only rules heal like SSH ones: a holder not heard from for `lock_stale` is
+/// broken, a dead local holder's lock is taken over at once, and a live holder (its
+/// heartbeat beating over a second connection) keeps its lock however long it holds it.
+#[test]
+fn ftp_only_locks_heal_and_live_ones_hold() {
+    use dropship::engine::lock::{self, Identity, LockError, Wait};
+    let Some(server) = support::ftp_server_or_skip("ftp_lock") else {
+        return;
+    };
+    let rig = Rig::new("ftp_lock");
+    let config = rig.config("ftp", server.addr(), rig.dest.as_str(), "");
+    let plan = rig.plan(&config, "app-1.tgz");
+    let connect = || transport::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
+    let path = format!("{}/.dropship.lock", rig.dest.as_str());
+    let notices = Mutex::new(Vec::<String>::new());
+    let id = |holder: &'static str| Identity {
+        host: "ftp",
+        holder,
+        bundle: "app-1.tgz",
+    };
+    let never = || false;
+    let notice = |m: String| notices.lock().unwrap().push(m);
+    let wait = |wait: u64, stale: u64| Wait {
+        host: "ftp",
+        wait: Duration::from_secs(wait),
+        stale: Duration::from_secs(stale),
+        cancelled: &never,
+        notice: &notice,
+    };
+    let write_foreign = |holder: &str| {
+        let mut c = connect();
+        assert!(c.files.create_dir(&path).unwrap());
+        let info = format!("holder={holder}\nbundle=old.tgz\ntoken=feedface\n");
+        c.files
+            .write_small(&format!("{path}/info"), info.as_bytes())
+            .unwrap();
+    };
+
+    // 1. A holder on another machine that stopped beating: broken after lock_stale.
+    write_foreign("alice@elsewhere pid 1");
+    let mut conn = connect();
+    let l = lock::acquire(&mut conn, &path, &id("me@here pid 2"), &wait(30, 2))
+        .unwrap_or_else(|e| panic!("a stale FTP lock must be broken: {e}"));
+    assert!(
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.contains("broke a stale lock held by alice@elsewhere pid 1")),
+        "{notices:?}"
+    );
+    lock::release(&mut conn, &l).unwrap();
+    assert!(!rig.dest.join(".dropship.lock").exists(), "released");
+
+    // 2. A dropship of this machine that is gone: taken over at once, stale or not.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let me = lock::local_holder();
+    let dead_holder = format!("{} pid {dead}", me.rsplit_once(" pid ").unwrap().0);
+    write_foreign(&dead_holder);
+    let l = lock::acquire(&mut conn, &path, &id("me@here pid 2"), &wait(5, 3600))
+        .unwrap_or_else(|e| panic!("a dead local holder's lock must be taken over: {e}"));
+    assert!(
+        notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.contains("took over the lock")),
+        "{notices:?}"
+    );
+    lock::release(&mut conn, &l).unwrap();
+
+    // 3. A live holder beats (every second at lock_stale = 4s) and is never broken.
+    let held = lock::acquire(&mut conn, &path, &id("bob@other pid 3"), &wait(5, 4)).unwrap();
+    let mut other = connect();
+    let Err(err) = lock::acquire(&mut other, &path, &id("me@here pid 2"), &wait(9, 4)) else {
+        panic!("a live lock must hold past lock_stale");
+    };
+    assert!(
+        matches!(&err, LockError::Busy { holder: Some(h), .. } if h.holder == "bob@other pid 3"),
+        "{err}"
+    );
+    lock::release(&mut conn, &held).unwrap();
+    let l = lock::acquire(&mut other, &path, &id("me@here pid 2"), &wait(5, 4)).unwrap();
+    lock::release(&mut other, &l).unwrap();
+}
+
+/// Stalls (a black-holed route: the proxy stops forwarding, sockets left open) are found
+/// within about one `timeout` on every protocol and channel, not several of them.
+#[test]
+fn stalls_are_found_within_the_timeout_on_every_protocol() {
+    let Some(ssh) = support::ssh_server_or_skip("stall_all") else {
+        return;
+    };
+    let Some(ftp) = FtpServer::builder()
+        .pasv_address(support::LOOPBACK_2)
+        .start_or_skip("stall_all")
+    else {
+        return;
+    };
+    let rig = Rig::new("stall_all");
+    let timeout = Duration::from_secs(2);
+    let extra = "timeout = 2s\nretries = 0";
+    bundle(rig.local.path(), "stall-1.tgz", 24 << 20);
+    let mut measured = Vec::new();
+    // The control stall comes before any data: a small bundle, so that hashing it (before
+    // connecting) does not count as detection time.
+    bundle(rig.local.path(), "stall-s.tgz", 64 << 10);
+    let mut run = |what: &str, config: Config| {
+        let name = if what == "ftp control" {
+            "stall-s.tgz"
+        } else {
+            "stall-1.tgz"
+        };
+        let local = rig.local.path().join(name);
+        let plan = rig.plan(&config, name);
+        let start = std::time::Instant::now();
+        let (result, events) = deliver_timed(&rig, &plan, &local, &|| false);
+        let end = std::time::Instant::now();
+        let err = result.err().unwrap_or_else(|| panic!("{what}: must stall"));
+        assert!(
+            matches!(err, TransportError::Timeout { .. }),
+            "{what}: {err}\n{events:?}"
+        );
+        assert!(err.to_string().contains("timeout"), "{err}");
+        // From the last sign of life (progress is reported at least every 100 ms while
+        // bytes move; a stall before the upload starts counts from the start) to the error.
+        let last = events.last().map_or(start, |(t, _)| *t);
+        let took = end - last;
+        measured.push(format!("{what} {:.2}s", took.as_secs_f64()));
+        assert!(
+            // ~1.2x, plus what the last progress report (after each written chunk) lags
+            // behind the last byte the peer took.
+            took <= timeout.mul_f64(1.2) + Duration::from_millis(350),
+            "{what}: stall found {took:?} after the last progress, timeout {timeout:?}"
+        );
+    };
+    for protocol in ["scp", "sftp"] {
+        let proxy = FaultProxy::start(ssh.addr());
+        trust_at(&rig, &ssh, proxy.addr());
+        proxy.set_fault(support::Fault::StallAfter(4 << 20));
+        run(
+            protocol,
+            rig.config(protocol, proxy.addr(), rig.dest.as_str(), extra),
+        );
+    }
+    let proxies = FtpProxies::start(&ftp);
+    proxies.data.set_fault(support::Fault::StallAfter(4 << 20));
+    run(
+        "ftp data",
+        rig.config("ftp", proxies.control_addr(), rig.dest.as_str(), extra),
+    );
+    proxies.data.set_fault(support::Fault::Pass);
+    // Past the login (USER, PASS, TYPE, PWD) and into the upload's commands.
+    proxies.control.set_fault(support::Fault::StallAfter(60));
+    run(
+        "ftp control",
+        rig.config("ftp", proxies.control_addr(), rig.dest.as_str(), extra),
+    );
+    eprintln!("stall detection at timeout = 2s: {}", measured.join(", "));
+}
+
+/// After a stalled FTP data connection, stock vsftpd still holds its upload lock on the
+/// `.part` for the stalled session (`lock_upload_files`, default on): the retry must not
+/// wait for it. It starts a fresh `.part` and completes.
+#[test]
+fn ftp_retry_after_a_data_stall_is_not_blocked_by_the_servers_lock() {
+    let Some(ftp) = FtpServer::builder()
+        .pasv_address(support::LOOPBACK_2)
+        .start_or_skip("ftp_stall_retry")
+    else {
+        return;
+    };
+    let rig = Rig::new("ftp_stall_retry");
+    let proxies = FtpProxies::start(&ftp);
+    // Data connections 1 (sidecar) and 2 (bundle) get the fault; 2 stalls after 4 MiB.
+    proxies.data.set_fault_scoped(
+        support::Fault::StallAfter(4 << 20),
+        support::Scope::First(2),
+    );
+    let config = rig.config(
+        "ftp",
+        proxies.control_addr(),
+        rig.dest.as_str(),
+        "timeout = 2s\nretries = 2",
+    );
+    let local = bundle(rig.local.path(), "stall-2.tgz", 16 << 20);
+    let plan = rig.plan(&config, "stall-2.tgz");
+    let start = std::time::Instant::now();
+    let (result, events) = deliver(&rig, &plan, &local);
+    result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(retries(&events), 1, "{events:?}");
+    assert_eq!(
+        resumed_from(&events),
+        vec![0, 0],
+        "a fresh .part after a stall"
+    );
+    assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
+    eprintln!(
+        "upload with one data stall at timeout = 2s: {:?}",
+        start.elapsed()
+    );
+}
+
+/// A command killed at `step_timeout` says so and names `step_timeout`, not `timeout`.
+#[test]
+fn a_hung_command_names_step_timeout() {
+    let Some(server) = support::ssh_server_or_skip("step_timeout") else {
+        return;
+    };
+    let rig = Rig::new("step_timeout");
+    rig.trust(&server);
+    let config = rig.config("sftp", server.addr(), rig.dest.as_str(), "");
+    let plan = rig.plan(&config, "app.tgz");
+    let mut conn = transport::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
+    let shell = conn.shell.as_deref_mut().unwrap();
+    let err = shell
+        .exec(
+            "sleep 30",
+            Duration::from_secs(1),
+            &|| false,
+            &mut |_, _| {},
+        )
+        .expect_err("must time out");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, TransportError::CommandTimeout { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("`sleep 30`") && msg.contains("`step_timeout`"),
+        "{msg}"
+    );
+    assert!(!msg.contains("raise `timeout`"), "{msg}");
+    assert!(!err.is_transient());
+}
+
+/// A 254-byte bundle name (the host can store it) uploads over every protocol: the
+/// `.part` and its sidecar get names that fit. A name the server cannot store is refused
+/// at once, not retried as if the network had failed.
+#[test]
+fn long_names_upload_and_unstorable_names_are_not_retried() {
+    let Some(ssh) = support::ssh_server_or_skip("long_names") else {
+        return;
+    };
+    let Some(ftp) = support::ftp_server_or_skip("long_names") else {
+        return;
+    };
+    let rig = Rig::new("long_names");
+    rig.trust(&ssh);
+    let name = format!("{}-1.0.tgz", "a".repeat(254 - "-1.0.tgz".len()));
+    assert_eq!(name.len(), 254);
+    let local = bundle(rig.local.path(), &name, 100_000);
+    for (protocol, addr) in [
+        ("sftp", ssh.addr()),
+        ("scp", ssh.addr()),
+        ("ftp", ftp.addr()),
+    ] {
+        let config = rig.config(protocol, addr, rig.dest.as_str(), "");
+        let plan = rig.plan(&config, &name);
+        let (result, events) = deliver(&rig, &plan, &local);
+        result.unwrap_or_else(|e| panic!("{protocol}: {e}\n{events:?}"));
+        assert_eq!(retries(&events), 0, "{protocol}");
+        assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
+    }
+    let dest = format!("{}/{}", rig.dest.as_str(), "d".repeat(300));
+    let config = rig.config("sftp", ssh.addr(), &dest, "");
+    let (result, events) = deliver(&rig, &rig.plan(&config, "a.tgz"), &local);
+    let err = result
+        .err()
+        .expect("a 300-byte directory name cannot be made");
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(retries(&events), 0, "{events:?}");
 }

@@ -4,10 +4,11 @@
 //! timeouts on the control and every data connection, `APPE` to resume a `.part`, and
 //! `RNFR`/`RNTO` (rename(2) on the server) to put the verified file in place.
 
-use super::{Files, TransportError, pump};
+use super::{Files, STALL_POLL, StallGuard, TransportError, pump};
 use crate::plan::{Source, Target};
 use native_tls::{Certificate, TlsConnector};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use suppaftp::types::FileType;
@@ -279,8 +280,8 @@ impl Files for FtpFiles {
             }
             cur.push_str(seg);
             if let Err(e) = self.ftp.mkdir(&cur) {
-                // 550 is also what "already exists" looks like.
-                if !self.is_dir(&cur) {
+                // 550 is also what "already exists" looks like; a connection error is not.
+                if reply(&e).is_none() || !self.is_dir(&cur) {
                     return Err(self.err("mkdir", &cur, e));
                 }
             }
@@ -316,11 +317,15 @@ impl Files for FtpFiles {
                 }
             })
             .map_err(|e| self.err("STOR", remote, e))?;
+        let data = stream.get_ref().get_ref();
+        let fd = data.as_raw_fd();
+        // The guard keeps the stall clock (see StallGuard); the socket only wakes it up.
+        let _ = data.set_write_timeout(Some(STALL_POLL.min(self.timeout)));
         let sent = pump(
             &self.host,
             local,
             offset,
-            &mut stream,
+            &mut StallGuard::new(&mut stream, fd, self.timeout),
             CHUNK,
             progress,
             &|e| self.err("upload", remote, FtpError::ConnectionError(e)),
@@ -398,7 +403,7 @@ impl Files for FtpFiles {
     fn create_dir(&mut self, path: &str) -> Result<bool, TransportError> {
         match self.ftp.mkdir(path) {
             Ok(()) => Ok(true),
-            Err(_) if self.is_dir(path) => Ok(false),
+            Err(e) if reply(&e).is_some() && self.is_dir(path) => Ok(false),
             Err(e) => Err(self.err("mkdir", path, e)),
         }
     }

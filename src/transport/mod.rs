@@ -291,6 +291,100 @@ pub(crate) fn pump_range(
     }
 }
 
+/// A writer over a TCP socket that reports a stall as [`std::io::ErrorKind::TimedOut`]
+/// once the peer has acknowledged no byte for `timeout`.
+///
+/// A send timeout alone (`SO_SNDTIMEO = timeout`) finds a stall late: the peer's kernel
+/// keeps acknowledging into its receive buffer for a while after the peer stopped, and a
+/// blocked write that moved a few bytes returns a partial count after its timeout, so
+/// `write_all` waited two or three timeouts (measured on loopback). Here the socket's own
+/// send timeout is short ([`STALL_POLL`], set by the caller) and what the peer acknowledged
+/// (`TCP_INFO`'s `tcpi_bytes_acked`, which zero-window probes do not move) is the clock.
+pub(crate) struct StallGuard<'a> {
+    inner: &'a mut dyn std::io::Write,
+    fd: std::os::fd::RawFd,
+    timeout: Duration,
+    acked: Option<u64>,
+    since: std::time::Instant,
+}
+
+impl<'a> StallGuard<'a> {
+    pub(crate) fn new(
+        inner: &'a mut dyn std::io::Write,
+        fd: std::os::fd::RawFd,
+        timeout: Duration,
+    ) -> StallGuard<'a> {
+        StallGuard {
+            inner,
+            fd,
+            timeout,
+            acked: tcp_bytes_acked(fd),
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+/// The send timeout of a socket behind a [`StallGuard`]: how often it looks at the clock.
+pub(crate) const STALL_POLL: Duration = Duration::from_millis(200);
+
+impl std::io::Write for StallGuard<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::ErrorKind::{TimedOut, WouldBlock};
+        loop {
+            let r = self.inner.write(buf);
+            let acked = tcp_bytes_acked(self.fd);
+            if acked != self.acked {
+                self.acked = acked;
+                self.since = std::time::Instant::now();
+            }
+            match r {
+                // A send timeout of STALL_POLL: try again (the TLS layers keep what they
+                // took, so the same buffer is what they expect) until the peer's silence
+                // has lasted `timeout`. Without TCP_INFO there is no clock to keep: give up.
+                Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => {
+                    if self.acked.is_none() || self.since.elapsed() >= self.timeout {
+                        return Err(std::io::Error::new(
+                            TimedOut,
+                            format!("the peer acknowledged nothing for {:?}", self.timeout),
+                        ));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The bytes the peer of a TCP socket has acknowledged, where the kernel says.
+fn tcp_bytes_acked(fd: std::os::fd::RawFd) -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: getsockopt writes at most `len` bytes into a zeroed tcp_info we own.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let r = libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            (r == 0 && len as usize >= std::mem::size_of::<libc::tcp_info>())
+                .then_some(info.tcpi_bytes_acked)
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = fd;
+        None
+    }
+}
+
 /// SHA-256 (hex) of the first `len` bytes of a local file, or of all of it.
 pub fn local_sha256(path: &Path, len: Option<u64>) -> std::io::Result<String> {
     use sha2::Digest;

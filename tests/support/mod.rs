@@ -41,7 +41,7 @@ pub use proxy::{Fault, FaultProxy, FtpProxies, Scope};
 pub use sshd::{HostKey, HostKeyType, SshServer, SshServerBuilder};
 pub use user::{
     KEY_PASSPHRASE, KEYS_DIR, ScratchDir, TEST_PASSWORD, TEST_USER, TestKeys, TestUser,
-    scratch_dir, test_keys, test_user,
+    chown_to_user, scratch_dir, test_keys, test_user,
 };
 pub use vsftpd::{FtpServer, FtpServerBuilder};
 
