@@ -880,6 +880,22 @@ fn shadowed_rules_are_warned_about() {
     assert_eq!(warned, [Some(3), Some(5)]);
 }
 
+#[test]
+fn ftp_rules_checked_by_size_only_are_warned_about() {
+    let c = parse(concat!(
+        "[a\\.zip]\nhost = h\nprotocol = ftp\n", // 1  no command: size only
+        "[b\\.zip]\nhost = h\nprotocol = ftps\npost = true\n", // 4  hashed over SSH
+        "[c\\.zip]\nhost = h\nprotocol = sftp\n", // 8  always hashed
+    ));
+    let warned: Vec<Option<usize>> = c.warnings.iter().map(|w| w.line).collect();
+    assert_eq!(warned, [Some(1)]);
+    assert!(
+        c.warnings[0].message.contains("verified by size only"),
+        "{}",
+        c.warnings[0]
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. .netrc
 

@@ -461,6 +461,7 @@ pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) 
     let mut seen = std::collections::HashSet::new();
     diags.retain(|d| seen.insert((d.line, d.message.clone())));
     diags.extend(shadow_warnings(&rules, file));
+    diags.extend(size_only_warnings(&rules, file));
     rules
 }
 
@@ -903,6 +904,27 @@ impl<'r> ShadowKey<'r> {
     fn may_match(&self, name: &[u8]) -> bool {
         name.starts_with(&self.prefix) && name.ends_with(&self.suffix)
     }
+}
+
+/// A warning for every FTP rule with nothing to run over SSH: dropship then has no shell on
+/// the host to hash the upload, and stock FTP servers offer no hash command, so what arrived
+/// is proven by its size only.
+fn size_only_warnings(rules: &[Rule], file: &Path) -> Vec<Diagnostic> {
+    rules
+        .iter()
+        .filter(|r| matches!(r.protocol, Protocol::Ftp | Protocol::Ftps) && !r.needs_shell())
+        .map(|r| {
+            Diagnostic::warning(
+                file,
+                Some(r.line),
+                format!(
+                    "rule `[{}]`: uploads are verified by size only (FTP with no command to run over SSH)",
+                    limits::preview(&r.name)
+                ),
+            )
+            .hint("give the rule a command (e.g. `post = true`) so dropship can check the SHA-256 over SSH (`ssh_port`), or use sftp")
+        })
+        .collect()
 }
 
 /// A warning for every rule an earlier rule shadows (see [`shadows`]), naming the first such
