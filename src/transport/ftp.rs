@@ -13,11 +13,101 @@
 
 use super::{Files, TransportError, pump};
 use crate::plan::{Source, Target};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, Mode, RustlsConnector, RustlsFtpStream, Status};
+use suppaftp::{FtpError, ImplFtpStream, Mode, Status};
+
+/// suppaftp's client over [`TlsConnect`].
+pub type RustlsFtpStream = ImplFtpStream<TlsData>;
+
+/// suppaftp's TLS connector for rustls, with one difference: a connection reads what the
+/// server sent before it is closed. TLS 1.3 tickets are single-use, the server sends a new
+/// one on every resumed connection, and an upload never reads: without this, the tickets of
+/// the control connection ran out after two data connections and vsftpd answered 522.
+#[derive(Debug)]
+pub struct TlsConnect(pub Arc<ClientConfig>);
+
+impl suppaftp::TlsConnector for TlsConnect {
+    type Stream = TlsData;
+
+    fn connect(&self, domain: &str, stream: TcpStream) -> suppaftp::FtpResult<TlsData> {
+        let name = ServerName::try_from(domain.to_owned())
+            .map_err(|e| FtpError::SecureError(e.to_string()))?;
+        let conn = ClientConnection::new(Arc::clone(&self.0), name)
+            .map_err(|e| FtpError::SecureError(e.to_string()))?;
+        Ok(TlsData {
+            stream: StreamOwned::new(conn, stream),
+            close: true,
+        })
+    }
+}
+
+/// A TLS connection (control or data) made by [`TlsConnect`].
+#[derive(Debug)]
+pub struct TlsData {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+    close: bool,
+}
+
+impl suppaftp::TlsStream for TlsData {
+    type InnerStream = StreamOwned<ClientConnection, TcpStream>;
+
+    fn tcp_stream(mut self) -> suppaftp::FtpResult<TcpStream> {
+        self.close = false;
+        self.stream
+            .sock
+            .try_clone()
+            .map_err(FtpError::ConnectionError)
+    }
+
+    fn get_ref(&self) -> &TcpStream {
+        &self.stream.sock
+    }
+
+    fn mut_ref(&mut self) -> &mut Self::InnerStream {
+        &mut self.stream
+    }
+}
+
+impl Drop for TlsData {
+    fn drop(&mut self) {
+        use std::io::Write;
+        if !self.close {
+            return;
+        }
+        let _ = self.stream.flush();
+        self.stream.conn.send_close_notify();
+        while self.stream.conn.wants_write() {
+            if self.stream.conn.write_tls(&mut self.stream.sock).is_err() {
+                return;
+            }
+        }
+        // Half-close, then take in what the server sent (session tickets) until it closes
+        // too; bounded, this is only for the next connection's resumption.
+        let sock = &mut self.stream.sock;
+        if sock.shutdown(std::net::Shutdown::Write).is_err()
+            || sock.set_read_timeout(Some(Duration::from_secs(1))).is_err()
+        {
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            match self.stream.conn.read_tls(&mut self.stream.sock) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if self.stream.conn.process_new_packets().is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Data is copied in pieces this big: the default small copy buffer halves throughput.
 const CHUNK: usize = 4 << 20;
@@ -175,7 +265,7 @@ impl FtpFiles {
                     }
                 })?;
             ftp = ftp
-                .into_secure(RustlsConnector::from(config), &p.address)
+                .into_secure(TlsConnect(config), &p.address)
                 .map_err(|e| TransportError::Tls {
                     host: p.host.clone(),
                     detail: format!(

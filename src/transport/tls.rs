@@ -49,6 +49,15 @@ pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// A client configuration for `tls_verify` and `tls_ca`. Build it once per target and
 /// share it: its session cache is what makes resumption possible.
 pub fn client_config(tls_verify: bool, tls_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    client_config_for(tls_verify, tls_ca, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] limited to some TLS versions (tests pin TLS 1.2 or 1.3 with it).
+pub fn client_config_for(
+    tls_verify: bool,
+    tls_ca: Option<&Path>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<ClientConfig>, String> {
     let provider = provider();
     let extra = match tls_ca {
         Some(path) => read_ca(path)?,
@@ -77,7 +86,7 @@ pub fn client_config(tls_verify: bool, tls_ca: Option<&Path>) -> Result<Arc<Clie
         })
     };
     let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
