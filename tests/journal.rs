@@ -120,6 +120,7 @@ fn verified_upload(j: &Journal, id: i64, host: &str) {
         attempt: 1,
         size: 1024,
         resume_from: 0,
+        restart: None,
     };
     j.record(&transfer(id, host, start)).unwrap();
     let done = TransferEvent::Verified {
@@ -708,6 +709,7 @@ fn resume_classifies_every_target() {
         attempt: 1,
         size: 1024,
         resume_from: 0,
+        restart: None,
     };
     j.record(&transfer(id, "reupload", again)).unwrap();
 

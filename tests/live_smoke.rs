@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ssh2::{CheckResult, ErrorCode, KnownHostFileKind, MethodType, Session};
 use suppaftp::types::FileType;
-use suppaftp::{FtpStream, NativeTlsConnector, NativeTlsFtpStream};
+use suppaftp::{FtpStream, RustlsConnector, RustlsFtpStream};
 use support::{
     Fault, FaultProxy, FtpProxies, FtpServer, HostKeyType, LOOPBACK_2, SshServer, TEST_PASSWORD,
     TEST_USER,
@@ -250,22 +250,18 @@ fn ftps_explicit_tls_upload_trusting_generated_ca() {
     assert!(clear.login(TEST_USER, TEST_PASSWORD).is_err());
 
     // Not trusting the self-signed certificate must fail the TLS handshake.
-    let untrusted = NativeTlsFtpStream::connect(server.addr())
+    let untrusted = RustlsFtpStream::connect(server.addr())
         .unwrap()
         .into_secure(
-            NativeTlsConnector::from(native_tls::TlsConnector::new().unwrap()),
+            RustlsConnector::from(dropship::transport::tls::client_config(true, None).unwrap()),
             "127.0.0.1",
         );
     assert!(untrusted.is_err(), "untrusted certificate accepted");
 
-    let pem = std::fs::read(server.ca_pem()).unwrap();
-    let connector = native_tls::TlsConnector::builder()
-        .add_root_certificate(native_tls::Certificate::from_pem(&pem).unwrap())
-        .build()
-        .unwrap();
-    let mut ftps = NativeTlsFtpStream::connect(server.addr())
+    let connector = dropship::transport::tls::client_config(true, Some(server.ca_pem())).unwrap();
+    let mut ftps = RustlsFtpStream::connect(server.addr())
         .unwrap()
-        .into_secure(NativeTlsConnector::from(connector), "127.0.0.1")
+        .into_secure(RustlsConnector::from(connector), "127.0.0.1")
         .expect("AUTH TLS");
     ftps.login(TEST_USER, TEST_PASSWORD).expect("ftps login");
     ftps.transfer_type(FileType::Binary).unwrap();
@@ -364,12 +360,9 @@ fn ftps_through_proxies_uses_data_proxy() {
     };
     let proxies = FtpProxies::start(&server);
     let scratch = support::scratch_dir("ftps_through_proxies");
-    let mut ftps = NativeTlsFtpStream::connect(proxies.control_addr())
+    let mut ftps = RustlsFtpStream::connect(proxies.control_addr())
         .unwrap()
-        .into_secure(
-            NativeTlsConnector::from(server.tls_connector()),
-            "127.0.0.1",
-        )
+        .into_secure(RustlsConnector::from(server.tls_connector()), "127.0.0.1")
         .expect("AUTH TLS via proxy");
     ftps.login(TEST_USER, TEST_PASSWORD).unwrap();
     ftps.transfer_type(FileType::Binary).unwrap();

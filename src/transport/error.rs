@@ -82,6 +82,14 @@ pub enum TransportError {
         detail: String,
         help: String,
     },
+    /// The server does not continue a file (`APPE`/`REST STOR` refused, e.g. ProFTPD's
+    /// default `AllowStoreRestart off`): the upload starts its `.part` over instead.
+    #[error("{host}: the server refuses to append to `{path}`: {detail}")]
+    AppendRefused {
+        host: String,
+        path: String,
+        detail: String,
+    },
     #[error("{host}: upload of `{path}` did not verify: {detail}")]
     Verify {
         host: String,

@@ -3,16 +3,112 @@
 //! Passive mode (EPSV, falling back to PASV for servers that refuse it), binary type,
 //! timeouts on the control and every data connection, `APPE` to resume a `.part`, and
 //! `RNFR`/`RNTO` (rename(2) on the server) to put the verified file in place.
+//!
+//! FTPS runs on rustls ([`super::tls`]): every data connection is made with the control
+//! connection's `Arc<ClientConfig>` and server name, so it resumes the control connection's
+//! TLS session (TLS 1.2 session ID or ticket, TLS 1.3 ticket), which vsftpd's default
+//! `require_ssl_reuse=YES`, ProFTPD and FileZilla Server demand. native-tls (OpenSSL) made a
+//! fresh session on every data connection and exposes no way to resume one: vsftpd answered
+//! `522 SSL connection failed: session reuse required`.
 
 use super::{Files, STALL_POLL, StallGuard, TransportError, pump};
 use crate::plan::{Source, Target};
-use native_tls::{Certificate, TlsConnector};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, Mode, NativeTlsConnector, NativeTlsFtpStream, Status};
+use suppaftp::{FtpError, ImplFtpStream, Mode, Status};
+
+/// suppaftp's client over [`TlsConnect`].
+pub type RustlsFtpStream = ImplFtpStream<TlsData>;
+
+/// suppaftp's TLS connector for rustls, with one difference: a connection reads what the
+/// server sent before it is closed. TLS 1.3 tickets are single-use, the server sends a new
+/// one on every resumed connection, and an upload never reads: without this, the tickets of
+/// the control connection ran out after two data connections and vsftpd answered 522.
+#[derive(Debug)]
+pub struct TlsConnect(pub Arc<ClientConfig>);
+
+impl suppaftp::TlsConnector for TlsConnect {
+    type Stream = TlsData;
+
+    fn connect(&self, domain: &str, stream: TcpStream) -> suppaftp::FtpResult<TlsData> {
+        let name = ServerName::try_from(domain.to_owned())
+            .map_err(|e| FtpError::SecureError(e.to_string()))?;
+        let conn = ClientConnection::new(Arc::clone(&self.0), name)
+            .map_err(|e| FtpError::SecureError(e.to_string()))?;
+        Ok(TlsData {
+            stream: StreamOwned::new(conn, stream),
+            close: true,
+        })
+    }
+}
+
+/// A TLS connection (control or data) made by [`TlsConnect`].
+#[derive(Debug)]
+pub struct TlsData {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+    close: bool,
+}
+
+impl suppaftp::TlsStream for TlsData {
+    type InnerStream = StreamOwned<ClientConnection, TcpStream>;
+
+    fn tcp_stream(mut self) -> suppaftp::FtpResult<TcpStream> {
+        self.close = false;
+        self.stream
+            .sock
+            .try_clone()
+            .map_err(FtpError::ConnectionError)
+    }
+
+    fn get_ref(&self) -> &TcpStream {
+        &self.stream.sock
+    }
+
+    fn mut_ref(&mut self) -> &mut Self::InnerStream {
+        &mut self.stream
+    }
+}
+
+impl Drop for TlsData {
+    fn drop(&mut self) {
+        use std::io::Write;
+        if !self.close {
+            return;
+        }
+        let _ = self.stream.flush();
+        self.stream.conn.send_close_notify();
+        while self.stream.conn.wants_write() {
+            if self.stream.conn.write_tls(&mut self.stream.sock).is_err() {
+                return;
+            }
+        }
+        // Half-close, then take in what the server sent (session tickets) until it closes
+        // too; bounded, this is only for the next connection's resumption.
+        let sock = &mut self.stream.sock;
+        if sock.shutdown(std::net::Shutdown::Write).is_err()
+            || sock.set_read_timeout(Some(Duration::from_secs(1))).is_err()
+        {
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            match self.stream.conn.read_tls(&mut self.stream.sock) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if self.stream.conn.process_new_packets().is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Data is copied in pieces this big: the default small copy buffer halves throughput.
 const CHUNK: usize = 4 << 20;
@@ -54,7 +150,7 @@ impl FtpParams {
 }
 
 pub struct FtpFiles {
-    ftp: NativeTlsFtpStream,
+    ftp: RustlsFtpStream,
     /// How this connection was made, to open a [`Files::twin`].
     params: FtpParams,
     host: String,
@@ -64,24 +160,69 @@ pub struct FtpFiles {
     home: String,
 }
 
+/// The reply code, read from the reply line itself: suppaftp's `Status` knows only some
+/// codes and says 0 for others (522, 534, ...).
 fn reply(e: &FtpError) -> Option<u32> {
     match e {
-        FtpError::UnexpectedResponse(r) => Some(r.status.code()),
+        FtpError::UnexpectedResponse(r) => {
+            let digits = r.body.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit));
+            match digits {
+                Some(d) => std::str::from_utf8(d).ok()?.parse().ok(),
+                None => Some(r.status.code()),
+            }
+        }
         _ => None,
     }
 }
 
+/// The server's reply as it sent it (it starts with its code: adding the code again made
+/// "451 451 ...").
 fn reply_text(e: &FtpError) -> String {
     match e {
         FtpError::UnexpectedResponse(r) => {
-            format!(
-                "{} {}",
-                r.status.code(),
-                String::from_utf8_lossy(&r.body).trim()
-            )
+            let body = String::from_utf8_lossy(&r.body);
+            let body = body.trim();
+            if body.starts_with(|c: char| c.is_ascii_digit()) {
+                body.to_owned()
+            } else {
+                format!("{} {body}", r.status.code())
+            }
         }
         other => other.to_string(),
     }
+}
+
+/// Whether a reply says the disk or the login's quota is full: 452 (RFC 959 "insufficient
+/// storage") and 552 ("exceeded storage allocation"), and the texts servers use for it with
+/// other codes (vsftpd: "451 Failure writing to local file"; "No space left on device",
+/// "Disk full", "Quota exceeded").
+fn no_space(code: u32, text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    matches!(code, 452 | 552)
+        || ((400..600).contains(&code)
+            && (t.contains("no space left")
+                || t.contains("disk full")
+                || t.contains("quota")
+                || (code == 451 && t.contains("failure writing to local file"))))
+}
+
+/// The directory part of a remote path, for messages.
+fn dir_of(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some(("", _)) => "/",
+        Some((dir, _)) => dir,
+        None => ".",
+    }
+}
+
+/// Whether a refused `APPE` means "this server does not append/restart" (ProFTPD's default
+/// `AllowStoreRestart off`: "451 ... Append/Restart not permitted"; others answer 502/504
+/// or 550 with a similar text), as opposed to a path or space problem.
+pub(crate) fn append_refused(code: Option<u32>, text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    matches!(code, Some(500..=504))
+        || (matches!(code, Some(451 | 550 | 553))
+            && (t.contains("append") || t.contains("restart") || t.contains("not permitted")))
 }
 
 impl FtpFiles {
@@ -103,7 +244,7 @@ impl FtpFiles {
         let _ = tcp.set_write_timeout(Some(p.timeout));
         let _ = tcp.set_nodelay(true);
         let timeout = p.timeout;
-        let mut ftp = NativeTlsFtpStream::connect_with_stream(tcp)
+        let mut ftp = RustlsFtpStream::connect_with_stream(tcp)
             .map_err(|e| connect_err(format!("no FTP greeting: {}", reply_text(&e))))?
             .passive_stream_builder(move |addr| {
                 let s = TcpStream::connect_timeout(&addr, timeout)
@@ -117,28 +258,15 @@ impl FtpFiles {
         ftp.set_mode(Mode::ExtendedPassive);
         let mut me_host = p.host.clone();
         if p.tls {
-            let mut b = TlsConnector::builder();
-            if let Some(ca) = &p.tls_ca {
-                let pem = std::fs::read(ca).map_err(|e| TransportError::Tls {
-                    host: p.host.clone(),
-                    detail: format!("cannot read tls_ca {}: {e}", ca.display()),
+            let config =
+                super::tls::client_config(p.tls_verify, p.tls_ca.as_deref()).map_err(|detail| {
+                    TransportError::Tls {
+                        host: p.host.clone(),
+                        detail,
+                    }
                 })?;
-                let cert = Certificate::from_pem(&pem).map_err(|e| TransportError::Tls {
-                    host: p.host.clone(),
-                    detail: format!("tls_ca {} is not a PEM certificate: {e}", ca.display()),
-                })?;
-                b.add_root_certificate(cert);
-            }
-            if !p.tls_verify {
-                b.danger_accept_invalid_certs(true);
-                b.danger_accept_invalid_hostnames(true);
-            }
-            let connector = b.build().map_err(|e| TransportError::Tls {
-                host: p.host.clone(),
-                detail: e.to_string(),
-            })?;
             ftp = ftp
-                .into_secure(NativeTlsConnector::from(connector), &p.address)
+                .into_secure(TlsConnect(config), &p.address)
                 .map_err(|e| TransportError::Tls {
                     host: p.host.clone(),
                     detail: format!(
@@ -215,14 +343,14 @@ impl FtpFiles {
                     secs: self.timeout.as_secs(),
                 }
             }
-            (_, Some(code @ (452 | 552))) => TransportError::Refused {
+            (_, Some(code)) if no_space(code, &text) => TransportError::Refused {
                 host: self.host.clone(),
-                what: format!("{op} `{path}`"),
-                detail: format!("no space left or quota exceeded ({text})"),
-                help: if code == 452 {
-                    "free space on the host or change `dest_dir`".to_owned()
-                } else {
+                what: format!("no space left on {} in {}", self.host, dir_of(path)),
+                detail: format!("{op} `{path}`: {text}"),
+                help: if code == 552 || text.to_ascii_lowercase().contains("quota") {
                     "raise the login's quota, free space, or change `dest_dir`".to_owned()
+                } else {
+                    "free space on the host or change `dest_dir`".to_owned()
                 },
             },
             (_, Some(550 | 553 | 532)) => TransportError::Permission {
@@ -249,7 +377,7 @@ impl FtpFiles {
     /// Runs a data command, falling back from EPSV to PASV once if the server refuses it.
     fn with_pasv_fallback<R>(
         &mut self,
-        f: impl Fn(&mut NativeTlsFtpStream) -> Result<R, FtpError>,
+        f: impl Fn(&mut RustlsFtpStream) -> Result<R, FtpError>,
     ) -> Result<R, FtpError> {
         match f(&mut self.ftp) {
             Err(e) if matches!(reply(&e), Some(500..=502)) => {
@@ -308,15 +436,27 @@ impl Files for FtpFiles {
         offset: u64,
         progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError> {
-        let mut stream = self
-            .with_pasv_fallback(|ftp| {
-                if offset > 0 {
-                    ftp.append_with_stream(remote)
-                } else {
-                    ftp.put_with_stream(remote)
-                }
-            })
-            .map_err(|e| self.err("STOR", remote, e))?;
+        let opened = self.with_pasv_fallback(|ftp| {
+            if offset > 0 {
+                ftp.append_with_stream(remote)
+            } else {
+                ftp.put_with_stream(remote)
+            }
+        });
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(e) if offset > 0 && append_refused(reply(&e), &reply_text(&e)) => {
+                return Err(TransportError::AppendRefused {
+                    host: self.host.clone(),
+                    path: remote.to_owned(),
+                    detail: reply_text(&e),
+                });
+            }
+            Err(e) => {
+                let op = if offset > 0 { "APPE" } else { "STOR" };
+                return Err(self.err(op, remote, e));
+            }
+        };
         let data = stream.get_ref().get_ref();
         let fd = data.as_raw_fd();
         // The guard keeps the stall clock (see StallGuard); the socket only wakes it up.
@@ -331,12 +471,25 @@ impl Files for FtpFiles {
             &|e| self.err("upload", remote, FtpError::ConnectionError(e)),
         );
         if let Err(e) = sent {
-            // Dropping the stream reads the server's reply to the aborted transfer: after a
-            // stall that would wait another `timeout` (err() has shut the socket down), and
-            // after a cancel the reply does not matter.
-            self.give_up();
-            drop(stream);
-            return Err(e);
+            if matches!(
+                e,
+                TransportError::Timeout { .. } | TransportError::Cancelled { .. }
+            ) {
+                // Dropping the stream reads the server's reply to the aborted transfer: after
+                // a stall that would wait another `timeout` (err() has shut the socket down),
+                // and after a cancel the reply does not matter.
+                self.give_up();
+                drop(stream);
+                return Err(e);
+            }
+            // The server closed the data connection: its reply says why (452 no space, a
+            // quota, ...), and decides whether a retry can help.
+            return match stream.finish() {
+                Err(fe) if reply(&fe).is_some_and(|c| c >= 400) => {
+                    Err(self.err("upload", remote, fe))
+                }
+                _ => Err(e),
+            };
         }
         stream.finish().map_err(|e| self.err("upload", remote, e))
     }

@@ -12,6 +12,7 @@ pub mod ftp;
 pub mod known_hosts;
 pub mod local;
 pub mod ssh;
+pub mod tls;
 pub mod upload;
 
 pub use error::TransportError;
@@ -30,6 +31,11 @@ pub enum TransferEvent {
         attempt: u32,
         size: u64,
         resume_from: u64,
+        /// Set when a `.part` already on the host is started over instead of continued,
+        /// saying why (longer than the bundle, not proven to be ours, the server refuses to
+        /// append).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restart: Option<String>,
     },
     Progress {
         sent: u64,

@@ -181,9 +181,12 @@ pub fn deliver(
             None => connect(),
         }
         .and_then(|mut c| {
-            let r = attempt_once(job, &mut c, &part, size, &sha, attempt, fresh, events);
+            let r = attempt_once(job, &mut c, &part, size, &sha, attempt, &mut fresh, events);
             if matches!(r, Err(TransportError::Timeout { .. })) && c.files.fresh_after_stall() {
                 fresh = true;
+            }
+            if matches!(r, Err(TransportError::Refused { .. })) {
+                drop_part(&mut c, &part);
             }
             r.map(|d| (c, d))
         });
@@ -216,7 +219,8 @@ fn sleep_unless_cancelled(delay: Duration, cancel: &dyn Fn() -> bool) {
 
 /// How much of an existing `.part` can be kept: the longest prefix proven to be ours (by
 /// its SHA-256 on the host, or by the sidecar where the host has no shell). When nothing
-/// can be kept, the old `.part` is cleared for a fresh start.
+/// can be kept, the old `.part` is cleared for a fresh start, and the second value says why
+/// when there was one to keep.
 fn resume_offset(
     job: &Job,
     conn: &mut Connection,
@@ -224,13 +228,14 @@ fn resume_offset(
     size: u64,
     sha: &str,
     fresh: bool,
-) -> Result<u64, TransportError> {
-    let have = match conn.files.resumable() && !fresh {
-        true => match conn.files.size(part)? {
-            Some(n) if n <= size => conn.files.resumable_prefix(n, size),
-            _ => 0,
-        },
-        false => 0,
+) -> Result<(u64, Option<String>), TransportError> {
+    let existing = match conn.files.resumable() && !fresh {
+        true => conn.files.size(part)?,
+        false => None,
+    };
+    let have = match existing {
+        Some(n) if n <= size => conn.files.resumable_prefix(n, size),
+        _ => 0,
     };
     let proven = match (have, conn.shell.as_mut()) {
         (0, _) => false,
@@ -248,19 +253,50 @@ fn resume_offset(
         }
     };
     if proven {
-        return Ok(have);
+        return Ok((have, None));
     }
+    let why = match existing {
+        Some(n) if n > size => Some(format!(
+            "the `.part` on the host is longer than the bundle ({n} > {size} bytes): starting it over"
+        )),
+        Some(n) if n > 0 => Some(format!(
+            "the `.part` on the host ({n} bytes) is not proven to be a prefix of this bundle: starting it over"
+        )),
+        _ => None,
+    };
+    start_over(conn, part, size, sha, fresh || existing.is_some())?;
+    Ok((0, why))
+}
+
+/// Clears `part` for a write from byte 0. Without a shell the sidecar goes first, then the
+/// `.part`, then the new sidecar: a kill at any point leaves either no sidecar or one that
+/// names the bytes that follow it. With a shell the `.part` is removed when `remove`.
+fn start_over(
+    conn: &mut Connection,
+    part: &str,
+    size: u64,
+    sha: &str,
+    remove: bool,
+) -> Result<(), TransportError> {
     if conn.shell.is_none() {
-        // Sidecar gone first, then the `.part`, then the new sidecar: a kill at any point
-        // leaves either no sidecar or one that names the bytes that follow it.
         conn.files.remove(&sidecar_path(part))?;
         conn.files.remove(part)?;
         conn.files
             .write_small(&sidecar_path(part), sidecar_text(sha, size).as_bytes())?;
-    } else if fresh {
+    } else if remove {
         conn.files.remove(part)?;
     }
-    Ok(0)
+    Ok(())
+}
+
+/// After the host refused the upload for lack of space or quota, the `.part` only keeps
+/// the disk full: remove it (best effort, the refusal is what gets reported), and its
+/// sidecar, which vouches for nothing without it.
+fn drop_part(conn: &mut Connection, part: &str) {
+    let _ = conn.files.remove(part);
+    if conn.shell.is_none() {
+        let _ = conn.files.remove(&sidecar_path(part));
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -271,29 +307,51 @@ fn attempt_once(
     size: u64,
     sha: &str,
     attempt: u32,
-    fresh: bool,
+    fresh: &mut bool,
     events: &dyn Fn(TransferEvent),
 ) -> Result<Delivered, TransportError> {
     conn.files.mkdir_p(job.dest_dir)?;
-    let offset = resume_offset(job, conn, part, size, sha, fresh)?;
+    let (offset, restart) = resume_offset(job, conn, part, size, sha, *fresh)?;
     events(TransferEvent::Started {
         attempt,
         size,
         resume_from: offset,
+        restart,
     });
-    let mut meter = Meter {
-        events,
-        total: size,
-        start: Instant::now(),
-        start_bytes: offset,
-        last: None,
-    };
     let cancel = job.cancel;
-    conn.files.write(job.local, part, offset, &mut |sent| {
-        meter.update(sent, false);
-        !cancel()
-    })?;
-    meter.update(size, true);
+    let send = |conn: &mut Connection, offset: u64| {
+        let mut meter = Meter {
+            events,
+            total: size,
+            start: Instant::now(),
+            start_bytes: offset,
+            last: None,
+        };
+        conn.files.write(job.local, part, offset, &mut |sent| {
+            meter.update(sent, false);
+            !cancel()
+        })?;
+        meter.update(size, true);
+        Ok::<(), TransportError>(())
+    };
+    match send(conn, offset) {
+        Err(TransportError::AppendRefused { detail, .. }) if offset > 0 => {
+            // The server does not continue files (ProFTPD's default): start the `.part`
+            // over, once; later attempts of this upload start over too.
+            *fresh = true;
+            start_over(conn, part, size, sha, true)?;
+            events(TransferEvent::Started {
+                attempt,
+                size,
+                resume_from: 0,
+                restart: Some(format!(
+                    "the server refuses to append to the `.part` ({detail}): starting it over"
+                )),
+            });
+            send(conn, 0)?;
+        }
+        other => other?,
+    }
     let verify_fail = |detail: String| TransportError::Verify {
         host: job.host.to_owned(),
         path: part.to_owned(),

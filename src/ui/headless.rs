@@ -377,11 +377,18 @@ impl Printer {
                 attempt,
                 size,
                 resume_from,
+                restart,
             } => {
                 if let Some(b) = self.bar.get(host) {
                     b.set_length(*size);
                     b.set_position(*resume_from);
                     b.set_message("upload");
+                }
+                if let Some(why) = restart {
+                    self.line(
+                        false,
+                        &format!("{} attempt {attempt}: {why}", self.tag(host)),
+                    );
                 }
                 if *resume_from > 0 {
                     self.line(

@@ -22,6 +22,7 @@
 pub mod engine;
 pub mod home;
 pub mod http;
+pub mod peers;
 pub mod ports;
 pub mod process;
 pub mod proxy;
@@ -62,6 +63,10 @@ pub enum Need {
     Vsftpd,
     /// `tmux`, for end-to-end TUI runs (`send-keys`, `capture-pane`).
     Tmux,
+    /// ProFTPD (with mod_tls) unpacked into [`peers::PEERS_DIR`] by scripts/test.
+    Proftpd,
+    /// Pure-FTPd unpacked into [`peers::PEERS_DIR`] by scripts/test.
+    PureFtpd,
 }
 
 /// True when running under CI (`CI=true`), where a skipped live test is a failure.
@@ -78,6 +83,14 @@ fn missing(need: Need) -> Option<String> {
         Need::Sshd => missing_binaries(&[sshd::SSHD, "/usr/bin/ssh-keygen"]),
         Need::Vsftpd => missing_binaries(&[vsftpd::VSFTPD, "/usr/bin/openssl"]),
         Need::Tmux => missing_binaries(&["/usr/bin/tmux"]),
+        Need::Proftpd => missing_binaries(&[
+            peers::PROFTPD,
+            "/opt/dropship-peers/usr/lib/proftpd/mod_tls.so",
+            "/usr/bin/openssl",
+        ])
+        .or_else(|| missing_libraries(peers::PROFTPD)),
+        Need::PureFtpd => missing_binaries(&[peers::PURE_FTPD, "/usr/bin/openssl"])
+            .or_else(|| missing_libraries(peers::PURE_FTPD)),
     }
 }
 
@@ -88,6 +101,18 @@ fn missing_binaries(paths: &[&str]) -> Option<String> {
         .filter(|p| !Path::new(p).exists())
         .collect();
     (!absent.is_empty()).then(|| format!("{} not installed", absent.join(", ")))
+}
+
+/// The shared libraries `binary` needs that are not installed (`ldd` says "not found").
+fn missing_libraries(binary: &str) -> Option<String> {
+    let out = Command::new("ldd").arg(binary).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let absent: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not found"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    (!absent.is_empty()).then(|| format!("{binary} needs {}", absent.join(", ")))
 }
 
 /// Checks `needs` (plus root, always). Returns true when the live test can run. Otherwise
@@ -104,7 +129,8 @@ pub fn live_test_or_skip(test: &str, needs: &[Need]) -> bool {
     if is_ci() {
         panic!(
             "LIVE TEST {test} cannot run under CI=true: {reason}. \
-             scripts/test installs openssh-server and vsftpd when run as root."
+             scripts/test installs openssh-server and vsftpd (and unpacks ProFTPD and \
+             Pure-FTPd into /opt/dropship-peers) when run as root."
         );
     }
     // io::stderr() directly, not eprintln!: libtest captures the macros, and a skip must be
@@ -240,6 +266,8 @@ fn sweep_stale_dirs() {
                 } else {
                     name.strip_prefix("dropship-sshd-")
                         .or_else(|| name.strip_prefix("dropship-vsftpd-"))
+                        .or_else(|| name.strip_prefix("dropship-proftpd-"))
+                        .or_else(|| name.strip_prefix("dropship-pure-ftpd-"))
                         .and_then(|rest| rest.split('-').next())
                 };
                 let Some(pid) = pid.filter(|p| p.parse::<u32>().is_ok()) else {

@@ -37,7 +37,7 @@ impl Default for FtpServerBuilder {
             tls: false,
             pasv_address: Ipv4Addr::LOCALHOST,
             pasv_ports: DEFAULT_PASV_PORTS,
-            require_ssl_reuse: false,
+            require_ssl_reuse: true,
             config_lines: Vec::new(),
         }
     }
@@ -67,8 +67,9 @@ impl FtpServerBuilder {
         self
     }
 
-    /// vsftpd's secure default, off here because suppaftp and curl do not reuse the control
-    /// connection's TLS session on data connections.
+    /// vsftpd's own default is on (data connections must resume the control connection's TLS
+    /// session), and so it stays here: a fixture that turns a server default off hides what
+    /// real fleets do. `false` writes `require_ssl_reuse=NO`, only for a test about that.
     pub fn require_ssl_reuse(mut self, on: bool) -> Self {
         self.require_ssl_reuse = on;
         self
@@ -202,10 +203,10 @@ impl FtpServerBuilder {
             kv("allow_anon_ssl", &"NO");
             kv("force_local_logins_ssl", &"YES");
             kv("force_local_data_ssl", &"YES");
-            kv(
-                "require_ssl_reuse",
-                &if self.require_ssl_reuse { "YES" } else { "NO" },
-            );
+            // Unset unless a test asks: vsftpd's default (YES) applies.
+            if !self.require_ssl_reuse {
+                kv("require_ssl_reuse", &"NO");
+            }
             kv("ssl_request_cert", &"NO");
             kv("ssl_ciphers", &"HIGH");
         }
@@ -312,14 +313,11 @@ impl FtpServer {
             .cert
     }
 
-    /// A native-tls connector that trusts this server's certificate (besides the system roots).
-    pub fn tls_connector(&self) -> native_tls::TlsConnector {
-        let pem = fs::read(self.ca_pem()).expect("read FTPS certificate");
-        let cert = native_tls::Certificate::from_pem(&pem).expect("parse FTPS certificate");
-        native_tls::TlsConnector::builder()
-            .add_root_certificate(cert)
-            .build()
-            .expect("build TLS connector")
+    /// A rustls client configuration that trusts this server's certificate (besides the
+    /// system roots), as dropship builds it for `tls_ca`.
+    pub fn tls_connector(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        dropship::transport::tls::client_config(true, Some(self.ca_pem()))
+            .expect("build TLS client configuration")
     }
 
     pub fn config_path(&self) -> &Path {
