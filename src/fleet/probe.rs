@@ -748,6 +748,19 @@ fn lock(t: &ProbeTarget, shell: &mut dyn Shell) -> (Check, Option<LockInfo>) {
     };
     let lines: Vec<&str> = out.lines().collect();
     let Some(age) = lines.iter().find_map(|l| l.strip_prefix("locked ")) else {
+        if !lines.contains(&"free") {
+            return (
+                Check::new(
+                    CheckKind::Lock,
+                    Status::Warn,
+                    format!(
+                        "the host gave no answer about the lock (`{}`): the host's shell did not run dropship's script",
+                        out.trim().chars().take(100).collect::<String>()
+                    ),
+                ),
+                None,
+            );
+        }
         return (
             Check::new(CheckKind::Lock, Status::Pass, format!("free (`{path}`)")),
             None,

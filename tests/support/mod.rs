@@ -25,6 +25,7 @@ pub mod http;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod shells;
 pub mod sshd;
 pub mod user;
 pub mod vsftpd;
@@ -62,6 +63,10 @@ pub enum Need {
     Vsftpd,
     /// `tmux`, for end-to-end TUI runs (`send-keys`, `capture-pane`).
     Tmux,
+    /// The login shells of [`shells::SHELLS`] (zsh, fish, busybox, tcsh, dash).
+    LoginShells,
+    /// Dropbear (`dropbear-bin`) and OpenSSH's `sftp-server` for it.
+    Dropbear,
 }
 
 /// True when running under CI (`CI=true`), where a skipped live test is a failure.
@@ -78,6 +83,12 @@ fn missing(need: Need) -> Option<String> {
         Need::Sshd => missing_binaries(&[sshd::SSHD, "/usr/bin/ssh-keygen"]),
         Need::Vsftpd => missing_binaries(&[vsftpd::VSFTPD, "/usr/bin/openssl"]),
         Need::Tmux => missing_binaries(&["/usr/bin/tmux"]),
+        Need::LoginShells => missing_binaries(shells::SHELL_BINARIES),
+        Need::Dropbear => missing_binaries(&[
+            "/usr/sbin/dropbear",
+            "/usr/bin/dropbearkey",
+            "/usr/lib/openssh/sftp-server",
+        ]),
     }
 }
 
@@ -104,7 +115,7 @@ pub fn live_test_or_skip(test: &str, needs: &[Need]) -> bool {
     if is_ci() {
         panic!(
             "LIVE TEST {test} cannot run under CI=true: {reason}. \
-             scripts/test installs openssh-server and vsftpd when run as root."
+             scripts/test installs the peers (openssh-server, vsftpd, dropbear-bin, the login shells) when run as root."
         );
     }
     // io::stderr() directly, not eprintln!: libtest captures the macros, and a skip must be
