@@ -612,11 +612,14 @@ fn killable(command: &str) -> String {
     // Notes for the shell text: fd 3 is the channel's stdin (posix_script); the watcher is a
     // `read` loop, not `cat`: one process less per command; dash's `kill` takes no `--`; the
     // command is not a process-group leader, so `setsid` does not fork and `$p` is both its
-    // pid and its process group. After TERM the watcher waits only while the group lives.
+    // pid and its process group. A channel closed at once may find the group not made yet:
+    // then the pid itself is killed (setsid has not run, or runs in that very process).
+    // After TERM the watcher waits only while the group lives.
     format!(
         "setsid sh -c {} dropship </dev/null 3<&- & p=$!; \
-         (while read -r _; do :; done <&3; kill -TERM -$p; i=0; \
-         while [ $i -lt 10 ] && kill -0 -$p; do sleep 0.5 || sleep 1; i=$((i+1)); done; kill -KILL -$p) >/dev/null 2>&1 & w=$!; \
+         (while read -r _; do :; done <&3; kill -TERM -$p || kill -TERM $p; i=0; \
+         while [ $i -lt 10 ] && {{ kill -0 -$p || kill -0 $p; }}; do sleep 0.5 || sleep 1; i=$((i+1)); done; \
+         kill -KILL -$p || kill -KILL $p) >/dev/null 2>&1 & w=$!; \
          exec 3<&-; wait $p; r=$?; kill $w 2>/dev/null; exit $r",
         quote(command)
     )
@@ -700,6 +703,41 @@ impl Shell for SshSession {
                 ),
             })
         }
+    }
+}
+
+/// An SFTP file as `Write`, for any channel window the server offers. libssh2's SFTP write
+/// returns 0 ("nothing acknowledged yet") when the window let it send only part of a
+/// request: the first request of a write is up to 30,000 bytes, more than Dropbear's whole
+/// 24 KiB window, so every write starts that way there. `write_all` takes a 0 for a dead
+/// file ("failed to write whole buffer"); here it is called again, which sends the rest as
+/// the server opens its window (libssh2 blocks for that). Only a whole `timeout` without
+/// any acknowledged byte is a stall.
+struct SftpWriter<'a> {
+    file: &'a mut ssh2::File,
+    timeout: Duration,
+}
+
+impl std::io::Write for SftpWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let since = Instant::now();
+        loop {
+            match self.file.write(buf) {
+                Ok(0) if !buf.is_empty() => {
+                    if since.elapsed() >= self.timeout {
+                        return Err(std::io::Error::new(
+                            ErrorKind::TimedOut,
+                            "the server acknowledged nothing",
+                        ));
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -829,9 +867,17 @@ impl SftpFiles {
                 // A login limit or a dropped extra login must not fail an upload that one
                 // session can do.
                 tracing::warn!(host = %self.ssh.host, "second SFTP session refused, one stream: {e}");
-                return pump(&self.ssh.host, local, offset, dst, CHUNK, progress, &|e| {
-                    self.ssh.io_err("write", remote, e)
-                });
+                let timeout = self.ssh.timeout;
+                let mut dst = SftpWriter { file: dst, timeout };
+                return pump(
+                    &self.ssh.host,
+                    local,
+                    offset,
+                    &mut dst,
+                    CHUNK,
+                    progress,
+                    &|e| self.ssh.io_err("write", remote, e),
+                );
             }
         };
         let first = offset / BLOCK;
@@ -868,7 +914,10 @@ impl SftpFiles {
                     local,
                     from,
                     to,
-                    f,
+                    &mut SftpWriter {
+                        file: f,
+                        timeout: ssh.timeout,
+                    },
                     CHUNK,
                     &mut |n| {
                         sent[s].store(before + (n - from), Ordering::Relaxed);
@@ -1006,7 +1055,10 @@ impl Files for SftpFiles {
                 &self.ssh.host,
                 local,
                 offset,
-                &mut dst,
+                &mut SftpWriter {
+                    file: &mut dst,
+                    timeout: self.ssh.timeout,
+                },
                 CHUNK,
                 progress,
                 &|e| self.ssh.io_err("write", remote, e),
@@ -1178,7 +1230,8 @@ mod tests {
     use std::process::{Command, Stdio};
 
     /// Feeds `script` to `SH -s` on stdin as the channel would, returning (stdout, status).
-    fn run_as_channel(sh: &str, script: &str) -> (String, i32) {
+    /// With `keep_open`, stdin stays open until `sh` exits (as for user commands).
+    fn run_as_channel_with(sh: &str, script: &str, keep_open: bool) -> (String, i32) {
         let mut child = Command::new(sh)
             .arg("-s")
             .stdin(Stdio::piped())
@@ -1186,17 +1239,24 @@ mod tests {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(posix_script(script).as_bytes())
-            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(posix_script(script).as_bytes()).unwrap();
+        let stdin = if keep_open {
+            Some(stdin)
+        } else {
+            drop(stdin);
+            None
+        };
         let out = child.wait_with_output().unwrap();
+        drop(stdin);
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             out.status.code().unwrap_or(-1),
         )
+    }
+
+    fn run_as_channel(sh: &str, script: &str) -> (String, i32) {
+        run_as_channel_with(sh, script, false)
     }
 
     fn shells() -> Vec<&'static str> {
@@ -1221,9 +1281,14 @@ mod tests {
 
     #[test]
     fn killable_and_until_closed_run_their_command_and_end() {
+        // Closing stdin kills a killable command: that is the point of it.
+        for sh in shells() {
+            let (out, _) = run_as_channel(sh, &killable("sleep 5; echo survived"));
+            assert_eq!(out, format!("{SH_MARKER}\n"), "{sh}");
+        }
         for sh in shells() {
             let cmd = "echo \"it's $((6*7))\"; cat; exit 3";
-            let (out, code) = run_as_channel(sh, &killable(cmd));
+            let (out, code) = run_as_channel_with(sh, &killable(cmd), true);
             assert_eq!(out, format!("{SH_MARKER}\nit's 42\n"), "{sh}");
             assert_eq!(code, 3, "{sh}");
             let (out, code) = run_as_channel(sh, &until_closed("echo bg"));
