@@ -135,10 +135,14 @@ fn parse_field<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
 /// the lock is still ours (its token) — written aside and renamed, so a reader never sees
 /// half a number. The first beat is due only after `every`: `since` says the same until
 /// then, and a dispatch that ends sooner (most do) costs the host nothing but a `sleep`.
+/// Stopped with TERM (see `until_closed` in the SSH transport), it kills its `sleep` too:
+/// the `sleep` runs in the background and the loop `wait`s for it, because a shell runs a
+/// trap during `wait` at once, but after a foreground `sleep` only once that ends, and a
+/// killed loop would leave its `sleep` running on the host.
 fn heartbeat_script(path: &str, token: &str, every: Duration) -> String {
     let d = quote(path);
     format!(
-        r#"d={d}; while sleep {s} && [ "$(sed -n 's/^token=//p' "$d/info" 2>/dev/null)" = {t} ]; do date +%s > "$d/.beat.$$" 2>/dev/null && mv -f "$d/.beat.$$" "$d/beat" 2>/dev/null; done"#,
+        r#"d={d}; s=; trap '[ -z "$s" ] || kill $s 2>/dev/null; exit 0' TERM HUP INT; while sleep {s} & s=$!; wait $s && [ "$(sed -n 's/^token=//p' "$d/info" 2>/dev/null)" = {t} ]; do date +%s > "$d/.beat.$$" 2>/dev/null && mv -f "$d/.beat.$$" "$d/beat" 2>/dev/null; done"#,
         t = quote(token),
         s = every.as_secs().max(1),
     )
@@ -178,11 +182,18 @@ fn try_shell(
             ),
         });
     }
-    let age = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("busy "))
-        .and_then(|a| a.trim().parse().ok())
-        .unwrap_or(0);
+    // Busy only when the script says so: an answer without `busy` (a shell that did not
+    // run the script) is an error, not someone else's lock.
+    let Some(age) = lines.iter().find_map(|l| l.strip_prefix("busy ")) else {
+        return Err(TransportError::Setup {
+            host: id.host.to_owned(),
+            detail: format!(
+                "the lock script on the host gave no answer (`{}`): the host's shell did not run dropship's script",
+                out.trim().chars().take(200).collect::<String>()
+            ),
+        });
+    };
+    let age = age.trim().parse().unwrap_or(0);
     let holder = parse_field(&lines, "holder=").map(|h| Holder {
         holder: h.to_owned(),
         bundle: parse_field(&lines, "bundle=").unwrap_or("").to_owned(),

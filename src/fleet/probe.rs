@@ -229,15 +229,100 @@ pub fn for_each_bounded<T: Sync, R: Send>(
         .collect()
 }
 
-/// Probes every target, at most `parallel` at once; `on_done` hears of each host as it
-/// finishes (the console turns that into a row update). Blocking: run it off the UI thread.
+/// At most this many probes (or version reads) of one address at once. Several rules often
+/// name the same host, and small SSH servers refuse what they take for a flood: Dropbear
+/// drops unauthenticated connections beyond a few per source address, which reads as
+/// "Failed getting banner" on a random rule of the host.
+pub const PER_HOST: usize = 2;
+
+/// [`for_each_bounded`] with at most `per_key` items of one key (a host) running at once. A
+/// worker takes the first waiting item whose key has room, so one host with many rules does
+/// not keep the workers from the other hosts.
+pub fn for_each_bounded_per_key<T: Sync, R: Send, K: Eq + std::hash::Hash>(
+    items: &[T],
+    parallel: usize,
+    per_key: usize,
+    key: impl Fn(&T) -> K,
+    f: impl Fn(&T) -> R + Sync,
+    on_done: &(dyn Fn(usize, &R) + Sync),
+) -> Vec<R> {
+    struct Queue {
+        taken: Vec<bool>,
+        /// Every item before this one is taken.
+        first_free: usize,
+        running: Vec<usize>,
+    }
+    let mut ids = std::collections::HashMap::new();
+    let key_of: Vec<usize> = items
+        .iter()
+        .map(|t| {
+            let next = ids.len();
+            *ids.entry(key(t)).or_insert(next)
+        })
+        .collect();
+    let queue = std::sync::Mutex::new(Queue {
+        taken: vec![false; items.len()],
+        first_free: 0,
+        running: vec![0; ids.len()],
+    });
+    let changed = std::sync::Condvar::new();
+    let per_key = per_key.max(1);
+    let workers = parallel.clamp(1, items.len().max(1));
+    let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    let results = std::sync::Mutex::new(&mut out);
+    let lock = || queue.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut q = lock();
+                loop {
+                    while q.first_free < items.len() && q.taken[q.first_free] {
+                        q.first_free += 1;
+                    }
+                    if q.first_free == items.len() {
+                        break;
+                    }
+                    let pick = (q.first_free..items.len())
+                        .find(|&i| !q.taken[i] && q.running[key_of[i]] < per_key);
+                    let Some(i) = pick else {
+                        q = changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    };
+                    q.taken[i] = true;
+                    q.running[key_of[i]] += 1;
+                    drop(q);
+                    let r = f(&items[i]);
+                    on_done(i, &r);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                    q = lock();
+                    q.running[key_of[i]] -= 1;
+                    changed.notify_all();
+                }
+            });
+        }
+    });
+    out.into_iter()
+        .map(|r| r.expect("every item has a result"))
+        .collect()
+}
+
+/// Probes every target, at most `parallel` at once and [`PER_HOST`] per address; `on_done`
+/// hears of each host as it finishes (the console turns that into a row update). Blocking:
+/// run it off the UI thread.
 pub fn probe_all(
     targets: &[ProbeTarget],
     known_hosts: &KnownHostsFiles,
     parallel: usize,
     on_done: &(dyn Fn(usize, &HostProbe) + Sync),
 ) -> Vec<HostProbe> {
-    for_each_bounded(targets, parallel, |t| probe_host(t, known_hosts), on_done)
+    for_each_bounded_per_key(
+        targets,
+        parallel,
+        PER_HOST,
+        |t| t.target.address.to_ascii_lowercase(),
+        |t| probe_host(t, known_hosts),
+        on_done,
+    )
 }
 
 /// Connects a TCP socket to `address:port` within `timeout`.
@@ -748,6 +833,19 @@ fn lock(t: &ProbeTarget, shell: &mut dyn Shell) -> (Check, Option<LockInfo>) {
     };
     let lines: Vec<&str> = out.lines().collect();
     let Some(age) = lines.iter().find_map(|l| l.strip_prefix("locked ")) else {
+        if !lines.contains(&"free") {
+            return (
+                Check::new(
+                    CheckKind::Lock,
+                    Status::Warn,
+                    format!(
+                        "the host gave no answer about the lock (`{}`): the host's shell did not run dropship's script",
+                        out.trim().chars().take(100).collect::<String>()
+                    ),
+                ),
+                None,
+            );
+        }
         return (
             Check::new(CheckKind::Lock, Status::Pass, format!("free (`{path}`)")),
             None,
@@ -984,4 +1082,40 @@ pub fn reach_all(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_key_bound_holds_and_other_keys_go_ahead() {
+        let items: Vec<(usize, &str)> = (0..12)
+            .map(|i| (i, if i < 8 { "a" } else { "b" }))
+            .collect();
+        let running = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let most = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let out = for_each_bounded_per_key(
+            &items,
+            6,
+            2,
+            |t| t.1,
+            |t| {
+                let k = usize::from(t.1 == "b");
+                let now = running[k].fetch_add(1, Ordering::SeqCst) + 1;
+                most[k].fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+                running[k].fetch_sub(1, Ordering::SeqCst);
+                t.0 * 10
+            },
+            &|_, _| {},
+        );
+        assert_eq!(out, (0..12).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(most[0].load(Ordering::SeqCst), 2);
+        assert_eq!(
+            most[1].load(Ordering::SeqCst),
+            2,
+            "b ran beside a, two at once"
+        );
+    }
 }

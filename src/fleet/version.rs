@@ -7,7 +7,7 @@
 //! version cannot be read is shown as unreachable or unreadable, never dropped, and never
 //! stops the others.
 
-use super::probe::{connect_ssh, for_each_bounded};
+use super::probe::{PER_HOST, connect_ssh, for_each_bounded_per_key};
 use super::target::{ProbeTarget, package_label};
 use crate::config::{Protocol, Rule};
 use crate::journal::RuleShipped;
@@ -276,7 +276,8 @@ fn first_line(s: &str) -> String {
 }
 
 /// Reads every target's version (those of rules with a `version_cmd`; the others are listed
-/// in [`StatusReport::without_version_cmd`]), at most `parallel` at once, and marks drift
+/// in [`StatusReport::without_version_cmd`]), at most `parallel` at once and
+/// [`PER_HOST`](super::probe::PER_HOST) per address, and marks drift
 /// against `shipped` (from [`crate::journal::Journal::last_shipped_per_rule`]). `on_done`
 /// hears of each cell as it is read, before drift is known. Blocking.
 pub fn status(
@@ -293,7 +294,14 @@ pub fn status(
         }
     }
     let with: Vec<&ProbeTarget> = targets.iter().filter(|t| t.version_cmd.is_some()).collect();
-    let installed = for_each_bounded(&with, parallel, |t| read_installed(t, known_hosts), on_done);
+    let installed = for_each_bounded_per_key(
+        &with,
+        parallel,
+        PER_HOST,
+        |t| t.target.address.to_ascii_lowercase(),
+        |t| read_installed(t, known_hosts),
+        on_done,
+    );
     let labels = package_labels(&with);
     let mut cells: Vec<Cell> = with
         .iter()

@@ -355,14 +355,26 @@ impl SshSession {
     ) -> Result<i32, TransportError> {
         let op = "running a command";
         let started = Instant::now();
-        let mut ch = self
-            .sess
-            .channel_open("session", EXEC_WINDOW, EXEC_PACKET, None)
-            .map_err(|e| self.error(op, e))?;
-        ch.exec(command).map_err(|e| self.error(op, e))?;
+        let mut ch = self.open_sh(op, command)?;
         if !keep_stdin {
             ch.send_eof().map_err(|e| self.error(op, e))?;
         }
+        // Only what `sh` prints after the marker is the script's; what came before (a
+        // chatty rc file of the login shell) and what the login shell said when it could
+        // not start `sh` are kept for the error.
+        let mut marked = false;
+        let mut before: Vec<String> = Vec::new();
+        let mut gate = |stream: Stream, line: &str| {
+            if marked {
+                return on_line(stream, line);
+            }
+            if stream == Stream::Stdout && line == SH_MARKER {
+                marked = true;
+            } else if before.len() < 4 && !line.trim().is_empty() {
+                before.push(line.chars().take(200).collect());
+            }
+        };
+        let on_line: &mut dyn FnMut(Stream, &str) = &mut gate;
         let mut err_stream = ch.stderr();
         let mut bufs = [Vec::new(), Vec::new()];
         let mut done = [false, false];
@@ -429,7 +441,43 @@ impl SshSession {
         }
         result?;
         ch.wait_close().map_err(|e| self.error(op, e))?;
-        ch.exit_status().map_err(|e| self.error(op, e))
+        let status = ch.exit_status().map_err(|e| self.error(op, e))?;
+        if !marked {
+            return Err(self.no_sh(status, &before));
+        }
+        Ok(status)
+    }
+
+    /// Opens a channel that runs [`REMOTE_SH`] and writes `script` (wrapped by
+    /// [`posix_script`]) to its stdin. Every command of ours goes through here.
+    fn open_sh(&self, op: &str, script: &str) -> Result<ssh2::Channel, TransportError> {
+        use std::io::Write;
+        let mut ch = self
+            .sess
+            .channel_open("session", EXEC_WINDOW, EXEC_PACKET, None)
+            .map_err(|e| self.error(op, e))?;
+        ch.exec(REMOTE_SH).map_err(|e| self.error(op, e))?;
+        ch.write_all(posix_script(script).as_bytes())
+            .and_then(|()| ch.flush())
+            .map_err(|e| self.io_err(op, "the script on stdin", e))?;
+        Ok(ch)
+    }
+
+    /// The channel ended without `sh`'s marker: the login shell did not run `sh -s`.
+    fn no_sh(&self, status: i32, said: &[String]) -> TransportError {
+        TransportError::Setup {
+            host: self.host.clone(),
+            detail: format!(
+                "the host's shell did not run dropship's script (exit status {status}{}); is the login shell of `{}` one that can start `sh` (not nologin, not a menu)?\n  help: dropship runs `{REMOTE_SH}` through the login shell and writes its scripts to it; check `ssh {}@HOST {REMOTE_SH:?} </dev/null` by hand",
+                if said.is_empty() {
+                    ", nothing printed".to_owned()
+                } else {
+                    format!(", it said: {}", said.join(" | "))
+                },
+                self.login,
+                self.login,
+            ),
+        }
     }
 
     /// Runs a short internal command and returns (status, stdout, stderr).
@@ -533,39 +581,66 @@ fn quote(s: &str) -> String {
     shlex::try_quote(s).map_or_else(|_| "''".to_owned(), |q| q.into_owned())
 }
 
+/// What every channel of ours runs, whatever the login shell is: the login shell (bash,
+/// dash, zsh, ksh, ash, fish, csh, tcsh alike) only has to start `sh`, from a command line
+/// with no quotes, no `$`, no `!` and no newline, which every one of them parses the same.
+/// The script itself goes to `sh` on the channel's stdin ([`posix_script`]), so no login
+/// shell ever parses it: quoting for fish or csh is not needed, and a script of any length
+/// or content arrives as written.
+const REMOTE_SH: &str = "exec sh -s";
+
+/// The first line `sh` prints for [`posix_script`]: proof that `sh`, not the login shell,
+/// runs the script. A channel that ends without it is an error ([`SshSession::no_sh`]),
+/// never an empty answer.
+const SH_MARKER: &str = "dropship-sh-ok";
+
+/// The text written to [`REMOTE_SH`]'s stdin for `body`: the marker, then `body` as one
+/// brace group, so `sh` has read and parsed all of it before running any of it. That
+/// matters because `sh` reads its script from the same pipe the commands inherit: bash
+/// reads it byte by byte, and a command reading stdin would eat the rest of the script.
+/// Inside the group stdin is /dev/null and fd 3 is the channel's stdin (for the watchers
+/// of [`killable`] and [`until_closed`], which wait for it to close).
+fn posix_script(body: &str) -> String {
+    format!("printf '%s\\n' {SH_MARKER}; {{ {body}\n}} 3<&0 </dev/null; exit $?\n")
+}
+
 /// Wraps a user command so it dies with the channel: it runs in its own session (process
 /// group) and a watcher kills that group when our side closes stdin — at a timeout, on
 /// cancel, or when the connection drops. A killed ssh client alone would leave it running.
+/// One line (see [`posix_script`]).
 fn killable(command: &str) -> String {
-    // Notes for the shell text: a background job's stdin is /dev/null in a non-interactive
-    // shell, so the channel's stdin is kept on fd 3 for the watcher (a `read` loop, not
-    // `cat`: one process less per command); dash's `kill` takes no
-    // `--`; the command is not a process-group leader, so `setsid` does not fork and `$p`
-    // is both its pid and its process group.
-    let script = "exec 3<&0; setsid sh -c \"$1\" </dev/null 3<&- & p=$!; \
-                  (while read -r _; do :; done <&3; kill -TERM -$p; sleep 5; kill -KILL -$p) >/dev/null 2>&1 & w=$!; \
-                  exec 3<&-; wait $p; r=$?; kill $w 2>/dev/null; exit $r";
-    format!("sh -c {} dropship {}", quote(script), quote(command))
+    // Notes for the shell text: fd 3 is the channel's stdin (posix_script); the watcher is a
+    // `read` loop, not `cat`: one process less per command; dash's `kill` takes no `--`; the
+    // command is not a process-group leader, so `setsid` does not fork and `$p` is both its
+    // pid and its process group. A channel closed at once may find the group not made yet:
+    // then the pid itself is killed (setsid has not run, or runs in that very process).
+    // After TERM the watcher waits only while the group lives.
+    format!(
+        "setsid sh -c {} dropship </dev/null 3<&- & p=$!; \
+         (while read -r _; do :; done <&3; kill -TERM -$p || kill -TERM $p; i=0; \
+         while [ $i -lt 10 ] && {{ kill -0 -$p || kill -0 $p; }}; do sleep 0.5 || sleep 1; i=$((i+1)); done; \
+         kill -KILL -$p || kill -KILL $p) >/dev/null 2>&1 & w=$!; \
+         exec 3<&-; wait $p; r=$?; kill $w 2>/dev/null; exit $r",
+        quote(command)
+    )
 }
 
 /// Runs `command` in the background for as long as the channel is open: the shell itself
 /// waits on the channel's stdin (which we never write to) and kills the command when it
 /// closes — on `stop_background`, when the connection drops, when dropship dies. Leaner than
 /// [`killable`] (three processes, not five): it starts on every host of every dispatch.
+/// The command gets TERM and must take its own children with it (the heartbeat traps it).
 fn until_closed(command: &str) -> String {
-    let script = "sh -c \"$1\" </dev/null & p=$!; while read -r _; do :; done; kill $p 2>/dev/null";
-    format!("sh -c {} dropship {}", quote(script), quote(command))
+    format!(
+        "sh -c {} dropship & p=$!; while read -r _; do :; done <&3; kill $p 2>/dev/null; exit 0",
+        quote(command)
+    )
 }
 
 impl Shell for SshSession {
     fn start_background(&mut self, command: &str) -> Result<(), TransportError> {
         let op = "starting a background command";
-        let mut ch = self
-            .sess
-            .channel_open("session", EXEC_WINDOW, EXEC_PACKET, None)
-            .map_err(|e| self.error(op, e))?;
-        ch.exec(&until_closed(command))
-            .map_err(|e| self.error(op, e))?;
+        let ch = self.open_sh(op, &until_closed(command))?;
         self.background
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -628,6 +703,41 @@ impl Shell for SshSession {
                 ),
             })
         }
+    }
+}
+
+/// An SFTP file as `Write`, for any channel window the server offers. libssh2's SFTP write
+/// returns 0 ("nothing acknowledged yet") when the window let it send only part of a
+/// request: the first request of a write is up to 30,000 bytes, more than Dropbear's whole
+/// 24 KiB window, so every write starts that way there. `write_all` takes a 0 for a dead
+/// file ("failed to write whole buffer"); here it is called again, which sends the rest as
+/// the server opens its window (libssh2 blocks for that). Only a whole `timeout` without
+/// any acknowledged byte is a stall.
+struct SftpWriter<'a> {
+    file: &'a mut ssh2::File,
+    timeout: Duration,
+}
+
+impl std::io::Write for SftpWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let since = Instant::now();
+        loop {
+            match self.file.write(buf) {
+                Ok(0) if !buf.is_empty() => {
+                    if since.elapsed() >= self.timeout {
+                        return Err(std::io::Error::new(
+                            ErrorKind::TimedOut,
+                            "the server acknowledged nothing",
+                        ));
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -757,9 +867,17 @@ impl SftpFiles {
                 // A login limit or a dropped extra login must not fail an upload that one
                 // session can do.
                 tracing::warn!(host = %self.ssh.host, "second SFTP session refused, one stream: {e}");
-                return pump(&self.ssh.host, local, offset, dst, CHUNK, progress, &|e| {
-                    self.ssh.io_err("write", remote, e)
-                });
+                let timeout = self.ssh.timeout;
+                let mut dst = SftpWriter { file: dst, timeout };
+                return pump(
+                    &self.ssh.host,
+                    local,
+                    offset,
+                    &mut dst,
+                    CHUNK,
+                    progress,
+                    &|e| self.ssh.io_err("write", remote, e),
+                );
             }
         };
         let first = offset / BLOCK;
@@ -796,7 +914,10 @@ impl SftpFiles {
                     local,
                     from,
                     to,
-                    f,
+                    &mut SftpWriter {
+                        file: f,
+                        timeout: ssh.timeout,
+                    },
                     CHUNK,
                     &mut |n| {
                         sent[s].store(before + (n - from), Ordering::Relaxed);
@@ -934,7 +1055,10 @@ impl Files for SftpFiles {
                 &self.ssh.host,
                 local,
                 offset,
-                &mut dst,
+                &mut SftpWriter {
+                    file: &mut dst,
+                    timeout: self.ssh.timeout,
+                },
                 CHUNK,
                 progress,
                 &|e| self.ssh.io_err("write", remote, e),
@@ -1096,5 +1220,80 @@ impl Files for ScpFiles {
         self.ssh
             .check("rmdir", path, &format!("[ ! -e {q} ] || rmdir -- {q}"))
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Feeds `script` to `SH -s` on stdin as the channel would, returning (stdout, status).
+    /// With `keep_open`, stdin stays open until `sh` exits (as for user commands).
+    fn run_as_channel_with(sh: &str, script: &str, keep_open: bool) -> (String, i32) {
+        let mut child = Command::new(sh)
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(posix_script(script).as_bytes()).unwrap();
+        let stdin = if keep_open {
+            Some(stdin)
+        } else {
+            drop(stdin);
+            None
+        };
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.code().unwrap_or(-1),
+        )
+    }
+
+    fn run_as_channel(sh: &str, script: &str) -> (String, i32) {
+        run_as_channel_with(sh, script, false)
+    }
+
+    fn shells() -> Vec<&'static str> {
+        ["/bin/sh", "/bin/bash", "/usr/bin/dash"]
+            .into_iter()
+            .filter(|s| Path::new(s).exists())
+            .collect()
+    }
+
+    #[test]
+    fn the_script_runs_whole_after_the_marker_and_keeps_its_exit_status() {
+        for sh in shells() {
+            // `cat` reads stdin: it must get /dev/null, not the rest of the script (bash
+            // reads its script byte by byte from the same pipe).
+            let (out, code) = run_as_channel(sh, "cat; echo 'one'\necho \"two $((1+1))\"\nexit 7");
+            assert_eq!(out, format!("{SH_MARKER}\none\ntwo 2\n"), "{sh}");
+            assert_eq!(code, 7, "{sh}");
+            let (out, code) = run_as_channel(sh, "true");
+            assert_eq!((out.as_str(), code), ("dropship-sh-ok\n", 0), "{sh}");
+        }
+    }
+
+    #[test]
+    fn killable_and_until_closed_run_their_command_and_end() {
+        // Closing stdin kills a killable command: that is the point of it.
+        for sh in shells() {
+            let (out, _) = run_as_channel(sh, &killable("sleep 5; echo survived"));
+            assert_eq!(out, format!("{SH_MARKER}\n"), "{sh}");
+        }
+        for sh in shells() {
+            let cmd = "echo \"it's $((6*7))\"; cat; exit 3";
+            let (out, code) = run_as_channel_with(sh, &killable(cmd), true);
+            assert_eq!(out, format!("{SH_MARKER}\nit's 42\n"), "{sh}");
+            assert_eq!(code, 3, "{sh}");
+            let (out, code) = run_as_channel(sh, &until_closed("echo bg"));
+            assert_eq!(code, 0, "{sh}");
+            assert!(out.starts_with(SH_MARKER), "{sh}: {out}");
+        }
     }
 }

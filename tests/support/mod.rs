@@ -19,6 +19,7 @@
 // unused-re-export warnings here are noise, not signal.
 #![allow(dead_code, unused_imports)]
 
+pub mod dropbear;
 pub mod engine;
 pub mod home;
 pub mod http;
@@ -26,6 +27,7 @@ pub mod peers;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod shells;
 pub mod sshd;
 pub mod user;
 pub mod vsftpd;
@@ -67,6 +69,10 @@ pub enum Need {
     Proftpd,
     /// Pure-FTPd unpacked into [`peers::PEERS_DIR`] by scripts/test.
     PureFtpd,
+    /// The login shells of [`shells::SHELLS`] (zsh, fish, busybox, tcsh, dash).
+    LoginShells,
+    /// Dropbear (`dropbear-bin`) and OpenSSH's `sftp-server` for it.
+    Dropbear,
 }
 
 /// True when running under CI (`CI=true`), where a skipped live test is a failure.
@@ -91,6 +97,12 @@ fn missing(need: Need) -> Option<String> {
         .or_else(|| missing_libraries(peers::PROFTPD)),
         Need::PureFtpd => missing_binaries(&[peers::PURE_FTPD, "/usr/bin/openssl"])
             .or_else(|| missing_libraries(peers::PURE_FTPD)),
+        Need::LoginShells => missing_binaries(shells::SHELL_BINARIES),
+        Need::Dropbear => missing_binaries(&[
+            "/usr/sbin/dropbear",
+            "/usr/bin/dropbearkey",
+            "/usr/lib/openssh/sftp-server",
+        ]),
     }
 }
 
@@ -129,8 +141,8 @@ pub fn live_test_or_skip(test: &str, needs: &[Need]) -> bool {
     if is_ci() {
         panic!(
             "LIVE TEST {test} cannot run under CI=true: {reason}. \
-             scripts/test installs openssh-server and vsftpd (and unpacks ProFTPD and \
-             Pure-FTPd into /opt/dropship-peers) when run as root."
+             scripts/test installs the peers (openssh-server, vsftpd, dropbear-bin, the login \
+             shells) and unpacks ProFTPD and Pure-FTPd into /opt/dropship-peers when run as root."
         );
     }
     // io::stderr() directly, not eprintln!: libtest captures the macros, and a skip must be
