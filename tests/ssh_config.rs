@@ -296,6 +296,19 @@ fn proxy_jump_and_proxy_command_are_refused_with_file_line() {
     .expect("refused")
     .to_string();
     assert!(err.contains("ProxyJump"), "{err}");
+    // --probe does not even dial the host directly.
+    let kh = dropship::transport::known_hosts::KnownHostsFiles::default_files();
+    let probe = dropship::fleet::probe::probe_host(&targets[0], &kh);
+    assert!(!probe.passed());
+    let shown = format!("{probe:?}");
+    assert!(
+        shown.contains("refused by the ssh configuration"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&c.line_of(&c.path, "ProxyJump bastion1")),
+        "{shown}"
+    );
     // FTP rules are not SSH hosts: ssh_config does not speak for them.
     let ftp = "[app-.*\\.tgz]\nhost = inner\nprotocol = ftp\ndest_dir = /srv\n";
     let t = one(ftp, &ssh);

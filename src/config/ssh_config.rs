@@ -978,7 +978,7 @@ mod tests {
             "debug1: Reading configuration data {m}\ndebug3: {m} line 1: Including file {i} depth 0\ndebug1: Reading configuration data {i}\ndebug1: {i} line 3: Applying options for *\ndebug2: checking match for 'originalhost web' host web originally web\ndebug3: {m} line 4: matched 'originalhost \"web\"' \ndebug2: match found\n"
         );
         let t = Trace::parse(&stderr);
-        assert_eq!(t.files, [main.clone()]);
+        assert_eq!(t.files, [main]);
         assert_eq!(
             t.locate("port"),
             Some(Location {

@@ -100,6 +100,8 @@ pub struct SshParams {
     /// Offer the agent's keys (not with `IdentitiesOnly yes` or `IdentityAgent none`).
     pub use_agent: bool,
     pub address_family: crate::config::ssh_config::AddressFamily,
+    /// Why the ssh configuration forbids this connection (`ProxyJump`, ...): never dialed.
+    pub refusal: Option<String>,
 }
 
 impl SshParams {
@@ -131,6 +133,7 @@ impl SshParams {
             connect_timeout: rule.timeout,
             use_agent: true,
             address_family: Default::default(),
+            refusal: target.ssh_refusal.clone(),
         }
         .with_ssh_config(&target.ssh, rule)
     }
@@ -191,6 +194,12 @@ pub struct SshSession {
 impl SshSession {
     /// Connects, verifies the host key, and logs in.
     pub fn connect(p: &SshParams) -> Result<SshSession, TransportError> {
+        if let Some(why) = &p.refusal {
+            return Err(TransportError::Setup {
+                host: p.host.clone(),
+                detail: format!("refused by the ssh configuration: {why}"),
+            });
+        }
         let addr_text = format!("{}:{}", p.address, p.port);
         let connect_err = |detail: String| TransportError::Connect {
             host: p.host.clone(),
