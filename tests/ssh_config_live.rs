@@ -135,3 +135,56 @@ fn proxy_jump_is_refused_before_anything_is_shipped() {
         "shipped around the bastion"
     );
 }
+
+#[test]
+fn host_key_alias_and_user_known_hosts_file_are_what_is_checked() {
+    let Some(server) = support::ssh_server_or_skip("sshcfg_live_alias") else {
+        return;
+    };
+    if dropship::config::ssh_config::find_ssh().is_none() {
+        eprintln!("SKIPPED sshcfg_live_alias: no `ssh` on PATH");
+        return;
+    }
+    // HOME's own known_hosts is empty: only the ssh_config file can vouch for the host.
+    let home = Home::new();
+    std::fs::create_dir_all(home.path(".ssh")).unwrap();
+    let lines: String = server
+        .host_keys()
+        .iter()
+        .map(|k| format!("[fleet-key]:{} {}\n", server.port(), k.public_line))
+        .collect();
+    let kh = home.write("fleet_known_hosts", lines);
+    let dest = support::scratch_dir("sshcfg_live_alias");
+    let cfg = home.write(
+        "dispatch.cfg",
+        format!(
+            "[app-.*\\.tgz]\nhost = aliased\nprotocol = sftp\ndest_dir = {d}\nlock_path = {d}/.lock\ntimeout = 10s\nupgrade = id -un\n",
+            d = dest.as_str()
+        ),
+    );
+    let bundle = home.write("app-3.tgz", vec![3u8; 100]);
+    let run = |alias: &str| {
+        home.write(
+            ".ssh/config",
+            format!(
+                "Host aliased\n  HostName 127.0.0.1\n  Port {}\n  User {TEST_USER}\n  IdentityFile {}\n  HostKeyAlias {alias}\n  UserKnownHostsFile {}\n",
+                server.port(),
+                test_keys().plain.display(),
+                kh.display()
+            ),
+        );
+        home.run(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--dispatch",
+            bundle.to_str().unwrap(),
+        ])
+    };
+    // host_key = strict (the default): it passes only through the alias in that file.
+    let o = run("fleet-key");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(dest.join("app-3.tgz").is_file());
+    let o = run("other-key");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("other-key"), "{}", text(&o));
+}
