@@ -461,23 +461,32 @@ impl Trace {
     /// Where `keyword` (lowercase) took effect: its first line, in reading order, inside a
     /// block that applied (or before any block). That is the value OpenSSH keeps.
     pub fn locate(&self, keyword: &str) -> Option<Location> {
+        self.locate_all().remove(keyword)
+    }
+
+    /// [`Trace::locate`] for every keyword at once (one read of each file).
+    pub fn locate_all(&self) -> HashMap<String, Location> {
+        let mut found = HashMap::new();
         let mut seen = HashSet::new();
-        self.files
-            .iter()
-            .find_map(|f| self.walk(f, true, keyword, &mut seen))
+        for f in &self.files {
+            self.walk(f, true, &mut found, &mut seen);
+        }
+        found
     }
 
     fn walk(
         &self,
         file: &Path,
         inherited: bool,
-        keyword: &str,
+        found: &mut HashMap<String, Location>,
         seen: &mut HashSet<PathBuf>,
-    ) -> Option<Location> {
+    ) {
         if !seen.insert(file.to_owned()) {
-            return None;
+            return;
         }
-        let text = std::fs::read_to_string(file).ok()?;
+        let Ok(text) = std::fs::read_to_string(file) else {
+            return;
+        };
         let mut active = inherited;
         for (i, line) in text.lines().enumerate() {
             let n = i + 1;
@@ -491,13 +500,11 @@ impl Trace {
                         .into_iter()
                         .flatten()
                     {
-                        if let Some(l) = self.walk(inc, active, keyword, seen) {
-                            return Some(l);
-                        }
+                        self.walk(inc, active, found, seen);
                     }
                 }
-                k if k == keyword && active => {
-                    return Some(Location {
+                _ if active => {
+                    found.entry(k).or_insert_with(|| Location {
                         file: file.to_owned(),
                         line: n,
                     });
@@ -505,7 +512,6 @@ impl Trace {
                 _ => {}
             }
         }
-        None
     }
 }
 
@@ -612,8 +618,9 @@ pub fn from_ssh_g(
 ) -> Result<SshHost, String> {
     let first = |k: &str| g.get(k).and_then(|v| v.first()).map(String::as_str);
     let mut h = SshHost::default();
+    let found = trace.locate_all();
     let set = |k: &str, h: &mut SshHost| -> bool {
-        match trace.locate(k) {
+        match found.get(k).cloned() {
             Some(l) => {
                 h.origins.insert(k.to_owned(), l);
                 true
@@ -719,7 +726,7 @@ pub fn from_ssh_g(
 
     let refuse =
         |option: &'static str, key: &str, value: String, why: &'static str, h: &mut SshHost| {
-            let at = trace.locate(key);
+            let at = found.get(key).cloned();
             if let Some(l) = &at {
                 h.origins.insert(key.to_owned(), l.clone());
             }
