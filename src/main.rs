@@ -3,7 +3,7 @@
 
 use clap::{ArgGroup, CommandFactory, Parser};
 use dropship::config::{self, Config, ConfigError, Netrc, NetrcError};
-use dropship::plan::{Credentials, Plan, PlanError, Stamp, ssh_host_for};
+use dropship::plan::{Plan, PlanError, Stamp, Target};
 use dropship::transport::known_hosts::KnownHostsFiles;
 use dropship::ui::headless::{self, Mode};
 use dropship::ui::report;
@@ -617,13 +617,17 @@ fn check_json(config: &Config, netrc: &Netrc, ssh: &config::SshHosts) -> serde_j
                 "line": r.line,
                 "protocol": r.protocol,
                 "hosts": r.hosts.iter().map(|h| {
-                    let creds = Credentials::resolve(r, h, netrc, &ssh_host_for(r, h, ssh));
+                    let t = Target::endpoint(r, h, netrc, ssh);
+                    let creds = &t.creds;
                     serde_json::json!({
                         "host": h.name,
-                        "port": r.port_for(h),
+                        "port": t.port,
+                        "address": t.address,
                         "login": creds.login,
                         "login_source": creds.login_source,
                         "password": creds.password_source,
+                        "ssh_config": t.ssh_config_notes(),
+                        "ssh_config_refused": t.ssh_refusal,
                     })
                 }).collect::<Vec<_>>(),
             })

@@ -3,11 +3,13 @@
 
 use crate::config::limits;
 use crate::config::rules::{Commands, Protocol, Rule};
+use crate::config::ssh_config::Query;
 use crate::config::template::{RenderError, Vars};
 use crate::config::{Config, HostSpec, Netrc, Secret, SshHost, SshHosts};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where a credential came from. The plan shows this, never the secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,14 +84,32 @@ pub struct Target {
     pub lock_path: String,
     /// Rendered, placeholders shell-quoted.
     pub commands: Commands<String>,
+    /// What the ssh configuration says about this host (scp/sftp only; empty otherwise).
+    pub ssh: Arc<SshHost>,
+    /// Why this target must not be connected to as planned: the ssh configuration could
+    /// not be read for it, or it sets an option dropship cannot honour (`ProxyJump`, ...).
+    pub ssh_refusal: Option<String>,
 }
 
 impl Target {
     /// `rule` on `host`: where to connect (the host's port, else the rule's, else
     /// `~/.ssh/config`'s, else the protocol's; `HostName` from `~/.ssh/config`) and as whom.
     /// Paths and commands are left empty for the caller, which knows the bundle (or not).
-    pub(crate) fn endpoint(rule: &Rule, host: &HostSpec, netrc: &Netrc, ssh: &SshHosts) -> Target {
-        let ssh_host = ssh_host_for(rule, host, ssh);
+    /// What the ssh configuration refuses is kept in `ssh_refusal`.
+    pub fn endpoint(rule: &Rule, host: &HostSpec, netrc: &Netrc, ssh: &SshHosts) -> Target {
+        let (ssh_host, ssh_refusal) = match ssh_host_for(rule, host, netrc, ssh) {
+            Ok(h) => {
+                let refusal = (!h.refused.is_empty()).then(|| {
+                    h.refused
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+                (h, refusal)
+            }
+            Err(e) => (Arc::new(SshHost::default()), Some(e.to_string())),
+        };
         Target {
             host: host.clone(),
             port: host
@@ -107,7 +127,101 @@ impl Target {
             remote_path: String::new(),
             lock_path: String::new(),
             commands: Commands::default(),
+            ssh: ssh_host,
+            ssh_refusal,
         }
+    }
+
+    /// `login@address:port` as it will be connected to.
+    pub fn effective(&self) -> String {
+        let port = self.port.map_or(String::new(), |p| format!(":{p}"));
+        format!("{}@{}{port}", self.creds.login, self.address)
+    }
+
+    /// What came from the ssh configuration, for `--plan`/`--check`: `HostName 10.0.0.5
+    /// (file:3), Port 2222 (file:4), ...`; empty when nothing did.
+    pub fn ssh_config_notes(&self) -> Vec<String> {
+        let h = &self.ssh;
+        let at = |k: &str| h.origin(k).map_or_else(String::new, |l| format!(" ({l})"));
+        let mut notes = Vec::new();
+        if let Some(v) = &h.host_name {
+            notes.push(format!("HostName {v}{}", at("hostname")));
+        }
+        if let Some(p) = h.port
+            && self.host.port.is_none()
+            && self.port == Some(p)
+        {
+            notes.push(format!("Port {p}{}", at("port")));
+        }
+        if self.creds.login_source == Source::SshConfig {
+            notes.push(format!("User {}{}", self.creds.login, at("user")));
+        }
+        if !h.identity_files.is_empty() && self.creds.keys == h.identity_files {
+            let keys: Vec<String> = h
+                .identity_files
+                .iter()
+                .map(|k| k.display().to_string())
+                .collect();
+            notes.push(format!(
+                "IdentityFile {}{}",
+                keys.join(" "),
+                at("identityfile")
+            ));
+        }
+        for (name, k, shown) in [
+            (
+                "IdentitiesOnly",
+                "identitiesonly",
+                h.identities_only.then_some("yes"),
+            ),
+            (
+                "IdentityAgent",
+                "identityagent",
+                h.no_agent.then_some("none"),
+            ),
+            ("HostKeyAlias", "hostkeyalias", h.host_key_alias.as_deref()),
+            (
+                "StrictHostKeyChecking",
+                "stricthostkeychecking",
+                h.strict_host_key_checking.as_deref(),
+            ),
+        ] {
+            if let Some(v) = shown {
+                notes.push(format!("{name} {v}{}", at(k)));
+            }
+        }
+        if let Some(t) = h.connect_timeout {
+            notes.push(format!(
+                "ConnectTimeout {}{}",
+                t.as_secs(),
+                at("connecttimeout")
+            ));
+        }
+        for (name, k, files) in [
+            (
+                "UserKnownHostsFile",
+                "userknownhostsfile",
+                &h.user_known_hosts,
+            ),
+            (
+                "GlobalKnownHostsFile",
+                "globalknownhostsfile",
+                &h.global_known_hosts,
+            ),
+        ] {
+            if let Some(f) = files {
+                let f: Vec<String> = f.iter().map(|p| p.display().to_string()).collect();
+                notes.push(format!("{name} {}{}", f.join(" "), at(k)));
+            }
+        }
+        if h.address_family != crate::config::ssh_config::AddressFamily::Any {
+            notes.push(format!(
+                "AddressFamily {:?}{}",
+                h.address_family,
+                at("addressfamily")
+            ));
+        }
+        notes
     }
 
     /// The commands as they may be shown (`--plan`, the console's confirmation): a health
@@ -141,6 +255,16 @@ pub enum PlanError {
     NoRule { bundle: String, tried: Vec<String> },
     #[error("`{name}` is not a usable bundle file name: {why}")]
     BadName { name: String, why: String },
+    #[error(
+        "rule `[{rule}]` ({file}:{line}), host {host}: refused by the ssh configuration:\n  {why}"
+    )]
+    SshConfig {
+        file: PathBuf,
+        line: usize,
+        rule: String,
+        host: String,
+        why: String,
+    },
     #[error("{file}:{line}: rule `[{rule}]`, host {host}: {why}")]
     Render {
         file: PathBuf,
@@ -262,11 +386,36 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// What `~/.ssh/config` says about `host`: it speaks for hosts reached over SSH only.
-pub fn ssh_host_for(rule: &Rule, host: &HostSpec, ssh: &SshHosts) -> SshHost {
+/// The `ssh -G` question for `host` under `rule`: the port and login the rule (or netrc)
+/// sets are passed as `-p`/`-l`, as they would be on ssh's command line, so `Match user`
+/// and `%r` see them; `None` for protocols `~/.ssh/config` does not speak for.
+pub fn ssh_query(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Option<Query> {
     match rule.protocol {
-        Protocol::Scp | Protocol::Sftp => ssh.lookup(&host.name),
-        _ => SshHost::default(),
+        Protocol::Scp | Protocol::Sftp => {
+            let login = rule
+                .login
+                .clone()
+                .or_else(|| netrc.lookup(&host.name, None).and_then(|e| e.login.clone()));
+            Some(Query {
+                alias: host.name.clone(),
+                port: host.port.or(rule.port),
+                login,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What `~/.ssh/config` says about `host`: it speaks for hosts reached over SSH only.
+pub fn ssh_host_for(
+    rule: &Rule,
+    host: &HostSpec,
+    netrc: &Netrc,
+    ssh: &SshHosts,
+) -> Result<Arc<SshHost>, crate::config::ssh_config::SshConfigError> {
+    match ssh_query(rule, host, netrc) {
+        Some(q) => ssh.lookup(&q.alias, q.port, q.login.as_deref()),
+        None => Ok(Arc::new(SshHost::default())),
     }
 }
 
@@ -411,6 +560,12 @@ impl Plan {
             .collect();
 
         let base = base_vars(&bundle, rule, &stamp, &captures);
+        let queries: Vec<Query> = rule
+            .hosts
+            .iter()
+            .filter_map(|h| ssh_query(rule, h, netrc))
+            .collect();
+        ssh.prefetch(&queries);
 
         let mut targets = Vec::with_capacity(rule.hosts.len());
         for host in &rule.hosts {
@@ -456,12 +611,22 @@ impl Plan {
                 .try_map(|t| t.render_shell(&vars))
                 .map_err(render_err)?;
 
+            let endpoint = Target::endpoint(rule, host, netrc, ssh);
+            if let Some(why) = &endpoint.ssh_refusal {
+                return Err(PlanError::SshConfig {
+                    file: config.path.clone(),
+                    line: rule.line,
+                    rule: rule.name.clone(),
+                    host: host.to_string(),
+                    why: why.replace('\n', "\n  "),
+                });
+            }
             targets.push(Target {
                 dest_dir,
                 remote_path,
                 lock_path,
                 commands,
-                ..Target::endpoint(rule, host, netrc, ssh)
+                ..endpoint
             });
         }
         Ok(Plan {

@@ -299,6 +299,10 @@ pub struct Rule {
     /// The netrc password unlocks `key` instead of being a login password.
     pub key_passphrase_from_netrc: bool,
     pub host_key: HostKeyPolicy,
+    /// `host_key` is set in dispatch.cfg (then it wins over `StrictHostKeyChecking`).
+    pub host_key_explicit: bool,
+    /// `timeout` is set in dispatch.cfg (then it wins over `ConnectTimeout`).
+    pub timeout_explicit: bool,
     pub notify: Option<String>,
     pub ssh_port: u16,
     pub tls_verify: bool,
@@ -653,6 +657,8 @@ fn build_rule(
         key: path_key("key"),
         key_passphrase_from_netrc: v.key_passphrase,
         host_key: v.host_key,
+        host_key_explicit: get("host_key").is_some(),
+        timeout_explicit: get("timeout").is_some(),
         notify: v.notify,
         ssh_port: v.ssh_port,
         tls_verify: v.tls_verify,

@@ -350,7 +350,7 @@ pub(crate) fn connect_ssh(
     known_hosts: &KnownHostsFiles,
 ) -> (Result<SshSession, TransportError>, bool) {
     let params = SshParams::for_target(&t.target, port, &t.rule, known_hosts);
-    crate::transport::known_hosts::connect_unrecorded(&params, t.rule.host_key)
+    crate::transport::known_hosts::connect_unrecorded(&params, params.host_key)
 }
 
 /// Host key and login checks from the outcome of an SSH connect.
@@ -451,6 +451,18 @@ fn open(t: &ProbeTarget, kh: &KnownHostsFiles, checks: &mut Vec<Check>) -> Optio
             files: Box::new(local::Local::new(host)),
             shell: Some(Box::new(local::Local::new(host))),
         });
+    }
+    // Not even a TCP dial: a direct connection is what the ssh configuration rules out.
+    if let Some(why) = &t.target.ssh_refusal {
+        checks.push(Check::new(
+            CheckKind::Reachable,
+            Status::Fail,
+            format!("refused by the ssh configuration: {why}"),
+        ));
+        for kind in [CheckKind::HostKey, CheckKind::Login] {
+            checks.push(Check::new(kind, Status::Skip, "not checked: refused"));
+        }
+        return None;
     }
     let port = t.target.port.unwrap_or(22);
     let addr = format!("{}:{port}", t.target.address);

@@ -323,7 +323,7 @@ pub fn peek(
         Protocol::Scp | Protocol::Sftp => target.port.unwrap_or(22),
     };
     let params = ssh::SshParams::for_target(target, port, rule, known_hosts);
-    let mut session = known_hosts::connect_unrecorded(&params, rule.host_key).0?;
+    let mut session = known_hosts::connect_unrecorded(&params, params.host_key).0?;
     read_state(&mut session, host, &tree)
 }
 

@@ -163,6 +163,12 @@ pub fn for_rule(rule: &Arc<Rule>, netrc: &Netrc, ssh: &SshHosts) -> Vec<ProbeTar
 
 /// The probe targets of every rule of `config`, rule by rule.
 pub fn for_config(config: &Config, netrc: &Netrc, ssh: &SshHosts) -> Vec<ProbeTarget> {
+    let queries: Vec<_> = config
+        .rules
+        .iter()
+        .flat_map(|r| r.hosts.iter().filter_map(|h| plan::ssh_query(r, h, netrc)))
+        .collect();
+    ssh.prefetch(&queries);
     config
         .rules
         .iter()

@@ -58,7 +58,17 @@ pub struct Loaded {
 
 /// Reads the files of `files` that exist.
 pub fn load(session: &Session, files: &KnownHostsFiles) -> Loaded {
-    let candidates = files.user.iter().chain(std::iter::once(&files.dropship));
+    load_with(session, files, &[])
+}
+
+/// Reads the files of `files` that exist, with `also` (more files from ssh_config's
+/// `UserKnownHostsFile`/`GlobalKnownHostsFile`, read-only) between the user's and dropship's.
+pub fn load_with(session: &Session, files: &KnownHostsFiles, also: &[PathBuf]) -> Loaded {
+    let candidates = files
+        .user
+        .iter()
+        .chain(also)
+        .chain(std::iter::once(&files.dropship));
     let files = candidates
         .filter(|f| f.is_file())
         .map(|file| {

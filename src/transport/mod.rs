@@ -455,6 +455,12 @@ pub fn connect(
     known_hosts: &known_hosts::KnownHostsFiles,
 ) -> Result<Connection, TransportError> {
     use crate::config::Protocol;
+    if let Some(why) = &target.ssh_refusal {
+        return Err(TransportError::Setup {
+            host: target.host.name.clone(),
+            detail: format!("refused by the ssh configuration: {why}"),
+        });
+    }
     match target.protocol {
         Protocol::Local => Ok(Connection {
             files: Box::new(local::Local::new(&target.host.name)),

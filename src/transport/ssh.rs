@@ -91,6 +91,17 @@ pub struct SshParams {
     pub timeout: Duration,
     pub host_key: HostKeyPolicy,
     pub known_hosts: KnownHostsFiles,
+    /// More known_hosts files to read (ssh_config's, read-only).
+    pub known_hosts_also: Vec<std::path::PathBuf>,
+    /// The name looked up in known_hosts: `HostKeyAlias`, else `address`.
+    pub host_key_name: String,
+    /// TCP connect timeout: ssh_config's `ConnectTimeout` unless the rule sets `timeout`.
+    pub connect_timeout: Duration,
+    /// Offer the agent's keys (not with `IdentitiesOnly yes` or `IdentityAgent none`).
+    pub use_agent: bool,
+    pub address_family: crate::config::ssh_config::AddressFamily,
+    /// Why the ssh configuration forbids this connection (`ProxyJump`, ...): never dialed.
+    pub refusal: Option<String>,
 }
 
 impl SshParams {
@@ -117,7 +128,51 @@ impl SshParams {
             timeout: rule.timeout,
             host_key: rule.host_key,
             known_hosts: known_hosts.clone(),
+            known_hosts_also: Vec::new(),
+            host_key_name: target.address.clone(),
+            connect_timeout: rule.timeout,
+            use_agent: true,
+            address_family: Default::default(),
+            refusal: target.ssh_refusal.clone(),
         }
+        .with_ssh_config(&target.ssh, rule)
+    }
+
+    /// What `~/.ssh/config` adds (see [`crate::config::ssh_config`]); the rule's explicit
+    /// `host_key` and `timeout` win.
+    fn with_ssh_config(
+        mut self,
+        h: &crate::config::SshHost,
+        rule: &crate::config::Rule,
+    ) -> SshParams {
+        if let Some(alias) = &h.host_key_alias {
+            self.host_key_name = alias.clone();
+        }
+        if let Some(files) = &h.user_known_hosts {
+            self.known_hosts.user = files.first().cloned();
+            self.known_hosts_also = files.iter().skip(1).cloned().collect();
+        }
+        if let Some(files) = &h.global_known_hosts {
+            self.known_hosts_also.extend(files.iter().cloned());
+        }
+        if !rule.host_key_explicit
+            && let Some(s) = &h.strict_host_key_checking
+        {
+            // dropship never prompts and never accepts a changed key: `ask` is strict,
+            // `no`/`off` accepts (and records) only new keys.
+            self.host_key = match s.as_str() {
+                "accept-new" | "no" | "off" => HostKeyPolicy::AcceptNew,
+                _ => HostKeyPolicy::Strict,
+            };
+        }
+        if !rule.timeout_explicit
+            && let Some(t) = h.connect_timeout
+        {
+            self.connect_timeout = t;
+        }
+        self.use_agent = !h.identities_only && !h.no_agent;
+        self.address_family = h.address_family;
+        self
     }
 }
 
@@ -139,6 +194,12 @@ pub struct SshSession {
 impl SshSession {
     /// Connects, verifies the host key, and logs in.
     pub fn connect(p: &SshParams) -> Result<SshSession, TransportError> {
+        if let Some(why) = &p.refusal {
+            return Err(TransportError::Setup {
+                host: p.host.clone(),
+                detail: format!("refused by the ssh configuration: {why}"),
+            });
+        }
         let addr_text = format!("{}:{}", p.address, p.port);
         let connect_err = |detail: String| TransportError::Connect {
             host: p.host.clone(),
@@ -148,11 +209,19 @@ impl SshSession {
         let addrs: Vec<_> = (p.address.as_str(), p.port)
             .to_socket_addrs()
             .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
+            .filter(|a| {
+                use crate::config::ssh_config::AddressFamily;
+                match p.address_family {
+                    AddressFamily::Any => true,
+                    AddressFamily::Inet => a.is_ipv4(),
+                    AddressFamily::Inet6 => a.is_ipv6(),
+                }
+            })
             .collect();
         let mut last = String::from("no address");
         let mut tcp = None;
         for a in addrs {
-            match TcpStream::connect_timeout(&a, p.timeout) {
+            match TcpStream::connect_timeout(&a, p.connect_timeout) {
                 Ok(s) => {
                     tcp = Some(s);
                     break;
@@ -169,8 +238,8 @@ impl SshSession {
         sess.set_compress(false);
         // Ask for the key types on record for this host (see recorded_algorithms); for a
         // new host, the type most hosts have.
-        let known = known_hosts::load(&sess, &p.known_hosts);
-        let recorded = known_hosts::recorded_algorithms(&known, &p.address, p.port);
+        let known = known_hosts::load_with(&sess, &p.known_hosts, &p.known_hosts_also);
+        let recorded = known_hosts::recorded_algorithms(&known, &p.host_key_name, p.port);
         let order: &[&str] = if recorded.is_empty() {
             &[
                 "ssh-ed25519",
@@ -203,7 +272,7 @@ impl SshSession {
         known_hosts::verify(
             &me.sess,
             &known,
-            &p.address,
+            &p.host_key_name,
             p.port,
             p.host_key,
             &p.known_hosts,
@@ -227,7 +296,7 @@ impl SshSession {
                 Err(e) => last_err = Some(e),
             }
         }
-        if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if p.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
             tried.push("ssh-agent".to_owned());
             match self.sess.userauth_agent(&p.login) {
                 Ok(()) if self.sess.authenticated() => return Ok(()),

@@ -5,7 +5,7 @@
 
 use super::term_text::field;
 use crate::config::{Config, Netrc, SshHosts};
-use crate::plan::{Credentials, Plan, Source, ssh_host_for};
+use crate::plan::{Plan, Source, Target};
 use std::fmt::Write;
 
 fn source(s: Source) -> &'static str {
@@ -89,6 +89,7 @@ pub fn plan_table(plan: &Plan, config: &Config) -> String {
         ]);
     }
     out.push_str(&table(&rows));
+    out.push_str(&ssh_config_section(&plan.targets));
     // Commands usually differ only by `{host}`; show each distinct set once.
     let mut shown: Vec<&crate::config::Commands<String>> = Vec::new();
     for t in &plan.targets {
@@ -137,11 +138,23 @@ pub fn check_report(config: &Config, netrc: &Netrc, ssh: &SshHosts) -> String {
         )
     };
     let _ = writeln!(out, "netrc   {netrc_desc}");
+    let queries: Vec<_> = config
+        .rules
+        .iter()
+        .flat_map(|r| {
+            r.hosts
+                .iter()
+                .filter_map(|h| crate::plan::ssh_query(r, h, netrc))
+        })
+        .collect();
+    ssh.prefetch(&queries);
     for rule in &config.rules {
         let _ = writeln!(out, "\n[{}]  line {}", field(&rule.name), rule.line);
         let mut rows = Vec::new();
+        let mut targets = Vec::new();
         for host in &rule.hosts {
-            let creds = Credentials::resolve(rule, host, netrc, &ssh_host_for(rule, host, ssh));
+            let t = Target::endpoint(rule, host, netrc, ssh);
+            let creds = &t.creds;
             let password = match creds.password_source {
                 Some(s) => format!("password: {}", source(s)),
                 None if rule.key.is_some() => "key file".to_owned(),
@@ -149,13 +162,45 @@ pub fn check_report(config: &Config, netrc: &Netrc, ssh: &SshHosts) -> String {
             };
             rows.push(vec![
                 format!("  {}", host.name),
-                rule.port_for(host).map_or("-".into(), |p| format!(":{p}")),
+                t.port.map_or("-".into(), |p| format!(":{p}")),
                 rule.protocol.to_string(),
                 format!("{} ({})", creds.login, source(creds.login_source)),
                 password,
             ]);
+            targets.push(t);
         }
         out.push_str(&table(&rows));
+        out.push_str(&ssh_config_section(&targets));
+    }
+    out
+}
+
+/// The hosts whose connection the ssh configuration shapes: the effective
+/// `login@host:port`, and each value that came from it with its `file:line`; refusals too.
+pub fn ssh_config_section(targets: &[Target]) -> String {
+    let mut out = String::new();
+    for t in targets {
+        let notes = t.ssh_config_notes();
+        if notes.is_empty() && t.ssh_refusal.is_none() {
+            continue;
+        }
+        if out.is_empty() {
+            out.push_str("\nfrom ~/.ssh/config (ssh -G):\n");
+        }
+        let _ = writeln!(
+            out,
+            "  {}  -> {}",
+            field(&t.host.name),
+            field(&t.effective())
+        );
+        for n in notes {
+            let _ = writeln!(out, "      {}", field(&n));
+        }
+        if let Some(r) = &t.ssh_refusal {
+            for line in r.lines() {
+                let _ = writeln!(out, "      REFUSED {}", field(line));
+            }
+        }
     }
     out
 }
