@@ -26,8 +26,9 @@ const ERR_SOCKET_RECV: i32 = -43;
 /// A channel request (a subsystem) refused, or the channel failed.
 const ERR_CHANNEL_FAILURE: i32 = -21;
 const ERR_CHANNEL_REQUEST_DENIED: i32 = -22;
-const FX_NO_SUCH_FILE: i32 = 2;
+/// The operation named when opening the SFTP subsystem, which `error` classifies.
 const OP_START_SFTP: &str = "starting SFTP";
+const FX_NO_SUCH_FILE: i32 = 2;
 const FX_PERMISSION_DENIED: i32 = 3;
 /// OpenSSH's sftp-server answers ENAMETOOLONG and EINVAL with this.
 const FX_BAD_MESSAGE: i32 = 5;
@@ -160,6 +161,13 @@ fn host_key_type_mismatch(p: &SshParams, recorded: &[&str]) -> Option<TransportE
     if recorded.contains(&presented.as_str()) {
         return None;
     }
+    let keyscan_type = if presented.contains("ed25519") {
+        "ed25519"
+    } else if presented.starts_with("ecdsa") {
+        "ecdsa"
+    } else {
+        "rsa"
+    };
     Some(TransportError::Ssh {
         host: p.host.clone(),
         detail: format!(
@@ -168,7 +176,7 @@ fn host_key_type_mismatch(p: &SshParams, recorded: &[&str]) -> Option<TransportE
             known_hosts::entry_name(&p.address, p.port)
         ),
         help: format!(
-            "ask the host's owner whether its host keys changed; if so, check the new key's fingerprint and record it (`ssh-keyscan -p {} -t {presented} {}`)",
+            "ask the host's owner whether its host keys changed; if so, check the new key's fingerprint and record it (`ssh-keyscan -p {} -t {keyscan_type} {}`)",
             p.port, p.address
         ),
     })
@@ -217,13 +225,14 @@ pub fn inspect_key_file(path: &Path) -> KeyFileInfo {
     KeyFileInfo::Unknown
 }
 
-/// Key algorithms libssh2 signs with from a key file (it has no FIDO/`sk-` support without
-/// a callback, and this build has no DSA).
+/// Key algorithms libssh2 signs with from a key file: not FIDO (`sk-`) keys, which need a
+/// security-key callback.
 fn libssh2_can_use(algorithm: &str) -> bool {
     matches!(
         algorithm,
         "ssh-ed25519"
             | "ssh-rsa"
+            | "ssh-dss"
             | "ecdsa-sha2-nistp256"
             | "ecdsa-sha2-nistp384"
             | "ecdsa-sha2-nistp521"
