@@ -55,6 +55,10 @@ pub struct SshHost {
     pub identities_only: bool,
     /// `IdentityAgent none`: no agent at all.
     pub no_agent: bool,
+    /// `IdentityAgent PATH`: the agent's socket (else `$SSH_AUTH_SOCK`).
+    pub identity_agent: Option<PathBuf>,
+    /// `CertificateFile`s, in order, expanded: offered with the key each certifies.
+    pub certificate_files: Vec<PathBuf>,
     pub connect_timeout: Option<Duration>,
     pub user_known_hosts: Option<Vec<PathBuf>>,
     pub global_known_hosts: Option<Vec<PathBuf>>,
@@ -755,23 +759,14 @@ pub fn from_ssh_g(
             &mut h,
         );
     }
-    for c in g.get("certificatefile").into_iter().flatten() {
-        refuse(
-            "CertificateFile",
-            "certificatefile",
-            c.clone(),
-            "dropship (libssh2) cannot offer an OpenSSH certificate, so the login would not be the one ssh makes\n  help: remove CertificateFile for this host, or give the rule a `key` that is authorized on its own",
-            &mut h,
-        );
+    if set("certificatefile", &mut h) {
+        for c in g.get("certificatefile").into_iter().flatten() {
+            h.certificate_files
+                .push(PathBuf::from(expand(c, "certificatefile", &h)?));
+        }
     }
     if let Some(a) = agent.filter(|a| a != "none" && a != "SSH_AUTH_SOCK") {
-        refuse(
-            "IdentityAgent",
-            "identityagent",
-            a,
-            "dropship uses only the agent of $SSH_AUTH_SOCK (or none)\n  help: point SSH_AUTH_SOCK at that agent, or use IdentityFile",
-            &mut h,
-        );
+        h.identity_agent = Some(PathBuf::from(expand(&a, "identityagent", &h)?));
     }
     for (option, key) in [
         ("BindAddress", "bindaddress"),
@@ -916,12 +911,7 @@ impl Builtin {
             refuse("ProxyCommand", "proxycommand", c, DONT_KNOW_JUMPS);
         }
         if let Some(c) = p.certificate_file {
-            refuse(
-                "CertificateFile",
-                "certificatefile",
-                c.display().to_string(),
-                "dropship (libssh2) cannot offer an OpenSSH certificate",
-            );
+            h.certificate_files.push(c);
         }
         if let Some(b) = p.bind_address {
             refuse(

@@ -110,6 +110,15 @@ pub enum TransportError {
     Cancelled { host: String },
     #[error("{host}: {detail}")]
     Setup { host: String, detail: String },
+    /// An SSH problem a retry cannot fix, with what to do: a key that cannot be used, a
+    /// host certificate or host key type that cannot be trusted, a missing subsystem, a
+    /// server that hung up after too many failed keys.
+    #[error("{host}: {detail}\n  help: {help}")]
+    Ssh {
+        host: String,
+        detail: String,
+        help: String,
+    },
 }
 
 impl TransportError {

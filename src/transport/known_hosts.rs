@@ -3,6 +3,13 @@
 //! `strict` refuses a host whose key is in neither file. `accept-new` records an unknown
 //! key in dropship's file (never in the user's) and goes on. A key that differs from a
 //! recorded one is refused under both policies: that is what an attack looks like.
+//!
+//! Host certificates: libssh2 negotiates `*-cert-v01@openssh.com` host keys and checks the
+//! handshake signature with the key inside the certificate, but it neither reads
+//! `@cert-authority`/`@revoked` lines (its parser fails on them) nor checks the CA's
+//! signature. Both are done here, as OpenSSH does: a certificate signed by a CA trusted for
+//! the host (principal, validity, signature) is accepted; otherwise the plain key inside it
+//! is checked like any host key.
 
 use super::TransportError;
 use crate::config::HostKeyPolicy;
@@ -54,9 +61,23 @@ pub fn entry_name(host: &str, port: u16) -> String {
 /// both to choose the host key types to ask for and to check the key presented.
 pub struct Loaded {
     files: Vec<(PathBuf, Result<ssh2::KnownHosts, String>)>,
+    /// `@cert-authority` and `@revoked` lines of the files that could be read.
+    marked: Vec<Marked>,
 }
 
-/// Reads the files of `files` that exist.
+/// A known_hosts line with a marker.
+#[derive(Debug, Clone)]
+pub struct Marked {
+    pub revoked: bool,
+    /// Comma-separated host patterns, as written.
+    pub patterns: String,
+    pub key: ssh_key::PublicKey,
+    /// `FILE:LINE`, for messages.
+    pub at: String,
+}
+
+/// Reads the files of `files` that exist. Marked lines go to [`Loaded::marked`]; the rest
+/// to libssh2, line by line.
 pub fn load(session: &Session, files: &KnownHostsFiles) -> Loaded {
     load_with(session, files, &[])
 }
@@ -69,26 +90,141 @@ pub fn load_with(session: &Session, files: &KnownHostsFiles, also: &[PathBuf]) -
         .iter()
         .chain(also)
         .chain(std::iter::once(&files.dropship));
+    let mut marked = Vec::new();
     let files = candidates
         .filter(|f| f.is_file())
         .map(|file| {
-            let kh = session
-                .known_hosts()
-                .map_err(|e| e.to_string())
-                .and_then(|mut kh| {
-                    kh.read_file(file, KnownHostFileKind::OpenSSH)
-                        .map(|_| kh)
-                        .map_err(|e| {
-                            format!(
-                                "cannot read known_hosts {}: {e}\n  help: fix or move the file",
-                                file.display()
-                            )
-                        })
-                });
+            let read = read_file(session, file);
+            let kh = read.map(|(kh, m)| {
+                marked.extend(m);
+                kh
+            });
             (file.clone(), kh)
         })
         .collect();
-    Loaded { files }
+    Loaded { files, marked }
+}
+
+fn read_file(session: &Session, file: &Path) -> Result<(ssh2::KnownHosts, Vec<Marked>), String> {
+    let fail = |at: String, e: String| {
+        format!("cannot read known_hosts {at}: {e}\n  help: fix or move the file")
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| fail(file.display().to_string(), e.to_string()))?;
+    let mut kh = session.known_hosts().map_err(|e| e.to_string())?;
+    let mut marked = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = format!("{}:{}", file.display(), n + 1);
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('@') {
+            marked.push(parse_marked(trimmed, at.clone()).map_err(|e| fail(at, e))?);
+        } else if !trimmed.is_empty() && !trimmed.starts_with('#') {
+            kh.read_str(trimmed, KnownHostFileKind::OpenSSH)
+                .map_err(|e| fail(at, e.to_string()))?;
+        }
+    }
+    Ok((kh, marked))
+}
+
+/// `@cert-authority PATTERNS TYPE BASE64 [COMMENT]` or `@revoked …`.
+pub fn parse_marked(line: &str, at: String) -> Result<Marked, String> {
+    let mut parts = line.split_whitespace();
+    let marker = parts.next().unwrap_or_default();
+    let revoked = match marker {
+        "@cert-authority" => false,
+        "@revoked" => true,
+        other => return Err(format!("unknown marker `{other}`")),
+    };
+    let patterns = parts.next().ok_or("no host patterns")?.to_owned();
+    let rest = parts.collect::<Vec<_>>().join(" ");
+    let key = ssh_key::PublicKey::from_openssh(&rest)
+        .map_err(|e| format!("cannot read the key of this `{marker}` line: {e}"))?;
+    Ok(Marked {
+        revoked,
+        patterns,
+        key,
+        at,
+    })
+}
+
+/// Whether the comma-separated known_hosts `patterns` cover `host` on `port`, as OpenSSH
+/// matches them: against `host` on port 22, `[host]:port` elsewhere; `*` and `?` are
+/// wildcards; a matching `!pattern` excludes the host. Hashed patterns (`|1|…`) never
+/// match here.
+pub fn patterns_match(patterns: &str, host: &str, port: u16) -> bool {
+    let name = entry_name(host, port).to_ascii_lowercase();
+    let mut matched = false;
+    for p in patterns.split(',') {
+        let (negated, p) = match p.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, p),
+        };
+        if glob(p.to_ascii_lowercase().as_bytes(), name.as_bytes()) {
+            if negated {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Host certificate algorithms, asked for first when a CA is trusted for the host.
+const CERT_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "rsa-sha2-512-cert-v01@openssh.com",
+    "rsa-sha2-256-cert-v01@openssh.com",
+];
+
+/// Plain host key algorithms for a host nothing is recorded for, the commonest first.
+const DEFAULT_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+    "ssh-rsa",
+];
+
+/// The host key algorithms to ask `host:port` for: certificate types first when a CA is
+/// trusted for it, then the plain types on record (see [`recorded_algorithms`]), else all.
+pub fn host_key_order(known: &Loaded, host: &str, port: u16) -> Vec<&'static str> {
+    let mut order = Vec::new();
+    if known
+        .marked
+        .iter()
+        .any(|m| !m.revoked && patterns_match(&m.patterns, host, port))
+    {
+        order.extend_from_slice(CERT_ALGORITHMS);
+    }
+    let recorded = recorded_algorithms(known, host, port);
+    if recorded.is_empty() {
+        order.extend_from_slice(DEFAULT_ALGORITHMS);
+    } else {
+        order.extend(recorded);
+    }
+    order
+}
+
+/// Whether the types asked for are narrowed to what is recorded for the host (so a host
+/// that changed its key type fails the handshake rather than showing a new key).
+pub fn narrowed(known: &Loaded, host: &str, port: u16) -> Option<Vec<&'static str>> {
+    let recorded = recorded_algorithms(known, host, port);
+    (!recorded.is_empty()).then_some(recorded)
 }
 
 /// The key type named at the start of an SSH public key blob.
@@ -148,12 +284,191 @@ pub fn verify(
     let (key, kind) = session
         .host_key()
         .ok_or_else(|| setup("the server presented no host key".into()))?;
+    if blob_type(key).is_some_and(|t| t.ends_with(CERT_SUFFIX)) {
+        return verify_certificate(key, known, host, port, policy, files);
+    }
     let key_type = key_type_name(kind).to_owned();
     let fingerprint = session
         .host_key_hash(HashType::Sha256)
         .map(|h| base64::engine::general_purpose::STANDARD_NO_PAD.encode(h))
         .unwrap_or_default();
+    verify_plain(key, key_type, fingerprint, known, host, port, policy, files)
+}
 
+const CERT_SUFFIX: &str = "-cert-v01@openssh.com";
+
+fn sha256_fingerprint(blob: &[u8]) -> String {
+    use sha2::Digest;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(blob))
+}
+
+fn describe(key: &ssh_key::public::KeyData) -> String {
+    format!(
+        "{} {}",
+        key.algorithm(),
+        key.fingerprint(ssh_key::HashAlg::Sha256)
+    )
+}
+
+/// A host certificate: accepted when a CA trusted for the host signed it for this host and
+/// it is valid now; a certificate from a CA not trusted for the host counts as its plain key
+/// (as OpenSSH does), which may still be recorded.
+fn verify_certificate(
+    blob: &[u8],
+    known: &Loaded,
+    host: &str,
+    port: u16,
+    policy: HostKeyPolicy,
+    files: &KnownHostsFiles,
+) -> Result<(), TransportError> {
+    let refuse = |detail: String, help: &str| TransportError::Ssh {
+        host: host.to_owned(),
+        detail,
+        help: help.to_owned(),
+    };
+    let cert = super::cert::Cert::parse(blob).map_err(|e| {
+        refuse(
+            format!("cannot read the host certificate the server presented: {e}"),
+            "check the server's `HostCertificate`",
+        )
+    })?;
+    let ca = &cert.ca;
+    let plain = ssh_key::PublicKey::from_bytes(&cert.key)
+        .map_err(|e| {
+            refuse(
+                format!("cannot read the key in the host certificate: {e}"),
+                "check the server's `HostCertificate`",
+            )
+        })?
+        .key_data()
+        .clone();
+    let plain = &plain;
+    if let Some(m) = known
+        .marked
+        .iter()
+        .find(|m| m.revoked && (m.key.key_data() == ca || m.key.key_data() == plain))
+    {
+        return Err(refuse(
+            format!(
+                "the host's certificate or its CA is marked @revoked in {}: {}",
+                m.at,
+                describe(m.key.key_data())
+            ),
+            "the host must not be trusted with this key; ask its owner",
+        ));
+    }
+    let trusted: Vec<&Marked> = known
+        .marked
+        .iter()
+        .filter(|m| !m.revoked && patterns_match(&m.patterns, host, port))
+        .collect();
+    if let Some(m) = trusted.iter().find(|m| m.key.key_data() == ca) {
+        let why = if cert.cert_type != super::cert::HOST {
+            Some("it is a user certificate, not a host certificate".to_owned())
+        } else if !cert.principals.is_empty()
+            && !cert.principals.iter().any(|p| p.eq_ignore_ascii_case(host))
+        {
+            Some(format!(
+                "it names {} but not `{host}`",
+                cert.principals.join(", ")
+            ))
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            cert.invalid_at(now)
+        };
+        return match why {
+            None => Ok(()),
+            Some(why) => Err(refuse(
+                format!(
+                    "the host certificate (key id `{}`, CA {} trusted by {}) is not valid: {why}",
+                    cert.key_id,
+                    describe(ca),
+                    m.at
+                ),
+                "ask the host's owner to renew or re-sign its `HostCertificate` for this name",
+            )),
+        };
+    }
+    // No CA trusted for this host signed it: judge the key inside, as OpenSSH does.
+    let plain_blob = cert.key.clone();
+    let key_type = plain.algorithm().to_string();
+    let fingerprint = sha256_fingerprint(&plain_blob);
+    let r = verify_plain(
+        &plain_blob,
+        key_type,
+        fingerprint,
+        known,
+        host,
+        port,
+        policy,
+        files,
+    );
+    match r {
+        Err(TransportError::HostKeyUnknown { .. }) => Err(refuse(
+            format!(
+                "the host presents a certificate (key id `{}`) signed by a CA not trusted for `{}`: {}; its own key {} is not known either",
+                cert.key_id,
+                entry_name(host, port),
+                describe(ca),
+                describe(plain),
+            ),
+            &if trusted.is_empty() {
+                format!(
+                    "if you trust that CA for this host, add `@cert-authority {} {}` to ~/.ssh/known_hosts",
+                    entry_name(host, port),
+                    ssh_key::PublicKey::from(ca.clone())
+                        .to_openssh()
+                        .unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "the CA trusted for this host ({}) did not sign it: check the server's `HostCertificate` with its owner",
+                    trusted
+                        .iter()
+                        .map(|m| m.at.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        )),
+        other => other,
+    }
+}
+
+/// A plain host key against the files, then the policy.
+#[allow(clippy::too_many_arguments)]
+fn verify_plain(
+    key: &[u8],
+    key_type: String,
+    fingerprint: String,
+    known: &Loaded,
+    host: &str,
+    port: u16,
+    policy: HostKeyPolicy,
+    files: &KnownHostsFiles,
+) -> Result<(), TransportError> {
+    let setup = |detail: String| TransportError::Setup {
+        host: host.to_owned(),
+        detail,
+    };
+    if let Ok(presented) = ssh_key::PublicKey::from_bytes(key)
+        && let Some(m) = known
+            .marked
+            .iter()
+            .find(|m| m.revoked && m.key.key_data() == presented.key_data())
+    {
+        return Err(TransportError::Ssh {
+            host: host.to_owned(),
+            detail: format!(
+                "the host key {key_type} SHA256:{fingerprint} is marked @revoked in {}",
+                m.at
+            ),
+            help: "the host must not be trusted with this key; ask its owner".to_owned(),
+        });
+    }
     for (file, kh) in &known.files {
         let kh = kh.as_ref().map_err(|e| setup(e.clone()))?;
         match kh.check_port(host, port, key) {
@@ -279,4 +594,38 @@ pub fn connect_unrecorded(
         other => other,
     });
     (r, grew)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_as_openssh_does() {
+        assert!(patterns_match("*.example,127.0.0.1", "web.example", 22));
+        assert!(patterns_match("*.example,127.0.0.1", "127.0.0.1", 22));
+        // Another port is looked up as `[host]:port`.
+        assert!(!patterns_match("*.example,127.0.0.1", "127.0.0.1", 2222));
+        assert!(patterns_match("[127.0.0.1]:*", "127.0.0.1", 2222));
+        assert!(patterns_match("*", "127.0.0.1", 2222));
+        assert!(patterns_match("WEB?.Example", "web1.example", 22));
+        assert!(!patterns_match("*.example,!db.example", "db.example", 22));
+        assert!(!patterns_match("|1|abc=|def=", "web.example", 22));
+    }
+
+    #[test]
+    fn marked_lines_parse_and_bad_ones_say_why() {
+        let m = parse_marked(
+            "@cert-authority *.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIV2iWYRLNGpmTNzNmMuPS8SC92HpTmNooA+jou9H76d ca",
+            "kh:3".into(),
+        )
+        .unwrap();
+        assert!(!m.revoked);
+        assert_eq!(m.patterns, "*.example");
+        assert!(parse_marked("@revoked * ssh-ed25519 AAAA", "kh:1".into()).is_err());
+        assert_eq!(
+            parse_marked("@trusted * ssh-ed25519 AAAA", "kh:1".into()).unwrap_err(),
+            "unknown marker `@trusted`"
+        );
+    }
 }

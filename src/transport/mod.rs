@@ -7,6 +7,7 @@
 //! blocking (libssh2, suppaftp's sync API); the engine runs each target on its own
 //! blocking thread.
 
+pub mod cert;
 pub mod error;
 pub mod ftp;
 pub mod known_hosts;

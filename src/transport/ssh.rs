@@ -20,6 +20,14 @@ const ERR_TIMEOUT: i32 = -9;
 const ERR_AUTH_FAILED: i32 = -18;
 const ERR_PUBKEY_UNVERIFIED: i32 = -19;
 const ERR_FILE: i32 = -16;
+const ERR_SOCKET_SEND: i32 = -7;
+const ERR_SOCKET_DISCONNECT: i32 = -13;
+const ERR_SOCKET_RECV: i32 = -43;
+/// A channel request (a subsystem) refused, or the channel failed.
+const ERR_CHANNEL_FAILURE: i32 = -21;
+const ERR_CHANNEL_REQUEST_DENIED: i32 = -22;
+/// The operation named when opening the SFTP subsystem, which `error` classifies.
+const OP_START_SFTP: &str = "starting SFTP";
 const FX_NO_SUCH_FILE: i32 = 2;
 const FX_PERMISSION_DENIED: i32 = 3;
 /// OpenSSH's sftp-server answers ENAMETOOLONG and EINVAL with this.
@@ -88,6 +96,13 @@ pub struct SshParams {
     pub password: Option<(crate::config::Secret, Source)>,
     pub keys: Vec<std::path::PathBuf>,
     pub key_passphrase: Option<crate::config::Secret>,
+    /// OpenSSH user certificates (`CertificateFile`), each offered with the key whose public
+    /// key it certifies. `KEY-cert.pub` beside a key is offered without being listed.
+    pub certificates: Vec<std::path::PathBuf>,
+    /// Offer only agent identities that belong to `keys` (`IdentitiesOnly yes`).
+    pub identities_only: bool,
+    /// The ssh-agent socket; `None`: `$SSH_AUTH_SOCK`.
+    pub agent: Option<std::path::PathBuf>,
     pub timeout: Duration,
     pub host_key: HostKeyPolicy,
     pub known_hosts: KnownHostsFiles,
@@ -125,6 +140,9 @@ impl SshParams {
                 .zip(target.creds.password_source),
             keys: target.creds.keys.clone(),
             key_passphrase: target.creds.key_passphrase.clone(),
+            certificates: Vec::new(),
+            identities_only: false,
+            agent: None,
             timeout: rule.timeout,
             host_key: rule.host_key,
             known_hosts: known_hosts.clone(),
@@ -170,9 +188,150 @@ impl SshParams {
         {
             self.connect_timeout = t;
         }
-        self.use_agent = !h.identities_only && !h.no_agent;
+        // IdentitiesOnly: the agent may still sign, but only for the keys named (as ssh).
+        self.identities_only = h.identities_only;
+        self.use_agent = !h.no_agent;
+        self.agent = h.identity_agent.clone();
+        self.certificates = h.certificate_files.clone();
         self.address_family = h.address_family;
         self
+    }
+}
+
+/// The handshake failed while asking only for the host key types recorded for the host:
+/// if the server presents another type (a reinstalled host, or `HostKeyAlgorithms` on
+/// either side), says so, with the type, instead of "unable to exchange encryption keys".
+/// `None` when a second, unrestricted handshake shows nothing of the kind.
+fn host_key_type_mismatch(p: &SshParams, recorded: &[&str]) -> Option<TransportError> {
+    let addr = (p.address.as_str(), p.port)
+        .to_socket_addrs()
+        .ok()?
+        .next()?;
+    let tcp = TcpStream::connect_timeout(&addr, p.timeout).ok()?;
+    let mut sess = Session::new().ok()?;
+    sess.set_tcp_stream(tcp);
+    sess.set_timeout(p.timeout.as_millis().min(u32::MAX as u128) as u32);
+    sess.handshake().ok()?;
+    let (_, kind) = sess.host_key()?;
+    let presented = sess
+        .methods(ssh2::MethodType::HostKey)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{kind:?}"));
+    if recorded.contains(&presented.as_str()) {
+        return None;
+    }
+    let keyscan_type = if presented.contains("ed25519") {
+        "ed25519"
+    } else if presented.starts_with("ecdsa") {
+        "ecdsa"
+    } else {
+        "rsa"
+    };
+    Some(TransportError::Ssh {
+        host: p.host.clone(),
+        detail: format!(
+            "host key type mismatch: known_hosts records only {} for {}, but the server offers {presented}",
+            recorded.join(", "),
+            known_hosts::entry_name(&p.address, p.port)
+        ),
+        help: format!(
+            "ask the host's owner whether its host keys changed; if so, check the new key's fingerprint and record it (`ssh-keyscan -p {} -t {keyscan_type} {}`)",
+            p.port, p.address
+        ),
+    })
+}
+
+/// What a private key file says about itself before libssh2 tries it.
+#[derive(Debug, PartialEq)]
+pub enum KeyFileInfo {
+    /// OpenSSH format: algorithm and whether it is encrypted; its public key blob.
+    OpenSsh {
+        algorithm: String,
+        encrypted: bool,
+        public: Vec<u8>,
+    },
+    /// PEM (PKCS#1/PKCS#8/SEC1): whether its header says it is encrypted.
+    Pem { encrypted: bool },
+    /// Anything else: left to libssh2.
+    Unknown,
+}
+
+/// Reads the header (and, for OpenSSH keys, the unencrypted public part) of `path`.
+pub fn inspect_key_file(path: &Path) -> KeyFileInfo {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return KeyFileInfo::Unknown;
+    };
+    let text = text.trim_start();
+    if text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        return match ssh_key::PrivateKey::from_openssh(text) {
+            Ok(k) => KeyFileInfo::OpenSsh {
+                algorithm: k.algorithm().to_string(),
+                encrypted: k.is_encrypted(),
+                public: k.public_key().to_bytes().unwrap_or_default(),
+            },
+            Err(_) => KeyFileInfo::Unknown,
+        };
+    }
+    if text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return KeyFileInfo::Pem { encrypted: true };
+    }
+    if text.starts_with("-----BEGIN ") {
+        let header: String = text.lines().take(3).collect::<Vec<_>>().join("\n");
+        return KeyFileInfo::Pem {
+            encrypted: header.contains("Proc-Type: 4,ENCRYPTED"),
+        };
+    }
+    KeyFileInfo::Unknown
+}
+
+/// Key algorithms libssh2 signs with from a key file: not FIDO (`sk-`) keys, which need a
+/// security-key callback.
+fn libssh2_can_use(algorithm: &str) -> bool {
+    matches!(
+        algorithm,
+        "ssh-ed25519"
+            | "ssh-rsa"
+            | "ssh-dss"
+            | "ecdsa-sha2-nistp256"
+            | "ecdsa-sha2-nistp384"
+            | "ecdsa-sha2-nistp521"
+    )
+}
+
+/// `KEY-cert.pub`, where OpenSSH looks for a key's certificate.
+pub fn certificate_beside(key: &Path) -> std::path::PathBuf {
+    let mut s = key.as_os_str().to_owned();
+    s.push("-cert.pub");
+    s.into()
+}
+
+/// The public key blob inside an OpenSSH certificate file (`TYPE-cert-v01@openssh.com BASE64`).
+fn certified_key(cert: &Path) -> Option<Vec<u8>> {
+    let text = std::fs::read_to_string(cert).ok()?;
+    super::cert::Cert::parse_openssh(&text).ok().map(|c| c.key)
+}
+
+/// The public key blob of a key file, from the key (OpenSSH format) or `KEY.pub`.
+fn public_blob(key: &Path, info: &KeyFileInfo) -> Option<Vec<u8>> {
+    if let KeyFileInfo::OpenSsh { public, .. } = info
+        && !public.is_empty()
+    {
+        return Some(public.clone());
+    }
+    let mut s = key.as_os_str().to_owned();
+    s.push(".pub");
+    let text = std::fs::read_to_string(std::path::PathBuf::from(s)).ok()?;
+    ssh_key::PublicKey::from_openssh(text.trim())
+        .ok()?
+        .to_bytes()
+        .ok()
+}
+
+/// The blob of the key an agent identity (a key or a certificate) signs with.
+fn identity_key(blob: &[u8]) -> Vec<u8> {
+    match super::cert::Cert::parse(blob) {
+        Ok(c) => c.key,
+        Err(_) => blob.to_vec(),
     }
 }
 
@@ -238,22 +397,10 @@ impl SshSession {
         sess.set_compress(false);
         // Ask for the key types on record for this host (see recorded_algorithms); for a
         // new host, the type most hosts have.
+        // Certificate types first when a CA is trusted for the host.
         let known = known_hosts::load_with(&sess, &p.known_hosts, &p.known_hosts_also);
-        let recorded = known_hosts::recorded_algorithms(&known, &p.host_key_name, p.port);
-        let order: &[&str] = if recorded.is_empty() {
-            &[
-                "ssh-ed25519",
-                "ecdsa-sha2-nistp256",
-                "ecdsa-sha2-nistp384",
-                "ecdsa-sha2-nistp521",
-                "rsa-sha2-512",
-                "rsa-sha2-256",
-                "ssh-rsa",
-            ]
-        } else {
-            &recorded
-        };
-        prefer(&sess, ssh2::MethodType::HostKey, order);
+        let order = known_hosts::host_key_order(&known, &p.host_key_name, p.port);
+        prefer(&sess, ssh2::MethodType::HostKey, &order);
         prefer(&sess, ssh2::MethodType::CryptCs, UPLOAD_CIPHERS);
         prefer(&sess, ssh2::MethodType::CryptSc, DOWNLOAD_CIPHERS);
         let me = SshSession {
@@ -265,10 +412,15 @@ impl SshSession {
             params: std::sync::Arc::new(p.clone()),
             background: Default::default(),
         };
-        me.sess
-            .clone()
-            .handshake()
-            .map_err(|e| me.error("SSH handshake", e))?;
+        if let Err(e) = me.sess.clone().handshake() {
+            return Err(match known_hosts::narrowed(&known, &p.address, p.port) {
+                Some(recorded) if !matches!(e.code(), ErrorCode::Session(ERR_TIMEOUT)) => {
+                    host_key_type_mismatch(p, &recorded)
+                        .unwrap_or_else(|| me.error("SSH handshake", e))
+                }
+                _ => me.error("SSH handshake", e),
+            });
+        }
         known_hosts::verify(
             &me.sess,
             &known,
@@ -281,36 +433,163 @@ impl SshSession {
         Ok(me)
     }
 
+    /// Tries, in order: each key file (its certificates first), the agent's identities,
+    /// the password. A key that cannot be used (encrypted without `key_passphrase`, of a
+    /// type libssh2 lacks) is skipped and named if nothing else logs in; a server that hangs
+    /// up after too many failed keys is reported as such.
     fn authenticate(&self, p: &SshParams) -> Result<(), TransportError> {
         let mut tried = Vec::new();
         let mut last_err = None;
+        // Why a key was not usable: reported when nothing logs in.
+        let mut unusable: Vec<(String, String)> = Vec::new();
+        let mut attempts = 0usize;
+        let mut agent_offered = 0usize;
         let passphrase = p.key_passphrase.as_ref().map(|s| s.expose());
-        for key in p.keys.iter().filter(|k| k.is_file()) {
-            tried.push(format!("key {}", key.display()));
-            match self
-                .sess
-                .userauth_pubkey_file(&p.login, None, key, passphrase)
+        let mut key_blobs = Vec::new();
+        // sshd disconnects after `MaxAuthTries` failures; libssh2 reports the disconnect
+        // message as an unverified key ("Waiting for USERAUTH response"), and the end of
+        // the stream follows it by a moment, so the socket is asked then.
+        let hung_up = |e: &ssh2::Error| match e.code() {
+            ErrorCode::Session(c)
+                if [ERR_SOCKET_DISCONNECT, ERR_SOCKET_RECV, ERR_SOCKET_SEND].contains(&c) =>
             {
-                Ok(()) if self.sess.authenticated() => return Ok(()),
-                Ok(()) => {}
-                Err(e) => last_err = Some(e),
+                true
+            }
+            ErrorCode::Session(ERR_PUBKEY_UNVERIFIED) => self.peer_closed(300),
+            _ => false,
+        };
+        macro_rules! attempt {
+            ($what:expr, $call:expr) => {{
+                tried.push($what);
+                attempts += 1;
+                match $call {
+                    Ok(()) if self.sess.authenticated() => return Ok(()),
+                    Ok(()) => None,
+                    Err(e) => {
+                        let out = hung_up(&e);
+                        let code = e.code();
+                        last_err = Some(e);
+                        if out {
+                            return Err(self.too_many_failures(p, attempts, agent_offered));
+                        }
+                        Some(code)
+                    }
+                }
+            }};
+        }
+        for key in p.keys.iter().filter(|k| k.is_file()) {
+            let info = inspect_key_file(key);
+            let shown = key.display().to_string();
+            // Known before any check: under IdentitiesOnly the agent may hold this key
+            // unlocked even when its file cannot be used.
+            let public = public_blob(key, &info);
+            if let Some(b) = &public {
+                key_blobs.push(b.clone());
+            }
+            if let KeyFileInfo::OpenSsh { algorithm, .. } = &info
+                && !libssh2_can_use(algorithm)
+            {
+                unusable.push((
+                    shown.clone(),
+                    format!("the key {shown} is of type {algorithm}, which dropship's SSH library (libssh2) cannot sign with"),
+                ));
+                continue;
+            }
+            let encrypted = matches!(
+                info,
+                KeyFileInfo::OpenSsh {
+                    encrypted: true,
+                    ..
+                } | KeyFileInfo::Pem { encrypted: true }
+            );
+            if encrypted && passphrase.is_none() {
+                unusable.push((
+                    shown.clone(),
+                    format!("the key {shown} is encrypted: set `key_passphrase`"),
+                ));
+                continue;
+            }
+            let mut certs = Vec::new();
+            let beside = certificate_beside(key);
+            if beside.is_file() {
+                certs.push(beside);
+            }
+            for c in &p.certificates {
+                if !certs.contains(c)
+                    && c.is_file()
+                    && (public.is_none() || certified_key(c) == public)
+                {
+                    certs.push(c.clone());
+                }
+            }
+            for cert in &certs {
+                attempt!(
+                    format!("certificate {}", cert.display()),
+                    self.sess
+                        .userauth_pubkey_file(&p.login, Some(cert), key, passphrase)
+                );
+            }
+            let code = attempt!(
+                format!("key {shown}"),
+                self.sess
+                    .userauth_pubkey_file(&p.login, None, key, passphrase)
+            );
+            if encrypted && code == Some(ErrorCode::Session(ERR_FILE)) {
+                unusable.push((
+                    shown.clone(),
+                    format!("the key {shown} could not be decrypted with `key_passphrase` (wrong passphrase?)"),
+                ));
             }
         }
-        if p.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-            tried.push("ssh-agent".to_owned());
-            match self.sess.userauth_agent(&p.login) {
-                Ok(()) if self.sess.authenticated() => return Ok(()),
-                Ok(()) => {}
-                Err(e) => last_err = Some(e),
+        let agent_sock = p
+            .agent
+            .clone()
+            .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(Into::into));
+        if p.use_agent
+            && let Some(sock) = agent_sock
+            && let Ok(mut agent) = self.sess.agent()
+        {
+            let listed = agent
+                .set_identity_path(&sock)
+                .and_then(|()| agent.connect())
+                .and_then(|()| agent.list_identities())
+                .and_then(|()| agent.identities());
+            match listed {
+                Ok(ids) => {
+                    tried.push(format!("ssh-agent ({} keys)", ids.len()));
+                    for id in ids {
+                        if p.identities_only && !key_blobs.contains(&identity_key(id.blob())) {
+                            continue;
+                        }
+                        agent_offered += 1;
+                        attempts += 1;
+                        match agent.userauth(&p.login, &id) {
+                            Ok(()) if self.sess.authenticated() => {
+                                let _ = agent.disconnect();
+                                return Ok(());
+                            }
+                            Ok(()) => {}
+                            Err(e) => {
+                                if hung_up(&e) {
+                                    return Err(self.too_many_failures(p, attempts, agent_offered));
+                                }
+                                last_err = Some(e);
+                            }
+                        }
+                    }
+                    let _ = agent.disconnect();
+                }
+                Err(e) => tried.push(format!(
+                    "ssh-agent at {} (unreachable: {e})",
+                    sock.display()
+                )),
             }
         }
         if let Some((password, source)) = &p.password {
-            tried.push(format!("password from {}", source.as_str()));
-            match self.sess.userauth_password(&p.login, password.expose()) {
-                Ok(()) if self.sess.authenticated() => return Ok(()),
-                Ok(()) => {}
-                Err(e) => last_err = Some(e),
-            }
+            attempt!(
+                format!("password from {}", source.as_str()),
+                self.sess.userauth_password(&p.login, password.expose())
+            );
         }
         // A dropped connection during login is a network problem, not a wrong password.
         if let Some(e) = &last_err
@@ -318,6 +597,30 @@ impl SshSession {
             && ![ERR_AUTH_FAILED, ERR_PUBKEY_UNVERIFIED, ERR_FILE].contains(&code)
         {
             return Err(self.error("login", last_err.unwrap()));
+        }
+        if let Some((_, why)) = unusable.first() {
+            return Err(TransportError::Ssh {
+                host: self.host.clone(),
+                detail: if unusable.len() == 1 {
+                    format!("login as `{}` refused: {why}", p.login)
+                } else {
+                    format!(
+                        "login as `{}` refused: {}",
+                        p.login,
+                        unusable
+                            .iter()
+                            .map(|(_, w)| w.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                },
+                help: if why.contains("key_passphrase") {
+                    "set `key_passphrase = netrc` in the rule and the passphrase as the password of the host's netrc entry, or use a key without passphrase (or ssh-agent)".to_owned()
+                } else {
+                    "use an ed25519, ecdsa or rsa key (`key =` in the rule), or ssh-agent"
+                        .to_owned()
+                },
+            });
         }
         Err(TransportError::Auth {
             host: self.host.clone(),
@@ -332,10 +635,65 @@ impl SshSession {
         })
     }
 
+    /// Whether the server closes the connection within `ms` (end of stream on the socket).
+    fn peer_closed(&self, ms: i32) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the session's own socket.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: a one-byte peek into a local buffer on the session's own socket.
+        let n = unsafe {
+            libc::recv(
+                self.fd,
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0
+    }
+
+    /// The server hung up during login after `attempts` tries: what OpenSSH's sshd does after
+    /// `MaxAuthTries` (6 by default) failures, typically an agent holding many keys.
+    fn too_many_failures(&self, p: &SshParams, attempts: usize, agent: usize) -> TransportError {
+        let detail = if agent > 0 {
+            format!(
+                "too many authentication failures: the server closed the connection after {attempts} attempts as `{}`; the agent offered {agent} keys",
+                p.login
+            )
+        } else {
+            format!(
+                "too many authentication failures: the server closed the connection after {attempts} attempts as `{}`",
+                p.login
+            )
+        };
+        TransportError::Ssh {
+            host: self.host.clone(),
+            detail,
+            help: "name the key to use (`key =` in the rule, or `IdentityFile` with `IdentitiesOnly yes` in ~/.ssh/config), or raise the server's `MaxAuthTries`".to_owned(),
+        }
+    }
+
     /// Maps a libssh2 error during `op` to a classified error.
     fn error(&self, op: &str, e: ssh2::Error) -> TransportError {
         match e.code() {
             ErrorCode::Session(ERR_TIMEOUT) => self.stalled(op),
+            ErrorCode::Session(ERR_CHANNEL_FAILURE | ERR_CHANNEL_REQUEST_DENIED)
+                if op == OP_START_SFTP =>
+            {
+                TransportError::Ssh {
+                    host: self.host.clone(),
+                    detail: format!("the server offers no SFTP ({e})"),
+                    help: "use `protocol = scp`, or enable the server's `Subsystem sftp`"
+                        .to_owned(),
+                }
+            }
             ErrorCode::SFTP(FX_PERMISSION_DENIED) => self.permission(op, "", e.to_string()),
             ErrorCode::SFTP(
                 code @ (FX_BAD_MESSAGE | FX_NO_SPACE_ON_FILESYSTEM | FX_QUOTA_EXCEEDED),
@@ -616,10 +974,7 @@ impl SshSession {
     pub fn into_connection(self, protocol: Protocol) -> Result<Connection, TransportError> {
         let files: Box<dyn Files> = match protocol {
             Protocol::Sftp => {
-                let sftp = self
-                    .sess
-                    .sftp()
-                    .map_err(|e| self.error("starting SFTP", e))?;
+                let sftp = self.sess.sftp().map_err(|e| self.error(OP_START_SFTP, e))?;
                 Box::new(SftpFiles {
                     ssh: self.clone(),
                     sftp,
@@ -927,7 +1282,7 @@ impl SftpFiles {
             let sftp = second
                 .sess
                 .sftp()
-                .map_err(|e| second.error("starting SFTP", e))?;
+                .map_err(|e| second.error(OP_START_SFTP, e))?;
             Ok((second, sftp))
         });
         let (second, sftp2) = match opened {
@@ -1364,5 +1719,38 @@ mod tests {
             assert_eq!(code, 0, "{sh}");
             assert!(out.starts_with(SH_MARKER), "{sh}: {out}");
         }
+    }
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+
+    #[test]
+    fn key_files_say_whether_they_are_encrypted() {
+        let dir = std::env::temp_dir().join(format!("dropship-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert_eq!(inspect_key_file(&pem), KeyFileInfo::Pem { encrypted: true });
+        std::fs::write(&pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n").unwrap();
+        assert_eq!(inspect_key_file(&pem), KeyFileInfo::Pem { encrypted: true });
+        std::fs::write(&pem, "-----BEGIN EC PRIVATE KEY-----\nAAAA\n").unwrap();
+        assert_eq!(
+            inspect_key_file(&pem),
+            KeyFileInfo::Pem { encrypted: false }
+        );
+        std::fs::write(&pem, "not a key").unwrap();
+        assert_eq!(inspect_key_file(&pem), KeyFileInfo::Unknown);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            certificate_beside(Path::new("/k/id_ed25519")),
+            Path::new("/k/id_ed25519-cert.pub")
+        );
+        assert!(libssh2_can_use("ssh-ed25519") && !libssh2_can_use("sk-ssh-ed25519@openssh.com"));
     }
 }

@@ -79,6 +79,7 @@ pub struct SshServerBuilder {
     extra_listen: Vec<Ipv4Addr>,
     config_lines: Vec<String>,
     authorized_keys: Vec<String>,
+    no_sftp: bool,
 }
 
 impl SshServerBuilder {
@@ -110,6 +111,13 @@ impl SshServerBuilder {
     /// `Match` blocks belong at the end and are not supported here.
     pub fn config_line(mut self, line: impl Into<String>) -> Self {
         self.config_lines.push(line.into());
+        self
+    }
+
+    /// Leaves out `Subsystem sftp` (a server that refuses SFTP); a second `Subsystem sftp`
+    /// line would make sshd refuse its config, so [`Self::config_line`] cannot do this.
+    pub fn no_sftp(mut self) -> Self {
+        self.no_sftp = true;
         self
     }
 
@@ -226,7 +234,6 @@ impl SshServerBuilder {
              PasswordAuthentication yes\n\
              PubkeyAuthentication yes\n\
              KbdInteractiveAuthentication no\n\
-             Subsystem sftp internal-sftp\n\
              MaxStartups 200:30:400\n\
              MaxSessions 100\n\
              LoginGraceTime 60\n\
@@ -236,6 +243,9 @@ impl SshServerBuilder {
              X11Forwarding no\n\
              LogLevel VERBOSE\n",
         );
+        if !self.no_sftp {
+            c.push_str("Subsystem sftp internal-sftp\n");
+        }
         // 9.8+ throttles source addresses after failed logins, which parallel tests on
         // 127.0.0.1 trip over.
         if sshd_version() >= (9, 8) {

@@ -787,9 +787,11 @@ static int agent_sign(LIBSSH2_SESSION *session,
 
         /* flags */
         if(session->userauth_pblc_method && *session->userauth_pblc_method) {
-            if(!strcmp(session->userauth_pblc_method, "rsa-sha2-512"))
+            /* also "rsa-sha2-*-cert-v01@openssh.com": an RSA certificate is
+               signed like its key (dropship patch, see vendor/README.md) */
+            if(!strncmp(session->userauth_pblc_method, "rsa-sha2-512", 12))
                 sign_flags = SSH_AGENT_RSA_SHA2_512;
-            else if(!strcmp(session->userauth_pblc_method, "rsa-sha2-256"))
+            else if(!strncmp(session->userauth_pblc_method, "rsa-sha2-256", 12))
                 sign_flags = SSH_AGENT_RSA_SHA2_256;
         }
         ssh2_store_u32(&s, sign_flags);
