@@ -549,7 +549,7 @@ fn probe_ftp_rule_with_commands_over_ssh() {
     let env = Env::new("probe_ftp_with_commands").known(&ssh);
     env.dest.write_file("VERSION", b"7.0\n");
     env.config(&format!(
-        "[legacy\\.zip]\nhost = 127.0.0.1:{}\nprotocol = ftp\nssh_port = {}\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {d}\nupgrade = unzip -o {{path}}\nversion_cmd = cat {d}/VERSION\ntimeout = 10s\n",
+        "[legacy\\.zip]\nhost = 127.0.0.1:{}\nprotocol = ftp\nssh_port = {}\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ndest_dir = {d}\nlock_path = {d}/.dropship.lock\nupgrade = unzip -o {{path}}\nversion_cmd = cat {d}/VERSION\ntimeout = 10s\n",
         ftp.port(),
         ssh.port(),
         d = env.dest.as_str()
