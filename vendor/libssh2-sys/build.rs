@@ -30,6 +30,9 @@ fn main() {
     // can lead to having two copies of libssl loaded at once.
     // See https://github.com/alexcrichton/ssh2-rs/pull/88
     println!("cargo:rerun-if-env-changed=LIBSSH2_SYS_USE_PKG_CONFIG");
+    // The vendored C sources carry dropship's patches (vendor/README.md): an edited source
+    // must rebuild the library, or a checkout keeps linking the old one.
+    println!("cargo:rerun-if-changed=libssh2");
     if env::var("LIBSSH2_SYS_USE_PKG_CONFIG").is_ok() {
         if zlib_ng_compat {
             panic!(
