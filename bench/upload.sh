@@ -31,8 +31,8 @@
 #
 # Servers (root): sshd with its own host key and authorized key on a free 127.0.0.1 port
 # (LogLevel DEBUG1, only to read the negotiated cipher of every connection); vsftpd with
-# plain FTP and explicit FTPS (self-signed cert, require_ssl_reuse=NO, which suppaftp +
-# native-tls need) for a throwaway local user. Everything, including the 1 GiB files and
+# plain FTP and explicit FTPS (self-signed cert, vsftpd's default require_ssl_reuse=YES:
+# dropship resumes the TLS session on data connections, as curl does) for a throwaway local user. Everything, including the 1 GiB files and
 # the user, is removed on exit.
 set -euo pipefail
 
@@ -190,7 +190,6 @@ rsa_cert_file=$W/ftp.crt
 rsa_private_key_file=$W/ftp.key
 force_local_logins_ssl=NO
 force_local_data_ssl=NO
-require_ssl_reuse=NO
 EOF
 sh -c "$CG_EXEC" "${CG:+$CG/srv}" /usr/sbin/vsftpd "$W/vsftpd.conf" 2>"$W/vsftpd.log" &
 PIDS+=($!)
