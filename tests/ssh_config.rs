@@ -379,28 +379,3 @@ fn check_report_shows_the_port_from_ssh_config() {
     assert!(out.contains(&c.line_of(&c.path, "Port 2299")), "{out}");
     assert!(out.contains("REFUSED"), "{out}");
 }
-
-/// Not a timed test: prints what 1,000 lookups cost (run with --ignored --nocapture).
-#[test]
-#[ignore]
-fn lookup_cost_of_a_thousand_hosts() {
-    if !have_ssh("cost") {
-        return;
-    }
-    let c = Cfg::new(
-        "Host web*\n  User deploy\n  Port 2222\nMatch originalhost web1*\n  IdentityFile /k/%h\n",
-    );
-    let hosts: Vec<String> = (0..1000).map(|i| format!("web{i}")).collect();
-    let text = rule(&hosts.join(" "), "");
-    let start = std::time::Instant::now();
-    let p = plan(&text, &c.hosts()).unwrap();
-    let parallel = start.elapsed();
-    assert_eq!(p.targets.len(), 1000);
-    let ssh = c.hosts();
-    let start = std::time::Instant::now();
-    for h in &hosts {
-        ssh.lookup(h, None, None).unwrap();
-    }
-    let serial = start.elapsed();
-    eprintln!("1000 hosts: Plan::build (prefetch) {parallel:?}, serial lookups {serial:?}");
-}

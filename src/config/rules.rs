@@ -1159,25 +1159,4 @@ mod tests {
         );
         assert_eq!(warnings.len(), 1, "{warnings:?}");
     }
-
-    /// Not a timed assertion: prints how long the shadowed-rule check takes on
-    /// `DROPSHIP_SHADOW_RULES` rules (default 10,000).
-    /// `cargo test --lib shadow_check_timing -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a measurement, run by hand"]
-    fn shadow_check_timing() {
-        let n = std::env::var("DROPSHIP_SHADOW_RULES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000);
-        let rules = rules_of(&many_rules_text(n));
-        let start = std::time::Instant::now();
-        let warnings = shadow_warnings(&rules, Path::new("t.cfg"));
-        println!(
-            "shadowed-rule check of {} rules: {:?} ({} warnings)",
-            rules.len(),
-            start.elapsed(),
-            warnings.len()
-        );
-    }
 }
