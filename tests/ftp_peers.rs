@@ -4,104 +4,16 @@
 
 mod support;
 
-use dropship::config::Config;
-use dropship::plan::{Plan, Stamp};
-use dropship::transport::known_hosts::KnownHostsFiles;
-use dropship::transport::upload::{self, Delivered, Job, RetryPolicy};
-use dropship::transport::{self, Connection, TransferEvent, TransportError};
+use dropship::plan::Plan;
+use dropship::transport::upload;
+use dropship::transport::{TransferEvent, TransportError};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use support::peers::Peer;
-use support::{FtpServer, ScratchDir, TEST_PASSWORD, TEST_USER};
-
-fn bundle(dir: &Path, name: &str, len: usize) -> PathBuf {
-    let path = dir.join(name);
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
-    std::fs::write(&path, data).unwrap();
-    path
-}
-
-fn sha(path: &Path) -> String {
-    transport::local_sha256(path, None).unwrap()
-}
-
-struct Rig {
-    local: tempfile::TempDir,
-    known: KnownHostsFiles,
-    dest: ScratchDir,
-}
-
-impl Rig {
-    fn new(test: &str) -> Rig {
-        let local = tempfile::tempdir().unwrap();
-        let known = KnownHostsFiles {
-            user: Some(local.path().join("user_known_hosts")),
-            dropship: local.path().join("state").join("known_hosts"),
-        };
-        Rig {
-            local,
-            known,
-            dest: support::scratch_dir(test),
-        }
-    }
-
-    fn plan(&self, protocol: &str, addr: SocketAddr, dest: &str, extra: &str, name: &str) -> Plan {
-        let text = format!(
-            "[DEFAULT]\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 10s\nretries = 3\n\n[.*]\nhost = {}:{}\nprotocol = {protocol}\ndest_dir = {dest}\n{extra}\n",
-            addr.ip(),
-            addr.port()
-        );
-        let config =
-            Config::parse(&text, Path::new("test.cfg")).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        Plan::build(
-            &config,
-            &dropship::config::Netrc::empty(),
-            &dropship::config::SshHosts::empty(),
-            name,
-            Stamp::parse("20261121_101500").unwrap(),
-        )
-        .unwrap()
-    }
-
-    fn deliver(
-        &self,
-        plan: &Plan,
-        local: &Path,
-    ) -> (
-        Result<(Connection, Delivered), TransportError>,
-        Vec<TransferEvent>,
-    ) {
-        let target = &plan.targets[0];
-        let events = Mutex::new(Vec::new());
-        let mut policy = RetryPolicy::new(plan.rule.retries);
-        policy.base_delay = std::time::Duration::from_millis(50);
-        let job = Job {
-            host: &target.host.name,
-            local,
-            local_sha256: None,
-            dest_dir: &target.dest_dir,
-            remote_path: &target.remote_path,
-            policy,
-            cancel: &|| false,
-        };
-        let result = upload::deliver(
-            &job,
-            &mut || transport::connect(target, &plan.rule, &self.known),
-            &|e| events.lock().unwrap().push(e),
-        );
-        (result, events.into_inner().unwrap())
-    }
-}
-
-fn retries(events: &[TransferEvent]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, TransferEvent::Retrying { .. }))
-        .count()
-}
+use support::upload::{Rig, bundle, retries, sha};
+use support::{FtpServer, TEST_PASSWORD, TEST_USER};
 
 fn restarts(events: &[TransferEvent]) -> Vec<String> {
     events
@@ -126,7 +38,7 @@ fn roundtrip(
     for (i, len) in [0usize, 1, 65537, 3 << 20].into_iter().enumerate() {
         let name = format!("app-{i}-1.0.tgz");
         let local = bundle(rig.local.path(), &name, len);
-        let plan = rig.plan(protocol, addr, &dest, extra, &name);
+        let plan = rig.plan(&rig.config(protocol, addr, &dest, extra), &name);
         let (result, events) = rig.deliver(&plan, &local);
         let (_, delivered) = result.unwrap_or_else(|e| {
             panic!(
@@ -158,14 +70,14 @@ fn vsftpd_ftps_with_its_default_session_reuse() {
     };
     let conf = std::fs::read_to_string(server.config_path()).unwrap();
     assert!(!conf.contains("require_ssl_reuse"), "{conf}");
-    let rig = Rig::new("vsftpd_ftps_reuse");
+    let rig = Rig::new("vsftpd_ftps_reuse").with_timeout("10s");
     let ca = format!("tls_ca = {}", server.ca_pem().display());
     roundtrip("vsftpd", "ftps", server.addr(), &rig, &ca, &|| server.log());
     roundtrip(
         "vsftpd",
         "ftp",
         FtpServer::start().addr(),
-        &Rig::new("vsftpd_ftp"),
+        &Rig::new("vsftpd_ftp").with_timeout("10s"),
         "",
         &|| String::new(),
     );
@@ -226,7 +138,7 @@ fn peer_roundtrips(peer: Peer, test: &str) {
         peer.name(),
         "ftp",
         plain.addr(),
-        &Rig::new(test),
+        &Rig::new(test).with_timeout("10s"),
         "",
         &|| plain.log(),
     );
@@ -236,7 +148,7 @@ fn peer_roundtrips(peer: Peer, test: &str) {
         peer.name(),
         "ftps",
         tls.addr(),
-        &Rig::new(test),
+        &Rig::new(test).with_timeout("10s"),
         &ca,
         &|| tls.log(),
     );
@@ -282,9 +194,12 @@ fn proftpd_refuses_append_so_the_part_starts_over() {
     let Some(server) = Peer::Proftpd.start_or_skip("proftpd_refuses_append", false) else {
         return;
     };
-    let rig = Rig::new("proftpd_refuses_append");
+    let rig = Rig::new("proftpd_refuses_append").with_timeout("10s");
     let local = bundle(rig.local.path(), "app-2.0.tgz", 1 << 20);
-    let plan = rig.plan("ftp", server.addr(), rig.dest.as_str(), "", "app-2.0.tgz");
+    let plan = rig.plan(
+        &rig.config("ftp", server.addr(), rig.dest.as_str(), ""),
+        "app-2.0.tgz",
+    );
     leftover_part(&plan, &local, 300_000);
     let (result, events) = rig.deliver(&plan, &local);
     result.unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
@@ -301,9 +216,12 @@ fn part_longer_than_the_bundle_starts_over() {
     let Some(server) = support::ftp_server_or_skip("part_longer_than_the_bundle") else {
         return;
     };
-    let rig = Rig::new("part_longer_than_the_bundle");
+    let rig = Rig::new("part_longer_than_the_bundle").with_timeout("10s");
     let local = bundle(rig.local.path(), "app-3.0.tgz", 100_000);
-    let plan = rig.plan("ftp", server.addr(), rig.dest.as_str(), "", "app-3.0.tgz");
+    let plan = rig.plan(
+        &rig.config("ftp", server.addr(), rig.dest.as_str(), ""),
+        "app-3.0.tgz",
+    );
     leftover_part(&plan, &local, 150_000);
     let (result, events) = rig.deliver(&plan, &local);
     result.unwrap_or_else(|e| panic!("{e}"));
@@ -344,11 +262,11 @@ fn full_disk_is_reported_not_retried_and_the_part_removed() {
     let Some(server) = support::ftp_server_or_skip("full_disk_is_reported") else {
         return;
     };
-    let rig = Rig::new("full_disk_is_reported");
+    let rig = Rig::new("full_disk_is_reported").with_timeout("10s");
     let disk = SmallDisk::mount(rig.dest.join("small"));
     let local = bundle(rig.local.path(), "app-4.0.tgz", 4 << 20);
     let dest = disk.0.display().to_string();
-    let plan = rig.plan("ftp", server.addr(), &dest, "", "app-4.0.tgz");
+    let plan = rig.plan(&rig.config("ftp", server.addr(), &dest, ""), "app-4.0.tgz");
     let (result, events) = rig.deliver(&plan, &local);
     let err = result.err().expect("a full disk must fail the upload");
     let text = err.to_string();

@@ -4,150 +4,15 @@
 mod support;
 
 use dropship::config::Config;
-use dropship::plan::{Plan, Stamp};
-use dropship::transport::known_hosts::KnownHostsFiles;
-use dropship::transport::upload::{self, Delivered, Job, RetryPolicy};
-use dropship::transport::{self, Connection, TransferEvent, TransportError};
+use dropship::transport::upload;
+use dropship::transport::{self, TransferEvent, TransportError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use support::{FaultProxy, FtpProxies, FtpServer, ScratchDir, SshServer, TEST_PASSWORD, TEST_USER};
-
-/// A bundle on local disk with deterministic content.
-fn bundle(dir: &Path, name: &str, len: usize) -> PathBuf {
-    let path = dir.join(name);
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
-    std::fs::write(&path, data).unwrap();
-    path
-}
-
-fn sha(path: &Path) -> String {
-    transport::local_sha256(path, None).unwrap()
-}
-
-/// Everything one upload needs: a config naming the server, known_hosts files, a scratch
-/// destination in the test user's home.
-struct Rig {
-    local: tempfile::TempDir,
-    known: KnownHostsFiles,
-    dest: ScratchDir,
-}
-
-impl Rig {
-    fn new(test: &str) -> Rig {
-        let local = tempfile::tempdir().unwrap();
-        let known = KnownHostsFiles {
-            user: Some(local.path().join("user_known_hosts")),
-            dropship: local.path().join("state").join("known_hosts"),
-        };
-        Rig {
-            local,
-            known,
-            dest: support::scratch_dir(test),
-        }
-    }
-
-    fn trust(&self, server: &SshServer) {
-        server.write_known_hosts(self.known.user.as_ref().unwrap());
-    }
-
-    /// A config with one catch-all rule for `addr` over `protocol`; `extra` adds keys to
-    /// the rule or overrides the [DEFAULT]s (the real password has `;`, `#` and a space).
-    fn config(&self, protocol: &str, addr: SocketAddr, dest: &str, extra: &str) -> Config {
-        let text = format!(
-            "[DEFAULT]\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\ntimeout = 5s\nretries = 3\n\n[.*]\nhost = {}:{}\nprotocol = {protocol}\ndest_dir = {dest}\n{extra}\n",
-            addr.ip(),
-            addr.port()
-        );
-        Config::parse(&text, Path::new("test.cfg")).unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
-
-    fn plan(&self, config: &Config, name: &str) -> Plan {
-        Plan::build(
-            config,
-            &dropship::config::Netrc::empty(),
-            &dropship::config::SshHosts::empty(),
-            name,
-            Stamp::parse("20261121_101500").unwrap(),
-        )
-        .unwrap()
-    }
-}
-
-/// Runs the safe upload of `local` for the plan's first target, collecting events.
-fn deliver(
-    rig: &Rig,
-    plan: &Plan,
-    local: &Path,
-) -> (
-    Result<(Connection, Delivered), TransportError>,
-    Vec<TransferEvent>,
-) {
-    deliver_until(rig, plan, local, &|| false)
-}
-
-/// [`deliver`], stopped as soon as `cancel` says so.
-fn deliver_until(
-    rig: &Rig,
-    plan: &Plan,
-    local: &Path,
-    cancel: &dyn Fn() -> bool,
-) -> (
-    Result<(Connection, Delivered), TransportError>,
-    Vec<TransferEvent>,
-) {
-    let (result, events) = deliver_timed(rig, plan, local, cancel);
-    (result, events.into_iter().map(|(_, e)| e).collect())
-}
-
-/// [`deliver_until`], with the time each event arrived.
-fn deliver_timed(
-    rig: &Rig,
-    plan: &Plan,
-    local: &Path,
-    cancel: &dyn Fn() -> bool,
-) -> (Outcome, Vec<(std::time::Instant, TransferEvent)>) {
-    let target = &plan.targets[0];
-    let events = Mutex::new(Vec::new());
-    let mut policy = RetryPolicy::new(plan.rule.retries);
-    policy.base_delay = std::time::Duration::from_millis(50);
-    let job = Job {
-        host: &target.host.name,
-        local,
-        local_sha256: None,
-        dest_dir: &target.dest_dir,
-        remote_path: &target.remote_path,
-        policy,
-        cancel,
-    };
-    let result = upload::deliver(
-        &job,
-        &mut || transport::connect(target, &plan.rule, &rig.known),
-        &|e| events.lock().unwrap().push((std::time::Instant::now(), e)),
-    );
-    (result, events.into_inner().unwrap())
-}
-
-type Outcome = Result<(Connection, Delivered), TransportError>;
-
-fn retries(events: &[TransferEvent]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, TransferEvent::Retrying { .. }))
-        .count()
-}
-
-fn resumed_from(events: &[TransferEvent]) -> Vec<u64> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            TransferEvent::Started { resume_from, .. } => Some(*resume_from),
-            _ => None,
-        })
-        .collect()
-}
+use support::upload::{Rig, bundle, resumed_from, retries, sha};
+use support::{FaultProxy, FtpProxies, FtpServer, SshServer};
 
 /// Uploads files of awkward sizes and names into a nested directory; each must arrive
 /// byte for byte, with no `.part` left behind.
@@ -159,7 +24,7 @@ fn roundtrip(protocol: &str, addr: SocketAddr, rig: &Rig, extra: &str) {
         let name = format!("app ü {i}-1.0.tgz");
         let local = bundle(rig.local.path(), &name, len);
         let plan = rig.plan(&config, &name);
-        let (result, events) = deliver(rig, &plan, &local);
+        let (result, events) = rig.deliver(&plan, &local);
         let (_, delivered) = result.unwrap_or_else(|e| panic!("{protocol} {len} bytes: {e}"));
         let remote = PathBuf::from(&plan.targets[0].remote_path);
         assert_eq!(sha(&remote), sha(&local), "{protocol}: {len} bytes differ");
@@ -214,7 +79,7 @@ fn ftps_roundtrip_verifies_the_certificate() {
     // Without the CA the self-signed certificate is refused, and not retried.
     let config = rig.config("ftps", server.addr(), rig.dest.as_str(), "");
     let local = bundle(rig.local.path(), "x.tgz", 10);
-    let (result, events) = deliver(&rig, &rig.plan(&config, "x.tgz"), &local);
+    let (result, events) = rig.deliver(&rig.plan(&config, "x.tgz"), &local);
     let err = result
         .err()
         .expect("an unverifiable certificate must be refused");
@@ -236,7 +101,7 @@ fn ftp_with_commands_verifies_sha256_over_ssh() {
     let extra = format!("ssh_port = {}\nupgrade = true", ssh.port());
     let config = rig.config("ftp", ftp.addr(), rig.dest.as_str(), &extra);
     let local = bundle(rig.local.path(), "app-2.tgz", 100_000);
-    let (result, _) = deliver(&rig, &rig.plan(&config, "app-2.tgz"), &local);
+    let (result, _) = rig.deliver(&rig.plan(&config, "app-2.tgz"), &local);
     let (_, delivered) = result.unwrap();
     assert_eq!(delivered.sha256, Some(sha(&local)));
 }
@@ -268,7 +133,7 @@ fn existing_file_is_replaced_atomically() {
             }
             seen
         });
-        let (result, _) = deliver(&rig, &rig.plan(&config, "app-3.tgz"), &local);
+        let (result, _) = rig.deliver(&rig.plan(&config, "app-3.tgz"), &local);
         result.unwrap();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let seen = reader.join().unwrap();
@@ -300,7 +165,7 @@ fn assert_wrong_password(protocol: &str, proxy: &FaultProxy, rig: &Rig) {
     );
     let local = bundle(rig.local.path(), "a.tgz", 10);
     let before = proxy.connections();
-    let (result, events) = deliver(rig, &rig.plan(&config, "a.tgz"), &local);
+    let (result, events) = rig.deliver(&rig.plan(&config, "a.tgz"), &local);
     let err = result.err().expect("wrong password must fail");
     let msg = err.to_string();
     assert!(
@@ -354,7 +219,7 @@ fn unwritable_dest_dir_is_a_clear_permission_error() {
         ("ftp", ftp.addr()),
     ] {
         let config = rig.config(protocol, addr, &dest, "");
-        let (result, events) = deliver(&rig, &rig.plan(&config, "a.tgz"), &local);
+        let (result, events) = rig.deliver(&rig.plan(&config, "a.tgz"), &local);
         let err = result.err().expect("must fail");
         assert!(
             matches!(err, TransportError::Permission { .. }),
@@ -379,7 +244,7 @@ fn host_keys_strict_and_accept_new() {
             rig.dest.as_str(),
             &format!("host_key = {policy}"),
         );
-        deliver(&rig, &rig.plan(&config, "a.tgz"), &local)
+        rig.deliver(&rig.plan(&config, "a.tgz"), &local)
     };
 
     // Unknown under strict: refused with type and fingerprint, nothing recorded.
@@ -434,7 +299,7 @@ fn sftp_cut_connection_resumes_from_verified_prefix() {
     let config = rig.config("sftp", proxy.addr(), rig.dest.as_str(), "");
     let local = bundle(rig.local.path(), "big-1.tgz", 20 << 20);
     let plan = rig.plan(&config, "big-1.tgz");
-    let (result, events) = deliver(&rig, &plan, &local);
+    let (result, events) = rig.deliver(&plan, &local);
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     assert_eq!(proxy.cuts(), 1);
     assert!(retries(&events) >= 1, "{events:?}");
@@ -459,7 +324,7 @@ fn scp_cut_connection_restarts_and_completes() {
     let local = bundle(rig.local.path(), "big-2.tgz", 8 << 20);
     let plan = rig.plan(&config, "big-2.tgz");
     let final_path = PathBuf::from(&plan.targets[0].remote_path);
-    let (result, events) = deliver(&rig, &plan, &local);
+    let (result, events) = rig.deliver(&plan, &local);
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     assert!(retries(&events) >= 1);
     assert_eq!(sha(&final_path), sha(&local));
@@ -483,7 +348,7 @@ fn ftp_cut_data_connection_resumes_with_appe() {
     let local = bundle(rig.local.path(), "big-3.tgz", 16 << 20);
     let plan = rig.plan(&config, "big-3.tgz");
     let final_path = PathBuf::from(&plan.targets[0].remote_path);
-    let (result, events) = deliver(&rig, &plan, &local);
+    let (result, events) = rig.deliver(&plan, &local);
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     assert_eq!(proxies.data.cuts(), 1);
     let starts = resumed_from(&events);
@@ -508,7 +373,7 @@ fn stalled_server_hits_the_io_timeout() {
     );
     let local = bundle(rig.local.path(), "big-4.tgz", 8 << 20);
     let plan = rig.plan(&config, "big-4.tgz");
-    let (result, _) = deliver(&rig, &plan, &local);
+    let (result, _) = rig.deliver(&plan, &local);
     let err = result.err().expect("a stalled upload must time out");
     assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
     assert!(!Path::new(&plan.targets[0].remote_path).exists());
@@ -541,7 +406,7 @@ fn corrupted_upload_fails_verification_and_is_retried() {
     let config = rig.config("ftp", proxies.control_addr(), rig.dest.as_str(), &extra);
     let local = bundle(rig.local.path(), "app-c.tgz", 200_000);
     let plan = rig.plan(&config, "app-c.tgz");
-    let (result, events) = deliver(&rig, &plan, &local);
+    let (result, events) = rig.deliver(&plan, &local);
     let (_, delivered) = result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     let retried: Vec<&TransferEvent> = events
         .iter()
@@ -569,7 +434,7 @@ fn cancel_stops_an_upload_mid_way() {
     // Cancel once the first megabytes are on the host.
     let part = PathBuf::from(upload::part_path(&plan.targets[0].remote_path));
     let cancel = || std::fs::metadata(&part).is_ok_and(|m| m.len() >= 2 << 20);
-    let (result, _) = deliver_until(&rig, &plan, &local, &cancel);
+    let (result, _) = rig.deliver_until(&plan, &local, &cancel);
     let err = result.err().expect("a cancelled upload must stop");
     assert!(matches!(err, TransportError::Cancelled { .. }), "{err}");
     let written = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
@@ -591,7 +456,7 @@ fn large_sftp_upload_goes_over_two_sessions() {
     let config = rig.config("sftp", proxy.addr(), rig.dest.as_str(), "");
     let local = bundle(rig.local.path(), "big-2s.tgz", 96 << 20);
     let plan = rig.plan(&config, "big-2s.tgz");
-    let (result, events) = deliver(&rig, &plan, &local);
+    let (result, events) = rig.deliver(&plan, &local);
     let (_, delivered) = result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     assert_eq!(delivered.attempts, 1);
     assert_eq!(proxy.connections(), 2, "one upload, two sessions");
@@ -609,7 +474,7 @@ fn large_sftp_upload_goes_over_two_sessions() {
     let local = bundle(rig.local.path(), "big-2t.tgz", 96 << 20);
     let plan = rig.plan(&config, "big-2t.tgz");
     let before = proxy.bytes_up();
-    let (result, events) = deliver(&rig, &plan, &local);
+    let (result, events) = rig.deliver(&plan, &local);
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     let starts = resumed_from(&events);
     assert!(
@@ -649,7 +514,7 @@ fn host_known_only_by_its_ecdsa_key_is_not_reported_changed() {
         "host_key = strict",
     );
     let local = bundle(rig.local.path(), "a.tgz", 10);
-    let (result, _) = deliver(&rig, &rig.plan(&config, "a.tgz"), &local);
+    let (result, _) = rig.deliver(&rig.plan(&config, "a.tgz"), &local);
     result.unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -754,7 +619,7 @@ fn ftp_only_part_of_another_bundle_is_never_resumed() {
     proxies
         .data
         .set_fault_scoped(support::Fault::CutAfter(6 << 20), support::Scope::First(2));
-    let (result, _) = deliver(&rig, &plan, &a);
+    let (result, _) = rig.deliver(&plan, &a);
     assert!(result.is_err(), "the cut must fail the upload");
     let left = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     assert!(
@@ -768,7 +633,7 @@ fn ftp_only_part_of_another_bundle_is_never_resumed() {
     let dir_b = rig.local.path().join("b");
     std::fs::create_dir(&dir_b).unwrap();
     let b = bundle_seeded(&dir_b, name, 16 << 20, 0x5a);
-    let (result, events) = deliver(&rig, &plan, &b);
+    let (result, events) = rig.deliver(&plan, &b);
     let (_, delivered) = result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     assert_eq!(
         resumed_from(&events),
@@ -786,7 +651,7 @@ fn ftp_only_part_of_another_bundle_is_never_resumed() {
     // A `.part` with no sidecar (an older dropship's, or anyone's) is not trusted either.
     std::fs::copy(&a, &part).unwrap();
     support::chown_to_user(&part);
-    let (result, events) = deliver(&rig, &plan, &b);
+    let (result, events) = rig.deliver(&plan, &b);
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     assert_eq!(resumed_from(&events), vec![0], "a .part without sidecar");
     assert_eq!(sha(&final_path), sha(&b));
@@ -795,10 +660,10 @@ fn ftp_only_part_of_another_bundle_is_never_resumed() {
     proxies
         .data
         .set_fault_scoped(support::Fault::CutAfter(6 << 20), support::Scope::First(2));
-    let (result, _) = deliver(&rig, &plan, &a);
+    let (result, _) = rig.deliver(&plan, &a);
     assert!(result.is_err());
     proxies.data.set_fault(support::Fault::Pass);
-    let (result, events) = deliver(&rig, &plan, &a);
+    let (result, events) = rig.deliver(&plan, &a);
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     let starts = resumed_from(&events);
     assert!(starts.len() == 1 && starts[0] > 0, "{starts:?}");
@@ -923,7 +788,7 @@ fn stalls_are_found_within_the_timeout_on_every_protocol() {
         let local = rig.local.path().join(name);
         let plan = rig.plan(&config, name);
         let start = std::time::Instant::now();
-        let (result, events) = deliver_timed(&rig, &plan, &local, &|| false);
+        let (result, events) = rig.deliver_timed(&plan, &local, &|| false);
         let end = std::time::Instant::now();
         let err = result.err().unwrap_or_else(|| panic!("{what}: must stall"));
         assert!(
@@ -995,7 +860,7 @@ fn ftp_retry_after_a_data_stall_is_not_blocked_by_the_servers_lock() {
     let local = bundle(rig.local.path(), "stall-2.tgz", 16 << 20);
     let plan = rig.plan(&config, "stall-2.tgz");
     let start = std::time::Instant::now();
-    let (result, events) = deliver(&rig, &plan, &local);
+    let (result, events) = rig.deliver(&plan, &local);
     result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
     assert_eq!(retries(&events), 1, "{events:?}");
     assert_eq!(
@@ -1066,14 +931,14 @@ fn long_names_upload_and_unstorable_names_are_not_retried() {
     ] {
         let config = rig.config(protocol, addr, rig.dest.as_str(), "");
         let plan = rig.plan(&config, &name);
-        let (result, events) = deliver(&rig, &plan, &local);
+        let (result, events) = rig.deliver(&plan, &local);
         result.unwrap_or_else(|e| panic!("{protocol}: {e}\n{events:?}"));
         assert_eq!(retries(&events), 0, "{protocol}");
         assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
     }
     let dest = format!("{}/{}", rig.dest.as_str(), "d".repeat(300));
     let config = rig.config("sftp", ssh.addr(), &dest, "");
-    let (result, events) = deliver(&rig, &rig.plan(&config, "a.tgz"), &local);
+    let (result, events) = rig.deliver(&rig.plan(&config, "a.tgz"), &local);
     let err = result
         .err()
         .expect("a 300-byte directory name cannot be made");

@@ -29,6 +29,7 @@ pub mod process;
 pub mod proxy;
 pub mod shells;
 pub mod sshd;
+pub mod upload;
 pub mod user;
 pub mod vsftpd;
 
