@@ -6,6 +6,7 @@ use crate::config::rules::{Commands, Protocol, Rule};
 use crate::config::ssh_config::Query;
 use crate::config::template::{RenderError, Vars};
 use crate::config::{Config, HostSpec, Netrc, Secret, SshHost, SshHosts};
+use crate::transport::proxy::{Jump, Route};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -86,9 +87,16 @@ pub struct Target {
     pub commands: Commands<String>,
     /// What the ssh configuration says about this host (scp/sftp only; empty otherwise).
     pub ssh: Arc<SshHost>,
+    /// What it says about the SSH login that runs an ftp/ftps rule's commands
+    /// (`ssh_port`); empty for other rules and for ftp rules with nothing to run.
+    pub shell_ssh: Arc<SshHost>,
     /// Why this target must not be connected to as planned: the ssh configuration could
-    /// not be read for it, or it sets an option dropship cannot honour (`ProxyJump`, ...).
+    /// not be read for it, or it sets an option dropship cannot honour (`BindAddress`, ...).
     pub ssh_refusal: Option<String>,
+    /// How its SSH connection travels: directly, through jump hosts, or a `ProxyCommand`.
+    pub route: Route,
+    /// Where the route came from: `dispatch.cfg` (`jump`) or the ssh_config line.
+    pub route_origin: Option<String>,
 }
 
 impl Target {
@@ -97,19 +105,36 @@ impl Target {
     /// Paths and commands are left empty for the caller, which knows the bundle (or not).
     /// What the ssh configuration refuses is kept in `ssh_refusal`.
     pub fn endpoint(rule: &Rule, host: &HostSpec, netrc: &Netrc, ssh: &SshHosts) -> Target {
-        let (ssh_host, ssh_refusal) = match ssh_host_for(rule, host, netrc, ssh) {
-            Ok(h) => {
-                let refusal = (!h.refused.is_empty()).then(|| {
-                    h.refused
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                });
-                (h, refusal)
+        let looked_up = |q: Option<Query>| {
+            let Some(q) = q else {
+                return (Arc::new(SshHost::default()), None);
+            };
+            match ssh.lookup(&q.alias, q.port, q.login.as_deref()) {
+                Ok(h) => {
+                    let refusal = (!h.refused.is_empty()).then(|| {
+                        h.refused
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
+                    (h, refusal)
+                }
+                Err(e) => (Arc::new(SshHost::default()), Some(e.to_string())),
             }
-            Err(e) => (Arc::new(SshHost::default()), Some(e.to_string())),
         };
+        let (ssh_host, refusal) = looked_up(ssh_query(rule, host, netrc));
+        let (shell_ssh, shell_refusal) = looked_up(shell_query(rule, host, netrc));
+        let via = if rule.protocol.is_ftp() {
+            &shell_ssh
+        } else {
+            &ssh_host
+        };
+        let (route, route_origin, route_refusal) = route_for(rule, via, ssh);
+        let ssh_refusal = [refusal, shell_refusal, route_refusal]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| format!("{a}\n{b}"));
         Target {
             host: host.clone(),
             port: host
@@ -128,14 +153,43 @@ impl Target {
             lock_path: String::new(),
             commands: Commands::default(),
             ssh: ssh_host,
+            shell_ssh,
             ssh_refusal,
+            route,
+            route_origin,
         }
     }
 
-    /// `login@address:port` as it will be connected to.
+    /// The ssh configuration that shapes this target's SSH login: the host's for scp/sftp,
+    /// the commands' login (`ssh_port`) for ftp/ftps.
+    pub fn ssh_for_shell(&self) -> &SshHost {
+        if self.protocol.is_ftp() {
+            &self.shell_ssh
+        } else {
+            &self.ssh
+        }
+    }
+
+    /// The SSH port of the login that runs commands: the target's for scp/sftp; for
+    /// ftp/ftps the rule's `ssh_port` if set, else ~/.ssh/config's `Port`, else 22.
+    pub fn ssh_port(&self, rule: &Rule) -> u16 {
+        match self.protocol {
+            Protocol::Ftp | Protocol::Ftps if !rule.ssh_port_explicit => {
+                self.shell_ssh.port.unwrap_or(rule.ssh_port)
+            }
+            Protocol::Ftp | Protocol::Ftps => rule.ssh_port,
+            _ => self.port.unwrap_or(22),
+        }
+    }
+
+    /// `login@address:port` as it will be connected to, and the jump chain if any.
     pub fn effective(&self) -> String {
         let port = self.port.map_or(String::new(), |p| format!(":{p}"));
-        format!("{}@{}{port}", self.creds.login, self.address)
+        let via = match self.route.describe() {
+            d if d.is_empty() => d,
+            d => format!(" {d}"),
+        };
+        format!("{}@{}{port}{via}", self.creds.login, self.address)
     }
 
     /// What came from the ssh configuration, for `--plan`/`--check`: `HostName 10.0.0.5
@@ -220,6 +274,22 @@ impl Target {
                 h.address_family,
                 at("addressfamily")
             ));
+        }
+        if let Some(t) = h.server_alive_interval {
+            notes.push(format!(
+                "ServerAliveInterval {}{}",
+                t.as_secs(),
+                at("serveraliveinterval")
+            ));
+        }
+        let origin = self
+            .route_origin
+            .as_deref()
+            .map_or_else(String::new, |o| format!(" ({o})"));
+        match &self.route {
+            Route::Direct => {}
+            Route::Jump(j) => notes.push(format!("ProxyJump {}{origin}", j.hops.join(","))),
+            Route::Command(c) => notes.push(format!("ProxyCommand {c}{origin}")),
         }
         notes
     }
@@ -406,16 +476,79 @@ pub fn ssh_query(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Option<Query> {
     }
 }
 
-/// What `~/.ssh/config` says about `host`: it speaks for hosts reached over SSH only.
-pub fn ssh_host_for(
-    rule: &Rule,
-    host: &HostSpec,
-    netrc: &Netrc,
-    ssh: &SshHosts,
-) -> Result<Arc<SshHost>, crate::config::ssh_config::SshConfigError> {
-    match ssh_query(rule, host, netrc) {
-        Some(q) => ssh.lookup(&q.alias, q.port, q.login.as_deref()),
-        None => Ok(Arc::new(SshHost::default())),
+/// The `ssh -G` question for the SSH login that runs an ftp/ftps rule's commands: the
+/// host on the rule's `ssh_port` (when set) as the FTP login; `None` when there is none.
+pub fn shell_query(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Option<Query> {
+    if !rule.protocol.is_ftp() || !(rule.needs_shell() || rule.version_cmd.is_some()) {
+        return None;
+    }
+    let login = rule
+        .login
+        .clone()
+        .or_else(|| netrc.lookup(&host.name, None).and_then(|e| e.login.clone()));
+    Some(Query {
+        alias: host.name.clone(),
+        port: rule.ssh_port_explicit.then_some(rule.ssh_port),
+        login,
+    })
+}
+
+/// How the SSH connection travels: the rule's `jump` wins (as `ssh -J` over the file),
+/// else `ProxyJump`, else `ProxyCommand` from ssh_config. Jump hosts are reached through
+/// OpenSSH's client, so they need one: without it the target is refused (never dialed
+/// directly, which would bypass the bastion).
+fn route_for(rule: &Rule, h: &SshHost, ssh: &SshHosts) -> (Route, Option<String>, Option<String>) {
+    let (hops, origin) = match &rule.jump {
+        Some(hops) => (
+            hops.clone(),
+            Some(format!("`jump`, rule line {}", rule.line)),
+        ),
+        None if !h.proxy_jump.is_empty() => (
+            h.proxy_jump.clone(),
+            h.origin("proxyjump").map(ToString::to_string),
+        ),
+        None => {
+            return match &h.proxy_command {
+                Some(c) => (
+                    Route::Command(c.clone()),
+                    h.origin("proxycommand").map(ToString::to_string),
+                    None,
+                ),
+                None => (Route::Direct, None, None),
+            };
+        }
+    };
+    if hops.is_empty() {
+        return (Route::Direct, origin, None);
+    }
+    if let Some(bad) = hops
+        .iter()
+        .find(|hop| crate::config::rules::parse_jump(hop).is_err())
+    {
+        return (
+            Route::Direct,
+            origin,
+            Some(format!("jump host `{bad}` is not `[user@]host[:port]`")),
+        );
+    }
+    match ssh.openssh_for_jumps() {
+        Some((program, config)) => (
+            Route::Jump(Jump {
+                hops,
+                program,
+                config,
+            }),
+            origin,
+            None,
+        ),
+        None => (
+            Route::Direct,
+            origin,
+            Some(format!(
+                "jump hosts ({}) are reached through OpenSSH's client, and no `ssh` is on PATH; dropship will not bypass them by dialing the host directly\n  help: install the OpenSSH client (openssh-client)",
+                hops.join(",")
+            )),
+        ),
     }
 }
 

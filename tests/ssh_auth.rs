@@ -88,6 +88,8 @@ fn params(server: &SshServer, dir: &Path) -> SshParams {
         use_agent: true,
         address_family: Default::default(),
         refusal: None,
+        route: Default::default(),
+        keepalive: None,
     }
 }
 

@@ -122,7 +122,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "ssh_port",
-        "SSH port for the commands of ftp/ftps rules (default 22)",
+        "SSH port for the commands of ftp/ftps rules (default 22, else `Port` from ~/.ssh/config)",
+    ),
+    (
+        "jump",
+        "jump hosts for scp/sftp, `[user@]host[:port]` separated by commas, as ssh's ProxyJump (wins over ~/.ssh/config; `none`: connect directly)",
     ),
     (
         "tls_verify",
@@ -305,6 +309,10 @@ pub struct Rule {
     pub timeout_explicit: bool,
     pub notify: Option<String>,
     pub ssh_port: u16,
+    /// `ssh_port` is set in dispatch.cfg (else `Port` from ~/.ssh/config, else 22).
+    pub ssh_port_explicit: bool,
+    /// `jump`: the hops (empty for `none`); `None` leaves it to ~/.ssh/config's `ProxyJump`.
+    pub jump: Option<Vec<String>>,
     pub tls_verify: bool,
     pub tls_ca: Option<PathBuf>,
     /// How long an http(s) `health` URL is polled for a 2xx answer.
@@ -374,6 +382,33 @@ fn parse_bool(text: &str) -> Result<bool, String> {
         "no" | "false" | "off" | "0" => Ok(false),
         _ => Err(format!("bad value `{text}`: write `yes` or `no`")),
     }
+}
+
+/// `jump = host[,host…]` (as ssh's `ProxyJump`: `[user@]host[:port]` or an `ssh://` URI),
+/// or `none`. Each hop becomes an argument of `ssh`, so nothing that could read as an
+/// option or hold a space or shell character gets through.
+pub fn parse_jump(text: &str) -> Result<Vec<String>, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|hop| {
+            let hop = hop.trim();
+            let ok = !hop.is_empty()
+                && !hop.starts_with('-')
+                && hop.len() <= 255
+                && hop
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@:[]/%".contains(c));
+            if ok {
+                Ok(hop.to_owned())
+            } else {
+                Err(format!(
+                    "bad jump host `{hop}`: write `[user@]host[:port]`, several separated by commas, or `none`"
+                ))
+            }
+        })
+        .collect()
 }
 
 fn parse_count(text: &str, min: usize, max: usize) -> Result<usize, String> {
@@ -661,6 +696,8 @@ fn build_rule(
         timeout_explicit: get("timeout").is_some(),
         notify: v.notify,
         ssh_port: v.ssh_port,
+        ssh_port_explicit: get("ssh_port").is_some(),
+        jump: v.jump,
         tls_verify: v.tls_verify,
         tls_ca: path_key("tls_ca"),
         health_timeout: v.health_timeout,
@@ -708,6 +745,7 @@ struct Values {
     protocol: Protocol,
     port: Option<u16>,
     ssh_port: u16,
+    jump: Option<Vec<String>>,
     timeout: Duration,
     step_timeout: Duration,
     lock_wait: Duration,
@@ -757,6 +795,16 @@ fn parse_values<'a>(
     }
     let port = typed!("port", |v| parse_port(v).map(Some), None);
     let ssh_port = typed!("ssh_port", parse_port, 22);
+    let jump = typed!("jump", |v| parse_jump(v).map(Some), None);
+    if let (Some(Some(_)), Some(l), Some(p)) = (&jump, get("jump"), &protocol)
+        && !matches!(p, Protocol::Scp | Protocol::Sftp)
+    {
+        err(
+            l.line,
+            format!("`jump` with protocol {p}: only SSH is carried through a jump host"),
+            "use protocol sftp or scp to reach a host behind a bastion, or remove `jump`",
+        );
+    }
     let timeout = typed!("timeout", parse_duration, Duration::from_secs(30));
     let step_timeout = typed!("step_timeout", parse_duration, Duration::from_secs(600));
     let lock_wait = typed!("lock_wait", parse_duration, Duration::from_secs(300));
@@ -807,6 +855,7 @@ fn parse_values<'a>(
         protocol: protocol?,
         port: port?,
         ssh_port: ssh_port?,
+        jump: jump?,
         timeout: timeout?,
         step_timeout: step_timeout?,
         lock_wait: lock_wait?,

@@ -11,8 +11,8 @@
 //! Values the rule states explicitly win, as command-line options win over the file for
 //! `ssh` (they are passed to `ssh -G` as `-p`/`-l`, so `Match user` and `%r` see them).
 //! An option that changes where or as whom dropship connects and that it cannot honour
-//! (`ProxyJump`, `ProxyCommand`, `CertificateFile`, ...) is refused, naming the option and
-//! where it was set; it is never skipped.
+//! (`BindAddress`, or without `ssh` a `Match` block or `ProxyJump`) is refused, naming the
+//! option and where it was set; it is never skipped.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -66,6 +66,14 @@ pub struct SshHost {
     /// `StrictHostKeyChecking` as written (lowercase).
     pub strict_host_key_checking: Option<String>,
     pub address_family: AddressFamily,
+    /// `ProxyJump` hops in order (`[user@]host[:port]`); empty when unset or `none`.
+    pub proxy_jump: Vec<String>,
+    /// `ProxyCommand` with its tokens (`%h %p %r %n %%`) expanded; `None` when unset or `none`.
+    pub proxy_command: Option<String>,
+    /// `ServerAliveInterval` (0 = off, OpenSSH's default).
+    pub server_alive_interval: Option<Duration>,
+    /// `ServerAliveCountMax` (OpenSSH's default 3).
+    pub server_alive_count_max: Option<u32>,
     /// Lowercase option name -> where it was set, for what came from a config file.
     pub origins: BTreeMap<String, Location>,
     /// Options that change where or as whom dropship connects and that it cannot honour.
@@ -279,6 +287,18 @@ impl SshHosts {
     /// The file dropship reads (empty when none).
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How to run OpenSSH for jump hosts so it reads what dropship read: the `ssh`
+    /// program and its `-F` file (`/dev/null` when dropship read no file although ssh
+    /// would read one of its own); `None` without an OpenSSH client.
+    pub fn openssh_for_jumps(&self) -> Option<(PathBuf, Option<PathBuf>)> {
+        match &self.inner.reader {
+            Reader::OpenSsh { config, .. } => Some((find_ssh()?, config.clone())),
+            Reader::None if self.inner.path.as_os_str().is_empty() => Some((find_ssh()?, None)),
+            Reader::None => Some((find_ssh()?, Some(PathBuf::from("/dev/null")))),
+            Reader::Builtin(_) => None,
+        }
     }
 
     /// Whether any configuration is read at all.
@@ -612,7 +632,33 @@ pub struct TokenValues {
     pub host_key_alias: Option<String>,
 }
 
-const DONT_KNOW_JUMPS: &str = "dropship does not connect through jump hosts yet and will not bypass the bastion by dialing the host directly\n  help: dispatch from a machine that reaches the host directly, or set `ProxyJump none` for it (only if it really is reachable)";
+const JUMPS_NEED_SSH: &str = "jump hosts are reached through OpenSSH's own client, and no `ssh` is on PATH; dropship will not bypass the bastion by dialing the host directly\n  help: install the OpenSSH client (openssh-client)";
+
+/// `ProxyCommand`'s tokens, as OpenSSH expands them there: `%h %p %r %n %%` only.
+fn expand_proxy_command(value: &str, v: &TokenValues) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => out.push('%'),
+            Some('h') => out.push_str(&v.host_name),
+            Some('p') => out.push_str(&v.port.to_string()),
+            Some('r') => out.push_str(&v.user),
+            Some('n') => out.push_str(&v.alias),
+            Some(t) => {
+                return Err(format!(
+                    "`ProxyCommand {value}`: `%{t}` is not a ProxyCommand token (OpenSSH knows %h %p %r %n %%)"
+                ));
+            }
+            None => return Err(format!("`ProxyCommand {value}`: `%` at the end")),
+        }
+    }
+    Ok(out)
+}
 
 /// `ssh -G`'s answer (with its trace) as a typed [`SshHost`].
 pub fn from_ssh_g(
@@ -741,23 +787,28 @@ pub fn from_ssh_g(
                 why,
             });
         };
+    // `ssh -G` prints only the one that applies (the first set wins between the two).
     if let Some(j) = first("proxyjump").filter(|v| !v.eq_ignore_ascii_case("none")) {
-        refuse(
-            "ProxyJump",
-            "proxyjump",
-            j.to_owned(),
-            DONT_KNOW_JUMPS,
-            &mut h,
-        );
+        set("proxyjump", &mut h);
+        h.proxy_jump = j.split(',').map(|s| s.trim().to_owned()).collect();
     }
     if let Some(c) = first("proxycommand").filter(|v| !v.eq_ignore_ascii_case("none")) {
-        refuse(
-            "ProxyCommand",
-            "proxycommand",
-            c.to_owned(),
-            DONT_KNOW_JUMPS,
-            &mut h,
-        );
+        set("proxycommand", &mut h);
+        h.proxy_command =
+            Some(
+                expand_proxy_command(c, &values).map_err(|e| match h.origin("proxycommand") {
+                    Some(l) => format!("{l}: {e}"),
+                    None => e,
+                })?,
+            );
+    }
+    if set("serveraliveinterval", &mut h) {
+        h.server_alive_interval = first("serveraliveinterval")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_secs);
+    }
+    if set("serveralivecountmax", &mut h) {
+        h.server_alive_count_max = first("serveralivecountmax").and_then(|s| s.parse().ok());
     }
     if set("certificatefile", &mut h) {
         for c in g.get("certificatefile").into_iter().flatten() {
@@ -905,10 +956,22 @@ impl Builtin {
             });
         };
         if let Some(j) = p.proxy_jump.filter(|j| !j.is_empty() && j[0] != "none") {
-            refuse("ProxyJump", "proxyjump", j.join(","), DONT_KNOW_JUMPS);
+            refuse("ProxyJump", "proxyjump", j.join(","), JUMPS_NEED_SSH);
         }
         if let Some(c) = unsupported("proxycommand").filter(|c| c != "none") {
-            refuse("ProxyCommand", "proxycommand", c, DONT_KNOW_JUMPS);
+            refuse("ProxyCommand", "proxycommand", c, JUMPS_NEED_SSH);
+        }
+        if let Some(t) = p.server_alive_interval {
+            h.server_alive_interval = Some(t);
+        }
+        if let Some(v) = unsupported("serveralivecountmax") {
+            let n = v.parse::<u32>().map_err(|_| {
+                format!(
+                    "{}: `ServerAliveCountMax {v}`: not a number",
+                    self.path.display()
+                )
+            })?;
+            h.server_alive_count_max = Some(n);
         }
         if let Some(c) = p.certificate_file {
             h.certificate_files.push(c);
@@ -1008,7 +1071,7 @@ mod tests {
     }
 
     #[test]
-    fn proxy_jump_is_refused_with_where() {
+    fn proxy_jump_hops_are_read_in_order() {
         let q = Query {
             alias: "leak-check".into(),
             port: None,
@@ -1017,9 +1080,8 @@ mod tests {
         let h = from_ssh_g(&q, &parse_g(G_OUT), &Trace::default()).unwrap();
         assert_eq!(h.host_name.as_deref(), Some("127.0.0.1"));
         assert_eq!(h.port, Some(2222));
-        assert_eq!(h.refused.len(), 1);
-        assert_eq!(h.refused[0].option, "ProxyJump");
-        assert_eq!(h.refused[0].value, "a,b");
+        assert!(h.refused.is_empty(), "{:?}", h.refused);
+        assert_eq!(h.proxy_jump, ["a", "b"]);
         // Without a trace the identity files are not known to come from a file.
         assert!(h.identity_files.is_empty());
     }

@@ -19,6 +19,7 @@
 use super::target::ProbeTarget;
 use crate::config::Protocol;
 use crate::transport::known_hosts::KnownHostsFiles;
+use crate::transport::proxy::{self, Route};
 use crate::transport::ssh::{SshParams, SshSession};
 use crate::transport::{Connection, Files, Shell, TransportError, ftp, local};
 use serde::Serialize;
@@ -325,6 +326,59 @@ pub fn probe_all(
     )
 }
 
+/// The first line the service at the target's `port` says, along the target's route (an
+/// SSH target behind a bastion is asked through it, never dialed directly), controls
+/// removed; or why there is none.
+fn greeting(t: &ProbeTarget, port: u16, timeout: Duration) -> Result<String, String> {
+    let address = &t.target.address;
+    let route = if t.rule.protocol.is_ftp() {
+        &Route::Direct
+    } else {
+        &t.target.route
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    let mut fill = |s: &mut dyn Read| -> Result<(), String> {
+        while !buf.contains(&b'\n') && buf.len() < 1024 {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("no greeting from {address}:{port}: {e}")),
+            }
+        }
+        Ok(())
+    };
+    if *route == Route::Direct {
+        let mut s = tcp(address, port, timeout)
+            .map_err(|e| format!("cannot connect to {address}:{port}: {e}"))?;
+        let _ = s.set_read_timeout(Some(timeout));
+        fill(&mut s)?;
+    } else {
+        let via = route.describe();
+        let (mut s, link) = proxy::open(route, address, port, timeout)
+            .map_err(|e| format!("cannot connect to {address}:{port} {via}: {e}"))?;
+        let _ = s.set_read_timeout(Some(timeout));
+        fill(&mut s)?;
+        if buf.is_empty() {
+            return Err(format!(
+                "cannot connect to {address}:{port} {via}: {}",
+                link.failure()
+                    .unwrap_or_else(|| "the connection closed".into())
+            ));
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    Ok(line
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect())
+}
+
 /// Connects a TCP socket to `address:port` within `timeout`.
 fn tcp(address: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
     let addrs: Vec<_> = (address, port)
@@ -466,8 +520,16 @@ fn open(t: &ProbeTarget, kh: &KnownHostsFiles, checks: &mut Vec<Check>) -> Optio
     }
     let port = t.target.port.unwrap_or(22);
     let addr = format!("{}:{port}", t.target.address);
-    match tcp(&t.target.address, port, rule.timeout) {
-        Ok(_) => checks.push(Check::new(CheckKind::Reachable, Status::Pass, addr)),
+    let routed = !rule.protocol.is_ftp() && t.target.route != Route::Direct;
+    let dialed = if routed {
+        // Through the bastion: only its answer (the target's banner) shows the way works.
+        let via = t.target.route.describe();
+        greeting(t, port, rule.timeout).map(|_| format!("{addr} {via}"))
+    } else {
+        tcp(&t.target.address, port, rule.timeout).map(|_| addr.clone())
+    };
+    match dialed {
+        Ok(shown) => checks.push(Check::new(CheckKind::Reachable, Status::Pass, shown)),
         Err(e) => {
             checks.push(
                 Check::new(
@@ -969,35 +1031,10 @@ pub fn reach(t: &ProbeTarget, timeout: Duration) -> Reach {
     let started = Instant::now();
     let port = t.target.port.unwrap_or(22);
     let down = |error: String| Reach::Down { error };
-    let mut s = match tcp(&t.target.address, port, timeout) {
-        Ok(s) => s,
-        Err(e) => {
-            return down(format!(
-                "cannot connect to {}:{port}: {e}",
-                t.target.address
-            ));
-        }
+    let line = match greeting(t, port, timeout) {
+        Ok(l) => l,
+        Err(e) => return down(e),
     };
-    let _ = s.set_read_timeout(Some(timeout));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 256];
-    while !buf.contains(&b'\n') && buf.len() < 1024 {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return down(format!("no greeting from {}:{port}: {e}", t.target.address)),
-        }
-    }
-    let line = String::from_utf8_lossy(&buf);
-    let line: String = line
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(120)
-        .collect();
     let expected = if t.rule.protocol.is_ftp() {
         "220"
     } else {

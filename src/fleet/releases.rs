@@ -319,8 +319,7 @@ pub fn peek(
     let tree = Tree::new(&target.dest_dir);
     let port = match target.protocol {
         Protocol::Local => return read_state(&mut local::Local::new(host), host, &tree),
-        Protocol::Ftp | Protocol::Ftps => rule.ssh_port,
-        Protocol::Scp | Protocol::Sftp => target.port.unwrap_or(22),
+        _ => target.ssh_port(rule),
     };
     let params = ssh::SshParams::for_target(target, port, rule, known_hosts);
     let mut session = known_hosts::connect_unrecorded(&params, params.host_key).0?;

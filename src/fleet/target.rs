@@ -65,7 +65,7 @@ impl ProbeTarget {
     /// The SSH port used for commands.
     pub fn ssh_port(&self) -> u16 {
         match self.rule.protocol {
-            Protocol::Ftp | Protocol::Ftps => self.rule.ssh_port,
+            Protocol::Ftp | Protocol::Ftps => self.target.ssh_port(&self.rule),
             _ => self.target.port.unwrap_or(22),
         }
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ftp;
 pub mod known_hosts;
 pub mod local;
+pub mod proxy;
 pub mod ssh;
 pub mod tls;
 pub mod upload;
@@ -477,7 +478,8 @@ pub fn connect(
             let shell: Option<Box<dyn Shell>> = if !rule.needs_shell() {
                 None
             } else {
-                let params = ssh::SshParams::for_target(target, rule.ssh_port, rule, known_hosts);
+                let params =
+                    ssh::SshParams::for_target(target, target.ssh_port(rule), rule, known_hosts);
                 Some(Box::new(ssh::SshSession::connect(&params)?))
             };
             Ok(Connection {

@@ -5,6 +5,7 @@
 //! own poll deadline.
 
 use super::known_hosts::{self, KnownHostsFiles};
+use super::proxy::{self, Route};
 use super::{Connection, Files, Shell, Stream, TransportError, pump, pump_range, sha256_command};
 use crate::config::{HostKeyPolicy, Protocol};
 use crate::plan::{Source, Target};
@@ -115,8 +116,12 @@ pub struct SshParams {
     /// Offer the agent's keys (not with `IdentitiesOnly yes` or `IdentityAgent none`).
     pub use_agent: bool,
     pub address_family: crate::config::ssh_config::AddressFamily,
-    /// Why the ssh configuration forbids this connection (`ProxyJump`, ...): never dialed.
+    /// Why the ssh configuration forbids this connection (`BindAddress`, ...): never dialed.
     pub refusal: Option<String>,
+    /// Directly, through jump hosts, or through a `ProxyCommand`.
+    pub route: Route,
+    /// `ServerAliveInterval` (and `ServerAliveCountMax`): keepalives while the link idles.
+    pub keepalive: Option<(Duration, u32)>,
 }
 
 impl SshParams {
@@ -128,17 +133,42 @@ impl SshParams {
         rule: &crate::config::Rule,
         known_hosts: &KnownHostsFiles,
     ) -> SshParams {
+        // An ftp rule's commands log in over SSH: ssh_config speaks for that login (its
+        // `HostName`, `User` when neither the rule nor netrc names one, `IdentityFile`).
+        let h = target.ssh_for_shell();
+        let (address, login, keys) = if target.protocol.is_ftp() {
+            (
+                h.host_name
+                    .clone()
+                    .unwrap_or_else(|| target.host.name.clone()),
+                match (&h.user, target.creds.login_source) {
+                    (Some(u), Source::Default) => u.clone(),
+                    _ => target.creds.login.clone(),
+                },
+                if rule.key.is_none() && !h.identity_files.is_empty() {
+                    h.identity_files.clone()
+                } else {
+                    target.creds.keys.clone()
+                },
+            )
+        } else {
+            (
+                target.address.clone(),
+                target.creds.login.clone(),
+                target.creds.keys.clone(),
+            )
+        };
         SshParams {
             host: target.host.name.clone(),
-            address: target.address.clone(),
+            address: address.clone(),
             port,
-            login: target.creds.login.clone(),
+            login,
             password: target
                 .creds
                 .password
                 .clone()
                 .zip(target.creds.password_source),
-            keys: target.creds.keys.clone(),
+            keys,
             key_passphrase: target.creds.key_passphrase.clone(),
             certificates: Vec::new(),
             identities_only: false,
@@ -147,13 +177,15 @@ impl SshParams {
             host_key: rule.host_key,
             known_hosts: known_hosts.clone(),
             known_hosts_also: Vec::new(),
-            host_key_name: target.address.clone(),
+            host_key_name: address,
             connect_timeout: rule.timeout,
             use_agent: true,
             address_family: Default::default(),
             refusal: target.ssh_refusal.clone(),
+            route: target.route.clone(),
+            keepalive: None,
         }
-        .with_ssh_config(&target.ssh, rule)
+        .with_ssh_config(target.ssh_for_shell(), rule)
     }
 
     /// What `~/.ssh/config` adds (see [`crate::config::ssh_config`]); the rule's explicit
@@ -194,6 +226,10 @@ impl SshParams {
         self.agent = h.identity_agent.clone();
         self.certificates = h.certificate_files.clone();
         self.address_family = h.address_family;
+        self.keepalive = h
+            .server_alive_interval
+            .filter(|t| !t.is_zero())
+            .map(|t| (t, h.server_alive_count_max.unwrap_or(3)));
         self
     }
 }
@@ -203,13 +239,9 @@ impl SshParams {
 /// either side), says so, with the type, instead of "unable to exchange encryption keys".
 /// `None` when a second, unrestricted handshake shows nothing of the kind.
 fn host_key_type_mismatch(p: &SshParams, recorded: &[&str]) -> Option<TransportError> {
-    let addr = (p.address.as_str(), p.port)
-        .to_socket_addrs()
-        .ok()?
-        .next()?;
-    let tcp = TcpStream::connect_timeout(&addr, p.timeout).ok()?;
+    let (stream, _link) = dial(p).ok()?;
     let mut sess = Session::new().ok()?;
-    sess.set_tcp_stream(tcp);
+    sess.set_tcp_stream(stream);
     sess.set_timeout(p.timeout.as_millis().min(u32::MAX as u128) as u32);
     sess.handshake().ok()?;
     let (_, kind) = sess.host_key()?;
@@ -239,6 +271,66 @@ fn host_key_type_mismatch(p: &SshParams, recorded: &[&str]) -> Option<TransportE
             p.port, p.address
         ),
     })
+}
+
+/// The byte stream of an SSH session: a TCP connection, or a socketpair to the process
+/// that carries it through a bastion.
+enum Wire {
+    Tcp(TcpStream),
+    Proxied(std::os::unix::net::UnixStream),
+}
+
+impl AsRawFd for Wire {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Wire::Tcp(s) => s.as_raw_fd(),
+            Wire::Proxied(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Opens the byte stream to `p`'s host along its route.
+fn dial(p: &SshParams) -> Result<(Wire, Option<proxy::Link>), TransportError> {
+    let addr_text = format!("{}:{}", p.address, p.port);
+    let connect_err = |detail: String| TransportError::Connect {
+        host: p.host.clone(),
+        addr: addr_text.clone(),
+        detail,
+    };
+    if p.route != Route::Direct {
+        let (s, link) =
+            proxy::open(&p.route, &p.address, p.port, p.connect_timeout).map_err(|e| {
+                TransportError::Connect {
+                    host: p.host.clone(),
+                    addr: format!("{addr_text} {}", p.route.describe()),
+                    detail: e,
+                }
+            })?;
+        return Ok((Wire::Proxied(s), Some(link)));
+    }
+    let addrs: Vec<_> = (p.address.as_str(), p.port)
+        .to_socket_addrs()
+        .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
+        .filter(|a| {
+            use crate::config::ssh_config::AddressFamily;
+            match p.address_family {
+                AddressFamily::Any => true,
+                AddressFamily::Inet => a.is_ipv4(),
+                AddressFamily::Inet6 => a.is_ipv6(),
+            }
+        })
+        .collect();
+    let mut last = String::from("no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, p.connect_timeout) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok((Wire::Tcp(s), None));
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(connect_err(last))
 }
 
 /// What a private key file says about itself before libssh2 tries it.
@@ -348,6 +440,9 @@ pub struct SshSession {
     /// Channels of background commands (the lock's heartbeat), kept open until stopped:
     /// closing one makes its watcher kill the command on the host.
     background: std::sync::Arc<std::sync::Mutex<Vec<ssh2::Channel>>>,
+    /// The process carrying the bytes through a bastion or `ProxyCommand`, if any; it
+    /// lives as long as the session.
+    link: Option<std::sync::Arc<proxy::Link>>,
 }
 
 impl SshSession {
@@ -359,42 +454,22 @@ impl SshSession {
                 detail: format!("refused by the ssh configuration: {why}"),
             });
         }
-        let addr_text = format!("{}:{}", p.address, p.port);
-        let connect_err = |detail: String| TransportError::Connect {
+        let (stream, link) = dial(p)?;
+        let fd = stream.as_raw_fd();
+        let link = link.map(std::sync::Arc::new);
+        let mut sess = Session::new().map_err(|e| TransportError::Connect {
             host: p.host.clone(),
-            addr: addr_text.clone(),
-            detail,
-        };
-        let addrs: Vec<_> = (p.address.as_str(), p.port)
-            .to_socket_addrs()
-            .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
-            .filter(|a| {
-                use crate::config::ssh_config::AddressFamily;
-                match p.address_family {
-                    AddressFamily::Any => true,
-                    AddressFamily::Inet => a.is_ipv4(),
-                    AddressFamily::Inet6 => a.is_ipv6(),
-                }
-            })
-            .collect();
-        let mut last = String::from("no address");
-        let mut tcp = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, p.connect_timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        let tcp = tcp.ok_or_else(|| connect_err(last))?;
-        let _ = tcp.set_nodelay(true);
-        let fd = tcp.as_raw_fd();
-        let mut sess = Session::new().map_err(|e| connect_err(e.to_string()))?;
-        sess.set_tcp_stream(tcp);
+            addr: format!("{}:{}", p.address, p.port),
+            detail: e.to_string(),
+        })?;
+        sess.set_tcp_stream(stream);
         sess.set_timeout(p.timeout.as_millis().min(u32::MAX as u128) as u32);
         sess.set_compress(false);
+        if let Some((every, _)) = p.keepalive {
+            // libssh2 sends a keepalive only when asked (`keepalive_send`, in `run`); the
+            // reply it asks for is what tells a quiet server from a gone one.
+            sess.set_keepalive(true, every.as_secs().clamp(1, u32::MAX as u64) as u32);
+        }
         // Ask for the key types on record for this host (see recorded_algorithms); for a
         // new host, the type most hosts have.
         // Certificate types first when a CA is trusted for the host.
@@ -411,8 +486,18 @@ impl SshSession {
             timeout: p.timeout,
             params: std::sync::Arc::new(p.clone()),
             background: Default::default(),
+            link,
         };
         if let Err(e) = me.sess.clone().handshake() {
+            // Through a bastion, what the carrier said is the reason (no route from the
+            // bastion, the bastion refused us, ...).
+            if let Some(why) = me.link.as_ref().and_then(|l| l.failure()) {
+                return Err(TransportError::Connect {
+                    host: p.host.clone(),
+                    addr: format!("{}:{} {}", p.address, p.port, p.route.describe()),
+                    detail: why,
+                });
+            }
             return Err(match known_hosts::narrowed(&known, &p.address, p.port) {
                 Some(recorded) if !matches!(e.code(), ErrorCode::Session(ERR_TIMEOUT)) => {
                     host_key_type_mismatch(p, &recorded)
@@ -756,17 +841,15 @@ impl SshSession {
         }
     }
 
-    /// Waits until the socket is readable or `ms` pass.
-    fn wait_readable(&self, ms: i32) {
+    /// Waits until the socket is readable or `ms` pass; whether the server sent anything.
+    fn wait_readable(&self, ms: i32) -> bool {
         let mut pfd = libc::pollfd {
             fd: self.fd,
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: one valid pollfd for the session's own socket.
-        unsafe {
-            libc::poll(&mut pfd, 1, ms);
-        }
+        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
     }
 
     /// Runs `command`, streaming its output lines. At `deadline` the channel is closed
@@ -809,6 +892,10 @@ impl SshSession {
         // memory, times the number of hosts running commands at once.
         let mut chunk = vec![0u8; 32 * 1024];
         let mut failure = None;
+        // `ServerAliveInterval`: while the command is quiet, a keepalive is sent every
+        // interval (keeping NAT and firewall state), and a server that sends nothing at all
+        // (not even the keepalive replies) for `CountMax` more intervals is gone.
+        let mut heard = Instant::now();
         self.sess.set_blocking(false);
         let result = loop {
             let mut progressed = false;
@@ -855,8 +942,21 @@ impl SshSession {
                     knob: "timeout",
                 });
             }
-            if !progressed {
-                self.wait_readable(100);
+            if let Some((every, count)) = self.params.keepalive {
+                let _ = self.sess.keepalive_send();
+                if heard.elapsed() > every * (count + 1) {
+                    break Err(TransportError::Timeout {
+                        host: self.host.clone(),
+                        during: format!(
+                            "a command (no answer to {count} keepalives, ServerAliveInterval {}s)",
+                            every.as_secs()
+                        ),
+                        secs: (every * (count + 1)).as_secs(),
+                    });
+                }
+            }
+            if progressed || self.wait_readable(100) {
+                heard = Instant::now();
             }
         };
         self.sess.set_blocking(true);

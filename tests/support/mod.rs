@@ -23,6 +23,7 @@ pub mod dropbear;
 pub mod engine;
 pub mod home;
 pub mod http;
+pub mod netns;
 pub mod peers;
 pub mod ports;
 pub mod process;
@@ -74,6 +75,9 @@ pub enum Need {
     LoginShells,
     /// Dropbear (`dropbear-bin`) and OpenSSH's `sftp-server` for it.
     Dropbear,
+    /// `unshare`, `ip` and `socat`, for hosts behind a bastion in a namespace ([`netns`]),
+    /// and the OpenSSH client that reaches jump hosts.
+    Jump,
 }
 
 /// True when running under CI (`CI=true`), where a skipped live test is a failure.
@@ -99,6 +103,12 @@ fn missing(need: Need) -> Option<String> {
         Need::PureFtpd => missing_binaries(&[peers::PURE_FTPD, "/usr/bin/openssl"])
             .or_else(|| missing_libraries(peers::PURE_FTPD)),
         Need::LoginShells => missing_binaries(shells::SHELL_BINARIES),
+        Need::Jump => missing_binaries(&[
+            "/usr/bin/unshare",
+            "/bin/ip",
+            "/usr/bin/socat",
+            "/usr/bin/ssh",
+        ]),
         Need::Dropbear => missing_binaries(&[
             "/usr/sbin/dropbear",
             "/usr/bin/dropbearkey",

@@ -227,8 +227,17 @@ impl SshServerBuilder {
         }
         let _ = writeln!(c, "PidFile {}", dir.join("sshd.pid").display());
         let _ = writeln!(c, "AuthorizedKeysFile {}", authorized.display());
-        c.push_str(
-            "UsePAM no\n\
+        c.push_str(&base_config(self.no_sftp));
+        c
+    }
+}
+
+/// What every test sshd runs with besides its port, addresses, host keys and paths (see
+/// DESIGN.md "Testing with real peers").
+pub fn base_config(no_sftp: bool) -> String {
+    let mut c = String::new();
+    c.push_str(
+        "UsePAM no\n\
              StrictModes no\n\
              PermitRootLogin yes\n\
              PasswordAuthentication yes\n\
@@ -242,20 +251,20 @@ impl SshServerBuilder {
              PrintLastLog no\n\
              X11Forwarding no\n\
              LogLevel VERBOSE\n",
-        );
-        if !self.no_sftp {
-            c.push_str("Subsystem sftp internal-sftp\n");
-        }
-        // 9.8+ throttles source addresses after failed logins, which parallel tests on
-        // 127.0.0.1 trip over.
-        if sshd_version() >= (9, 8) {
-            c.push_str("PerSourcePenalties no\n");
-        }
-        c
+    );
+    if !no_sftp {
+        c.push_str("Subsystem sftp internal-sftp\n");
     }
+    // 9.8+ throttles source addresses after failed logins, which parallel tests on
+    // 127.0.0.1 trip over.
+    if sshd_version() >= (9, 8) {
+        c.push_str("PerSourcePenalties no\n");
+    }
+    c
 }
 
-fn generate_host_key(dir: &Path, kind: HostKeyType) -> HostKey {
+/// A fresh host key of `kind` in `dir`.
+pub fn generate_host_key(dir: &Path, kind: HostKeyType) -> HostKey {
     let path = dir.join(kind.file_name());
     run(Command::new("ssh-keygen")
         .arg("-q")

@@ -1,0 +1,398 @@
+//! Reaching a host that only a bastion can reach: jump hosts (`ProxyJump`, the rule's
+//! `jump`) and `ProxyCommand`.
+//!
+//! The target's own SSH session stays dropship's (libssh2: its host key checked against
+//! dropship's known_hosts, its login from the rule, netrc and ssh_config); only the bytes
+//! travel differently. They go over one end of a socketpair whose other end is the
+//! stdin/stdout of a process that carries them:
+//! - `ProxyCommand`: the user's command, run as OpenSSH runs it (`$SHELL -c "exec …"`).
+//! - Jump hosts: OpenSSH's own client, `ssh -W host:port LAST_HOP` (what `ProxyJump`
+//!   itself is). The bastion is then reached exactly as `ssh` reaches it: its
+//!   ssh_config block, keys, agent, certificates, known_hosts and its own `ProxyJump`.
+//!
+//! One connection to a bastion serves every host behind it: the first target starts an
+//! OpenSSH control master for the hop chain (`ssh -M -N -o ControlPersist`), and every
+//! target's `ssh -W` is a multiplexed client of it (a `direct-tcpip` channel of the one
+//! bastion session, as clush's gateways and AWX's hop nodes share theirs). The master
+//! leaves by itself [`LINGER`] after its last client; a client that finds no master (it
+//! just left) connects along the same chain on its own, so a race costs a connection,
+//! never the route. libssh2 is not used for the bastion because one libssh2 session cannot
+//! carry many channels from many threads without a pump that obeys its "resend the same
+//! packet after EAGAIN" rule, and OpenSSH already is that pump.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How the target's SSH connection is carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Route {
+    /// A TCP connection to the host's address.
+    #[default]
+    Direct,
+    /// Through jump hosts, with OpenSSH's client.
+    Jump(Jump),
+    /// Through a `ProxyCommand`, its tokens expanded.
+    Command(String),
+}
+
+/// Jump hosts and how OpenSSH is run to reach them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Jump {
+    /// In order, as `ProxyJump` writes them: `[user@]host[:port]`.
+    pub hops: Vec<String>,
+    /// The `ssh` to run.
+    pub program: PathBuf,
+    /// `-F`: the ssh configuration dropship reads, when it is not ssh's default.
+    pub config: Option<PathBuf>,
+}
+
+impl Route {
+    /// `via bastion1,bastion2` / `via ProxyCommand …`, for plans and messages; empty when direct.
+    pub fn describe(&self) -> String {
+        match self {
+            Route::Direct => String::new(),
+            Route::Jump(j) => format!("via {}", j.hops.join(",")),
+            Route::Command(c) => format!("via ProxyCommand `{c}`"),
+        }
+    }
+}
+
+/// How long a control master outlives its last client. Long enough that the steps of one
+/// dispatch (upload, commands, the lock's heartbeat) reuse it; short enough that nothing of
+/// dropship's is left running for long after it exits.
+pub const LINGER: Duration = Duration::from_secs(15);
+
+/// What the stderr of a carrier keeps: its last lines explain a failure.
+const STDERR_KEEP: usize = 4096;
+
+/// The process that carries one target's bytes. Dropping it ends the process.
+#[derive(Debug)]
+pub struct Link {
+    child: Mutex<Child>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// The carrier's stderr is closed and read to the end.
+    stderr_done: Arc<AtomicBool>,
+    route: String,
+    /// `host:port` the carrier was asked to reach.
+    target: String,
+}
+
+impl Link {
+    /// Why the carrier failed, from what it printed (controls removed), once it has
+    /// ended or after a short wait; `None` if it said nothing.
+    pub fn failure(&self) -> Option<String> {
+        // Until the carrier has ended and all it printed is read, or half a second.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            let ended = !matches!(self.child.lock().expect("proxy child").try_wait(), Ok(None));
+            if ended && self.stderr_done.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = printable(&self.stderr.lock().expect("proxy stderr"));
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("debug")
+                    && !l.starts_with("Warning: Permanently added")
+            })
+            .collect();
+        let tail = lines[lines.len().saturating_sub(3)..].join("; ");
+        if tail.is_empty() {
+            return None;
+        }
+        // OpenSSH's words for "the bastion could not connect onwards" (`-W` through a
+        // control master, and without one).
+        if tail.contains("forwarding request failed") || tail.contains("open failed") {
+            return Some(format!(
+                "{}: the last hop could not connect to {} ({tail}); is the host up, and does the bastion reach it on that port?",
+                self.route, self.target
+            ));
+        }
+        Some(format!("{}: {tail}", self.route))
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().expect("proxy child");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Opens `route` to `host:port`: the stream to hand to the SSH session, and the carrier
+/// to keep alive as long as the session. `timeout` bounds reaching the bastion.
+pub fn open(
+    route: &Route,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(UnixStream, Link), String> {
+    let (mut cmd, what) = match route {
+        Route::Direct => return Err("a direct route has no carrier".into()),
+        Route::Command(c) => {
+            // As OpenSSH: the user's shell, `exec` so the command is the process we end.
+            let shell = std::env::var_os("SHELL")
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "/bin/sh".into());
+            let mut cmd = Command::new(shell);
+            cmd.arg("-c").arg(format!("exec {c}"));
+            (cmd, format!("ProxyCommand `{c}`"))
+        }
+        Route::Jump(j) => {
+            let socket = master(j, timeout)?;
+            let mut cmd = base(j, timeout);
+            cmd.arg("-S").arg(&socket).args(["-o", "ControlMaster=no"]);
+            cmd.arg("-W").arg(forward_spec(host, port));
+            cmd.arg("--").arg(j.hops.last().expect("a jump has hops"));
+            (cmd, format!("jump host {}", j.hops.join(",")))
+        }
+    };
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let theirs_out = theirs.try_clone().map_err(|e| format!("socketpair: {e}"))?;
+    cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let stderr_done = Arc::new(AtomicBool::new(false));
+    if let Some(mut err) = child.stderr.take() {
+        let keep = stderr.clone();
+        let done = stderr_done.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut k = keep.lock().expect("proxy stderr");
+                k.extend_from_slice(&buf[..n]);
+                if k.len() > STDERR_KEEP {
+                    let cut = k.len() - STDERR_KEEP;
+                    k.drain(..cut);
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+    }
+    Ok((
+        ours,
+        Link {
+            child: Mutex::new(child),
+            stderr,
+            stderr_done,
+            route: what,
+            target: forward_spec(host, port),
+        },
+    ))
+}
+
+/// `host:port` for `-W`, with brackets around an IPv6 address.
+fn forward_spec(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `ssh [-F config] -o BatchMode=yes -o ConnectTimeout=N [-J earlier hops]`: never a
+/// prompt (dropship has no terminal to lend it), the chain's earlier hops as `-J`.
+fn base(j: &Jump, timeout: Duration) -> Command {
+    let mut cmd = Command::new(&j.program);
+    if let Some(c) = &j.config {
+        cmd.arg("-F").arg(c);
+    }
+    cmd.args(["-o", "BatchMode=yes"])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={}", timeout.as_secs().max(1)));
+    if j.hops.len() > 1 {
+        cmd.arg("-J").arg(j.hops[..j.hops.len() - 1].join(","));
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Control masters of this process, one per hop chain (and config file).
+struct Masters {
+    dir: PathBuf,
+    next: usize,
+    by_chain: HashMap<Jump, Arc<Mutex<PathBuf>>>,
+}
+
+fn masters() -> &'static Mutex<Option<Masters>> {
+    static M: OnceLock<Mutex<Option<Masters>>> = OnceLock::new();
+    M.get_or_init(|| Mutex::new(None))
+}
+
+/// The control socket of a running master for `j`, starting one if none runs. Masters
+/// for different chains start in parallel; targets behind the same chain wait for the
+/// first to start it.
+fn master(j: &Jump, timeout: Duration) -> Result<PathBuf, String> {
+    let slot = {
+        let mut m = masters().lock().expect("jump masters");
+        if m.is_none() {
+            *m = Some(Masters {
+                dir: control_dir()?,
+                next: 0,
+                by_chain: HashMap::new(),
+            });
+        }
+        let m = m.as_mut().expect("just set");
+        if !m.by_chain.contains_key(j) {
+            m.next += 1;
+            let socket = m.dir.join(format!("m{}", m.next));
+            m.by_chain.insert(j.clone(), Arc::new(Mutex::new(socket)));
+        }
+        m.by_chain[j].clone()
+    };
+    let socket = slot.lock().expect("jump master");
+    if socket.exists() && alive(j, &socket) {
+        return Ok(socket.clone());
+    }
+    let _ = std::fs::remove_file(&*socket);
+    let mut cmd = base(j, timeout);
+    cmd.args(["-M", "-N", "-S"])
+        .arg(&*socket)
+        .arg("-o")
+        .arg(format!("ControlPersist={}", LINGER.as_secs()))
+        .arg("--")
+        .arg(j.hops.last().expect("a jump has hops"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let what = format!("jump host {}", j.hops.join(","));
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{what}: cannot run {}: {e}", j.program.display()))?;
+    // The master goes to the background once it is logged in; the process we started
+    // exits then (0), or earlier with the reason it could not log in. Bounded: a bastion
+    // that accepts TCP but never finishes the handshake must not hold the dispatch.
+    let deadline = Instant::now() + timeout * 2 + Duration::from_secs(5);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{what}: no session after {} s",
+                    (timeout * 2 + Duration::from_secs(5)).as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let mut buf = Vec::new();
+        let _ = e.read_to_end(&mut buf);
+        err = printable(&buf);
+    }
+    if status.success() && socket.exists() {
+        return Ok(socket.clone());
+    }
+    let lines: Vec<&str> = err
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .collect();
+    Err(format!(
+        "{what}: {}",
+        if lines.is_empty() {
+            format!("ssh exited with {status}")
+        } else {
+            lines.join("; ")
+        }
+    ))
+}
+
+/// Whether the master behind `socket` still answers (`ssh -O check`).
+fn alive(j: &Jump, socket: &Path) -> bool {
+    let mut cmd = base(j, Duration::from_secs(5));
+    cmd.arg("-S")
+        .arg(socket)
+        .args(["-O", "check", "--"])
+        .arg(j.hops.last().expect("a jump has hops"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd.status().is_ok_and(|s| s.success())
+}
+
+/// A private directory for control sockets (0700: a control socket is a logged-in session
+/// to the bastion). Short, because a socket path is limited to 108 bytes.
+fn control_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir() && d.as_os_str().len() < 60)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = base.join(format!("dropship-j{}-{nanos:x}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Text from outside, made safe to show: control characters dropped, invalid UTF-8 replaced.
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_spec_brackets_ipv6() {
+        assert_eq!(forward_spec("10.0.0.5", 22), "10.0.0.5:22");
+        assert_eq!(forward_spec("::1", 2222), "[::1]:2222");
+    }
+
+    #[test]
+    fn a_proxy_command_carries_bytes_and_explains_its_failure() {
+        // `exec` makes the command the process (as OpenSSH runs it): a compound command
+        // needs its own shell.
+        let cmd = r#"sh -c "printf 'SSH-2.0-x\r\n'; echo boom >&2; exit 3""#;
+        let (mut s, link) =
+            open(&Route::Command(cmd.into()), "h", 22, Duration::from_secs(1)).unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "SSH-2.0-x\r\n");
+        assert_eq!(
+            link.failure().as_deref(),
+            Some(format!("ProxyCommand `{cmd}`: boom").as_str())
+        );
+    }
+
+    #[test]
+    fn route_describes_itself() {
+        assert_eq!(Route::Direct.describe(), "");
+        let j = Route::Jump(Jump {
+            hops: vec!["a".into(), "alice@b:2200".into()],
+            program: "ssh".into(),
+            config: None,
+        });
+        assert_eq!(j.describe(), "via a,alice@b:2200");
+    }
+}
