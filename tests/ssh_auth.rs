@@ -483,3 +483,58 @@ fn agent_with_many_keys_reports_too_many_authentication_failures() {
     let err = connect_err(&p);
     assert!(err.contains("too many authentication failures"), "{err}");
 }
+
+/// `ServerAliveInterval`/`CountMax`: a quiet command is kept alive by keepalives and ends
+/// normally; a link that goes silent (a stalling proxy between us and the real sshd) fails
+/// the step after about interval × (CountMax + 1), not after the command's own timeout.
+#[test]
+fn server_alive_keeps_quiet_commands_and_finds_a_dead_link() {
+    use dropship::transport::Shell;
+    let Some(server) = support::ssh_server_or_skip("server_alive") else {
+        return;
+    };
+    let dir = support::scratch_dir("server_alive");
+    let proxy = support::FaultProxy::start(server.addr());
+    // The server's key, recorded for the proxy's address.
+    std::fs::write(
+        dir.path().join("known_hosts"),
+        server.host_keys()[0].known_hosts_line(proxy.addr()) + "\n",
+    )
+    .unwrap();
+    let mut p = params(&server, dir.path());
+    p.port = proxy.addr().port();
+    p.keys = vec![support::test_keys().plain.clone()];
+    p.keepalive = Some((Duration::from_secs(1), 2));
+    let mut s = SshSession::connect(&p).expect("login");
+    let mut lines = Vec::new();
+    let status = s
+        .exec(
+            "sleep 3; echo done",
+            Duration::from_secs(30),
+            &|| false,
+            &mut |_, l| lines.push(l.to_owned()),
+        )
+        .expect("a quiet command is not a dead link");
+    assert_eq!((status, lines.as_slice()), (0, &["done".to_owned()][..]));
+
+    let started = std::time::Instant::now();
+    let mut stalled = false;
+    let r = s.exec(
+        "echo started; sleep 30",
+        Duration::from_secs(60),
+        &|| false,
+        &mut |_, l| {
+            if l == "started" && !stalled {
+                stalled = true;
+                proxy.set_fault_live(support::Fault::StallAfter(0));
+            }
+        },
+    );
+    let took = started.elapsed();
+    let err = r.expect_err("a silent link must fail").to_string();
+    assert!(err.contains("no answer to 2 keepalives"), "{err}");
+    assert!(
+        took < Duration::from_secs(8),
+        "found after {took:?}, expected ~3 s (interval 1 s x (2 + 1))"
+    );
+}

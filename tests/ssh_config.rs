@@ -263,32 +263,107 @@ fn tokens_in_identity_file() {
 }
 
 #[test]
-fn proxy_jump_and_proxy_command_are_refused_with_file_line() {
+fn proxy_jump_and_proxy_command_become_the_route_with_file_line() {
+    use dropship::transport::proxy::Route;
     if !have_ssh("proxy") {
         return;
     }
     let c = Cfg::new(
-        "Host inner\n  HostName 10.1.2.3\n  ProxyJump bastion1,bastion2\nHost legacy\n  ProxyCommand ssh -W %h:%p gw\nHost direct\n  ProxyJump none\n  HostName 127.0.0.3\nHost *\n  ProxyJump nobody\n",
+        "Host inner\n  HostName 10.1.2.3\n  ProxyJump bastion1,alice@bastion2:2222\nHost legacy\n  ProxyCommand ssh -W %h:%p gw %r %n %%\nHost direct\n  ProxyJump none\n  HostName 127.0.0.3\nHost ftphost\n  HostName 10.9.9.9\n  Port 2022\n  User deploy\nHost *\n  ProxyJump nobody\n",
     );
     let ssh = c.hosts();
-    let e = plan(&rule("inner", ""), &ssh).unwrap_err();
-    assert!(matches!(e, PlanError::SshConfig { .. }), "{e}");
-    let e = e.to_string();
-    assert!(e.contains("ProxyJump bastion1,bastion2"), "{e}");
-    assert!(e.contains(&c.line_of(&c.path, "ProxyJump bastion1")), "{e}");
-    let e = plan(&rule("legacy", ""), &ssh).unwrap_err().to_string();
-    assert!(e.contains("ProxyCommand"), "{e}");
-    assert!(e.contains(&c.line_of(&c.path, "ProxyCommand")), "{e}");
+    // As ssh -G says.
+    assert_eq!(
+        c.ssh_g("inner", None, "proxyjump"),
+        ["bastion1,alice@bastion2:2222"]
+    );
+    let t = one(&rule("inner", ""), &ssh);
+    let Route::Jump(j) = &t.route else {
+        panic!("{:?}", t.route)
+    };
+    assert_eq!(j.hops, ["bastion1", "alice@bastion2:2222"]);
+    assert_eq!(j.config.as_deref(), Some(c.path.as_path()));
+    assert_eq!(
+        t.route_origin.as_deref(),
+        Some(c.line_of(&c.path, "ProxyJump bastion1").as_str())
+    );
+    assert!(
+        t.effective()
+            .ends_with("@10.1.2.3:22 via bastion1,alice@bastion2:2222")
+    );
+    assert!(
+        t.ssh_config_notes().iter().any(|n| n
+            == &format!(
+                "ProxyJump bastion1,alice@bastion2:2222 ({})",
+                c.line_of(&c.path, "ProxyJump bastion1")
+            )),
+        "{:?}",
+        t.ssh_config_notes()
+    );
+    // ProxyCommand: its tokens expanded as ssh expands them.
+    let t = one(&rule("legacy", "login = bob"), &ssh);
+    assert_eq!(
+        t.route,
+        Route::Command("ssh -W legacy:22 gw bob legacy %".into())
+    );
     // `ProxyJump none` (first value wins over `Host *`) is a direct connection.
     let t = one(&rule("direct", ""), &ssh);
     assert_eq!(t.address, "127.0.0.3");
-    assert!(t.ssh_refusal.is_none());
-    // The probe path keeps the refusal and the transport will not connect.
+    assert_eq!(t.route, Route::Direct);
+    // The rule's `jump` wins over the file, `none` included.
+    let t = one(&rule("inner", "jump = gw1,gw2"), &ssh);
+    let Route::Jump(j) = &t.route else {
+        panic!("{:?}", t.route)
+    };
+    assert_eq!(j.hops, ["gw1", "gw2"]);
+    assert_eq!(t.route_origin.as_deref(), Some("`jump`, rule line 1"));
+    let t = one(&rule("inner", "jump = none"), &ssh);
+    assert_eq!(t.route, Route::Direct);
+    // FTP is not carried: the FTP connection goes to the host as written...
+    let ftp = "[app-.*\\.tgz]\nhost = ftphost\nprotocol = ftp\ndest_dir = /srv\n";
+    let t = one(ftp, &ssh);
+    assert_eq!(t.address, "ftphost");
+    assert_eq!(t.route, Route::Direct);
+    // ...while the SSH login that runs its commands is shaped by ssh_config like `ssh`.
+    let t = one(&format!("{ftp}post = true\n"), &ssh);
+    assert_eq!(t.address, "ftphost");
+    assert!(matches!(&t.route, Route::Jump(j) if j.hops == ["nobody"]));
+    let rule_ftp = Config::parse(&format!("{ftp}post = true\n"), Path::new("/d.cfg")).unwrap();
+    assert_eq!(t.ssh_port(&rule_ftp.rules[0]), 2022);
+    let kh = dropship::transport::known_hosts::KnownHostsFiles::default_files();
+    let p = dropship::transport::ssh::SshParams::for_target(
+        &t,
+        t.ssh_port(&rule_ftp.rules[0]),
+        &rule_ftp.rules[0],
+        &kh,
+    );
+    assert_eq!((p.address.as_str(), p.port), ("10.9.9.9", 2022));
+    assert_eq!(p.login, "deploy");
+    let rule_ftp = Config::parse(
+        &format!("{ftp}post = true\nssh_port = 22\n"),
+        Path::new("/d.cfg"),
+    )
+    .unwrap();
+    assert_eq!(
+        t.ssh_port(&rule_ftp.rules[0]),
+        22,
+        "an explicit ssh_port wins"
+    );
+}
+
+#[test]
+fn builtin_reader_refuses_jump_hosts_it_cannot_follow() {
+    let c = Cfg::new("Host inner\n  HostName 10.1.2.3\n  ProxyJump bastion\n");
+    let ssh = SshHosts::load_builtin(&c.path).unwrap();
+    let e = plan(&rule("inner", ""), &ssh).unwrap_err().to_string();
+    assert!(e.contains("ProxyJump bastion"), "{e}");
+    assert!(e.contains(&c.line_of(&c.path, "ProxyJump")), "{e}");
+    assert!(e.contains("no `ssh` is on PATH"), "{e}");
+    // Refused targets are never dialed: the transport says why.
     let config = Config::parse(&rule("inner", ""), Path::new("/d.cfg")).unwrap();
     let targets = dropship::fleet::target::for_config(&config, &Netrc::empty(), &ssh);
-    let t = &targets[0].target;
     let err = dropship::transport::connect(
-        t,
+        &targets[0].target,
         &config.rules[0],
         &dropship::transport::known_hosts::KnownHostsFiles::default_files(),
     )
@@ -296,23 +371,6 @@ fn proxy_jump_and_proxy_command_are_refused_with_file_line() {
     .expect("refused")
     .to_string();
     assert!(err.contains("ProxyJump"), "{err}");
-    // --probe does not even dial the host directly.
-    let kh = dropship::transport::known_hosts::KnownHostsFiles::default_files();
-    let probe = dropship::fleet::probe::probe_host(&targets[0], &kh);
-    assert!(!probe.passed());
-    let shown = format!("{probe:?}");
-    assert!(
-        shown.contains("refused by the ssh configuration"),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&c.line_of(&c.path, "ProxyJump bastion1")),
-        "{shown}"
-    );
-    // FTP rules are not SSH hosts: ssh_config does not speak for them.
-    let ftp = "[app-.*\\.tgz]\nhost = inner\nprotocol = ftp\ndest_dir = /srv\n";
-    let t = one(ftp, &ssh);
-    assert_eq!(t.address, "inner");
 }
 
 #[test]

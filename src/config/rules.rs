@@ -1083,6 +1083,18 @@ fn shadow_warnings(rules: &[Rule], file: &Path) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jump_hops_are_checked_before_they_reach_ssh() {
+        assert_eq!(
+            parse_jump("bastion, alice@gw:2222,[::1]:22").unwrap(),
+            ["bastion", "alice@gw:2222", "[::1]:22"]
+        );
+        assert_eq!(parse_jump("none").unwrap(), Vec::<String>::new());
+        for bad in ["-oProxyCommand=x", "a b", "a;b", "a,,b", "", "$(id)"] {
+            assert!(parse_jump(bad).is_err(), "{bad}");
+        }
+    }
     use crate::config::ini;
 
     /// `n` rules of the shapes a large config has: literals, prefixes, suffixes, literals

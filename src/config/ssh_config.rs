@@ -1071,6 +1071,29 @@ mod tests {
     }
 
     #[test]
+    fn proxy_command_expands_only_its_own_tokens() {
+        let v = TokenValues {
+            host_name: "10.0.0.5".into(),
+            port: 2222,
+            user: "deploy".into(),
+            alias: "web1".into(),
+            local_user: "me".into(),
+            home: "/home/me".into(),
+            host_key_alias: None,
+        };
+        assert_eq!(
+            expand_proxy_command("nc -X 5 -x gw %h %p # %r %n %% ~/x ${HOME}", &v).unwrap(),
+            "nc -X 5 -x gw 10.0.0.5 2222 # deploy web1 % ~/x ${HOME}"
+        );
+        assert!(
+            expand_proxy_command("ssh %d", &v)
+                .unwrap_err()
+                .contains("%d")
+        );
+        assert!(expand_proxy_command("x %", &v).is_err());
+    }
+
+    #[test]
     fn proxy_jump_hops_are_read_in_order() {
         let q = Query {
             alias: "leak-check".into(),

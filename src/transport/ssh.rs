@@ -465,11 +465,7 @@ impl SshSession {
         sess.set_tcp_stream(stream);
         sess.set_timeout(p.timeout.as_millis().min(u32::MAX as u128) as u32);
         sess.set_compress(false);
-        if let Some((every, _)) = p.keepalive {
-            // libssh2 sends a keepalive only when asked (`keepalive_send`, in `run`); the
-            // reply it asks for is what tells a quiet server from a gone one.
-            sess.set_keepalive(true, every.as_secs().clamp(1, u32::MAX as u64) as u32);
-        }
+
         // Ask for the key types on record for this host (see recorded_algorithms); for a
         // new host, the type most hosts have.
         // Certificate types first when a CA is trusted for the host.
@@ -515,6 +511,12 @@ impl SshSession {
             &p.known_hosts,
         )?;
         me.authenticate(p)?;
+        if let Some((every, _)) = p.keepalive {
+            // libssh2 sends a keepalive only when asked (`keepalive_send`, in `run`); the
+            // reply it asks for is what tells a quiet server from a gone one.
+            me.sess
+                .set_keepalive(true, every.as_secs().clamp(1, u32::MAX as u64) as u32);
+        }
         Ok(me)
     }
 
