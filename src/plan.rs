@@ -195,20 +195,31 @@ impl Target {
     /// What came from the ssh configuration, for `--plan`/`--check`: `HostName 10.0.0.5
     /// (file:3), Port 2222 (file:4), ...`; empty when nothing did.
     pub fn ssh_config_notes(&self) -> Vec<String> {
-        let h = &self.ssh;
+        let h = self.ssh_for_shell();
         let at = |k: &str| h.origin(k).map_or_else(String::new, |l| format!(" ({l})"));
         let mut notes = Vec::new();
+        // For ftp rules, what follows shapes only the SSH login that runs the commands.
+        let shell = if self.protocol.is_ftp() {
+            " for the commands' SSH login"
+        } else {
+            ""
+        };
         if let Some(v) = &h.host_name {
-            notes.push(format!("HostName {v}{}", at("hostname")));
+            notes.push(format!("HostName {v}{shell}{}", at("hostname")));
         }
         if let Some(p) = h.port
-            && self.host.port.is_none()
-            && self.port == Some(p)
+            && (self.protocol.is_ftp() || (self.host.port.is_none() && self.port == Some(p)))
         {
-            notes.push(format!("Port {p}{}", at("port")));
+            notes.push(format!("Port {p}{shell}{}", at("port")));
         }
         if self.creds.login_source == Source::SshConfig {
             notes.push(format!("User {}{}", self.creds.login, at("user")));
+        } else if let Some(u) = h
+            .user
+            .as_ref()
+            .filter(|_| self.protocol.is_ftp() && self.creds.login_source == Source::Default)
+        {
+            notes.push(format!("User {u}{shell}{}", at("user")));
         }
         if !h.identity_files.is_empty() && self.creds.keys == h.identity_files {
             let keys: Vec<String> = h

@@ -420,7 +420,7 @@ fn known_hosts_alias_timeout_and_strictness() {
 }
 
 #[test]
-fn check_report_shows_the_port_from_ssh_config() {
+fn check_report_shows_the_port_and_the_jump_chain_from_ssh_config() {
     if !have_ssh("check_port") {
         return;
     }
@@ -435,5 +435,12 @@ fn check_report_shows_the_port_from_ssh_config() {
     assert!(!out.contains("web1  :22 "), "{out}");
     assert!(out.contains("deploy@web1:2299"), "{out}");
     assert!(out.contains(&c.line_of(&c.path, "Port 2299")), "{out}");
-    assert!(out.contains("REFUSED"), "{out}");
+    assert!(out.contains("root@jumpy:22 via b"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "ProxyJump b ({})",
+            c.line_of(&c.path, "ProxyJump b")
+        )),
+        "{out}"
+    );
 }

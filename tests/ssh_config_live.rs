@@ -95,7 +95,7 @@ fn ssh_config_account_is_the_one_ssh_g_names() {
 }
 
 #[test]
-fn proxy_jump_is_refused_before_anything_is_shipped() {
+fn a_bastion_that_cannot_be_reached_is_never_bypassed() {
     let Some(server) = support::ssh_server_or_skip("sshcfg_live_jump") else {
         return;
     };
@@ -126,14 +126,83 @@ fn proxy_jump_is_refused_before_anything_is_shipped() {
         "--dispatch",
         bundle.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("ProxyJump bastion.invalid"), "{err}");
-    assert!(err.contains(&format!("{}:6", cfg_path.display())), "{err}");
+    // The host answers directly, but ssh_config says it is reached through the bastion:
+    // the dispatch fails at the bastion, naming it, and nothing is shipped around it.
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = text(&o);
+    assert!(all.contains("jump host bastion.invalid"), "{all}");
+    assert!(all.contains("bastion.invalid"), "{all}");
+    let o = home.run(&["--config", cfg.to_str().unwrap(), "--plan", "app-2.tgz"]);
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        plan.contains(&format!(
+            "ProxyJump bastion.invalid ({}:6)",
+            cfg_path.display()
+        )),
+        "{plan}"
+    );
     assert!(
         !dest.join("app-2.tgz").exists(),
         "shipped around the bastion"
     );
+}
+
+/// An ftp rule's commands log in over SSH the way `ssh HOST` would: with no `ssh_port` in
+/// dispatch.cfg, the port (and key) come from ~/.ssh/config; the upload itself is FTP to the
+/// host as written.
+#[test]
+fn ftp_rule_commands_log_in_as_ssh_config_says() {
+    let Some(server) = support::ssh_server_or_skip("sshcfg_live_ftp") else {
+        return;
+    };
+    let Some(ftp) = support::ftp_server_or_skip("sshcfg_live_ftp") else {
+        return;
+    };
+    if dropship::config::ssh_config::find_ssh().is_none() {
+        assert!(std::env::var_os("CI").is_none(), "ssh client missing");
+        eprintln!("SKIPPED sshcfg_live_ftp: no `ssh` on PATH");
+        return;
+    }
+    let home = Home::trusting(&server);
+    let cfg_path = home.write(
+        ".ssh/config",
+        format!(
+            "Host 127.0.0.1\n  Port {}\n  IdentityFile {}\n  IdentitiesOnly yes\n",
+            server.port(),
+            test_keys().plain.display()
+        ),
+    );
+    let dest = support::scratch_dir("sshcfg_live_ftp");
+    let cfg = home.write(
+        "dispatch.cfg",
+        format!(
+            "[app-.*\\.tgz]\nhost = {ftp}\nprotocol = ftp\nlogin = {TEST_USER}\npassword = {pw}\ndest_dir = {d}\nlock_path = {d}/.lock\ntimeout = 10s\nupgrade = echo \"who=$(id -un) sshd=${{SSH_CONNECTION##* }}\"; sha256sum {{path}}\n",
+            ftp = ftp.addr(),
+            pw = support::TEST_PASSWORD,
+            d = dest.as_str()
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let o = home.run(&["--config", cfg, "--plan", "app-3.tgz"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        plan.contains(&format!(
+            "Port {} for the commands' SSH login ({}:2)",
+            server.port(),
+            cfg_path.display()
+        )),
+        "{plan}"
+    );
+    let bundle = home.write("app-3.tgz", vec![3u8; 5000]);
+    let o = home.run(&["--config", cfg, "--dispatch", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("who={TEST_USER} sshd={}", server.port())),
+        "{out}"
+    );
+    assert!(dest.join("app-3.tgz").is_file());
 }
 
 #[test]
