@@ -8,10 +8,12 @@ mod support;
 use dropship::plan::Plan;
 use dropship::transport::TransportError;
 use dropship::transport::upload;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use support::SshServer;
 use support::disk::SmallDisk;
+use support::dropbear::DropbearServer;
 use support::upload::{Rig, bundle, retries};
 
 fn no_part_left(plan: &Plan) {
@@ -20,27 +22,18 @@ fn no_part_left(plan: &Plan) {
     assert!(!Path::new(&upload::sidecar_path(&part)).exists());
 }
 
-/// A 3 MiB bundle into a 1 MiB tmpfs.
-fn full_disk(test: &str, protocol: &str) {
-    let Some(server) = support::ssh_server_or_skip(test) else {
-        return;
-    };
-    let rig = Rig::new(test).with_timeout("10s");
-    rig.trust(&server);
-    let disk = SmallDisk::mount(rig.dest.join("small"));
+/// A 3 MiB bundle into `disk` (1 MiB) at `addr` over `protocol`; `extra` adds keys to the
+/// rule.
+fn full_disk(rig: &Rig, protocol: &str, addr: SocketAddr, disk: &SmallDisk, extra: &str) {
     let local = bundle(rig.local.path(), "app-4.0.tgz", 3 << 20);
     let dest = disk.0.display().to_string();
-    let plan = rig.plan(
-        &rig.config(protocol, server.addr(), &dest, ""),
-        "app-4.0.tgz",
-    );
+    let plan = rig.plan(&rig.config(protocol, addr, &dest, extra), "app-4.0.tgz");
     let (result, events) = rig.deliver(&plan, &local);
     let err = result.err().expect("a full disk must fail the upload");
     let text = err.to_string();
     assert!(
         matches!(err, TransportError::Refused { .. }),
-        "{protocol}: {text}\n--- sshd ---\n{}",
-        server.log()
+        "{protocol}: {text}"
     );
     assert!(
         text.contains(&format!(
@@ -50,17 +43,52 @@ fn full_disk(test: &str, protocol: &str) {
     );
     assert_eq!(retries(&events), 0, "{protocol}: {events:?}");
     no_part_left(&plan);
+}
+
+/// The same against OpenSSH's sshd, in the test user's scratch dir.
+fn sshd_full_disk(test: &str, protocol: &str) {
+    let Some(server) = support::ssh_server_or_skip(test) else {
+        return;
+    };
+    let rig = Rig::new(test).with_timeout("10s");
+    rig.trust(&server);
+    let disk = SmallDisk::mount(rig.dest.join("small"));
+    full_disk(&rig, protocol, server.addr(), &disk, "");
     drop(disk);
 }
 
 #[test]
 fn sftp_full_disk_is_reported_not_retried_and_the_part_removed() {
-    full_disk("sftp_full_disk", "sftp");
+    sshd_full_disk("sftp_full_disk", "sftp");
 }
 
 #[test]
 fn scp_full_disk_is_reported_not_retried_and_the_part_removed() {
-    full_disk("scp_full_disk", "scp");
+    sshd_full_disk("scp_full_disk", "scp");
+}
+
+/// Dropbear runs OpenSSH's `sftp-server` (which says SSH_FX_FAILURE for ENOSPC as well)
+/// and the system's `scp -t`.
+#[test]
+fn dropbear_full_disk_over_sftp_and_scp_is_reported_not_retried() {
+    let test = "dropbear_full_disk";
+    let Some(server) = DropbearServer::start_or_skip(test, &[]) else {
+        return;
+    };
+    for protocol in ["sftp", "scp"] {
+        let rig = Rig::new(test).with_timeout("10s");
+        std::fs::write(
+            rig.known.user.as_ref().unwrap(),
+            server.known_hosts_line() + "\n",
+        )
+        .unwrap();
+        let home = server.user.fresh_dir(&format!("{test}_{protocol}"));
+        let disk = SmallDisk::mount_for(home.join("small"), server.user.uid, server.user.gid);
+        let login = format!("login = {}", server.user.name);
+        full_disk(&rig, protocol, server.addr(), &disk, &login);
+        drop(disk);
+        let _ = std::fs::remove_dir_all(&home);
+    }
 }
 
 /// A directory owned by root, mode 555: the login may enter it but not create in it.

@@ -1010,6 +1010,7 @@ impl SshSession {
                 Box::new(SftpFiles {
                     ssh: self.clone(),
                     sftp,
+                    desynced: false,
                 })
             }
             _ => Box::new(ScpFiles { ssh: self.clone() }),
@@ -1201,6 +1202,12 @@ impl std::io::Write for SftpWriter<'_> {
 struct SftpFiles {
     ssh: SshSession,
     sftp: ssh2::Sftp,
+    /// A write failed: libssh2 then drops the write requests it had not finished sending,
+    /// also one it had sent part of (a server with a small window, such as Dropbear's 24
+    /// KiB, leaves it half sent), so the server reads the next request out of step and
+    /// never answers: after a full disk on Dropbear every later SFTP request timed out. The
+    /// free space is then asked and the `.part` removed through the shell.
+    desynced: bool,
 }
 
 impl SftpFiles {
@@ -1211,6 +1218,11 @@ impl SftpFiles {
         }
     }
 }
+
+/// How long closing a file waits after a failed write (see [`SftpFiles::desynced`]), in ms.
+const DESYNCED_CLOSE_MS: u32 = 200;
+/// How long `statvfs@openssh.com` waits after a failed write, in ms.
+const STATVFS_AFTER_FAILURE_MS: u32 = 2000;
 
 /// From this size on, an SFTP upload goes over two sessions: libssh2 encrypts on one core
 /// per session, and SFTP's request/acknowledge pipeline leaves a single stream short of
@@ -1513,13 +1525,25 @@ impl Files for SftpFiles {
             acked.set(n);
             progress(n)
         };
-        let sent = self
-            .send(&mut dst, local, remote, offset, size, &mut track)
-            .and_then(|()| dst.close().map_err(|e| self.sftp_err("close", remote, e)));
-        sent.map_err(|e| {
+        let sent = self.send(&mut dst, local, remote, offset, size, &mut track);
+        if sent.is_err() {
+            self.desynced = true;
+        }
+        let sent = sent.and_then(|()| dst.close().map_err(|e| self.sftp_err("close", remote, e)));
+        let result = sent.map_err(|e| {
             let left = size - acked.get().min(size);
             self.when_full(e, Some(&mut dst), remote, size, left)
-        })
+        });
+        if self.desynced {
+            // Closing the handle would wait a whole `timeout` for an answer that does not
+            // come; libssh2 frees it all the same when the wait times out.
+            self.ssh.sess.set_timeout(DESYNCED_CLOSE_MS);
+            drop(dst);
+            self.ssh
+                .sess
+                .set_timeout(self.ssh.timeout.as_millis().min(u32::MAX as u128) as u32);
+        }
+        result
     }
 
     fn resumable_prefix(&self, len: u64, size: u64) -> u64 {
@@ -1531,6 +1555,12 @@ impl Files for SftpFiles {
     }
 
     fn remove(&mut self, path: &str) -> Result<(), TransportError> {
+        if self.desynced {
+            return self
+                .ssh
+                .check("remove", path, &format!("rm -f -- {}", quote(path)))
+                .map(drop);
+        }
         match self.sftp.unlink(Path::new(path)) {
             Err(e) if e.code() != ErrorCode::SFTP(FX_NO_SUCH_FILE) => {
                 Err(self.sftp_err("remove", path, e))
@@ -1624,18 +1654,30 @@ impl SftpFiles {
         }
     }
 
-    /// Bytes the login may still write on the file system of `file` (or of `dir`), if the
-    /// host says.
+    /// Bytes the login may still write in `dir`, if the host says: by `df` over the shell
+    /// (a channel of its own, see [`SftpFiles::desynced`]), else by `statvfs@openssh.com`
+    /// on the open `file` (a login without a shell).
     fn free_space(&mut self, file: Option<&mut ssh2::File>, dir: &str) -> Option<u64> {
-        if let Some(st) = file.and_then(|f| f.statvfs().ok()) {
-            let unit = if st.f_frsize > 0 {
-                st.f_frsize
-            } else {
-                st.f_bsize
-            };
-            return Some(st.f_bavail.saturating_mul(unit));
+        if let Some(free) = self.ssh.free_space(dir) {
+            return Some(free);
         }
-        self.ssh.free_space(dir)
+        let file = file?;
+        // After a failed write the answer may never come: wait briefly for it.
+        let timeout = self.ssh.timeout.as_millis().min(u32::MAX as u128) as u32;
+        if self.desynced {
+            self.ssh
+                .sess
+                .set_timeout(timeout.min(STATVFS_AFTER_FAILURE_MS));
+        }
+        let st = file.statvfs();
+        self.ssh.sess.set_timeout(timeout);
+        let st = st.ok()?;
+        let unit = if st.f_frsize > 0 {
+            st.f_frsize
+        } else {
+            st.f_bsize
+        };
+        Some(st.f_bavail.saturating_mul(unit))
     }
 }
 
@@ -1792,8 +1834,12 @@ impl Files for ScpFiles {
             .and_then(|()| ch.flush())
             .map_err(|e| self.ssh.io_err(&op, remote, e))?;
         if let Some(said) = scp_answer(&mut ch).map_err(|e| self.ssh.io_err(&op, remote, e))? {
+            // Closed as on success, waiting for the host to close it too: without that
+            // wait, the next command's `exec` (removing the `.part`) went unanswered on
+            // Dropbear in about one run in four (cause not pinned down).
             let _ = ch.send_eof();
             let _ = ch.close();
+            let _ = ch.wait_close();
             return Err(self
                 .ssh
                 .said("write", remote, size, &said)

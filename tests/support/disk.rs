@@ -10,9 +10,14 @@ pub struct SmallDisk(pub PathBuf);
 
 impl SmallDisk {
     pub fn mount(dir: PathBuf) -> SmallDisk {
-        std::fs::create_dir_all(&dir).unwrap();
         let user = super::test_user();
-        let opts = format!("size=1m,mode=0755,uid={},gid={}", user.uid, user.gid);
+        SmallDisk::mount_for(dir, user.uid, user.gid)
+    }
+
+    /// [`SmallDisk::mount`] for another login (e.g. Dropbear's).
+    pub fn mount_for(dir: PathBuf, uid: u32, gid: u32) -> SmallDisk {
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = format!("size=1m,mode=0755,uid={uid},gid={gid}");
         let st = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &opts, "dropship-test"])
             .arg(&dir)
