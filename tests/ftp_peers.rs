@@ -10,7 +10,7 @@ use dropship::transport::{TransferEvent, TransportError};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use support::disk::SmallDisk;
 use support::peers::Peer;
 use support::upload::{Rig, bundle, retries, sha};
 use support::{FtpServer, TEST_PASSWORD, TEST_USER};
@@ -231,30 +231,6 @@ fn part_longer_than_the_bundle_starts_over() {
         said.iter().any(|s| s.contains("longer than the bundle")),
         "{said:?}"
     );
-}
-
-/// A 1 MiB tmpfs mounted over a directory, unmounted on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: PathBuf) -> SmallDisk {
-        std::fs::create_dir_all(&dir).unwrap();
-        let user = support::test_user();
-        let opts = format!("size=1m,mode=0755,uid={},gid={}", user.uid, user.gid);
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &opts, "dropship-test"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs on {}", dir.display());
-        SmallDisk(dir)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

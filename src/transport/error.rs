@@ -53,11 +53,14 @@ pub enum TransportError {
         hint: String,
     },
     #[error(
-        "{host}: permission denied: {what}: {detail}\n  help: check that `{login}` may write there, or change `dest_dir`"
+        "{host}: permission denied on {dir}: {what}: {detail}\n  help: check that `{login}` may write there, or change `dest_dir`"
     )]
     Permission {
         host: String,
         login: String,
+        /// The directory the login may not write (or search), e.g. `/srv` for "mkdir
+        /// `/srv/app`".
+        dir: String,
         /// The operation and its path, e.g. "mkdir `/srv/app`".
         what: String,
         detail: String,
@@ -122,6 +125,30 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// The host has no room for the upload into `dir`; `needed` is the bytes still to
+    /// send (the whole bundle once its `.part` is removed).
+    pub fn no_space(host: &str, dir: &str, needed: u64, detail: String) -> TransportError {
+        TransportError::Refused {
+            host: host.to_owned(),
+            what: format!(
+                "no space left on {host} in {dir} ({} MiB needed)",
+                needed.div_ceil(1 << 20)
+            ),
+            detail,
+            help: "free space on the host or change `dest_dir`".to_owned(),
+        }
+    }
+
+    /// The login's quota on the host has no room for the upload into `dir`.
+    pub fn quota_exceeded(host: &str, dir: &str, detail: String) -> TransportError {
+        TransportError::Refused {
+            host: host.to_owned(),
+            what: format!("quota exceeded on {host} in {dir}"),
+            detail,
+            help: "raise the login's quota, free space, or change `dest_dir`".to_owned(),
+        }
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -11,7 +11,7 @@
 //! fresh session on every data connection and exposes no way to resume one: vsftpd answered
 //! `522 SSL connection failed: session reuse required`.
 
-use super::{Files, STALL_POLL, StallGuard, TransportError, pump};
+use super::{Files, STALL_POLL, StallGuard, TransportError, dir_of, pump};
 use crate::plan::{Source, Target};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
@@ -206,15 +206,6 @@ fn no_space(code: u32, text: &str) -> bool {
                 || (code == 451 && t.contains("failure writing to local file"))))
 }
 
-/// The directory part of a remote path, for messages.
-fn dir_of(path: &str) -> &str {
-    match path.rsplit_once('/') {
-        Some(("", _)) => "/",
-        Some((dir, _)) => dir,
-        None => ".",
-    }
-}
-
 /// Whether a refused `APPE` means "this server does not append/restart" (ProFTPD's default
 /// `AllowStoreRestart off`: "451 ... Append/Restart not permitted"; others answer 502/504
 /// or 550 with a similar text), as opposed to a path or space problem.
@@ -356,6 +347,7 @@ impl FtpFiles {
             (_, Some(550 | 553 | 532)) => TransportError::Permission {
                 host: self.host.clone(),
                 login: self.login.clone(),
+                dir: dir_of(path).to_owned(),
                 what: format!("{op} `{path}`"),
                 detail: text,
             },

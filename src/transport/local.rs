@@ -38,6 +38,7 @@ impl Local {
             TransportError::Permission {
                 host: self.host.clone(),
                 login: crate::config::current_user(),
+                dir: super::dir_of(path).to_owned(),
                 what: format!("{op} `{path}`"),
                 detail: e.to_string(),
             }

@@ -23,6 +23,15 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
 
+/// The directory part of a remote path, for messages.
+pub(crate) fn dir_of(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some(("", _)) => "/",
+        Some((dir, _)) => dir,
+        None => ".",
+    }
+}
+
 /// What an upload reports while it runs. Plain data, so front ends and the journal can
 /// consume it; transports never print.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]

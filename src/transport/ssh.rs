@@ -6,11 +6,13 @@
 
 use super::known_hosts::{self, KnownHostsFiles};
 use super::proxy::{self, Route};
-use super::{Connection, Files, Shell, Stream, TransportError, pump, pump_range, sha256_command};
+use super::{
+    Connection, Files, Shell, Stream, TransportError, dir_of, pump, pump_range, sha256_command,
+};
 use crate::config::{HostKeyPolicy, Protocol};
 use crate::plan::{Source, Target};
 use ssh2::{ErrorCode, OpenFlags, OpenType, Session};
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -35,6 +37,32 @@ const FX_PERMISSION_DENIED: i32 = 3;
 const FX_BAD_MESSAGE: i32 = 5;
 const FX_NO_SPACE_ON_FILESYSTEM: i32 = 14;
 const FX_QUOTA_EXCEEDED: i32 = 15;
+/// How [`SshSession::refused`] words these two statuses, so that an upload can restate
+/// them with its directory and size.
+const NO_SPACE: &str = "no space left on the device";
+const QUOTA: &str = "quota exceeded";
+
+/// What the host's own error text (the remote `scp`'s, the shell's) says went wrong with
+/// the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    NoSpace,
+    Quota,
+    Permission,
+}
+
+fn cause(text: &str) -> Option<Cause> {
+    let t = text.to_ascii_lowercase();
+    if t.contains("no space left on device") {
+        Some(Cause::NoSpace)
+    } else if t.contains("quota exceeded") {
+        Some(Cause::Quota)
+    } else if t.contains("permission denied") || t.contains("read-only file system") {
+        Some(Cause::Permission)
+    } else {
+        None
+    }
+}
 
 /// Reads and writes of the bundle go through buffers this big: libssh2 splits a large
 /// SFTP write into pipelined packets, so big writes keep the link full.
@@ -814,11 +842,11 @@ impl SshSession {
     fn refused(&self, op: &str, code: i32, detail: String) -> TransportError {
         let (detail, help) = match code {
             FX_NO_SPACE_ON_FILESYSTEM => (
-                format!("no space left on the device ({detail})"),
+                format!("{NO_SPACE} ({detail})"),
                 "free space on the host or change `dest_dir`",
             ),
             FX_QUOTA_EXCEEDED => (
-                format!("quota exceeded ({detail})"),
+                format!("{QUOTA} ({detail})"),
                 "raise the login's quota or change `dest_dir`",
             ),
             _ => (
@@ -838,6 +866,10 @@ impl SshSession {
         TransportError::Permission {
             host: self.host.clone(),
             login: self.login.clone(),
+            dir: match path {
+                "" => "the host".to_owned(),
+                _ => dir_of(path).to_owned(),
+            },
             what: format!("{op} `{path}`"),
             detail,
         }
@@ -1080,6 +1112,7 @@ impl SshSession {
                 Box::new(SftpFiles {
                     ssh: self.clone(),
                     sftp,
+                    desynced: false,
                 })
             }
             _ => Box::new(ScpFiles { ssh: self.clone() }),
@@ -1271,6 +1304,12 @@ impl std::io::Write for SftpWriter<'_> {
 struct SftpFiles {
     ssh: SshSession,
     sftp: ssh2::Sftp,
+    /// A write failed: libssh2 then drops the write requests it had not finished sending,
+    /// also one it had sent part of (a server with a small window, such as Dropbear's 24
+    /// KiB, leaves it half sent), so the server reads the next request out of step and
+    /// never answers: after a full disk on Dropbear every later SFTP request timed out. The
+    /// free space is then asked and the `.part` removed through the shell.
+    desynced: bool,
 }
 
 impl SftpFiles {
@@ -1281,6 +1320,11 @@ impl SftpFiles {
         }
     }
 }
+
+/// How long closing a file waits after a failed write (see [`SftpFiles::desynced`]), in ms.
+const DESYNCED_CLOSE_MS: u32 = 200;
+/// How long `statvfs@openssh.com` waits after a failed write, in ms.
+const STATVFS_AFTER_FAILURE_MS: u32 = 2000;
 
 /// From this size on, an SFTP upload goes over two sessions: libssh2 encrypts on one core
 /// per session, and SFTP's request/acknowledge pipeline leaves a single stream short of
@@ -1558,39 +1602,50 @@ impl Files for SftpFiles {
         offset: u64,
         progress: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), TransportError> {
-        let mut flags = OpenFlags::WRITE | OpenFlags::CREATE;
-        if offset == 0 {
-            flags |= OpenFlags::TRUNCATE;
-        }
-        let mut dst = self
-            .sftp
-            .open_mode(Path::new(remote), flags, 0o644, OpenType::File)
-            .map_err(|e| self.sftp_err("create", remote, e))?;
         let size = std::fs::metadata(local)
             .map_err(|e| TransportError::Local {
                 path: local.to_owned(),
                 detail: e.to_string(),
             })?
             .len();
-        dst.seek(SeekFrom::Start(offset))
-            .map_err(|e| self.ssh.io_err("seek", remote, e))?;
-        if size >= TWO_STREAMS_FROM && size - offset >= 2 * BLOCK {
-            self.write_two_streams(&mut dst, local, remote, offset, size, progress)?;
-        } else {
-            pump(
-                &self.ssh.host,
-                local,
-                offset,
-                &mut SftpWriter {
-                    file: &mut dst,
-                    timeout: self.ssh.timeout,
-                },
-                CHUNK,
-                progress,
-                &|e| self.ssh.io_err("write", remote, e),
-            )?;
+        let mut flags = OpenFlags::WRITE | OpenFlags::CREATE;
+        if offset == 0 {
+            flags |= OpenFlags::TRUNCATE;
         }
-        dst.close().map_err(|e| self.sftp_err("close", remote, e))
+        let mut dst = match self
+            .sftp
+            .open_mode(Path::new(remote), flags, 0o644, OpenType::File)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                let e = self.sftp_err("create", remote, e);
+                return Err(self.when_full(e, None, remote, size, size - offset.min(size)));
+            }
+        };
+        let acked = std::cell::Cell::new(offset);
+        let mut track = |n: u64| {
+            acked.set(n);
+            progress(n)
+        };
+        let sent = self.send(&mut dst, local, remote, offset, size, &mut track);
+        if sent.is_err() {
+            self.desynced = true;
+        }
+        let sent = sent.and_then(|()| dst.close().map_err(|e| self.sftp_err("close", remote, e)));
+        let result = sent.map_err(|e| {
+            let left = size - acked.get().min(size);
+            self.when_full(e, Some(&mut dst), remote, size, left)
+        });
+        if self.desynced {
+            // Closing the handle would wait a whole `timeout` for an answer that does not
+            // come; libssh2 frees it all the same when the wait times out.
+            self.ssh.sess.set_timeout(DESYNCED_CLOSE_MS);
+            drop(dst);
+            self.ssh
+                .sess
+                .set_timeout(self.ssh.timeout.as_millis().min(u32::MAX as u128) as u32);
+        }
+        result
     }
 
     fn resumable_prefix(&self, len: u64, size: u64) -> u64 {
@@ -1602,6 +1657,12 @@ impl Files for SftpFiles {
     }
 
     fn remove(&mut self, path: &str) -> Result<(), TransportError> {
+        if self.desynced {
+            return self
+                .ssh
+                .check("remove", path, &format!("rm -f -- {}", quote(path)))
+                .map(drop);
+        }
         match self.sftp.unlink(Path::new(path)) {
             Err(e) if e.code() != ErrorCode::SFTP(FX_NO_SUCH_FILE) => {
                 Err(self.sftp_err("remove", path, e))
@@ -1628,7 +1689,131 @@ impl Files for SftpFiles {
     }
 }
 
+impl SftpFiles {
+    /// Writes `local[offset..size]` to the open `dst`, over one stream or two.
+    fn send(
+        &mut self,
+        dst: &mut ssh2::File,
+        local: &Path,
+        remote: &str,
+        offset: u64,
+        size: u64,
+        progress: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<(), TransportError> {
+        dst.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.ssh.io_err("seek", remote, e))?;
+        if size >= TWO_STREAMS_FROM && size - offset >= 2 * BLOCK {
+            self.write_two_streams(dst, local, remote, offset, size, progress)
+        } else {
+            pump(
+                &self.ssh.host,
+                local,
+                offset,
+                &mut SftpWriter {
+                    file: dst,
+                    timeout: self.ssh.timeout,
+                },
+                CHUNK,
+                progress,
+                &|e| self.ssh.io_err("write", remote, e),
+            )
+        }
+    }
+
+    /// Restates a failed upload of `remote` as a full disk or quota, naming the directory
+    /// and the `size` of the bundle, when that is what it was. A server that says so
+    /// (SSH_FX_NO_SPACE_ON_FILESYSTEM, SSH_FX_QUOTA_EXCEEDED) is taken at its word; OpenSSH's
+    /// sftp-server answers ENOSPC with the generic SSH_FX_FAILURE, so after any other
+    /// failure the host is asked how much room is left there (`statvfs@openssh.com` on the
+    /// open file, else `df`): less than the `left` bytes still to send is a full disk.
+    fn when_full(
+        &mut self,
+        e: TransportError,
+        file: Option<&mut ssh2::File>,
+        remote: &str,
+        size: u64,
+        left: u64,
+    ) -> TransportError {
+        let host = self.ssh.host.clone();
+        let dir = dir_of(remote);
+        match e {
+            TransportError::Refused { what, detail, .. } if detail.starts_with(NO_SPACE) => {
+                TransportError::no_space(&host, dir, size, format!("{what}: {detail}"))
+            }
+            TransportError::Refused { what, detail, .. } if detail.starts_with(QUOTA) => {
+                TransportError::quota_exceeded(&host, dir, format!("{what}: {detail}"))
+            }
+            TransportError::Io { op, detail, .. } if left > 0 => match self.free_space(file, dir) {
+                Some(free) if free < left => TransportError::no_space(
+                    &host,
+                    dir,
+                    size,
+                    format!("{op}: {detail} ({free} bytes free, {left} still to send)"),
+                ),
+                _ => TransportError::Io { host, op, detail },
+            },
+            other => other,
+        }
+    }
+
+    /// Bytes the login may still write in `dir`, if the host says: by `df` over the shell
+    /// (a channel of its own, see [`SftpFiles::desynced`]), else by `statvfs@openssh.com`
+    /// on the open `file` (a login without a shell).
+    fn free_space(&mut self, file: Option<&mut ssh2::File>, dir: &str) -> Option<u64> {
+        if let Some(free) = self.ssh.free_space(dir) {
+            return Some(free);
+        }
+        let file = file?;
+        // After a failed write the answer may never come: wait briefly for it.
+        let timeout = self.ssh.timeout.as_millis().min(u32::MAX as u128) as u32;
+        if self.desynced {
+            self.ssh
+                .sess
+                .set_timeout(timeout.min(STATVFS_AFTER_FAILURE_MS));
+        }
+        let st = file.statvfs();
+        self.ssh.sess.set_timeout(timeout);
+        let st = st.ok()?;
+        let unit = if st.f_frsize > 0 {
+            st.f_frsize
+        } else {
+            st.f_bsize
+        };
+        Some(st.f_bavail.saturating_mul(unit))
+    }
+}
+
 impl SshSession {
+    /// Bytes the login may still write in `dir`, from `df -Pk` on the host.
+    fn free_space(&self, dir: &str) -> Option<u64> {
+        let (status, out, _) = self
+            .capture(&format!("df -Pk -- {}", quote(dir)), Duration::ZERO)
+            .ok()?;
+        if status != 0 {
+            return None;
+        }
+        let kib: u64 = out
+            .lines()
+            .nth(1)?
+            .split_whitespace()
+            .nth(3)?
+            .parse()
+            .ok()?;
+        Some(kib.saturating_mul(1024))
+    }
+
+    /// The host's own words about the destination of `remote` (the remote `scp`'s, the
+    /// shell's), as the error they stand for; `None` when they name none of these.
+    fn said(&self, op: &str, remote: &str, size: u64, text: &str) -> Option<TransportError> {
+        let dir = dir_of(remote);
+        let detail = format!("{op} `{remote}`: {}", text.trim());
+        Some(match cause(text)? {
+            Cause::NoSpace => TransportError::no_space(&self.host, dir, size, detail),
+            Cause::Quota => TransportError::quota_exceeded(&self.host, dir, detail),
+            Cause::Permission => self.permission(op, remote, text.trim().to_owned()),
+        })
+    }
+
     fn io_err(&self, op: &str, path: &str, e: std::io::Error) -> TransportError {
         if e.kind() == ErrorKind::TimedOut {
             return self.stalled(&format!("{op} `{path}`"));
@@ -1658,6 +1843,41 @@ impl SshSession {
 /// Files over SCP: one stream per file, so a retry starts over.
 struct ScpFiles {
     ssh: SshSession,
+}
+
+/// The remote `scp -t`'s answer to the end of a file: `None` for its NUL (or when it
+/// closed without one), else its error line.
+fn scp_answer(ch: &mut ssh2::Channel) -> std::io::Result<Option<String>> {
+    let mut byte = [0u8; 1];
+    if ch.read(&mut byte)? == 0 || byte[0] == 0 {
+        return Ok(None);
+    }
+    let mut line = Vec::new();
+    while line.len() < 1024 && ch.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
+impl ScpFiles {
+    /// The remote `scp -t` refused the file. libssh2 keeps only "failed to send file" of
+    /// what it said, so the shell creates the file the same way to hear why: a directory
+    /// the login may not write, a full disk, a quota.
+    fn refused_scp(&self, remote: &str, size: u64, e: ssh2::Error) -> TransportError {
+        let first = self.ssh.error("scp", e);
+        if !matches!(first, TransportError::Io { .. }) {
+            return first;
+        }
+        match self
+            .ssh
+            .capture(&format!(": >> {}", quote(remote)), Duration::ZERO)
+        {
+            Ok((status, _, err)) if status != 0 => {
+                self.ssh.said("create", remote, size, &err).unwrap_or(first)
+            }
+            _ => first,
+        }
+    }
 }
 
 impl Files for ScpFiles {
@@ -1701,20 +1921,36 @@ impl Files for ScpFiles {
                 detail: e.to_string(),
             })?
             .len();
-        let mut ch = self
-            .ssh
-            .sess
-            .scp_send(Path::new(remote), 0o644, size, None)
-            .map_err(|e| match self.ssh.error("scp", e) {
-                TransportError::Io { detail, .. } if detail.contains("ermission") => {
-                    self.ssh.permission("create", remote, detail)
-                }
-                other => other,
-            })?;
+        let mut ch = match self.ssh.sess.scp_send(Path::new(remote), 0o644, size, None) {
+            Ok(ch) => ch,
+            Err(e) => return Err(self.refused_scp(remote, size, e)),
+        };
         pump(&self.ssh.host, local, 0, &mut ch, CHUNK, progress, &|e| {
             self.ssh.io_err("write", remote, e)
         })?;
         let op = format!("finishing scp of `{remote}`");
+        // The end of the file as OpenSSH's scp sends it: a NUL, to which the remote `scp -t`
+        // answers a NUL, or its error ("scp: PATH: No space left on device") after 1 or 2.
+        // libssh2 leaves this exchange to the caller; without it that error is never said.
+        ch.write_all(&[0])
+            .and_then(|()| ch.flush())
+            .map_err(|e| self.ssh.io_err(&op, remote, e))?;
+        if let Some(said) = scp_answer(&mut ch).map_err(|e| self.ssh.io_err(&op, remote, e))? {
+            // Closed as on success, waiting for the host to close it too: without that
+            // wait, the next command's `exec` (removing the `.part`) went unanswered on
+            // Dropbear in about one run in four (cause not pinned down).
+            let _ = ch.send_eof();
+            let _ = ch.close();
+            let _ = ch.wait_close();
+            return Err(self
+                .ssh
+                .said("write", remote, size, &said)
+                .unwrap_or_else(|| TransportError::Io {
+                    host: self.ssh.host.clone(),
+                    op: format!("scp of `{remote}`"),
+                    detail: said,
+                }));
+        }
         ch.send_eof().map_err(|e| self.ssh.error(&op, e))?;
         ch.wait_eof().map_err(|e| self.ssh.error(&op, e))?;
         ch.close().map_err(|e| self.ssh.error(&op, e))?;
