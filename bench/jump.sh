@@ -118,11 +118,13 @@ run_dropship() { # ROUTE RUN
 }
 
 run_openssh() { # ROUTE RUN
-    local out=$BENCH_DIR/ossh-$1-$2.out j=()
-    [ "$1" = jump ] && j=(-J bastion)
+    local out=$BENCH_DIR/ossh-$1-$2.out j=
+    [ "$1" = jump ] && j="-J bastion"
+    # $2 is left unquoted on purpose: "-J bastion" is two words, or none.
+    # shellcheck disable=SC2016 # expanded by the inner sh
     printf '%s\n' "${HOSTS[@]}" | ns_exec xargs -P "$N" -I{} sh -c \
-        'scp -q -F "$0" "$@" "$1" root@{}:jump-1.0.tgz && ssh -F "$0" "$@" root@{} sha256sum jump-1.0.tgz' \
-        "$DH/.ssh/config" "${j[@]}" "$BUNDLE" >"$out" 2>&1 ||
+        'scp -q -F "$0" $2 "$1" root@{}:jump-1.0.tgz && ssh -F "$0" $2 root@{} sha256sum jump-1.0.tgz' \
+        "$DH/.ssh/config" "$BUNDLE" "$j" >"$out" 2>&1 ||
         { log "openssh $1 failed: $(tail -3 "$out")"; return 1; }
     check_out "$out"
 }
