@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fleet;
 pub mod journal;
 pub mod plan;
+pub mod session;
 pub mod transport;
 pub mod ui;
 pub mod watch;

@@ -4,10 +4,10 @@
 use clap::{ArgGroup, CommandFactory, Parser};
 use dropship::config::{self, Config, ConfigError, Netrc, NetrcError};
 use dropship::plan::{Plan, PlanError, Stamp, Target};
+use dropship::session::commands::{self as run, RunError};
 use dropship::transport::known_hosts::KnownHostsFiles;
 use dropship::ui::headless::{self, Mode};
 use dropship::ui::report;
-use dropship::ui::run::{self, RunError};
 use dropship::ui::term_text;
 use std::ffi::{OsStr, OsString};
 use std::io::IsTerminal;
@@ -342,12 +342,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return status(cli);
     }
     if cli.history {
-        let text = run::history(&journal_path(cli), cli.json, 50)?;
+        let rows = run::history(&journal_path(cli), 50)?;
+        let text = if cli.json {
+            headless::json_lines(&rows)
+        } else {
+            headless::history_table(&rows)
+        };
         return out_as(cli.json, &text);
     }
     if let Some(id) = cli.resume {
         let ctx = context(cli)?;
-        let summaries = run::resume(&ctx, id, cli.force)?;
+        let summaries = with_printer(cli, |front, _| run::resume(&ctx, id, cli.force, front))?;
         return finish(cli, &summaries);
     }
     if !cli.dispatch.is_empty() {
@@ -355,7 +360,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if let Some(rule) = &cli.rollback {
         let ctx = context(cli)?;
-        let summaries = run::rollback(&ctx, rule, &cli.hosts, stamp(cli)?.as_ref())?;
+        let stamp = stamp(cli)?;
+        let summaries = with_printer(cli, |front, _| {
+            run::rollback(&ctx, rule, &cli.hosts, stamp.as_ref(), front)
+        })?;
         return finish(cli, &summaries);
     }
     if let Some(dir) = &cli.watch {
@@ -427,7 +435,9 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
         return console(cli, Some(opts));
     }
     let ctx = context(cli)?;
-    match run::watch(&ctx, opts) {
+    match with_printer(cli, |front, watch_front| {
+        run::watch(&ctx, opts, front, watch_front)
+    }) {
         Ok(_) => Ok(()),
         Err(RunError::Watch(e)) if e.is_usage() => {
             say!("dropship: {e}");
@@ -446,21 +456,41 @@ fn journal_path(cli: &Cli) -> PathBuf {
 fn context(cli: &Cli) -> anyhow::Result<run::Context> {
     let config = load_config(cli)?;
     print_warnings(&config);
-    let mode = if cli.json {
-        Mode::Json
-    } else if std::io::stderr().is_terminal() {
-        Mode::Terminal
-    } else {
-        Mode::Plain
-    };
     Ok(run::Context {
         netrc: load_netrc(cli)?,
         ssh: config::SshHosts::load_default()?,
         config,
         journal_path: journal_path(cli),
         known_hosts: KnownHostsFiles::default_files(),
-        mode,
     })
+}
+
+/// How the headless printer renders: JSON lines, progress bars on a terminal, else lines.
+fn mode(cli: &Cli) -> Mode {
+    if cli.json {
+        Mode::Json
+    } else if std::io::stderr().is_terminal() {
+        Mode::Terminal
+    } else {
+        Mode::Plain
+    }
+}
+
+/// Runs a headless command with the printer as its front end; the printer has rendered
+/// everything when this returns. The drop folder gets plain lines on a terminal too:
+/// progress bars are per host and per dispatch, and side by side they would fight.
+fn with_printer<T>(
+    cli: &Cli,
+    run: impl FnOnce(dropship::engine::rollout::Emit, dropship::watch::WatchEmit) -> Result<T, RunError>,
+) -> Result<T, RunError> {
+    let mode = match mode(cli) {
+        Mode::Terminal if cli.watch.is_some() => Mode::Plain,
+        m => m,
+    };
+    let (front, watch_front, printer) = headless::spawn_printer(mode);
+    let out = run(front, watch_front);
+    let _ = printer.join();
+    out
 }
 
 fn stamp(cli: &Cli) -> anyhow::Result<Option<Stamp>> {
@@ -478,7 +508,7 @@ fn stamp(cli: &Cli) -> anyhow::Result<Option<Stamp>> {
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     let ctx = context(cli)?;
     let stamp = stamp(cli)?;
-    let mut downloads = headless::Downloads::new(ctx.mode);
+    let mut downloads = headless::Downloads::new(mode(cli));
     let prepared = run::prepare(&ctx, &cli.dispatch, stamp.as_ref(), |url, n, total| {
         downloads.progress(url, n, total)
     })?;
@@ -494,14 +524,14 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let summaries = run::dispatch(&ctx, prepared)?;
+    let summaries = with_printer(cli, |front, _| run::dispatch(&ctx, prepared, front))?;
     finish(cli, &summaries)
 }
 
 /// Prints the closing table and turns the results into the exit code.
 fn finish(cli: &Cli, summaries: &[dropship::engine::rollout::Summary]) -> anyhow::Result<()> {
     if !cli.json {
-        out(&format!("\n{}", run::closing(summaries)))?;
+        out(&format!("\n{}", headless::summary_table(summaries)))?;
     }
     if summaries.iter().all(|s| s.all_succeeded()) && !summaries.is_empty() {
         Ok(())
@@ -697,7 +727,13 @@ fn fleet_targets(
 /// `--probe [RULE]`: exit 0 when every host passes, 1 when one fails.
 fn probe(cli: &Cli, rule: &str) -> anyhow::Result<()> {
     let targets = fleet_targets(cli, rule)?;
-    let (text, passed) = run::probe(&targets, &KnownHostsFiles::default_files(), cli.json);
+    let probes = run::probe(&targets, &KnownHostsFiles::default_files());
+    let passed = probes.iter().all(|p| p.passed());
+    let text = if cli.json {
+        headless::json_lines(&probes)
+    } else {
+        dropship::ui::fleet_report::probe_table(&probes)
+    };
     out_as(cli.json, &text)?;
     if passed {
         Ok(())
@@ -716,12 +752,17 @@ fn status(cli: &Cli) -> anyhow::Result<()> {
         );
         return Err(Exit(EXIT_USAGE).into());
     }
-    let (text, all_read) = run::status(
+    let report = run::status(
         &targets,
         &journal_path(cli),
         &KnownHostsFiles::default_files(),
-        cli.json,
     )?;
+    let all_read = report.all_read();
+    let text = if cli.json {
+        headless::json_lines(&report.cells)
+    } else {
+        dropship::ui::fleet_report::status_table(&report)
+    };
     out_as(cli.json, &text)?;
     if all_read {
         Ok(())

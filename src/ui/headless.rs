@@ -507,3 +507,94 @@ pub fn summary_table(summaries: &[Summary]) -> String {
     }
     super::report::table(&rows)
 }
+
+/// What the printer thread renders.
+enum Out {
+    Dispatch(Event),
+    Watch(crate::watch::WatchEvent),
+}
+
+/// A [`Printer`] on its own thread, fed by the session: the intake for dispatch events,
+/// the one for the drop folder's own events, and the thread (joined once the session has
+/// ended and dropped both intakes). Headless output must not lose lines: the channel is
+/// bounded and a full one makes the sender wait, so a slow terminal slows the commands'
+/// output down instead of dropping it.
+pub fn spawn_printer(
+    mode: Mode,
+) -> (
+    crate::engine::rollout::Emit,
+    crate::watch::WatchEmit,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(4096);
+    let thread = std::thread::spawn(move || {
+        let mut p = Printer::new(mode);
+        let mut closed = false;
+        // Render everything at hand, then flush once: output stays live, and a flood of
+        // lines costs one write per batch instead of one per line.
+        while let Ok(first) = rx.recv() {
+            for out in std::iter::once(first).chain(rx.try_iter()) {
+                if closed {
+                    continue; // stdout is gone; keep draining so the engine never blocks
+                }
+                let r = match &out {
+                    Out::Dispatch(e) => p.handle(e),
+                    Out::Watch(e) => p.handle_watch(e),
+                };
+                closed |= r.is_err();
+            }
+            if !closed && p.flush().is_err() {
+                closed = true;
+            }
+        }
+    });
+    let dtx = tx.clone();
+    let events: crate::engine::rollout::Emit = std::sync::Arc::new(move |e| {
+        let _ = dtx.send(Out::Dispatch(e));
+    });
+    let watch: crate::watch::WatchEmit = std::sync::Arc::new(move |e| {
+        let _ = tx.send(Out::Watch(e));
+    });
+    (events, watch, thread)
+}
+
+/// `--history` as a table.
+pub fn history_table(rows: &[crate::journal::DispatchSummary]) -> String {
+    let mut table = vec![vec![
+        "ID".to_owned(),
+        "STARTED".into(),
+        "STATE".into(),
+        "OK".into(),
+        "FAILED".into(),
+        "SKIPPED".into(),
+        "BUNDLE".into(),
+        "RULE".into(),
+    ]];
+    for r in rows {
+        let started = chrono::DateTime::from_timestamp_millis(r.started_at)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        table.push(vec![
+            r.id.to_string(),
+            started,
+            r.state.to_string(),
+            r.succeeded.to_string(),
+            r.failed.to_string(),
+            r.skipped.to_string(),
+            r.bundle.clone(),
+            format!("[{}]", r.rule),
+        ]);
+    }
+    super::report::table(&table)
+}
+
+/// Rows as JSON lines (`--json`).
+pub fn json_lines<T: serde::Serialize>(rows: &[T]) -> String {
+    rows.iter()
+        .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+        .collect()
+}

@@ -3,6 +3,5 @@
 pub mod fleet_report;
 pub mod headless;
 pub mod report;
-pub mod run;
 pub mod term_text;
 pub mod tui;

@@ -67,8 +67,9 @@ use std::time::Duration;
 /// Sink for watcher events.
 pub type WatchEmit = Arc<dyn Fn(WatchEvent) + Send + Sync>;
 
-/// Sink for the dispatch events of the bundles shipped. The watcher has already recorded
-/// each in the journal: the sink only renders.
+/// Sink for the dispatch events of the bundles shipped: the session's recording sink
+/// (journal first, then the front end). The watcher reads each dispatch's outcome back from
+/// the journal, so it never depends on the front end.
 pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
 /// How to watch.
@@ -205,9 +206,18 @@ pub fn start(
     rt: tokio::runtime::Handle,
     cancel: Arc<Cancel>,
     events: EventSink,
+    journal_failed: Arc<std::sync::atomic::AtomicBool>,
     watch_events: WatchEmit,
 ) -> Result<Running, WatchError> {
-    let svc = service::Service::new(options, setup, rt, cancel, events, watch_events)?;
+    let svc = service::Service::new(
+        options,
+        setup,
+        rt,
+        cancel,
+        events,
+        journal_failed,
+        watch_events,
+    )?;
     let handle = svc.handle();
     let thread = std::thread::Builder::new()
         .name("dropship-watch".into())

@@ -10,7 +10,7 @@ use super::schedule::Scheduler;
 use super::settle::{FileStat, Hint, Tracker, Verdict};
 use super::{EventSink, Setup, WatchEmit, WatchError, WatchHandle, WatchOptions, WatchReport};
 use super::{filter, fs};
-use crate::engine::events::{Event, now_ms};
+use crate::engine::events::now_ms;
 use crate::engine::job::{Cancel, Skip};
 use crate::engine::rollout::{self, Dispatch, Emit};
 use crate::journal::{BundleState, DispatchState, NewDispatch, WatchRow};
@@ -104,7 +104,8 @@ impl Service {
         setup: Setup,
         rt: tokio::runtime::Handle,
         cancel: Arc<Cancel>,
-        events: EventSink,
+        emit: EventSink,
+        journal_failed: Arc<AtomicBool>,
         wemit: WatchEmit,
     ) -> Result<Service, WatchError> {
         let dir = super::canonical_dir(&opts.dir)?;
@@ -130,24 +131,11 @@ impl Service {
         } else {
             None
         };
-        // Dispatch events are journaled here, then passed on: the watcher reads each
-        // dispatch's outcome back from the journal, so it cannot depend on the front end.
-        //
-        // Without its journal the watcher cannot know what ran, so a failed write stops it:
-        // no new step starts (the cancel), and the loop stops taking files; what is open is
-        // judged at the next start rather than from a journal with holes.
-        let journal = setup.journal.clone();
-        let journal_failed = Arc::new(AtomicBool::new(false));
-        let (failed, stop) = (journal_failed.clone(), cancel.clone());
-        let emit: Emit = Arc::new(move |e: Event| {
-            if let Err(err) = journal.record(&e) {
-                tracing::error!("journal write failed: {err}");
-                if !failed.swap(true, Ordering::SeqCst) {
-                    stop.requested.store(true, Ordering::SeqCst);
-                }
-            }
-            events(e);
-        });
+        // `emit` journals each dispatch event, then passes it on (the session's recording
+        // sink). Without its journal the watcher cannot know what ran, so a failed write
+        // stops it: `journal_failed` is set and `cancel` requested (no new step starts), and
+        // the loop stops taking files; what is open is judged at the next start rather than
+        // from a journal with holes.
         let config_path =
             std::fs::canonicalize(&setup.config.path).unwrap_or_else(|_| setup.config.path.clone());
         let now = Instant::now();

@@ -379,7 +379,7 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
                 Line::styled(
                     format!(
                         "No new step starts; running steps are stopped after {}s.",
-                        crate::ui::run::GRACE.as_secs()
+                        crate::session::GRACE.as_secs()
                     ),
                     app.theme.dim,
                 ),
@@ -409,7 +409,7 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
                         format!(
                             "The watcher of {} stops: its running dispatches get {}s to finish, then go on at its next start.",
                             w.dir.display(),
-                            crate::ui::run::GRACE.as_secs()
+                            crate::session::GRACE.as_secs()
                         ),
                         app.theme.dim,
                     ));

@@ -11,20 +11,20 @@ use crate::engine::events::Event;
 use crate::engine::job::Cancel;
 use crate::engine::rollback;
 use crate::engine::rollout::{self, Dispatch, Emit};
-use crate::fleet::notify::Pending;
 use crate::fleet::probe::{self, HostProbe, Reachability};
 use crate::fleet::releases;
 use crate::fleet::target::ProbeTarget;
 use crate::fleet::version::{self, StatusReport};
 use crate::journal::{Journal, NewDispatch};
 use crate::plan::Plan;
+use crate::session::{JournalFailed, Session};
 use crate::transport::known_hosts::KnownHostsFiles;
 use crossterm::event::Event as TermEvent;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Hosts asked at once by the reachability check and the probes: the work is waiting on
@@ -95,16 +95,14 @@ pub enum Msg {
 }
 
 pub struct Bridge {
-    rt: tokio::runtime::Runtime,
+    /// Runtime, journal recording and flushing, cancels, notifications: see
+    /// [`crate::session`]. Shared with the rollouts it starts.
+    session: Session,
     tx: SyncSender<Msg>,
-    journal: Arc<Journal>,
     known_hosts: KnownHostsFiles,
     config_path: PathBuf,
     holder: String,
-    cancels: Arc<Mutex<HashMap<i64, Arc<Cancel>>>>,
     shed: Arc<AtomicU64>,
-    /// Notifications of ended dispatches still on their way: quitting waits for them.
-    notifications: Arc<Mutex<Vec<Pending>>>,
 }
 
 /// What a rollout started by the bridge is.
@@ -120,13 +118,9 @@ impl Bridge {
         known_hosts: KnownHostsFiles,
         config_path: PathBuf,
     ) -> std::io::Result<Bridge> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("dropship-engine")
-            .enable_all()
-            .build()?;
+        let session = Session::new(journal, Some(2))?;
         let term = tx.clone();
-        rt.spawn(async move {
+        session.handle().spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut t), Ok(mut h)) = (
                 signal(SignalKind::terminate()),
@@ -142,15 +136,12 @@ impl Bridge {
             let _ = term.send(Msg::Terminate);
         });
         Ok(Bridge {
-            rt,
+            session,
             tx,
-            journal,
             known_hosts,
             config_path,
             holder: crate::engine::lock::local_holder(),
-            cancels: Arc::default(),
             shed: Arc::default(),
-            notifications: Arc::default(),
         })
     }
 
@@ -172,16 +163,28 @@ impl Bridge {
         self.spawn_rollout(token, plan, only, Kind::Rollback);
     }
 
+    /// The console's intake: control events wait until the UI takes them; output lines and
+    /// progress are shed (and counted) when the channel is full.
+    fn intake(&self) -> Emit {
+        let (t, shed) = (self.tx.clone(), self.shed.clone());
+        Arc::new(move |e: Event| {
+            if e.is_control() {
+                let _ = t.send(Msg::Engine(e));
+            } else if let Err(TrySendError::Full(_)) = t.try_send(Msg::Engine(e)) {
+                shed.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    }
+
     fn spawn_rollout(&self, token: u64, plan: Arc<Plan>, only: Option<Vec<String>>, kind: Kind) {
         let tx = self.tx.clone();
-        let journal = self.journal.clone();
-        let cancels = self.cancels.clone();
-        let shed = self.shed.clone();
+        let runs = self.session.runs().clone();
+        let journal = self.session.journal().clone();
         let known_hosts = self.known_hosts.clone();
         let holder = self.holder.clone();
         let config_path = self.config_path.clone();
-        let notifications = self.notifications.clone();
-        self.rt.spawn(async move {
+        let emit = self.session.recording(self.intake(), None);
+        self.session.handle().spawn(async move {
             let begin = {
                 let (plan, only, journal) = (plan.clone(), only.clone(), journal.clone());
                 let file = match &kind {
@@ -218,20 +221,7 @@ impl Bridge {
                 return;
             }
             let cancel = Arc::new(Cancel::new());
-            lock(&cancels).insert(id, cancel.clone());
-            let done = Arc::new(AtomicBool::new(false));
-            spawn_flusher(journal.clone(), done.clone());
-            let (j, t) = (journal.clone(), tx.clone());
-            let emit: Emit = Arc::new(move |e: Event| {
-                if let Err(err) = j.record(&e) {
-                    tracing::error!("journal write failed: {err}");
-                }
-                if e.is_control() {
-                    let _ = t.send(Msg::Engine(e));
-                } else if let Err(TrySendError::Full(_)) = t.try_send(Msg::Engine(e)) {
-                    shed.fetch_add(1, Ordering::Relaxed);
-                }
-            });
+            runs.track(id, cancel.clone());
             let summary = match kind {
                 Kind::Dispatch { file } => {
                     let d = Arc::new(Dispatch {
@@ -254,17 +244,14 @@ impl Bridge {
                 }
             };
             if let Some(p) = summary.notify {
-                let mut all = lock(&notifications);
-                all.retain(|p| !p.is_done());
-                all.push(p);
+                runs.notifying(p);
             }
-            done.store(true, Ordering::Relaxed);
             let cancelled = cancel.is_requested();
             if cancelled && let Err(e) = journal.mark_cancelled(id) {
                 tracing::error!("journal: {e}");
             }
             let _ = journal.flush();
-            lock(&cancels).remove(&id);
+            runs.untrack(id);
             tracing::info!(id, cancelled, "dispatch ended");
             let _ = tx.send(Msg::Ended { id, cancelled });
         });
@@ -272,24 +259,13 @@ impl Bridge {
 
     /// Notifications still on their way.
     pub fn notifications_pending(&self) -> usize {
-        lock(&self.notifications)
-            .iter()
-            .filter(|p| !p.is_done())
-            .count()
+        self.session.notifications_pending()
     }
 
     /// Waits for notifications still on their way, until `deadline` at the latest. Returns
     /// how many were still not done.
     pub fn wait_notifications(&self, deadline: Instant) -> usize {
-        let all: Vec<Pending> = lock(&self.notifications).clone();
-        for p in &all {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            p.wait(left);
-        }
-        all.iter().filter(|p| !p.is_done()).count()
+        self.session.wait_notifications(deadline, &|| false)
     }
 
     /// The cheap reachability check of `targets` (TCP connect and the service greeting, no
@@ -297,7 +273,7 @@ impl Bridge {
     /// it is known, then [`Msg::ReachDone`].
     pub fn reach(&self, targets: Arc<Vec<ProbeTarget>>) {
         let tx = self.tx.clone();
-        self.rt.spawn_blocking(move || {
+        self.session.handle().spawn_blocking(move || {
             probe::reach_all(&targets, PROBE_PARALLEL, Some(REACH_TIMEOUT), &|i, r| {
                 let host = targets[i].target.host.name.clone();
                 let _ = tx.send(Msg::Reach {
@@ -315,7 +291,7 @@ impl Bridge {
     pub fn probe(&self, token: u64, targets: Vec<ProbeTarget>) {
         let tx = self.tx.clone();
         let known_hosts = self.known_hosts.clone();
-        self.rt.spawn_blocking(move || {
+        self.session.handle().spawn_blocking(move || {
             probe::probe_all(&targets, &known_hosts, PROBE_PARALLEL, &|i, p| {
                 let _ = tx.send(Msg::Probed {
                     token,
@@ -332,8 +308,8 @@ impl Bridge {
     pub fn status(&self, targets: Vec<ProbeTarget>) {
         let tx = self.tx.clone();
         let known_hosts = self.known_hosts.clone();
-        let journal = self.journal.clone();
-        self.rt.spawn_blocking(move || {
+        let journal = self.session.journal().clone();
+        self.session.handle().spawn_blocking(move || {
             let result = journal
                 .last_shipped_per_rule()
                 .map_err(|e| format!("journal: {e}"))
@@ -354,7 +330,7 @@ impl Bridge {
         }
         let tx = self.tx.clone();
         let known_hosts = self.known_hosts.clone();
-        self.rt.spawn_blocking(move || {
+        self.session.handle().spawn_blocking(move || {
             let targets: Vec<&crate::plan::Target> = plan
                 .targets
                 .iter()
@@ -378,33 +354,20 @@ impl Bridge {
     /// Asks dispatch `id` to stop: no new step starts, and running steps are stopped after
     /// the same grace period as Ctrl-C in headless mode.
     pub fn cancel(&self, id: i64) {
-        let Some(c) = lock(&self.cancels).get(&id).cloned() else {
-            return;
-        };
-        c.requested.store(true, Ordering::SeqCst);
-        self.rt.spawn(async move {
-            tokio::time::sleep(crate::ui::run::GRACE).await;
-            c.hard.store(true, Ordering::SeqCst);
-        });
+        self.session.cancel(id);
     }
 
     /// Stops every running dispatch at once (quitting).
     pub fn stop_all(&self) -> usize {
-        let all = lock(&self.cancels);
-        for c in all.values() {
-            c.requested.store(true, Ordering::SeqCst);
-            c.hard.store(true, Ordering::SeqCst);
-        }
-        all.len()
+        self.session.stop_all()
     }
 
     pub fn running(&self) -> usize {
-        lock(&self.cancels).len()
+        self.session.running()
     }
 
     pub fn shutdown(self, wait: Duration) {
-        self.rt.shutdown_timeout(wait);
-        let _ = self.journal.flush();
+        self.session.shutdown(wait);
     }
 }
 
@@ -422,14 +385,11 @@ impl Bridge {
         setup: crate::watch::Setup,
         cancel: Arc<Cancel>,
     ) -> Result<crate::watch::Running, crate::watch::WatchError> {
-        let (t, shed) = (self.tx.clone(), self.shed.clone());
-        let events: crate::watch::EventSink = Arc::new(move |e: Event| {
-            if e.is_control() {
-                let _ = t.send(Msg::Engine(e));
-            } else if let Err(TrySendError::Full(_)) = t.try_send(Msg::Engine(e)) {
-                shed.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+        let failed = JournalFailed {
+            flag: Arc::default(),
+            cancel: cancel.clone(),
+        };
+        let events = self.session.recording(self.intake(), Some(failed.clone()));
         let w = self.tx.clone();
         let watch_events: crate::watch::WatchEmit = Arc::new(move |e| {
             let _ = w.send(Msg::Watch(e));
@@ -437,38 +397,20 @@ impl Bridge {
         crate::watch::start(
             options,
             setup,
-            self.rt.handle().clone(),
+            self.session.handle(),
             cancel,
             events,
+            failed.flag,
             watch_events,
         )
     }
 
     /// Sets `hard` on `cancel` after the grace period, like [`Bridge::cancel`].
     pub fn cut_after_grace(&self, cancel: Arc<Cancel>) {
-        self.rt.spawn(async move {
-            tokio::time::sleep(crate::ui::run::GRACE).await;
-            cancel.hard.store(true, Ordering::SeqCst);
-        });
+        self.session.cancel_with_grace(cancel);
     }
 }
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Commits buffered output lines every second while a dispatch runs, so a crash loses at
-/// most a second of output (see `Journal::flush`).
-fn spawn_flusher(journal: Arc<Journal>, done: Arc<AtomicBool>) {
-    tokio::spawn(async move {
-        while !done.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let j = journal.clone();
-            let _ = tokio::task::spawn_blocking(move || j.flush()).await;
-        }
-    });
 }

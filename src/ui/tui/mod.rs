@@ -198,10 +198,10 @@ fn stop_watcher(
     if in_flight > 0 {
         eprintln!(
             "dropship: stopping the watcher of {dir}: {in_flight} dispatch(es) get up to {}s to finish…",
-            crate::ui::run::GRACE.as_secs()
+            crate::session::GRACE.as_secs()
         );
     }
-    let deadline = Instant::now() + crate::ui::run::GRACE + WATCH_DRAIN;
+    let deadline = Instant::now() + crate::session::GRACE + WATCH_DRAIN;
     while !running.thread.is_finished() && Instant::now() < deadline {
         let _ = rx.recv_timeout(Duration::from_millis(100));
     }

@@ -151,7 +151,7 @@ impl App {
                 }
                 self.info(format!(
                     "cancelling #{id}: no new step starts; running steps stop after {}s",
-                    crate::ui::run::GRACE.as_secs()
+                    crate::session::GRACE.as_secs()
                 ));
                 vec![Effect::Cancel(id)]
             }

@@ -1,7 +1,9 @@
-//! The headless commands: `--dispatch`, `--resume`, `--history`. They build plans, open the
-//! journal, run the engine on a tokio runtime and render its events with [`Printer`].
+//! The headless commands: `--dispatch`, `--resume`, `--rollback`, `--watch`, and the
+//! read-only `--history`, `--probe`, `--status`. They build plans, open the journal and run
+//! the engine in a [`Session`]; what they emit goes to the front end's intake, which
+//! renders it (`ui::headless`).
 
-use super::headless::{Mode, Printer, summary_table};
+use super::{JournalFailed, Session};
 use crate::config::{Config, Netrc, SshHosts};
 use crate::engine::events::{Event, Step};
 use crate::engine::fetch::{self, FetchError};
@@ -15,11 +17,7 @@ use crate::transport::known_hosts::KnownHostsFiles;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// How long running steps may go on after Ctrl-C before they are stopped.
-pub const GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -59,7 +57,6 @@ pub struct Context {
     pub ssh: SshHosts,
     pub journal_path: PathBuf,
     pub known_hosts: KnownHostsFiles,
-    pub mode: Mode,
 }
 
 /// A bundle ready to ship: its plan and the local file.
@@ -124,79 +121,34 @@ pub fn prepare(
     Ok(out)
 }
 
-/// Runs the engine on a runtime with Ctrl-C handling and a printer thread; `work` gets the
-/// event sink and the cancel flag.
-fn with_engine<T>(
-    ctx: &Context,
+/// Runs `work` in a new [`Session`]: events recorded, then handed to `front`; SIGINT or
+/// SIGTERM cancels with [`GRACE`]; notifications still on their way are waited for (up to
+/// [`crate::fleet::notify::EXIT_WAIT`], a second signal stops the wait).
+fn with_session<T>(
     journal: Arc<Journal>,
-    work: impl AsyncFnOnce(Emit, Arc<Cancel>) -> T,
+    front: Emit,
+    work: impl AsyncFnOnce(&Session, Emit, Arc<Cancel>) -> T,
 ) -> Result<T, RunError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
+    let session = Session::new(journal, None).map_err(RunError::Runtime)?;
     let cancel = Arc::new(Cancel::new());
-    // Headless output must not lose lines: the channel is bounded and senders block, so a
-    // slow terminal slows the command output down instead of dropping it.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Event>(4096);
-    let mode = ctx.mode;
-    let printer = std::thread::spawn(move || {
-        let mut p = Printer::new(mode);
-        let mut closed = false;
-        // Render everything at hand, then flush once: output stays live, and a flood of
-        // lines costs one write per batch instead of one per line.
-        while let Ok(first) = rx.recv() {
-            for e in std::iter::once(first).chain(rx.try_iter()) {
-                if !closed && p.handle(&e).is_err() {
-                    closed = true; // stdout is gone; keep draining so the engine never blocks
-                }
-            }
-            if !closed && p.flush().is_err() {
-                closed = true;
-            }
-        }
-    });
-    let j = journal.clone();
-    let emit: Emit = Arc::new(move |e: Event| {
-        if let Err(err) = j.record(&e) {
-            tracing::error!("journal write failed: {err}");
-        }
-        let _ = tx.send(e);
-    });
-    let out = rt.block_on(async {
-        // Output lines are batched in the journal; a command that prints a little and then
-        // works quietly must still have its lines on disk within a second.
-        let j = journal.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let j = j.clone();
-                let _ = tokio::task::spawn_blocking(move || j.flush()).await;
-            }
-        });
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                c.requested.store(true, Ordering::SeqCst);
-                tokio::select! {
-                    _ = tokio::time::sleep(GRACE) => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                c.hard.store(true, Ordering::SeqCst);
-            }
-        });
-        work(emit, cancel.clone()).await
-    });
-    rt.shutdown_timeout(Duration::from_secs(1));
-    let _ = printer.join();
-    let _ = journal.flush();
+    session.stop_on_signals(cancel.clone(), || {});
+    let emit = session.recording(front, None);
+    let out = session.block_on(work(&session, emit, cancel.clone()));
+    session.wait_notifications(
+        std::time::Instant::now() + crate::fleet::notify::EXIT_WAIT,
+        &|| cancel.is_hard(),
+    );
+    session.shutdown(Duration::from_secs(1));
     Ok(out)
 }
 
 /// `--dispatch`: ships each bundle in the order given (so a 1.1 -> 1.2 -> 1.3 chain to the
 /// same hosts lands in order). Returns the summaries; stops early when cancelled.
-pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, RunError> {
+pub fn dispatch(
+    ctx: &Context,
+    prepared: Vec<Prepared>,
+    front: Emit,
+) -> Result<Vec<Summary>, RunError> {
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
     let mut records = Vec::new();
     for p in &prepared {
@@ -210,7 +162,7 @@ pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, 
         );
     }
     let holder = crate::engine::lock::local_holder();
-    with_engine(ctx, journal.clone(), async |emit, cancel| {
+    with_session(journal.clone(), front, async |session, emit, cancel| {
         let mut summaries = Vec::new();
         for (p, rec) in prepared.into_iter().zip(records) {
             if cancel.is_requested() {
@@ -231,34 +183,13 @@ pub fn dispatch(ctx: &Context, prepared: Vec<Prepared>) -> Result<Vec<Summary>, 
             if cancel.is_requested() {
                 journal.mark_cancelled(id)?;
             }
+            if let Some(p) = &s.notify {
+                session.runs().notifying(p.clone());
+            }
             summaries.push(s);
         }
-        wait_for_notifications(&summaries, &cancel).await;
         Ok::<_, RunError>(summaries)
     })?
-}
-
-/// Waits (up to [`crate::fleet::notify::EXIT_WAIT`] in all) for the notifications still on
-/// their way, so a headless run does not exit before its webhook got the summary. Their
-/// outcome arrives as notices, which the printer shows. A second Ctrl-C ("stop now")
-/// stops the wait.
-async fn wait_for_notifications(summaries: &[Summary], cancel: &Arc<Cancel>) {
-    let pending: Vec<_> = summaries.iter().filter_map(|s| s.notify.clone()).collect();
-    if pending.is_empty() {
-        return;
-    }
-    let cancel = cancel.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let end = std::time::Instant::now() + crate::fleet::notify::EXIT_WAIT;
-        for p in pending {
-            while !p.wait(Duration::from_millis(100)) {
-                if cancel.is_hard() || std::time::Instant::now() >= end {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
 }
 
 /// `--rollback RULE [--host H]...`: puts the rule's hosts (or the named ones) back, see
@@ -268,6 +199,7 @@ pub fn rollback(
     arg: &str,
     hosts: &[String],
     stamp: Option<&Stamp>,
+    front: Emit,
 ) -> Result<Vec<Summary>, RunError> {
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
     let stamp = stamp.cloned().unwrap_or_else(Stamp::now);
@@ -295,21 +227,22 @@ pub fn rollback(
         crate::engine::lock::local_holder(),
         only,
     ));
-    with_engine(ctx, journal.clone(), async |emit, cancel| {
+    with_session(journal.clone(), front, async |session, emit, cancel| {
         let s = rollback::run(d, cancel.clone(), emit).await;
         if cancel.is_requested() {
             journal.mark_cancelled(id)?;
         }
-        let summaries = vec![s];
-        wait_for_notifications(&summaries, &cancel).await;
-        Ok::<_, RunError>(summaries)
+        if let Some(p) = &s.notify {
+            session.runs().notifying(p.clone());
+        }
+        Ok::<_, RunError>(vec![s])
     })?
 }
 
 /// `--resume ID`: continues an interrupted dispatch. Verified uploads are not redone and
 /// finished steps not rerun; a command that was running when the process died has an
 /// unknown outcome and is run again only with `force`.
-pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunError> {
+pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Summary>, RunError> {
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
     if let Some(d) = journal.dispatch(id)?
         && d.record.bundle == rollout::ROLLBACK_BUNDLE
@@ -394,7 +327,7 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         return Err(fail("nothing is left to do: every host finished".into()));
     }
     let bundle = rec.bundle_path.clone();
-    let summary = with_engine(ctx, journal.clone(), async |emit, cancel| {
+    let summary = with_session(journal.clone(), front, async |session, emit, cancel| {
         if !unknown.is_empty() {
             emit(Event::Notice {
                 dispatch: id,
@@ -419,7 +352,9 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
         });
         let was_cancelled = cancel.clone();
         let s = rollout::run(d, cancel, emit).await;
-        wait_for_notifications(std::slice::from_ref(&s), &was_cancelled).await;
+        if let Some(p) = &s.notify {
+            session.runs().notifying(p.clone());
+        }
         (s, was_cancelled.is_requested())
     })?;
     let (mut summary, cancelled_again) = summary;
@@ -445,160 +380,64 @@ pub fn resume(ctx: &Context, id: i64, force: bool) -> Result<Vec<Summary>, RunEr
     Ok(vec![summary])
 }
 
-/// What the `--watch` printer thread renders.
-enum Out {
-    Dispatch(Event),
-    Watch(crate::watch::WatchEvent),
-}
-
 /// `--watch DIR`: ships what lands in the folder until SIGINT or SIGTERM. The first signal
 /// stops taking files and starting dispatches; running steps get [`GRACE`] (as with
 /// `--dispatch`), then are stopped; a second signal stops them at once. What is left open
-/// goes on at the next start.
+/// goes on at the next start. `front` gets the dispatch events, `watch_front` the watcher's.
 pub fn watch(
     ctx: &Context,
     options: crate::watch::WatchOptions,
+    front: Emit,
+    watch_front: crate::watch::WatchEmit,
 ) -> Result<crate::watch::WatchReport, RunError> {
     use crate::watch::{self, Setup};
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
+    let session = Session::new(journal.clone(), None).map_err(RunError::Runtime)?;
     let cancel = Arc::new(Cancel::new());
-    // Progress bars are per host and per dispatch; with dispatches side by side they would
-    // fight, so a terminal gets the plain lines.
-    let mode = match ctx.mode {
-        Mode::Terminal => Mode::Plain,
-        m => m,
+    let failed = JournalFailed {
+        flag: Arc::default(),
+        cancel: cancel.clone(),
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(4096);
-    let printer = std::thread::spawn(move || {
-        let mut p = Printer::new(mode);
-        let mut closed = false;
-        while let Ok(first) = rx.recv() {
-            for out in std::iter::once(first).chain(rx.try_iter()) {
-                let r = match &out {
-                    Out::Dispatch(e) => p.handle(e),
-                    Out::Watch(e) => p.handle_watch(e),
-                };
-                closed |= r.is_err();
-            }
-            if !closed && p.flush().is_err() {
-                closed = true;
-            }
-        }
-    });
-    let dtx = tx.clone();
-    let events: watch::EventSink = Arc::new(move |e| {
-        let _ = dtx.send(Out::Dispatch(e));
-    });
-    let wtx = tx.clone();
-    let watch_events: watch::WatchEmit = Arc::new(move |e| {
-        let _ = wtx.send(Out::Watch(e));
-    });
-    drop(tx);
+    let emit = session.recording(front, Some(failed.clone()));
     let setup = Setup {
         config: Arc::new(ctx.config.clone()),
         netrc: Arc::new(ctx.netrc.clone()),
         ssh: Arc::new(ctx.ssh.clone()),
         known_hosts: ctx.known_hosts.clone(),
-        journal: journal.clone(),
+        journal,
     };
     let running = watch::start(
         options,
         setup,
-        rt.handle().clone(),
+        session.handle(),
         cancel.clone(),
-        events,
-        watch_events,
+        emit,
+        failed.flag,
+        watch_front,
     );
     let running = match running {
         Ok(r) => r,
         Err(e) => {
-            drop(rt);
-            let _ = printer.join();
+            session.shutdown(Duration::from_secs(1));
             return Err(e.into());
         }
     };
     let handle = running.handle.clone();
-    let c = cancel.clone();
-    rt.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        handle.stop();
-        c.requested.store(true, Ordering::SeqCst);
-        tokio::select! {
-            _ = tokio::time::sleep(GRACE) => {}
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        c.hard.store(true, Ordering::SeqCst);
-    });
+    session.stop_on_signals(cancel, move || handle.stop());
     let report = running
         .thread
         .join()
         .unwrap_or_else(|_| Ok(crate::watch::WatchReport::default()));
-    rt.shutdown_timeout(Duration::from_secs(1));
-    let _ = printer.join();
-    let _ = journal.flush();
+    session.shutdown(Duration::from_secs(1));
     Ok(report?)
 }
 
 /// `--history`: past dispatches, newest first.
-pub fn history(journal_path: &Path, json: bool, limit: usize) -> Result<String, RunError> {
-    let journal = Journal::open(journal_path)?;
-    let rows = journal.history(limit)?;
-    if json {
-        return Ok(rows
-            .iter()
-            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
-            .collect());
-    }
-    let mut table = vec![vec![
-        "ID".to_owned(),
-        "STARTED".into(),
-        "STATE".into(),
-        "OK".into(),
-        "FAILED".into(),
-        "SKIPPED".into(),
-        "BUNDLE".into(),
-        "RULE".into(),
-    ]];
-    for r in rows {
-        let started = chrono::DateTime::from_timestamp_millis(r.started_at)
-            .map(|t| {
-                t.with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S")
-                    .to_string()
-            })
-            .unwrap_or_default();
-        table.push(vec![
-            r.id.to_string(),
-            started,
-            r.state.to_string(),
-            r.succeeded.to_string(),
-            r.failed.to_string(),
-            r.skipped.to_string(),
-            r.bundle,
-            format!("[{}]", r.rule),
-        ]);
-    }
-    Ok(super::report::table(&table))
-}
-
-/// The closing table for a terminal or log (not for `--json`).
-pub fn closing(summaries: &[Summary]) -> String {
-    summary_table(summaries)
+pub fn history(
+    journal_path: &Path,
+    limit: usize,
+) -> Result<Vec<crate::journal::DispatchSummary>, RunError> {
+    Ok(Journal::open(journal_path)?.history(limit)?)
 }
 
 /// Hosts probed or read at once: the largest `parallel` of the rules involved (one pool for
@@ -607,52 +446,31 @@ fn parallel_of(targets: &[ProbeTarget]) -> usize {
     targets.iter().map(|t| t.rule.parallel).max().unwrap_or(1)
 }
 
-/// `--probe`: every target checked; the report (a table, or one JSON object per host) and
-/// whether every host passed.
-pub fn probe(targets: &[ProbeTarget], known_hosts: &KnownHostsFiles, json: bool) -> (String, bool) {
-    let probes =
-        crate::fleet::probe::probe_all(targets, known_hosts, parallel_of(targets), &|_, _| {});
-    let passed = probes.iter().all(|p| p.passed());
-    let text = if json {
-        probes
-            .iter()
-            .map(|p| serde_json::to_string(p).unwrap_or_default() + "\n")
-            .collect()
-    } else {
-        super::fleet_report::probe_table(&probes)
-    };
-    (text, passed)
+/// `--probe`: every target checked.
+pub fn probe(
+    targets: &[ProbeTarget],
+    known_hosts: &KnownHostsFiles,
+) -> Vec<crate::fleet::probe::HostProbe> {
+    crate::fleet::probe::probe_all(targets, known_hosts, parallel_of(targets), &|_, _| {})
 }
 
-/// `--status`: installed versions against what the journal says was shipped. Returns the
-/// report and whether every host's version was read. A journal that does not exist yet is
-/// not created: then nothing counts as shipped.
+/// `--status`: installed versions against what the journal says was shipped. A journal
+/// that does not exist yet is not created: then nothing counts as shipped.
 pub fn status(
     targets: &[ProbeTarget],
     journal_path: &Path,
     known_hosts: &KnownHostsFiles,
-    json: bool,
-) -> Result<(String, bool), RunError> {
+) -> Result<crate::fleet::version::StatusReport, RunError> {
     let shipped = if journal_path.is_file() {
         Journal::open(journal_path)?.last_shipped_per_rule()?
     } else {
         Vec::new()
     };
-    let report = crate::fleet::version::status(
+    Ok(crate::fleet::version::status(
         targets,
         &shipped,
         known_hosts,
         parallel_of(targets),
         &|_, _| {},
-    );
-    let text = if json {
-        report
-            .cells
-            .iter()
-            .map(|c| serde_json::to_string(c).unwrap_or_default() + "\n")
-            .collect()
-    } else {
-        super::fleet_report::status_table(&report)
-    };
-    Ok((text, report.all_read()))
+    ))
 }

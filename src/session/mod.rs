@@ -1,0 +1,238 @@
+//! The one composition root: where the engine, the journal and a front end meet.
+//!
+//! Every way of starting work (`--dispatch`, `--resume`, `--rollback`, `--watch` and the
+//! console) gets the same machinery from here, written once: the tokio runtime, the
+//! recording of every event in the journal before a front end sees it, the flush of buffered
+//! output lines every second, cancel → [`GRACE`] → hard stop (from a key, Ctrl-C or
+//! SIGTERM), and the wait for webhook notifications still on their way. Front ends only
+//! hand in their intake (an [`Emit`]) and render what arrives there; the engine never knows
+//! which one listens.
+
+pub mod commands;
+
+use crate::engine::events::Event;
+use crate::engine::job::Cancel;
+use crate::engine::rollout::Emit;
+use crate::fleet::notify::Pending;
+use crate::journal::Journal;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long running steps may go on after a cancel (Ctrl-C, `c`, SIGTERM) before they are
+/// stopped.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// How often buffered output lines are committed to the journal: a crash loses at most this
+/// much of a quiet command's output.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// The runtime and what every run shares.
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    journal: Arc<Journal>,
+    runs: Runs,
+    /// Set when the session ends, to stop the flusher.
+    ended: Arc<AtomicBool>,
+}
+
+/// The dispatches running in a session and the notifications still on their way: what a
+/// rollout task registers itself with (a cheap clone; the runtime stays with the
+/// [`Session`], so no task can end up dropping it).
+#[derive(Clone, Default)]
+pub struct Runs {
+    /// Cancels of the dispatches running now, by journal id.
+    cancels: Arc<Mutex<HashMap<i64, Arc<Cancel>>>>,
+    /// Notifications of ended dispatches still on their way.
+    notifications: Arc<Mutex<Vec<Pending>>>,
+}
+
+impl Runs {
+    /// Registers the cancel of running dispatch `id` (see [`Session::cancel`]).
+    pub fn track(&self, id: i64, cancel: Arc<Cancel>) {
+        lock(&self.cancels).insert(id, cancel);
+    }
+
+    /// Dispatch `id` ended.
+    pub fn untrack(&self, id: i64) {
+        lock(&self.cancels).remove(&id);
+    }
+
+    /// A notification on its way: waited for before the session ends.
+    pub fn notifying(&self, p: Pending) {
+        let mut all = lock(&self.notifications);
+        all.retain(|p| !p.is_done());
+        all.push(p);
+    }
+}
+
+impl Session {
+    /// A runtime (`workers` threads, else one per core) with the journal flusher running.
+    pub fn new(journal: Arc<Journal>, workers: Option<usize>) -> std::io::Result<Session> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = workers {
+            b.worker_threads(n);
+        }
+        let rt = b.thread_name("dropship-engine").enable_all().build()?;
+        let ended = Arc::new(AtomicBool::new(false));
+        let (j, done) = (journal.clone(), ended.clone());
+        rt.spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(FLUSH_EVERY).await;
+                let j = j.clone();
+                // SQLite off the async workers.
+                let _ = tokio::task::spawn_blocking(move || j.flush()).await;
+            }
+        });
+        Ok(Session {
+            rt,
+            journal,
+            runs: Runs::default(),
+            ended,
+        })
+    }
+
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+
+    /// Runs `f` to its end on the runtime (the headless commands).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The one event sink: every event is recorded in the journal, then handed to `front`.
+    /// A journal write that fails is logged and, when `on_failure` is given, reported to it
+    /// once (the drop folder stops taking files: without its journal it cannot know what
+    /// ran).
+    pub fn recording(&self, front: Emit, on_failure: Option<JournalFailed>) -> Emit {
+        let journal = self.journal.clone();
+        Arc::new(move |e: Event| {
+            if let Err(err) = journal.record(&e) {
+                tracing::error!("journal write failed: {err}");
+                if let Some(f) = &on_failure {
+                    f.trip();
+                }
+            }
+            front(e);
+        })
+    }
+
+    /// What rollout tasks register with.
+    pub fn runs(&self) -> &Runs {
+        &self.runs
+    }
+
+    /// How many dispatches run.
+    pub fn running(&self) -> usize {
+        lock(&self.runs.cancels).len()
+    }
+
+    /// Asks dispatch `id` to stop: no new step starts, running steps are stopped after
+    /// [`GRACE`].
+    pub fn cancel(&self, id: i64) {
+        if let Some(c) = lock(&self.runs.cancels).get(&id).cloned() {
+            self.cancel_with_grace(c);
+        }
+    }
+
+    /// `requested` now, `hard` after [`GRACE`]: the one clean stop.
+    pub fn cancel_with_grace(&self, cancel: Arc<Cancel>) {
+        cancel.requested.store(true, Ordering::SeqCst);
+        self.rt.spawn(async move {
+            tokio::time::sleep(GRACE).await;
+            cancel.hard.store(true, Ordering::SeqCst);
+        });
+    }
+
+    /// Stops every running dispatch at once; how many there were.
+    pub fn stop_all(&self) -> usize {
+        let all = lock(&self.runs.cancels);
+        for c in all.values() {
+            c.requested.store(true, Ordering::SeqCst);
+            c.hard.store(true, Ordering::SeqCst);
+        }
+        all.len()
+    }
+
+    /// SIGINT or SIGTERM asks `cancel` to stop (and runs `first`), the grace period or a
+    /// second signal stops it hard. For the headless commands, which have no keys.
+    pub fn stop_on_signals(&self, cancel: Arc<Cancel>, first: impl FnOnce() + Send + 'static) {
+        self.rt.spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            first();
+            cancel.requested.store(true, Ordering::SeqCst);
+            tokio::select! {
+                _ = tokio::time::sleep(GRACE) => {}
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            cancel.hard.store(true, Ordering::SeqCst);
+        });
+    }
+
+    /// Notifications still on their way.
+    pub fn notifications_pending(&self) -> usize {
+        lock(&self.runs.notifications)
+            .iter()
+            .filter(|p| !p.is_done())
+            .count()
+    }
+
+    /// Waits for notifications still on their way until `deadline`, or until `stop` says
+    /// so (a second Ctrl-C); how many were still not done. Blocking: call it off the
+    /// async workers.
+    pub fn wait_notifications(&self, deadline: Instant, stop: &dyn Fn() -> bool) -> usize {
+        let all: Vec<Pending> = lock(&self.runs.notifications).clone();
+        'all: for p in &all {
+            while !p.wait(Duration::from_millis(100)) {
+                if stop() || Instant::now() >= deadline {
+                    break 'all;
+                }
+            }
+        }
+        all.iter().filter(|p| !p.is_done()).count()
+    }
+
+    /// Ends the runtime (tasks still running get `wait`) and commits the journal.
+    pub fn shutdown(self, wait: Duration) {
+        self.ended.store(true, Ordering::Relaxed);
+        self.rt.shutdown_timeout(wait);
+        let _ = self.journal.flush();
+    }
+}
+
+/// Told once when a journal write fails: the flag a loop reads, and the cancel that stops
+/// new steps.
+#[derive(Clone)]
+pub struct JournalFailed {
+    pub flag: Arc<AtomicBool>,
+    pub cancel: Arc<Cancel>,
+}
+
+impl JournalFailed {
+    fn trip(&self) {
+        if !self.flag.swap(true, Ordering::SeqCst) {
+            self.cancel.requested.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
