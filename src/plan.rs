@@ -8,36 +8,10 @@ use crate::config::template::{RenderError, Vars};
 use crate::config::{Config, HostSpec, Netrc, Secret, SshHost, SshHosts};
 use crate::transport::proxy::{Jump, Route};
 use indexmap::IndexMap;
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Where a credential came from. The plan shows this, never the secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// The rule (or `[DEFAULT]`) in dispatch.cfg.
-    Config,
-    /// The `.netrc` file.
-    Netrc,
-    /// `User` in `~/.ssh/config` (scp/sftp only).
-    #[serde(rename = "ssh_config")]
-    SshConfig,
-    /// Neither: `anonymous` for FTP, the current OS user otherwise.
-    Default,
-}
-
-impl Source {
-    /// How messages name it: `password from netrc`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Config => "dispatch.cfg",
-            Source::Netrc => "netrc",
-            Source::SshConfig => "ssh config",
-            Source::Default => "default",
-        }
-    }
-}
+pub use crate::config::Source;
 
 /// One `{timestamp}` per dispatch, the same for every host.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -275,7 +275,7 @@ fn the_rollback_preview_reads_a_host_without_recording_its_key() {
         "a look before the user confirmed records no host key"
     );
     // The same connect as a dispatch does record it: the test above is not vacuous.
-    let conn = dropship::transport::connect(&plan.targets[0], &plan.rule, &fresh);
+    let conn = dropship::engine::connect::connect(&plan.targets[0], &plan.rule, &fresh);
     assert!(conn.is_ok());
     assert!(!std::fs::read_to_string(&dropship_file).unwrap().is_empty());
 }

@@ -331,7 +331,7 @@ fn proxy_jump_and_proxy_command_become_the_route_with_file_line() {
     let rule_ftp = Config::parse(&format!("{ftp}post = true\n"), Path::new("/d.cfg")).unwrap();
     assert_eq!(t.ssh_port(&rule_ftp.rules[0]), 2022);
     let kh = dropship::transport::known_hosts::KnownHostsFiles::default_files();
-    let p = dropship::transport::ssh::SshParams::for_target(
+    let p = dropship::engine::connect::ssh_params(
         &t,
         t.ssh_port(&rule_ftp.rules[0]),
         &rule_ftp.rules[0],
@@ -362,7 +362,7 @@ fn builtin_reader_refuses_jump_hosts_it_cannot_follow() {
     // Refused targets are never dialed: the transport says why.
     let config = Config::parse(&rule("inner", ""), Path::new("/d.cfg")).unwrap();
     let targets = dropship::fleet::target::for_config(&config, &Netrc::empty(), &ssh);
-    let err = dropship::transport::connect(
+    let err = dropship::engine::connect::connect(
         &targets[0].target,
         &config.rules[0],
         &dropship::transport::known_hosts::KnownHostsFiles::default_files(),

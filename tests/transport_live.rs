@@ -537,7 +537,8 @@ fn background_commands_stop_when_asked_and_when_the_connection_drops() {
     );
     let read = || std::fs::read_to_string(&tick).unwrap_or_default();
     for how in ["stop_background", "dropped connection"] {
-        let mut conn = transport::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
+        let mut conn =
+            dropship::engine::connect::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
         conn.shell
             .as_deref_mut()
             .unwrap()
@@ -682,7 +683,8 @@ fn ftp_only_locks_heal_and_live_ones_hold() {
     let rig = Rig::new("ftp_lock");
     let config = rig.config("ftp", server.addr(), rig.dest.as_str(), "");
     let plan = rig.plan(&config, "app-1.tgz");
-    let connect = || transport::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
+    let connect =
+        || dropship::engine::connect::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
     let path = format!("{}/.dropship.lock", rig.dest.as_str());
     let notices = Mutex::new(Vec::<String>::new());
     let id = |holder: &'static str| Identity {
@@ -885,7 +887,8 @@ fn a_hung_command_names_step_timeout() {
     rig.trust(&server);
     let config = rig.config("sftp", server.addr(), rig.dest.as_str(), "");
     let plan = rig.plan(&config, "app.tgz");
-    let mut conn = transport::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
+    let mut conn =
+        dropship::engine::connect::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
     let shell = conn.shell.as_deref_mut().unwrap();
     let err = shell
         .exec(

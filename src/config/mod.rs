@@ -214,3 +214,30 @@ pub fn state_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
         .join("dropship")
 }
+
+/// Where a credential came from. The plan shows this, never the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The rule (or `[DEFAULT]`) in dispatch.cfg.
+    Config,
+    /// The `.netrc` file.
+    Netrc,
+    /// `User` in `~/.ssh/config` (scp/sftp only).
+    #[serde(rename = "ssh_config")]
+    SshConfig,
+    /// Neither: `anonymous` for FTP, the current OS user otherwise.
+    Default,
+}
+
+impl Source {
+    /// How messages name it: `password from netrc`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "dispatch.cfg",
+            Source::Netrc => "netrc",
+            Source::SshConfig => "ssh config",
+            Source::Default => "default",
+        }
+    }
+}

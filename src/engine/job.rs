@@ -21,7 +21,7 @@ use crate::fleet::releases::{self, ReleaseError, Tree};
 use crate::plan::{Plan, Target};
 use crate::transport::known_hosts::KnownHostsFiles;
 use crate::transport::upload::{self, Job, RetryPolicy};
-use crate::transport::{self, Connection, TransportError};
+use crate::transport::{Connection, TransportError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -611,7 +611,7 @@ fn connect_with_retries(ctx: &JobContext) -> Result<Connection, TransportError> 
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match transport::connect(ctx.target, ctx.rule(), ctx.known_hosts) {
+        match crate::engine::connect::connect(ctx.target, ctx.rule(), ctx.known_hosts) {
             Err(e)
                 if e.is_transient() && attempt <= policy.retries && !ctx.cancel.is_requested() =>
             {
@@ -715,7 +715,7 @@ fn unlock_and_finish(
         .as_mut()
         .is_some_and(|c| lock::release(c, lock).is_ok());
     if !released {
-        let again = transport::connect(ctx.target, rule, ctx.known_hosts)
+        let again = crate::engine::connect::connect(ctx.target, rule, ctx.known_hosts)
             .and_then(|mut c| lock::release(&mut c, lock));
         if let Err(e) = again {
             ctx.notice(
@@ -920,7 +920,7 @@ fn upload_step(ctx: &JobContext, conn: Connection) -> Result<Connection, StepFai
         &job,
         &mut || match first.take() {
             Some(c) => Ok(c),
-            None => transport::connect(ctx.target, rule, ctx.known_hosts),
+            None => crate::engine::connect::connect(ctx.target, rule, ctx.known_hosts),
         },
         &|transfer| {
             (ctx.emit)(Event::Transfer {

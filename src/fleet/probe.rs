@@ -20,7 +20,7 @@ use super::target::ProbeTarget;
 use crate::config::Protocol;
 use crate::transport::known_hosts::KnownHostsFiles;
 use crate::transport::proxy::{self, Route};
-use crate::transport::ssh::{SshParams, SshSession};
+use crate::transport::ssh::SshSession;
 use crate::transport::{Connection, Files, Shell, TransportError, ftp, local};
 use serde::Serialize;
 use std::io::Read;
@@ -403,7 +403,7 @@ pub(crate) fn connect_ssh(
     port: u16,
     known_hosts: &KnownHostsFiles,
 ) -> (Result<SshSession, TransportError>, bool) {
-    let params = SshParams::for_target(&t.target, port, &t.rule, known_hosts);
+    let params = crate::engine::connect::ssh_params(&t.target, port, &t.rule, known_hosts);
     crate::transport::known_hosts::connect_unrecorded(&params, params.host_key)
 }
 
@@ -561,7 +561,9 @@ fn open(t: &ProbeTarget, kh: &KnownHostsFiles, checks: &mut Vec<Check>) -> Optio
             }
         }
         Protocol::Ftp | Protocol::Ftps => {
-            let files = match ftp::FtpFiles::connect(&ftp::FtpParams::for_target(&t.target, rule)) {
+            let files = match ftp::FtpFiles::connect(&crate::engine::connect::ftp_params(
+                &t.target, rule,
+            )) {
                 Ok(f) => {
                     checks.push(Check::new(CheckKind::Login, Status::Pass, credentials(t)));
                     f

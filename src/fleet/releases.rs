@@ -314,14 +314,14 @@ pub fn peek(
     known_hosts: &crate::transport::known_hosts::KnownHostsFiles,
 ) -> Result<State, ReleaseError> {
     use crate::config::Protocol;
-    use crate::transport::{known_hosts, local, ssh};
+    use crate::transport::{known_hosts, local};
     let host = &target.host.name;
     let tree = Tree::new(&target.dest_dir);
     let port = match target.protocol {
         Protocol::Local => return read_state(&mut local::Local::new(host), host, &tree),
         _ => target.ssh_port(rule),
     };
-    let params = ssh::SshParams::for_target(target, port, rule, known_hosts);
+    let params = crate::engine::connect::ssh_params(target, port, rule, known_hosts);
     let mut session = known_hosts::connect_unrecorded(&params, params.host_key).0?;
     read_state(&mut session, host, &tree)
 }

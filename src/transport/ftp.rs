@@ -12,7 +12,7 @@
 //! `522 SSL connection failed: session reuse required`.
 
 use super::{Files, STALL_POLL, StallGuard, TransportError, dir_of, pump};
-use crate::plan::{Source, Target};
+use crate::config::Source;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -126,27 +126,6 @@ pub struct FtpParams {
     pub tls_verify: bool,
     pub tls_ca: Option<PathBuf>,
     pub timeout: Duration,
-}
-
-impl FtpParams {
-    pub fn for_target(target: &Target, rule: &crate::config::Rule) -> FtpParams {
-        FtpParams {
-            host: target.host.name.clone(),
-            address: target.address.clone(),
-            port: target.port.unwrap_or(21),
-            login: target.creds.login.clone(),
-            password: target
-                .creds
-                .password
-                .clone()
-                .zip(target.creds.password_source),
-            account: target.creds.account.clone(),
-            tls: rule.protocol == crate::config::Protocol::Ftps,
-            tls_verify: rule.tls_verify,
-            tls_ca: rule.tls_ca.clone(),
-            timeout: rule.timeout,
-        }
-    }
 }
 
 pub struct FtpFiles {

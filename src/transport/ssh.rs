@@ -9,8 +9,8 @@ use super::proxy::{self, Route};
 use super::{
     Connection, Files, Shell, Stream, TransportError, dir_of, pump, pump_range, sha256_command,
 };
+use crate::config::Source;
 use crate::config::{HostKeyPolicy, Protocol};
-use crate::plan::{Source, Target};
 use ssh2::{ErrorCode, OpenFlags, OpenType, Session};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -153,72 +153,9 @@ pub struct SshParams {
 }
 
 impl SshParams {
-    /// The parameters of a planned target; `port` is the SSH port to use (the target's
-    /// port for scp/sftp, `ssh_port` for the commands of ftp rules).
-    pub fn for_target(
-        target: &Target,
-        port: u16,
-        rule: &crate::config::Rule,
-        known_hosts: &KnownHostsFiles,
-    ) -> SshParams {
-        // An ftp rule's commands log in over SSH: ssh_config speaks for that login (its
-        // `HostName`, `User` when neither the rule nor netrc names one, `IdentityFile`).
-        let h = target.ssh_for_shell();
-        let (address, login, keys) = if target.protocol.is_ftp() {
-            (
-                h.host_name
-                    .clone()
-                    .unwrap_or_else(|| target.host.name.clone()),
-                match (&h.user, target.creds.login_source) {
-                    (Some(u), Source::Default) => u.clone(),
-                    _ => target.creds.login.clone(),
-                },
-                if rule.key.is_none() && !h.identity_files.is_empty() {
-                    h.identity_files.clone()
-                } else {
-                    target.creds.keys.clone()
-                },
-            )
-        } else {
-            (
-                target.address.clone(),
-                target.creds.login.clone(),
-                target.creds.keys.clone(),
-            )
-        };
-        SshParams {
-            host: target.host.name.clone(),
-            address: address.clone(),
-            port,
-            login,
-            password: target
-                .creds
-                .password
-                .clone()
-                .zip(target.creds.password_source),
-            keys,
-            key_passphrase: target.creds.key_passphrase.clone(),
-            certificates: Vec::new(),
-            identities_only: false,
-            agent: None,
-            timeout: rule.timeout,
-            host_key: rule.host_key,
-            known_hosts: known_hosts.clone(),
-            known_hosts_also: Vec::new(),
-            host_key_name: address,
-            connect_timeout: rule.timeout,
-            use_agent: true,
-            address_family: Default::default(),
-            refusal: target.ssh_refusal.clone(),
-            route: target.route.clone(),
-            keepalive: None,
-        }
-        .with_ssh_config(target.ssh_for_shell(), rule)
-    }
-
     /// What `~/.ssh/config` adds (see [`crate::config::ssh_config`]); the rule's explicit
     /// `host_key` and `timeout` win.
-    fn with_ssh_config(
+    pub fn with_ssh_config(
         mut self,
         h: &crate::config::SshHost,
         rule: &crate::config::Rule,

@@ -132,7 +132,7 @@ impl Rig {
         };
         let result = upload::deliver(
             &job,
-            &mut || transport::connect(target, &plan.rule, &self.known),
+            &mut || dropship::engine::connect::connect(target, &plan.rule, &self.known),
             &|e| events.lock().unwrap().push((std::time::Instant::now(), e)),
         );
         (result, events.into_inner().unwrap())
