@@ -40,7 +40,7 @@ pub use schema::SCHEMA_VERSION;
 pub use shipped::RuleShipped;
 pub use watch::{BundleState, WatchRow};
 
-use crate::engine::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
+use crate::model::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
 use crate::transport::Stream;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -114,7 +114,7 @@ impl NewDispatch {
                 .unwrap_or_else(|_| config_path.to_owned()),
             timestamp: plan.stamp.timestamp.clone(),
             hosts: NewDispatch::hosts_of(plan, only),
-            started_at: crate::engine::events::now_ms(),
+            started_at: crate::model::events::now_ms(),
         })
     }
 }

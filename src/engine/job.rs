@@ -2,7 +2,7 @@
 //! unlock, with `rollback` when a step after the upload fails. Blocking: it runs on its own
 //! thread and reports every transition and output line as an [`Event`].
 //!
-//! With `layout = releases` (see [`crate::fleet::releases`]) the steps are: connect -> lock
+//! With `layout = releases` (see [`crate::engine::releases`]) the steps are: connect -> lock
 //! -> pre -> upload -> unpack -> upgrade -> switch -> post -> health -> prune -> unlock.
 //! `upgrade` runs before the switch, with `{release_dir}` (the new release) and `{current}`
 //! (still the old one) to prepare with; `post` and `health` run on the switched release. A
@@ -16,8 +16,8 @@ use super::events::{Event, Level, Step, StepOutcome, TargetResult, now_ms};
 use super::lock::{self, Identity, Lock, LockError, Wait};
 use crate::config::Rule;
 use crate::config::rules::Layout;
-use crate::fleet::health;
-use crate::fleet::releases::{self, ReleaseError, Tree};
+use crate::engine::health;
+use crate::engine::releases::{self, ReleaseError, Tree};
 use crate::plan::{Plan, Target};
 use crate::transport::known_hosts::KnownHostsFiles;
 use crate::transport::upload::{self, Job, RetryPolicy};

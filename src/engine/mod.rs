@@ -2,9 +2,13 @@
 //! only through [`events::Event`]s and never prints.
 
 pub mod connect;
-pub mod events;
+/// The events the engine emits (they live in the shared vocabulary, [`crate::model`]).
+pub use crate::model::events;
 pub mod fetch;
+pub mod health;
 pub mod job;
 pub mod lock;
+pub mod notify;
+pub mod releases;
 pub mod rollback;
 pub mod rollout;

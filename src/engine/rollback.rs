@@ -23,7 +23,7 @@ use super::job::Cancel;
 use super::rollout::{self, Dispatch, Emit, ROLLBACK_BUNDLE, Summary};
 use crate::config::rules::Layout;
 use crate::config::{Config, Netrc, Rule, SshHosts};
-use crate::fleet::notify::Kind;
+use crate::engine::notify::Kind;
 use crate::journal::{Journal, JournalError, LastGood, NewDispatch};
 use crate::plan::{Plan, PlanError, Stamp};
 use crate::transport::known_hosts::KnownHostsFiles;
@@ -75,7 +75,7 @@ pub fn resolve_rule<'c>(
     let labelled: Vec<&Rule> = config
         .rules
         .iter()
-        .filter(|r| crate::fleet::target::package_label(r) == arg)
+        .filter(|r| crate::config::rules::package_label(r) == arg)
         .collect();
     if let [r] = labelled[..] {
         return Ok((r, None));

@@ -4,7 +4,7 @@
 
 use super::events::{Event, Level, TargetResult, now_ms};
 use super::job::{self, Cancel, JobContext, Outcome, Skip};
-use crate::fleet::notify::{self, Kind, Payload, Pending};
+use crate::engine::notify::{self, Kind, Payload, Pending};
 use crate::plan::Plan;
 use crate::transport::known_hosts::KnownHostsFiles;
 use std::collections::HashMap;
@@ -72,9 +72,7 @@ pub async fn run(d: Arc<Dispatch>, cancel: Arc<Cancel>, emit: Emit) -> Summary {
     run_kind(d, cancel, emit, Kind::Dispatch).await
 }
 
-/// What [`ROLLBACK_BUNDLE`] stands for in `DispatchStarted` and in the journal's bundle
-/// column: a rollback ships no bundle.
-pub const ROLLBACK_BUNDLE: &str = "(rollback)";
+pub use crate::model::ROLLBACK_BUNDLE;
 
 /// [`run`] for a dispatch or a rollback (see [`super::rollback`]): the same rollout,
 /// events, summary and notification; only each host's job differs.

@@ -193,37 +193,7 @@ pub fn find_rule<'c>(config: &'c Config, name: &str) -> Option<&'c Rule> {
     config.match_rule(name).map(|(r, _)| r)
 }
 
-/// A readable name for the package a rule ships: the literal start of its regex
-/// (`app-(?P<version>…)\.tgz` -> `app`), else the regex itself.
-pub fn package_label(rule: &Rule) -> String {
-    let src = rule.name.strip_prefix('^').unwrap_or(&rule.name);
-    let mut out = String::new();
-    let mut chars = src.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.peek() {
-                Some(&n) if matches!(n, '.' | '-' | '_' | '/' | '+') => {
-                    out.push(n);
-                    chars.next();
-                }
-                _ => break,
-            },
-            c if c.is_alphanumeric() || matches!(c, '-' | '_') => out.push(c),
-            // `x?`, `x*`, `x{…}` make the letter before them optional.
-            '?' | '*' | '{' => {
-                out.pop();
-                break;
-            }
-            _ => break,
-        }
-    }
-    let label = out.trim_end_matches(['-', '_', '.']);
-    if label.is_empty() {
-        rule.name.clone()
-    } else {
-        label.to_owned()
-    }
-}
+pub use crate::config::rules::package_label;
 
 #[cfg(test)]
 mod tests {

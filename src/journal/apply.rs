@@ -6,7 +6,7 @@ use super::codec::{path_to_sql, size_to_sql};
 use super::error::{Context, JournalError};
 use super::liveness::{self, Writer};
 use super::{DispatchState, NewDispatch};
-use crate::engine::events::{Event, Level, Millis, Step, StepOutcome};
+use crate::model::events::{Event, Level, Millis, Step, StepOutcome};
 use rusqlite::{OptionalExtension, Transaction, params};
 use std::path::Path;
 
@@ -267,7 +267,7 @@ pub(crate) fn cancel_dispatch(
         .execute(
             "UPDATE dispatch SET state = 'cancelled', finished_at = coalesce(finished_at, ?2)
              WHERE id = ?1",
-            params![id, crate::engine::events::now_ms()],
+            params![id, crate::model::events::now_ms()],
         )
         .ctx(path, "cancelling a dispatch")?;
     expect_dispatch(path, id, changed)

@@ -3,7 +3,7 @@
 //! integers because they repeat on every one of possibly millions of lines.
 
 use super::DispatchState;
-use crate::engine::events::{Level, Step, StepOutcome, TargetResult};
+use crate::model::events::{Level, Step, StepOutcome, TargetResult};
 use crate::transport::Stream;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 

@@ -9,7 +9,7 @@
 
 use super::error::Context;
 use super::{Journal, JournalError};
-use crate::engine::rollout::ROLLBACK_BUNDLE;
+use crate::model::ROLLBACK_BUNDLE;
 use serde::{Deserialize, Serialize};
 
 /// A dispatch that succeeded on at least one host asked about.
@@ -60,8 +60,8 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::events::{Event, TargetResult};
     use crate::journal::NewDispatch;
+    use crate::model::events::{Event, TargetResult};
     use std::path::PathBuf;
 
     fn begin(j: &Journal, bundle: &str, rule: &str, hosts: &[&str]) -> i64 {

@@ -9,8 +9,8 @@ use super::{
     OutputLine, ResumeState, Shipped, StepRecord, TargetDetail, TargetProgress, VerifiedUpload,
     liveness,
 };
-use crate::engine::events::{Step, StepOutcome, TargetResult};
-use crate::engine::rollout::ROLLBACK_BUNDLE;
+use crate::model::ROLLBACK_BUNDLE;
+use crate::model::events::{Step, StepOutcome, TargetResult};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

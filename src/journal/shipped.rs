@@ -3,8 +3,8 @@
 
 use super::error::Context;
 use super::{Journal, JournalError};
-use crate::engine::events::Millis;
-use crate::engine::rollout::ROLLBACK_BUNDLE;
+use crate::model::ROLLBACK_BUNDLE;
+use crate::model::events::Millis;
 use serde::{Deserialize, Serialize};
 
 /// The last dispatch of `rule` that succeeded on `host`.

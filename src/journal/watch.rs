@@ -10,7 +10,7 @@ use super::codec::{path_from_sql, path_to_sql, size_from_sql, size_to_sql};
 use super::error::{Context, JournalError};
 use super::write::Durability;
 use super::{Journal, NewDispatch, apply};
-use crate::engine::events::{Millis, now_ms};
+use crate::model::events::{Millis, now_ms};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@ use super::codec::{size_to_sql, stream_code};
 use super::error::{Context, JournalError};
 use super::liveness::Writer;
 use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
-use crate::engine::events::{Event, Millis, Step};
+use crate::model::events::{Event, Millis, Step};
 use crate::transport::{Stream, TransferEvent};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;

@@ -123,7 +123,7 @@ pub fn prepare(
 
 /// Runs `work` in a new [`Session`]: events recorded, then handed to `front`; SIGINT or
 /// SIGTERM cancels with [`GRACE`]; notifications still on their way are waited for (up to
-/// [`crate::fleet::notify::EXIT_WAIT`], a second signal stops the wait).
+/// [`crate::engine::notify::EXIT_WAIT`], a second signal stops the wait).
 fn with_session<T>(
     journal: Arc<Journal>,
     front: Emit,
@@ -135,7 +135,7 @@ fn with_session<T>(
     let emit = session.recording(front, None);
     let out = session.block_on(work(&session, emit, cancel.clone()));
     session.wait_notifications(
-        std::time::Instant::now() + crate::fleet::notify::EXIT_WAIT,
+        std::time::Instant::now() + crate::engine::notify::EXIT_WAIT,
         &|| cancel.is_hard(),
     );
     session.shutdown(Duration::from_secs(1));

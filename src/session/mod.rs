@@ -12,8 +12,8 @@ pub mod commands;
 
 use crate::engine::events::Event;
 use crate::engine::job::Cancel;
+use crate::engine::notify::Pending;
 use crate::engine::rollout::Emit;
-use crate::fleet::notify::Pending;
 use crate::journal::Journal;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -9,10 +9,10 @@
 use crate::config::rules::Layout;
 use crate::engine::events::Event;
 use crate::engine::job::Cancel;
+use crate::engine::releases;
 use crate::engine::rollback;
 use crate::engine::rollout::{self, Dispatch, Emit};
 use crate::fleet::probe::{self, HostProbe, Reachability};
-use crate::fleet::releases;
 use crate::fleet::target::ProbeTarget;
 use crate::fleet::version::{self, StatusReport};
 use crate::journal::{Journal, NewDispatch};

@@ -2,7 +2,7 @@
 //! `--json`), the journal and notifications consume these same values, so they are plain
 //! serialisable data and carry no secrets.
 
-use crate::transport::{Stream, TransferEvent};
+use super::transfer::{Stream, TransferEvent};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch: compact, sortable, the same in JSON and SQLite.

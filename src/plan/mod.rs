@@ -7,6 +7,9 @@ use crate::config::ssh_config::Query;
 use crate::config::template::{RenderError, Vars};
 use crate::config::{Config, HostSpec, Netrc, Secret, SshHost, SshHosts};
 use crate::transport::proxy::{Jump, Route};
+
+pub mod health_url;
+pub mod layout;
 use indexmap::IndexMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -282,7 +285,7 @@ impl Target {
     /// The commands as they may be shown (`--plan`, the console's confirmation): a health
     /// URL loses its user info and query, where tokens live.
     pub fn shown_commands(&self) -> Commands<String> {
-        use crate::fleet::health;
+        use crate::plan::health_url as health;
         let mut shown = self.commands.clone();
         if let Some(h) = &shown.health
             && let Ok(url) = health::url_from_rendered(h)
@@ -648,8 +651,8 @@ impl Plan {
         let mut vars = base_vars(&self.bundle, &self.rule, &self.stamp, &self.captures);
         vars.insert("host".into(), target.host.name.clone());
         target_vars(&mut vars, &target.dest_dir, &target.remote_path);
-        let tree = crate::fleet::releases::Tree::new(&target.dest_dir);
-        for (k, v) in crate::fleet::releases::placeholders(&tree, release) {
+        let tree = crate::plan::layout::Tree::new(&target.dest_dir);
+        for (k, v) in crate::plan::layout::placeholders(&tree, release) {
             vars.insert(k.into(), v);
         }
         t.render_shell(&vars).map(Some)
@@ -717,10 +720,10 @@ impl Plan {
                 // `layout = releases`: where the release goes, checked here so `--plan`
                 // shows a bad release name before anything is shipped.
                 let version = captures.get("version").cloned().flatten();
-                let name = crate::fleet::releases::release_name(version.as_deref(), &stamp.timestamp)
+                let name = crate::plan::layout::release_name(version.as_deref(), &stamp.timestamp)
                     .map_err(|why| fail(format!("{why}\n  help: `layout = releases` names the release after the rule's `version` capture, else {{timestamp}}")))?;
-                let tree = crate::fleet::releases::Tree::new(&dest_dir);
-                for (k, v) in crate::fleet::releases::placeholders(&tree, &name) {
+                let tree = crate::plan::layout::Tree::new(&dest_dir);
+                for (k, v) in crate::plan::layout::placeholders(&tree, &name) {
                     vars.insert(k.into(), v);
                 }
             }

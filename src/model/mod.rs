@@ -1,0 +1,8 @@
+//! The shared vocabulary: events, steps, outcomes, transfer reports. A leaf: it imports
+//! nothing of dropship's, so every layer can speak it without depending on another.
+
+pub mod events;
+pub mod transfer;
+
+/// The bundle name a rollback is journaled under (it ships nothing).
+pub const ROLLBACK_BUNDLE: &str = "(rollback)";
