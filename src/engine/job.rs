@@ -662,7 +662,7 @@ pub fn rollback(ctx: &JobContext) -> Outcome {
         Ok(c) => c,
         Err(f) => return fail(f),
     };
-    let lock = match take_lock(ctx, &mut conn, crate::engine::rollout::ROLLBACK_BUNDLE) {
+    let lock = match take_lock(ctx, &mut conn, crate::model::ROLLBACK_BUNDLE) {
         Ok(l) => l,
         Err(f) => return fail(f),
     };

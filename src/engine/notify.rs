@@ -13,7 +13,8 @@
 //! as its scheme and host.
 
 use crate::engine::events::{Event, Level, TargetResult, now_ms};
-use crate::engine::rollout::{Emit, Summary};
+use crate::engine::job::Outcome;
+use crate::model::events::Emit;
 use serde::Serialize;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -64,9 +65,17 @@ fn secs(ms: i64) -> String {
 }
 
 impl Payload {
-    pub fn new(kind: Kind, bundle: &str, rule: &str, s: &Summary) -> Payload {
-        let hosts: Vec<HostReport> = s
-            .targets
+    /// The report of dispatch `id` of `bundle` via `rule`: each host's outcome and time,
+    /// and how long it all took.
+    pub fn new(
+        kind: Kind,
+        bundle: &str,
+        rule: &str,
+        id: i64,
+        targets: &[(String, Outcome, i64)],
+        duration_ms: i64,
+    ) -> Payload {
+        let hosts: Vec<HostReport> = targets
             .iter()
             .map(|(h, o, ms)| HostReport {
                 host: h.clone(),
@@ -76,18 +85,20 @@ impl Payload {
                 duration_ms: *ms,
             })
             .collect();
-        let ok = !hosts.is_empty() && s.all_succeeded();
+        let count = |r: TargetResult| hosts.iter().filter(|h| h.result == r).count();
+        let succeeded = count(TargetResult::Succeeded);
+        let ok = !hosts.is_empty() && succeeded == hosts.len();
         let what = match kind {
             Kind::Dispatch => bundle.to_owned(),
             Kind::Rollback => "rollback".to_owned(),
         };
         let mut text = format!(
             "dropship #{}: {what} via [{rule}] {} on {}/{} host(s) in {}",
-            s.id,
+            id,
             if ok { "succeeded" } else { "FAILED" },
-            s.count(TargetResult::Succeeded),
+            succeeded,
             hosts.len(),
-            secs(s.duration_ms)
+            secs(duration_ms)
         );
         let bad: Vec<String> = hosts
             .iter()
@@ -107,15 +118,15 @@ impl Payload {
         }
         Payload {
             event: kind,
-            dispatch: s.id,
+            dispatch: id,
             bundle: bundle.to_owned(),
             rule: rule.to_owned(),
             ok,
-            succeeded: s.count(TargetResult::Succeeded),
-            failed: s.count(TargetResult::Failed),
-            skipped: s.count(TargetResult::Skipped),
-            cancelled: s.count(TargetResult::Cancelled),
-            duration_ms: s.duration_ms,
+            succeeded: count(TargetResult::Succeeded),
+            failed: count(TargetResult::Failed),
+            skipped: count(TargetResult::Skipped),
+            cancelled: count(TargetResult::Cancelled),
+            duration_ms,
             finished_at: now_ms(),
             hosts,
             text,
@@ -355,10 +366,9 @@ fn deliver(url: &str, payload: &Payload, policy: Policy, emit: &(dyn Fn(Event) +
 mod tests {
     use super::*;
     use crate::engine::events::Step;
-    use crate::engine::job::Outcome;
 
-    fn summary() -> Summary {
-        Summary {
+    fn summary() -> crate::engine::rollout::Summary {
+        crate::engine::rollout::Summary {
             id: 7,
             targets: vec![
                 (
@@ -387,7 +397,15 @@ mod tests {
 
     #[test]
     fn payload_shape_and_text() {
-        let p = Payload::new(Kind::Dispatch, "app-1.4.2.tgz", "app-.*", &summary());
+        let s = summary();
+        let p = Payload::new(
+            Kind::Dispatch,
+            "app-1.4.2.tgz",
+            "app-.*",
+            s.id,
+            &s.targets,
+            s.duration_ms,
+        );
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["event"], "dispatch");
         assert_eq!(v["ok"], false);

@@ -226,18 +226,18 @@ pub fn read_state(shell: &mut dyn Shell, host: &str, tree: &Tree) -> Result<Stat
 
 /// Reads the release tree of `target` without changing anything on this machine either:
 /// for a look before the user confirmed (the console's rollback preview). Over SSH (the
-/// rule's `ssh_port` for FTP rules) with [`known_hosts::connect_unrecorded`], so under
+/// rule's `ssh_port` for FTP rules) with [`ssh::connect_unrecorded`], so under
 /// `host_key = accept-new` an unknown key is not recorded by a dialog that may be
 /// cancelled; no FTP session is opened.
 ///
-/// [`known_hosts::connect_unrecorded`]: crate::transport::known_hosts::connect_unrecorded
+/// [`ssh::connect_unrecorded`]: crate::transport::ssh::connect_unrecorded
 pub fn peek(
     target: &crate::plan::Target,
     rule: &crate::config::Rule,
     known_hosts: &crate::transport::known_hosts::KnownHostsFiles,
 ) -> Result<State, ReleaseError> {
     use crate::config::Protocol;
-    use crate::transport::{known_hosts, local};
+    use crate::transport::{local, ssh};
     let host = &target.host.name;
     let tree = Tree::new(&target.dest_dir);
     let port = match target.protocol {
@@ -245,7 +245,7 @@ pub fn peek(
         _ => target.ssh_port(rule),
     };
     let params = crate::engine::connect::ssh_params(target, port, rule, known_hosts);
-    let mut session = known_hosts::connect_unrecorded(&params, params.host_key).0?;
+    let mut session = ssh::connect_unrecorded(&params, params.host_key).0?;
     read_state(&mut session, host, &tree)
 }
 

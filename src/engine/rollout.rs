@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::Semaphore;
 
-/// Sends an event to every listener (journal, front end, notifier).
-pub type Emit = Arc<dyn Fn(Event) + Send + Sync>;
+pub use crate::model::events::Emit;
 
 /// One dispatch of one bundle.
 pub struct Dispatch {
@@ -184,7 +183,14 @@ pub(crate) async fn run_kind(
             Kind::Dispatch => d.plan.bundle.as_str(),
             Kind::Rollback => ROLLBACK_BUNDLE,
         };
-        let payload = Payload::new(kind, bundle, &rule.name, &summary);
+        let payload = Payload::new(
+            kind,
+            bundle,
+            &rule.name,
+            summary.id,
+            &summary.targets,
+            summary.duration_ms,
+        );
         let policy = notify::Policy::for_timeout(rule.timeout);
         summary.notify = Some(notify::spawn(url.clone(), payload, policy, emit.clone()));
     }

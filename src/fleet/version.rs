@@ -7,7 +7,7 @@
 //! version cannot be read is shown as unreachable or unreadable, never dropped, and never
 //! stops the others.
 
-use super::probe::{PER_HOST, connect_ssh, for_each_bounded_per_key};
+use super::pool::{PER_HOST, connect_ssh, for_each_bounded_per_key};
 use super::target::{ProbeTarget, package_label};
 use crate::config::{Protocol, Rule};
 use crate::journal::RuleShipped;
@@ -277,7 +277,7 @@ fn first_line(s: &str) -> String {
 
 /// Reads every target's version (those of rules with a `version_cmd`; the others are listed
 /// in [`StatusReport::without_version_cmd`]), at most `parallel` at once and
-/// [`PER_HOST`](super::probe::PER_HOST) per address, and marks drift
+/// [`PER_HOST`](super::pool::PER_HOST) per address, and marks drift
 /// against `shipped` (from [`crate::journal::Journal::last_shipped_per_rule`]). `on_done`
 /// hears of each cell as it is read, before drift is known. Blocking.
 pub fn status(

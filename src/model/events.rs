@@ -225,3 +225,6 @@ impl Event {
         !matches!(self, Event::Output { .. } | Event::Transfer { .. })
     }
 }
+
+/// Sends an event to every listener (journal, front end, notifier).
+pub type Emit = std::sync::Arc<dyn Fn(Event) + Send + Sync>;

@@ -238,6 +238,74 @@ fn host_key_type_mismatch(p: &SshParams, recorded: &[&str]) -> Option<TransportE
     })
 }
 
+/// An SSH connect that records nothing, for looking at a host without changing anything
+/// (the probe, the console's rollback preview before the user said yes). Under `accept-new`
+/// the session checks against a private copy of dropship's known_hosts, removed afterwards:
+/// an unknown key is accepted for this look only and reported (`true`), never recorded, so
+/// the first real dispatch still records it and says so. Under `strict` nothing is written
+/// anyway and the files are used as they are.
+pub fn connect_unrecorded(
+    params: &SshParams,
+    policy: HostKeyPolicy,
+) -> (Result<SshSession, TransportError>, bool) {
+    if policy != HostKeyPolicy::AcceptNew {
+        return (SshSession::connect(params), false);
+    }
+    let copy = std::env::temp_dir().join(format!(
+        "dropship-known_hosts-{}-{}",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 6]>())
+    ));
+    let before = std::fs::read(&params.known_hosts.dropship).unwrap_or_default();
+    // A fresh file (never one planted in the shared temp dir under that name).
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&copy)
+        .and_then(|mut f| f.write_all(&before));
+    if let Err(e) = written {
+        return (
+            Err(TransportError::Setup {
+                host: params.host.clone(),
+                detail: format!("cannot copy known_hosts to {}: {e}", copy.display()),
+            }),
+            false,
+        );
+    }
+    let params_file = params.known_hosts.dropship.clone();
+    let mut params = params.clone();
+    params.known_hosts.dropship = copy.clone();
+    let r = SshSession::connect(&params);
+    let grew = std::fs::metadata(&copy).is_ok_and(|m| m.len() > before.len() as u64);
+    let _ = std::fs::remove_file(&copy);
+    // The copy is gone: an error names the file it stands for (where `ssh-keygen -R` helps).
+    let (copy, real) = (
+        copy.display().to_string(),
+        params_file.display().to_string(),
+    );
+    let r = r.map_err(|e| match e {
+        TransportError::HostKeyChanged {
+            host,
+            port,
+            key_type,
+            fingerprint,
+            known_hosts,
+        } => TransportError::HostKeyChanged {
+            host,
+            port,
+            key_type,
+            fingerprint,
+            known_hosts: known_hosts.replace(&copy, &real),
+        },
+        TransportError::Setup { host, detail } => TransportError::Setup {
+            host,
+            detail: detail.replace(&copy, &real),
+        },
+        other => other,
+    });
+    (r, grew)
+}
+
 /// The byte stream of an SSH session: a TCP connection, or a socketpair to the process
 /// that carries it through a bastion.
 enum Wire {

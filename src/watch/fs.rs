@@ -8,7 +8,7 @@
 //! finished, pause, stop) are sent blocking and never dropped.
 
 use super::filter;
-use super::service::Msg;
+use super::inbox::Msg;
 use super::settle::{FileStat, Hint};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};

@@ -23,6 +23,7 @@ mod archive;
 mod events;
 mod filter;
 mod fs;
+mod inbox;
 mod recover;
 mod schedule;
 mod service;

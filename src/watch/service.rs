@@ -5,6 +5,7 @@
 
 use super::archive::{self, Layout, Shelf};
 use super::events::WatchEvent;
+pub use super::inbox::Msg;
 use super::recover::{self, Verdict as Recovery};
 use super::schedule::Scheduler;
 use super::settle::{FileStat, Hint, Tracker, Verdict};
@@ -22,20 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
-
-/// Messages the loop waits for. File events may be dropped when the channel is full (see
-/// [`super::fs`]); everything else is sent blocking.
-pub enum Msg {
-    Fs(notify::Event),
-    /// Something to look at (e.g. events were lost: the flag says so).
-    Wake,
-    Finished {
-        bundle: i64,
-        dispatch: i64,
-    },
-    Paused(bool),
-    Stop,
-}
 
 /// Capacity of the loop's channel. A burst bigger than this costs a rescan, not a file.
 const CHANNEL: usize = 16 * 1024;
