@@ -110,16 +110,23 @@ impl Session {
     /// A journal write that fails is logged and, when `on_failure` is given, reported to it
     /// once (the drop folder stops taking files: without its journal it cannot know what
     /// ran).
+    ///
+    /// Recording is an SQLite write and a front end may make the sender wait (the headless
+    /// printer never drops a line); the rollout emits from async tasks, so on a runtime
+    /// worker the work is done under [`off_the_workers`]: the worker's other tasks (timers,
+    /// the grace period, other dispatches) move on meanwhile.
     pub fn recording(&self, front: Emit, on_failure: Option<JournalFailed>) -> Emit {
         let journal = self.journal.clone();
         Arc::new(move |e: Event| {
-            if let Err(err) = journal.record(&e) {
-                tracing::error!("journal write failed: {err}");
-                if let Some(f) = &on_failure {
-                    f.trip();
+            off_the_workers(|| {
+                if let Err(err) = journal.record(&e) {
+                    tracing::error!("journal write failed: {err}");
+                    if let Some(f) = &on_failure {
+                        f.trip();
+                    }
                 }
-            }
-            front(e);
+                front(e);
+            })
         })
     }
 
@@ -230,6 +237,18 @@ impl JournalFailed {
         if !self.flag.swap(true, Ordering::SeqCst) {
             self.cancel.requested.store(true, Ordering::SeqCst);
         }
+    }
+}
+
+/// Runs blocking work `f` where the runtime allows it: on a worker of a multi-threaded
+/// runtime through `block_in_place` (its queued tasks are handed to another thread first),
+/// elsewhere (a blocking thread, a plain thread, `block_on`) as is.
+pub fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

@@ -3,15 +3,20 @@
 //! without importing each other.
 
 /// Messages the loop waits for. File events may be dropped when the channel is full (see
-/// [`super::fs`]); everything else is sent blocking.
+/// [`super::fs`]); nothing else is ever sent blocking: pause, resume and stop are flags
+/// ([`super::WatchHandle`]) and a finished dispatch goes on [`Ctl`], each followed by a
+/// `Wake` offered with `try_send`. So neither the console nor a dispatch task can wait on
+/// the loop while the loop waits on them.
 pub enum Msg {
     Fs(notify::Event),
     /// Something to look at (e.g. events were lost: the flag says so).
     Wake,
-    Finished {
-        bundle: i64,
-        dispatch: i64,
-    },
-    Paused(bool),
-    Stop,
+}
+
+/// What the loop must never miss, on a channel without a bound (at most one message per
+/// dispatch the loop started, so it stays small): a dispatch task ends without waiting on a
+/// busy loop, and a `Wake` offered to [`Msg`] (dropped when that channel is full: a full
+/// channel wakes the loop anyway) makes the loop look.
+pub enum Ctl {
+    Finished { bundle: i64, dispatch: i64 },
 }

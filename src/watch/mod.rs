@@ -165,20 +165,28 @@ pub struct WatchReport {
 pub struct WatchHandle {
     tx: SyncSender<service::Msg>,
     paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 impl WatchHandle {
     /// No new dispatch starts; running ones go on, files are still recorded and queued.
+    /// Never waits on the watcher (see [`inbox::Msg`]): the console calls it while the
+    /// watcher may be waiting on the console.
     pub fn pause(&self) {
         if !self.paused.swap(true, Ordering::SeqCst) {
-            let _ = self.tx.send(service::Msg::Paused(true));
+            self.wake();
         }
     }
 
     pub fn resume(&self) {
         if self.paused.swap(false, Ordering::SeqCst) {
-            let _ = self.tx.send(service::Msg::Paused(false));
+            self.wake();
         }
+    }
+
+    /// Offers a wake-up; a full channel already wakes the loop.
+    fn wake(&self) {
+        let _ = self.tx.try_send(service::Msg::Wake);
     }
 
     pub fn is_paused(&self) -> bool {
@@ -188,7 +196,8 @@ impl WatchHandle {
     /// Stops taking files and starting dispatches; the watcher returns once the running
     /// dispatches ended. To cut those short too, set the [`Cancel`] given to [`start`].
     pub fn stop(&self) {
-        let _ = self.tx.send(service::Msg::Stop);
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake();
     }
 }
 
@@ -268,4 +277,35 @@ pub fn canonical_dir(dir: &Path) -> Result<PathBuf, WatchError> {
         return Err(fail("is not a directory".into()));
     }
     Ok(canon)
+}
+
+#[cfg(test)]
+mod handle_tests {
+    use super::*;
+
+    /// The console calls pause/resume/stop while the watcher may be blocked handing its
+    /// own events to the console; with the loop's channel full, the old handle waited in
+    /// `send` here (a deadlock with a full console channel). Now every call returns at once.
+    #[test]
+    fn control_calls_never_wait_on_a_busy_watcher() {
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(service::Msg::Wake).unwrap();
+        let h = WatchHandle {
+            tx,
+            paused: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (done, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            h.pause();
+            h.resume();
+            h.pause();
+            h.stop();
+            let _ = done.send((h.is_paused(), h.stop.load(Ordering::SeqCst)));
+        });
+        let got = got
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a control call waited on the watcher's loop");
+        assert_eq!(got, (true, true));
+    }
 }

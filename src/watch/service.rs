@@ -5,7 +5,7 @@
 
 use super::archive::{self, Layout, Shelf};
 use super::events::WatchEvent;
-pub use super::inbox::Msg;
+pub use super::inbox::{Ctl, Msg};
 use super::recover::{self, Verdict as Recovery};
 use super::schedule::Scheduler;
 use super::settle::{FileStat, Hint, Tracker, Verdict};
@@ -31,6 +31,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Sends `Finished` when dropped, so a dispatch task that panics still frees its hosts.
 struct FinishGuard {
+    ctl: std::sync::mpsc::Sender<Ctl>,
     tx: SyncSender<Msg>,
     bundle: i64,
     dispatch: i64,
@@ -38,10 +39,12 @@ struct FinishGuard {
 
 impl Drop for FinishGuard {
     fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Finished {
+        // Never waits: it runs at the end of a task on the runtime's workers.
+        let _ = self.ctl.send(Ctl::Finished {
             bundle: self.bundle,
             dispatch: self.dispatch,
         });
+        let _ = self.tx.try_send(Msg::Wake);
     }
 }
 
@@ -64,6 +67,12 @@ pub struct Service {
     wemit: WatchEmit,
     tx: SyncSender<Msg>,
     rx: Receiver<Msg>,
+    ctl: std::sync::mpsc::Sender<Ctl>,
+    ctl_rx: Receiver<Ctl>,
+    /// Set by [`WatchHandle::stop`].
+    stop: Arc<AtomicBool>,
+    /// The pause state last announced (`Paused`/`Resumed`), against the handle's flag.
+    shown_paused: bool,
     lost: Arc<AtomicBool>,
     /// A dispatch event could not be journaled (see `new`).
     journal_failed: Arc<AtomicBool>,
@@ -105,6 +114,7 @@ impl Service {
         layout.create().map_err(io)?;
         let lock = take_lock(&layout)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
+        let (ctl, ctl_rx) = std::sync::mpsc::channel();
         let lost = Arc::new(AtomicBool::new(false));
         let backend = if opts.fs_events {
             Some(
@@ -139,6 +149,10 @@ impl Service {
             wemit,
             tx,
             rx,
+            ctl,
+            ctl_rx,
+            stop: Arc::new(AtomicBool::new(false)),
+            shown_paused: false,
             lost,
             paused: Arc::new(AtomicBool::new(false)),
             open: HashMap::new(),
@@ -159,6 +173,7 @@ impl Service {
         WatchHandle {
             tx: self.tx.clone(),
             paused: self.paused.clone(),
+            stop: self.stop.clone(),
         }
     }
 
@@ -233,6 +248,7 @@ impl Service {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            self.take_controls()?;
             if !self.stopping && self.journal_failed.load(Ordering::SeqCst) {
                 self.error(format!(
                     "the journal {} cannot be written: stopping (no new step starts); what is open resumes at the next start\n  help: free space or fix the journal's permissions, then start dropship --watch again",
@@ -288,6 +304,27 @@ impl Service {
         d.into_iter().min()
     }
 
+    /// What the flags and the control channel say (see [`Ctl`]): finished dispatches, a
+    /// stop, a pause or resume to announce.
+    fn take_controls(&mut self) -> Result<(), WatchError> {
+        while let Ok(Ctl::Finished { bundle, dispatch }) = self.ctl_rx.try_recv() {
+            self.finished(bundle, dispatch)?;
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            self.stopping = true;
+        }
+        let paused = self.paused.load(Ordering::SeqCst);
+        if paused != self.shown_paused {
+            self.shown_paused = paused;
+            self.say(if paused {
+                WatchEvent::Paused { at: now_ms() }
+            } else {
+                WatchEvent::Resumed { at: now_ms() }
+            });
+        }
+        Ok(())
+    }
+
     fn handle_msg(&mut self, msg: Msg) -> Result<(), WatchError> {
         match msg {
             Msg::Fs(ev) => {
@@ -297,13 +334,6 @@ impl Service {
                 }
             }
             Msg::Wake => {}
-            Msg::Finished { bundle, dispatch } => self.finished(bundle, dispatch)?,
-            Msg::Paused(p) => self.say(if p {
-                WatchEvent::Paused { at: now_ms() }
-            } else {
-                WatchEvent::Resumed { at: now_ms() }
-            }),
-            Msg::Stop => self.stopping = true,
         }
         Ok(())
     }
@@ -673,6 +703,7 @@ impl Service {
             only,
         });
         let guard = FinishGuard {
+            ctl: self.ctl.clone(),
             tx: self.tx.clone(),
             bundle: id,
             dispatch,

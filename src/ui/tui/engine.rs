@@ -17,7 +17,7 @@ use crate::fleet::target::ProbeTarget;
 use crate::fleet::version::{self, StatusReport};
 use crate::journal::{Journal, NewDispatch};
 use crate::plan::Plan;
-use crate::session::{JournalFailed, Session};
+use crate::session::{JournalFailed, Session, off_the_workers};
 use crate::transport::known_hosts::KnownHostsFiles;
 use crossterm::event::Event as TermEvent;
 use std::collections::HashMap;
@@ -213,11 +213,13 @@ impl Bridge {
             let (id, bundle_sha256) = match begin {
                 Ok(x) => x,
                 Err(error) => {
-                    let _ = tx.send(Msg::Failed { token, error });
+                    off_the_workers(|| {
+                        let _ = tx.send(Msg::Failed { token, error });
+                    });
                     return;
                 }
             };
-            if tx.send(Msg::Begun { token, id }).is_err() {
+            if !off_the_workers(|| tx.send(Msg::Begun { token, id }).is_ok()) {
                 return;
             }
             let cancel = Arc::new(Cancel::new());
@@ -247,13 +249,17 @@ impl Bridge {
                 runs.notifying(p);
             }
             let cancelled = cancel.is_requested();
-            if cancelled && let Err(e) = journal.mark_cancelled(id) {
-                tracing::error!("journal: {e}");
-            }
-            let _ = journal.flush();
+            off_the_workers(|| {
+                if cancelled && let Err(e) = journal.mark_cancelled(id) {
+                    tracing::error!("journal: {e}");
+                }
+                let _ = journal.flush();
+            });
             runs.untrack(id);
             tracing::info!(id, cancelled, "dispatch ended");
-            let _ = tx.send(Msg::Ended { id, cancelled });
+            off_the_workers(|| {
+                let _ = tx.send(Msg::Ended { id, cancelled });
+            });
         });
     }
 
