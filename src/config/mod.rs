@@ -4,6 +4,7 @@
 //! list them all; nothing here touches the network.
 
 pub mod diagnostic;
+pub mod duration;
 pub mod hosts;
 pub mod ini;
 pub mod limits;
