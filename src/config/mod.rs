@@ -11,6 +11,7 @@ pub mod limits;
 pub mod netrc;
 pub mod rules;
 pub mod secret;
+pub mod shell;
 pub mod ssh_config;
 pub mod template;
 

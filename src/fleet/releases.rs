@@ -56,9 +56,7 @@ impl Tree {
     }
 }
 
-fn q(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(|_| "''".to_owned(), |v| v.into_owned())
-}
+use crate::config::shell::quote as q;
 
 /// Why a release operation failed. Every message names the host and what to do.
 #[derive(Debug, thiserror::Error)]
