@@ -129,7 +129,7 @@ struct Cli {
 
     /// With --watch: a file written in place is complete once closed and unchanged this long.
     #[arg(long, value_name = "DURATION", default_value = "2s", requires = "watch",
-          value_parser = dropship::watch::parse_interval)]
+          value_parser = dropship::config::duration::parse_duration)]
     settle: std::time::Duration,
 
     /// With --watch: a bundle NAME waits for the file NAME.SUFFIX (e.g. `done`).
@@ -146,7 +146,7 @@ struct Cli {
 
     /// With --watch: full rescans of DIR this often (they find what file events missed).
     #[arg(long, value_name = "DURATION", default_value = "10s", requires = "watch",
-          value_parser = dropship::watch::parse_interval)]
+          value_parser = dropship::config::duration::parse_duration)]
     rescan: std::time::Duration,
 
     /// With --watch: no file events, rescans only (network file systems where none arrive).

@@ -793,3 +793,57 @@ fn bundle_names_may_begin_with_a_hyphen() {
     run.assert_code(2);
     assert!(run.stderr.contains("--dry-run"), "{}", run.stderr);
 }
+
+/// `--settle` and `--rescan` read the same duration grammar as `dispatch.cfg`: hours and
+/// milliseconds both reach the watcher (its first event echoes them), and a value outside
+/// the grammar is a usage error that shows what to write.
+#[test]
+fn watch_intervals_use_the_config_duration_grammar() {
+    let (sb, cfg) = Sandbox::with_config(catch_all("h", "local"));
+    let drop = sb.path("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    for (settle, rescan, settle_ms, rescan_ms) in [
+        ("1h", "2d", 3_600_000, 172_800_000),
+        ("1500ms", "90s", 1_500, 90_000),
+    ] {
+        let mut child = sb
+            .command()
+            .args(on(&cfg, &["--watch", arg(&drop), "--json"]))
+            .args(["--settle", settle, "--rescan", rescan])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run dropship --watch");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        // How it ends is the watch tests' business (a SIGINT may beat the handler).
+        let out = child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "first line is not JSON ({e}): {line}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(v["event"], "watch_started", "{v}");
+        assert_eq!(
+            (&v["settle_ms"], &v["rescan_ms"]),
+            (&settle_ms.into(), &rescan_ms.into())
+        );
+    }
+    for bad in ["5w", "0", "31d", "1.5s"] {
+        let run = sb.run(&on(&cfg, &["--watch", arg(&drop), "--settle", bad]));
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(&format!("`{bad}`")) && run.stderr.contains("`500ms`")
+                || run.stderr.contains("longer than 30 days"),
+            "{bad}: {}",
+            run.stderr
+        );
+    }
+}

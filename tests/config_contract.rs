@@ -470,11 +470,20 @@ fn durations_accept_seconds_minutes_hours() {
         ("90s", 90),
         ("5m", 300),
         ("1h", 3600),
+        ("2d", 172_800),
         ("720h", 2_592_000),
     ] {
         let r = rule_a(&format!("[a]\nhost = h1\ntimeout = {text}\n"));
         assert_eq!(r.timeout, Duration::from_secs(secs), "{text}");
     }
+}
+
+/// The grammar `--settle` uses: a sub-second timeout is kept to the millisecond.
+#[test]
+fn durations_accept_milliseconds() {
+    let r = rule_a("[a]\nhost = h1\ntimeout = 500ms\nhealth_interval = 1500ms\n");
+    assert_eq!(r.timeout, Duration::from_millis(500));
+    assert_eq!(r.health_interval, Duration::from_millis(1500));
 }
 
 #[test]
@@ -489,7 +498,9 @@ fn bad_values_are_refused_with_file_and_line() {
         ("port", "ssh"),
         ("protocol", "http"),
         ("timeout", "0"),
-        ("timeout", "5d"),
+        ("timeout", "5w"),
+        ("timeout", "31d"),
+        ("timeout", "0ms"),
         ("timeout", "-1"),
         ("timeout", "721h"),
         ("health_timeout", "99999999999999999999"),

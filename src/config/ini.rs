@@ -1,23 +1,20 @@
-//! The INI layer of `dispatch.cfg`: `configparser`, configured to our contract, plus the
-//! line positions it does not keep.
+//! The INI layer of `dispatch.cfg`: one walk over the lines that yields each section and
+//! key with the line it is on, so every diagnostic can say `file:line`.
 //!
-//! `configparser` is the parser of record for values. Its defaults differ from the
-//! contract, so [`parser`] sets each point explicitly: case-sensitive (section names are
-//! regexes, `\D` is not `\d`; keys are folded by us), no inline comments (passwords contain
-//! `#` and `;`), no multi-line values, `=` and `:` delimiters, and insertion order kept
-//! (the `indexmap` feature: rules are tried in file order). It merges duplicate sections
-//! and keys silently and reports no line numbers, so [`read`] also walks the lines with the
-//! same rules to learn where each section and key is, and to report duplicates.
+//! The contract, point by point: section names are case-sensitive (they are regexes: `\D`
+//! is not `\d`) and kept in file order (rules are tried in that order); keys are
+//! case-insensitive (folded here); only whole-line comments, `#` or `;` (passwords contain
+//! both, so there are no inline comments); no multi-line values and no interpolation; `=`
+//! and `:` both delimit, the first one on the line wins; values are trimmed and one pair of
+//! matching quotes removed. A repeated section or key is an error, never a silent merge.
+//!
+//! A general INI crate (`configparser` was used alongside this walk) keeps no line numbers
+//! and merges duplicates silently, so it could only repeat what the walk already knows.
 
 use super::diagnostic::Diagnostic;
 use super::limits::{MAX_ERRORS, too_many_errors};
-use configparser::ini::{Ini, IniDefault};
 use std::collections::HashMap;
 use std::path::Path;
-
-/// Where keys written before any `[section]` end up; no real section can have this name
-/// (a header cannot contain a newline), so such keys are detected and reported.
-const TOPLEVEL: &str = "\n<top level>";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEntry {
@@ -34,20 +31,6 @@ pub struct RawSection {
     pub name: String,
     pub line: usize,
     pub entries: Vec<RawEntry>,
-}
-
-/// `configparser` set up for the `dispatch.cfg` contract.
-pub fn parser() -> Ini {
-    let mut defaults = IniDefault::default();
-    defaults.default_section = TOPLEVEL.to_owned();
-    defaults.comment_symbols = vec!['#', ';'];
-    defaults.inline_comment_symbols = Some(Vec::new());
-    defaults.enable_inline_comments = false;
-    defaults.delimiters = vec!['=', ':'];
-    defaults.multiline = false;
-    defaults.case_sensitive = true;
-    defaults.cascade_defaults = false;
-    Ini::new_from_defaults(defaults)
 }
 
 /// Removes one pair of matching surrounding quotes: `"ibpsusr"` and `'ibpsusr'` mean
@@ -70,22 +53,6 @@ fn delimiter_at(line: &str) -> Option<usize> {
 pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSection> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let before = diags.len();
-    let (map, parse_error) = match parser().read(text.to_owned()) {
-        Ok(map) => (map, None),
-        Err(e) => (Default::default(), Some(e)),
-    };
-
-    // Counted in a map, not by comparing every header with every other one: a config may
-    // have thousands of sections.
-    let mut header_count: HashMap<&str, usize> = HashMap::new();
-    for header in text
-        .lines()
-        .map(str::trim)
-        .filter_map(|l| Some(l.strip_prefix('[')?[..l.rfind(']')? - 1].trim()))
-    {
-        *header_count.entry(header).or_default() += 1;
-    }
-    let repeated = |name: &str| header_count.get(name).is_some_and(|&n| n > 1);
 
     let mut sections: Vec<RawSection> = Vec::new();
     // Section name -> index in `sections` of its first occurrence.
@@ -192,29 +159,13 @@ pub fn read(text: &str, file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<RawSect
             );
             continue;
         }
-        // configparser's value is the one of record. It merges repeated sections, so for
-        // those (already an error) the walk's own reading of the line is kept instead.
-        let walked = line[at + 1..].trim().to_owned();
-        let repeated = repeated(&section.name);
-        let parsed = map
-            .get(&section.name)
-            .and_then(|keys| keys.get(written_key))
-            .cloned()
-            .flatten()
-            .filter(|_| !repeated);
-        let value = parsed.unwrap_or(walked);
-        let value = unquote(&value);
+        let value = unquote(line[at + 1..].trim());
         section_keys.insert(key.clone(), section.entries.len());
         section.entries.push(RawEntry {
             key,
             value: (!value.is_empty()).then(|| value.to_owned()),
             line: line_no,
         });
-    }
-    // configparser reports `line N: …`; the walk reports the same problems with a hint,
-    // so its message is only kept should the walk have found nothing.
-    if let Some(e) = parse_error.filter(|_| diags.len() == before) {
-        diags.push(Diagnostic::error(file, None, format!("cannot parse: {e}")));
     }
     sections
 }
@@ -297,6 +248,19 @@ mod tests {
         let msgs: Vec<String> = d.iter().map(|x| x.to_string()).collect();
         assert!(msgs[0].contains("t.cfg:3") && msgs[0].contains("duplicate key `host`"));
         assert!(msgs[1].contains("t.cfg:4") && msgs[1].contains("duplicate section"));
+    }
+
+    /// The entry kept for a repeated key is the first one, with its own value: a later
+    /// line's value never shows up under the earlier line's number.
+    #[test]
+    fn a_repeated_key_keeps_the_first_value_and_line() {
+        let (s, d) = parse("[a]\nhost = 1\nhost = 2\n");
+        assert_eq!(d.len(), 1, "{d:?}");
+        let e = &s[0].entries;
+        assert_eq!(
+            (e.len(), e[0].line, e[0].value.as_deref()),
+            (1, 2, Some("1"))
+        );
     }
 
     #[test]

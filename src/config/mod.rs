@@ -4,12 +4,14 @@
 //! list them all; nothing here touches the network.
 
 pub mod diagnostic;
+pub mod duration;
 pub mod hosts;
 pub mod ini;
 pub mod limits;
 pub mod netrc;
 pub mod rules;
 pub mod secret;
+pub mod shell;
 pub mod ssh_config;
 pub mod template;
 

@@ -112,8 +112,7 @@ pub enum NetrcError {
 /// The path as it must be typed into a shell, so the suggested command works as pasted.
 fn shell_path(path: &Path) -> String {
     path.to_str()
-        .and_then(|s| shlex::try_quote(s).ok())
-        .map_or_else(|| path.display().to_string(), Cow::into_owned)
+        .map_or_else(|| path.display().to_string(), super::shell::quote)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -381,32 +381,7 @@ struct Located<'a> {
     line: usize,
 }
 
-/// Parses `30`, `30s`, `5m`, `1h`: a whole number of seconds, minutes or hours, above zero.
-/// The longest duration a setting may have. Every timeout is added to an `Instant`, which
-/// panics on overflow; 30 days is longer than any step a release should take.
-pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
-
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (num, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let mult = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => 0,
-    };
-    match num.parse::<u64>() {
-        Ok(n) if n > 0 && mult > 0 && n.saturating_mul(mult) > MAX_DURATION_SECS => Err(format!(
-            "duration `{text}` is longer than 30 days: write a shorter one"
-        )),
-        Ok(n) if n > 0 && mult > 0 => Ok(Duration::from_secs(n * mult)),
-        _ => Err(format!(
-            "bad duration `{text}`: write a whole number of seconds, or e.g. `90s`, `5m`, `1h`"
-        )),
-    }
-}
+pub use super::duration::{MAX_DURATION_SECS, parse_duration};
 
 fn parse_bool(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {

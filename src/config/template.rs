@@ -43,7 +43,7 @@ fn shell_escape(value: &str, quoting: Quoting) -> Option<String> {
         return None;
     }
     Some(match quoting {
-        Quoting::Bare => shlex::try_quote(value).ok()?.into_owned(),
+        Quoting::Bare => super::shell::quote(value),
         // Close the quote, add an escaped quote, reopen.
         Quoting::Single => value.replace('\'', "'\\''"),
         Quoting::Backtick => return None,

@@ -6,7 +6,7 @@
 //! listen, and a health endpoint often answers 503 while it warms up. Every try is
 //! reported (attempt, status) so the console and the journal show how it went.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use crate::plan::health_url::{is_url, redact};
@@ -73,21 +73,17 @@ fn client(check: &Check) -> Result<reqwest::blocking::Client, HealthError> {
         url: redact(&check.url),
         detail,
     };
-    let mut b = reqwest::blocking::Client::builder()
+    // The verifier FTPS uses: `tls_ca` and `tls_verify` mean the same for both.
+    let tls = crate::transport::tls::http_client_config(check.tls_verify, check.tls_ca.as_deref())
+        .map_err(fail)?;
+    reqwest::blocking::Client::builder()
         .timeout(check.request_timeout)
         .connect_timeout(check.request_timeout)
         .redirect(reqwest::redirect::Policy::limited(5))
         .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION"), " health"))
-        .tls_danger_accept_invalid_certs(!check.tls_verify);
-    if let Some(ca) = &check.tls_ca {
-        b = b.add_root_certificate(load_ca(ca).map_err(fail)?);
-    }
-    b.build().map_err(|e| fail(e.to_string()))
-}
-
-fn load_ca(path: &Path) -> Result<reqwest::Certificate, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
-    reqwest::Certificate::from_pem(&pem).map_err(|e| format!("tls_ca {}: {e}", path.display()))
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Polls until a 2xx answer (returned), `check.timeout`, or `stop()`. `progress` hears
@@ -192,5 +188,141 @@ mod tests {
             "https://h.example/x?…"
         );
         assert!(!redact("not a url?token=s3cret").contains("s3cret"));
+    }
+
+    /// A self-signed certificate for 127.0.0.1 as `openssl req -x509` makes it (a CA
+    /// certificate, what FTPS servers are set up with): `(cert.pem, key.pem)`.
+    fn self_signed(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (needed by the FTPS tests too)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (cert, key)
+    }
+
+    /// An HTTPS server on loopback answering every request `200 OK`, until the test ends.
+    fn https_server(cert: &std::path::Path, key: &std::path::Path) -> std::net::SocketAddr {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use std::io::{Read, Write};
+        let certs = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(crate::transport::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for sock in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, sock);
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                });
+            }
+        });
+        addr
+    }
+
+    /// FTPS's way in: a rustls client with `tls::client_config`, one GET by hand.
+    fn ftps_path(addr: std::net::SocketAddr, verify: bool, ca: Option<&std::path::Path>) -> bool {
+        use std::io::{Read, Write};
+        let config = crate::transport::tls::client_config(verify, ca).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        if tls
+            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .and_then(|()| tls.flush())
+            .is_err()
+        {
+            return false;
+        }
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer);
+        answer.starts_with(b"HTTP/1.1 200")
+    }
+
+    /// The health check's way in: its own reqwest client.
+    fn https_path(addr: std::net::SocketAddr, verify: bool, ca: Option<&std::path::Path>) -> bool {
+        let check = Check {
+            url: format!("https://{addr}/health"),
+            timeout: Duration::from_secs(10),
+            interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            tls_verify: verify,
+            tls_ca: ca.map(PathBuf::from),
+        };
+        client(&check)
+            .unwrap()
+            .get(&check.url)
+            .send()
+            .is_ok_and(|r| r.status().as_u16() == 200)
+    }
+
+    /// `tls_ca` and `tls_verify` mean one thing: the same server certificate is accepted or
+    /// refused alike by FTPS's client and by the health check's HTTPS client.
+    #[test]
+    fn ftps_and_https_trust_the_same_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path(), "server");
+        let (other, _) = self_signed(dir.path(), "other");
+        let addr = https_server(&cert, &key);
+        for (verify, ca, trusted) in [
+            (true, Some(cert.as_path()), true),
+            (true, Some(other.as_path()), false),
+            (true, None, false),
+            (false, None, true),
+            (false, Some(other.as_path()), true),
+        ] {
+            let case = format!("tls_verify = {verify}, tls_ca = {ca:?}");
+            assert_eq!(ftps_path(addr, verify, ca), trusted, "FTPS, {case}");
+            assert_eq!(https_path(addr, verify, ca), trusted, "HTTPS, {case}");
+        }
     }
 }

@@ -17,6 +17,7 @@
 
 mod ftp;
 
+use crate::config::shell::quote;
 use crate::transport::{Connection, Shell, TransportError};
 use std::time::{Duration, Instant};
 
@@ -95,10 +96,6 @@ pub struct Identity<'a> {
     pub host: &'a str,
     pub holder: &'a str,
     pub bundle: &'a str,
-}
-
-fn quote(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(|_| "''".to_owned(), |q| q.into_owned())
 }
 
 /// The script that tries once: prints `acquired`, or `busy AGE` and the holder's lines.

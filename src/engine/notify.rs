@@ -290,11 +290,15 @@ fn deliver(url: &str, payload: &Payload, policy: Policy, emit: &(dyn Fn(Event) +
             return;
         }
     };
-    let client = match reqwest::blocking::Client::builder()
-        .connect_timeout(policy.request_timeout)
-        .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    // The TLS configuration of FTPS and health URLs, with its defaults (platform roots).
+    let client = match crate::transport::tls::http_client_config(true, None).and_then(|tls| {
+        reqwest::blocking::Client::builder()
+            .connect_timeout(policy.request_timeout)
+            .user_agent(concat!("dropship/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| e.to_string())
+    }) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(dispatch = id, "notify: cannot build an HTTP client: {e}");

@@ -24,9 +24,7 @@ pub use crate::plan::layout::{Tree, check_name, placeholders, release_name};
 use crate::transport::{Shell, Stream, TransportError};
 use std::time::Duration;
 
-fn q(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(|_| "''".to_owned(), |v| v.into_owned())
-}
+use crate::config::shell::quote as q;
 
 /// Why a release operation failed. Every message names the host and what to do.
 #[derive(Debug, thiserror::Error)]

@@ -478,9 +478,7 @@ fn open(t: &ProbeTarget, kh: &KnownHostsFiles, checks: &mut Vec<Check>) -> Optio
     }
 }
 
-fn quote(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(|_| "''".to_owned(), |q| q.into_owned())
-}
+use crate::config::shell::quote;
 
 /// The checks that need a connection.
 fn on_host(t: &ProbeTarget, conn: &mut Connection, p: &mut HostProbe) {

@@ -15,7 +15,8 @@ pub enum TransportError {
         detail: String,
     },
     #[error(
-        "{host}: no answer for {secs}s while {during} (timeout; raise `timeout` in the rule if the link is slow)"
+        "{host}: no answer for {} while {during} (timeout; raise `timeout` in the rule if the link is slow)",
+        whole_secs(*.secs)
     )]
     Timeout {
         host: String,
@@ -66,7 +67,8 @@ pub enum TransportError {
         detail: String,
     },
     #[error(
-        "{host}: `{command}` was still running after {secs}s and was killed on the host\n  help: raise `{knob}` in the rule if it needs longer"
+        "{host}: `{command}` was still running after {} and was killed on the host\n  help: raise `{knob}` in the rule if it needs longer",
+        whole_secs(*.secs)
     )]
     CommandTimeout {
         host: String,
@@ -158,5 +160,15 @@ impl TransportError {
                 | TransportError::Verify { .. }
                 | TransportError::Io { .. }
         )
+    }
+}
+
+/// `secs` as a message shows it: a sub-second `timeout` (`500ms`) truncates to 0 whole
+/// seconds, which would read as "no answer for 0s".
+fn whole_secs(secs: u64) -> String {
+    if secs == 0 {
+        "under 1s".to_string()
+    } else {
+        format!("{secs}s")
     }
 }

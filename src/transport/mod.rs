@@ -360,9 +360,7 @@ pub fn local_sha256(path: &Path, len: Option<u64>) -> std::io::Result<String> {
 const HASH_STDIN: &str =
     "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }";
 
-fn shell_quote(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(|_| "''".into(), |q| q.into_owned())
-}
+use crate::config::shell::quote as shell_quote;
 
 /// The shell command that prints the SHA-256 of (a prefix of) `path` on a POSIX host.
 pub fn sha256_command(path: &str, len: Option<u64>) -> String {

@@ -1141,9 +1141,7 @@ fn emit_lines(buf: &mut Vec<u8>, stream: Stream, on_line: &mut dyn FnMut(Stream,
     buf.drain(..start);
 }
 
-fn quote(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(|_| "''".to_owned(), |q| q.into_owned())
-}
+use crate::config::shell::quote;
 
 /// What every channel of ours runs, whatever the login shell is: the login shell (bash,
 /// dash, zsh, ksh, ash, fish, csh, tcsh alike) only has to start `sh`, from a command line

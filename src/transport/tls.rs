@@ -10,6 +10,9 @@
 //! - `tls_verify = no`: any certificate is accepted (the handshake signatures are still
 //!   checked, so the peer holds the key of the certificate it shows).
 //!
+//! HTTPS (health URLs with the rule's keys, webhooks with the defaults) gets the same
+//! configuration through [`http_client_config`].
+//!
 //! FTPS uses this for the control and every data connection with the same
 //! `Arc<ClientConfig>`: its session store (rustls' `Resumption`, in memory) is what lets a
 //! data connection resume the control connection's session, which vsftpd
@@ -50,6 +53,13 @@ pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// share it: its session cache is what makes resumption possible.
 pub fn client_config(tls_verify: bool, tls_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     client_config_for(tls_verify, tls_ca, rustls::DEFAULT_VERSIONS)
+}
+
+/// The configuration reqwest is given (`tls_backend_preconfigured`) for `https://` health
+/// URLs and webhooks: the very verifier FTPS uses, so `tls_ca` and `tls_verify` cannot mean
+/// one thing for FTPS and another for HTTPS. Owned, because reqwest takes it by value.
+pub fn http_client_config(tls_verify: bool, tls_ca: Option<&Path>) -> Result<ClientConfig, String> {
+    client_config(tls_verify, tls_ca).map(Arc::unwrap_or_clone)
 }
 
 /// [`client_config`] limited to some TLS versions (tests pin TLS 1.2 or 1.3 with it).

@@ -34,26 +34,6 @@ pub use events::WatchEvent;
 pub use filter::{STATE_DIR, candidate, ignored, is_marker};
 pub use settle::{FileStat, Hint, Tracker, Verdict};
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn intervals() {
-        use std::time::Duration;
-        assert_eq!(
-            super::parse_interval("500ms"),
-            Ok(Duration::from_millis(500))
-        );
-        assert_eq!(super::parse_interval("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(super::parse_interval("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(super::parse_interval("1m"), Ok(Duration::from_secs(60)));
-        assert!(super::parse_interval("2h").is_err());
-        assert!(super::parse_interval("-1s").is_err());
-        assert!(super::parse_interval("").is_err());
-        assert!(super::parse_interval("99999999999999m").is_err());
-        assert!(super::parse_interval("18446744073709551615s").is_err());
-    }
-}
-
 use crate::config::{Config, Netrc, SshHosts};
 use crate::engine::events::Event;
 use crate::engine::job::Cancel;
@@ -237,33 +217,6 @@ pub fn start(
             detail: format!("cannot start the watcher thread: {e}"),
         })?;
     Ok(Running { handle, thread })
-}
-
-/// Parses `--settle` and `--rescan` values: `500ms`, `2s`, `1m`, or bare seconds.
-pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration `{text}`: write e.g. `500ms`, `2s` or `1m`"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => {
-            return Err(format!(
-                "bad duration `{text}`: write e.g. `500ms`, `2s` or `1m`"
-            ));
-        }
-    };
-    // Added to `Instant`s, which panic on overflow.
-    if d > Duration::from_secs(crate::config::rules::MAX_DURATION_SECS) {
-        return Err(format!(
-            "duration `{text}` is longer than 30 days: write a shorter one"
-        ));
-    }
-    Ok(d)
 }
 
 /// The canonical form of a watched folder, as the journal keys it.

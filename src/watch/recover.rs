@@ -7,6 +7,7 @@
 //! never reruns such a command: the bundle goes to `failed/` with a reason saying what to
 //! check and the exact `dropship --resume ID --force` that would rerun it.
 
+use crate::config::shell::quote;
 use crate::engine::events::{Step, TargetResult};
 use crate::engine::job::Skip;
 use crate::journal::{DispatchDetail, DispatchState, TargetDetail, TargetProgress};
@@ -172,8 +173,8 @@ pub fn unknown_reason(
          dropship --config {c} --journal {j} --resume {id} --force\n\
          to run it again and finish the dispatch (it finds this file here), or leave it if \
          it did take effect. This bundle is not shipped again automatically.\n",
-        j = shlex::try_quote(&journal.to_string_lossy()).unwrap_or_default(),
-        c = shlex::try_quote(&config.to_string_lossy()).unwrap_or_default(),
+        j = quote(&journal.to_string_lossy()),
+        c = quote(&config.to_string_lossy()),
     ));
     text
 }
