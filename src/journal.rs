@@ -29,6 +29,7 @@ mod error;
 mod last_good;
 mod liveness;
 mod read;
+pub mod resume;
 mod schema;
 mod shipped;
 mod watch;

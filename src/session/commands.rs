@@ -5,13 +5,13 @@
 
 use super::{JournalFailed, Session};
 use crate::config::{Config, Netrc, SshHosts};
-use crate::engine::events::{Event, Step};
+use crate::engine::events::Event;
 use crate::engine::fetch::{self, FetchError};
 use crate::engine::job::{Cancel, Skip};
 use crate::engine::rollback::{self, RollbackError};
 use crate::engine::rollout::{self, Dispatch, Emit, Summary};
 use crate::fleet::target::ProbeTarget;
-use crate::journal::{Journal, JournalError, NewDispatch, TargetProgress};
+use crate::journal::{Journal, JournalError, NewDispatch};
 use crate::plan::{Plan, PlanError, Stamp};
 use crate::transport::known_hosts::KnownHostsFiles;
 use std::collections::HashMap;
@@ -275,53 +275,27 @@ pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Su
             plan.rule.name, rec.rule
         )));
     }
-    // A cancelled dispatch's targets carry the result "cancelled" (or "skipped" after a
-    // cancelled canary): resuming it means judging them by their steps, like targets that
-    // never finished.
-    let detail = journal.dispatch(id)?;
-    let by_steps = |host: &str| {
-        detail
-            .as_ref()
-            .and_then(|d| d.targets.iter().find(|t| t.host == host))
-            .map(crate::journal::progress_by_steps)
+    // What is left, judged as the drop folder judges it (journal::resume), on the dispatch
+    // as it was before this takeover made it `running` again.
+    let Some(mut detail) = journal.dispatch(id)? else {
+        return Err(fail("it is not in the journal".into()));
     };
-    let cancelled = state.state == crate::journal::DispatchState::Cancelled;
+    detail.state = state.state;
     let mut skip = HashMap::new();
     let mut only = Vec::new();
     let mut unknown = Vec::new();
-    for (host, progress) in &state.targets {
-        // A step killed by the cancel already has its outcome ("cancelled") recorded.
-        let killed_by_cancel = !matches!(progress, TargetProgress::Incomplete { .. });
-        let progress = match progress {
-            TargetProgress::Cancelled => by_steps(host),
-            TargetProgress::Skipped if cancelled => by_steps(host),
-            other => Some(other.clone()),
-        };
-        let Some(TargetProgress::Incomplete {
-            verified_upload,
-            completed,
-            running,
-            ..
-        }) = progress
-        else {
-            continue;
-        };
-        let unsafe_step = running.filter(|s| !s.is_repeatable());
-        if let Some(step) = unsafe_step {
-            if !killed_by_cancel {
-                journal.mark_unknown(id, host, step)?;
+    for left in crate::journal::resume::left_to_do(&detail) {
+        if let Some(u) = &left.unknown {
+            if u.mark {
+                journal.mark_unknown(id, &left.host, u.step)?;
             }
             if !force {
-                unknown.push(format!("{host} ({step})"));
+                unknown.push(format!("{} ({})", left.host, u.step));
                 continue;
             }
         }
-        let mut done: Vec<Step> = completed;
-        if verified_upload {
-            done.push(Step::Upload);
-        }
-        skip.insert(host.clone(), Skip { done });
-        only.push(host.clone());
+        skip.insert(left.host.clone(), Skip { done: left.done });
+        only.push(left.host);
     }
     if only.is_empty() && unknown.is_empty() {
         return Err(fail("nothing is left to do: every host finished".into()));

@@ -10,11 +10,11 @@
 use crate::config::shell::quote;
 use crate::engine::events::{Step, TargetResult};
 use crate::engine::job::Skip;
-use crate::journal::{DispatchDetail, DispatchState, TargetDetail, TargetProgress};
+use crate::journal::{DispatchDetail, TargetDetail, resume};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// A step whose outcome is unknown.
+/// A step whose outcome is unknown, on `host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unknown {
     pub host: String,
@@ -37,75 +37,38 @@ pub enum Verdict {
     },
 }
 
-fn progress(t: &TargetDetail, cancelled: bool) -> (TargetProgress, bool) {
-    let by_steps = crate::journal::progress_by_steps(t);
-    match t.result {
-        None => (by_steps, false),
-        Some(TargetResult::Succeeded) => (TargetProgress::Done, true),
-        Some(TargetResult::Failed) => (TargetProgress::Failed, true),
-        Some(TargetResult::Cancelled) => (by_steps, true),
-        Some(TargetResult::Skipped) if cancelled => (by_steps, true),
-        Some(TargetResult::Skipped) => (TargetProgress::Skipped, true),
-    }
-}
-
+/// What to do with an unfinished dispatch ([`crate::journal::resume::left_to_do`], the
+/// judgement `--resume` uses too): unattended, any unknown outcome stops it.
 pub fn judge(detail: &DispatchDetail) -> Verdict {
-    let cancelled = detail.state == DispatchState::Cancelled;
     let mut unknown = Vec::new();
     let mut skip = HashMap::new();
     let mut only = Vec::new();
-    for t in &detail.targets {
-        let (p, recorded) = progress(t, cancelled);
-        let TargetProgress::Incomplete {
-            verified_upload,
-            completed,
-            running,
-            ..
-        } = p
-        else {
-            continue;
-        };
-        let unsafe_step = running.filter(|s| !s.is_repeatable());
-        if let Some(step) = unsafe_step {
-            let command = t
-                .steps
-                .iter()
-                .rev()
-                .find(|r| r.step == step)
-                .and_then(|r| r.command.clone());
-            unknown.push(Unknown {
-                host: t.host.clone(),
-                step,
-                command,
-                mark: !recorded,
-            });
-            continue;
+    for left in resume::left_to_do(detail) {
+        match left.unknown {
+            Some(u) => unknown.push(Unknown {
+                host: left.host,
+                step: u.step,
+                command: u.command,
+                mark: u.mark,
+            }),
+            None => {
+                skip.insert(left.host.clone(), Skip { done: left.done });
+                only.push(left.host);
+            }
         }
-        let mut done = completed;
-        if verified_upload {
-            done.push(Step::Upload);
-        }
-        skip.insert(t.host.clone(), Skip { done });
-        only.push(t.host.clone());
     }
     if !unknown.is_empty() {
         Verdict::Unknown(unknown)
     } else if only.is_empty() {
         Verdict::Ended {
-            all_succeeded: all_succeeded(detail),
+            all_succeeded: resume::all_succeeded(detail),
         }
     } else {
         Verdict::Continue { skip, only }
     }
 }
 
-pub fn all_succeeded(detail: &DispatchDetail) -> bool {
-    !detail.targets.is_empty()
-        && detail
-            .targets
-            .iter()
-            .all(|t| t.result == Some(TargetResult::Succeeded))
-}
+pub use resume::all_succeeded;
 
 /// `NAME.reason` of a bundle whose dispatch failed.
 pub fn failure_reason(detail: &DispatchDetail, dir: &Path) -> String {
@@ -182,7 +145,7 @@ pub fn unknown_reason(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{NewDispatch, StepRecord};
+    use crate::journal::{DispatchState, NewDispatch, StepRecord};
     use std::path::PathBuf;
 
     /// A dispatch killed while `step` ran on its only host.
