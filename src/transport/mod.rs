@@ -11,6 +11,7 @@ pub mod cert;
 pub mod error;
 pub mod ftp;
 pub mod known_hosts;
+pub mod lines;
 pub mod local;
 pub mod proxy;
 pub mod ssh;
