@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod fleet;
 pub mod journal;
+pub mod logfile;
 pub mod plan;
 pub mod transport;
 pub mod ui;

@@ -346,6 +346,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return out_as(cli.json, &text);
     }
     if let Some(id) = cli.resume {
+        start_log("resume");
         let ctx = context(cli)?;
         let summaries = run::resume(&ctx, id, cli.force)?;
         return finish(cli, &summaries);
@@ -354,6 +355,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return dispatch(cli);
     }
     if let Some(rule) = &cli.rollback {
+        start_log("rollback");
         let ctx = context(cli)?;
         let summaries = run::rollback(&ctx, rule, &cli.hosts, stamp(cli)?.as_ref())?;
         return finish(cli, &summaries);
@@ -362,6 +364,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return watch(cli, dir);
     }
     console(cli, None)
+}
+
+/// The log file for a headless front end (the console installs the same one itself):
+/// warnings raised where no front end is in reach land there. Modes that only read
+/// (`--plan`, `--check`, `--history`, `--dry-run`) write no file.
+fn start_log(mode: &str) {
+    if dropship::logfile::init().is_some() {
+        tracing::info!(
+            mode,
+            version = env!("CARGO_PKG_VERSION"),
+            "dropship started"
+        );
+    }
 }
 
 /// No mode flag (or `--tui`): the interactive console. Without a terminal there is nothing
@@ -426,6 +441,7 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     if cli.tui {
         return console(cli, Some(opts));
     }
+    start_log("watch");
     let ctx = context(cli)?;
     match run::watch(&ctx, opts) {
         Ok(_) => Ok(()),
@@ -476,6 +492,9 @@ fn stamp(cli: &Cli) -> anyhow::Result<Option<Stamp>> {
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
+    if !cli.dry_run {
+        start_log("dispatch");
+    }
     let ctx = context(cli)?;
     let stamp = stamp(cli)?;
     let mut downloads = headless::Downloads::new(ctx.mode);

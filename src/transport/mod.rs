@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod ssh;
 pub mod tls;
 pub mod upload;
+pub mod warnings;
 
 pub use error::TransportError;
 

@@ -157,9 +157,13 @@ fn with_engine<T>(
         }
     });
     let j = journal.clone();
+    let warned = std::sync::atomic::AtomicBool::new(false);
     let emit: Emit = Arc::new(move |e: Event| {
         if let Err(err) = j.record(&e) {
             tracing::error!("journal write failed: {err}");
+            if !warned.swap(true, Ordering::SeqCst) {
+                let _ = tx.send(err.notice(e.dispatch()));
+            }
         }
         let _ = tx.send(e);
     });

@@ -222,9 +222,13 @@ impl Bridge {
             let done = Arc::new(AtomicBool::new(false));
             spawn_flusher(journal.clone(), done.clone());
             let (j, t) = (journal.clone(), tx.clone());
+            let warned = AtomicBool::new(false);
             let emit: Emit = Arc::new(move |e: Event| {
                 if let Err(err) = j.record(&e) {
                     tracing::error!("journal write failed: {err}");
+                    if !warned.swap(true, Ordering::SeqCst) {
+                        let _ = t.send(Msg::Engine(err.notice(e.dispatch())));
+                    }
                 }
                 if e.is_control() {
                     let _ = t.send(Msg::Engine(e));
