@@ -9,13 +9,14 @@
 //! read-only beside the engine; [`watch`] ships what lands in a folder.
 //!
 //! Modules in data-flow order; each imports only those before it (`tests/layers.rs`,
-//! ARCHITECTURE.md): model, config, transport, plan, journal, engine, fleet, watch, session,
-//! ui.
+//! ARCHITECTURE.md): model, config, logfile, transport, plan, journal, engine, fleet, watch,
+//! session, ui.
 
 pub mod config;
 pub mod engine;
 pub mod fleet;
 pub mod journal;
+pub mod logfile;
 pub mod model;
 pub mod plan;
 pub mod session;

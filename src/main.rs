@@ -351,6 +351,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return out_as(cli.json, &text);
     }
     if let Some(id) = cli.resume {
+        start_log("resume");
         let ctx = context(cli)?;
         let summaries = with_printer(cli, |front, _| run::resume(&ctx, id, cli.force, front))?;
         return finish(cli, &summaries);
@@ -359,6 +360,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return dispatch(cli);
     }
     if let Some(rule) = &cli.rollback {
+        start_log("rollback");
         let ctx = context(cli)?;
         let stamp = stamp(cli)?;
         let summaries = with_printer(cli, |front, _| {
@@ -370,6 +372,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         return watch(cli, dir);
     }
     console(cli, None)
+}
+
+/// The log file for a headless front end (the console installs the same one itself):
+/// warnings raised where no front end is in reach land there. Modes that only read
+/// (`--plan`, `--check`, `--history`, `--dry-run`) write no file.
+fn start_log(mode: &str) {
+    if dropship::logfile::init().is_some() {
+        tracing::info!(
+            mode,
+            version = env!("CARGO_PKG_VERSION"),
+            "dropship started"
+        );
+    }
 }
 
 /// No mode flag (or `--tui`): the interactive console. Without a terminal there is nothing
@@ -434,6 +449,7 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     if cli.tui {
         return console(cli, Some(opts));
     }
+    start_log("watch");
     let ctx = context(cli)?;
     match with_printer(cli, |front, watch_front| {
         run::watch(&ctx, opts, front, watch_front)
@@ -506,6 +522,9 @@ fn stamp(cli: &Cli) -> anyhow::Result<Option<Stamp>> {
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
+    if !cli.dry_run {
+        start_log("dispatch");
+    }
     let ctx = context(cli)?;
     let stamp = stamp(cli)?;
     let mut downloads = headless::Downloads::new(mode(cli));

@@ -409,6 +409,54 @@ fn output_is_bounded_per_step_and_the_rest_is_counted() {
     assert_eq!(stored, expected, "the first lines are kept, in order");
 }
 
+/// A line of any length is stored as at most 64 KiB and a marker counting the rest; a line
+/// the transport already capped keeps its marker.
+#[test]
+fn long_lines_are_stored_capped() {
+    use dropship::transport::lines::{MAX_LINE, cut_marker};
+    let (_dir, path) = temp_journal();
+    let j = Journal::open(&path).unwrap();
+    let id = j.begin_dispatch(&new_dispatch("b.tgz", &["h"])).unwrap();
+    j.record(&started(id, "h", Step::Upgrade, T0)).unwrap();
+    let huge = "y".repeat(3 << 20);
+    let capped = format!("{}{}", "x".repeat(MAX_LINE), cut_marker(99));
+    for (i, text) in [huge.as_str(), capped.as_str(), "short"]
+        .into_iter()
+        .enumerate()
+    {
+        j.record(&line(
+            id,
+            "h",
+            Step::Upgrade,
+            Stream::Stdout,
+            text,
+            T0 + i as i64,
+        ))
+        .unwrap();
+    }
+    j.record(&finished(id, "h", Step::Upgrade, StepOutcome::Ok, T0 + 9))
+        .unwrap();
+    let stored: Vec<String> = j
+        .output(id, "h", Step::Upgrade)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    let expected_huge = format!(
+        "{}{}",
+        "y".repeat(MAX_LINE),
+        cut_marker(((3 << 20) - MAX_LINE) as u64)
+    );
+    assert_eq!(stored.len(), 3);
+    assert!(
+        stored[0] == expected_huge,
+        "stored {} bytes",
+        stored[0].len()
+    );
+    assert!(stored[1] == capped, "stored {} bytes", stored[1].len());
+    assert_eq!(stored[2], "short");
+}
+
 /// The full job of one target, as a dispatch thread would report it.
 fn host_job(j: &Journal, id: i64, host: &str, lines: usize) {
     run_steps(j, id, host, &[Step::Connect, Step::Lock], StepOutcome::Ok);

@@ -212,6 +212,7 @@ fn no_module_cycles_between_folders_or_their_modules() {
 const ORDER: &[&str] = &[
     "model",
     "config",
+    "logfile",
     "transport",
     "plan",
     "journal",

@@ -611,7 +611,14 @@ fn connect_with_retries(ctx: &JobContext) -> Result<Connection, TransportError> 
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match crate::engine::connect::connect(ctx.target, ctx.rule(), ctx.known_hosts) {
+        let (connected, warnings) = crate::transport::warnings::collect(|| {
+            crate::engine::connect::connect(ctx.target, ctx.rule(), ctx.known_hosts)
+        });
+        // A host key accepted under `accept-new`: the user hears it, not only the log.
+        for w in warnings {
+            ctx.notice(Level::Warning, w);
+        }
+        match connected {
             Err(e)
                 if e.is_transient() && attempt <= policy.retries && !ctx.cancel.is_requested() =>
             {

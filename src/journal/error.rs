@@ -132,3 +132,21 @@ impl<T> Context<T> for rusqlite::Result<T> {
         self.map_err(|e| classify(path, op, e))
     }
 }
+
+impl JournalError {
+    /// The warning the user sees when recording an event of `dispatch` failed: without it,
+    /// history and `--resume` silently miss what the screen showed. Front ends show the
+    /// first failure of a run this way; the log file has every one.
+    pub fn notice(&self, dispatch: i64) -> crate::model::events::Event {
+        crate::model::events::Event::Notice {
+            dispatch,
+            at: crate::model::events::now_ms(),
+            host: None,
+            level: crate::model::events::Level::Warning,
+            message: format!(
+                "journal write failed: {self}\n  history and --resume may miss this dispatch; further failures are only in the log file ({})",
+                crate::logfile::path().display()
+            ),
+        }
+    }
+}

@@ -10,6 +10,7 @@ use super::error::{Context, JournalError};
 use super::liveness::Writer;
 use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
 use crate::model::events::{Event, Millis, Step};
+use crate::transport::lines::cap_line;
 use crate::transport::{Stream, TransferEvent};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
@@ -151,7 +152,8 @@ impl Store {
         })
     }
 
-    /// Buffers one output line, or only counts it once its step run has reached the bound.
+    /// Buffers one output line (capped, see [`cap_line`]), or only counts it once its step run
+    /// has reached the bound.
     fn output(
         &mut self,
         dispatch: i64,
@@ -169,12 +171,14 @@ impl Store {
         } else {
             cursor.stored += 1;
             let step_id = cursor.step_id;
+            // Whoever emitted it, a stored line is at most `MAX_LINE` bytes and a marker.
+            let line = cap_line(line).into_owned();
             self.pending_bytes += line.len();
             self.pending.push(PendingLine {
                 step_id,
                 at,
                 stream,
-                line: line.to_owned(),
+                line,
             });
         }
         self.unflushed += 1;

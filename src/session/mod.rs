@@ -117,12 +117,18 @@ impl Session {
     /// the grace period, other dispatches) move on meanwhile.
     pub fn recording(&self, front: Emit, on_failure: Option<JournalFailed>) -> Emit {
         let journal = self.journal.clone();
+        // The first failure is also told to the user, as a warning notice; every one is
+        // logged.
+        let warned = AtomicBool::new(false);
         Arc::new(move |e: Event| {
             off_the_workers(|| {
                 if let Err(err) = journal.record(&e) {
                     tracing::error!("journal write failed: {err}");
                     if let Some(f) = &on_failure {
                         f.trip();
+                    }
+                    if !warned.swap(true, Ordering::SeqCst) {
+                        front(err.notice(e.dispatch()));
                     }
                 }
                 front(e);

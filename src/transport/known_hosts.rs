@@ -510,7 +510,11 @@ fn verify_plain(
                     files.dropship.display()
                 ))
             })?;
-            tracing::warn!(host, port, key_type, fingerprint, "accepted new host key");
+            super::warnings::raise(format!(
+                "accepted new host key {key_type} SHA256:{fingerprint} for {} (host_key = accept-new); recorded in {}",
+                entry_name(host, port),
+                files.dropship.display()
+            ));
             Ok(())
         }
     }

@@ -2,9 +2,10 @@
 //! directory and commands run with `sh -c`, so the whole flow can be tried with no server
 //! (the example config) and local staging areas need no sshd.
 
+use super::lines::LineSplitter;
 use super::{Files, Shell, Stream, TransportError, local_sha256, pump};
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -183,7 +184,8 @@ impl Shell for Local {
             .spawn()
             .map_err(|e| self.io("run", "sh", e))?;
         // Bounded: a command printing faster than we forward must wait, not fill memory.
-        let (tx, rx) = mpsc::sync_channel::<(Stream, String)>(1024);
+        // Lines are capped at `lines::MAX_LINE`, so this holds at most 64 x 64 KiB.
+        let (tx, rx) = mpsc::sync_channel::<(Stream, String)>(64);
         let mut readers = Vec::new();
         for (stream, pipe) in [
             (
@@ -203,17 +205,7 @@ impl Shell for Local {
         ] {
             let Some(pipe) = pipe else { continue };
             let tx = tx.clone();
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
-                    let text = String::from_utf8_lossy(&line);
-                    if tx
-                        .send((stream, text.trim_end_matches('\r').to_owned()))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }));
+            readers.push(std::thread::spawn(move || read_lines(pipe, stream, &tx)));
         }
         drop(tx);
         let deadline = Instant::now() + timeout;
@@ -278,4 +270,30 @@ impl Shell for Local {
             })
         }
     }
+}
+
+/// Reads one of a command's pipes into capped lines (see [`super::lines`]) until it ends or
+/// nobody listens any more.
+fn read_lines(
+    mut pipe: Box<dyn Read + Send>,
+    stream: Stream,
+    tx: &mpsc::SyncSender<(Stream, String)>,
+) {
+    let mut lines = LineSplitter::new();
+    let mut chunk = vec![0u8; 32 * 1024];
+    let gone = std::cell::Cell::new(false);
+    let mut send = |l: &str| {
+        if !gone.get() && tx.send((stream, l.to_owned())).is_err() {
+            gone.set(true);
+        }
+    };
+    while !gone.get() {
+        match pipe.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => lines.feed(&chunk[..n], &mut send),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    lines.finish(&mut send);
 }

@@ -11,11 +11,13 @@ pub mod cert;
 pub mod error;
 pub mod ftp;
 pub mod known_hosts;
+pub mod lines;
 pub mod local;
 pub mod proxy;
 pub mod ssh;
 pub mod tls;
 pub mod upload;
+pub mod warnings;
 
 pub use crate::model::transfer::{Stream, TransferEvent, VerifiedBy};
 pub use error::TransportError;

@@ -5,6 +5,7 @@
 //! own poll deadline.
 
 use super::known_hosts::{self, KnownHostsFiles};
+use super::lines::LineSplitter;
 use super::proxy::{self, Route};
 use super::{
     Connection, Files, Shell, Stream, TransportError, dir_of, pump, pump_range, sha256_command,
@@ -925,7 +926,9 @@ impl SshSession {
         };
         let on_line: &mut dyn FnMut(Stream, &str) = &mut gate;
         let mut err_stream = ch.stderr();
-        let mut bufs = [Vec::new(), Vec::new()];
+        // One splitter per stream: at most `lines::MAX_LINE` bytes each, whatever the
+        // command prints (see `super::lines`).
+        let mut bufs = [LineSplitter::new(), LineSplitter::new()];
         let mut done = [false, false];
         // libssh2 hands out at most one packet (32 KiB) per read: a bigger buffer is only
         // memory, times the number of hosts running commands at once.
@@ -951,8 +954,7 @@ impl SshSession {
                     Ok(0) => done[i] = true,
                     Ok(n) => {
                         progressed = true;
-                        bufs[i].extend_from_slice(&chunk[..n]);
-                        emit_lines(&mut bufs[i], stream, on_line);
+                        bufs[i].feed(&chunk[..n], &mut |l| on_line(stream, l));
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => failure = Some(self.io_err("reading output of", command, e)),
@@ -1000,10 +1002,7 @@ impl SshSession {
         };
         self.sess.set_blocking(true);
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-            if !bufs[i].is_empty() {
-                let rest = String::from_utf8_lossy(&bufs[i]).into_owned();
-                on_line(stream, rest.trim_end_matches('\r'));
-            }
+            bufs[i].finish(&mut |l| on_line(stream, l));
         }
         result?;
         ch.wait_close().map_err(|e| self.error(op, e))?;
@@ -1127,18 +1126,6 @@ impl SshSession {
             shell: Some(Box::new(self)),
         })
     }
-}
-
-fn emit_lines(buf: &mut Vec<u8>, stream: Stream, on_line: &mut dyn FnMut(Stream, &str)) {
-    // Hand out every complete line, then drop them from the buffer in one move (not one
-    // shift of the rest of the buffer per line).
-    let mut start = 0;
-    while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
-        let text = String::from_utf8_lossy(&buf[start..start + pos]);
-        on_line(stream, text.trim_end_matches('\r'));
-        start += pos + 1;
-    }
-    buf.drain(..start);
 }
 
 use crate::config::shell::quote;

@@ -13,7 +13,7 @@ use crossterm::terminal::{
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use std::io::Stdout;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::thread::ThreadId;
 
@@ -70,42 +70,7 @@ fn install_panic_hook() {
 }
 
 /// `dropship.log` in the state directory: everything traced while the console runs goes
-/// there, never to the screen. `DROPSHIP_LOG=debug|trace|warn` changes the level.
+/// there, never to the screen. The one log file of every front end: [`crate::logfile`].
 pub fn init_logging() -> Option<PathBuf> {
-    let dir = crate::config::state_dir();
-    let path = dir.join("dropship.log");
-    std::fs::create_dir_all(&dir).ok()?;
-    let file = open_log(&path)?;
-    let level = match std::env::var("DROPSHIP_LOG").as_deref() {
-        Ok("trace") => tracing::Level::TRACE,
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("warn") => tracing::Level::WARN,
-        Ok("error") => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    // suppaftp traces every control command, `PASS <password>` and `ACCT <account>`
-    // included: it never goes below info, whatever DROPSHIP_LOG says.
-    let filter = Targets::new()
-        .with_default(level)
-        .with_target("suppaftp", LevelFilter::INFO);
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::sync::Mutex::new(file))
-                .with_ansi(false),
-        )
-        .with(filter)
-        .try_init()
-        .ok()?;
-    Some(path)
-}
-
-fn open_log(path: &Path) -> Option<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .ok()
+    crate::logfile::init()
 }

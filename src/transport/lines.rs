@@ -1,0 +1,366 @@
+//! Command output cut into lines with a bound on memory, for every transport.
+//!
+//! A command may print a 10 GiB line (a binary dump, `yes | tr -d '\n'`) or a progress bar
+//! that redraws itself with `\r` for an hour and never prints `\n`. Buffering until `\n`
+//! would hold all of it, per host. [`LineSplitter`] holds at most [`MAX_LINE`] bytes per
+//! stream whatever arrives: a longer line is handed out as its first [`MAX_LINE`] bytes plus
+//! a marker saying how many bytes were cut ([`cut_marker`]); the rest of it is counted, never
+//! stored.
+//!
+//! A run of lone `\r` (one not followed by `\n`) ends a line, as a CI log viewer shows it.
+//! The other choice, capping such a line like any other, would keep the *first* 64 KiB of
+//! a progress bar and cut its final state ("100%", the error it ended with), which is the
+//! part worth reading; as separate lines every state is seen live and the journal's
+//! per-step line bound ([`crate::journal::JournalOptions`]) still bounds what is stored.
+//! `\r\n` (and `\r\r\n`) stays one line break, also when a read ends between the two.
+
+use std::borrow::Cow;
+
+/// The most bytes of one line that are kept (before the marker).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// What replaces the cut part of a line: `… [N bytes cut]`, N the bytes not kept (the line
+/// break not counted). At most 35 bytes.
+pub fn cut_marker(cut: u64) -> String {
+    format!("… [{cut} bytes cut]")
+}
+
+/// Cuts a byte stream into lines; see the module doc. One per stream.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    /// The start of the current line, at most [`MAX_LINE`] bytes.
+    line: Vec<u8>,
+    /// Bytes of the current line beyond `line`, counted only.
+    cut: u64,
+    /// The last byte seen was `\r`.
+    cr: bool,
+    /// That `\r` ended a line (it had text), so a `\n` right after it ends nothing more.
+    cr_ended: bool,
+}
+
+impl LineSplitter {
+    pub fn new() -> LineSplitter {
+        LineSplitter::default()
+    }
+
+    /// Feeds the next bytes read; every line they complete goes to `emit`, in order.
+    pub fn feed(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(&str)) {
+        while let Some((&b, rest)) = bytes.split_first() {
+            match b {
+                b'\r' => {
+                    if !self.cr {
+                        self.cr = true;
+                        self.cr_ended = self.has_text();
+                        if self.cr_ended {
+                            self.emit(emit);
+                        }
+                    }
+                    bytes = rest;
+                }
+                b'\n' => {
+                    if !(self.cr && self.cr_ended) {
+                        self.emit(emit);
+                    }
+                    self.cr = false;
+                    bytes = rest;
+                }
+                _ => {
+                    self.cr = false;
+                    let end = bytes
+                        .iter()
+                        .position(|&b| b == b'\n' || b == b'\r')
+                        .unwrap_or(bytes.len());
+                    self.push(&bytes[..end]);
+                    bytes = &bytes[end..];
+                }
+            }
+        }
+    }
+
+    /// The end of the stream: hands out an unterminated last line, if any.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(&str)) {
+        if self.has_text() {
+            self.emit(emit);
+        }
+        self.cr = false;
+    }
+
+    /// Bytes of memory the splitter holds (its buffer's capacity): never above
+    /// [`MAX_LINE`], whatever it was fed.
+    pub fn held(&self) -> usize {
+        self.line.capacity()
+    }
+
+    fn has_text(&self) -> bool {
+        !self.line.is_empty() || self.cut > 0
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let keep = bytes.len().min(MAX_LINE - self.line.len());
+        if self.line.len() + keep > self.line.capacity() {
+            // Grown by hand: `Vec`'s own doubling would overshoot the bound (a 40 KiB line
+            // growing to 128 KiB).
+            let want = (self.line.capacity() * 2)
+                .max(self.line.len() + keep)
+                .clamp(256, MAX_LINE);
+            self.line.reserve_exact(want - self.line.len());
+        }
+        self.line.extend_from_slice(&bytes[..keep]);
+        self.cut += (bytes.len() - keep) as u64;
+    }
+
+    fn emit(&mut self, emit: &mut dyn FnMut(&str)) {
+        if self.cut == 0 {
+            emit(&String::from_utf8_lossy(&self.line));
+        } else {
+            // A character the cut split in two is cut whole, not shown as U+FFFD.
+            let keep = self.line.len() - incomplete_tail(&self.line);
+            let cut = self.cut + (self.line.len() - keep) as u64;
+            let (text, used) = decode_capped(&self.line[..keep], MAX_LINE);
+            let cut = cut + (keep - used) as u64;
+            emit(&format!("{text}{}", cut_marker(cut)));
+        }
+        self.line.clear();
+        self.cut = 0;
+    }
+}
+
+/// `raw` as text (invalid UTF-8 as U+FFFD) of at most `max` bytes, and how many bytes of
+/// `raw` that text stands for: each invalid byte becomes three, so a line of binary could
+/// otherwise triple past the bound.
+fn decode_capped(raw: &[u8], max: usize) -> (String, usize) {
+    let mut out = String::with_capacity(raw.len().min(max));
+    let mut used = 0;
+    for chunk in raw.utf8_chunks() {
+        let valid = chunk.valid();
+        if out.len() + valid.len() > max {
+            let mut end = max - out.len();
+            while !valid.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.push_str(&valid[..end]);
+            return (out, used + end);
+        }
+        out.push_str(valid);
+        used += valid.len();
+        for _ in chunk.invalid() {
+            if out.len() + '\u{FFFD}'.len_utf8() > max {
+                return (out, used);
+            }
+            out.push('\u{FFFD}');
+            used += 1;
+        }
+    }
+    (out, used)
+}
+
+/// How many bytes at the end of `raw` are the start of a UTF-8 character whose rest is
+/// missing (0 when it ends on a whole character, or in bytes that are invalid anyway).
+fn incomplete_tail(raw: &[u8]) -> usize {
+    for back in 1..=raw.len().min(3) {
+        let b = raw[raw.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: the lead is further back
+        }
+        let need = match b {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return 0,
+        };
+        let tail = &raw[raw.len() - back..];
+        return if back < need && std::str::from_utf8(tail).is_err_and(|e| e.error_len().is_none()) {
+            back
+        } else {
+            0
+        };
+    }
+    0
+}
+
+/// `line` as it may be stored: unchanged up to [`MAX_LINE`] bytes (or when it is already a
+/// capped line, at most [`MAX_LINE`] bytes and a marker), else its first [`MAX_LINE`] bytes
+/// (on a character boundary) and the marker.
+pub fn cap_line(line: &str) -> Cow<'_, str> {
+    if line.len() <= MAX_LINE || is_capped(line) {
+        return Cow::Borrowed(line);
+    }
+    let mut end = MAX_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}{}",
+        &line[..end],
+        cut_marker((line.len() - end) as u64)
+    ))
+}
+
+/// Whether `line` is what [`LineSplitter`] hands out for a cut line: so the journal does
+/// not cut the marker off a line the transport already capped.
+fn is_capped(line: &str) -> bool {
+    let Some(head) = line.strip_suffix(" bytes cut]") else {
+        return false;
+    };
+    let Some(at) = head.rfind("… [") else {
+        return false;
+    };
+    at <= MAX_LINE && head[at + "… [".len()..].parse::<u64>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(reads: &[&[u8]]) -> (Vec<String>, usize) {
+        let mut s = LineSplitter::new();
+        let mut out = Vec::new();
+        let mut held = 0;
+        for r in reads {
+            s.feed(r, &mut |l| out.push(l.to_owned()));
+            held = held.max(s.held());
+        }
+        s.finish(&mut |l| out.push(l.to_owned()));
+        (out, held)
+    }
+
+    #[test]
+    fn lines_and_crlf() {
+        let (out, _) = split(&[b"a\nb\r\n\nc\r\r\nd"]);
+        assert_eq!(out, ["a", "b", "", "c", "d"]);
+        assert_eq!(split(&[b"\r\n"]).0, [""]);
+        assert!(split(&[b""]).0.is_empty());
+    }
+
+    #[test]
+    fn a_line_split_across_reads() {
+        assert_eq!(split(&[b"hel", b"lo\nwor", b"ld\n"]).0, ["hello", "world"]);
+        // `\r` at the end of one read, `\n` at the start of the next: one break.
+        assert_eq!(
+            split(&[b"one\r", b"\ntwo\r", b"\r", b"\n"]).0,
+            ["one", "two"]
+        );
+        assert_eq!(split(&[b"\r", b"\n"]).0, [""]);
+    }
+
+    #[test]
+    fn lone_carriage_returns_end_lines() {
+        let (out, _) = split(&[b"\r 10%\r 20%\r\r 30%\n", b"x\ry"]);
+        assert_eq!(out, [" 10%", " 20%", " 30%", "x", "y"]);
+    }
+
+    #[test]
+    fn a_million_progress_updates_hold_one_short_line() {
+        let bar: Vec<u8> = (0..1_000_000)
+            .flat_map(|i| format!("\r{i:>7}%").into_bytes())
+            .collect();
+        let mut s = LineSplitter::new();
+        let (mut n, mut last) = (0, String::new());
+        for chunk in bar.chunks(32 * 1024) {
+            s.feed(chunk, &mut |l| {
+                n += 1;
+                last = l.to_owned();
+            });
+            assert!(s.held() <= 256, "{}", s.held());
+        }
+        s.finish(&mut |l| {
+            n += 1;
+            last = l.to_owned();
+        });
+        assert_eq!((n, last.as_str()), (1_000_000, " 999999%"));
+    }
+
+    #[test]
+    fn exact_boundaries() {
+        let at = vec![b'x'; MAX_LINE];
+        let (out, held) = split(&[&at, b"\n"]);
+        assert_eq!(out, [String::from_utf8(at.clone()).unwrap()]);
+        assert_eq!(held, MAX_LINE);
+        let mut over = at.clone();
+        over.push(b'y');
+        let (out, held) = split(&[&over, b"\nnext\n"]);
+        assert_eq!(
+            out,
+            [
+                format!("{}{}", "x".repeat(MAX_LINE), cut_marker(1)),
+                "next".into()
+            ]
+        );
+        assert_eq!(held, MAX_LINE);
+    }
+
+    #[test]
+    fn a_long_line_is_cut_and_counted_in_small_reads() {
+        let mut s = LineSplitter::new();
+        let mut out = Vec::new();
+        for _ in 0..(10 << 20) / 4096 {
+            s.feed(&[b'z'; 4096], &mut |l| out.push(l.to_owned()));
+            assert!(s.held() <= MAX_LINE);
+        }
+        s.feed(b"\ndone\n", &mut |l| out.push(l.to_owned()));
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0],
+            format!(
+                "{}{}",
+                "z".repeat(MAX_LINE),
+                cut_marker((10 << 20) - MAX_LINE as u64)
+            )
+        );
+        assert_eq!(out[1], "done");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_stays_in_bounds() {
+        assert_eq!(split(&[b"a\xffb\n"]).0, ["a\u{FFFD}b"]);
+        // 100 KiB of invalid bytes: three bytes each as text, still at most MAX_LINE.
+        let junk = vec![0xffu8; 100 * 1024];
+        let (out, _) = split(&[&junk]);
+        let kept = MAX_LINE / 3;
+        assert_eq!(
+            out,
+            [format!(
+                "{}{}",
+                "\u{FFFD}".repeat(kept),
+                cut_marker((junk.len() - kept) as u64)
+            )]
+        );
+        assert!(out[0].len() <= MAX_LINE + 35);
+    }
+
+    #[test]
+    fn a_character_cut_in_two_is_cut_whole() {
+        // 'é' is two bytes; the line's byte MAX_LINE is its first half.
+        let mut line = vec![b'a'; MAX_LINE - 1];
+        line.extend_from_slice("é tail".as_bytes());
+        let (out, _) = split(&[&line]);
+        assert_eq!(
+            out,
+            [format!("{}{}", "a".repeat(MAX_LINE - 1), cut_marker(7))]
+        );
+    }
+
+    #[test]
+    fn cap_line_for_the_journal() {
+        assert_eq!(cap_line("short"), "short");
+        let long = "é".repeat(MAX_LINE); // 2 * MAX_LINE bytes
+        let capped = cap_line(&long);
+        assert_eq!(
+            capped,
+            format!(
+                "{}{}",
+                "é".repeat(MAX_LINE / 2),
+                cut_marker(MAX_LINE as u64)
+            )
+        );
+        // Capping is idempotent: a line the transport capped keeps its marker.
+        assert_eq!(cap_line(&capped), capped);
+        // A fake marker after too much text does not pass.
+        let fake = format!("{}{}", "x".repeat(MAX_LINE + 10), cut_marker(1));
+        let cut = (fake.len() - MAX_LINE) as u64;
+        assert_eq!(
+            cap_line(&fake),
+            format!("{}{}", "x".repeat(MAX_LINE), cut_marker(cut))
+        );
+    }
+}
