@@ -304,6 +304,22 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // Started by OpenSSH as its askpass program for a jump host (see transport::proxy).
+    if let Some(socket) = std::env::var_os(dropship::transport::proxy::ASKPASS_SOCKET) {
+        let token = std::env::var(dropship::transport::proxy::ASKPASS_TOKEN).unwrap_or_default();
+        let prompt = std::env::args().nth(1).unwrap_or_default();
+        return match dropship::transport::proxy::askpass_answer(
+            std::path::Path::new(&socket),
+            &token,
+            &prompt,
+        ) {
+            Some(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::FAILURE,
+        };
+    }
     limit_malloc_arenas();
     let cli = match Cli::try_parse_from(join_hyphen_values(std::env::args_os())) {
         Ok(cli) => cli,

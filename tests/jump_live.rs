@@ -34,6 +34,7 @@ fn home_for(ns: &Bastioned) -> (Home, std::path::PathBuf) {
          Host app*\n  Port {tport}\n  ProxyJump bastion\n\
          Host deep\n  HostName 127.0.0.14\n  Port {tport}\n\
          Host pc1\n  HostName 127.0.0.21\n  Port {tport}\n  ProxyCommand ssh -F {cfg} -W %h:%p bastion\n\
+         Host pwbastion\n  HostName 127.0.0.1\n  Port {bport}\n  PubkeyAuthentication no\n  PreferredAuthentications password\n\
          Host *\n  User {user}\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {kh}\n",
         bport = ns.port,
         hop2 = support::netns::HOP2_PORT,
@@ -216,4 +217,58 @@ fn jump_failures_say_which_hop_and_why() {
     let all = text(&o);
     assert!(all.contains("jump host no-such-user@bastion"), "{all}");
     assert!(all.contains("Permission denied"), "{all}");
+}
+
+/// A bastion that takes only a password: the password comes from ~/.netrc (as for any
+/// host), and reaches OpenSSH only through its askpass hook, answered by dropship itself.
+#[test]
+fn a_bastion_password_comes_from_netrc() {
+    let Some(ns) = Bastioned::start_or_skip("jump_bastion_password") else {
+        return;
+    };
+    let (home, _cfg_path) = home_for(&ns);
+    let dir = format!("jump-pw-{}", std::process::id());
+    let cfg = home.write(
+        "dispatch.cfg",
+        format!(
+            "[app-.*\\.tgz]\nhost = app1\nprotocol = sftp\njump = pwbastion\ndest_dir = ~/{dir}\nlock_path = {dir}/.lock\ntimeout = 10s\nretries = 0\nupgrade = echo \"who=$(id -un) conn=$SSH_CONNECTION\"\n"
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let bundle = home.write("app-1.tgz", vec![9u8; 10_000]);
+    let user_home = test_user().home.clone();
+    let cleanup = || {
+        let _ = std::fs::remove_dir_all(user_home.join(&dir));
+    };
+    // No password anywhere: the bastion refuses, and the error says which hop.
+    let o = home.run(&["--config", cfg, "--dispatch", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("jump host pwbastion"), "{}", text(&o));
+    let before = ns.log("bastion").matches("Accepted password for").count();
+    let netrc = home.write(
+        ".netrc",
+        format!(
+            "machine pwbastion login {TEST_USER} password \"{}\"\n",
+            support::TEST_PASSWORD
+        ),
+    );
+    std::fs::set_permissions(&netrc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let o = home.run(&["--config", cfg, "--dispatch", bundle.to_str().unwrap()]);
+    let landed = user_home.join(&dir).join("app-1.tgz").is_file();
+    cleanup();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(" 127.0.0.11 {TARGET_PORT}")),
+        "{}",
+        text(&o)
+    );
+    assert!(landed);
+    assert_eq!(
+        ns.log("bastion").matches("Accepted password for").count() - before,
+        1,
+        "{}",
+        ns.log("bastion")
+    );
+    // The password is on no command line and in no output.
+    assert!(!text(&o).contains(support::TEST_PASSWORD));
 }

@@ -107,7 +107,7 @@ impl Target {
         } else {
             &ssh_host
         };
-        let (route, route_origin, route_refusal) = route_for(rule, via, ssh);
+        let (route, route_origin, route_refusal) = route_for(rule, via, ssh, netrc);
         let ssh_refusal = [refusal, shell_refusal, route_refusal]
             .into_iter()
             .flatten()
@@ -485,7 +485,12 @@ pub fn shell_query(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Option<Query>
 /// else `ProxyJump`, else `ProxyCommand` from ssh_config. Jump hosts are reached through
 /// OpenSSH's client, so they need one: without it the target is refused (never dialed
 /// directly, which would bypass the bastion).
-fn route_for(rule: &Rule, h: &SshHost, ssh: &SshHosts) -> (Route, Option<String>, Option<String>) {
+fn route_for(
+    rule: &Rule,
+    h: &SshHost,
+    ssh: &SshHosts,
+    netrc: &Netrc,
+) -> (Route, Option<String>, Option<String>) {
     let (hops, origin) = match &rule.jump {
         Some(hops) => (
             hops.clone(),
@@ -522,6 +527,7 @@ fn route_for(rule: &Rule, h: &SshHost, ssh: &SshHosts) -> (Route, Option<String>
     match ssh.openssh_for_jumps() {
         Some((program, config)) => (
             Route::Jump(Jump {
+                passwords: Arc::new(hop_passwords(&hops, netrc)),
                 hops,
                 program,
                 config,
@@ -538,6 +544,29 @@ fn route_for(rule: &Rule, h: &SshHost, ssh: &SshHosts) -> (Route, Option<String>
             )),
         ),
     }
+}
+
+/// The netrc passwords of the hops (`[user@]host[:port]`, `ssh://…`), for OpenSSH's
+/// askpass: a bastion logs in with a key, a certificate, the agent, or this.
+fn hop_passwords(hops: &[String], netrc: &Netrc) -> Vec<crate::transport::proxy::HopPassword> {
+    hops.iter()
+        .filter_map(|hop| {
+            let hop = hop.strip_prefix("ssh://").unwrap_or(hop);
+            let (user, rest) = match hop.rsplit_once('@') {
+                Some((u, r)) => (Some(u), r),
+                None => (None, hop),
+            };
+            let host = match rest.strip_prefix('[') {
+                Some(r) => r.split(']').next().unwrap_or(r),
+                None => rest.split(':').next().unwrap_or(rest),
+            };
+            let password = netrc.lookup(host, user)?.password.clone()?;
+            Some(crate::transport::proxy::HopPassword {
+                host: host.to_owned(),
+                password,
+            })
+        })
+        .collect()
 }
 
 /// Login, password and account for one host of a rule, with where each came from.

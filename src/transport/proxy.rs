@@ -43,7 +43,7 @@ pub enum Route {
 }
 
 /// Jump hosts and how OpenSSH is run to reach them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct Jump {
     /// In order, as `ProxyJump` writes them: `[user@]host[:port]`.
     pub hops: Vec<String>,
@@ -51,6 +51,95 @@ pub struct Jump {
     pub program: PathBuf,
     /// `-F`: the ssh configuration dropship reads, when it is not ssh's default.
     pub config: Option<PathBuf>,
+    /// Passwords for hops (from ~/.netrc), handed to OpenSSH only through its askpass
+    /// hook (see [`askpass_answer`]): never on a command line, never in the environment.
+    pub passwords: Arc<Vec<HopPassword>>,
+}
+
+/// A hop's password, and the host it is for (as the hop names it).
+#[derive(Debug, Clone)]
+pub struct HopPassword {
+    pub host: String,
+    pub password: crate::config::Secret,
+}
+
+/// The chain is what identifies a control master; passwords are how to log in to it.
+impl PartialEq for Jump {
+    fn eq(&self, o: &Jump) -> bool {
+        (&self.hops, &self.program, &self.config) == (&o.hops, &o.program, &o.config)
+    }
+}
+
+impl Eq for Jump {}
+
+impl std::hash::Hash for Jump {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (&self.hops, &self.program, &self.config).hash(h);
+    }
+}
+
+/// The environment variable that makes dropship its own askpass program: the socket to ask.
+pub const ASKPASS_SOCKET: &str = "DROPSHIP_ASKPASS";
+/// ... and the one-time token that proves the asker is the `ssh` dropship started.
+pub const ASKPASS_TOKEN: &str = "DROPSHIP_ASKPASS_TOKEN";
+
+/// dropship run as `SSH_ASKPASS`: asks the dispatch that started `ssh` for the answer to
+/// `prompt` over its private socket. `None`: no answer (the prompt is not a password
+/// prompt, e.g. an unknown host key: that is refused as in batch mode).
+pub fn askpass_answer(socket: &Path, token: &str, prompt: &str) -> Option<String> {
+    use std::io::{BufRead, Write};
+    let mut s = UnixStream::connect(socket).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    writeln!(s, "{token}\n{}", prompt.replace('\n', " ")).ok()?;
+    let mut answer = String::new();
+    std::io::BufReader::new(s).read_line(&mut answer).ok()?;
+    let answer = answer.strip_suffix('\n')?;
+    answer.strip_prefix('=').map(str::to_owned)
+}
+
+/// Serves the askpass questions of one master's `ssh` until `done`: a password prompt gets
+/// the password of the hop it names (or the only one there is), anything else no answer.
+fn serve_askpass(
+    listener: std::os::unix::net::UnixListener,
+    token: String,
+    passwords: Arc<Vec<HopPassword>>,
+    done: Arc<AtomicBool>,
+) {
+    use std::io::{BufRead, Write};
+    let _ = listener.set_nonblocking(true);
+    while !done.load(Ordering::Acquire) {
+        let Ok((stream, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut r = std::io::BufReader::new(&stream);
+        let (mut got_token, mut prompt) = (String::new(), String::new());
+        if r.read_line(&mut got_token).is_err() || r.read_line(&mut prompt).is_err() {
+            continue;
+        }
+        let mut w = &stream;
+        if got_token.trim_end() != token {
+            let _ = writeln!(w, "-");
+            continue;
+        }
+        let p = prompt.to_ascii_lowercase();
+        let answer = p.contains("password").then(|| {
+            passwords
+                .iter()
+                .find(|h| p.contains(&h.host.to_ascii_lowercase()))
+                .or_else(|| (passwords.len() == 1).then(|| &passwords[0]))
+        });
+        match answer.flatten() {
+            Some(h) => {
+                let _ = writeln!(w, "={}", h.password.expose());
+            }
+            None => {
+                let _ = writeln!(w, "-");
+            }
+        }
+    }
 }
 
 impl Route {
@@ -212,11 +301,22 @@ fn forward_spec(host: &str, port: u16) -> String {
 /// `ssh [-F config] -o BatchMode=yes -o ConnectTimeout=N [-J earlier hops]`: never a
 /// prompt (dropship has no terminal to lend it), the chain's earlier hops as `-J`.
 fn base(j: &Jump, timeout: Duration) -> Command {
+    base_asking(j, timeout, false)
+}
+
+/// [`base`], but with `asking` OpenSSH may ask its askpass program for a password (batch
+/// mode off: for `ssh -o`, the first value given wins, so it must not be set twice).
+fn base_asking(j: &Jump, timeout: Duration, asking: bool) -> Command {
     let mut cmd = Command::new(&j.program);
     if let Some(c) = &j.config {
         cmd.arg("-F").arg(c);
     }
-    cmd.args(["-o", "BatchMode=yes"])
+    let batch = if asking {
+        "BatchMode=no"
+    } else {
+        "BatchMode=yes"
+    };
+    cmd.args(["-o", batch])
         .arg("-o")
         .arg(format!("ConnectTimeout={}", timeout.as_secs().max(1)));
     if j.hops.len() > 1 {
@@ -264,7 +364,28 @@ fn master(j: &Jump, timeout: Duration) -> Result<PathBuf, String> {
         return Ok(socket.clone());
     }
     let _ = std::fs::remove_file(&*socket);
-    let mut cmd = base(j, timeout);
+    let mut cmd = base_asking(j, timeout, !j.passwords.is_empty());
+    // A hop with a password (netrc): OpenSSH asks dropship itself, as its askpass program,
+    // over a private socket; batch mode stays on for everything else (an unknown host key
+    // is refused, not asked).
+    let asking = Arc::new(AtomicBool::new(false));
+    if !j.passwords.is_empty() {
+        let ask = socket.with_extension("ask");
+        let _ = std::fs::remove_file(&ask);
+        let listener = std::os::unix::net::UnixListener::bind(&ask)
+            .map_err(|e| format!("cannot listen on {}: {e}", ask.display()))?;
+        let token = hex_token();
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find dropship itself: {e}"))?;
+        cmd.args(["-o", "NumberOfPasswordPrompts=1"])
+            .env("SSH_ASKPASS", exe)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env(ASKPASS_SOCKET, &ask)
+            .env(ASKPASS_TOKEN, &token);
+        let (passwords, done) = (j.passwords.clone(), asking.clone());
+        std::thread::spawn(move || serve_askpass(listener, token, passwords, done));
+    }
+    let stop_asking = Defer(asking);
     cmd.args(["-M", "-N", "-S"])
         .arg(&*socket)
         .arg("-o")
@@ -296,6 +417,7 @@ fn master(j: &Jump, timeout: Duration) -> Result<PathBuf, String> {
             Err(e) => return Err(format!("{what}: {e}")),
         }
     };
+    drop(stop_asking);
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let mut buf = Vec::new();
@@ -318,6 +440,24 @@ fn master(j: &Jump, timeout: Duration) -> Result<PathBuf, String> {
             lines.join("; ")
         }
     ))
+}
+
+/// Sets its flag when dropped: the askpass server stops however `master` returns.
+struct Defer(Arc<AtomicBool>);
+
+impl Drop for Defer {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// 128 random bits, hex.
+fn hex_token() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Whether the master behind `socket` still answers (`ssh -O check`).
@@ -392,6 +532,7 @@ mod tests {
             hops: vec!["a".into(), "alice@b:2200".into()],
             program: "ssh".into(),
             config: None,
+            passwords: Arc::default(),
         });
         assert_eq!(j.describe(), "via a,alice@b:2200");
     }
