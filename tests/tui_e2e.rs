@@ -408,6 +408,13 @@ fn probe_and_roll_back_from_the_console() {
     }
     assert!(!probe.contains(TEST_PASSWORD), "{probe}");
     tmux.keys(&["Escape"]);
+    // The dialog closes before the next key (an Escape read together with `b` is Alt-b).
+    assert!(
+        support::wait_until(Duration::from_secs(10), || !tmux
+            .screen()
+            .contains("Probe: 127.0.0.1")),
+        "the probe dialog did not close"
+    );
     // The probe filled the Hosts row: the lock is free, version 1.1 installed.
     tmux.wait_for(&["free", "1.1"], 5);
 
@@ -437,6 +444,14 @@ fn probe_and_roll_back_from_the_console() {
     tmux.keys(&["v"]);
     tmux.wait_for(&["Versions (read", "1.0 !behind"], 30);
     tmux.keys(&["Escape"]);
+    // Wait for the view to close before the next key: an Escape and a `q` read together
+    // are one Alt-q to the terminal, and the quit would be lost.
+    assert!(
+        support::wait_until(Duration::from_secs(10), || !tmux
+            .screen()
+            .contains("Versions (read")),
+        "the Versions view did not close"
+    );
 
     // Quit right away: the console waits for the notification (500, retried, 200).
     tmux.keys(&["q"]);

@@ -12,6 +12,9 @@ mod input;
 mod overlay;
 mod watch;
 
+/// The panes and help topics are plain vocabulary ([`super::model`]): the key tables use
+/// them without depending on the app.
+pub use super::model::{Focus, Topic};
 pub use fleet::{Preview, ProbeRow, ProbeRun, RollbackAsk, Versions};
 pub use watch::PackageItem;
 
@@ -73,47 +76,6 @@ impl AppEnv {
     }
 }
 
-/// The panes, in Tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Focus {
-    Hosts,
-    Packages,
-    Dispatches,
-    Targets,
-    Log,
-}
-
-impl Focus {
-    pub const ALL: [Focus; 5] = [
-        Focus::Hosts,
-        Focus::Packages,
-        Focus::Dispatches,
-        Focus::Targets,
-        Focus::Log,
-    ];
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Focus::Hosts => "Hosts",
-            Focus::Packages => "Packages",
-            Focus::Dispatches => "Dispatches",
-            Focus::Targets => "Targets",
-            Focus::Log => "Log",
-        }
-    }
-
-    /// The index of the pane's list selection (the log has none).
-    pub fn list(self) -> Option<usize> {
-        match self {
-            Focus::Hosts => Some(0),
-            Focus::Packages => Some(1),
-            Focus::Dispatches => Some(2),
-            Focus::Targets => Some(3),
-            Focus::Log => None,
-        }
-    }
-}
-
 /// What a confirmation dialog confirms.
 #[derive(Clone)]
 pub enum Confirm {
@@ -132,13 +94,6 @@ pub enum Confirm {
     },
     /// Run a rule's rollback on some of its hosts.
     Rollback(RollbackAsk),
-}
-
-/// What a help overlay opened from a view lists (and goes back to when closed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topic {
-    Probe,
-    Versions,
 }
 
 /// A modal layer over the panes; keys go to it first.

@@ -4,13 +4,14 @@
 use super::app::{App, Confirm, Overlay, Topic};
 use super::keys;
 use super::model::{elapsed, when};
-use super::render::fit;
+use super::widgets::fit;
+pub use super::widgets::{centered, frame, wrap_lines};
 use crate::plan::{Plan, Source};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::widgets::{Clear, Paragraph};
 use tui_input::Input;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -52,26 +53,6 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         ),
         Overlay::Search { input } => prompt(f, app, area, "Search log", "/", input, &[], None),
     }
-}
-
-/// A centred rectangle of at most `w` x `h` cells.
-pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
-    let w = w.min(area.width);
-    let h = h.min(area.height);
-    Rect {
-        x: area.x + (area.width - w) / 2,
-        y: area.y + (area.height - h) / 2,
-        width: w,
-        height: h,
-    }
-}
-
-pub(super) fn frame<'a>(app: &App, title: &str) -> Block<'a> {
-    Block::new()
-        .borders(Borders::ALL)
-        .border_style(app.theme.border_focused)
-        .title(Span::styled(format!(" {title} "), app.theme.title))
-        .style(app.theme.dialog)
 }
 
 fn help(f: &mut Frame, app: &App, area: Rect, scroll: usize, topic: Option<Topic>) {
@@ -447,26 +428,6 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
     let r = centered(area, width, lines.len() as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(Paragraph::new(lines).block(frame(app, title)), r);
-}
-
-/// Breaks lines wider than `w` into several, so a long command is read in full rather than
-/// cut off. A broken line keeps the style of its last span.
-pub(super) fn wrap_lines(lines: Vec<Line<'_>>, w: usize) -> Vec<Line<'_>> {
-    let mut out = Vec::with_capacity(lines.len());
-    for line in lines {
-        if line.width() <= w || w < 8 {
-            out.push(line);
-            continue;
-        }
-        let style = line.spans.last().map(|s| s.style).unwrap_or_default();
-        let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
-        let chars: Vec<char> = text.chars().collect();
-        for piece in chars.chunks(w) {
-            let piece: String = piece.iter().collect();
-            out.push(Line::styled(piece, style));
-        }
-    }
-    out
 }
 
 fn history(

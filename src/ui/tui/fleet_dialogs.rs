@@ -4,9 +4,9 @@
 //! so the `mono` theme reads the same.
 
 use super::app::{App, Preview, RollbackAsk};
-use super::dialogs::{centered, frame};
 use super::model::ago;
-use super::render::fit;
+use super::widgets::fit;
+use super::widgets::{centered, frame};
 use crate::fleet::probe::{HostProbe, Status};
 use crate::fleet::version::{Cell, Installed};
 use ratatui::Frame;
@@ -37,7 +37,7 @@ fn big(f: &mut Frame, app: &App, area: Rect, title: &str) -> Rect {
 /// Shows `lines` from `scroll`, keeping the last line (the keys) in place.
 fn scrolled(f: &mut Frame, app: &App, inner: Rect, mut lines: Vec<Line<'static>>, scroll: usize) {
     let keys = lines.pop().unwrap_or_default();
-    let lines = super::dialogs::wrap_lines(lines, inner.width as usize);
+    let lines = super::widgets::wrap_lines(lines, inner.width as usize);
     let room = inner.height.saturating_sub(1) as usize;
     let from = scroll.min(lines.len().saturating_sub(room));
     let mut shown: Vec<Line> = lines.into_iter().skip(from).take(room).collect();

@@ -1,7 +1,7 @@
 //! Every key the console answers to, per pane: the `?` overlay is generated from these
 //! tables, so help cannot drift from what the keys do (app.rs matches on the same keys).
 
-use super::app::{Focus, Topic};
+use super::model::{Focus, Topic};
 
 pub type Keys = &'static [(&'static str, &'static str)];
 

@@ -3,9 +3,8 @@
 
 use super::app::{App, Focus};
 use super::logview::contains_ci;
-use super::render::pane;
 use super::ring::LogRing;
-use crate::engine::events::Millis;
+use super::widgets::pane;
 use crate::transport::Stream;
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -13,16 +12,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-/// Local time of an output line, `HH:MM:SS.mmm`.
-pub fn timestamp(at: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(at)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%H:%M:%S%.3f")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
+pub use super::model::timestamp;
 
 pub fn log_pane(f: &mut Frame, app: &App, area: Rect) {
     let target = app.selected_target();

@@ -26,6 +26,7 @@ pub mod ring;
 pub mod terminal;
 pub mod theme;
 pub mod watch_view;
+pub mod widgets;
 
 use crate::config::{Config, Netrc, SshHosts};
 use crate::engine::job::Cancel;

@@ -613,3 +613,62 @@ pub fn when(ms: Millis) -> String {
         })
         .unwrap_or_default()
 }
+
+/// The panes, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Focus {
+    Hosts,
+    Packages,
+    Dispatches,
+    Targets,
+    Log,
+}
+
+impl Focus {
+    pub const ALL: [Focus; 5] = [
+        Focus::Hosts,
+        Focus::Packages,
+        Focus::Dispatches,
+        Focus::Targets,
+        Focus::Log,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Focus::Hosts => "Hosts",
+            Focus::Packages => "Packages",
+            Focus::Dispatches => "Dispatches",
+            Focus::Targets => "Targets",
+            Focus::Log => "Log",
+        }
+    }
+
+    /// The index of the pane's list selection (the log has none).
+    pub fn list(self) -> Option<usize> {
+        match self {
+            Focus::Hosts => Some(0),
+            Focus::Packages => Some(1),
+            Focus::Dispatches => Some(2),
+            Focus::Targets => Some(3),
+            Focus::Log => None,
+        }
+    }
+}
+
+/// What a help overlay opened from a view lists (and goes back to when closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    Probe,
+    Versions,
+}
+
+/// Local time of an output line, `HH:MM:SS.mmm`.
+pub fn timestamp(at: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S%.3f")
+                .to_string()
+        })
+        .unwrap_or_default()
+}

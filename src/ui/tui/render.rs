@@ -13,7 +13,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::widgets::{Block, Paragraph};
 use std::cell::Cell;
 
 /// Below this width the panes stack in one column.
@@ -151,46 +151,7 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
     );
 }
 
-/// A bordered block, highlighted when focused, with a filter shown in its title.
-pub(super) fn pane<'a>(app: &App, focus: Focus, title: String, filter: &str) -> Block<'a> {
-    let focused = app.focus == focus && !app.log.fullscreen;
-    let n = Focus::ALL.iter().position(|f| *f == focus).unwrap_or(0) + 1;
-    let mut t = format!(" {n} {title} ");
-    if !filter.is_empty() {
-        t.push_str(&format!("/{filter} "));
-    }
-    Block::new()
-        .borders(Borders::ALL)
-        .border_style(if focused {
-            app.theme.border_focused
-        } else {
-            app.theme.border
-        })
-        .title(Span::styled(
-            t,
-            if focused {
-                app.theme.title
-            } else {
-                app.theme.text
-            },
-        ))
-}
-
-/// Cuts or pads `s` to exactly `w` columns (counting chars), with `…` when cut.
-pub fn fit(s: &str, w: usize) -> String {
-    let n = s.chars().count();
-    if n <= w {
-        let mut out = s.to_owned();
-        out.extend(std::iter::repeat_n(' ', w - n));
-        out
-    } else if w == 0 {
-        String::new()
-    } else {
-        let mut out: String = s.chars().take(w - 1).collect();
-        out.push('…');
-        out
-    }
-}
+pub use super::widgets::{fit, pane};
 
 /// Column widths: a positive entry is a fixed width, a negative one a share of what is
 /// left (`-2` gets twice what `-1` gets).

@@ -313,7 +313,7 @@ impl App {
         let mut text = String::new();
         for (_, l) in t.log.iter() {
             if self.log.timestamps {
-                text.push_str(&crate::ui::tui::render::timestamp(l.at));
+                text.push_str(&crate::ui::tui::model::timestamp(l.at));
                 text.push(' ');
             }
             if l.stream == crate::transport::Stream::Stderr {
