@@ -1051,9 +1051,8 @@ mod tests {
         assert_eq!(t.locate("hostname"), None);
     }
 
-    #[test]
-    fn tokens_expand_like_openssh() {
-        let v = TokenValues {
+    fn values() -> TokenValues {
+        TokenValues {
             host_name: "10.0.0.5".into(),
             port: 2222,
             user: "deploy".into(),
@@ -1061,7 +1060,12 @@ mod tests {
             local_user: "me".into(),
             home: "/home/me".into(),
             host_key_alias: None,
-        };
+        }
+    }
+
+    #[test]
+    fn tokens_expand_like_openssh() {
+        let v = values();
         assert_eq!(
             expand_tokens("~/.ssh/%r@%h:%p-%n-%u-%%", &v).unwrap(),
             "/home/me/.ssh/deploy@10.0.0.5:2222-web1-me-%"
@@ -1072,15 +1076,7 @@ mod tests {
 
     #[test]
     fn proxy_command_expands_only_its_own_tokens() {
-        let v = TokenValues {
-            host_name: "10.0.0.5".into(),
-            port: 2222,
-            user: "deploy".into(),
-            alias: "web1".into(),
-            local_user: "me".into(),
-            home: "/home/me".into(),
-            host_key_alias: None,
-        };
+        let v = values();
         assert_eq!(
             expand_proxy_command("nc -X 5 -x gw %h %p # %r %n %% ~/x ${HOME}", &v).unwrap(),
             "nc -X 5 -x gw 10.0.0.5 2222 # deploy web1 % ~/x ${HOME}"
