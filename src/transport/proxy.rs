@@ -180,13 +180,13 @@ impl Link {
         // Until the carrier has ended and all it printed is read, or half a second.
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
-            let ended = !matches!(self.child.lock().expect("proxy child").try_wait(), Ok(None));
+            let ended = !matches!(lock(&self.child).try_wait(), Ok(None));
             if ended && self.stderr_done.load(Ordering::Acquire) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let text = printable(&self.stderr.lock().expect("proxy stderr"));
+        let text = printable(&lock(&self.stderr));
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
@@ -214,7 +214,7 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        let child = self.child.get_mut().expect("proxy child");
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -267,7 +267,7 @@ pub fn open(
                 if n == 0 {
                     break;
                 }
-                let mut k = keep.lock().expect("proxy stderr");
+                let mut k = lock(&keep);
                 k.extend_from_slice(&buf[..n]);
                 if k.len() > STDERR_KEEP {
                     let cut = k.len() - STDERR_KEEP;
@@ -343,7 +343,7 @@ fn masters() -> &'static Mutex<Option<Masters>> {
 /// first to start it.
 fn master(j: &Jump, timeout: Duration) -> Result<PathBuf, String> {
     let slot = {
-        let mut m = masters().lock().expect("jump masters");
+        let mut m = lock(masters());
         if m.is_none() {
             *m = Some(Masters {
                 dir: control_dir()?,
@@ -354,12 +354,18 @@ fn master(j: &Jump, timeout: Duration) -> Result<PathBuf, String> {
         let m = m.as_mut().expect("just set");
         if !m.by_chain.contains_key(j) {
             m.next += 1;
-            let socket = m.dir.join(format!("m{}", m.next));
+            // Unique across runs too: a master outlives its process by [`LINGER`].
+            let socket = m.dir.join(format!(
+                "m{}-{}-{}",
+                std::process::id(),
+                m.next,
+                &hex_token()[..8]
+            ));
             m.by_chain.insert(j.clone(), Arc::new(Mutex::new(socket)));
         }
         m.by_chain[j].clone()
     };
-    let socket = slot.lock().expect("jump master");
+    let socket = lock(&slot);
     if socket.exists() && alive(j, &socket) {
         return Ok(socket.clone());
     }
@@ -472,23 +478,36 @@ fn alive(j: &Jump, socket: &Path) -> bool {
     cmd.status().is_ok_and(|s| s.success())
 }
 
-/// A private directory for control sockets (0700: a control socket is a logged-in session
-/// to the bastion). Short, because a socket path is limited to 108 bytes.
+/// The private directory for control sockets, one per user (0700: a control socket is a
+/// logged-in session to the bastion), reused by later runs; one that is not a directory
+/// of ours with no access for others is refused. Short, because a socket path is limited to
+/// 108 bytes.
 fn control_dir() -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|d| d.is_dir() && d.as_os_str().len() < 60)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = base.join(format!("dropship-j{}-{nanos:x}", std::process::id()));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let dir = base.join(format!("dropship-jump-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => return Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let m = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is not a private directory of yours (owner, mode 700): it holds logged-in sessions to bastions\n  help: remove it",
+            dir.display()
+        ));
+    }
     Ok(dir)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Text from outside, made safe to show: control characters dropped, invalid UTF-8 replaced.
