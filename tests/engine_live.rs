@@ -432,6 +432,7 @@ fn endless_output_still_hits_the_step_timeout() {
         holder: "test@engine pid 1".into(),
         skip: HashMap::new(),
         only: None,
+        connector: dropship::engine::connect::real(),
     });
     let started = Instant::now();
     let s = tokio::runtime::Runtime::new()
