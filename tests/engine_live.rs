@@ -45,6 +45,16 @@ impl Rig {
 
     /// Runs a whole dispatch of `bundle` and returns its summary and events.
     fn run(&self, config: &Config, bundle: &Path) -> (Summary, Vec<(Instant, Event)>) {
+        self.run_on(config, bundle, Box::new(support::engine::ignore))
+    }
+
+    /// [`Rig::run`], calling `on_event` with every event as the job emits it.
+    fn run_on(
+        &self,
+        config: &Config,
+        bundle: &Path,
+        on_event: support::engine::OnEvent,
+    ) -> (Summary, Vec<(Instant, Event)>) {
         let name = bundle.file_name().unwrap().to_str().unwrap();
         let plan = Plan::build(
             config,
@@ -59,9 +69,27 @@ impl Rig {
             bundle,
             "test@engine pid 1",
             Arc::new(Cancel::new()),
-            Box::new(support::engine::ignore),
+            on_event,
         )
     }
+}
+
+/// Says on `ready` when a dispatch's `upgrade` starts: by then it holds the host's lock, so
+/// a second dispatch started after that finds the lock taken (ordered by the event, not by
+/// a sleep).
+fn upgrade_started(ready: std::sync::mpsc::Sender<()>) -> support::engine::OnEvent {
+    let ready = std::sync::Mutex::new(ready);
+    Box::new(move |e, _| {
+        if matches!(
+            e,
+            Event::StepStarted {
+                step: Step::Upgrade,
+                ..
+            }
+        ) {
+            let _ = ready.lock().unwrap().send(());
+        }
+    })
 }
 
 fn output(events: &[(Instant, Event)], host: &str, want: Stream) -> Vec<(Instant, String)> {
@@ -269,9 +297,12 @@ fn concurrent_dispatches_serialise_on_the_lock() {
     );
     let b1 = rig.bundle("app-8.tgz", 10);
     let b2 = rig.bundle("app-9.tgz", 10);
+    let (ready, upgrading) = std::sync::mpsc::channel();
     let (r1, r2) = std::thread::scope(|s| {
-        let a = s.spawn(|| rig.run(&cfg, &b1));
-        std::thread::sleep(Duration::from_millis(300));
+        let a = s.spawn(|| rig.run_on(&cfg, &b1, upgrade_started(ready)));
+        upgrading
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the first dispatch reached its upgrade");
         let b = s.spawn(|| rig.run(&cfg, &b2));
         (a.join().unwrap(), b.join().unwrap())
     });
@@ -296,9 +327,12 @@ fn concurrent_dispatches_serialise_on_the_lock() {
         &server.addr().to_string(),
         "lock_wait = 1s\nupgrade = sleep 3",
     );
+    let (ready, upgrading) = std::sync::mpsc::channel();
     let (r1, r2) = std::thread::scope(|s| {
-        let a = s.spawn(|| rig.run(&short, &b1));
-        std::thread::sleep(Duration::from_millis(800));
+        let a = s.spawn(|| rig.run_on(&short, &b1, upgrade_started(ready)));
+        upgrading
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the first dispatch reached its upgrade");
         let b = s.spawn(|| rig.run(&short, &b2));
         (a.join().unwrap(), b.join().unwrap())
     });
@@ -432,6 +466,7 @@ fn endless_output_still_hits_the_step_timeout() {
         holder: "test@engine pid 1".into(),
         skip: HashMap::new(),
         only: None,
+        connector: dropship::engine::connect::real(),
     });
     let started = Instant::now();
     let s = tokio::runtime::Runtime::new()
@@ -460,9 +495,12 @@ fn a_live_holder_keeps_its_lock_past_lock_stale_and_a_dead_one_loses_it() {
     );
     let b1 = rig.bundle("app-1.tgz", 10);
     let b2 = rig.bundle("app-2.tgz", 10);
+    let (ready, upgrading) = std::sync::mpsc::channel();
     let (r1, r2) = std::thread::scope(|s| {
-        let a = s.spawn(|| rig.run(&cfg, &b1));
-        std::thread::sleep(Duration::from_millis(800));
+        let a = s.spawn(|| rig.run_on(&cfg, &b1, upgrade_started(ready)));
+        upgrading
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the first dispatch reached its upgrade");
         let b = s.spawn(|| rig.run(&cfg, &b2));
         (a.join().unwrap(), b.join().unwrap())
     });

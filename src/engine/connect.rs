@@ -7,6 +7,7 @@ use crate::transport::ftp::{self, FtpParams};
 use crate::transport::known_hosts::{self, KnownHostsFiles};
 use crate::transport::ssh::{self, SshParams};
 use crate::transport::{Connection, Shell, TransportError, local};
+use std::sync::Arc;
 
 /// How to reach a planned target over SSH; `port` is the SSH port to use (the target's
 /// port for scp/sftp, [`Target::ssh_port`] for the commands of ftp rules).
@@ -128,4 +129,19 @@ pub fn connect(
             })
         }
     }
+}
+
+/// How a job opens its connections (the first, a fresh one for a retried upload, and one
+/// to release a lock when the job's own connection died). It is a parameter of the
+/// dispatch ([`crate::engine::rollout::Dispatch::connector`]) and not a direct call so that
+/// the fast test tier can hand the engine scripted in-memory hosts and test every step's
+/// failure, hang and cancel without servers or root; every production dispatch passes
+/// [`real`].
+pub type Connector = Arc<
+    dyn Fn(&Target, &Rule, &KnownHostsFiles) -> Result<Connection, TransportError> + Send + Sync,
+>;
+
+/// The connector of every real dispatch: [`connect`].
+pub fn real() -> Connector {
+    Arc::new(connect)
 }

@@ -72,6 +72,8 @@ pub struct JobContext<'a> {
     pub bundle: &'a Path,
     pub bundle_sha256: &'a str,
     pub known_hosts: &'a KnownHostsFiles,
+    /// Opens connections to the target (see [`crate::engine::connect::Connector`]).
+    pub connector: &'a crate::engine::connect::Connector,
     pub cancel: &'a Cancel,
     pub emit: &'a (dyn Fn(Event) + Sync),
     pub holder: &'a str,
@@ -612,7 +614,7 @@ fn connect_with_retries(ctx: &JobContext) -> Result<Connection, TransportError> 
     loop {
         attempt += 1;
         let (connected, warnings) = crate::transport::warnings::collect(|| {
-            crate::engine::connect::connect(ctx.target, ctx.rule(), ctx.known_hosts)
+            (ctx.connector)(ctx.target, ctx.rule(), ctx.known_hosts)
         });
         // A host key accepted under `accept-new`: the user hears it, not only the log.
         for w in warnings {
@@ -722,7 +724,7 @@ fn unlock_and_finish(
         .as_mut()
         .is_some_and(|c| lock::release(c, lock).is_ok());
     if !released {
-        let again = crate::engine::connect::connect(ctx.target, rule, ctx.known_hosts)
+        let again = (ctx.connector)(ctx.target, rule, ctx.known_hosts)
             .and_then(|mut c| lock::release(&mut c, lock));
         if let Err(e) = again {
             ctx.notice(
@@ -927,7 +929,7 @@ fn upload_step(ctx: &JobContext, conn: Connection) -> Result<Connection, StepFai
         &job,
         &mut || match first.take() {
             Some(c) => Ok(c),
-            None => crate::engine::connect::connect(ctx.target, rule, ctx.known_hosts),
+            None => (ctx.connector)(ctx.target, rule, ctx.known_hosts),
         },
         &|transfer| {
             (ctx.emit)(Event::Transfer {

@@ -192,6 +192,7 @@ pub fn dispatch(
         holder,
         skip: HashMap::new(),
         only,
+        connector: crate::engine::connect::real(),
     }
 }
 

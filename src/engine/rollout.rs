@@ -30,6 +30,9 @@ pub struct Dispatch {
     pub skip: HashMap<String, Skip>,
     /// Hosts to work on; `None` means all (a resume or retry names a subset).
     pub only: Option<Vec<String>>,
+    /// How jobs connect to a target: [`crate::engine::connect::real`] everywhere but in
+    /// the fast test tier, which injects scripted in-memory hosts here.
+    pub connector: crate::engine::connect::Connector,
 }
 
 /// Per-target results, in target order.
@@ -260,6 +263,7 @@ async fn run_batch(
                 bundle: &d.bundle,
                 bundle_sha256: &d.bundle_sha256,
                 known_hosts: &d.known_hosts,
+                connector: &d.connector,
                 cancel: &cancel,
                 emit: &*emit,
                 holder: &d.holder,

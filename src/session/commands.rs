@@ -178,6 +178,7 @@ pub fn dispatch(
                 holder: holder.clone(),
                 skip: HashMap::new(),
                 only: None,
+                connector: crate::engine::connect::real(),
             });
             let s = rollout::run(d, cancel.clone(), emit.clone()).await;
             if cancel.is_requested() {
@@ -323,6 +324,7 @@ pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Su
             holder: crate::engine::lock::local_holder(),
             skip,
             only: Some(only),
+            connector: crate::engine::connect::real(),
         });
         let was_cancelled = cancel.clone();
         let s = rollout::run(d, cancel, emit).await;

@@ -701,6 +701,7 @@ impl Service {
             holder: crate::engine::lock::local_holder(),
             skip,
             only,
+            connector: crate::engine::connect::real(),
         });
         let guard = FinishGuard {
             ctl: self.ctl.clone(),

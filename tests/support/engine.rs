@@ -71,6 +71,7 @@ impl EngineRig {
             holder: holder.into(),
             skip: HashMap::new(),
             only: None,
+            connector: dropship::engine::connect::real(),
         });
         let rt = tokio::runtime::Runtime::new().unwrap();
         let summary = rt.block_on(rollout::run(d, cancel, emit));

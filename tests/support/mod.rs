@@ -22,6 +22,7 @@
 pub mod disk;
 pub mod dropbear;
 pub mod engine;
+pub mod fake;
 pub mod home;
 pub mod http;
 pub mod netns;

@@ -235,6 +235,7 @@ impl Bridge {
                         holder,
                         skip: HashMap::new(),
                         only,
+                        connector: crate::engine::connect::real(),
                     });
                     tracing::info!(id, "dispatch started");
                     rollout::run(d, cancel.clone(), emit).await
