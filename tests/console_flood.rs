@@ -49,6 +49,7 @@ fn a_flooded_console_and_watcher_never_wait_on_each_other() {
         ssh: Arc::new(SshHosts::empty()),
         known_hosts: kh,
         journal: journal.clone(),
+        connector: dropship::engine::connect::real(),
     };
     let running = bridge.start_watch(opts, setup, cancel.clone()).unwrap();
     std::fs::write(dir.join("app-1.tgz"), vec![1u8; 1000]).unwrap();

@@ -381,6 +381,7 @@ pub fn watch(
         ssh: Arc::new(ctx.ssh.clone()),
         known_hosts: ctx.known_hosts.clone(),
         journal,
+        connector: crate::engine::connect::real(),
     };
     let running = watch::start(
         options,

@@ -97,6 +97,9 @@ pub struct Setup {
     pub ssh: Arc<SshHosts>,
     pub known_hosts: KnownHostsFiles,
     pub journal: Arc<Journal>,
+    /// How its dispatches connect: [`crate::engine::connect::real`], or the fast tier's
+    /// scripted hosts in tests.
+    pub connector: crate::engine::connect::Connector,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -701,7 +701,7 @@ impl Service {
             holder: crate::engine::lock::local_holder(),
             skip,
             only,
-            connector: crate::engine::connect::real(),
+            connector: self.setup.connector.clone(),
         });
         let guard = FinishGuard {
             ctl: self.ctl.clone(),

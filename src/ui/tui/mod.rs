@@ -118,6 +118,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
                 ssh: app.env.ssh.clone(),
                 known_hosts: opts.known_hosts,
                 journal: journal.clone(),
+                connector: crate::engine::connect::real(),
             };
             let cancel = Arc::new(Cancel::new());
             let running = bridge.start_watch(options, setup, cancel.clone())?;
