@@ -916,7 +916,6 @@ int ssh2_cipher_init(ssh2_cipher_ctx *ctx, SSH2_CIPHER_T(algo),
 int ssh2_cipher_crypt(ssh2_cipher_ctx *ctx, SSH2_CIPHER_T(algo), int encrypt,
                       unsigned char *block, size_t blocksize, int firstlast)
 {
-    unsigned char buf[EVP_MAX_BLOCK_LENGTH];
     int ret = 1;
     int rc = 1;
 
@@ -937,8 +936,8 @@ int ssh2_cipher_crypt(ssh2_cipher_ctx *ctx, SSH2_CIPHER_T(algo), int encrypt,
 
     (void)algo;
 
-    (void)buf;
-    /* dropship patch: whole packets are crypted in place (see transport.c) */
+    /* dropship patch: crypt in place, any length: no bounce buffer, so no
+       EVP_MAX_BLOCK_LENGTH limit (whole packets, see transport.c) */
     if(blocksize < (size_t)(aadlen + authenticationtag))
         return 1;
 
@@ -1005,9 +1004,6 @@ int ssh2_cipher_crypt(ssh2_cipher_ctx *ctx, SSH2_CIPHER_T(algo), int encrypt,
 #endif /* LIBSSH2_AES_GCM */
             }
         }
-        /* Copy en/decrypted data back to the caller.
-           The first aadlen should not be touched because they were not
-           encrypted and are unmodified. */
         rc = !ret;
     }
 

@@ -1186,8 +1186,6 @@ int ssh2_transport_send(LIBSSH2_SESSION *session,
                         "Unable to get random bytes for packet padding");
 
     if(encrypted) {
-        size_t i;
-
         /* Calculate MAC hash. Put the output at index packet_length,
            since that size includes the whole packet. The MAC is
            calculated on the entire unencrypted packet, including all
@@ -1242,6 +1240,8 @@ int ssh2_transport_send(LIBSSH2_SESSION *session,
         }
 #else
         else {
+            size_t i;
+
             /* Encrypt the whole packet data, one block size at a time.
                The MAC field is not encrypted unless INTEGRATED_MAC. */
             /* Some crypto back-ends could handle a single crypt() call for
