@@ -50,6 +50,7 @@ fn a_flooded_console_and_watcher_never_wait_on_each_other() {
         known_hosts: kh,
         journal: journal.clone(),
         connector: dropship::engine::connect::real(),
+        finished: bridge.finished_subscriber(),
     };
     let running = bridge.start_watch(opts, setup, cancel.clone()).unwrap();
     std::fs::write(dir.join("app-1.tgz"), vec![1u8; 1000]).unwrap();

@@ -47,6 +47,17 @@ fn ship(
     name: &str,
     cancel: Arc<Cancel>,
 ) -> (Vec<WatchEvent>, WatchReport) {
+    ship_to(f, fleet, name, cancel, Arc::new(|_, _| {}))
+}
+
+/// [`ship`], telling `finished` of each dispatch the watcher finishes.
+fn ship_to(
+    f: &Folder,
+    fleet: &Fleet,
+    name: &str,
+    cancel: Arc<Cancel>,
+    finished: dropship::watch::Finished,
+) -> (Vec<WatchEvent>, WatchReport) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,6 +84,7 @@ fn ship(
         },
         journal: f.journal.clone(),
         connector: fleet.connector(),
+        finished,
     };
     let running = dropship::watch::start(
         opts,
@@ -103,12 +115,20 @@ fn ship(
 }
 
 #[test]
-fn a_bundle_shipped_cleanly_is_done() {
+fn a_bundle_shipped_cleanly_is_done_and_its_subscribers_hear_of_it() {
     let f = folder("");
     let fleet = Fleet::new(&["web1"]);
-    let (events, report) = ship(&f, &fleet, "app-1.tgz", Arc::new(Cancel::new()));
+    let heard: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let h = heard.clone();
+    let finished: dropship::watch::Finished = Arc::new(move |s, _| {
+        h.lock()
+            .unwrap()
+            .push((s.bundle.clone(), s.all_succeeded()));
+    });
+    let (events, report) = ship_to(&f, &fleet, "app-1.tgz", Arc::new(Cancel::new()), finished);
     assert_eq!((report.done, report.failed), (1, 0), "{events:?}");
     assert!(fleet.host("web1").file("/srv/app/app-1.tgz").is_some());
+    assert_eq!(*heard.lock().unwrap(), [("app-1.tgz".to_owned(), true)]);
 }
 
 #[test]

@@ -19,12 +19,21 @@ use serde::Serialize;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// What ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Dispatch,
-    Rollback,
+pub use crate::engine::rollout::Kind;
+use crate::engine::rollout::Summary;
+
+/// The subscriber of finished dispatches: sends `s` to its rule's `notify` URL (if any) in
+/// the background. The [`Pending`] it returns is what a front end about to exit waits for (up
+/// to [`EXIT_WAIT`]), so a notification is not lost.
+pub fn finished(s: &Summary, emit: Emit) -> Option<Pending> {
+    let url = s.notify.as_ref()?;
+    let payload = Payload::new(s.kind, &s.bundle, &s.rule, s.id, &s.targets, s.duration_ms);
+    Some(spawn(
+        url.clone(),
+        payload,
+        Policy::for_timeout(s.timeout),
+        emit,
+    ))
 }
 
 /// One host in the payload.
@@ -395,7 +404,11 @@ mod tests {
                 ),
             ],
             duration_ms: 3500,
+            kind: Kind::Dispatch,
+            bundle: "app-1.4.2.tgz".into(),
+            rule: "app-.*".into(),
             notify: None,
+            timeout: Duration::from_secs(30),
         }
     }
 

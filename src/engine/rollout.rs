@@ -4,7 +4,6 @@
 
 use super::events::{Event, Level, TargetResult, now_ms};
 use super::job::{self, Cancel, JobContext, Outcome, Skip};
-use crate::engine::notify::{self, Kind, Payload, Pending};
 use crate::plan::Plan;
 use crate::transport::known_hosts::KnownHostsFiles;
 use std::collections::HashMap;
@@ -35,15 +34,30 @@ pub struct Dispatch {
     pub connector: crate::engine::connect::Connector,
 }
 
-/// Per-target results, in target order.
+/// What a finished dispatch or rollback did: per-target results in target order, and what
+/// a subscriber of finished dispatches needs (the notifier, [`crate::engine::notify`]).
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub id: i64,
     pub targets: Vec<(String, Outcome, i64)>,
     pub duration_ms: i64,
-    /// The notification of the end (`notify = URL`) still on its way: a front end about to
-    /// exit waits for it (up to [`notify::EXIT_WAIT`]) so it is not lost.
-    pub notify: Option<Pending>,
+    pub kind: Kind,
+    /// The bundle's name (`(rollback)` for a rollback).
+    pub bundle: String,
+    /// The rule's name.
+    pub rule: String,
+    /// The rule's `notify` URL.
+    pub notify: Option<String>,
+    /// The rule's `timeout` (how long one notification request may take).
+    pub timeout: std::time::Duration,
+}
+
+/// What ended: a dispatch or a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Dispatch,
+    Rollback,
 }
 
 impl Summary {
@@ -166,11 +180,18 @@ pub(crate) async fn run_kind(
             (d.plan.targets[*i].host.name.clone(), o, ms)
         })
         .collect();
-    let mut summary = Summary {
+    let summary = Summary {
         id: d.id,
         targets,
         duration_ms: started.elapsed().as_millis() as i64,
-        notify: None,
+        kind,
+        bundle: match kind {
+            Kind::Dispatch => d.plan.bundle.clone(),
+            Kind::Rollback => ROLLBACK_BUNDLE.to_owned(),
+        },
+        rule: rule.name.clone(),
+        notify: rule.notify.clone(),
+        timeout: rule.timeout,
     };
     emit(Event::DispatchFinished {
         dispatch: d.id,
@@ -181,22 +202,6 @@ pub(crate) async fn run_kind(
         cancelled: summary.count(TargetResult::Cancelled),
         duration_ms: summary.duration_ms,
     });
-    if let Some(url) = &rule.notify {
-        let bundle = match kind {
-            Kind::Dispatch => d.plan.bundle.as_str(),
-            Kind::Rollback => ROLLBACK_BUNDLE,
-        };
-        let payload = Payload::new(
-            kind,
-            bundle,
-            &rule.name,
-            summary.id,
-            &summary.targets,
-            summary.duration_ms,
-        );
-        let policy = notify::Policy::for_timeout(rule.timeout);
-        summary.notify = Some(notify::spawn(url.clone(), payload, policy, emit.clone()));
-    }
     summary
 }
 

@@ -184,9 +184,7 @@ pub fn dispatch(
             if cancel.is_requested() {
                 journal.mark_cancelled(id)?;
             }
-            if let Some(p) = &s.notify {
-                session.runs().notifying(p.clone());
-            }
+            session.runs().finished(&s, &emit);
             summaries.push(s);
         }
         Ok::<_, RunError>(summaries)
@@ -229,13 +227,11 @@ pub fn rollback(
         only,
     ));
     with_session(journal.clone(), front, async |session, emit, cancel| {
-        let s = rollback::run(d, cancel.clone(), emit).await;
+        let s = rollback::run(d, cancel.clone(), emit.clone()).await;
         if cancel.is_requested() {
             journal.mark_cancelled(id)?;
         }
-        if let Some(p) = &s.notify {
-            session.runs().notifying(p.clone());
-        }
+        session.runs().finished(&s, &emit);
         Ok::<_, RunError>(vec![s])
     })?
 }
@@ -327,10 +323,8 @@ pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Su
             connector: crate::engine::connect::real(),
         });
         let was_cancelled = cancel.clone();
-        let s = rollout::run(d, cancel, emit).await;
-        if let Some(p) = &s.notify {
-            session.runs().notifying(p.clone());
-        }
+        let s = rollout::run(d, cancel, emit.clone()).await;
+        session.runs().finished(&s, &emit);
         (s, was_cancelled.is_requested())
     })?;
     let (mut summary, cancelled_again) = summary;
@@ -382,6 +376,7 @@ pub fn watch(
         known_hosts: ctx.known_hosts.clone(),
         journal,
         connector: crate::engine::connect::real(),
+        finished: session.runs().subscriber(),
     };
     let running = watch::start(
         options,

@@ -13,7 +13,7 @@ pub mod commands;
 use crate::engine::events::Event;
 use crate::engine::job::Cancel;
 use crate::engine::notify::Pending;
-use crate::engine::rollout::Emit;
+use crate::engine::rollout::{Emit, Summary};
 use crate::journal::Journal;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +64,20 @@ impl Runs {
         let mut all = lock(&self.notifications);
         all.retain(|p| !p.is_done());
         all.push(p);
+    }
+
+    /// A dispatch or rollback ended: its subscribers hear of it (the notifier, which sends
+    /// the summary to the rule's `notify` URL; the session then waits for it at exit).
+    pub fn finished(&self, s: &Summary, emit: &Emit) {
+        if let Some(p) = crate::engine::notify::finished(s, emit.clone()) {
+            self.notifying(p);
+        }
+    }
+
+    /// [`Runs::finished`] as a plain callback, for the drop folder's dispatches.
+    pub fn subscriber(&self) -> crate::watch::Finished {
+        let runs = self.clone();
+        Arc::new(move |s: &Summary, emit: &Emit| runs.finished(s, emit))
     }
 }
 

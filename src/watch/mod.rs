@@ -100,7 +100,13 @@ pub struct Setup {
     /// How its dispatches connect: [`crate::engine::connect::real`], or the fast tier's
     /// scripted hosts in tests.
     pub connector: crate::engine::connect::Connector,
+    /// Told of every dispatch it finishes (the session's subscribers: the notifier).
+    pub finished: Finished,
 }
+
+/// A subscriber of finished dispatches.
+pub type Finished =
+    Arc<dyn Fn(&crate::engine::rollout::Summary, &crate::engine::rollout::Emit) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {

@@ -710,9 +710,11 @@ impl Service {
             dispatch,
         };
         let (cancel, emit) = (self.cancel.clone(), self.emit.clone());
+        let finished = self.setup.finished.clone();
         self.rt.spawn(async move {
             let _guard = guard;
-            rollout::run(d, cancel, emit).await;
+            let s = rollout::run(d, cancel, emit.clone()).await;
+            finished(&s, &emit);
         });
         Ok(())
     }

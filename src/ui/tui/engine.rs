@@ -238,17 +238,15 @@ impl Bridge {
                         connector: crate::engine::connect::real(),
                     });
                     tracing::info!(id, "dispatch started");
-                    rollout::run(d, cancel.clone(), emit).await
+                    rollout::run(d, cancel.clone(), emit.clone()).await
                 }
                 Kind::Rollback => {
                     let d = Arc::new(rollback::dispatch(id, plan, known_hosts, holder, only));
                     tracing::info!(id, "rollback started");
-                    rollback::run(d, cancel.clone(), emit).await
+                    rollback::run(d, cancel.clone(), emit.clone()).await
                 }
             };
-            if let Some(p) = summary.notify {
-                runs.notifying(p);
-            }
+            runs.finished(&summary, &emit);
             let cancelled = cancel.is_requested();
             off_the_workers(|| {
                 if cancelled && let Err(e) = journal.mark_cancelled(id) {
@@ -410,6 +408,11 @@ impl Bridge {
             failed.flag,
             watch_events,
         )
+    }
+
+    /// The session's subscriber of finished dispatches, for the drop folder's.
+    pub fn finished_subscriber(&self) -> crate::watch::Finished {
+        self.session.runs().subscriber()
     }
 
     /// Sets `hard` on `cancel` after the grace period, like [`Bridge::cancel`].

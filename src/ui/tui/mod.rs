@@ -119,6 +119,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
                 known_hosts: opts.known_hosts,
                 journal: journal.clone(),
                 connector: crate::engine::connect::real(),
+                finished: bridge.finished_subscriber(),
             };
             let cancel = Arc::new(Cancel::new());
             let running = bridge.start_watch(options, setup, cancel.clone())?;
