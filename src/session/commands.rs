@@ -395,11 +395,16 @@ pub fn watch(
         }
     };
     let handle = running.handle.clone();
-    session.stop_on_signals(cancel, move || handle.stop());
+    session.stop_on_signals(cancel.clone(), move || handle.stop());
     let report = running
         .thread
         .join()
         .unwrap_or_else(|_| Ok(crate::watch::WatchReport::default()));
+    // Its dispatches' notifications, as for `--dispatch` (a second signal stops the wait).
+    session.wait_notifications(
+        std::time::Instant::now() + crate::engine::notify::EXIT_WAIT,
+        &|| cancel.is_hard(),
+    );
     session.shutdown(Duration::from_secs(1));
     Ok(report?)
 }
