@@ -35,6 +35,51 @@ pub struct Session {
     runs: Runs,
     /// Set when the session ends, to stop the flusher.
     ended: Arc<AtomicBool>,
+    /// The journal writer's queue (see [`Writer`]); dropped when the session ends.
+    writer: Option<std::sync::mpsc::SyncSender<Record>>,
+    /// Told when the writer thread has drained its queue and ended.
+    writer_done: std::sync::mpsc::Receiver<()>,
+}
+
+/// Events waiting for the journal writer. Bounded: when the journal (a slow disk) or a front
+/// end falls behind, output lines wait in their job's thread instead of piling up here.
+const WRITER_QUEUE: usize = 4096;
+
+/// One event for the writer thread: recorded, then handed to the sink's front end; a control
+/// event's sender waits for `ack`, so when a rollout returns, everything it emitted is in
+/// the journal and with the front end (what the drop folder and `--resume` read back).
+struct Record {
+    event: Event,
+    sink: Arc<Sink>,
+    ack: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// A front end's intake and what to do when the journal fails.
+struct Sink {
+    front: Emit,
+    on_failure: Option<JournalFailed>,
+    /// The first failure is also told to the user, as a warning notice.
+    warned: AtomicBool,
+}
+
+/// The one journal-writer thread: every event of the session is recorded here, in the order
+/// it was emitted, before its front end sees it; no SQLite write happens on the runtime.
+fn writer(journal: Arc<Journal>, queue: std::sync::mpsc::Receiver<Record>) {
+    for r in queue {
+        if let Err(err) = journal.record(&r.event) {
+            tracing::error!("journal write failed: {err}");
+            if let Some(f) = &r.sink.on_failure {
+                f.trip();
+            }
+            if !r.sink.warned.swap(true, Ordering::SeqCst) {
+                (r.sink.front)(err.notice(r.event.dispatch()));
+            }
+        }
+        (r.sink.front)(r.event);
+        if let Some(ack) = r.ack {
+            let _ = ack.send(());
+        }
+    }
 }
 
 /// The dispatches running in a session and the notifications still on their way: what a
@@ -99,11 +144,22 @@ impl Session {
                 let _ = tokio::task::spawn_blocking(move || j.flush()).await;
             }
         });
+        let (writer_tx, queue) = std::sync::mpsc::sync_channel(WRITER_QUEUE);
+        let (done_tx, writer_done) = std::sync::mpsc::channel();
+        let j = journal.clone();
+        std::thread::Builder::new()
+            .name("dropship-journal".into())
+            .spawn(move || {
+                writer(j, queue);
+                let _ = done_tx.send(());
+            })?;
         Ok(Session {
             rt,
             journal,
             runs: Runs::default(),
             ended,
+            writer: Some(writer_tx),
+            writer_done,
         })
     }
 
@@ -120,32 +176,42 @@ impl Session {
         self.rt.block_on(f)
     }
 
-    /// The one event sink: every event is recorded in the journal, then handed to `front`.
-    /// A journal write that fails is logged and, when `on_failure` is given, reported to it
-    /// once (the drop folder stops taking files: without its journal it cannot know what
-    /// ran).
+    /// The one event sink: every event is recorded in the journal (by the session's writer
+    /// thread), then handed to `front`. A journal write that fails is logged, told to the
+    /// user once as a warning, and, when `on_failure` is given, reported to it (the drop
+    /// folder stops taking files: without its journal it cannot know what ran).
     ///
-    /// Recording is an SQLite write and a front end may make the sender wait (the headless
-    /// printer never drops a line); the rollout emits from async tasks, so on a runtime
-    /// worker the work is done under [`off_the_workers`]: the worker's other tasks (timers,
-    /// the grace period, other dispatches) move on meanwhile.
+    /// Control events (a step started or ended, a notice) wait until they are recorded and
+    /// with the front end; output lines and progress only wait for room in the writer's
+    /// queue. On a runtime worker either wait happens under [`off_the_workers`], so the
+    /// worker's other tasks (timers, the grace period, other dispatches) move on.
     pub fn recording(&self, front: Emit, on_failure: Option<JournalFailed>) -> Emit {
-        let journal = self.journal.clone();
-        // The first failure is also told to the user, as a warning notice; every one is
-        // logged.
-        let warned = AtomicBool::new(false);
-        Arc::new(move |e: Event| {
+        let sink = Arc::new(Sink {
+            front,
+            on_failure,
+            warned: AtomicBool::new(false),
+        });
+        let tx = self
+            .writer
+            .clone()
+            .expect("the writer lives as long as the session");
+        Arc::new(move |event: Event| {
+            let control = event.is_control();
+            let (ack, acked) = if control {
+                let (a, b) = std::sync::mpsc::sync_channel(1);
+                (Some(a), Some(b))
+            } else {
+                (None, None)
+            };
             off_the_workers(|| {
-                if let Err(err) = journal.record(&e) {
-                    tracing::error!("journal write failed: {err}");
-                    if let Some(f) = &on_failure {
-                        f.trip();
-                    }
-                    if !warned.swap(true, Ordering::SeqCst) {
-                        front(err.notice(e.dispatch()));
-                    }
+                let sent = tx.send(Record {
+                    event,
+                    sink: sink.clone(),
+                    ack,
+                });
+                if let (Ok(()), Some(acked)) = (sent, acked) {
+                    let _ = acked.recv();
                 }
-                front(e);
             })
         })
     }
@@ -236,10 +302,14 @@ impl Session {
         all.iter().filter(|p| !p.is_done()).count()
     }
 
-    /// Ends the runtime (tasks still running get `wait`) and commits the journal.
-    pub fn shutdown(self, wait: Duration) {
+    /// Ends the runtime (tasks still running get `wait`), lets the writer record what is
+    /// queued (bounded by `wait` too: an intake nobody reads any more must not hold the exit),
+    /// and commits the journal.
+    pub fn shutdown(mut self, wait: Duration) {
         self.ended.store(true, Ordering::Relaxed);
         self.rt.shutdown_timeout(wait);
+        self.writer = None;
+        let _ = self.writer_done.recv_timeout(wait);
         let _ = self.journal.flush();
     }
 }
