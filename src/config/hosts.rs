@@ -40,7 +40,8 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-fn parse_one(item: &str) -> Result<HostSpec, String> {
+/// One `name`, `name:port` or `[v6addr]:port`.
+pub fn parse_host(item: &str) -> Result<HostSpec, String> {
     if let Some(rest) = item.strip_prefix('[') {
         let Some((addr, after)) = rest.split_once(']') else {
             return Err(format!("`{item}`: `[` without a closing `]`"));
@@ -91,7 +92,7 @@ pub fn parse_hosts(value: &str) -> Result<Vec<HostSpec>, Vec<String>> {
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
     {
-        match parse_one(item) {
+        match parse_host(item) {
             Ok(h) if hosts.contains(&h) => errors.push(format!("`{h}` is listed twice")),
             // Hosts are told apart by name everywhere a dispatch reports them (events, the
             // journal, the console), so one name on two ports would mix their results.

@@ -196,6 +196,8 @@ struct Inner {
     /// The file dropship reads (for messages).
     path: PathBuf,
     cache: Mutex<Cache>,
+    /// `ssh` on PATH, looked for once (every target behind a jump host asks).
+    program: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 /// The ssh configuration, asked per host and cached for the process.
@@ -220,6 +222,7 @@ impl SshHosts {
                 reader,
                 path,
                 cache: Mutex::new(HashMap::new()),
+                program: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -293,10 +296,11 @@ impl SshHosts {
     /// program and its `-F` file (`/dev/null` when dropship read no file although ssh
     /// would read one of its own); `None` without an OpenSSH client.
     pub fn openssh_for_jumps(&self) -> Option<(PathBuf, Option<PathBuf>)> {
+        let program = self.inner.program.get_or_init(find_ssh).clone()?;
         match &self.inner.reader {
-            Reader::OpenSsh { config, .. } => Some((find_ssh()?, config.clone())),
-            Reader::None if self.inner.path.as_os_str().is_empty() => Some((find_ssh()?, None)),
-            Reader::None => Some((find_ssh()?, Some(PathBuf::from("/dev/null")))),
+            Reader::OpenSsh { config, .. } => Some((program, config.clone())),
+            Reader::None if self.inner.path.as_os_str().is_empty() => Some((program, None)),
+            Reader::None => Some((program, Some(PathBuf::from("/dev/null")))),
             Reader::Builtin(_) => None,
         }
     }

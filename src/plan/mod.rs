@@ -444,16 +444,20 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// The login passed to `ssh -G` as `-l`: the rule's, else netrc's for the host.
+fn query_login(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Option<String> {
+    rule.login
+        .clone()
+        .or_else(|| netrc.lookup(&host.name, None).and_then(|e| e.login.clone()))
+}
+
 /// The `ssh -G` question for `host` under `rule`: the port and login the rule (or netrc)
 /// sets are passed as `-p`/`-l`, as they would be on ssh's command line, so `Match user`
 /// and `%r` see them; `None` for protocols `~/.ssh/config` does not speak for.
 pub fn ssh_query(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Option<Query> {
     match rule.protocol {
         Protocol::Scp | Protocol::Sftp => {
-            let login = rule
-                .login
-                .clone()
-                .or_else(|| netrc.lookup(&host.name, None).and_then(|e| e.login.clone()));
+            let login = query_login(rule, host, netrc);
             Some(Query {
                 alias: host.name.clone(),
                 port: host.port.or(rule.port),
@@ -470,10 +474,7 @@ pub fn shell_query(rule: &Rule, host: &HostSpec, netrc: &Netrc) -> Option<Query>
     if !rule.protocol.is_ftp() || !(rule.needs_shell() || rule.version_cmd.is_some()) {
         return None;
     }
-    let login = rule
-        .login
-        .clone()
-        .or_else(|| netrc.lookup(&host.name, None).and_then(|e| e.login.clone()));
+    let login = query_login(rule, host, netrc);
     Some(Query {
         alias: host.name.clone(),
         port: rule.ssh_port_explicit.then_some(rule.ssh_port),
@@ -556,15 +557,9 @@ fn hop_passwords(hops: &[String], netrc: &Netrc) -> Vec<crate::transport::proxy:
                 Some((u, r)) => (Some(u), r),
                 None => (None, hop),
             };
-            let host = match rest.strip_prefix('[') {
-                Some(r) => r.split(']').next().unwrap_or(r),
-                None => rest.split(':').next().unwrap_or(rest),
-            };
-            let password = netrc.lookup(host, user)?.password.clone()?;
-            Some(crate::transport::proxy::HopPassword {
-                host: host.to_owned(),
-                password,
-            })
+            let host = crate::config::hosts::parse_host(rest).ok()?.name;
+            let password = netrc.lookup(&host, user)?.password.clone()?;
+            Some(crate::transport::proxy::HopPassword { host, password })
         })
         .collect()
 }

@@ -186,17 +186,7 @@ impl Link {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let text = printable(&lock(&self.stderr));
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| {
-                !l.is_empty()
-                    && !l.starts_with("debug")
-                    && !l.starts_with("Warning: Permanently added")
-            })
-            .collect();
-        let tail = lines[lines.len().saturating_sub(3)..].join("; ");
+        let tail = said(&lock(&self.stderr), 3);
         if tail.is_empty() {
             return None;
         }
@@ -366,7 +356,7 @@ fn master(j: &Jump, timeout: Duration) -> Result<PathBuf, String> {
         m.by_chain[j].clone()
     };
     let socket = lock(&slot);
-    if socket.exists() && alive(j, &socket) {
+    if alive(&socket) {
         return Ok(socket.clone());
     }
     let _ = std::fs::remove_file(&*socket);
@@ -424,26 +414,20 @@ fn master(j: &Jump, timeout: Duration) -> Result<PathBuf, String> {
         }
     };
     drop(stop_asking);
-    let mut err = String::new();
+    let mut err = Vec::new();
     if let Some(mut e) = child.stderr.take() {
-        let mut buf = Vec::new();
-        let _ = e.read_to_end(&mut buf);
-        err = printable(&buf);
+        let _ = e.read_to_end(&mut err);
     }
     if status.success() && socket.exists() {
         return Ok(socket.clone());
     }
-    let lines: Vec<&str> = err
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
-        .collect();
+    let err = said(&err, usize::MAX);
     Err(format!(
         "{what}: {}",
-        if lines.is_empty() {
+        if err.is_empty() {
             format!("ssh exited with {status}")
         } else {
-            lines.join("; ")
+            err
         }
     ))
 }
@@ -459,23 +443,13 @@ impl Drop for Defer {
 
 /// 128 random bits, hex.
 fn hex_token() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// Whether the master behind `socket` still answers (`ssh -O check`).
-fn alive(j: &Jump, socket: &Path) -> bool {
-    let mut cmd = base(j, Duration::from_secs(5));
-    cmd.arg("-S")
-        .arg(socket)
-        .args(["-O", "check", "--"])
-        .arg(j.hops.last().expect("a jump has hops"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd.status().is_ok_and(|s| s.success())
+/// Whether a master listens behind `socket`: a stale socket (its master was killed) refuses
+/// the connection. Asked on every target's connect, so no `ssh -O check` process.
+fn alive(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
 }
 
 /// The private directory for control sockets, one per user (0700: a control socket is a
@@ -508,6 +482,20 @@ fn control_dir() -> Result<PathBuf, String> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What OpenSSH said on stderr, made safe to show: its last `keep` meaningful lines (no
+/// debug output, no "Permanently added" chatter), joined with `; `.
+fn said(stderr: &[u8], keep: usize) -> String {
+    let text = printable(stderr);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("debug") && !l.starts_with("Warning: Permanently added")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(keep)..].join("; ")
 }
 
 /// Text from outside, made safe to show: control characters dropped, invalid UTF-8 replaced.
