@@ -76,8 +76,9 @@ struct Cli {
     #[arg(long, value_name = "RULE")]
     rollback: Option<String>,
 
-    /// With --rollback: only this host (repeat for more).
-    #[arg(long = "host", value_name = "HOST", requires = "rollback")]
+    /// With --rollback, --dispatch or --converge: only this host of the rule (repeat for
+    /// more).
+    #[arg(long = "host", value_name = "HOST")]
     hosts: Vec<String>,
 
     /// List past dispatches, newest first.

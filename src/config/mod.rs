@@ -5,6 +5,7 @@
 
 pub mod diagnostic;
 pub mod duration;
+pub mod health;
 pub mod hosts;
 pub mod ini;
 pub mod limits;

@@ -45,15 +45,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("post", "command run on the host after the upgrade"),
     (
         "health",
-        "command (or http(s) URL) that must succeed after the upgrade",
+        "command, http(s) URL, `proc:NAME[:MIN[-MAX]]` (processes running on the host) or `port:N` (a port listening on the host) that must succeed after the upgrade",
     ),
     (
         "health_timeout",
-        "how long an http(s) `health` URL may take to answer 2xx (default 2m)",
+        "how long an http(s) `health` URL (or a `proc:`/`port:` check) may take to pass (default 2m)",
     ),
     (
         "health_interval",
-        "pause between two tries of an http(s) `health` URL (default 2s)",
+        "pause between two tries of an http(s) `health` URL or a `proc:`/`port:` check (default 2s)",
     ),
     (
         "layout",
@@ -664,6 +664,14 @@ fn build_rule(
     let health = template("health", true);
     let rollback = template("rollback", true);
     let version_cmd = template("version_cmd", true);
+    // `proc:`/`port:` checks are dropship's own, not commands: their syntax is checked here.
+    let health = match get("health").map(|l| (l.line, super::health::Probe::parse(l.value))) {
+        Some((line, Some(Err(why)))) => {
+            err(line, format!("bad `health`: {why}"), "");
+            None
+        }
+        _ => health,
+    };
 
     let path_key = |k: &str| get(k).map(|l| resolve_path(l.value, file));
 

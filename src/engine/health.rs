@@ -144,6 +144,100 @@ pub fn poll(
     }
 }
 
+pub use crate::config::health::{Probe, is_probe};
+
+/// How a [`Probe`] (`proc:`/`port:`) went: what its last try said, or why it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "health check failed: {last} (after {attempts} tries in {waited_secs}s)\n  help: check the service on the host, or raise `health_timeout`"
+    )]
+    Unhealthy {
+        last: String,
+        attempts: u32,
+        waited_secs: u64,
+    },
+    #[error("health check `{probe}`: {detail}")]
+    Cannot { probe: String, detail: String },
+    #[error("health check: cancelled")]
+    Cancelled,
+}
+
+/// Runs `probe`'s script on the host through `shell` until it passes (its last line
+/// returned), `timeout` passes (one try every `interval`), or `stop()`. Each try's line goes
+/// to `progress`. A host that cannot be looked at (no `/proc`, no `ps`) fails at once: trying
+/// again would not help.
+pub fn poll_probe(
+    shell: &mut dyn crate::transport::Shell,
+    probe: &Probe,
+    timeout: Duration,
+    interval: Duration,
+    try_timeout: Duration,
+    stop: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(u32, &str),
+) -> Result<String, ProbeError> {
+    let script = probe.script();
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut n = 0;
+    loop {
+        if stop() {
+            return Err(ProbeError::Cancelled);
+        }
+        n += 1;
+        let mut last = String::new();
+        let status = shell.exec(&script, try_timeout, stop, &mut |stream, line| {
+            if stream == crate::transport::Stream::Stdout && !line.trim().is_empty() {
+                last = line.trim().to_owned();
+            }
+        });
+        let cannot = |detail: String| ProbeError::Cannot {
+            probe: probe_source(probe),
+            detail,
+        };
+        match status {
+            Ok(0) => {
+                progress(n, &last);
+                return Ok(last);
+            }
+            Ok(1) => progress(n, &last),
+            Ok(code) if last.is_empty() => {
+                return Err(cannot(format!("the check exited with status {code}")));
+            }
+            Ok(_) => return Err(cannot(last)),
+            Err(crate::transport::TransportError::Cancelled { .. }) => {
+                return Err(ProbeError::Cancelled);
+            }
+            Err(e) => return Err(cannot(e.to_string())),
+        }
+        let next = Instant::now() + interval;
+        if next >= deadline {
+            return Err(ProbeError::Unhealthy {
+                last,
+                attempts: n,
+                waited_secs: start.elapsed().as_secs(),
+            });
+        }
+        while Instant::now() < next {
+            if stop() {
+                return Err(ProbeError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(50).min(next - Instant::now()));
+        }
+    }
+}
+
+/// `proc:NAME:1-4` / `port:N` as the user wrote it (near enough) for messages.
+fn probe_source(p: &Probe) -> String {
+    match p {
+        Probe::Proc { name, min, max } => match max {
+            Some(m) => format!("proc:{name}:{min}-{m}"),
+            None => format!("proc:{name}:{min}"),
+        },
+        Probe::Port { port } => format!("port:{port}"),
+    }
+}
+
 /// The cause of a failed request, in a few words (reqwest's own text nests its causes).
 fn describe(e: &reqwest::Error) -> String {
     use std::error::Error;

@@ -269,6 +269,10 @@ impl JobContext<'_> {
             let t = self.started(step, Some(&shown));
             return self.health_url(t, cmd);
         }
+        if let Some(probe) = self.health_probe(step) {
+            let t = self.started(step, Some(cmd));
+            return self.health_by_probe(conn, t, &probe);
+        }
         let t = self.started(step, Some(cmd));
         let Some(shell) = conn.shell.as_deref_mut() else {
             let e = TransportError::Setup {
@@ -362,6 +366,61 @@ impl JobContext<'_> {
                 Ok(())
             }
             Err(health::HealthError::Cancelled { .. }) => Err(self.fail(
+                Step::Health,
+                t,
+                None,
+                TransportError::Cancelled { host: self.host() },
+            )),
+            Err(e) => Err(self.failed_with(Step::Health, t, e.to_string())),
+        }
+    }
+
+    /// The rule's `health` when it is a `proc:`/`port:` check (see [`health::Probe`]).
+    fn health_probe(&self, step: Step) -> Option<health::Probe> {
+        let source = self.rule().commands.health.as_ref()?.source();
+        (step == Step::Health).then(|| health::Probe::parse(source)?.ok())?
+    }
+
+    /// Runs a `proc:`/`port:` check on the host until it passes or `health_timeout` passes;
+    /// every try's verdict is an output line of the step.
+    fn health_by_probe(
+        &self,
+        conn: &mut Connection,
+        t: Instant,
+        probe: &health::Probe,
+    ) -> Result<(), StepFailure> {
+        let Some(shell) = conn.shell.as_deref_mut() else {
+            let e = TransportError::Setup {
+                host: self.host(),
+                detail: "`health` needs a shell on the host, and this target has none".into(),
+            };
+            return Err(self.fail(Step::Health, t, None, e));
+        };
+        let rule = self.rule();
+        let res = health::poll_probe(
+            shell,
+            probe,
+            rule.health_timeout,
+            rule.health_interval,
+            rule.step_timeout,
+            &|| self.cancel.is_hard(),
+            &mut |n, line| {
+                (self.emit)(Event::Output {
+                    dispatch: self.dispatch,
+                    at: now_ms(),
+                    host: self.host(),
+                    step: Step::Health,
+                    stream: crate::transport::Stream::Stdout,
+                    line: format!("try {n}: {line}"),
+                })
+            },
+        );
+        match res {
+            Ok(_) => {
+                self.finished(Step::Health, t, StepOutcome::Ok, None, None);
+                Ok(())
+            }
+            Err(health::ProbeError::Cancelled) => Err(self.fail(
                 Step::Health,
                 t,
                 None,

@@ -57,7 +57,11 @@ impl Extracted {
     /// Adds what `command` (the text of the rule's `key`) calls.
     pub fn add(&mut self, key: &str, command: &str) {
         let trimmed = command.trim_start();
-        if key == "health" && (trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+        if key == "health"
+            && (trimmed.starts_with("http://")
+                || trimmed.starts_with("https://")
+                || crate::config::health::is_probe(trimmed))
+        {
             return;
         }
         let (outer, inner) = substitutions(command);
