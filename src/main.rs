@@ -34,7 +34,7 @@ const EXIT_NO_RULE: u8 = 3;
     after_help = "Exit codes: 0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched.\n\
                   Config: --config, else $DROPSHIP_CONFIG, else ./dispatch.cfg, else $XDG_CONFIG_HOME/dropship/dispatch.cfg.\n\
                   With no mode flag, dropship opens the interactive console (as --tui does).",
-    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui", "probe", "status", "rollback"]))
+    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui", "probe", "status", "rollback", "converge"]))
 )]
 struct Cli {
     /// dispatch.cfg to use.
@@ -58,9 +58,17 @@ struct Cli {
     #[arg(long, value_name = "BUNDLE", num_args = 1..)]
     dispatch: Vec<String>,
 
-    /// With --dispatch: print the plans and touch nothing.
-    #[arg(long, requires = "dispatch")]
+    /// With --dispatch or --converge: print the plans and touch nothing.
+    #[arg(long)]
     dry_run: bool,
+
+    /// Bring RULE's hosts (every rule's without RULE) back to the version last shipped
+    /// successfully: read each host's version (`version_cmd`), and ship that bundle again,
+    /// from the local bundle store, to exactly the hosts that differ, with the rule's
+    /// rollout. With --dry-run: show who would get what. Exit 1 if a host failed or did not
+    /// answer, 2 for a rule without `version_cmd` or never shipped, 3 if no rule is RULE.
+    #[arg(long, value_name = "RULE", num_args = 0..=1, default_missing_value = "")]
+    converge: Option<String>,
 
     /// Continue an interrupted dispatch (see --history).
     #[arg(long, value_name = "ID")]
@@ -165,8 +173,9 @@ struct Cli {
 }
 
 /// Flags whose value names a bundle, rule, file or directory: a name that may begin with `-`.
-const NAME_VALUED: [&str; 9] = [
+const NAME_VALUED: [&str; 10] = [
     "--plan",
+    "--converge",
     "--dispatch",
     "--rollback",
     "--probe",
@@ -346,6 +355,21 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if !cli.hosts.is_empty()
+        && cli.rollback.is_none()
+        && cli.dispatch.is_empty()
+        && cli.converge.is_none()
+    {
+        say!("dropship: --host goes with --dispatch, --rollback or --converge");
+        return Err(Exit(EXIT_USAGE).into());
+    }
+    if cli.dry_run && cli.dispatch.is_empty() && cli.converge.is_none() {
+        say!("dropship: --dry-run goes with --dispatch or --converge");
+        return Err(Exit(EXIT_USAGE).into());
+    }
+    if let Some(rule) = &cli.converge {
+        return converge(cli, rule);
+    }
     if cli.check {
         return check(cli);
     }
@@ -545,10 +569,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     let ctx = context(cli)?;
     let stamp = stamp(cli)?;
     let mut downloads = headless::Downloads::new(mode(cli));
-    let prepared = run::prepare(&ctx, &cli.dispatch, stamp.as_ref(), |url, n, total| {
+    let mut prepared = run::prepare(&ctx, &cli.dispatch, stamp.as_ref(), |url, n, total| {
         downloads.progress(url, n, total)
     })?;
     drop(downloads);
+    run::restrict(&mut prepared, &cli.hosts)?;
+    let chain: Option<Vec<String>> =
+        run::is_chain(&prepared).then(|| prepared.iter().map(|p| p.plan.bundle.clone()).collect());
     if cli.dry_run {
         for p in &prepared {
             if cli.json {
@@ -561,7 +588,36 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let summaries = with_printer(cli, |front, _| run::dispatch(&ctx, prepared, front))?;
+    if let Some(chain) = chain {
+        let reached = run::chain_reached(&chain, &summaries);
+        if cli.json {
+            out_json(&format!("{}\n", serde_json::json!({ "chain": reached })))?;
+        } else {
+            out(&format!("\n{}", chain_table(&reached)))?;
+        }
+    }
     finish(cli, &summaries)
+}
+
+/// Which version of a chain each host reached.
+fn chain_table(reached: &[run::Reached]) -> String {
+    let mut t = String::from("chain: version reached per host\n");
+    for r in reached {
+        let mut line = format!(
+            "  {}: {}",
+            r.host,
+            r.reached.as_deref().unwrap_or("none of the chain")
+        );
+        if let Some(f) = &r.failed {
+            line.push_str(&format!(" ({f} failed)"));
+        }
+        if !r.not_tried.is_empty() {
+            line.push_str(&format!("; not tried: {}", r.not_tried.join(", ")));
+        }
+        t.push_str(&line);
+        t.push('\n');
+    }
+    t
 }
 
 /// Prints the closing table and turns the results into the exit code.
@@ -637,10 +693,17 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
     }
     if let (Ok(c), Ok(n), Ok(ssh)) = (&config, &netrc, &ssh) {
         failed |= check_files(c);
+        let store = store_usage(c);
         if cli.json {
-            out_json(&format!("{:#}\n", check_json(c, n, ssh)))?;
+            let mut v = check_json(c, n, ssh);
+            v["store"] = store.as_ref().map_or_else(
+                |e| serde_json::json!({ "error": e.to_string() }),
+                |(u, max)| serde_json::json!({ "root": u.root, "bundles": u.bundles, "bytes": u.bytes, "store_max": max, "entries": u.entries }),
+            );
+            out_json(&format!("{v:#}\n"))?;
         } else {
             out(&report::check_report(c, n, ssh))?;
+            out(&store_text(&store))?;
         }
     }
     if failed {
@@ -650,6 +713,56 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
         out(&format!("\nOK: {} is valid\n", path.display()))?;
     }
     Ok(())
+}
+
+/// The local bundle store and its bound: the smallest `store_max` of the rules (the one a
+/// dispatch of that rule enforces on all of it).
+fn store_usage(
+    config: &Config,
+) -> Result<(dropship::engine::store::Usage, u64), dropship::engine::store::StoreError> {
+    use dropship::engine::store::{DEFAULT_MAX_BYTES, Store};
+    let max = config
+        .rules
+        .iter()
+        .map(|r| r.store_max)
+        .min()
+        .unwrap_or(DEFAULT_MAX_BYTES);
+    Ok((Store::new(Store::default_root()).usage()?, max))
+}
+
+fn store_text(
+    store: &Result<(dropship::engine::store::Usage, u64), dropship::engine::store::StoreError>,
+) -> String {
+    let mib = |b: u64| match b {
+        b if b < 1 << 10 => format!("{b} B"),
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b => format!("{:.1} GiB", b as f64 / (1 << 30) as f64),
+    };
+    match store {
+        Err(e) => format!("\nbundle store: {e}\n"),
+        Ok((u, max)) => {
+            let mut t = format!(
+                "\nbundle store {}: {} bundle(s), {} of store_max {}\n",
+                u.root.display(),
+                u.bundles,
+                mib(u.bytes),
+                mib(*max)
+            );
+            let mut entries = u.entries.clone();
+            entries.sort_by(|a, b| a.rule.cmp(&b.rule).then(b.stored_at.cmp(&a.stored_at)));
+            for e in &entries {
+                t.push_str(&format!(
+                    "  [{}] {} ({}, sha256 {})\n",
+                    e.rule,
+                    e.bundle,
+                    mib(e.size),
+                    &e.sha256[..e.sha256.len().min(12)]
+                ));
+            }
+            t
+        }
+    }
 }
 
 /// Files a rule names must exist; checked here rather than at load so `--plan` works on
@@ -758,6 +871,109 @@ fn fleet_targets(
             Err(Exit(EXIT_NO_RULE).into())
         }
     }
+}
+
+/// `--converge [RULE]`: the plan first (all of it with --dry-run), then the re-dispatches.
+fn converge(cli: &Cli, rule: &str) -> anyhow::Result<()> {
+    if !cli.dry_run {
+        start_log("converge");
+    }
+    let targets = fleet_targets(cli, rule)?;
+    let ctx = context(cli)?;
+    let plans = run::converge_plan(&ctx, &targets, &cli.hosts, !rule.is_empty())?;
+    if plans.is_empty() {
+        say!(
+            "dropship: nothing to converge: no rule has both a `version_cmd` and a dispatch that succeeded\n  help: add `version_cmd` to the rules, and ship a bundle with --dispatch FILE"
+        );
+        return Err(Exit(EXIT_USAGE).into());
+    }
+    if cli.json {
+        for p in &plans {
+            out_json(&format!("{}\n", serde_json::json!({ "converge": p })))?;
+        }
+    } else {
+        out(&converge_table(&plans, cli.dry_run))?;
+    }
+    let unreachable: usize = plans.iter().map(|p| p.unreachable()).sum();
+    if cli.dry_run {
+        return Ok(());
+    }
+    let stamp = stamp(cli)?;
+    let summaries = with_printer(cli, |front, _| {
+        run::converge(&ctx, &plans, stamp.as_ref(), front)
+    })?;
+    if summaries.is_empty() {
+        if !cli.json {
+            out("\nevery host that answered runs the last good version: nothing shipped\n")?;
+        }
+        return if unreachable == 0 {
+            Ok(())
+        } else {
+            Err(Exit(EXIT_FAILED).into())
+        };
+    }
+    let result = finish(cli, &summaries);
+    if unreachable > 0 {
+        return Err(Exit(EXIT_FAILED).into());
+    }
+    result
+}
+
+/// The converge plan: per rule, the version to reach and each host's fate.
+fn converge_table(plans: &[dropship::fleet::converge::RulePlan], dry_run: bool) -> String {
+    use dropship::fleet::converge::Action;
+    use dropship::fleet::version::Installed;
+    let mut t = String::new();
+    for p in plans {
+        t.push_str(&format!(
+            "[{}] ({}): last good {} (version {}, dispatch #{}){}\n",
+            p.rule,
+            p.package,
+            p.goal.bundle,
+            p.goal.version,
+            p.goal.dispatch,
+            if dry_run {
+                ", dry run: nothing changes"
+            } else {
+                ""
+            }
+        ));
+        let width = p
+            .hosts
+            .iter()
+            .map(|h| h.label.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        t.push_str(&format!(
+            "  {:width$}  {:<12}  ACTION\n",
+            "HOST", "INSTALLED"
+        ));
+        for h in &p.hosts {
+            let installed = match &h.installed {
+                Installed::Version { version } => version.clone(),
+                Installed::Unreadable { .. } => "unreadable".into(),
+                Installed::Unreachable { .. } => "unreachable".into(),
+            };
+            let action = match h.action {
+                Action::UpToDate => "up to date".to_owned(),
+                Action::Ship if dry_run => format!("would get {}", p.goal.bundle),
+                Action::Ship => format!("gets {}", p.goal.bundle),
+                Action::Unreachable => "left out: did not answer".to_owned(),
+            };
+            let why = match &h.installed {
+                Installed::Version { .. } => String::new(),
+                Installed::Unreadable { error } | Installed::Unreachable { error } => {
+                    format!(" ({error})")
+                }
+            };
+            t.push_str(&format!(
+                "  {:width$}  {installed:<12}  {action}{why}\n",
+                h.label
+            ));
+        }
+    }
+    t
 }
 
 /// `--probe [RULE]`: exit 0 when every host passes, 1 when one fails.

@@ -61,7 +61,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "keep",
-        "with `layout = releases`: releases kept on the host, newest first (default 5; `current` and the one before are never deleted)",
+        "with `layout = releases`: releases kept on the host, newest first (default 5; `current` and the one before are never deleted); also the bundles of the rule kept in the local bundle store for `--converge`",
+    ),
+    (
+        "store_max",
+        "size bound of the local bundle store, all rules together, oldest bundles evicted first: bytes, or `500M`, `2G` (default 2G; set it in [DEFAULT])",
     ),
     (
         "rollback",
@@ -320,8 +324,11 @@ pub struct Rule {
     /// The pause between two polls of a `health` URL.
     pub health_interval: Duration,
     pub layout: Layout,
-    /// With `layout = releases`: how many releases stay on the host.
+    /// With `layout = releases`: how many releases stay on the host; also how many of the
+    /// rule's bundles the local store keeps.
     pub keep: usize,
+    /// The bound of the local bundle store in bytes (all rules together).
+    pub store_max: u64,
 }
 
 impl Rule {
@@ -416,6 +423,35 @@ pub fn parse_jump(text: &str) -> Result<Vec<String>, String> {
             }
         })
         .collect()
+}
+
+/// A size: bytes, or a number with `K`, `M`, `G`, `T` (powers of 1024; `KiB`, `MB` ... read
+/// the same).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "`{text}`: write bytes, or a number with K, M, G or T (e.g. `2G`)"
+            ));
+        }
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{text}`: write bytes, or a number with K, M, G or T (e.g. `2G`)"))
 }
 
 fn parse_count(text: &str, min: usize, max: usize) -> Result<usize, String> {
@@ -719,6 +755,7 @@ fn build_rule(
         health_interval: v.health_interval,
         layout: v.layout,
         keep: v.keep,
+        store_max: v.store_max,
     })
 }
 
@@ -777,6 +814,7 @@ struct Values {
     health_interval: Duration,
     layout: Layout,
     keep: usize,
+    store_max: u64,
 }
 
 fn parse_values<'a>(
@@ -865,6 +903,7 @@ fn parse_values<'a>(
         Layout::Plain
     );
     let keep = typed!("keep", |v| parse_count(v, 1, 1000), 5);
+    let store_max = typed!("store_max", parse_size, 2 << 30);
 
     Some(Values {
         protocol: protocol?,
@@ -887,6 +926,7 @@ fn parse_values<'a>(
         health_interval: health_interval?,
         layout: layout?,
         keep: keep?,
+        store_max: store_max?,
     })
 }
 

@@ -6,6 +6,7 @@
 //! report through return values and callbacks, never printing.
 
 pub use crate::engine::{health, notify, releases};
+pub mod converge;
 pub mod pool;
 pub mod probe;
 pub mod programs;

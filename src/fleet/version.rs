@@ -195,7 +195,7 @@ pub fn compare(a: &str, b: &str) -> Option<Ordering> {
 
 /// Whether `installed` is what `shipped` (a capture or a stem) names: equal, or the stem
 /// ends with `-VERSION`/`_VERSION` (`app-1.4.2` names `1.4.2`).
-fn same(installed: &str, shipped: &str) -> bool {
+pub fn same(installed: &str, shipped: &str) -> bool {
     installed == shipped
         || shipped
             .strip_suffix(installed)

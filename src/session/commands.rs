@@ -37,6 +37,10 @@ pub enum RunError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Watch(#[from] crate::watch::WatchError),
+    #[error("cannot converge rule [{rule}]: {why}")]
+    Converge { rule: String, why: String },
+    #[error(transparent)]
+    Store(#[from] crate::engine::store::StoreError),
 }
 
 impl RunError {
@@ -45,6 +49,7 @@ impl RunError {
         match self {
             RunError::Runtime(_) => false,
             RunError::Watch(e) => e.is_usage(),
+            RunError::Store(_) => false,
             _ => true,
         }
     }
@@ -63,6 +68,17 @@ pub struct Context {
 pub struct Prepared {
     pub plan: Plan,
     pub file: PathBuf,
+    /// Hosts of the plan to ship to (`--host`); `None`: all.
+    pub only: Option<Vec<String>>,
+}
+
+/// `--dispatch ... --host H...`: ships each bundle to those hosts of its rule only. A host
+/// that is not one of a bundle's rule's hosts is a usage error naming the rule's hosts.
+pub fn restrict(prepared: &mut [Prepared], hosts: &[String]) -> Result<(), RunError> {
+    for p in prepared.iter_mut() {
+        p.only = rollback::only(&p.plan, hosts)?;
+    }
+    Ok(())
 }
 
 /// Plans every bundle (so a bundle no rule matches stops everything before anything is
@@ -116,7 +132,11 @@ pub fn prepare(
                 }
             }
         };
-        out.push(Prepared { plan, file });
+        out.push(Prepared {
+            plan,
+            file,
+            only: None,
+        });
     }
     Ok(out)
 }
@@ -150,15 +170,16 @@ pub fn dispatch(
     front: Emit,
 ) -> Result<Vec<Summary>, RunError> {
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    let chain = is_chain(&prepared);
     let mut records = Vec::new();
     for p in &prepared {
         records.push(
-            NewDispatch::for_plan(&p.plan, &p.file, &ctx.config.path, None).map_err(|e| {
-                RunError::Bundle {
+            NewDispatch::for_plan(&p.plan, &p.file, &ctx.config.path, p.only.as_deref()).map_err(
+                |e| RunError::Bundle {
                     path: p.file.clone(),
                     detail: e.to_string(),
-                }
-            })?,
+                },
+            )?,
         );
     }
     let holder = crate::engine::lock::local_holder();
@@ -169,26 +190,152 @@ pub fn dispatch(
                 break;
             }
             let id = journal.begin_dispatch(&rec)?;
+            let rule = p.plan.rule.clone();
             let d = Arc::new(Dispatch {
                 id,
                 plan: Arc::new(p.plan),
-                bundle: p.file,
+                bundle: p.file.clone(),
                 bundle_sha256: rec.bundle_sha256.clone(),
                 known_hosts: ctx.known_hosts.clone(),
                 holder: holder.clone(),
                 skip: HashMap::new(),
-                only: None,
+                only: p.only,
                 connector: crate::engine::connect::real(),
             });
             let s = rollout::run(d, cancel.clone(), emit.clone()).await;
             if cancel.is_requested() {
                 journal.mark_cancelled(id)?;
             }
+            if s.count(crate::engine::events::TargetResult::Succeeded) > 0 {
+                keep_in_store(&rule, &rec, &p.file, id, &emit);
+            }
             session.runs().finished(&s, &emit);
+            let failed = !s.all_succeeded();
             summaries.push(s);
+            if chain && failed {
+                break;
+            }
         }
         Ok::<_, RunError>(summaries)
     })?
+}
+
+/// Several bundles of one rule (`app-1.1.tgz app-1.2.tgz app-1.3.tgz`): a chain of versions
+/// shipped in order, which stops at the first version that fails on a host (the next
+/// versions are meant to build on it).
+pub fn is_chain(prepared: &[Prepared]) -> bool {
+    prepared.len() > 1
+        && prepared
+            .iter()
+            .all(|p| p.plan.rule.name == prepared[0].plan.rule.name)
+}
+
+/// How far one host got along a chain: the last version it took, and the one it failed on
+/// (`None`: it took them all, or the chain stopped before its next version).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reached {
+    pub host: String,
+    pub reached: Option<String>,
+    pub failed: Option<String>,
+    /// Versions of the chain this host never got to.
+    pub not_tried: Vec<String>,
+}
+
+/// Per host of a chain's summaries (in order), how far it got; `bundles` is the chain as
+/// given, so versions never started count as not tried.
+pub fn chain_reached(bundles: &[String], summaries: &[Summary]) -> Vec<Reached> {
+    use crate::engine::events::TargetResult;
+    let mut out: Vec<Reached> = Vec::new();
+    for (i, s) in summaries.iter().enumerate() {
+        for (host, o, _) in &s.targets {
+            let r = match out.iter_mut().position(|r| &r.host == host) {
+                Some(k) => &mut out[k],
+                None => {
+                    out.push(Reached {
+                        host: host.clone(),
+                        reached: None,
+                        failed: None,
+                        not_tried: Vec::new(),
+                    });
+                    out.last_mut().expect("just pushed")
+                }
+            };
+            if r.failed.is_some() {
+                continue;
+            }
+            match o.result {
+                TargetResult::Succeeded => r.reached = Some(s.bundle.clone()),
+                TargetResult::Failed => r.failed = Some(s.bundle.clone()),
+                _ => r
+                    .not_tried
+                    .push(bundles.get(i).cloned().unwrap_or_default()),
+            }
+        }
+    }
+    for r in &mut out {
+        let last = summaries.len();
+        r.not_tried.extend(bundles.iter().skip(last).cloned());
+    }
+    out
+}
+
+/// Keeps a bundle that reached a host in the local store ([`crate::engine::store`]), for
+/// `--converge`. A store that cannot take it is a warning, not a failed dispatch: the
+/// bundle did ship.
+fn keep_in_store(
+    rule: &crate::config::Rule,
+    rec: &NewDispatch,
+    file: &Path,
+    dispatch: i64,
+    emit: &Emit,
+) {
+    use crate::engine::events::Level;
+    use crate::engine::store::Store;
+    let store = Store::new(Store::default_root());
+    let notice = |level, message: String| {
+        emit(Event::Notice {
+            dispatch,
+            at: crate::engine::events::now_ms(),
+            host: None,
+            level,
+            message,
+        })
+    };
+    match store.keep(
+        &rule.name,
+        &rec.bundle,
+        file,
+        &rec.bundle_sha256,
+        rec.bundle_size,
+        rule.keep,
+        rule.store_max,
+        crate::engine::events::now_ms(),
+    ) {
+        Ok(k) => {
+            for e in &k.evicted {
+                notice(
+                    Level::Info,
+                    format!(
+                        "bundle store: evicted {} of [{}] (keep = {}, store_max = {} bytes)",
+                        e.bundle, e.rule, rule.keep, k.max
+                    ),
+                );
+            }
+            if k.total > k.max {
+                notice(
+                    Level::Warning,
+                    format!(
+                        "bundle store: {} alone ({} bytes) is over store_max ({} bytes); kept anyway, as the last good bundle",
+                        rec.bundle, rec.bundle_size, k.max
+                    ),
+                );
+            }
+        }
+        Err(e) => notice(
+            Level::Warning,
+            format!("bundle not kept for --converge: {e}"),
+        ),
+    }
 }
 
 /// `--rollback RULE [--host H]...`: puts the rule's hosts (or the named ones) back, see
@@ -407,6 +554,131 @@ pub fn watch(
     );
     session.shutdown(Duration::from_secs(1));
     Ok(report?)
+}
+
+/// `--converge [RULE] [--host H]...`, first half: per rule (those of `targets`), the bundle
+/// of its last good dispatch, proved present in the store, and which hosts differ from it.
+/// A rule named on its own (`named`) without `version_cmd` or without a good dispatch is an
+/// error; when all rules are asked for, such rules are left out. Changes nothing.
+pub fn converge_plan(
+    ctx: &Context,
+    targets: &[ProbeTarget],
+    hosts: &[String],
+    named: bool,
+) -> Result<Vec<crate::fleet::converge::RulePlan>, RunError> {
+    use crate::engine::store::Store;
+    use crate::fleet::converge;
+    let journal = if ctx.journal_path.is_file() {
+        Some(Journal::open(&ctx.journal_path)?)
+    } else {
+        None
+    };
+    let store = Store::new(Store::default_root());
+    let mut rules: Vec<&Arc<crate::config::Rule>> = Vec::new();
+    for t in targets {
+        if !rules.iter().any(|r| r.name == t.rule.name) {
+            rules.push(&t.rule);
+        }
+    }
+    let mut plans = Vec::new();
+    for rule in rules {
+        let fail = |why: String| RunError::Converge {
+            rule: rule.name.clone(),
+            why,
+        };
+        if rule.version_cmd.is_none() {
+            if named {
+                return Err(fail("it has no `version_cmd`, so the hosts' versions cannot be read\n  help: add e.g. `version_cmd = cat ~/app/.version` to the rule".into()));
+            }
+            continue;
+        }
+        let goal = match &journal {
+            Some(j) => converge::goal(j, rule)?,
+            None => None,
+        };
+        let Some(goal) = goal else {
+            if named {
+                return Err(fail(format!(
+                    "the journal ({}) has no dispatch of it that succeeded on a host, so there is no version to converge to\n  help: ship a bundle of the rule first with --dispatch FILE",
+                    ctx.journal_path.display()
+                )));
+            }
+            continue;
+        };
+        store.find(&goal.bundle, &goal.sha256)?;
+        let mine: Vec<ProbeTarget> = targets
+            .iter()
+            .filter(|t| t.rule.name == rule.name)
+            .filter(|t| hosts.is_empty() || hosts.contains(&t.target.host.name))
+            .cloned()
+            .collect();
+        if let Some(h) = hosts
+            .iter()
+            .find(|h| named && !rule.hosts.iter().any(|x| &x.name == *h))
+        {
+            return Err(RunError::Rollback(RollbackError::UnknownHost {
+                host: h.clone(),
+                rule: rule.name.clone(),
+                hosts: rule.hosts.iter().map(|x| x.name.clone()).collect(),
+            }));
+        }
+        if mine.is_empty() {
+            continue;
+        }
+        plans.push(converge::plan(&mine, goal, &ctx.known_hosts));
+    }
+    Ok(plans)
+}
+
+/// `--converge`, second half: ships each plan's bundle, from the store, to exactly the
+/// hosts that differ, with the rule's rollout (`canary`, `max_fail`, `parallel`). Rules
+/// with no host to ship to start nothing.
+pub fn converge(
+    ctx: &Context,
+    plans: &[crate::fleet::converge::RulePlan],
+    stamp: Option<&Stamp>,
+    front: Emit,
+) -> Result<Vec<Summary>, RunError> {
+    use crate::engine::store::Store;
+    let store = Store::new(Store::default_root());
+    let stamp = stamp.cloned().unwrap_or_else(Stamp::now);
+    let mut prepared = Vec::new();
+    for p in plans {
+        let only = p.to_ship();
+        if only.is_empty() {
+            continue;
+        }
+        let plan = Plan::build(
+            &ctx.config,
+            &ctx.netrc,
+            &ctx.ssh,
+            &p.goal.bundle,
+            stamp.clone(),
+        )?;
+        if plan.rule.name != p.rule {
+            return Err(RunError::Converge {
+                rule: p.rule.clone(),
+                why: format!(
+                    "its last good bundle {} now matches rule [{}]: the config changed",
+                    p.goal.bundle, plan.rule.name
+                ),
+            });
+        }
+        prepared.push(Prepared {
+            plan,
+            file: store.find(&p.goal.bundle, &p.goal.sha256)?,
+            only: Some(only),
+        });
+    }
+    if prepared.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One rule per dispatch, never a chain: each stands on its own.
+    let mut out = Vec::new();
+    for p in prepared {
+        out.extend(dispatch(ctx, vec![p], front.clone())?);
+    }
+    Ok(out)
 }
 
 /// `--history`: past dispatches, newest first.
