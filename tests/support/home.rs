@@ -77,6 +77,8 @@ impl Home {
             .current_dir(self.root())
             .env("HOME", self.root())
             .env("XDG_STATE_HOME", self.path("state"))
+            // The bundle store (`--dispatch` fills it) stays in this HOME too.
+            .env("XDG_DATA_HOME", self.path("data"))
             .stdin(Stdio::null());
         for var in CLEARED_ENV {
             c.env_remove(var);
