@@ -239,6 +239,50 @@ fn converge_brings_every_host_to_the_last_good_version() {
     );
 }
 
+/// Converge ships with the rule's rollout: `canary = 1` sends the first differing host
+/// alone, and when it fails the others are skipped. A host whose version cannot be read
+/// (no version file) is one that differs.
+#[test]
+fn converge_keeps_the_rules_canary() {
+    let Some(server) = SshServer::builder()
+        .listen_also(LOOPBACK_2)
+        .start_or_skip("converge_keeps_the_rules_canary")
+    else {
+        return;
+    };
+    let env = Env::new("converge_canary", &server);
+    let port = server.port();
+    config(
+        &env,
+        &format!("127.0.0.1:{port}, 127.0.0.2:{port}"),
+        "canary = 1\n",
+    );
+    let (a, b) = ("127.0.0.1", "127.0.0.2");
+    ok(&env.dispatch(&["app-1.0.tgz"], &[]));
+    ok(&env.dispatch(&["app-1.1.tgz"], &[]));
+    env.set_version(a, "1.0");
+    std::fs::remove_file(env.dest.join(&format!("app/{b}/.version"))).unwrap();
+    std::fs::write(env.dest.join(&format!("fail-1.1-{a}")), "").unwrap();
+    let o = env.run(&["--converge", "app", "--dry-run"]);
+    ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines().any(|l| l.contains(b)
+            && l.contains("unreadable")
+            && l.contains("would get app-1.1.tgz")),
+        "{out}"
+    );
+    let o = env.run(&["--converge", "app"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("canary failed"), "{}", text(&o));
+    assert_eq!(env.version(a), "1.0");
+    assert_eq!(env.version(b), "");
+    // The canary put right: both converge.
+    std::fs::remove_file(env.dest.join(&format!("fail-1.1-{a}"))).unwrap();
+    ok(&env.run(&["--converge", "app"]));
+    assert_eq!([env.version(a), env.version(b)], ["1.1", "1.1"]);
+}
+
 #[test]
 fn converge_refuses_what_it_cannot_do() {
     let Some(server) = SshServer::builder().start_or_skip("converge_refuses_what_it_cannot_do")

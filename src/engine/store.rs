@@ -428,4 +428,32 @@ mod tests {
                 .is_none()
         );
     }
+
+    /// A bundle on another file system (tmpfs `/dev/shm` here) is copied, not linked: the
+    /// store's file survives the original being rewritten.
+    #[test]
+    fn copies_across_file_systems() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("no /dev/shm: the copy path is not tested here");
+            return;
+        };
+        let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).unwrap();
+        if dev(other.path()) == dev(dir.path()) {
+            eprintln!("/dev/shm is on the same file system: the copy path is not tested here");
+            return;
+        }
+        let store = Store::new(dir.path().join("store"));
+        let f = other.path().join("x-1");
+        let data = [9u8; 4096];
+        fs::write(&f, data).unwrap();
+        let k = store
+            .keep("x", "x-1", &f, &sha(&data), 4096, 5, 1 << 20, 1)
+            .unwrap();
+        assert!(!k.linked);
+        fs::write(&f, [0u8; 4096]).unwrap();
+        assert_eq!(store.find("x-1", &sha(&data)).unwrap(), k.path);
+        assert_eq!(fs::read(&k.path).unwrap(), data);
+    }
 }
