@@ -1,5 +1,5 @@
 //! `health = proc:NAME[:MIN[-MAX]]` and `health = port:N` through the real binary, against
-//! the real sshd, for users whose login shell is bash, dash, fish, busybox ash and tcsh:
+//! the real sshd, for users whose login shell is bash, dash, zsh, fish, busybox ash and tcsh:
 //! the checks are dropship's own POSIX sh scripts, so they must pass and fail alike under
 //! every login shell, with a message that says what was seen ("proc NAME: 0 running, want
 //! 1-4", "port N: nothing listening").
@@ -153,6 +153,11 @@ fn health_checks_bash() {
 #[test]
 fn health_checks_dash() {
     checks("dash", "/usr/bin/dash");
+}
+
+#[test]
+fn health_checks_zsh() {
+    checks("zsh", "/usr/bin/zsh");
 }
 
 #[test]

@@ -207,7 +207,8 @@ pub fn dispatch(
                 journal.mark_cancelled(id)?;
             }
             if s.count(crate::engine::events::TargetResult::Succeeded) > 0 {
-                keep_in_store(&rule, &rec, &p.file, id, &emit);
+                // Linking is quick; a copy across file systems and its fsync are not.
+                super::off_the_workers(|| keep_in_store(&rule, &rec, &p.file, id, &emit));
             }
             session.runs().finished(&s, &emit);
             let failed = !s.all_succeeded();
