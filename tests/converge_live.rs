@@ -431,3 +431,50 @@ fn dispatch_to_a_subset_of_hosts() {
     // Path helpers used above.
     let _: &Path = env.store().as_path();
 }
+
+/// `layout = releases`: a host put back by `--rollback` (`current` -> the release before)
+/// converges onto the last good release again, although its directory is still there.
+#[test]
+fn converge_after_a_rollback_with_releases() {
+    let Some(server) =
+        SshServer::builder().start_or_skip("converge_after_a_rollback_with_releases")
+    else {
+        return;
+    };
+    let env = Env::new("converge_releases", &server);
+    let d = env.dest.as_str();
+    env.home.write(
+        "dispatch.cfg",
+        format!(
+            "[app-(?P<version>[0-9.]+)\\.tgz]\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+             timeout = 5s\nhost = {addr}\nlayout = releases\n\
+             dest_dir = {d}/app\nlock_path = {d}/app.lock\n\
+             version_cmd = cat {d}/app/.version\n",
+            addr = server.addr()
+        ),
+    );
+    let tgz = |v: &str| {
+        let src = env.home.path(&format!("src-{v}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("VERSION.txt"), v).unwrap();
+        let out = env.home.path(&format!("app-{v}.tgz"));
+        let st = std::process::Command::new("tar")
+            .arg("czf")
+            .arg(&out)
+            .arg("VERSION.txt")
+            .current_dir(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        out
+    };
+    for v in ["1.0", "1.1"] {
+        ok(&env.run(&["--dispatch", tgz(v).to_str().unwrap()]));
+    }
+    ok(&env.run(&["--rollback", "app"]));
+    let current = || std::fs::read_link(env.dest.join("app/current")).unwrap();
+    assert_eq!(current(), Path::new("releases/1.0"));
+    let o = env.run(&["--converge", "app"]);
+    ok(&o);
+    assert_eq!(current(), Path::new("releases/1.1"), "{}", text(&o));
+}
