@@ -478,3 +478,50 @@ fn converge_after_a_rollback_with_releases() {
     ok(&o);
     assert_eq!(current(), Path::new("releases/1.1"), "{}", text(&o));
 }
+
+/// The drop folder's dispatches fill the store too (the bundle is kept before the folder
+/// moves it to `done/`), so a bundle that only ever came through the folder can be
+/// converged to.
+#[test]
+fn the_drop_folder_fills_the_store() {
+    let home = Home::new();
+    let drop = home.path("drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    let dest = home.path("dest");
+    let cfg = home.write(
+        "dispatch.cfg",
+        format!(
+            "[app-(?P<version>[0-9.]+)\\.tgz]\nprotocol = local\nhost = localhost\ndest_dir = {}\n",
+            dest.display()
+        ),
+    );
+    let child = home
+        .command(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--watch",
+            drop.to_str().unwrap(),
+            "--settle",
+            "200ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp = home.path("app-3.0.tgz.tmp");
+    std::fs::write(&tmp, b"through the drop folder").unwrap();
+    std::fs::rename(&tmp, drop.join("app-3.0.tgz")).unwrap();
+    let index = home.path("data/dropship/store/index.json");
+    let kept = support::wait_until(std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(&index).is_ok_and(|t| t.contains("app-3.0.tgz"))
+    });
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(kept, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read(dest.join("app-3.0.tgz")).unwrap(),
+        b"through the drop folder"
+    );
+}

@@ -361,6 +361,87 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Keeps the bundle of dispatch `d` in the store when it reached at least one host
+/// (`summary`), for `--converge`: every front end calls this after its rollout (headless,
+/// the console, the drop folder, which moves the file away only after). A store that cannot
+/// take it is a warning of the dispatch, not a failure: the bundle did ship. The copy and
+/// its fsync run on a blocking thread.
+pub async fn keep_shipped(
+    d: std::sync::Arc<super::rollout::Dispatch>,
+    summary: &super::rollout::Summary,
+    emit: super::rollout::Emit,
+) {
+    use crate::model::events::TargetResult;
+    if summary.kind != super::rollout::Kind::Dispatch || summary.count(TargetResult::Succeeded) == 0
+    {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || keep_blocking(&d, &emit)).await;
+}
+
+fn keep_blocking(d: &super::rollout::Dispatch, emit: &super::rollout::Emit) {
+    use crate::model::events::{Event, Level, now_ms};
+    let rule = &d.plan.rule;
+    let notice = |level, message: String| {
+        emit(Event::Notice {
+            dispatch: d.id,
+            at: now_ms(),
+            host: None,
+            level,
+            message,
+        })
+    };
+    let store = Store::new(Store::default_root());
+    let size = match fs::metadata(&d.bundle) {
+        Ok(m) => m.len(),
+        Err(e) => {
+            notice(
+                Level::Warning,
+                format!(
+                    "bundle not kept for --converge: {}: {e}",
+                    d.bundle.display()
+                ),
+            );
+            return;
+        }
+    };
+    match store.keep(
+        &rule.name,
+        &d.plan.bundle,
+        &d.bundle,
+        &d.bundle_sha256,
+        size,
+        rule.keep,
+        rule.store_max,
+        now_ms(),
+    ) {
+        Ok(k) => {
+            for e in &k.evicted {
+                notice(
+                    Level::Info,
+                    format!(
+                        "bundle store: evicted {} of [{}] (keep = {}, store_max = {} bytes)",
+                        e.bundle, e.rule, rule.keep, k.max
+                    ),
+                );
+            }
+            if k.total > k.max {
+                notice(
+                    Level::Warning,
+                    format!(
+                        "bundle store: {} alone ({size} bytes) is over store_max ({} bytes); kept anyway, as the last good bundle",
+                        d.plan.bundle, k.max
+                    ),
+                );
+            }
+        }
+        Err(e) => notice(
+            Level::Warning,
+            format!("bundle not kept for --converge: {e}"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,11 +190,10 @@ pub fn dispatch(
                 break;
             }
             let id = journal.begin_dispatch(&rec)?;
-            let rule = p.plan.rule.clone();
             let d = Arc::new(Dispatch {
                 id,
                 plan: Arc::new(p.plan),
-                bundle: p.file.clone(),
+                bundle: p.file,
                 bundle_sha256: rec.bundle_sha256.clone(),
                 known_hosts: ctx.known_hosts.clone(),
                 holder: holder.clone(),
@@ -202,14 +201,11 @@ pub fn dispatch(
                 only: p.only,
                 connector: crate::engine::connect::real(),
             });
-            let s = rollout::run(d, cancel.clone(), emit.clone()).await;
+            let s = rollout::run(d.clone(), cancel.clone(), emit.clone()).await;
             if cancel.is_requested() {
                 journal.mark_cancelled(id)?;
             }
-            if s.count(crate::engine::events::TargetResult::Succeeded) > 0 {
-                // Linking is quick; a copy across file systems and its fsync are not.
-                super::off_the_workers(|| keep_in_store(&rule, &rec, &p.file, id, &emit));
-            }
+            crate::engine::store::keep_shipped(d, &s, emit.clone()).await;
             session.runs().finished(&s, &emit);
             let failed = !s.all_succeeded();
             summaries.push(s);
@@ -278,65 +274,6 @@ pub fn chain_reached(bundles: &[String], summaries: &[Summary]) -> Vec<Reached> 
         r.not_tried.extend(bundles.iter().skip(last).cloned());
     }
     out
-}
-
-/// Keeps a bundle that reached a host in the local store ([`crate::engine::store`]), for
-/// `--converge`. A store that cannot take it is a warning, not a failed dispatch: the
-/// bundle did ship.
-fn keep_in_store(
-    rule: &crate::config::Rule,
-    rec: &NewDispatch,
-    file: &Path,
-    dispatch: i64,
-    emit: &Emit,
-) {
-    use crate::engine::events::Level;
-    use crate::engine::store::Store;
-    let store = Store::new(Store::default_root());
-    let notice = |level, message: String| {
-        emit(Event::Notice {
-            dispatch,
-            at: crate::engine::events::now_ms(),
-            host: None,
-            level,
-            message,
-        })
-    };
-    match store.keep(
-        &rule.name,
-        &rec.bundle,
-        file,
-        &rec.bundle_sha256,
-        rec.bundle_size,
-        rule.keep,
-        rule.store_max,
-        crate::engine::events::now_ms(),
-    ) {
-        Ok(k) => {
-            for e in &k.evicted {
-                notice(
-                    Level::Info,
-                    format!(
-                        "bundle store: evicted {} of [{}] (keep = {}, store_max = {} bytes)",
-                        e.bundle, e.rule, rule.keep, k.max
-                    ),
-                );
-            }
-            if k.total > k.max {
-                notice(
-                    Level::Warning,
-                    format!(
-                        "bundle store: {} alone ({} bytes) is over store_max ({} bytes); kept anyway, as the last good bundle",
-                        rec.bundle, rec.bundle_size, k.max
-                    ),
-                );
-            }
-        }
-        Err(e) => notice(
-            Level::Warning,
-            format!("bundle not kept for --converge: {e}"),
-        ),
-    }
 }
 
 /// `--rollback RULE [--host H]...`: puts the rule's hosts (or the named ones) back, see
@@ -471,7 +408,8 @@ pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Su
             connector: crate::engine::connect::real(),
         });
         let was_cancelled = cancel.clone();
-        let s = rollout::run(d, cancel, emit.clone()).await;
+        let s = rollout::run(d.clone(), cancel, emit.clone()).await;
+        crate::engine::store::keep_shipped(d, &s, emit.clone()).await;
         session.runs().finished(&s, &emit);
         (s, was_cancelled.is_requested())
     })?;

@@ -713,7 +713,8 @@ impl Service {
         let finished = self.setup.finished.clone();
         self.rt.spawn(async move {
             let _guard = guard;
-            let s = rollout::run(d, cancel, emit.clone()).await;
+            let s = rollout::run(d.clone(), cancel, emit.clone()).await;
+            crate::engine::store::keep_shipped(d, &s, emit.clone()).await;
             finished(&s, &emit);
         });
         Ok(())

@@ -238,7 +238,9 @@ impl Bridge {
                         connector: crate::engine::connect::real(),
                     });
                     tracing::info!(id, "dispatch started");
-                    rollout::run(d, cancel.clone(), emit.clone()).await
+                    let s = rollout::run(d.clone(), cancel.clone(), emit.clone()).await;
+                    crate::engine::store::keep_shipped(d, &s, emit.clone()).await;
+                    s
                 }
                 Kind::Rollback => {
                     let d = Arc::new(rollback::dispatch(id, plan, known_hosts, holder, only));
