@@ -130,7 +130,8 @@ fn parse_proc(rest: &str) -> Result<Probe, String> {
     })
 }
 
-/// Counts processes whose command name is NAME: `/proc/*/comm` where there is a `/proc`,
+/// Counts processes whose command name is NAME: `/proc/*/comm` where there is a `/proc`
+/// (read by the shell's own `read`: no process per process on a host running thousands),
 /// else `ps -A -o comm=`. The script's own shell never counts (its name is `sh`, and a
 /// NAME of `sh` still leaves out `$$`).
 fn proc_script(name: &str, min: u32, max: Option<u32>) -> String {
@@ -156,7 +157,7 @@ fn proc_script(name: &str, min: u32, max: Option<u32>) -> String {
         "name={name}; comm={comm}; n=0
 if [ -r /proc/self/comm ]; then
   for f in /proc/[0-9]*/comm; do
-    c=$(cat \"$f\" 2>/dev/null) || continue
+    {{ read -r c < \"$f\"; }} 2>/dev/null || continue
     [ \"$c\" = \"$comm\" ] || continue
     [ \"$f\" = \"/proc/$$/comm\" ] && continue
     n=$((n+1))
