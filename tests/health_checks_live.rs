@@ -195,3 +195,46 @@ fn bad_health_checks_are_config_errors() {
         "{err}"
     );
 }
+
+/// Polled, not tried once: a port that starts listening while the check runs passes on the
+/// first try after it opened, and the earlier tries are in the output.
+#[test]
+fn a_port_that_opens_late_passes() {
+    if !support::live_test_or_skip("a_port_that_opens_late_passes", &[Need::Sshd]) {
+        return;
+    }
+    let server = server();
+    let home = Home::trusting(server);
+    let dest = support::scratch_dir("health_port_late");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = home.write(
+        "dispatch.cfg",
+        format!(
+            "[late-.*\\.tgz]\nprotocol = sftp\nhost = {addr}\nlogin = {user}\npassword = {TEST_PASSWORD}\n\
+             dest_dir = {d}\nlock_path = {d}/.lock\ntimeout = 10s\n\
+             health = port:{port}\nhealth_timeout = 30s\nhealth_interval = 300ms\n",
+            addr = server.addr(),
+            user = support::TEST_USER,
+            d = dest.as_str(),
+        ),
+    );
+    let b = bundle(&home, "late-1.tgz");
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        drop(l);
+    });
+    let o = dispatch(&home, &cfg, &b);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("port {port}: nothing listening")),
+        "{t}"
+    );
+    assert!(t.contains(&format!("port {port}: listening")), "{t}");
+    drop(opener);
+}
