@@ -169,6 +169,12 @@ impl Store {
             fs::create_dir_all(d).map_err(self.io(d, "creating the directory"))?;
         }
         let _lock = self.lock()?;
+        // Every write happens under the lock: what is in tmp/ now was left by a crash.
+        if let Ok(left) = fs::read_dir(&tmp) {
+            for e in left.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let path = self.blob_path(sha256);
         let mut linked = false;
         if fs::metadata(&path).ok().map(|m| m.len()) != Some(size) {
@@ -462,7 +468,10 @@ mod tests {
                 .keep(rule, name, &f, &sha(data), data.len() as u64, 2, max, at)
                 .unwrap()
         };
+        fs::create_dir_all(store.root().join("tmp")).unwrap();
+        fs::write(store.root().join("tmp/crashed.123"), b"half").unwrap();
         let a1 = put("a", "a-1", &[1; 100], 1, 1000);
+        assert!(!store.root().join("tmp/crashed.123").exists());
         assert!(a1.linked, "same file system: hard-linked");
         put("a", "a-2", &[2; 100], 2, 1000);
         let k = put("a", "a-3", &[3; 100], 3, 1000);
