@@ -12,3 +12,4 @@ pub mod notify;
 pub mod releases;
 pub mod rollback;
 pub mod rollout;
+pub mod run;
