@@ -502,3 +502,179 @@ pub fn describe_actions(rule: &Rule) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigError;
+
+    const CFG: &str = "[DEFAULT]\nprotocol = sftp\n\
+        [app-(?P<version>[0-9.]+)\\.tgz]\nhost = web1, web2:2222, web3\ndest_dir = /srv/app\n\
+        action.restart = ./control restart\naction.stop = ./control stop\naction.stop.confirm = yes\n\
+        [db-.*\\.tgz]\nhost = web1, db1\ndest_dir = /srv/db/{bundle}\n";
+
+    fn config(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, std::path::Path::new("/x/dispatch.cfg"))
+    }
+
+    fn picked(c: &Config, targets: &[&str], what: &What) -> Vec<(String, Vec<String>)> {
+        let t: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+        select(c, &t, what)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.rule.name.clone(), s.hosts))
+            .collect()
+    }
+
+    fn cmd() -> What {
+        What::Command("true".into())
+    }
+
+    #[test]
+    fn targets_are_rules_packages_bundles_and_hosts() {
+        let c = config(CFG).unwrap();
+        let app = "app-(?P<version>[0-9.]+)\\.tgz".to_owned();
+        let db = "db-.*\\.tgz".to_owned();
+        let all_app = vec!["web1".to_owned(), "web2".into(), "web3".into()];
+        assert_eq!(
+            picked(&c, &["app"], &cmd()),
+            [(app.clone(), all_app.clone())]
+        );
+        assert_eq!(
+            picked(&c, &["app-1.0.tgz"], &cmd()),
+            [(app.clone(), all_app)]
+        );
+        // A host goes through the first rule listing it; `name:port` as written works too;
+        // order is the rule's, duplicates once.
+        assert_eq!(
+            picked(&c, &["web3,web2:2222", "web3"], &cmd()),
+            [(app.clone(), vec!["web2".to_owned(), "web3".into()])]
+        );
+        assert_eq!(
+            picked(&c, &["db1", "web1"], &cmd()),
+            [
+                (app.clone(), vec!["web1".to_owned()]),
+                (db.clone(), vec!["db1".to_owned()])
+            ]
+        );
+        // For an action, a host goes through the first rule that has the action.
+        assert_eq!(
+            picked(&c, &["web1"], &What::Action("restart".into())),
+            [(app, vec!["web1".to_owned()])]
+        );
+        let err = select(&c, &["db1".into()], &What::Action("restart".into())).unwrap_err();
+        assert!(matches!(err, RunError::NoActionForHost { .. }), "{err}");
+        let err = select(&c, &["nope".into()], &cmd()).unwrap_err();
+        assert!(err.is_no_match(), "{err}");
+        assert!(err.to_string().contains("web2:2222"), "{err}");
+        assert!(matches!(
+            select(&c, &[" , ".into()], &cmd()).unwrap_err(),
+            RunError::NoTargets
+        ));
+        let err = select(&c, &["db".into()], &What::Action("restart".into())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has no action `restart` (its actions: none)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn destructive_actions_need_yes() {
+        let c = config(CFG).unwrap();
+        let stop = What::Action("stop".into());
+        let sel = select(&c, &["app".into()], &stop).unwrap();
+        let err = unconfirmed(&sel, &stop, false).unwrap_err();
+        assert!(err.to_string().contains("pass --yes"), "{err}");
+        assert!(err.to_string().contains("on 3 host(s)"), "{err}");
+        assert!(unconfirmed(&sel, &stop, true).is_ok());
+        let restart = What::Action("restart".into());
+        let sel = select(&c, &["app".into()], &restart).unwrap();
+        assert!(unconfirmed(&sel, &restart, false).is_ok());
+    }
+
+    #[test]
+    fn bad_action_keys_are_config_errors() {
+        for (text, want) in [
+            ("action.re/start = x\n", "unknown key `action.re/start`"),
+            ("action.stop.confirm = yes\n", "but no `action.stop`"),
+            (
+                "action.stop = x\naction.stop.confirm = maybe\n",
+                "bad `action.stop.confirm`",
+            ),
+            (
+                "action.x = echo {nope}\n",
+                "unknown placeholder `{nope}` in `action.x`",
+            ),
+        ] {
+            let cfg = format!("[a\\.tgz]\nhost = h\n{text}");
+            let err = config(&cfg).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn commands_render_with_what_is_known() {
+        let c = config(CFG).unwrap();
+        let src = Sources {
+            config: &c,
+            netrc: &Netrc::empty(),
+            ssh: &SshHosts::default(),
+        };
+        let stamp = Stamp::parse("20260101_000000").unwrap();
+        let what = What::Command("echo {host} {rule}".into());
+        let sel = select(&c, &["web2:2222".into()], &what).unwrap();
+        let p = plan(&src, &sel[0], &what, None, stamp.clone(), false).unwrap();
+        assert_eq!(p.only.as_deref(), Some(&["web2".to_owned()][..]));
+        let t = p
+            .plan
+            .targets
+            .iter()
+            .find(|t| t.host.name == "web2")
+            .unwrap();
+        assert_eq!(
+            t.run.as_deref(),
+            Some("echo web2 \"app-(?P<version>[0-9.]+)\\\\.tgz\"")
+        );
+        assert_eq!(p.record.bundle, crate::model::RUN_BUNDLE);
+        assert_eq!(p.record.hosts, ["web2"]);
+        // No dispatch yet: {version} has no value, and says why.
+        let what = What::Command("echo {version}".into());
+        let err = plan(&src, &sel[0], &what, None, stamp.clone(), false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no dispatch of this rule has succeeded"),
+            "{err}"
+        );
+        // With the last good dispatch: captures, {dir}; an action runs in the package dir.
+        let good = LastGood {
+            dispatch: 7,
+            bundle: "app-1.4.tgz".into(),
+            stamp: "20250101_000000".into(),
+        };
+        let restart = What::Action("restart".into());
+        let sel = select(&c, &["app".into()], &restart).unwrap();
+        let p = plan(
+            &src,
+            &sel[0],
+            &restart,
+            Some(good.clone()),
+            stamp.clone(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            p.plan.targets[0].run.as_deref(),
+            Some("cd -- /srv/app || exit 1; ./control restart")
+        );
+        assert_eq!(p.run.kind, RunKind::Action);
+        assert_eq!(p.run.action.as_deref(), Some("restart"));
+        let what = What::Command("echo {version} {dir} {timestamp}".into());
+        let p = plan(&src, &sel[0], &what, Some(good), stamp, false).unwrap();
+        assert_eq!(
+            p.plan.targets[0].run.as_deref(),
+            Some("echo 1.4 /srv/app 20250101_000000")
+        );
+        assert!(p.only.is_none());
+    }
+}

@@ -12,3 +12,8 @@ pub const RUN_BUNDLE: &str = "(run)";
 
 /// The bundle name a rule's named action (`--action`) is journaled under.
 pub const ACTION_BUNDLE: &str = "(action)";
+
+/// Whether a journaled dispatch of `bundle` shipped one: not a rollback, run or action.
+pub fn ships(bundle: &str) -> bool {
+    ![ROLLBACK_BUNDLE, RUN_BUNDLE, ACTION_BUNDLE].contains(&bundle)
+}

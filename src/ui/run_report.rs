@@ -198,3 +198,153 @@ pub fn closing_table(kept: &Collected, summaries: &[Summary]) -> String {
     }
     super::report::table(&rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::events::StepOutcome;
+    use crate::engine::job::Outcome;
+    use crate::engine::rollout::Kind;
+    use crate::transport::Stream;
+
+    fn line(emit: &Emit, id: i64, host: &str, step: Step, text: &str) {
+        emit(Event::Output {
+            dispatch: id,
+            at: 0,
+            host: host.into(),
+            step,
+            stream: Stream::Stdout,
+            line: text.into(),
+        });
+    }
+
+    fn done(emit: &Emit, id: i64, host: &str, code: i32) {
+        emit(Event::StepFinished {
+            dispatch: id,
+            at: 0,
+            host: host.into(),
+            step: Step::Run,
+            outcome: if code == 0 {
+                StepOutcome::Ok
+            } else {
+                StepOutcome::Failed
+            },
+            exit_code: Some(code),
+            error: None,
+            duration_ms: 1,
+        });
+    }
+
+    fn summary(id: i64, rule: &str, hosts: &[(&str, TargetResult)]) -> Summary {
+        Summary {
+            id,
+            targets: hosts
+                .iter()
+                .map(|(h, r)| {
+                    (
+                        h.to_string(),
+                        Outcome {
+                            result: *r,
+                            failed_step: None,
+                            error: (*r != TargetResult::Succeeded).then(|| "boom\nmore".into()),
+                        },
+                        1500,
+                    )
+                })
+                .collect(),
+            duration_ms: 1,
+            kind: Kind::Run {
+                lock: false,
+                action: false,
+            },
+            bundle: "(run)".into(),
+            rule: rule.into(),
+            notify: None,
+            timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn identical_output_is_one_block_largest_first() {
+        let seen = Arc::new(Mutex::new(0usize));
+        let s = seen.clone();
+        let (emit, kept) = collector(Arc::new(move |_| *s.lock().unwrap() += 1));
+        for h in ["a", "b", "c"] {
+            line(&emit, 1, h, Step::Run, "6.1.0");
+        }
+        line(&emit, 1, "d", Step::Run, "5.10");
+        // Not the command's output: not grouped.
+        line(&emit, 1, "a", Step::Connect, "banner");
+        for h in ["a", "b", "c", "d"] {
+            done(&emit, 1, h, 0);
+        }
+        done(&emit, 1, "e", 3); // printed nothing
+        // The same host name through a second rule is told apart.
+        line(&emit, 2, "a", Step::Run, "6.1.0");
+        done(&emit, 2, "a", 0);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            12,
+            "every event still reaches the front end"
+        );
+        let use_ok = TargetResult::Succeeded;
+        let summaries = [
+            summary(
+                1,
+                "web",
+                &[
+                    ("a", use_ok),
+                    ("b", use_ok),
+                    ("c", use_ok),
+                    ("d", use_ok),
+                    ("e", TargetResult::Failed),
+                    ("f", TargetResult::Failed),
+                ],
+            ),
+            summary(2, "api", &[("a", use_ok)]),
+        ];
+        let g = groups(&kept, &summaries);
+        assert_eq!(
+            g.iter().map(|g| g.hosts.clone()).collect::<Vec<_>>(),
+            [vec!["a [web]", "b", "c", "a [api]"], vec!["d"], vec!["e"]]
+        );
+        let text = grouped(&g);
+        assert!(
+            text.starts_with(
+                "---------------\na [web],b,c,a [api] (4)\n---------------\n6.1.0\n---------------\nd (1)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("e (1)\n---------------\n(no output)\n"),
+            "{text}"
+        );
+        let table = closing_table(&kept, &summaries);
+        let row = |h: &str| {
+            table
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(h))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(row("e"), ["#1", "e", "failed", "3", "1.5s", "boom"]);
+        // Never ran (no connection): no exit code, in no group.
+        assert_eq!(row("f")[3], "-");
+        assert_eq!(row("b")[2..4], ["succeeded", "0"]);
+    }
+
+    #[test]
+    fn a_host_past_the_bound_is_marked() {
+        let (emit, kept) = collector(Arc::new(|_| {}));
+        for i in 0..MAX_LINES + 5 {
+            line(&emit, 1, "a", Step::Run, &format!("{i}"));
+        }
+        done(&emit, 1, "a", 0);
+        let s = [summary(1, "web", &[("a", TargetResult::Succeeded)])];
+        let g = groups(&kept, &s);
+        assert_eq!(g[0].lines.len(), MAX_LINES);
+        assert!(g[0].truncated);
+        assert!(grouped(&g).contains("more output than is kept"));
+    }
+}
