@@ -399,3 +399,37 @@ fn actions_confirm_and_last_good_placeholders() {
     assert_eq!(code, Some(0), "{}", text(&o));
     assert_eq!(groups(&lines)[0]["lines"][1], "1.2");
 }
+
+#[test]
+fn run_takes_the_lock_only_with_lock() {
+    let Some(env) = Env::start("run_lock") else {
+        return;
+    };
+    env.config("lock_wait = 1s");
+    let one = format!("127.0.0.6:{}", env.port);
+    // Someone holds 127.0.0.6's lock (a dispatch in progress, say): the lock directory.
+    let lock = env.dest.join("web-127.0.0.6.lock");
+    std::fs::create_dir(&lock).unwrap();
+    support::chown_to_user(&lock);
+    std::fs::write(lock.join("info"), "holder someone\nbundle web-9.tgz\n").unwrap();
+    support::chown_to_user(&lock.join("info"));
+    // A plain run does not wait for it.
+    let o = env.run(&["--run", &one, "--", "echo asked"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // --lock does, and gives up after lock_wait: the command never ran.
+    let o = env.run(&["--run", &one, "--lock", "--", "echo ra''n-it"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!text(&o).contains("ran-it"), "{}", text(&o));
+    assert!(
+        text(&o).contains("locked by another dispatch"),
+        "{}",
+        text(&o)
+    );
+    // Free again: --lock takes it (it exists while the command runs) and releases it.
+    std::fs::remove_dir_all(&lock).unwrap();
+    let o = env.run(&["--run", &one, "--lock", "--", "test -d {dir}-{host}.lock"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!lock.exists(), "the lock was released");
+    // --lock and --yes belong to a run.
+    assert_eq!(env.run(&["--lock"]).status.code(), Some(2));
+}
