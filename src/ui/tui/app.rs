@@ -7,6 +7,7 @@
 //! palette commands) and `overlay` (keys while a dialog or prompt is open).
 
 mod actions;
+mod adhoc;
 mod fleet;
 mod input;
 mod overlay;
@@ -131,6 +132,12 @@ pub enum Overlay {
 /// What the runner must do for the app: things with side effects outside the state.
 #[derive(Debug, Clone)]
 pub enum Effect {
+    /// Start ad-hoc runs or an action (`:run`, `:action`), one per rule; they show in
+    /// Dispatches when their `DispatchStarted` arrives.
+    Run {
+        plans: Vec<crate::engine::run::RunPlan>,
+        action: bool,
+    },
     /// Start a dispatch; `token` comes back with its journal id ([`App::on_begun`]).
     Start {
         token: u64,
