@@ -34,10 +34,12 @@ pub const HOSTS: Keys = &[
     ),
     ("P", "check again which hosts answer (no login)"),
     ("b", "roll the host back (asks first, says what changes)"),
+    ("!", "run a command on the host (:run HOST …)"),
 ];
 pub const PACKAGES: Keys = &[
     ("Enter", "dispatch this bundle (asks first)"),
     ("Enter on a watched one", "its dispatch, or where it stands"),
+    ("!", "run a command on the package's hosts (:run RULE …)"),
 ];
 pub const DISPATCHES: Keys = &[
     ("Enter", "the dispatch's hosts"),

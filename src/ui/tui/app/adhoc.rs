@@ -6,11 +6,36 @@
 //! A destructive action (`action.NAME.confirm = yes`) is not run from the palette: the
 //! console has no confirmation for it yet, so it says to use `--action NAME TARGETS --yes`.
 
-use super::{App, Effect};
+use super::{App, Effect, Focus, Overlay};
 use crate::engine::run::{self as adhoc, RunPlan, Sources, What};
 use crate::plan::Stamp;
+use tui_input::Input;
 
 impl App {
+    /// `!` on Hosts or Packages: the palette, with `run TARGET ` typed for the selected
+    /// host (or the selected package's rule), waiting for the command.
+    pub(super) fn open_run_palette(&mut self) {
+        let target = match self.focus {
+            Focus::Hosts => self
+                .visible(0)
+                .get(self.selected[0])
+                .map(|&i| self.hosts[i].name.clone()),
+            _ => self
+                .visible(1)
+                .get(self.selected[1])
+                .and_then(|&i| self.packages[i].rule.clone()),
+        };
+        let Some(target) = target else {
+            self.error("nothing selected to run on (a package no rule matches has no hosts)");
+            return;
+        };
+        self.overlay = Some(Overlay::Palette {
+            input: Input::new(format!("run {target} ")),
+            candidates: Vec::new(),
+            error: None,
+        });
+    }
+
     /// `line` is `TARGETS COMMAND` (`action`: `NAME TARGETS`).
     pub(super) fn start_adhoc(&mut self, line: &str, action: bool) -> Vec<Effect> {
         match self.plan_adhoc(line, action) {
