@@ -129,12 +129,25 @@ fn run_and_action_from_the_palette() {
     tmux.wait_for(&["(run)", "hello-from-127.0.0.", "second-line"], 30);
     tmux.wait_for(&["2/2 ok"], 30);
 
+    // `!` on the Hosts pane: the palette with `run HOST ` typed, waiting for the command.
+    tmux.keys(&["1"]);
+    tmux.keys(&["!"]);
+    tmux.wait_for(&[":run 127.0.0."], 10);
+    tmux.text("echo bang-from-{host}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["bang-from-127.0.0."], 30);
+
     // `:action where 127.0.0.2:PORT`: one host, in the package directory.
     tmux.keys(&[":"]);
     tmux.text(&format!("action where 127.0.0.2:{}", server.port()));
     tmux.keys(&["Enter"]);
+    // (The log pane is narrow here: the start of the path; run_live.rs checks all of it.)
     let dir = std::fs::canonicalize(dest.path()).unwrap();
-    tmux.wait_for(&["(action)", &format!("action-in-{}", dir.display())], 30);
+    let shown: String = format!("action-in-{}", dir.display())
+        .chars()
+        .take(30)
+        .collect();
+    tmux.wait_for(&["(action)", &shown], 30);
 
     // A destructive action is refused here, with the headless way to confirm it.
     tmux.keys(&[":"]);
