@@ -1,7 +1,6 @@
 //! `:run` and `:action` in the console: the real binary in tmux against the real sshd. A
 //! run started from the palette shows in Dispatches with its output live in the log pane,
-//! is journaled as a run (`--history` afterwards), and a destructive action is refused
-//! with the headless way to confirm it.
+//! is journaled as a run (`--history` afterwards), and a destructive action asks first.
 
 mod support;
 
@@ -149,12 +148,35 @@ fn run_and_action_from_the_palette() {
         .collect();
     tmux.wait_for(&["(action)", &shown], 30);
 
-    // A destructive action is refused here, with the headless way to confirm it.
-    tmux.keys(&[":"]);
-    tmux.text("action stop app");
+    // A destructive action asks first, Cancel the default: Enter runs nothing.
+    let ask = || {
+        tmux.keys(&[":"]);
+        tmux.text("action stop app");
+        tmux.keys(&["Enter"]);
+        tmux.wait_for(
+            &["Run destructive action?", "[ Cancel ]", "[ Run ]", "touch "],
+            10,
+        );
+    };
+    ask();
     tmux.keys(&["Enter"]);
-    tmux.wait_for(&["destructive"], 10);
+    assert!(
+        support::wait_until(Duration::from_secs(10), || !tmux
+            .screen()
+            .contains("Run destructive action?")),
+        "the dialog did not close"
+    );
+    std::thread::sleep(Duration::from_secs(1));
     assert!(!dest.join("stopped").exists());
+    // Tab to Run, Enter: it runs on the rule's hosts.
+    ask();
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+    assert!(
+        support::wait_until(Duration::from_secs(30), || dest.join("stopped").exists()),
+        "the confirmed action did not run"
+    );
+    tmux.wait_for(&["Targets #4 (action)", "2 ok · 0 failed — finished"], 30);
 
     tmux.keys(&["q"]);
     let after = tmux.wait_for(&["EXITED 0"], 30);

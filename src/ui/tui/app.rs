@@ -8,6 +8,7 @@
 
 mod actions;
 mod adhoc;
+pub use adhoc::action_lines;
 mod fleet;
 mod input;
 mod overlay;
@@ -95,6 +96,11 @@ pub enum Confirm {
     },
     /// Run a rule's rollback on some of its hosts.
     Rollback(RollbackAsk),
+    /// Run a destructive action (`action.NAME.confirm = yes`), see `app::adhoc`.
+    Action {
+        name: String,
+        plans: Vec<crate::engine::run::RunPlan>,
+    },
 }
 
 /// A modal layer over the panes; keys go to it first.

@@ -368,6 +368,12 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
             "Keep running",
             "Cancel dispatch",
         ),
+        Confirm::Action { name, plans } => (
+            "Run destructive action?",
+            crate::ui::tui::app::action_lines(app, name, plans),
+            "Cancel",
+            "Run",
+        ),
         Confirm::Rollback(ask) => (
             "Roll back?",
             super::fleet_dialogs::rollback_lines(app, ask),

@@ -156,6 +156,10 @@ impl App {
                 vec![Effect::Cancel(id)]
             }
             Confirm::Rollback(ask) => self.rollback_confirmed(ask),
+            Confirm::Action { plans, .. } => vec![Effect::Run {
+                plans,
+                action: true,
+            }],
             Confirm::Quit { .. } => {
                 self.quit = true;
                 let mut out: Vec<Effect> = self

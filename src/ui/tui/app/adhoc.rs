@@ -3,10 +3,9 @@
 //! [`crate::engine::run`]), started by the bridge, shown in Dispatches with live logs like
 //! a dispatch (a run's `DispatchStarted` makes its row) and cancelled the same way.
 //!
-//! A destructive action (`action.NAME.confirm = yes`) is not run from the palette: the
-//! console has no confirmation for it yet, so it says to use `--action NAME TARGETS --yes`.
+//! A destructive action (`action.NAME.confirm = yes`) asks first, Cancel the default.
 
-use super::{App, Effect, Focus, Overlay};
+use super::{App, Confirm, Effect, Focus, Overlay};
 use crate::engine::run::{self as adhoc, RunPlan, Sources, What};
 use crate::plan::Stamp;
 use tui_input::Input;
@@ -39,7 +38,14 @@ impl App {
     /// `line` is `TARGETS COMMAND` (`action`: `NAME TARGETS`).
     pub(super) fn start_adhoc(&mut self, line: &str, action: bool) -> Vec<Effect> {
         match self.plan_adhoc(line, action) {
-            Ok(plans) => {
+            Ok((plans, Some(name))) => {
+                self.overlay = Some(Overlay::Confirm {
+                    what: Confirm::Action { name, plans },
+                    ok: false,
+                });
+                Vec::new()
+            }
+            Ok((plans, None)) => {
                 let hosts: usize = plans.iter().map(|p| p.record.hosts.len()).sum();
                 self.info(format!(
                     "{} on {hosts} host(s): see Dispatches",
@@ -54,7 +60,12 @@ impl App {
         }
     }
 
-    fn plan_adhoc(&self, line: &str, action: bool) -> Result<Vec<RunPlan>, String> {
+    /// The plans, and the action's name when it must be confirmed first.
+    fn plan_adhoc(
+        &self,
+        line: &str,
+        action: bool,
+    ) -> Result<(Vec<RunPlan>, Option<String>), String> {
         let (first, rest) = line
             .trim()
             .split_once(char::is_whitespace)
@@ -76,18 +87,17 @@ impl App {
         let config = &self.env.config;
         let targets: Vec<String> = targets.split_whitespace().map(str::to_owned).collect();
         let selections = adhoc::select(config, &targets, &what).map_err(|e| e.to_string())?;
-        if adhoc::unconfirmed(&selections, &what, false).is_err() {
-            return Err(format!(
-                "this action is destructive (confirm = yes): run it headless with --yes: dropship --action {line} --yes"
-            ));
-        }
+        let confirm = match (&what, adhoc::unconfirmed(&selections, &what, false)) {
+            (What::Action(name), Err(_)) => Some(name.clone()),
+            _ => None,
+        };
         let src = Sources {
             config,
             netrc: &self.env.netrc,
             ssh: &self.env.ssh,
         };
         let stamp = self.env.stamp.clone().unwrap_or_else(Stamp::now);
-        selections
+        let plans = selections
             .iter()
             .map(|sel| {
                 // One indexed row, no flush of buffered output: cheap enough for the UI thread.
@@ -99,6 +109,30 @@ impl App {
                 };
                 adhoc::plan(&src, sel, &what, last, stamp.clone(), false).map_err(|e| e.to_string())
             })
-            .collect()
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok((plans, confirm))
     }
+}
+
+/// The confirmation of a destructive action: what runs where, as rendered for the hosts.
+pub fn action_lines(app: &App, name: &str, plans: &[RunPlan]) -> Vec<ratatui::text::Line<'static>> {
+    use ratatui::text::Line;
+    let mut lines = vec![Line::raw(format!(
+        "Action `{name}` is marked destructive (confirm = yes)."
+    ))];
+    for p in plans {
+        lines.push(Line::raw(""));
+        lines.push(Line::raw(format!(
+            "[{}] on {}: {}",
+            p.plan.rule.name,
+            p.record.hosts.join(", "),
+            p.run.command
+        )));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        "Shown in Dispatches; journaled as an action.",
+        app.theme.dim,
+    ));
+    lines
 }
