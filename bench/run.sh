@@ -109,9 +109,12 @@ CFG
     ns_exec "${cmd[@]}" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
     SECS=$(elapsed "$t0")
     [ "$rc" = 0 ] || { log "dropship/$n run $r: exit $rc; $(tail -3 "$dir/err.$r" | tr '\n' ' ')"; SECS=FAIL; return; }
-    # The grouped block: "HOSTS (N)", then the line; one group of all hosts.
-    check dropship "$n" "$dir/out.$r" "$(grep -A2 "($n)\$" "$dir/out.$r" | grep -cx "$KERNEL")" || SECS=FAIL
-    [ "$SECS" = FAIL ] || check dropship "$n" "$dir/out.$r" "$(grep -c "^#.* succeeded " "$dir/out.$r")" || SECS=FAIL
+    # One grouped block of all N hosts ("HOSTS (N)", a rule, the line once), and N rows of
+    # the closing table that succeeded.
+    if ! grep -A2 "($n)\$" "$dir/out.$r" | grep -qx "$KERNEL"; then
+        log "dropship/$n: no single block of $n hosts printing $KERNEL (see $dir/out.$r)"; SECS=FAIL; return
+    fi
+    check dropship "$n" "$dir/out.$r" "$(grep -c "^#.* succeeded " "$dir/out.$r")" || SECS=FAIL
 }
 
 run_pssh() {
