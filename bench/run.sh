@@ -10,7 +10,9 @@
 # is RUNS runs (default 5), interleaved (dropship, pssh, clush, dropship, ...), median
 # reported; the whole command's wall time.
 #
-# Usage: bench/run.sh [--hosts "20 100"] [--runs 5] [--keep]
+# Usage: bench/run.sh [--hosts "20 100"] [--runs 5] [--tools "dropship pssh clush"] [--keep]
+#        tool `dropship-shm`: dropship with its journal on /dev/shm (no fsync cost), to see
+#        what the journal's durable commits cost.
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
 # Needs root (network namespace, sshd); installs pssh, clustershell and time if missing.
 set -euo pipefail
@@ -25,10 +27,12 @@ REPO=$(cd "$HERE/.." && pwd)
 HOST_COUNTS="20 100"
 RUNS=5
 KEEP=0
+TOOLS="dropship pssh clush"
 while [ $# -gt 0 ]; do
     case "$1" in
         --hosts) HOST_COUNTS=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
+        --tools) TOOLS=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
@@ -90,8 +94,10 @@ check() {
     fi
 }
 
+run_dropship-shm() { JOURNAL=/dev/shm/dropship-bench-$$.sqlite TAG=dropship-shm run_dropship "$@"; rm -f /dev/shm/dropship-bench-$$.sqlite*; }
+
 run_dropship() {
-    local n=$1 r=$2 dir=$DS/$1 rc=0 t0
+    local n=$1 r=$2 dir=$DS/${TAG:-dropship}/$1 rc=0 t0 journal=${JOURNAL:-$DS/journal.sqlite}
     mkdir -p "$dir"
     cat >"$dir/dispatch.cfg" <<CFG
 [bench-.*\\.tgz]
@@ -103,8 +109,8 @@ parallel = 100
 timeout = 60s
 CFG
     local cmd=(env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
-        "$DROPSHIP" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --run bench-1.tgz -- uname -r)
-    note_cmd "dropship/$n" ip netns exec "$NS" "${cmd[@]}"
+        "$DROPSHIP" --config "$dir/dispatch.cfg" --journal "$journal" --run bench-1.tgz -- uname -r)
+    note_cmd "${TAG:-dropship}/$n" ip netns exec "$NS" "${cmd[@]}"
     t0=$(now)
     ns_exec "${cmd[@]}" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
     SECS=$(elapsed "$t0")
@@ -149,7 +155,7 @@ run_clush() {
 
 for n in $HOST_COUNTS; do
     for ((r = 1; r <= RUNS; r++)); do
-        for tool in dropship pssh clush; do
+        for tool in $TOOLS; do
             "run_$tool" "$n" "$r"
             log "$tool/$n run $r: $SECS s"
             TIMES[$tool/$n]="${TIMES[$tool/$n]:-} $SECS"
@@ -162,8 +168,8 @@ printf 'load average before: %s (machine shared with other work)\n\n' "$LOAD0"
 printf '| hosts | dropship --run | parallel-ssh -i | clush -b | dropship / pssh | dropship / clush |\n|---|---|---|---|---|---|\n'
 for n in $HOST_COUNTS; do
     # shellcheck disable=SC2086
-    d=$(median ${TIMES[dropship/$n]}); p=$(median ${TIMES[pssh/$n]}); c=$(median ${TIMES[clush/$n]})
-    case " ${TIMES[dropship/$n]} ${TIMES[pssh/$n]} ${TIMES[clush/$n]} " in *FAIL*) log "a run failed for $n hosts" ;; esac
+    d=$(median ${TIMES[dropship/$n]:-}); p=$(median ${TIMES[pssh/$n]:-}); c=$(median ${TIMES[clush/$n]:-})
+    case " ${TIMES[dropship/$n]:-} ${TIMES[pssh/$n]:-} ${TIMES[clush/$n]:-} " in *FAIL*) log "a run failed for $n hosts" ;; esac
     printf '| %s | %s | %s | %s | %s | %s |\n' "$n" "$d" "$p" "$c" "$(ratio "$d" "$p")" "$(ratio "$d" "$c")"
 done
 printf '\nAll runs (s):\n'
