@@ -136,6 +136,16 @@ fn run_and_action_from_the_palette() {
     tmux.keys(&["Enter"]);
     tmux.wait_for(&["bang-from-127.0.0."], 30);
 
+    // `A` on the Hosts pane: the host's actions on digits; `1` runs the first (`where`).
+    tmux.keys(&["A"]);
+    let menu = tmux.wait_for(
+        &["Actions on 127.0.0.", "where", "stop", "(asks first)"],
+        10,
+    );
+    assert!(menu.contains(" 1  where"), "{menu}");
+    tmux.keys(&["1"]);
+    tmux.wait_for(&["Targets #3 (action)", "1 ok · 0 failed — finished"], 30);
+
     // `:action where 127.0.0.2:PORT`: one host, in the package directory.
     tmux.keys(&[":"]);
     tmux.text(&format!("action where 127.0.0.2:{}", server.port()));
@@ -176,7 +186,7 @@ fn run_and_action_from_the_palette() {
         support::wait_until(Duration::from_secs(30), || dest.join("stopped").exists()),
         "the confirmed action did not run"
     );
-    tmux.wait_for(&["Targets #4 (action)", "2 ok · 0 failed — finished"], 30);
+    tmux.wait_for(&["Targets #5 (action)", "2 ok · 0 failed — finished"], 30);
 
     tmux.keys(&["q"]);
     let after = tmux.wait_for(&["EXITED 0"], 30);

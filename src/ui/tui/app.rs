@@ -7,7 +7,7 @@
 //! palette commands) and `overlay` (keys while a dialog or prompt is open).
 
 mod actions;
-mod adhoc;
+pub mod adhoc;
 pub use adhoc::action_lines;
 mod fleet;
 mod input;
@@ -116,6 +116,12 @@ pub enum Overlay {
         input: Input,
         candidates: Vec<String>,
         error: Option<String>,
+    },
+    /// `A` on Hosts or Packages: the actions of the selected host's (package's) rules, each
+    /// on a digit (see `app::adhoc`).
+    Actions {
+        target: String,
+        items: Vec<adhoc::MenuItem>,
     },
     /// `d`: the bundle path entry.
     PathEntry {

@@ -10,7 +10,103 @@ use crate::engine::run::{self as adhoc, RunPlan, Sources, What};
 use crate::plan::Stamp;
 use tui_input::Input;
 
+/// One entry of the actions menu: digit `n` (1-based position) runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MenuItem {
+    pub name: String,
+    /// The rule's section name.
+    pub rule: String,
+    pub command: String,
+    pub confirm: bool,
+}
+
 impl App {
+    /// `A` on Hosts or Packages: the actions of the selected host's rules (or the selected
+    /// package's rule), each on a digit; a digit runs it on that host (package: its rule's
+    /// hosts) as `:action` does, a destructive one asking first.
+    pub(super) fn open_actions_menu(&mut self) {
+        let (target, rules): (Option<String>, Vec<String>) = match self.focus {
+            Focus::Hosts => match self.visible(0).get(self.selected[0]) {
+                Some(&i) => (
+                    Some(self.hosts[i].name.clone()),
+                    self.hosts[i].rules.clone(),
+                ),
+                None => (None, Vec::new()),
+            },
+            _ => match self
+                .visible(1)
+                .get(self.selected[1])
+                .and_then(|&i| self.packages[i].rule.clone())
+            {
+                Some(r) => (Some(r.clone()), vec![r]),
+                None => (None, Vec::new()),
+            },
+        };
+        let Some(target) = target else {
+            self.error("nothing selected (a package no rule matches has no actions)");
+            return;
+        };
+        let mut items: Vec<MenuItem> = Vec::new();
+        for rule in self
+            .env
+            .config
+            .rules
+            .iter()
+            .filter(|r| rules.contains(&r.name))
+        {
+            for a in &rule.actions {
+                // A host in two rules with the same action name: the first rule's, as
+                // `:action` picks it.
+                if items.iter().any(|i| i.name == a.name) {
+                    continue;
+                }
+                items.push(MenuItem {
+                    name: a.name.clone(),
+                    rule: rule.name.clone(),
+                    command: a.command.source().to_owned(),
+                    confirm: a.confirm,
+                });
+            }
+        }
+        items.truncate(9);
+        if items.is_empty() {
+            self.error(format!(
+                "{target}: no rule of it defines an action (action.NAME = COMMAND)"
+            ));
+            return;
+        }
+        self.overlay = Some(Overlay::Actions { target, items });
+    }
+
+    pub(super) fn on_actions_key(
+        &mut self,
+        k: crossterm::event::KeyEvent,
+        target: String,
+        items: Vec<MenuItem>,
+    ) -> Vec<Effect> {
+        use crossterm::event::KeyCode;
+        match k.code {
+            KeyCode::Esc | KeyCode::Char('q') | KeyCode::Char('A') => Vec::new(),
+            KeyCode::Char(c @ '1'..='9') => {
+                let n = c as usize - '1' as usize;
+                match items.get(n) {
+                    Some(item) => {
+                        let line = format!("{} {target}", item.name);
+                        self.start_adhoc(&line, true)
+                    }
+                    None => {
+                        self.overlay = Some(Overlay::Actions { target, items });
+                        Vec::new()
+                    }
+                }
+            }
+            _ => {
+                self.overlay = Some(Overlay::Actions { target, items });
+                Vec::new()
+            }
+        }
+    }
+
     /// `!` on Hosts or Packages: the palette, with `run TARGET ` typed for the selected
     /// host (or the selected package's rule), waiting for the command.
     pub(super) fn open_run_palette(&mut self) {
