@@ -131,7 +131,14 @@ fn run_and_action_from_the_palette() {
     // `!` on the Hosts pane: the palette with `run HOST ` typed, waiting for the command.
     tmux.keys(&["1"]);
     tmux.keys(&["!"]);
-    tmux.wait_for(&[":run 127.0.0."], 10);
+    // Past commands are listed under it.
+    tmux.wait_for(
+        &[
+            ":run 127.0.0.",
+            "echo hello-from-{host}; sleep 1; echo second-line",
+        ],
+        10,
+    );
     tmux.text("echo bang-from-{host}");
     tmux.keys(&["Enter"]);
     tmux.wait_for(&["bang-from-127.0.0."], 30);

@@ -107,6 +107,26 @@ impl App {
         }
     }
 
+    /// The last distinct commands of ad-hoc runs, newest first (shown under the palette
+    /// that `!` opens): one read of the journal's history.
+    fn recent_commands(&self) -> Vec<String> {
+        let Some(j) = &self.env.journal else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        for row in j.history_rows(200).unwrap_or_default() {
+            if let (crate::journal::RunKind::Run, Some(c)) = (row.kind, row.command)
+                && !out.contains(&c)
+            {
+                out.push(c);
+            }
+            if out.len() == 8 {
+                break;
+            }
+        }
+        out
+    }
+
     /// `!` on Hosts or Packages: the palette, with `run TARGET ` typed for the selected
     /// host (or the selected package's rule), waiting for the command.
     pub(super) fn open_run_palette(&mut self) {
@@ -126,7 +146,7 @@ impl App {
         };
         self.overlay = Some(Overlay::Palette {
             input: Input::new(format!("run {target} ")),
-            candidates: Vec::new(),
+            candidates: self.recent_commands(),
             error: None,
         });
     }
