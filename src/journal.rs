@@ -30,6 +30,7 @@ mod last_good;
 mod liveness;
 mod read;
 pub mod resume;
+mod runs;
 mod schema;
 mod shipped;
 mod watch;
@@ -37,6 +38,7 @@ mod write;
 
 pub use error::JournalError;
 pub use last_good::LastGood;
+pub use runs::{HistoryRow, RunKind, RunRecord};
 pub use schema::SCHEMA_VERSION;
 pub use shipped::RuleShipped;
 pub use watch::{BundleState, WatchRow};

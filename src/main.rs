@@ -34,7 +34,7 @@ const EXIT_NO_RULE: u8 = 3;
     after_help = "Exit codes: 0 ok, 1 dispatch failed, 2 usage or config error, 3 no rule matched.\n\
                   Config: --config, else $DROPSHIP_CONFIG, else ./dispatch.cfg, else $XDG_CONFIG_HOME/dropship/dispatch.cfg.\n\
                   With no mode flag, dropship opens the interactive console (as --tui does).",
-    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui", "probe", "status", "rollback", "converge"]))
+    group(ArgGroup::new("mode").args(["plan", "check", "dispatch", "resume", "history", "tui", "probe", "status", "rollback", "converge", "run", "action"]))
 )]
 struct Cli {
     /// dispatch.cfg to use.
@@ -161,6 +161,32 @@ struct Cli {
     /// With --watch: no file events, rescans only (network file systems where none arrive).
     #[arg(long, requires = "watch")]
     rescan_only: bool,
+
+    /// Run a command on TARGETS: rules (section name, package name, or a bundle name they
+    /// match) and hosts, comma-separated or as several values, the command after `--`:
+    /// `--run app,web1 -- uname -r`. Live output per host, then hosts with identical output
+    /// grouped, then a table. Exit 0 all succeeded, 1 a host failed, 3 nothing matched.
+    #[arg(long, value_name = "TARGETS", num_args = 1..)]
+    run: Vec<String>,
+
+    /// Run a rule's named action (`action.NAME = COMMAND`) on TARGETS, as --run does:
+    /// `--action restart app`. In the package directory, with the placeholders of the last
+    /// good dispatch.
+    #[arg(long, value_names = ["NAME", "TARGETS"], num_args = 2..)]
+    action: Vec<String>,
+
+    /// With --action: run an action marked `action.NAME.confirm = yes`.
+    #[arg(long)]
+    yes: bool,
+
+    /// With --run or --action: hold the rule's remote lock around the command (by default a
+    /// run takes no lock, so it never waits behind a dispatch).
+    #[arg(long)]
+    lock: bool,
+
+    /// With --run: the command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 
     /// Console: output lines kept in memory per host (older lines stay in the journal).
     #[arg(long, value_name = "N", default_value_t = dropship::ui::tui::ring::DEFAULT_CAPACITY)]
@@ -387,9 +413,29 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let text = if cli.json {
             headless::json_lines(&rows)
         } else {
-            headless::history_table(&rows)
+            let labelled: Vec<_> = rows
+                .iter()
+                .map(|r| dropship::journal::DispatchSummary {
+                    bundle: r.label(),
+                    ..r.summary.clone()
+                })
+                .collect();
+            headless::history_table(&labelled)
         };
         return out_as(cli.json, &text);
+    }
+    if !cli.run.is_empty() || !cli.action.is_empty() {
+        return adhoc_run(cli);
+    }
+    if cli.yes || cli.lock {
+        say!("dropship: --yes and --lock go with --run or --action");
+        return Err(Exit(EXIT_USAGE).into());
+    }
+    if !cli.command.is_empty() {
+        say!(
+            "dropship: a command after `--` needs --run TARGETS\n  help: dropship --run RULE_OR_HOST -- COMMAND"
+        );
+        return Err(Exit(EXIT_USAGE).into());
     }
     if let Some(id) = cli.resume {
         start_log("resume");
@@ -620,6 +666,86 @@ fn chain_table(reached: &[run::Reached]) -> String {
     t
 }
 
+/// `--run TARGETS -- COMMAND` and `--action NAME TARGETS`: live output, then the groups of
+/// identical output and the closing table (with --json: the events, then one line with the
+/// groups). Exit 0 all succeeded, 1 a host failed, 2 usage, 3 no rule or host matched.
+fn adhoc_run(cli: &Cli) -> anyhow::Result<()> {
+    use dropship::engine::run::What;
+    use dropship::ui::run_report;
+    let usage = |what: &str| -> anyhow::Result<()> {
+        say!("dropship: {what}");
+        Err(Exit(EXIT_USAGE).into())
+    };
+    let (what, targets) = if let Some((name, targets)) = cli.action.split_first() {
+        if !cli.command.is_empty() {
+            return usage(
+                "--action takes no command after `--`: the rule's `action.NAME` is the command",
+            );
+        }
+        (What::Action(name.clone()), targets.to_vec())
+    } else {
+        if cli.command.is_empty() {
+            return usage(
+                "--run needs a command after `--`\n  help: dropship --run RULE_OR_HOST -- uname -r",
+            );
+        }
+        (What::Command(shell_words(&cli.command)), cli.run.clone())
+    };
+    if cli.yes && matches!(what, What::Command(_)) {
+        return usage("--yes is for --action (a destructive action's confirmation)");
+    }
+    start_log("run");
+    let ctx = context(cli)?;
+    let stamp = stamp(cli)?;
+    let req = run::RunRequest {
+        targets,
+        what,
+        lock: cli.lock,
+        yes: cli.yes,
+    };
+    let mut kept = None;
+    let result = with_printer(cli, |front, _| {
+        let (front, k) = run_report::collector(front);
+        kept = Some(k);
+        run::run(&ctx, &req, stamp.as_ref(), front)
+    });
+    let summaries = match result {
+        Ok(s) => s,
+        Err(RunError::Run(e)) => {
+            say!("dropship: {e}");
+            let code = if e.is_no_match() {
+                EXIT_NO_RULE
+            } else {
+                EXIT_USAGE
+            };
+            return Err(Exit(code).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let kept = kept.expect("the printer ran");
+    let groups = run_report::groups(&kept, &summaries);
+    if cli.json {
+        out_json(&format!("{}\n", serde_json::json!({ "groups": groups })))?;
+    } else {
+        out(&format!(
+            "\n{}\n{}",
+            run_report::grouped(&groups),
+            run_report::closing_table(&kept, &summaries)
+        ))?;
+    }
+    if summaries.iter().all(|s| s.all_succeeded()) && !summaries.is_empty() {
+        Ok(())
+    } else {
+        Err(Exit(EXIT_FAILED).into())
+    }
+}
+
+/// The words after `--` as one shell command: a single word is taken as written (`--
+/// 'uname -r; uptime'`), several are joined with spaces as ssh and pssh do (`-- uname -r`).
+fn shell_words(words: &[String]) -> String {
+    words.join(" ")
+}
+
 /// Prints the closing table and turns the results into the exit code.
 fn finish(cli: &Cli, summaries: &[dropship::engine::rollout::Summary]) -> anyhow::Result<()> {
     if !cli.json {
@@ -795,6 +921,11 @@ fn check_json(config: &Config, netrc: &Netrc, ssh: &config::SshHosts) -> serde_j
                 "rule": r.name,
                 "line": r.line,
                 "protocol": r.protocol,
+                "actions": r.actions.iter().map(|a| serde_json::json!({
+                    "name": a.name,
+                    "command": a.command.source(),
+                    "confirm": a.confirm,
+                })).collect::<Vec<_>>(),
                 "hosts": r.hosts.iter().map(|h| {
                     let t = Target::endpoint(r, h, netrc, ssh);
                     let creds = &t.creds;

@@ -329,6 +329,27 @@ pub struct Rule {
     pub keep: usize,
     /// The bound of the local bundle store in bytes (all rules together).
     pub store_max: u64,
+    /// Named actions (`action.NAME = COMMAND`), in the order written: `--action NAME`.
+    pub actions: Vec<Action>,
+}
+
+/// A named command of a rule (`action.restart = ./control restart`), run by `--action
+/// NAME RULE` in the rule's package directory with the placeholders of the last dispatch
+/// that succeeded (see `engine::run`).
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub name: String,
+    pub command: Template,
+    /// `action.NAME.confirm = yes`: destructive; the console asks first, headless needs `--yes`.
+    pub confirm: bool,
+    /// Line of `action.NAME` in the config.
+    pub line: usize,
+}
+
+impl Rule {
+    pub fn action(&self, name: &str) -> Option<&Action> {
+        self.actions.iter().find(|a| a.name == name)
+    }
 }
 
 impl Rule {
@@ -482,7 +503,7 @@ pub fn resolve_path(value: &str, config_file: &Path) -> PathBuf {
 /// Builds the rules from the raw sections. Errors and warnings go to `diags`.
 pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) -> Vec<Rule> {
     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-    let is_known = |key: &str| known.contains(&key);
+    let is_known = |key: &str| known.contains(&key) || action_key(key).is_some();
     let mut unknown = 0;
     for entry in sections.iter().flat_map(|s| &s.entries) {
         if !is_known(&entry.key) {
@@ -700,6 +721,46 @@ fn build_rule(
     let health = template("health", true);
     let rollback = template("rollback", true);
     let version_cmd = template("version_cmd", true);
+    // Problems of `action.NAME.confirm` lines, reported once `template` is done with `err`.
+    let mut problems: Vec<(usize, String, String)> = Vec::new();
+    let mut actions = Vec::new();
+    for (key, l) in merged.iter() {
+        let Some((name, confirm)) = action_key(key) else {
+            continue;
+        };
+        if confirm {
+            if !merged.contains_key(format!("action.{name}").as_str()) {
+                problems.push((
+                    l.line,
+                    format!("`{key}` but no `action.{name}` in rule `[{sect}]`"),
+                    format!("add `action.{name} = COMMAND`, or remove this line"),
+                ));
+            }
+            continue;
+        }
+        let confirm = match merged.get(format!("action.{name}.confirm").as_str()) {
+            None => false,
+            Some(c) => parse_bool(c.value).unwrap_or_else(|_| {
+                problems.push((
+                    c.line,
+                    format!("bad `action.{name}.confirm` value `{}`", c.value),
+                    "write `yes` (the action asks first; headless it needs --yes) or `no`".into(),
+                ));
+                false
+            }),
+        };
+        if let Some(Some(command)) = template(key, true) {
+            actions.push(Action {
+                name: name.to_owned(),
+                command,
+                confirm,
+                line: l.line,
+            });
+        }
+    }
+    for (line, message, hint) in problems {
+        err(line, message, &hint);
+    }
     // `proc:`/`port:` checks are dropship's own, not commands: their syntax is checked here.
     let health = match get("health").map(|l| (l.line, super::health::Probe::parse(l.value))) {
         Some((line, Some(Err(why)))) => {
@@ -756,7 +817,24 @@ fn build_rule(
         layout: v.layout,
         keep: v.keep,
         store_max: v.store_max,
+        actions,
     })
+}
+
+/// `action.NAME` -> (`NAME`, false), `action.NAME.confirm` -> (`NAME`, true); `None` for
+/// any other key. NAME is lower-case letters, digits, `-` and `_` (it is typed on the
+/// command line and shown as a menu entry).
+pub fn action_key(key: &str) -> Option<(&str, bool)> {
+    let rest = key.strip_prefix("action.")?;
+    let (name, confirm) = match rest.strip_suffix(".confirm") {
+        Some(n) => (n, true),
+        None => (rest, false),
+    };
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    ok.then_some((name, confirm))
 }
 
 /// `err(line, message, hint)` for the checks below; an empty hint is none.

@@ -1007,3 +1007,32 @@ fn upload_step(ctx: &JobContext, conn: Connection) -> Result<Connection, StepFai
         Err(e) => Err(ctx.fail(Step::Upload, t, None, e)),
     }
 }
+
+/// One host of an ad-hoc run or a rule's named action (see [`super::run`]): connect ->
+/// [lock] -> `run` -> [unlock]. Nothing is uploaded. The remote lock is taken only when
+/// asked (`--lock`): a status query must not wait behind a dispatch, and a restart may be
+/// what unblocks one. The command runs like the rule's own commands (the same shell
+/// wrapper), so `step_timeout` and a hard cancel stop it *on the host*, process group and
+/// all; a cancel request keeps it from starting.
+pub fn run_command(ctx: &JobContext, command: &str, lock: Option<&str>) -> Outcome {
+    let mut conn = match ctx.step(Step::Connect, || connect_with_retries(ctx)) {
+        Ok(c) => c,
+        Err(f) => return fail(f),
+    };
+    let Some(label) = lock else {
+        return match ctx.command_as(&mut conn, Step::Run, Some(command), Soft::Stops) {
+            Ok(()) => Outcome {
+                result: TargetResult::Succeeded,
+                failed_step: None,
+                error: None,
+            },
+            Err(f) => fail(f),
+        };
+    };
+    let lock = match take_lock(ctx, &mut conn, label) {
+        Ok(l) => l,
+        Err(f) => return fail(f),
+    };
+    let result = ctx.command_as(&mut conn, Step::Run, Some(command), Soft::Stops);
+    unlock_and_finish(ctx, Some(conn), &lock, result)
+}

@@ -12,4 +12,5 @@ pub mod notify;
 pub mod releases;
 pub mod rollback;
 pub mod rollout;
+pub mod run;
 pub mod store;

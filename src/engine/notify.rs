@@ -100,6 +100,8 @@ impl Payload {
         let what = match kind {
             Kind::Dispatch => bundle.to_owned(),
             Kind::Rollback => "rollback".to_owned(),
+            Kind::Run { action: false, .. } => "run".to_owned(),
+            Kind::Run { action: true, .. } => "action".to_owned(),
         };
         let mut text = format!(
             "dropship #{}: {what} via [{rule}] {} on {}/{} host(s) in {}",

@@ -58,6 +58,24 @@ pub struct Summary {
 pub enum Kind {
     Dispatch,
     Rollback,
+    /// An ad-hoc run or a named action (see [`super::run`]): each target's `run` command,
+    /// under the remote lock only with `lock`.
+    Run {
+        lock: bool,
+        action: bool,
+    },
+}
+
+impl Kind {
+    /// The bundle name the rollout reports (and the journal keeps) for `plan`.
+    fn bundle(self, plan: &Plan) -> String {
+        match self {
+            Kind::Dispatch => plan.bundle.clone(),
+            Kind::Rollback => ROLLBACK_BUNDLE.to_owned(),
+            Kind::Run { action: false, .. } => crate::model::RUN_BUNDLE.to_owned(),
+            Kind::Run { action: true, .. } => crate::model::ACTION_BUNDLE.to_owned(),
+        }
+    }
 }
 
 impl Summary {
@@ -110,10 +128,7 @@ pub(crate) async fn run_kind(
     emit(Event::DispatchStarted {
         dispatch: d.id,
         at: now_ms(),
-        bundle: match kind {
-            Kind::Dispatch => d.plan.bundle.clone(),
-            Kind::Rollback => ROLLBACK_BUNDLE.to_owned(),
-        },
+        bundle: kind.bundle(&d.plan),
         rule: rule.name.clone(),
         hosts: indexes
             .iter()
@@ -121,9 +136,10 @@ pub(crate) async fn run_kind(
             .collect(),
     });
     // A rollback puts hosts back: holding most of them on a canary would keep them broken.
+    // An ad-hoc run asks every host, as pssh does: no canary, no max_fail either.
     let canary = match kind {
         Kind::Dispatch => rule.canary.min(indexes.len()),
-        Kind::Rollback => 0,
+        Kind::Rollback | Kind::Run { .. } => 0,
     };
     let failures = Arc::new(AtomicUsize::new(0));
     let mut results: HashMap<usize, (Outcome, i64)> = HashMap::new();
@@ -168,7 +184,7 @@ pub(crate) async fn run_kind(
     } else {
         let max_fail = match kind {
             Kind::Dispatch => rule.max_fail,
-            Kind::Rollback => None,
+            Kind::Rollback | Kind::Run { .. } => None,
         };
         results.extend(run_batch(&d, rest, &cancel, &emit, &failures, max_fail, kind).await);
     }
@@ -185,10 +201,7 @@ pub(crate) async fn run_kind(
         targets,
         duration_ms: started.elapsed().as_millis() as i64,
         kind,
-        bundle: match kind {
-            Kind::Dispatch => d.plan.bundle.clone(),
-            Kind::Rollback => ROLLBACK_BUNDLE.to_owned(),
-        },
+        bundle: kind.bundle(&d.plan),
         rule: rule.name.clone(),
         notify: rule.notify.clone(),
         timeout: rule.timeout,
@@ -277,6 +290,14 @@ async fn run_batch(
             let o = match kind {
                 Kind::Dispatch => job::run(&ctx),
                 Kind::Rollback => job::rollback(&ctx),
+                Kind::Run { lock, .. } => match target.run.as_deref() {
+                    Some(command) => job::run_command(
+                        &ctx,
+                        command,
+                        lock.then(|| kind.bundle(&d.plan)).as_deref(),
+                    ),
+                    None => not_started(TargetResult::Failed, "internal error: no command"),
+                },
             };
             if o.result == TargetResult::Failed {
                 failures.fetch_add(1, Ordering::SeqCst);

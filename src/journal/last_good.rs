@@ -36,7 +36,7 @@ impl Journal {
             .conn()
             .prepare_cached(
                 "SELECT d.id, d.bundle, d.stamp FROM dispatch d
-                 WHERE d.rule = ?1 AND d.bundle <> ?2
+                 WHERE d.rule = ?1 AND d.bundle <> ?2 AND d.kind = 'dispatch'
                    AND EXISTS (SELECT 1 FROM target t
                                WHERE t.dispatch = d.id AND t.result = 'succeeded'
                                  AND (json_array_length(?3) = 0

@@ -339,7 +339,7 @@ fn latest_per_host(
                     row_number() OVER (PARTITION BY t.host
                                        ORDER BY t.finished_at DESC, t.dispatch DESC) AS n
              FROM target t JOIN dispatch d ON d.id = t.dispatch
-             WHERE t.result IS NOT NULL
+             WHERE t.result IS NOT NULL AND d.kind = 'dispatch'
                AND (?1 = 0 OR (t.result = 'succeeded' AND d.bundle <> ?2)))
          WHERE n = 1",
     )?;

@@ -14,7 +14,7 @@ use std::path::Path;
 const APPLICATION_ID: i32 = 0x4452_5348;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this dropship writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -124,6 +124,18 @@ CREATE TABLE watch_bundle (
 CREATE INDEX watch_bundle_open ON watch_bundle (dir, state);
 CREATE INDEX watch_bundle_content ON watch_bundle (dir, name, sha256);
 CREATE INDEX watch_bundle_dispatch ON watch_bundle (dispatch);
+";
+
+/// Version 3: what a dispatch row is. Ad-hoc runs (`--run`) and a rule's named actions
+/// (`--action`) are journaled as dispatch rows (their targets, steps and output lines are
+/// those of a dispatch), told apart by `kind`; `command` is the command as typed (or the
+/// action's as configured), `action` the action's name. Rows written before are dispatches
+/// or rollbacks (`kind` 'dispatch'). Plain `ALTER TABLE ... ADD COLUMN`, so the same text
+/// serves PostgreSQL.
+const V3: &str = "
+ALTER TABLE dispatch ADD COLUMN kind TEXT NOT NULL DEFAULT 'dispatch';
+ALTER TABLE dispatch ADD COLUMN command TEXT;
+ALTER TABLE dispatch ADD COLUMN action TEXT;
 ";
 
 /// Opens `path`, creating it and its directory if needed, and leaves it at [`SCHEMA_VERSION`].

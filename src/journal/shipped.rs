@@ -29,7 +29,7 @@ impl Journal {
                                 row_number() OVER (PARTITION BY d.rule, t.host
                                                    ORDER BY t.finished_at DESC, t.dispatch DESC) AS n
                          FROM target t JOIN dispatch d ON d.id = t.dispatch
-                         WHERE t.result = 'succeeded' AND d.bundle <> ?1)
+                         WHERE t.result = 'succeeded' AND d.bundle <> ?1 AND d.kind = 'dispatch')
                      WHERE n = 1
                      ORDER BY rule, host",
                 )

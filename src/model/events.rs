@@ -31,6 +31,8 @@ pub enum Step {
     /// `layout = releases`: old releases beyond `keep` are removed.
     Prune,
     Rollback,
+    /// An ad-hoc command (`--run`) or a rule's named action (`--action`).
+    Run,
     Unlock,
 }
 
@@ -65,6 +67,7 @@ impl Step {
             Step::Health => "health",
             Step::Prune => "prune",
             Step::Rollback => "rollback",
+            Step::Run => "run",
             Step::Unlock => "unlock",
         }
     }
@@ -82,6 +85,7 @@ impl Step {
             Step::Health,
             Step::Prune,
             Step::Rollback,
+            Step::Run,
             Step::Unlock,
         ]
         .into_iter()

@@ -62,6 +62,9 @@ pub struct Target {
     pub lock_path: String,
     /// Rendered, placeholders shell-quoted.
     pub commands: Commands<String>,
+    /// The command of an ad-hoc run or a named action (`engine::run`), rendered for this
+    /// host; `None` in a dispatch's plan.
+    pub run: Option<String>,
     /// What the ssh configuration says about this host (scp/sftp only; empty otherwise).
     pub ssh: Arc<SshHost>,
     /// What it says about the SSH login that runs an ftp/ftps rule's commands
@@ -129,6 +132,7 @@ impl Target {
             remote_path: String::new(),
             lock_path: String::new(),
             commands: Commands::default(),
+            run: None,
             ssh: ssh_host,
             shell_ssh,
             ssh_refusal,
@@ -680,6 +684,26 @@ impl Plan {
             vars.insert(k.into(), v);
         }
         t.render_shell(&vars).map(Some)
+    }
+
+    /// The placeholders `target`'s commands were rendered with by [`Plan::build`]: what an
+    /// ad-hoc run or a named action of the rule renders its own command with.
+    pub fn command_vars(&self, target: &Target) -> Vars {
+        let mut vars = base_vars(&self.bundle, &self.rule, &self.stamp, &self.captures);
+        vars.insert("host".into(), target.host.name.clone());
+        target_vars(&mut vars, &target.dest_dir, &target.remote_path);
+        if self.rule.layout == crate::config::rules::Layout::Releases {
+            let version = self.captures.get("version").cloned().flatten();
+            if let Ok(name) =
+                crate::plan::layout::release_name(version.as_deref(), &self.stamp.timestamp)
+            {
+                let tree = crate::plan::layout::Tree::new(&target.dest_dir);
+                for (k, v) in crate::plan::layout::placeholders(&tree, &name) {
+                    vars.insert(k.into(), v);
+                }
+            }
+        }
+        vars
     }
 
     /// Resolves `bundle_arg` (a path or file name) against `config` and `netrc`.

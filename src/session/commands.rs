@@ -41,6 +41,8 @@ pub enum RunError {
     Converge { rule: String, why: String },
     #[error(transparent)]
     Store(#[from] crate::engine::store::StoreError),
+    #[error(transparent)]
+    Run(#[from] crate::engine::run::RunError),
 }
 
 impl RunError {
@@ -326,6 +328,17 @@ pub fn rollback(
 /// unknown outcome and is run again only with `force`.
 pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Summary>, RunError> {
     let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    if let Some(kind) = journal.kind_of(id)?
+        && kind != crate::journal::RunKind::Dispatch
+    {
+        return Err(RunError::Resume {
+            id,
+            why: format!(
+                "it is an ad-hoc {}, which ships nothing to resume\n  help: run it again",
+                kind.as_str()
+            ),
+        });
+    }
     if let Some(d) = journal.dispatch(id)?
         && d.record.bundle == rollout::ROLLBACK_BUNDLE
     {
@@ -620,12 +633,99 @@ pub fn converge(
     Ok(out)
 }
 
-/// `--history`: past dispatches, newest first.
+/// `--history`: past dispatches, runs and actions, newest first.
 pub fn history(
     journal_path: &Path,
     limit: usize,
-) -> Result<Vec<crate::journal::DispatchSummary>, RunError> {
-    Ok(Journal::open(journal_path)?.history(limit)?)
+) -> Result<Vec<crate::journal::HistoryRow>, RunError> {
+    Ok(Journal::open(journal_path)?.history_rows(limit)?)
+}
+
+/// What `--run` and `--action` are asked to do.
+pub struct RunRequest {
+    /// Rules and hosts, each argument possibly comma-separated.
+    pub targets: Vec<String>,
+    pub what: crate::engine::run::What,
+    /// Take the remote lock around the command (`--lock`).
+    pub lock: bool,
+    /// A destructive action is confirmed (`--yes`).
+    pub yes: bool,
+}
+
+/// `--run TARGETS -- COMMAND` and `--action NAME TARGETS`: plans every rule's part first
+/// (so a bad placeholder or an unconfirmed action stops all before anything runs), then
+/// runs the parts side by side, each a rollout with its rule's `parallel`, each journaled
+/// as a run (see [`crate::engine::run`]). Runs do not notify: the rule's `notify` URL
+/// hears of shipments, not of every question asked of the hosts.
+pub fn run(
+    ctx: &Context,
+    req: &RunRequest,
+    stamp: Option<&Stamp>,
+    front: Emit,
+) -> Result<Vec<Summary>, RunError> {
+    use crate::engine::run as adhoc;
+    let selections = adhoc::select(&ctx.config, &req.targets, &req.what)?;
+    adhoc::unconfirmed(&selections, &req.what, req.yes)?;
+    let stamp = stamp.cloned().unwrap_or_else(Stamp::now);
+    // Read-only until here: a journal that does not exist yet has no last good dispatch.
+    let journal = Arc::new(Journal::open(&ctx.journal_path)?);
+    let mut planned = Vec::new();
+    for sel in &selections {
+        let last = journal.last_good(&sel.rule.name, &sel.hosts)?;
+        let src = adhoc::Sources {
+            config: &ctx.config,
+            netrc: &ctx.netrc,
+            ssh: &ctx.ssh,
+        };
+        planned.push(adhoc::plan(
+            &src,
+            sel,
+            &req.what,
+            last,
+            stamp.clone(),
+            req.lock,
+        )?);
+    }
+    let action = matches!(req.what, adhoc::What::Action(_));
+    let holder = crate::engine::lock::local_holder();
+    let mut dispatches = Vec::new();
+    for p in planned {
+        let id = journal.begin_run(&p.record, &p.run)?;
+        dispatches.push(Arc::new(Dispatch {
+            id,
+            plan: Arc::new(p.plan),
+            bundle: PathBuf::new(),
+            bundle_sha256: String::new(),
+            known_hosts: ctx.known_hosts.clone(),
+            holder: holder.clone(),
+            skip: HashMap::new(),
+            only: p.only,
+            connector: crate::engine::connect::real(),
+        }));
+    }
+    let kind = rollout::Kind::Run {
+        lock: req.lock,
+        action,
+    };
+    with_session(journal.clone(), front, async |_, emit, cancel| {
+        let mut set = tokio::task::JoinSet::new();
+        for (n, d) in dispatches.iter().enumerate() {
+            let (d, cancel, emit) = (d.clone(), cancel.clone(), emit.clone());
+            set.spawn(async move { (n, rollout::run_kind(d, cancel, emit, kind).await) });
+        }
+        let mut summaries: Vec<Option<Summary>> = vec![None; dispatches.len()];
+        while let Some(done) = set.join_next().await {
+            if let Ok((n, s)) = done {
+                summaries[n] = Some(s);
+            }
+        }
+        if cancel.is_requested() {
+            for d in &dispatches {
+                journal.mark_cancelled(d.id)?;
+            }
+        }
+        Ok::<_, RunError>(summaries.into_iter().flatten().collect())
+    })?
 }
 
 /// Hosts probed or read at once: the largest `parallel` of the rules involved (one pool for

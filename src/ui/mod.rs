@@ -3,5 +3,6 @@
 pub mod fleet_report;
 pub mod headless;
 pub mod report;
+pub mod run_report;
 pub mod term_text;
 pub mod tui;

@@ -110,6 +110,20 @@ pub fn plan_table(plan: &Plan, config: &Config) -> String {
             }
         }
     }
+    out.push_str(&actions_section(&plan.rule));
+    out
+}
+
+/// A rule's named actions (`--action NAME RULE`), as configured; empty when it has none.
+fn actions_section(rule: &crate::config::Rule) -> String {
+    let lines = crate::engine::run::describe_actions(rule);
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nactions (--action NAME):\n");
+    for l in lines {
+        let _ = writeln!(out, "  {}", field(&l));
+    }
     out
 }
 
@@ -171,6 +185,7 @@ pub fn check_report(config: &Config, netrc: &Netrc, ssh: &SshHosts) -> String {
         }
         out.push_str(&table(&rows));
         out.push_str(&ssh_config_section(&targets));
+        out.push_str(&actions_section(rule));
     }
     out
 }

@@ -7,6 +7,8 @@
 //! palette commands) and `overlay` (keys while a dialog or prompt is open).
 
 mod actions;
+pub mod adhoc;
+pub use adhoc::action_lines;
 mod fleet;
 mod input;
 mod overlay;
@@ -94,6 +96,11 @@ pub enum Confirm {
     },
     /// Run a rule's rollback on some of its hosts.
     Rollback(RollbackAsk),
+    /// Run a destructive action (`action.NAME.confirm = yes`), see `app::adhoc`.
+    Action {
+        name: String,
+        plans: Vec<crate::engine::run::RunPlan>,
+    },
 }
 
 /// A modal layer over the panes; keys go to it first.
@@ -109,6 +116,12 @@ pub enum Overlay {
         input: Input,
         candidates: Vec<String>,
         error: Option<String>,
+    },
+    /// `A` on Hosts or Packages: the actions of the selected host's (package's) rules, each
+    /// on a digit (see `app::adhoc`).
+    Actions {
+        target: String,
+        items: Vec<adhoc::MenuItem>,
     },
     /// `d`: the bundle path entry.
     PathEntry {
@@ -131,6 +144,12 @@ pub enum Overlay {
 /// What the runner must do for the app: things with side effects outside the state.
 #[derive(Debug, Clone)]
 pub enum Effect {
+    /// Start ad-hoc runs or an action (`:run`, `:action`), one per rule; they show in
+    /// Dispatches when their `DispatchStarted` arrives.
+    Run {
+        plans: Vec<crate::engine::run::RunPlan>,
+        action: bool,
+    },
     /// Start a dispatch; `token` comes back with its journal id ([`App::on_begun`]).
     Start {
         token: u64,

@@ -186,6 +186,7 @@ fn apply(app: &mut App, e: Effect, bridge: &Bridge, watch: Option<&WatchHandle>)
             only,
         } => bridge.start(token, plan, file, only),
         Effect::Cancel(id) => bridge.cancel(id),
+        Effect::Run { plans, action } => bridge.start_run(plans, action),
         Effect::Mouse(on) => {
             if let Err(e) = terminal::set_mouse(on) {
                 app.error(format!("mouse: {e}"));

@@ -40,6 +40,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             error,
         } => path_entry(f, app, area, input, candidates, error.as_deref()),
         Overlay::Confirm { what, ok } => confirm(f, app, area, what, *ok),
+        Overlay::Actions { target, items } => {
+            super::run_dialog::actions_menu(f, app, area, target, items)
+        }
         Overlay::History { rows, selected } => history(f, app, area, rows, *selected),
         Overlay::Filter { input } => prompt(
             f,
@@ -367,6 +370,12 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
             ],
             "Keep running",
             "Cancel dispatch",
+        ),
+        Confirm::Action { name, plans } => (
+            "Run destructive action?",
+            crate::ui::tui::app::action_lines(app, name, plans),
+            "Cancel",
+            "Run",
         ),
         Confirm::Rollback(ask) => (
             "Roll back?",

@@ -163,6 +163,71 @@ impl Bridge {
         self.spawn_rollout(token, plan, only, Kind::Rollback);
     }
 
+    /// Starts ad-hoc runs (`:run`) or an action (`:action`), one rollout per rule's plan,
+    /// journaled as runs and cancelled like dispatches (see [`crate::engine::run`]).
+    pub fn start_run(&self, plans: Vec<crate::engine::run::RunPlan>, action: bool) {
+        let tx = self.tx.clone();
+        let runs = self.session.runs().clone();
+        let journal = self.session.journal().clone();
+        let known_hosts = self.known_hosts.clone();
+        let holder = self.holder.clone();
+        let emit = self.session.recording(self.intake(), None);
+        let kind = rollout::Kind::Run {
+            lock: false,
+            action,
+        };
+        for p in plans {
+            let (tx, runs, journal, known_hosts, holder, emit) = (
+                tx.clone(),
+                runs.clone(),
+                journal.clone(),
+                known_hosts.clone(),
+                holder.clone(),
+                emit.clone(),
+            );
+            self.session.handle().spawn(async move {
+                let (rec, run) = (p.record.clone(), p.run.clone());
+                let j = journal.clone();
+                let begun = tokio::task::spawn_blocking(move || j.begin_run(&rec, &run))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                let id = match begun {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::error!("journal: {e}");
+                        return;
+                    }
+                };
+                let cancel = Arc::new(Cancel::new());
+                runs.track(id, cancel.clone());
+                let d = Arc::new(Dispatch {
+                    id,
+                    plan: Arc::new(p.plan),
+                    bundle: PathBuf::new(),
+                    bundle_sha256: String::new(),
+                    known_hosts,
+                    holder,
+                    skip: HashMap::new(),
+                    only: p.only,
+                    connector: crate::engine::connect::real(),
+                });
+                rollout::run_kind(d, cancel.clone(), emit, kind).await;
+                let cancelled = cancel.is_requested();
+                off_the_workers(|| {
+                    if cancelled && let Err(e) = journal.mark_cancelled(id) {
+                        tracing::error!("journal: {e}");
+                    }
+                    let _ = journal.flush();
+                });
+                runs.untrack(id);
+                off_the_workers(|| {
+                    let _ = tx.send(Msg::Ended { id, cancelled });
+                });
+            });
+        }
+    }
+
     /// The console's intake: control events wait until the UI takes them; output lines and
     /// progress are shed (and counted) when the channel is full.
     fn intake(&self) -> Emit {

@@ -34,10 +34,17 @@ pub const HOSTS: Keys = &[
     ),
     ("P", "check again which hosts answer (no login)"),
     ("b", "roll the host back (asks first, says what changes)"),
+    ("!", "run a command on the host (:run HOST …)"),
+    (
+        "A",
+        "the host's actions (action.NAME of its rules), on digits",
+    ),
 ];
 pub const PACKAGES: Keys = &[
     ("Enter", "dispatch this bundle (asks first)"),
     ("Enter on a watched one", "its dispatch, or where it stands"),
+    ("!", "run a command on the package's hosts (:run RULE …)"),
+    ("A", "the package's actions (action.NAME), on digits"),
 ];
 pub const DISPATCHES: Keys = &[
     ("Enter", "the dispatch's hosts"),

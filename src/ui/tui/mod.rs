@@ -23,6 +23,7 @@ pub mod model;
 pub mod palette;
 pub mod render;
 pub mod ring;
+pub mod run_dialog;
 pub mod terminal;
 pub mod theme;
 pub mod watch_view;

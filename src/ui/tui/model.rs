@@ -4,7 +4,6 @@
 use super::ring::LogRing;
 use crate::config::Config;
 use crate::engine::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
-use crate::engine::rollout::ROLLBACK_BUNDLE;
 use crate::fleet::probe::{LockInfo, Reach};
 use crate::journal::{DispatchDetail, DispatchState, DispatchSummary, HostLast};
 use crate::plan::Plan;
@@ -197,8 +196,8 @@ impl PackageRow {
                 });
             }
         }
-        // A rollback ships nothing: it is in Dispatches, not a package.
-        for h in history.iter().filter(|h| h.bundle != ROLLBACK_BUNDLE) {
+        // A rollback, run or action ships nothing: it is in Dispatches, not a package.
+        for h in history.iter().filter(|h| crate::model::ships(&h.bundle)) {
             if !rows.iter().any(|r| r.name == h.bundle) {
                 rows.push(PackageRow {
                     name: h.bundle.clone(),

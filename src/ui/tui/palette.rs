@@ -33,6 +33,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "rollback RULE [HOST] — run RULE's rollback on HOST (all its hosts if none; asks first)",
     ),
     (
+        "run",
+        "run TARGETS COMMAND — run COMMAND on rules' or hosts' hosts (comma-separated), shown in Dispatches",
+    ),
+    (
+        "action",
+        "action NAME TARGETS — run a rule's named action (action.NAME) on its hosts",
+    ),
+    (
         "pause",
         "pause — stop the watched folder's new dispatches (running ones go on; key a)",
     ),
@@ -64,6 +72,9 @@ pub enum Command {
     },
     Mouse,
     Help,
+    /// `:run TARGETS COMMAND`, `:action NAME TARGETS`: the words after the command name.
+    Run(String),
+    Action(String),
     /// `:pause`, `:resume`: automatic dispatching of the watched folder.
     Pause,
     Resume,
@@ -113,6 +124,10 @@ pub fn parse(line: &str) -> Result<Command, String> {
             }
             Command::Rollback { rule, host }
         }
+        "run" if arg.is_empty() => return need("TARGETS and a COMMAND"),
+        "run" => Command::Run(arg.to_owned()),
+        "action" if arg.is_empty() => return need("an action NAME and TARGETS"),
+        "action" => Command::Action(arg.to_owned()),
         "cancel" => Command::Cancel,
         "retry" => Command::Retry,
         "history" => Command::History,

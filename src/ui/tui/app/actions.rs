@@ -156,6 +156,10 @@ impl App {
                 vec![Effect::Cancel(id)]
             }
             Confirm::Rollback(ask) => self.rollback_confirmed(ask),
+            Confirm::Action { plans, .. } => vec![Effect::Run {
+                plans,
+                action: true,
+            }],
             Confirm::Quit { .. } => {
                 self.quit = true;
                 let mut out: Vec<Effect> = self
@@ -212,6 +216,8 @@ impl App {
             Command::Status => return self.open_versions(),
             Command::Reach => return self.start_reach(),
             Command::Rollback { rule, host } => return self.ask_rollback(&rule, host.as_deref()),
+            Command::Run(line) => return self.start_adhoc(&line, false),
+            Command::Action(line) => return self.start_adhoc(&line, true),
             Command::Pause => return self.pause_watch(true),
             Command::Resume => return self.pause_watch(false),
             Command::Quit => return self.request_quit(),

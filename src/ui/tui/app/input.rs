@@ -108,6 +108,12 @@ impl App {
                 self.ask_retry()
             }
             KeyCode::Char('p') if self.focus == Focus::Hosts => return self.probe_selected_host(),
+            KeyCode::Char('!') if matches!(self.focus, Focus::Hosts | Focus::Packages) => {
+                self.open_run_palette()
+            }
+            KeyCode::Char('A') if matches!(self.focus, Focus::Hosts | Focus::Packages) => {
+                self.open_actions_menu()
+            }
             KeyCode::Char('P') if self.focus == Focus::Hosts => return self.start_reach(),
             KeyCode::Char('b') if matches!(self.focus, Focus::Hosts | Focus::Targets) => {
                 return self.ask_rollback_selected();

@@ -42,6 +42,7 @@ impl App {
                 _ => self.overlay = Some(Overlay::Help { scroll, topic }),
             },
             Overlay::Probe { scroll } => return self.on_probe_key(k, scroll),
+            Overlay::Actions { target, items } => return self.on_actions_key(k, target, items),
             Overlay::Versions { scroll } => return self.on_versions_key(k, scroll),
             Overlay::Confirm { what, ok } => match k.code {
                 KeyCode::Left
