@@ -1,5 +1,6 @@
 //! Front ends: they render engine events and plans; they never talk to hosts themselves.
 
+pub mod ansi;
 pub mod fleet_report;
 pub mod headless;
 pub mod report;

@@ -604,7 +604,9 @@ impl App {
         };
         // Output and step markers grow the host's log: account for them in the budget.
         let logged = match e {
-            Event::Output { host, .. } | Event::StepStarted { host, .. } => Some(host.as_str()),
+            Event::Output { host, .. }
+            | Event::StepStarted { host, .. }
+            | Event::StepFinished { host, .. } => Some(host.as_str()),
             _ => None,
         };
         let before = logged

@@ -121,18 +121,15 @@ fn log_lines<'a>(app: &App, ring: &'a LogRing, width: usize, height: usize) -> V
                     app.theme.dim,
                 ));
             }
-            match &needle {
-                Some(nd) if !nd.is_empty() && contains_ci(piece, nd) => {
-                    spans.extend(highlight(
-                        piece,
-                        nd,
-                        style,
-                        app.theme.search_match,
-                        is_current,
-                    ));
-                }
-                _ => spans.push(Span::styled(piece, style)),
-            }
+            spans.extend(styled(
+                l.text,
+                l.runs,
+                piece,
+                style,
+                needle.as_deref(),
+                app.theme.search_match,
+                is_current,
+            ));
             out.push(Line::from(spans));
         }
         n += 1;
@@ -160,11 +157,15 @@ fn chunks(s: &str, w: usize) -> Vec<&str> {
     out
 }
 
-/// Spans of `text` with every case-insensitive match of `needle` highlighted.
-fn highlight<'a>(
+/// The spans of `piece` (a slice of `text`, the whole line or one wrapped row of it): the
+/// remote colours of `runs` over `base`, and every case-insensitive match of `needle`
+/// highlighted on top.
+pub(super) fn styled<'a>(
     text: &'a str,
-    needle: &str,
+    runs: &[(u32, anstyle::Style)],
+    piece: &'a str,
     base: Style,
+    needle: Option<&str>,
     hit: Style,
     current: bool,
 ) -> Vec<Span<'a>> {
@@ -173,22 +174,57 @@ fn highlight<'a>(
     } else {
         hit
     };
-    if !text.is_ascii() || !needle.is_ascii() {
-        return vec![Span::styled(text, hit)];
-    }
-    let lower = text.to_ascii_lowercase();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Some(i) = lower[pos..].find(needle) {
-        let s = pos + i;
-        if s > pos {
-            out.push(Span::styled(&text[pos..s], base));
+    // Byte range of the piece within the line.
+    let p0 = piece.as_ptr() as usize - text.as_ptr() as usize;
+    let p1 = p0 + piece.len();
+    let matches: Vec<(usize, usize)> = match needle.filter(|n| !n.is_empty()) {
+        Some(nd) if text.is_ascii() && nd.is_ascii() => {
+            let lower = text.to_ascii_lowercase();
+            let mut v = Vec::new();
+            let mut pos = 0;
+            while let Some(i) = lower[pos..].find(nd) {
+                v.push((pos + i, pos + i + nd.len()));
+                pos += i + nd.len();
+            }
+            v
         }
-        out.push(Span::styled(&text[s..s + needle.len()], hit));
-        pos = s + needle.len();
+        Some(nd) if contains_ci(text, nd) => vec![(0, text.len())],
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    let mut seg_start = 0usize;
+    for (seg, st) in crate::ui::ansi::spans(text, runs) {
+        let s0 = seg_start;
+        let s1 = s0 + seg.len();
+        seg_start = s1;
+        let (a, b) = (s0.max(p0), s1.min(p1));
+        if a >= b {
+            continue;
+        }
+        let style = if st == anstyle::Style::new() {
+            base
+        } else {
+            base.patch(Style::from(st))
+        };
+        // Cut [a, b) at the matches.
+        let mut pos = a;
+        for &(m0, m1) in &matches {
+            let (m0, m1) = (m0.max(pos), m1.min(b));
+            if m0 >= m1 {
+                continue;
+            }
+            if m0 > pos {
+                out.push(Span::styled(&text[pos..m0], style));
+            }
+            out.push(Span::styled(&text[m0..m1], hit));
+            pos = m1;
+        }
+        if pos < b {
+            out.push(Span::styled(&text[pos..b], style));
+        }
     }
-    if pos < text.len() {
-        out.push(Span::styled(&text[pos..], base));
+    if out.is_empty() {
+        out.push(Span::styled(piece, base));
     }
     out
 }

@@ -359,6 +359,11 @@ impl DispatchView {
                         v.journal_markers
                             .push((s.started_at, step_marker(s.step, c)));
                     }
+                    if let (Some(o), Some(at)) = (s.outcome, s.finished_at) {
+                        let ms = s.duration_ms.unwrap_or(at - s.started_at);
+                        let line = step_result(s.step, o, s.exit_code, s.error.as_deref(), ms);
+                        v.journal_markers.push((at, line));
+                    }
                 }
                 v.log_loaded = false;
                 v
@@ -518,13 +523,19 @@ impl DispatchView {
                 }
             }
             Event::StepFinished {
+                at,
                 host,
                 step,
                 outcome,
+                exit_code,
                 error,
+                duration_ms,
                 ..
             } => {
                 if let Some(t) = self.target_mut(host) {
+                    let line =
+                        step_result(*step, *outcome, *exit_code, error.as_deref(), *duration_ms);
+                    t.log.push_marker(*at, &line);
                     if *outcome == StepOutcome::Ok {
                         t.steps_done.push(*step);
                     } else if let Some(err) = error {
@@ -578,6 +589,33 @@ impl DispatchView {
 /// The log pane's line for a command step starting: `── upgrade: tar xzf …`.
 pub fn step_marker(step: Step, command: &str) -> String {
     format!("── {step}: {command}")
+}
+
+/// The log's line for a step ending, so every step reads as a result:
+/// `── upgrade: exit 3 after 5.1 s`, `── upload: ok after 0.4 s`,
+/// `── connect: failed after 2.0 s: connection refused`.
+pub fn step_result(
+    step: Step,
+    outcome: StepOutcome,
+    exit_code: Option<i32>,
+    error: Option<&str>,
+    duration_ms: i64,
+) -> String {
+    let took = format!("{:.1} s", duration_ms.max(0) as f64 / 1000.0);
+    let why = error
+        .and_then(|e| e.lines().next())
+        .filter(|e| !e.is_empty())
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    match (outcome, exit_code) {
+        (StepOutcome::Ok, _) => format!("── {step}: ok after {took}"),
+        (StepOutcome::Failed, Some(c)) if c != 0 => format!("── {step}: exit {c} after {took}"),
+        (StepOutcome::Failed, _) => format!("── {step}: failed after {took}{why}"),
+        (StepOutcome::Cancelled, _) => format!("── {step}: cancelled after {took}"),
+        (StepOutcome::Unknown, _) => {
+            format!("── {step}: interrupted after {took} (it may or may not have run)")
+        }
+    }
 }
 
 /// `mm:ss`, or `h:mm:ss` past an hour.
