@@ -451,7 +451,7 @@ impl App {
 
     /// Reads a past dispatch's targets and the selected target's output from the journal,
     /// the first time they are shown.
-    fn ensure_loaded(&mut self) {
+    pub(super) fn ensure_loaded(&mut self) {
         let Some(j) = self.env.journal.clone() else {
             return;
         };
@@ -473,6 +473,19 @@ impl App {
         let Some(ti) = self.selected_target_index() else {
             return;
         };
+        // The many-host views (all hosts, split, diff) read every host's output.
+        let all: Vec<usize> = if self.log.mode == super::logview::LogMode::One {
+            vec![ti]
+        } else {
+            (0..self.dispatches[di].targets.len()).collect()
+        };
+        for ti in all {
+            self.load_log(&j, di, ti);
+        }
+    }
+
+    /// Reads target `ti`'s output of dispatch `di` from the journal, once.
+    fn load_log(&mut self, j: &Journal, di: usize, ti: usize) {
         let d = &mut self.dispatches[di];
         let id = d.id;
         let t = &mut d.targets[ti];

@@ -283,6 +283,17 @@ fn clip(text: &str) -> &str {
     &text[..end]
 }
 
+/// Case-insensitive substring test; `needle` is already lowercase.
+pub fn contains_ci(hay: &str, needle: &str) -> bool {
+    if hay.is_ascii() && needle.is_ascii() {
+        hay.as_bytes()
+            .windows(needle.len().max(1))
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    } else {
+        hay.to_lowercase().contains(needle)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
