@@ -202,10 +202,14 @@ pub fn split_pane(f: &mut Frame, app: &App, area: Rect) {
                 Borders::TOP
             })
             .border_style(app.theme.border)
-            .title(Span::styled(format!(" {} ", t.host), tag_style(ti)));
-        if Some(ti) == selected {
-            b = b.title(Span::styled("◂ ", app.theme.title));
-        }
+            .title(Line::from(vec![
+                Span::styled(format!(" {}", t.host), tag_style(ti)),
+                // The selected host: where [ ] and the Targets list are.
+                Span::styled(
+                    if Some(ti) == selected { " ◂ " } else { " " },
+                    app.theme.title,
+                ),
+            ]));
         b = b.title_bottom(Line::styled(format!(" {} ", t.status()), app.theme.dim));
         let body = b.inner(*col);
         f.render_widget(b, *col);
