@@ -4,5 +4,6 @@ pub mod ansi;
 pub mod fleet_report;
 pub mod headless;
 pub mod report;
+pub mod step_line;
 pub mod term_text;
 pub mod tui;
