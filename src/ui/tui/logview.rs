@@ -188,15 +188,15 @@ impl LogView {
         if first == end {
             return false;
         }
-        let from = self.current_match.unwrap_or_else(|| {
-            if forward {
-                self.top_line(ring, height).saturating_sub(1)
-            } else {
-                end
-            }
-        });
+        // From the current match on (excluded); the first time from the top line shown
+        // (included: a match on the very first line counts) or, backwards, the last line.
+        let (from, skip) = match self.current_match {
+            Some(m) => (m, 1),
+            None if forward => (self.top_line(ring, height), 0),
+            None => (end, 1),
+        };
         let total = end - first;
-        for k in 1..=total {
+        for k in skip..total + skip {
             let n = if forward {
                 first + (from.saturating_sub(first) + k) % total
             } else {
@@ -263,5 +263,13 @@ mod tests {
         assert_eq!(v.current_match, Some(5));
         assert!(v.find(&r, 10, false));
         assert_eq!(v.current_match, Some(59));
+        // A match on the first line shown counts (the top line, not the one after it).
+        let mut v = LogView {
+            search: Some("line 0".into()),
+            top: Some(0),
+            ..LogView::default()
+        };
+        assert!(v.find(&r, 10, true));
+        assert_eq!(v.current_match, Some(0));
     }
 }
