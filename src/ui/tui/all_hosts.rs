@@ -273,6 +273,35 @@ fn output_of(d: &DispatchView, ti: usize) -> Vec<&str> {
         .collect()
 }
 
+/// What a diff depends on: the dispatch, the host, and every log's extent.
+type DiffKey = (i64, usize, u64);
+
+thread_local! {
+    /// The last diff drawn: a finished dispatch's diff is computed once, not per frame or
+    /// per scroll key.
+    static LAST_DIFF: std::cell::RefCell<Option<(DiffKey, std::rc::Rc<Diff>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`diff`], cached while nothing it reads changed.
+pub fn diff_cached(d: &DispatchView, host: usize) -> std::rc::Rc<Diff> {
+    let extent = d.targets.iter().fold(0u64, |h, t| {
+        h.wrapping_mul(1_000_003)
+            .wrapping_add(t.log.first() ^ t.log.end().rotate_left(32))
+    });
+    let key = (d.id, host, extent);
+    LAST_DIFF.with(|c| {
+        if let Some((k, v)) = &*c.borrow()
+            && *k == key
+        {
+            return v.clone();
+        }
+        let v = std::rc::Rc::new(diff(d, host));
+        *c.borrow_mut() = Some((key, v.clone()));
+        v
+    })
+}
+
 /// Groups the hosts by identical output and diffs `host` against the biggest group.
 pub fn diff(d: &DispatchView, host: usize) -> Diff {
     let outputs: Vec<Vec<&str>> = (0..d.targets.len()).map(|i| output_of(d, i)).collect();
@@ -317,7 +346,7 @@ pub fn diff_pane(f: &mut Frame, app: &App, area: Rect) {
         return no_dispatch(f, app, area, "Log diff");
     };
     let host = &d.targets[ti].host;
-    let diff = diff(d, ti);
+    let diff = diff_cached(d, ti);
     let same = diff.majority.iter().any(|h| h == host);
     let title = format!(
         "Log diff {host} vs majority #{} [{}]",
@@ -390,7 +419,7 @@ pub fn rows_of(app: &App) -> Option<(u64, u64)> {
         }
         super::logview::LogMode::Diff => {
             let ti = app.selected_target_index()?;
-            Some((0, diff(d, ti).rows.len() as u64))
+            Some((0, diff_cached(d, ti).rows.len() as u64))
         }
         _ => None,
     }
