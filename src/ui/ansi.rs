@@ -84,8 +84,9 @@ pub fn spans<'a>(
         }))
 }
 
-/// Whether `line` can be taken as it is: nothing but printable characters.
-fn plain(line: &str) -> bool {
+/// Whether `line` can be taken as it is: nothing but printable characters (most output;
+/// callers skip [`cook`] and its copy then).
+pub fn plain(line: &str) -> bool {
     !line
         .chars()
         .any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))

@@ -124,6 +124,8 @@ impl LogRing {
         // expanded, `\r` overwriting); a marker is our own text quoting a command.
         let (safe, runs) = if marker {
             (crate::ui::term_text::field(text), Vec::new())
+        } else if crate::ui::ansi::plain(text) {
+            (std::borrow::Cow::Borrowed(text), Vec::new())
         } else {
             let c = cook(text, Tabs::Expand);
             (std::borrow::Cow::Owned(c.text), c.runs)
