@@ -83,6 +83,10 @@ impl LogView {
         } else {
             mode
         };
+        if self.mode != LogMode::All {
+            // One host's lines only means something in the all-hosts view.
+            self.host_filter = None;
+        }
         self.view_top = None;
         self.current_match = None;
     }
