@@ -127,10 +127,22 @@ impl LogView {
             self.current_match,
             host,
         );
-        if let Some((k, v)) = self.count_cache.get()
-            && k == key
-        {
-            return Some(v);
+        if let Some((k, v)) = self.count_cache.get() {
+            if k == key {
+                return Some(v);
+            }
+            // Only new lines since: count those (a live log with a search on costs the new
+            // lines per frame, not the whole log).
+            if (k.0, k.1, k.3, k.4) == (key.0, key.1, key.3, key.4) && k.2 <= key.2 {
+                let (mut count, rank) = v;
+                for n in k.2..key.2 {
+                    if ring.get(n).is_some_and(|l| contains_ci(l.text, &needle)) {
+                        count += 1;
+                    }
+                }
+                self.count_cache.set(Some((key, (count, rank))));
+                return Some((count, rank));
+            }
         }
         let mut count = 0;
         let mut rank = None;
@@ -275,5 +287,24 @@ mod tests {
         };
         assert!(v.find(&r, 10, true));
         assert_eq!(v.current_match, Some(0));
+    }
+
+    #[test]
+    fn match_count_follows_new_lines() {
+        let mut r = ring(100);
+        let v = LogView {
+            search: Some("line 1".into()),
+            ..LogView::default()
+        };
+        // line 1, line 10..19
+        assert_eq!(v.match_count(&r, 0), Some((11, None)));
+        r.push(0, Stream::Stdout, "line 1000");
+        r.push(0, Stream::Stdout, "other");
+        assert_eq!(v.match_count(&r, 0), Some((12, None)));
+        let w = LogView {
+            current_match: Some(10),
+            ..v.clone()
+        };
+        assert_eq!(w.match_count(&r, 0), Some((12, Some(2))));
     }
 }
