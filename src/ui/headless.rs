@@ -1,7 +1,7 @@
 //! The headless front end of `--dispatch`: live progress and output for a terminal, plain
 //! `[host] line` output for logs and pipes, or one JSON event per line for programs.
 
-use super::term_text::{field, output};
+use super::term_text::field;
 use crate::engine::events::{Event, Level, Step, StepOutcome, TargetResult};
 use crate::engine::rollout::Summary;
 use crate::journal::BundleState;
@@ -30,6 +30,10 @@ pub struct Printer {
     /// caller flushes whenever it has no more events at hand.
     out: std::io::BufWriter<std::io::Stdout>,
     err: std::io::BufWriter<std::io::Stderr>,
+    /// Remote colours reach stdout / stderr only when it is a terminal; a pipe or a file
+    /// gets plain text (the journal and --json keep the raw line either way).
+    colour_out: bool,
+    colour_err: bool,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -62,6 +66,45 @@ impl Printer {
             width: 0,
             out: std::io::BufWriter::with_capacity(64 << 10, std::io::stdout()),
             err: std::io::BufWriter::with_capacity(16 << 10, std::io::stderr()),
+            colour_out: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            colour_err: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    /// Whether remote colours may go where a line for `to_stderr` goes: the progress bars'
+    /// terminal (stderr), or stdout / stderr when each is a terminal.
+    fn colour(&self, to_stderr: bool) -> bool {
+        match self.mode {
+            Mode::Json => false,
+            Mode::Terminal => self.colour_err,
+            Mode::Plain if to_stderr => self.colour_err,
+            Mode::Plain => self.colour_out,
+        }
+    }
+
+    /// Writes a line of remote output, cooked by [`super::ansi::cook`]: its text holds
+    /// no control character (tabs aside, in a pipe) and its only escapes are the SGR
+    /// sequences we render ourselves, so it bypasses [`super::term_text::text`].
+    fn output_line(&mut self, to_stderr: bool, host: &str, line: &str) {
+        let colour = self.colour(to_stderr);
+        let tabs = if colour {
+            super::ansi::Tabs::Expand
+        } else {
+            super::ansi::Tabs::Keep
+        };
+        let cooked = super::ansi::cook(line, tabs);
+        let body = if colour { cooked.to_sgr() } else { cooked.text };
+        let text = format!("{} {body}", self.tag(host));
+        match &self.bars {
+            Some(mp) => {
+                let _ = mp.println(text);
+            }
+            None if to_stderr => {
+                let _ = writeln!(self.err, "{text}");
+            }
+            None => {
+                let _ = writeln!(self.out, "{text}");
+            }
         }
     }
 
@@ -165,16 +208,15 @@ impl Printer {
             }
             Event::Output {
                 host, stream, line, ..
-            } => {
-                let text = format!("{} {}", self.tag(host), output(line));
-                self.line(*stream == Stream::Stderr, &text);
-            }
+            } => self.output_line(*stream == Stream::Stderr, host, line),
             Event::Transfer { host, transfer, .. } => self.transfer(host, transfer),
             Event::StepFinished {
                 host,
                 step,
                 outcome,
+                exit_code,
                 error,
+                duration_ms,
                 ..
             } => {
                 if *outcome != StepOutcome::Ok {
@@ -183,6 +225,18 @@ impl Printer {
                         true,
                         &format!("{} !! {step} {outcome:?}: {why}", self.tag(host)),
                     );
+                }
+                // Every step ends with its result, as in the console's log.
+                if *step != Step::Connect && *step != Step::Unlock {
+                    let line = super::step_line::step_result(
+                        *step,
+                        *outcome,
+                        *exit_code,
+                        error.as_deref(),
+                        *duration_ms,
+                    );
+                    let line = line.replacen("── ", "<== ", 1);
+                    self.line(false, &format!("{} {line}", self.tag(host)));
                 }
             }
             Event::TargetFinished {

@@ -21,7 +21,8 @@ use std::fmt::Write;
 
 /// What becomes of an escape sequence (`ESC [ 31 m`, `ESC ] 0 ; title BEL`, ...).
 ///
-/// A later `KeepSgr` would copy `CSI ... m` (colours) through and drop the rest.
+/// Remote command output does not come here: [`super::ansi`] renders it as a terminal
+/// would, its colours as styles we draw ourselves, the rest dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sequences {
     /// Its ESC (or C1 introducer) is shown like any control; the rest is plain text.
@@ -56,7 +57,8 @@ pub const TEXT: Policy = Policy {
     sequences: Sequences::Show,
 };
 
-/// One line of remote command output: `\t` passes, escape sequences are dropped.
+/// One line of text whose escape sequences are noise: `\t` passes, sequences are dropped.
+/// (Remote command output is cooked by [`super::ansi`] instead.)
 pub const OUTPUT: Policy = Policy {
     newline: false,
     tab: true,
@@ -71,11 +73,6 @@ pub fn field(s: &str) -> Cow<'_, str> {
 /// A whole message or report. See [`TEXT`].
 pub fn text(s: &str) -> Cow<'_, str> {
     sanitize(s, TEXT)
-}
-
-/// A line of remote command output. See [`OUTPUT`].
-pub fn output(s: &str) -> Cow<'_, str> {
-    sanitize(s, OUTPUT)
 }
 
 /// Serialized JSON (one value, or several lines of them): the characters serde_json leaves
@@ -217,7 +214,7 @@ mod tests {
             assert!(matches!(sanitize(s, p), Cow::Borrowed(x) if x == s));
         }
         assert!(matches!(text("a\n\tb"), Cow::Borrowed("a\n\tb")));
-        assert!(matches!(output("a\tb"), Cow::Borrowed("a\tb")));
+        assert!(matches!(sanitize("a\tb", OUTPUT), Cow::Borrowed("a\tb")));
     }
 
     #[test]
@@ -236,6 +233,7 @@ mod tests {
 
     #[test]
     fn output_drops_whole_sequences() {
+        let output = |s| sanitize(s, OUTPUT);
         assert_eq!(output("\u{1b}[01;34mdir\u{1b}[0m\tfile"), "dir\tfile");
         assert_eq!(output("a\u{1b}]0;PWNED\u{7}b"), "ab");
         assert_eq!(output("a\u{1b}]52;c;Zm9v\u{1b}\\b"), "ab");

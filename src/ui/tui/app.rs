@@ -470,7 +470,7 @@ impl App {
 
     /// Reads a past dispatch's targets and the selected target's output from the journal,
     /// the first time they are shown.
-    fn ensure_loaded(&mut self) {
+    pub(super) fn ensure_loaded(&mut self) {
         let Some(j) = self.env.journal.clone() else {
             return;
         };
@@ -492,6 +492,19 @@ impl App {
         let Some(ti) = self.selected_target_index() else {
             return;
         };
+        // The many-host views (all hosts, split, diff) read every host's output.
+        let all: Vec<usize> = if self.log.mode == super::logview::LogMode::One {
+            vec![ti]
+        } else {
+            (0..self.dispatches[di].targets.len()).collect()
+        };
+        for ti in all {
+            self.load_log(&j, di, ti);
+        }
+    }
+
+    /// Reads target `ti`'s output of dispatch `di` from the journal, once.
+    fn load_log(&mut self, j: &Journal, di: usize, ti: usize) {
         let d = &mut self.dispatches[di];
         let id = d.id;
         let t = &mut d.targets[ti];
@@ -623,7 +636,9 @@ impl App {
         };
         // Output and step markers grow the host's log: account for them in the budget.
         let logged = match e {
-            Event::Output { host, .. } | Event::StepStarted { host, .. } => Some(host.as_str()),
+            Event::Output { host, .. }
+            | Event::StepStarted { host, .. }
+            | Event::StepFinished { host, .. } => Some(host.as_str()),
             _ => None,
         };
         let before = logged

@@ -68,7 +68,22 @@ pub const LOG: Keys = &[
     ("w", "wrap long lines on/off"),
     ("t", "timestamps on/off"),
     ("/", "search; n / N next / previous match"),
+    (
+        "Esc",
+        "clear the search, then the host filter, then back to one host",
+    ),
     ("s", "save the log to a file"),
+    (
+        "A",
+        "all hosts: every host's lines in arrival order, tagged",
+    ),
+    ("S", "split: 2-4 hosts side by side (+ / - columns)"),
+    ("D", "diff: this host's output against the majority's"),
+    (
+        "[ / ]",
+        "previous / next host (all hosts: keep one host's lines)",
+    ),
+    ("/ in all hosts", "keep only the lines containing a text"),
 ];
 
 pub const PROBE: Keys = &[

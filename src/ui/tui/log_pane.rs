@@ -2,19 +2,23 @@
 //! line when following, so a 100,000-line log costs one screenful per frame.
 
 use super::app::{App, Focus};
-use super::logview::contains_ci;
-use super::ring::LogRing;
+use super::log_text::log_lines;
+use super::logview::LogMode;
 use super::widgets::pane;
-use crate::transport::Stream;
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use ratatui::style::Style;
-use ratatui::text::{Line, Span};
+use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
 pub use super::model::timestamp;
 
 pub fn log_pane(f: &mut Frame, app: &App, area: Rect) {
+    match app.log.mode {
+        LogMode::One => {}
+        LogMode::All => return super::all_hosts::all_pane(f, app, area),
+        LogMode::Split => return super::all_hosts::split_pane(f, app, area),
+        LogMode::Diff => return super::all_hosts::diff_pane(f, app, area),
+    }
     let target = app.selected_target();
     let mut title = match (app.selected_dispatch(), target) {
         (Some(d), Some(t)) => format!("Log {} #{}", t.host, d.id),
@@ -40,6 +44,15 @@ pub fn log_pane(f: &mut Frame, app: &App, area: Rect) {
         }
         if let Some(s) = &app.log.search {
             info.push_str(&format!(" · /{s}"));
+            let host = app.selected_target_index().unwrap_or(0);
+            match app.log.match_count(&t.log, host) {
+                Some((0, _)) => info.push_str(" no match"),
+                Some((n, Some(k))) => info.push_str(&format!(" {k}/{n}")),
+                Some((n, None)) => {
+                    info.push_str(&format!(" {n} match{}", if n == 1 { "" } else { "es" }))
+                }
+                None => {}
+            }
         }
         info.push(' ');
         block = block.title_bottom(Line::styled(info, app.theme.dim).right_aligned());
@@ -54,141 +67,12 @@ pub fn log_pane(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     };
-    let lines = log_lines(app, &t.log, inner.width as usize, inner.height as usize);
+    let lines = log_lines(
+        app,
+        &app.log,
+        &t.log,
+        inner.width as usize,
+        inner.height as usize,
+    );
     f.render_widget(Paragraph::new(lines), inner);
-}
-
-/// The screen rows of the log pane: from the top line down, or (following) the newest lines
-/// walking back until the pane is full, wrapping long lines when asked.
-fn log_lines<'a>(app: &App, ring: &'a LogRing, width: usize, height: usize) -> Vec<Line<'a>> {
-    if height == 0 || width == 0 || ring.is_empty() {
-        return Vec::new();
-    }
-    let prefix_w = if app.log.timestamps { 13 } else { 0 };
-    let text_w = width.saturating_sub(prefix_w).max(1);
-    let rows_of = |n: u64| -> usize {
-        if !app.log.wrap {
-            return 1;
-        }
-        ring.get(n)
-            .map_or(1, |l| l.text.chars().count().div_ceil(text_w).max(1))
-    };
-    let start = if app.log.following() {
-        let mut n = ring.end();
-        let mut used = 0;
-        while n > ring.first() {
-            let r = rows_of(n - 1);
-            if used + r > height {
-                break;
-            }
-            used += r;
-            n -= 1;
-        }
-        n.min(ring.end().saturating_sub(1))
-    } else {
-        app.log.top_line(ring, height)
-    };
-    let needle = app.log.search.as_ref().map(|s| s.to_lowercase());
-    let mut out = Vec::with_capacity(height);
-    let mut n = start;
-    while out.len() < height && n < ring.end() {
-        let Some(l) = ring.get(n) else { break };
-        let style = if l.marker {
-            app.theme.header
-        } else if l.stream == Stream::Stderr {
-            app.theme.stderr
-        } else {
-            app.theme.stdout
-        };
-        let is_current = app.log.current_match == Some(n);
-        let pieces: Vec<&str> = if app.log.wrap {
-            chunks(l.text, text_w)
-        } else {
-            vec![l.text]
-        };
-        for (k, piece) in pieces.into_iter().enumerate() {
-            if out.len() >= height {
-                break;
-            }
-            let mut spans = Vec::new();
-            if prefix_w > 0 {
-                spans.push(Span::styled(
-                    if k == 0 {
-                        format!("{} ", timestamp(l.at))
-                    } else {
-                        " ".repeat(prefix_w)
-                    },
-                    app.theme.dim,
-                ));
-            }
-            match &needle {
-                Some(nd) if !nd.is_empty() && contains_ci(piece, nd) => {
-                    spans.extend(highlight(
-                        piece,
-                        nd,
-                        style,
-                        app.theme.search_match,
-                        is_current,
-                    ));
-                }
-                _ => spans.push(Span::styled(piece, style)),
-            }
-            out.push(Line::from(spans));
-        }
-        n += 1;
-    }
-    out
-}
-
-/// Splits `s` into pieces of `w` chars.
-fn chunks(s: &str, w: usize) -> Vec<&str> {
-    if s.is_empty() {
-        return vec![s];
-    }
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut count = 0;
-    for (i, _) in s.char_indices() {
-        if count == w {
-            out.push(&s[start..i]);
-            start = i;
-            count = 0;
-        }
-        count += 1;
-    }
-    out.push(&s[start..]);
-    out
-}
-
-/// Spans of `text` with every case-insensitive match of `needle` highlighted.
-fn highlight<'a>(
-    text: &'a str,
-    needle: &str,
-    base: Style,
-    hit: Style,
-    current: bool,
-) -> Vec<Span<'a>> {
-    let hit = if current {
-        hit.add_modifier(ratatui::style::Modifier::BOLD | ratatui::style::Modifier::UNDERLINED)
-    } else {
-        hit
-    };
-    if !text.is_ascii() || !needle.is_ascii() {
-        return vec![Span::styled(text, hit)];
-    }
-    let lower = text.to_ascii_lowercase();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Some(i) = lower[pos..].find(needle) {
-        let s = pos + i;
-        if s > pos {
-            out.push(Span::styled(&text[pos..s], base));
-        }
-        out.push(Span::styled(&text[s..s + needle.len()], hit));
-        pos = s + needle.len();
-    }
-    if pos < text.len() {
-        out.push(Span::styled(&text[pos..], base));
-    }
-    out
 }

@@ -11,6 +11,7 @@
 //! - [`model`], [`ring`], [`logview`]: what is shown, per-host bounded logs, log scrolling.
 //! - [`theme`], [`palette`], [`keys`]: themes, the `:` palette, the key tables of `?`.
 
+pub mod all_hosts;
 pub mod app;
 pub mod console;
 pub mod dialogs;
@@ -18,7 +19,9 @@ pub mod engine;
 pub mod fleet_dialogs;
 pub mod keys;
 pub mod log_pane;
+pub mod log_text;
 pub mod logview;
+pub mod merged;
 pub mod model;
 pub mod palette;
 pub mod render;

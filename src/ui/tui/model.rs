@@ -358,6 +358,11 @@ impl DispatchView {
                         v.journal_markers
                             .push((s.started_at, step_marker(s.step, c)));
                     }
+                    if let (Some(o), Some(at)) = (s.outcome, s.finished_at) {
+                        let ms = s.duration_ms.unwrap_or(at - s.started_at);
+                        let line = step_result(s.step, o, s.exit_code, s.error.as_deref(), ms);
+                        v.journal_markers.push((at, line));
+                    }
                 }
                 v.log_loaded = false;
                 v
@@ -517,13 +522,19 @@ impl DispatchView {
                 }
             }
             Event::StepFinished {
+                at,
                 host,
                 step,
                 outcome,
+                exit_code,
                 error,
+                duration_ms,
                 ..
             } => {
                 if let Some(t) = self.target_mut(host) {
+                    let line =
+                        step_result(*step, *outcome, *exit_code, error.as_deref(), *duration_ms);
+                    t.log.push_marker(*at, &line);
                     if *outcome == StepOutcome::Ok {
                         t.steps_done.push(*step);
                     } else if let Some(err) = error {
@@ -578,6 +589,8 @@ impl DispatchView {
 pub fn step_marker(step: Step, command: &str) -> String {
     format!("── {step}: {command}")
 }
+
+pub use crate::ui::step_line::step_result;
 
 /// `mm:ss`, or `h:mm:ss` past an hour.
 pub fn elapsed(ms: i64) -> String {

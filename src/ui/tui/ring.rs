@@ -9,7 +9,15 @@
 
 use crate::engine::events::Millis;
 use crate::transport::Stream;
+use crate::ui::ansi::{Tabs, cook};
+use anstyle::Style;
 use std::collections::VecDeque;
+
+/// Where a line's style changes: `(byte offset, style from there on)`.
+pub type Runs = [(u32, Style)];
+
+/// Bytes one style run costs.
+const RUN_BYTES: usize = std::mem::size_of::<(u32, Style)>();
 
 /// Lines per chunk.
 pub const CHUNK: usize = 256;
@@ -33,6 +41,9 @@ struct Chunk {
     stderr: [u64; CHUNK / 64],
     /// Bit i set: line i is the console's own marker (a step started), not output.
     marker: [u64; CHUNK / 64],
+    /// The style runs of the coloured lines only, by line index (ascending): most output
+    /// has no colour and pays nothing for it.
+    styled: Vec<(u16, Box<Runs>)>,
 }
 
 impl Chunk {
@@ -43,6 +54,13 @@ impl Chunk {
     fn line(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.text[start..self.ends[i] as usize]
+    }
+
+    fn runs(&self, i: usize) -> &Runs {
+        match self.styled.binary_search_by_key(&(i as u16), |(k, _)| *k) {
+            Ok(k) => &self.styled[k].1,
+            Err(_) => &[],
+        }
     }
 
     fn seal(&mut self) {
@@ -60,6 +78,8 @@ pub struct LogLine<'a> {
     pub text: &'a str,
     /// A step boundary the console wrote, not a line the host printed.
     pub marker: bool,
+    /// The remote colours of `text` (empty: none).
+    pub runs: &'a Runs,
 }
 
 /// The newest `capacity` (to within one chunk) lines of one host.
@@ -100,12 +120,21 @@ impl LogRing {
     fn push_line(&mut self, at: Millis, stream: Stream, text: &str, marker: bool) {
         // Made inert once, here, for every view of the log: ratatui would drop a bare ESC
         // but show the rest of its sequence (`[31m`), and widths are counted on this text.
-        let safe = if marker {
-            crate::ui::term_text::field(text)
+        // Output is cooked as a terminal would show it (colours kept as runs, tabs
+        // expanded, `\r` overwriting); a marker is our own text quoting a command.
+        let (safe, runs) = if marker {
+            (crate::ui::term_text::field(text), Vec::new())
+        } else if crate::ui::ansi::plain(text) {
+            (std::borrow::Cow::Borrowed(text), Vec::new())
         } else {
-            crate::ui::term_text::output(text)
+            let c = cook(text, Tabs::Expand);
+            (std::borrow::Cow::Owned(c.text), c.runs)
         };
         let text = clip(&safe);
+        let runs: Vec<(u32, Style)> = runs
+            .into_iter()
+            .filter(|(at, _)| (*at as usize) < text.len())
+            .collect();
         if self.chunks.back().is_none_or(|c| c.len() == CHUNK) {
             if let Some(last) = self.chunks.back_mut() {
                 last.seal();
@@ -117,6 +146,7 @@ impl LogRing {
                 at: Vec::with_capacity(CHUNK),
                 stderr: [0; CHUNK / 64],
                 marker: [0; CHUNK / 64],
+                styled: Vec::new(),
             });
         }
         let Some(chunk) = self.chunks.back_mut() else {
@@ -134,8 +164,15 @@ impl LogRing {
         if marker {
             chunk.marker[i / 64] |= 1 << (i % 64);
         }
+        let run_bytes = if runs.is_empty() {
+            0
+        } else {
+            let n = runs.len() * RUN_BYTES + 2 + 16;
+            chunk.styled.push((i as u16, runs.into_boxed_slice()));
+            n
+        };
         self.len += 1;
-        self.bytes += text.len() + LINE_OVERHEAD;
+        self.bytes += text.len() + LINE_OVERHEAD + run_bytes;
         while self.chunks.len() > 1 && self.len - self.chunks[0].len() >= self.capacity {
             self.trim_front();
         }
@@ -150,7 +187,13 @@ impl LogRing {
         let Some(front) = self.chunks.pop_front() else {
             return 0;
         };
-        let freed = front.text.len() + front.len() * LINE_OVERHEAD;
+        let freed = front.text.len()
+            + front.len() * LINE_OVERHEAD
+            + front
+                .styled
+                .iter()
+                .map(|(_, r)| r.len() * RUN_BYTES + 2 + 16)
+                .sum::<usize>();
         self.len -= front.len();
         self.base += front.len() as u64;
         self.bytes -= freed;
@@ -202,6 +245,7 @@ impl LogRing {
             },
             text: chunk.line(i),
             marker: chunk.marker[i / 64] & (1 << (i % 64)) != 0,
+            runs: chunk.runs(i),
         })
     }
 
@@ -214,7 +258,17 @@ impl LogRing {
     pub fn heap_bytes(&self) -> usize {
         self.chunks
             .iter()
-            .map(|c| c.text.capacity() + c.ends.capacity() * 4 + c.at.capacity() * 4 + 40)
+            .map(|c| {
+                c.text.capacity()
+                    + c.ends.capacity() * 4
+                    + c.at.capacity() * 4
+                    + 40
+                    + c.styled.capacity() * 24
+                    + c.styled
+                        .iter()
+                        .map(|(_, r)| r.len() * RUN_BYTES)
+                        .sum::<usize>()
+            })
             .sum()
     }
 }
@@ -231,6 +285,17 @@ fn clip(text: &str) -> &str {
     &text[..end]
 }
 
+/// Case-insensitive substring test; `needle` is already lowercase.
+pub fn contains_ci(hay: &str, needle: &str) -> bool {
+    if hay.is_ascii() && needle.is_ascii() {
+        hay.as_bytes()
+            .windows(needle.len().max(1))
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    } else {
+        hay.to_lowercase().contains(needle)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,8 +305,13 @@ mod tests {
         let mut r = LogRing::new(10);
         r.push(0, Stream::Stdout, "\u{1b}[31mred\u{1b}[0m \u{1b}]0;T\u{7}x");
         r.push_marker(1, "── upgrade: echo 'a\u{1b}b'");
+        r.push(2, Stream::Stdout, "a\tb\r\u{1b}[32mA");
         let got: Vec<&str> = r.iter().map(|(_, l)| l.text).collect();
-        assert_eq!(got, ["red x", "── upgrade: echo 'a\\u{1b}b'"]);
+        assert_eq!(got, ["red x", "── upgrade: echo 'a\\u{1b}b'", "A       b"]);
+        let red = Style::new().fg_color(Some(anstyle::AnsiColor::Red.into()));
+        assert_eq!(r.get(0).unwrap().runs, &[(0, red), (3, Style::new())]);
+        assert!(r.get(1).unwrap().runs.is_empty());
+        assert_eq!(r.get(2).unwrap().runs.len(), 2);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Keys and mouse on the panes: focus, list movement, the log pane's reading keys.
 
+use super::super::all_hosts;
+use super::super::logview::LogMode;
 use super::{App, Confirm, Effect, Focus, Overlay};
 use crossterm::event::{
     Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
@@ -90,7 +92,10 @@ impl App {
             }
             KeyCode::Char('m') => return self.toggle_mouse(),
             KeyCode::Esc => {
-                if self.log.fullscreen {
+                // In the log: the search, then a host filter, then the many-host view go
+                // first; focus stays.
+                if self.focus == Focus::Log && self.log.clear_one() {
+                } else if self.log.fullscreen {
                     self.log.fullscreen = false;
                 } else if let Some(l) = list.filter(|&l| !self.filters[l].is_empty()) {
                     self.filters[l].clear();
@@ -253,6 +258,21 @@ impl App {
 
     pub(super) fn scroll_log(&mut self, delta: i64) {
         let h = self.log_height.get();
+        match self.log.mode {
+            LogMode::One => {}
+            LogMode::Split => {
+                // Lines back from the newest, the same in every column.
+                let back = self.log.view_top.unwrap_or(0) as i64 - delta;
+                self.log.view_top = (back > 0).then_some(back as u64);
+                return;
+            }
+            LogMode::All | LogMode::Diff => {
+                if let Some((first, end)) = all_hosts::rows_of(self) {
+                    all_hosts::scroll(&mut self.log.view_top, first, end, h, delta);
+                }
+                return;
+            }
+        }
         let Some((di, ti)) = self
             .selected_dispatch_index()
             .zip(self.selected_target_index())
@@ -270,6 +290,23 @@ impl App {
             KeyCode::Char('k') | KeyCode::Up => self.scroll_log(-1),
             KeyCode::PageDown | KeyCode::Char(' ') => self.scroll_log(h - 1),
             KeyCode::PageUp => self.scroll_log(-(h - 1)),
+            KeyCode::Char('g') | KeyCode::Home if self.log.mode != LogMode::One => {
+                self.scroll_log(i64::MIN / 4)
+            }
+            KeyCode::Char('G') | KeyCode::End if self.log.mode != LogMode::One => {
+                self.log.view_top = None
+            }
+            KeyCode::Char('A') => self.set_log_mode(LogMode::All),
+            KeyCode::Char('S') => self.set_log_mode(LogMode::Split),
+            KeyCode::Char('D') => self.set_log_mode(LogMode::Diff),
+            KeyCode::Char(c @ ('[' | ']')) => self.step_host(if c == ']' { 1 } else { -1 }),
+            KeyCode::Char(c @ ('+' | '-')) if self.log.mode == LogMode::Split => {
+                let n = self.log.split_columns() as i64 + if c == '+' { 1 } else { -1 };
+                self.log.columns = n.clamp(2, 4) as usize;
+            }
+            KeyCode::Char('n' | 'N') if self.log.mode == LogMode::All => {
+                self.info("all hosts: / keeps the lines that contain a text; Esc clears it")
+            }
             KeyCode::Char('g') | KeyCode::Home => {
                 if let Some(t) = self.selected_target() {
                     let first = t.log.first();
@@ -292,7 +329,53 @@ impl App {
         Vec::new()
     }
 
+    /// Switches the log pane to `mode` (or back to one host), reading every host's output
+    /// of a past dispatch first when the view needs it.
+    pub(super) fn set_log_mode(&mut self, mode: LogMode) {
+        self.log.toggle_mode(mode);
+        self.ensure_loaded();
+        let what = match self.log.mode {
+            LogMode::One => "log: one host",
+            LogMode::All => "log: all hosts in arrival order; [ ] one host, / filter, Esc clears",
+            LogMode::Split => "log: hosts side by side; [ ] move, + - columns",
+            LogMode::Diff => "log: the host against the majority; [ ] another host",
+        };
+        self.info(what);
+    }
+
+    /// `[` / `]`: all hosts keeps only the previous / next host's lines (then all again);
+    /// the other views move to the previous / next host of the Targets list.
+    pub(super) fn step_host(&mut self, delta: i64) {
+        if self.log.mode == LogMode::All {
+            let Some(d) = self.selected_dispatch() else {
+                return;
+            };
+            let n = d.targets.len() as i64;
+            if n == 0 {
+                return;
+            }
+            // Positions 0..n are hosts, n is "all".
+            let cur = all_hosts::host_index(d, &self.log).map_or(n, |i| i as i64);
+            let next = (cur + delta).rem_euclid(n + 1);
+            self.log.host_filter = (next < n).then(|| d.targets[next as usize].host.clone());
+            self.log.view_top = None;
+            return;
+        }
+        self.move_by(3, delta);
+    }
+
     pub(super) fn find(&mut self, forward: bool) {
+        if self.log.mode == LogMode::All {
+            // A filter there, not a search: the view shows the matching lines only.
+            self.log.view_top = None;
+            return;
+        }
+        if self.log.search.as_deref().is_none_or(str::is_empty) {
+            // Nothing to look for: nothing to say either.
+            self.log.search = None;
+            self.log.current_match = None;
+            return;
+        }
         let h = self.log_height.get();
         let Some((di, ti)) = self
             .selected_dispatch_index()
