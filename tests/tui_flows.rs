@@ -101,11 +101,27 @@ fn cancel_asks_first_and_defaults_to_keep_running() {
     let fx = app.key(KeyCode::Enter);
     assert!(matches!(fx.as_slice(), [Effect::Cancel(7)]), "{fx:?}");
     assert!(app.selected_dispatch().unwrap().cancelling);
-    // `:cancel` while it is being cancelled does not ask again.
+    // A second cancel (`c` or `:cancel`) while it is being cancelled offers "stop now",
+    // again with the harmless button first.
     app.key(KeyCode::Char(':'));
     app.type_str("cancel");
     app.key(KeyCode::Enter);
-    assert!(app.overlay.is_none());
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Confirm {
+            what: Confirm::StopNow { id: 7, .. },
+            ok: false
+        })
+    ));
+    assert!(
+        app.key(KeyCode::Enter).is_empty(),
+        "Keep waiting is the default"
+    );
+    app.key(KeyCode::Char('c'));
+    assert!(render(&app, 120, 40).contains("Stop now"));
+    app.key(KeyCode::Tab);
+    let fx = app.key(KeyCode::Enter);
+    assert!(matches!(fx.as_slice(), [Effect::StopNow(7)]), "{fx:?}");
 }
 
 #[test]
@@ -333,6 +349,9 @@ fn palette_completes_commands() {
 #[test]
 fn focus_help_mouse_and_fullscreen() {
     let mut app = app();
+    // No dispatch yet: the console starts on the fleet, not on an empty pane.
+    assert_eq!(app.focus, Focus::Hosts);
+    app.key(KeyCode::Char('3'));
     assert_eq!(app.focus, Focus::Dispatches);
     app.key(KeyCode::Tab);
     assert_eq!(app.focus, Focus::Targets);
@@ -586,6 +605,12 @@ fn rollback_asks_first_and_runs_with_tab_enter() {
         other => panic!("{other:?}"),
     };
     app.on_begun(token, 2);
+    // The new dispatch does not take the selection from what the user reads (F would);
+    // the status bar says where it is.
+    assert_eq!(app.selected_dispatch().unwrap().id, 1);
+    assert!(app.status.as_ref().unwrap().text.contains("#2 started"));
+    app.key(KeyCode::Char('3'));
+    app.key(KeyCode::Char('g'));
     let d = app.selected_dispatch().unwrap();
     assert_eq!((d.id, d.bundle.as_str()), (2, "(rollback)"));
     // A rollback is not retried by shipping a file; it is not a package either.
@@ -788,7 +813,7 @@ fn watch_pause_and_resume_with_a_and_the_palette() {
     assert!(matches!(
         app.overlay,
         Some(Overlay::Confirm {
-            what: Confirm::Quit { running: 1 },
+            what: Confirm::Quit { running: 1, .. },
             ..
         })
     ));
@@ -855,22 +880,226 @@ fn watch_pause_and_resume_with_a_and_the_palette() {
     );
 }
 
-/// Dispatches the watcher starts appear in Dispatches as their events come; the top row
-/// follows the newest (so its output shows), a selection further down stays on its
-/// dispatch.
+/// Dispatches the watcher starts appear in Dispatches as their events come. The selection
+/// stays on the dispatch and host being read (issue 15 item 4: #12's failure was replaced
+/// by #13 four seconds later); `F` follows the newest, visibly.
 #[test]
 fn watched_dispatches_keep_the_selection_on_its_dispatch() {
     let mut app = watch_app();
     finished(&mut app); // #6
+    app.key(KeyCode::Char('4'));
+    app.key(KeyCode::Char('j')); // web2 of #6, the failed one
+    assert_eq!(app.selected_target().unwrap().host, "web2");
     app.on_event(&started(8, "app-1.4.3.tgz", &["web1"]));
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(6), "stays put");
+    assert_eq!(app.selected_target().unwrap().host, "web2");
+    assert!(!render(&app, 160, 48).contains("following"));
+    app.key(KeyCode::Char('F'));
+    assert!(app.follow);
+    assert!(render(&app, 160, 48).contains("following"));
     assert_eq!(
         app.selected_dispatch().map(|d| d.id),
         Some(8),
-        "top follows"
+        "F: the newest"
     );
-    app.key(KeyCode::Char('3'));
-    app.key(KeyCode::Char('j'));
-    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(6));
     app.on_event(&started(9, "app-1.4.4.tgz", &["web1"]));
-    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(6), "stays put");
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(9), "follows");
+    app.key(KeyCode::Char('F'));
+    app.on_event(&started(10, "app-1.4.5.tgz", &["web1"]));
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(9), "stays put");
+}
+
+/// Issue 15 item 1: a failed host says why wherever it is shown. The ERROR column names
+/// the step, its exit code and duration before the error; Enter on Targets opens the whole
+/// story (every line of the error, each step); the status bar names the failed hosts.
+#[test]
+fn a_failed_host_says_why_everywhere() {
+    let mut app = app();
+    finished(&mut app); // #6: web2 failed at upgrade, exit 2
+    let s = app.status.clone().unwrap();
+    assert!(s.error, "a dispatch with failures ends in an error message");
+    assert!(s.text.contains("failed: web2"), "{}", s.text);
+    app.key(KeyCode::Char('4'));
+    let screen = render(&app, 200, 48);
+    assert!(
+        screen.contains("upgrade: exit 2 after 2.0 s — upgrade exited with status 2"),
+        "{screen}"
+    );
+    // A multi-line error: the popup shows every line, wrapped, not just the first.
+    let long = format!(
+        "`upgrade` exited with status 3\nstderr: {}\nhint: check the disk",
+        "x".repeat(150)
+    );
+    let d = &mut app.dispatches[0];
+    let t = d.target_mut("web2").unwrap();
+    t.error = Some(long);
+    app.key(KeyCode::Char('4'));
+    app.key(KeyCode::Char('j'));
+    app.key(KeyCode::Enter);
+    assert!(matches!(app.overlay, Some(Overlay::Details { .. })));
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("web2 — details"), "{screen}");
+    assert!(
+        screen.contains("why       upgrade: exit 2 after 2.0 s"),
+        "{screen}"
+    );
+    assert!(screen.contains("hint: check the disk"), "{screen}");
+    let xs: usize = screen
+        .lines()
+        .filter(|l| l.contains("xxxxxxxxxx"))
+        .map(|l| l.matches('x').count())
+        .sum();
+    assert_eq!(
+        xs, 150,
+        "the whole stderr line is there, wrapped:\n{screen}"
+    );
+    // Enter again: the host's log.
+    app.key(KeyCode::Enter);
+    assert!(app.overlay.is_none());
+    assert_eq!(app.focus, Focus::Log);
+}
+
+/// Issue 15 item 2: after a dispatch, REACH, LOCK and VERSION stay for every host; the
+/// hosts it touched are probed again (quietly: no probe view opens).
+#[test]
+fn fleet_facts_survive_a_dispatch_and_refresh_where_it_shipped() {
+    use dropship::fleet::probe::{Reach, Reachability};
+    let mut app = app();
+    for h in ["web1", "web2", "web3", "db1.example.com", "db2.example.com"] {
+        app.on_reach(
+            h,
+            &Reachability {
+                rule: app.hosts.iter().find(|x| x.name == h).unwrap().rules[0].clone(),
+                host: h.into(),
+                address: "127.0.0.1".into(),
+                port: Some(22),
+                reach: Reach::Up {
+                    greeting: "SSH-2.0-OpenSSH".into(),
+                    millis: 3,
+                },
+            },
+        );
+    }
+    app.on_reach_done();
+    for h in &mut app.hosts {
+        h.lock = Some(None);
+        h.set_installed(&h.rules[0].clone(), Some("1.4.0"));
+    }
+    finished(&mut app); // #6 on web1..3
+    let fx = app.on_ended(6, false);
+    for h in &app.hosts {
+        assert!(
+            h.reach.iter().any(|(_, r)| matches!(r, Reach::Up { .. })),
+            "{}",
+            h.name
+        );
+        assert_eq!(h.lock, Some(None), "{}", h.name);
+        assert_eq!(h.installed_text(), "1.4.0", "{}", h.name);
+    }
+    let screen = render(&app, 300, 80);
+    assert!(screen.contains("db2.example.com"));
+    assert!(screen.contains("up 3ms"), "{screen}");
+    match fx.as_slice() {
+        [Effect::Probe { targets, .. }] => {
+            let mut hosts: Vec<&str> = targets
+                .iter()
+                .map(|t| t.target.host.name.as_str())
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            assert_eq!(hosts, ["web1", "web2", "web3"], "only the hosts it touched");
+        }
+        other => panic!("expected a probe of the touched hosts, got {other:?}"),
+    }
+    assert!(app.overlay.is_none() && app.probe_run.is_none(), "quiet");
+}
+
+/// Issue 15 item 3: relative times tick while on screen: the renderer notes the soonest
+/// change, the runner sleeps until then; with none on screen there is no timer at all.
+#[test]
+fn relative_times_ask_for_a_wakeup_only_while_shown() {
+    let mut app = app();
+    render(&app, 160, 48);
+    assert_eq!(
+        app.next_tick(),
+        None,
+        "nothing relative on screen: no timer"
+    );
+    finished(&mut app); // hosts' LAST/WHEN: finished at T0+9s, now T0+42s → 33s ago
+    app.on_ended(6, false);
+    let screen = render(&app, 160, 48);
+    assert!(screen.contains("33s ago"), "{screen}");
+    assert_eq!(
+        app.next_tick(),
+        Some(std::time::Duration::from_millis(1_000))
+    );
+    app.now += 1_000;
+    assert!(render(&app, 160, 48).contains("34s ago"));
+    // Ten minutes later the soonest change is at the next whole minute.
+    app.now = T0 + 9_000 + 600_500;
+    render(&app, 160, 48);
+    assert_eq!(
+        app.next_tick(),
+        Some(std::time::Duration::from_millis(59_500))
+    );
+}
+
+/// Issue 15 item 6: `/db2` Enter, Esc: the cursor stays on db2 (it went back to the first
+/// host, so `p` probed web1); the title counts filtered/total; no match says so.
+#[test]
+fn filter_keeps_the_cursor_on_its_item_and_counts() {
+    let mut app = app();
+    app.key(KeyCode::Char('1'));
+    app.key(KeyCode::Char('/'));
+    app.type_str("db2");
+    app.key(KeyCode::Enter);
+    let name = |app: &App| app.hosts[app.visible(0)[app.selected[0]]].name.clone();
+    assert_eq!(name(&app), "db2.example.com");
+    assert!(render(&app, 160, 48).contains("Hosts 1/5"));
+    app.key(KeyCode::Esc);
+    assert_eq!(app.visible(0).len(), 5);
+    assert_eq!(
+        name(&app),
+        "db2.example.com",
+        "Esc keeps the cursor on its host"
+    );
+    assert!(render(&app, 160, 48).contains("Hosts 5 "));
+    match app.key(KeyCode::Char('p')).as_slice() {
+        [Effect::Probe { targets, .. }] => {
+            assert!(
+                targets
+                    .iter()
+                    .all(|t| t.target.host.name == "db2.example.com")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    app.overlay = None;
+    app.key(KeyCode::Char('/'));
+    app.type_str("nosuchhost");
+    let screen = render(&app, 160, 48);
+    assert!(screen.contains("nothing matches /nosuchhost"), "{screen}");
+    assert!(!screen.contains("no hosts in dispatch.cfg"));
+    app.key(KeyCode::Esc);
+    assert_eq!(name(&app), "db2.example.com");
+}
+
+/// Issue 15 item 8: quitting cancels like `c` (grace period, not at once) and names the
+/// dispatch to `--resume`.
+#[test]
+fn quit_cancels_with_the_grace_and_names_the_dispatch() {
+    let mut app = app();
+    running(&mut app); // #7
+    app.key(KeyCode::Char('q'));
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("dropship --resume 7"), "{screen}");
+    assert!(screen.contains("cancels #7 like c"), "{screen}");
+    app.key(KeyCode::Tab);
+    let fx = app.key(KeyCode::Enter);
+    assert!(
+        matches!(fx.as_slice(), [Effect::Cancel(7), Effect::Quit]),
+        "{fx:?}"
+    );
+    assert_eq!(app.quit_cancelled, [7]);
+    assert!(app.dispatches[0].cancelling);
 }

@@ -41,7 +41,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         } => path_entry(f, app, area, input, candidates, error.as_deref()),
         Overlay::Confirm { what, ok } => confirm(f, app, area, what, *ok),
         Overlay::History { rows, selected } => history(f, app, area, rows, *selected),
-        Overlay::Filter { input } => prompt(
+        Overlay::Filter { input, .. } => prompt(
             f,
             app,
             area,
@@ -52,6 +52,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             None,
         ),
         Overlay::Search { input } => prompt(f, app, area, "Search log", "/", input, &[], None),
+        Overlay::Details { scroll } => super::details::draw(f, app, area, *scroll),
     }
 }
 
@@ -368,23 +369,55 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
             "Keep running",
             "Cancel dispatch",
         ),
+        Confirm::StopNow { id, bundle } => (
+            "Stop now?",
+            vec![
+                Line::raw(format!("Stop dispatch #{id} ({bundle}) now?")),
+                Line::raw(""),
+                Line::styled(
+                    "It is being cancelled already: running commands get the rest of the grace period.",
+                    app.theme.dim,
+                ),
+                Line::styled(
+                    "Stop now kills them at once (an upgrade may be left half done; its rollback runs where configured).",
+                    app.theme.dim,
+                ),
+            ],
+            "Keep waiting",
+            "Stop now",
+        ),
         Confirm::Rollback(ask) => (
             "Roll back?",
             super::fleet_dialogs::rollback_lines(app, ask),
             "Cancel",
             "Roll back",
         ),
-        Confirm::Quit { running } => (
+        Confirm::Quit { running, ids } => (
             "Quit?",
             {
+                let named: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
                 let mut l = vec![
                     Line::raw(format!("{running} dispatch(es) still running.")),
                     Line::raw(""),
-                    Line::styled(
-                        "Quitting cancels them; `dropship --resume ID` continues later.",
-                        app.theme.dim,
-                    ),
                 ];
+                if !ids.is_empty() {
+                    l.push(Line::styled(
+                        format!(
+                            "Quitting cancels {} like c: no new step starts, running steps get {}s (q again stops them at once).",
+                            named.join(", "),
+                            crate::session::GRACE.as_secs()
+                        ),
+                        app.theme.dim,
+                    ));
+                    l.push(Line::styled(
+                        ids.iter()
+                            .map(|i| format!("`dropship --resume {i}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                            + " continues later.",
+                        app.theme.dim,
+                    ));
+                }
                 if let Some(w) = &app.watch {
                     l.push(Line::styled(
                         format!(

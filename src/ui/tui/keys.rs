@@ -13,10 +13,17 @@ pub const GLOBAL: Keys = &[
     ("v", "Versions: installed versions per host, drift marked"),
     (":", "command palette (Tab completes)"),
     ("f", "log full screen on/off"),
+    (
+        "F",
+        "follow the newest dispatch on/off (off: nothing moves your selection)",
+    ),
     ("m", "mouse capture on/off (off lets you select text)"),
     ("?", "this help"),
     ("Esc", "close / back / clear filter"),
-    ("q, Ctrl-C", "quit (asks first while a dispatch runs)"),
+    (
+        "q, Ctrl-C",
+        "quit (asks first while a dispatch runs; cancels like c, q again stops now)",
+    ),
 ];
 
 pub const LIST: Keys = &[
@@ -42,11 +49,16 @@ pub const PACKAGES: Keys = &[
 pub const DISPATCHES: Keys = &[
     ("Enter", "the dispatch's hosts"),
     ("c", "cancel the running dispatch (asks first)"),
+    ("c again", "stop it now: kill running commands (asks first)"),
     ("r", "retry its failed hosts (asks first)"),
 ];
 pub const TARGETS: Keys = &[
-    ("Enter", "the host's log"),
+    (
+        "Enter",
+        "details: why it failed, each step's exit code and time (Enter again: log)",
+    ),
     ("c", "cancel the running dispatch (asks first)"),
+    ("c again", "stop it now: kill running commands (asks first)"),
     ("r", "retry the failed hosts (asks first)"),
     (
         "b",

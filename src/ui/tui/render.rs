@@ -5,7 +5,7 @@ use super::app::{App, Focus, Overlay, PackageItem};
 use super::dialogs;
 use super::log_pane::log_pane;
 pub use super::log_pane::timestamp;
-use super::model::{ago, elapsed};
+use super::model::elapsed;
 use super::watch_view::{Stage, WatchedBundle};
 use crate::engine::events::TargetResult;
 use crate::journal::DispatchState;
@@ -20,6 +20,7 @@ use std::cell::Cell;
 pub const NARROW: u16 = 100;
 
 pub fn draw(f: &mut Frame, app: &App) {
+    app.begin_frame();
     let area = f.area();
     let [top, body, bottom] = Layout::vertical([
         Constraint::Length(1),
@@ -153,6 +154,21 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
 
 pub use super::widgets::{fit, pane};
 
+/// The width of a name column: the longest name, at least the header's 4, at most `max`.
+fn name_width<'a>(names: impl Iterator<Item = &'a str>, max: u16) -> i16 {
+    let longest = names.map(|n| n.chars().count()).max().unwrap_or(0);
+    longest.clamp(4, max.max(4) as usize).min(i16::MAX as usize) as i16
+}
+
+/// A list's count for its title: `12`, or `3/12` while a filter hides some.
+fn count(app: &App, l: usize, shown: usize, total: usize) -> String {
+    if app.filters[l].is_empty() {
+        total.to_string()
+    } else {
+        format!("{shown}/{total}")
+    }
+}
+
 /// Column widths: a positive entry is a fixed width, a negative one a share of what is
 /// left (`-2` gets twice what `-1` gets).
 fn widths(total: u16, cols: &[i16]) -> Vec<usize> {
@@ -235,7 +251,13 @@ fn draw_list(
         &w,
     )];
     if rows.is_empty() {
-        lines.push(Line::styled(format!(" {empty}"), app.theme.dim));
+        // A filter that matches nothing says so (not "no hosts in dispatch.cfg").
+        let text = if app.filters[l].is_empty() {
+            format!(" {empty}")
+        } else {
+            format!(" nothing matches /{} · Esc clears", app.filters[l])
+        };
+        lines.push(Line::styled(text, app.theme.dim));
     }
     let sel = app.selected[l].min(rows.len().saturating_sub(1));
     let off = window(&app.offsets[l], sel, height, rows.len());
@@ -315,7 +337,7 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
     let block = pane(
         app,
         Focus::Hosts,
-        format!("Hosts {}", app.hosts.len()),
+        format!("Hosts {}", count(app, 0, rows.len(), app.hosts.len())),
         &app.filters[0],
     );
     let width = block.inner(area).width;
@@ -327,7 +349,7 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
             Some(l) => (
                 l.result.as_str().to_owned(),
                 result_style(app, Some(l.result)),
-                l.finished_at.map(|t| ago(app.now, t)).unwrap_or_default(),
+                l.finished_at.map(|t| app.ago(t)).unwrap_or_default(),
                 l.last_succeeded
                     .as_ref()
                     .map(|s| s.bundle.clone())
@@ -362,26 +384,30 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
         ]);
         cells
     };
-    let (header, cols): (&[&str], &[i16]) = if full {
+    // The host column is as wide as the longest name (up to a third of the pane): names
+    // are what the user looks for, the shares split what is left.
+    let host_w = name_width(app.hosts.iter().map(|h| h.name.as_str()), width / 3);
+    let (header, cols): (&[&str], Vec<i16>) = if full {
         (
             &[
                 "HOST", "RULE", "PROTO", "REACH", "LOCK", "VERSION", "LAST", "WHEN", "SHIPPED",
             ],
-            &[-4, -2, 5, -4, -4, -2, 9, 8, -3],
+            vec![host_w, -2, 5, -4, -4, -2, 9, 8, -3],
         )
     } else if !lean {
         (
             &[
                 "HOST", "REACH", "LOCK", "VERSION", "LAST", "WHEN", "SHIPPED",
             ],
-            &[-3, -3, -3, -2, 9, 8, -3],
+            vec![host_w, -3, -3, -2, 9, 8, -3],
         )
     } else {
         (
             &["HOST", "REACH", "LAST", "WHEN", "SHIPPED"],
-            &[-3, -3, 9, 8, -3],
+            vec![host_w, -3, 9, 8, -3],
         )
     };
+    let cols = &cols[..];
     draw_list(
         f,
         app,
@@ -398,7 +424,10 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
 
 fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
     let rows = app.visible(1);
-    let mut title = format!("Packages {}", app.package_count());
+    let mut title = format!(
+        "Packages {}",
+        count(app, 1, rows.len(), app.package_count())
+    );
     if let Some(w) = &app.watch {
         title.push_str(" · ");
         title.push_str(&w.header());
@@ -458,7 +487,7 @@ fn watched_row(app: &App, b: &WatchedBundle) -> Vec<(String, Style)> {
         (b.name.clone(), app.theme.text),
         rule,
         (b.text(), style),
-        (ago(app.now, b.at), app.theme.dim),
+        (app.ago(b.at), app.theme.dim),
     ]
 }
 
@@ -477,7 +506,7 @@ fn listed_row(app: &App, p: &super::model::PackageRow) -> Vec<(String, Style)> {
             } else {
                 s.state.to_string()
             };
-            (text, style, ago(app.now, s.started_at))
+            (text, style, app.ago(s.started_at))
         }
         None => ("never".into(), app.theme.dim, String::new()),
     };
@@ -499,12 +528,14 @@ fn state_style(app: &App, s: DispatchState) -> Style {
 
 fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
     let rows = app.visible(2);
-    let block = pane(
-        app,
-        Focus::Dispatches,
-        format!("Dispatches {}", app.dispatches.len()),
-        &app.filters[2],
+    let mut title = format!(
+        "Dispatches {}",
+        count(app, 2, rows.len(), app.dispatches.len())
     );
+    if app.follow {
+        title.push_str(" · following (F)");
+    }
+    let block = pane(app, Focus::Dispatches, title, &app.filters[2]);
     let make = |i: usize| {
         let d = &app.dispatches[i];
         let style = if d.state == DispatchState::Finished
@@ -570,17 +601,24 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
     };
     let mut block = pane(app, Focus::Targets, title, &app.filters[3]);
     if let Some(d) = d {
-        block = block.title_bottom(Span::styled(
-            format!(" {} ", d.summary_line(app.now)),
-            app.theme.dim,
-        ));
+        let summary = format!(" {} ", d.summary_line(app.now));
+        let room = (area.width as usize).saturating_sub(2);
+        let used = summary.chars().count();
+        block = block.title_bottom(Span::styled(fit(&summary, used.min(room)), app.theme.dim));
+        // The last notice takes what the summary leaves, cut at its end (a long one drawn
+        // right-aligned lost its start: `└e; if they are stopped…`).
         if let Some((level, msg)) = d.notices.last() {
             let style = if *level == crate::engine::events::Level::Warning {
                 app.theme.warning
             } else {
                 app.theme.dim
             };
-            block = block.title_bottom(Line::styled(format!(" {msg} "), style).right_aligned());
+            let left = room.saturating_sub(used + 1);
+            let text = format!(" {msg} ");
+            if left >= 12 {
+                let w = text.chars().count().min(left);
+                block = block.title_bottom(Line::styled(fit(&text, w), style).right_aligned());
+            }
         }
     }
     let rows = app.visible(3);
@@ -612,14 +650,22 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
             (t.status(), style),
             (progress, app.theme.gauge),
             (time, app.theme.dim),
-            (
-                t.error
-                    .as_deref()
-                    .map(|e| e.lines().next().unwrap_or("").to_owned())
-                    .unwrap_or_default(),
-                app.theme.failed,
-            ),
+            (t.why(), app.theme.failed),
         ]
+    };
+    let host_w = name_width(
+        d.targets.iter().map(|t| t.host.as_str()),
+        block.inner(area).width / 3,
+    );
+    // Without an upload in progress the gauge column only needs its header.
+    let upload_w = if d
+        .targets
+        .iter()
+        .any(|t| t.progress.total > 0 || t.progress.verified)
+    {
+        16
+    } else {
+        6
     };
     draw_list(
         f,
@@ -628,7 +674,7 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
         block,
         3,
         &["HOST", "STEP", "UPLOAD", "TIME", "ERROR"],
-        &[-2, 17, 16, 7, -3],
+        &[host_w, 17, upload_w, 7, -1],
         &rows,
         &make,
         "no hosts",

@@ -1,6 +1,6 @@
 //! Actions on dispatches: plan and confirm a bundle, cancel, retry, palette commands.
 
-use super::{App, Confirm, Effect, Focus, Overlay, first_line};
+use super::{App, Confirm, Effect, Overlay, first_line};
 use crate::plan::{Plan, Stamp};
 use crate::ui::tui::palette::{self, Command};
 use crate::ui::tui::theme::Theme;
@@ -87,7 +87,13 @@ impl App {
                 })
             }
             Some(d) if d.is_running() => {
-                self.info(format!("dispatch #{} is being cancelled", d.id))
+                self.overlay = Some(Overlay::Confirm {
+                    what: Confirm::StopNow {
+                        id: d.id,
+                        bundle: d.bundle.clone(),
+                    },
+                    ok: false,
+                })
             }
             Some(d) => {
                 let msg = format!("dispatch #{} is not running", d.id);
@@ -137,7 +143,6 @@ impl App {
                 self.pending
                     .insert(token, (plan.clone(), file.clone(), plan.bundle.clone()));
                 self.info(format!("starting {} ...", plan.bundle));
-                self.focus = Focus::Targets;
                 vec![Effect::Start {
                     token,
                     plan,
@@ -155,19 +160,35 @@ impl App {
                 ));
                 vec![Effect::Cancel(id)]
             }
-            Confirm::Rollback(ask) => self.rollback_confirmed(ask),
-            Confirm::Quit { .. } => {
-                self.quit = true;
-                let mut out: Vec<Effect> = self
-                    .dispatches
-                    .iter()
-                    .filter(|d| d.is_running())
-                    .map(|d| Effect::Cancel(d.id))
-                    .collect();
-                out.push(Effect::Quit);
-                out
+            Confirm::StopNow { id, .. } => {
+                self.info(format!(
+                    "stopping #{id} now: running commands are killed; the journal records them as cancelled"
+                ));
+                vec![Effect::StopNow(id)]
             }
+            Confirm::Rollback(ask) => self.rollback_confirmed(ask),
+            Confirm::Quit { .. } => self.quit_cancelling(),
         }
+    }
+
+    /// Quits: every running dispatch started here is cancelled like `c` does (no new step
+    /// starts, running steps get the grace period); the runner keeps the console up until
+    /// they ended (`q` again: at once). SIGTERM and SIGHUP quit the same way.
+    pub fn quit_cancelling(&mut self) -> Vec<Effect> {
+        self.quit = true;
+        let ids: Vec<i64> = self
+            .dispatches
+            .iter()
+            .filter(|d| d.is_running() && !self.watch_owns(d.id))
+            .map(|d| d.id)
+            .collect();
+        for d in self.dispatches.iter_mut().filter(|d| ids.contains(&d.id)) {
+            d.cancelling = true;
+        }
+        let mut out: Vec<Effect> = ids.iter().map(|id| Effect::Cancel(*id)).collect();
+        self.quit_cancelled = ids;
+        out.push(Effect::Quit);
+        out
     }
 
     pub(super) fn run_command(&mut self, c: Command) -> Vec<Effect> {

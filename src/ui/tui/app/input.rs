@@ -89,12 +89,12 @@ impl App {
                 }
             }
             KeyCode::Char('m') => return self.toggle_mouse(),
+            KeyCode::Char('F') => self.toggle_follow(),
             KeyCode::Esc => {
                 if self.log.fullscreen {
                     self.log.fullscreen = false;
                 } else if let Some(l) = list.filter(|&l| !self.filters[l].is_empty()) {
-                    self.filters[l].clear();
-                    self.selected[l] = 0;
+                    self.set_filter(l, String::new());
                 } else if self.focus == Focus::Log {
                     self.focus = Focus::Targets;
                 } else if self.focus == Focus::Targets {
@@ -144,8 +144,14 @@ impl App {
     pub(super) fn request_quit(&mut self) -> Vec<Effect> {
         let running = self.running();
         if running > 0 {
+            let ids = self
+                .dispatches
+                .iter()
+                .filter(|d| d.is_running() && !self.watch_owns(d.id))
+                .map(|d| d.id)
+                .collect();
             self.overlay = Some(Overlay::Confirm {
-                what: Confirm::Quit { running },
+                what: Confirm::Quit { running, ids },
                 ok: false,
             });
             Vec::new()
@@ -170,6 +176,7 @@ impl App {
             KeyCode::Char('/') => {
                 self.overlay = Some(Overlay::Filter {
                     input: Input::new(self.filters[l].clone()),
+                    origin: self.anchor().key(l).map(str::to_owned),
                 })
             }
             KeyCode::Enter => self.activate(l),
@@ -214,7 +221,12 @@ impl App {
                 }
             }
             2 => self.focus = Focus::Targets,
-            _ => self.focus = Focus::Log,
+            _ => {
+                if self.selected_target().is_some() {
+                    self.dialog_scroll_max.set(0);
+                    self.overlay = Some(Overlay::Details { scroll: 0 });
+                }
+            }
         }
     }
 
