@@ -120,3 +120,14 @@ pub fn for_focus(focus: Focus) -> Vec<(&'static str, Keys)> {
     };
     pane.into_iter().chain([("Everywhere", GLOBAL)]).collect()
 }
+
+/// The status bar's short list of the focused pane's keys (the `?` overlay has them all).
+pub fn hints(focus: Focus) -> &'static str {
+    match focus {
+        Focus::Hosts => "Enter last dispatch · p probe · P reach · b roll back · / filter",
+        Focus::Packages => "Enter dispatch · d dispatch a file · / filter",
+        Focus::Dispatches => "Enter hosts · c cancel · r retry · F follow · / filter",
+        Focus::Targets => "Enter details · c cancel · r retry · b roll back · / filter",
+        Focus::Log => "/ search · n/N next · w wrap · t time · s save · f full screen",
+    }
+}

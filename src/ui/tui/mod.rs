@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod console;
+pub mod contrast;
 pub mod details;
 pub mod dialogs;
 pub mod engine;

@@ -130,20 +130,25 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
         Some(s) => Line::from(Span::styled(
             format!(" {}", s.text),
             if s.error {
-                app.theme.failed
+                app.theme.status_error
             } else {
                 app.theme.status_bar
             },
         )),
-        None => Line::from(format!(
-            " {} · ? help · : command · d dispatch{} · Tab pane · q quit",
-            app.focus.title(),
-            if app.watch.is_some() {
-                " · a pause"
-            } else {
-                ""
-            }
-        )),
+        None => match down_reason(app) {
+            // The whole DOWN reason of the selected host: the REACH column cuts it.
+            Some(text) => Line::from(Span::styled(text, app.theme.warning)),
+            None => Line::from(format!(
+                " {} · {}{} · ? help · q quit",
+                app.focus.title(),
+                super::keys::hints(app.focus),
+                if app.watch.is_some() {
+                    " · a pause"
+                } else {
+                    ""
+                }
+            )),
+        },
     };
     f.render_widget(Paragraph::new(left).style(app.theme.status_bar), l);
     f.render_widget(
@@ -153,6 +158,21 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
 }
 
 pub use super::widgets::{fit, pane};
+
+/// ` web3 DOWN: connect 10.0.0.3:22: connection refused` for the selected host of the
+/// focused Hosts pane, when it is down.
+fn down_reason(app: &App) -> Option<String> {
+    if app.focus != Focus::Hosts {
+        return None;
+    }
+    let h = &app.hosts[*app.visible(0).get(app.selected[0])?];
+    match h.reach_shown() {
+        super::model::ReachShown::Down { error } => {
+            Some(format!(" {} DOWN: {}", h.name, error.replace('\n', " ")))
+        }
+        _ => None,
+    }
+}
 
 /// The width of a name column: the longest name, at least the header's 4, at most `max`.
 fn name_width<'a>(names: impl Iterator<Item = &'a str>, max: u16) -> i16 {
@@ -262,14 +282,13 @@ fn draw_list(
     let sel = app.selected[l].min(rows.len().saturating_sub(1));
     let off = window(&app.offsets[l], sel, height, rows.len());
     let focused = app.focus.list() == Some(l);
-    // The selected row takes the selection style whole (cell colours would fight it); in
-    // an unfocused pane it is dimmed, so the focused pane's selection stands out.
+    // The selected row takes the selection style whole (cell colours would fight it). Only
+    // the focused pane has the bar; an unfocused pane marks its row without one (in the
+    // bar's colour, or underlined where the theme has none), so where keys go is plain.
     let sel_style = if focused {
         app.theme.selected
     } else {
-        app.theme
-            .selected
-            .add_modifier(ratatui::style::Modifier::DIM)
+        unfocused_selection(app)
     };
     for (i, &r) in rows.iter().enumerate().skip(off).take(height) {
         let mut cells = make(r);
@@ -296,6 +315,23 @@ fn draw_list(
         f.render_widget(Paragraph::new(Line::styled(pos, app.theme.dim)), r);
     }
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The selected row of a pane without the focus: the selection bar's colour as text, bold;
+/// underlined and bold when the theme's bar has no colour (mono).
+pub fn unfocused_selection(app: &App) -> Style {
+    unfocused_selection_of(&app.theme)
+}
+
+pub fn unfocused_selection_of(theme: &super::theme::Theme) -> Style {
+    use ratatui::style::Modifier;
+    let sel = theme.selected;
+    match sel.bg {
+        Some(c) if c != ratatui::style::Color::Reset => {
+            Style::new().fg(c).add_modifier(Modifier::BOLD)
+        }
+        _ => Style::new().add_modifier(Modifier::UNDERLINED | Modifier::BOLD),
+    }
 }
 
 fn result_style(app: &App, r: Option<TargetResult>) -> Style {
@@ -454,9 +490,18 @@ fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
     draw_list(f, app, area, block, 1, header, cols, &rows, &make, empty);
 }
 
+/// A rule as the screen names it: its package label (`app`), as in Hosts, unless another
+/// rule shares the label (then its section name).
+fn rule_label(app: &App, rule: &str) -> String {
+    match app.env.config.rules.iter().find(|r| r.name == rule) {
+        Some(r) => app.rule_word(r),
+        None => rule.to_owned(),
+    }
+}
+
 fn rule_cell(app: &App, rule: Option<&str>) -> (String, Style) {
     match rule {
-        Some(r) => (format!("[{r}]"), app.theme.dim),
+        Some(r) => (format!("[{}]", rule_label(app, r)), app.theme.dim),
         None => ("no rule".into(), app.theme.warning),
     }
 }
@@ -596,7 +641,17 @@ pub fn gauge(ratio: f64, w: usize) -> String {
 fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
     let d = app.selected_dispatch();
     let title = match d {
-        Some(d) => format!("Targets #{} {} [{}]", d.id, d.bundle, d.rule),
+        Some(d) => format!(
+            "Targets {}#{} {} [{}]",
+            if app.filters[3].is_empty() {
+                String::new()
+            } else {
+                format!("{}/{} ", app.visible(3).len(), d.targets.len())
+            },
+            d.id,
+            d.bundle,
+            rule_label(app, &d.rule)
+        ),
         None => "Targets".into(),
     };
     let mut block = pane(app, Focus::Targets, title, &app.filters[3]);
