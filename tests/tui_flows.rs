@@ -1103,3 +1103,192 @@ fn quit_cancels_with_the_grace_and_names_the_dispatch() {
     assert_eq!(app.quit_cancelled, [7]);
     assert!(app.dispatches[0].cancelling);
 }
+
+/// Issue 15 item 12: at 60x15 the dispatch dialog scrolls, so every host and command is
+/// read before saying yes; every pane is reachable full-screen.
+#[test]
+fn smallest_terminal_scrolls_the_plan_and_shows_every_pane() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), "db-2.0.1.tar.gz");
+    let mut app = app();
+    app.key(KeyCode::Char(':'));
+    app.type_str(&format!("dispatch {}", b.display()));
+    app.key(KeyCode::Enter);
+    let mut seen = String::new();
+    for _ in 0..40 {
+        seen.push_str(&render(&app, 60, 15));
+        app.key(KeyCode::Char('j'));
+    }
+    for needle in [
+        "db1.example.com:2222",
+        "db2.example.com",
+        "~/bin/check-space",
+        "~/bin/upgrade",
+        "curl -fsS http://localhost:8080/health",
+        "[ Dispatch ]",
+        "end of the plan",
+    ] {
+        assert!(seen.contains(needle), "{needle} never shown:\n{seen}");
+    }
+    assert!(!seen.contains("not-shown-anywhere"));
+    app.key(KeyCode::Esc);
+    finished(&mut app);
+    for (key, title) in [
+        ('1', "1 Hosts 5"),
+        ('2', "2 Packages"),
+        ('3', "3 Dispatches 1"),
+        ('4', "4 Targets #6"),
+        ('5', "5 Log web1"),
+    ] {
+        app.key(KeyCode::Char(key));
+        let screen = render(&app, 60, 15);
+        assert!(screen.contains(title), "{title}:\n{screen}");
+    }
+    app.key(KeyCode::Char('4'));
+    let screen = render(&app, 60, 15);
+    assert!(screen.contains("web3"), "Targets shows its rows:\n{screen}");
+}
+
+/// Issue 15 item 12: with the mouse on (`m`; off by default), a click focuses the pane
+/// under the pointer and selects the row clicked; the wheel scrolls the pane under the
+/// pointer, not the focused one.
+#[test]
+fn mouse_click_selects_and_wheel_scrolls_the_pane_under_it() {
+    use crossterm::event::{Event as TermEvent, MouseButton, MouseEvent, MouseEventKind};
+    let mouse = |kind, column, row| {
+        TermEvent::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    let mut app = app();
+    finished(&mut app);
+    app.key(KeyCode::Char('3'));
+    assert!(!app.mouse, "off by default");
+    render(&app, 160, 48);
+    // Off: clicks do nothing.
+    app.on_terminal(&mouse(MouseEventKind::Down(MouseButton::Left), 5, 3));
+    assert_eq!(app.focus, Focus::Dispatches);
+    app.key(KeyCode::Char('m'));
+    assert!(app.mouse);
+    let screen = render(&app, 160, 48);
+    // Hosts is the top-left pane: border on row 1, header on row 2, web1 on row 3.
+    let row = screen
+        .lines()
+        .position(|l| l.contains("│db1.example.com"))
+        .unwrap() as u16;
+    app.on_terminal(&mouse(MouseEventKind::Down(MouseButton::Left), 5, row));
+    assert_eq!(app.focus, Focus::Hosts);
+    assert_eq!(
+        app.hosts[app.visible(0)[app.selected[0]]].name,
+        "db1.example.com"
+    );
+    // The wheel over Targets moves Targets while Hosts keeps the focus.
+    render(&app, 160, 48);
+    let (_, targets) = *app
+        .areas
+        .borrow()
+        .iter()
+        .find(|(p, _)| *p == Focus::Targets)
+        .unwrap();
+    assert_eq!(app.selected[3], 0);
+    app.on_terminal(&mouse(
+        MouseEventKind::ScrollDown,
+        targets.x + 3,
+        targets.y + 3,
+    ));
+    assert_eq!(app.focus, Focus::Hosts);
+    assert_eq!(
+        app.selected[3], 2,
+        "three rows down, clamped to the last host"
+    );
+    assert_eq!(
+        app.hosts[app.visible(0)[app.selected[0]]].name,
+        "db1.example.com"
+    );
+}
+
+/// Issue 15 item 12: `:reload` reads dispatch.cfg (and the .netrc) again; a broken file is
+/// reported with where and what, and the session goes on with what it had.
+#[test]
+fn reload_rereads_the_config_and_keeps_the_session_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("dispatch.cfg");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let mut env = env();
+    env.config = std::sync::Arc::new(dropship::config::Config::load(&cfg).unwrap());
+    let mut app = app_with(env);
+    finished(&mut app);
+    assert_eq!(app.hosts.len(), 5);
+    // A new host in the file: `:reload` shows it.
+    std::fs::write(
+        &cfg,
+        CONFIG.replace("host = web1, web2, web3", "host = web1, web2, web3, web4"),
+    )
+    .unwrap();
+    app.key(KeyCode::Char(':'));
+    app.type_str("reload");
+    app.key(KeyCode::Enter);
+    let s = app.status.clone().unwrap();
+    assert!(!s.error, "{}", s.text);
+    assert!(s.text.contains("2 rules, 6 hosts"), "{}", s.text);
+    assert!(app.hosts.iter().any(|h| h.name == "web4"));
+    assert!(
+        app.probe_targets
+            .iter()
+            .any(|t| t.target.host.name == "web4")
+    );
+    // A broken file: the error says where; nothing is lost.
+    std::fs::write(&cfg, "[app-.*\\.tgz]\nprotocol = carrier-pigeon\n").unwrap();
+    app.key(KeyCode::Char(':'));
+    app.type_str("reload");
+    app.key(KeyCode::Enter);
+    let s = app.status.clone().unwrap();
+    assert!(s.error, "{}", s.text);
+    assert!(s.text.contains(&cfg.display().to_string()), "{}", s.text);
+    assert!(
+        s.text.contains("still using the config loaded before"),
+        "{}",
+        s.text
+    );
+    assert_eq!(app.hosts.len(), 6, "the config in use stays");
+    assert_eq!(app.dispatches.len(), 1, "the session stays");
+}
+
+/// Issue 15 item 12: a long watch message is cut short of the status bar's right side
+/// (the watch state and theme stay readable); the Targets footer keeps its summary whole
+/// after a long notice (it was clipped from the left: `└e; if they are stopped…`).
+#[test]
+fn long_messages_stay_out_of_the_indicators_and_footers() {
+    let mut watching = watch_app();
+    watching.info(format!(
+        "watch: {} failed: {}",
+        "app-9.9.9.tgz",
+        "y".repeat(200)
+    ));
+    let screen = render(&watching, 80, 24);
+    let last = screen.lines().last().unwrap();
+    assert!(last.contains("…  watch on · 0 queued  default "), "{last}");
+    let mut app = app();
+    running(&mut app);
+    app.dispatches[0].notices.push((
+        dropship::engine::events::Level::Warning,
+        format!(
+            "cancel asked: running steps get 10s; if they are stopped {}",
+            "z".repeat(120)
+        ),
+    ));
+    app.key(KeyCode::Char('4'));
+    let screen = render(&app, 160, 48);
+    let footer = screen
+        .lines()
+        .find(|l| l.contains("0 ok · 0 failed"))
+        .unwrap();
+    assert!(
+        footer.contains("└ 0 ok · 0 failed · 3 to go — running 00:42"),
+        "{footer}"
+    );
+    assert!(footer.contains("cancel asked: running steps"), "{footer}");
+}

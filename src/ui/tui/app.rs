@@ -224,6 +224,11 @@ pub struct App {
     /// Milliseconds until the soonest relative time of the last frame changes its text
     /// (see `clock.rs`); `None` when none was drawn.
     pub ago_changes: Cell<Option<i64>>,
+    /// Where each pane was drawn last, for the mouse: a click focuses the pane under the
+    /// pointer and selects the row clicked, the wheel scrolls the pane under it.
+    pub areas: std::cell::RefCell<Vec<(Focus, ratatui::layout::Rect)>>,
+    /// How far the confirmation dialog is scrolled (a plan taller than the screen).
+    pub dialog_scroll: usize,
     /// How far the open dialog can scroll, as its last draw found (so keys stop there).
     pub dialog_scroll_max: Cell<usize>,
     pub status: Option<Status>,
@@ -272,6 +277,8 @@ impl App {
             log: LogView::default(),
             log_height: Cell::new(10),
             list_height: Cell::new(10),
+            areas: Default::default(),
+            dialog_scroll: 0,
             dialog_scroll_max: Cell::new(0),
             ago_changes: Cell::new(None),
             status: None,

@@ -447,15 +447,27 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
         .max(40)
         .min(area.width);
     let mut lines = wrap_lines(lines, width.saturating_sub(2) as usize);
-    // The buttons must stay on screen however long the plan: cut the plan, not them.
+    // The buttons must stay on screen however long the plan: the plan scrolls (j/k,
+    // PgUp/PgDn) above them, so every host and command can be read before saying yes.
     let room = area.height.saturating_sub(2) as usize;
+    app.dialog_scroll_max.set(0);
     if lines.len() > room && room > 4 {
         let tail = lines.split_off(lines.len() - 3);
-        lines.truncate(room - 4);
-        lines.push(Line::styled(
-            "… (taller terminal shows the rest)",
+        let shown = room - 4;
+        let max = lines.len().saturating_sub(shown);
+        app.dialog_scroll_max.set(max);
+        let from = app.dialog_scroll.min(max);
+        let below = lines.len() - (from + shown).min(lines.len());
+        let mut body: Vec<Line> = lines.drain(..).skip(from).take(shown).collect();
+        body.push(Line::styled(
+            if below > 0 {
+                format!("↓ {below} more line(s) · j/k, PgUp/PgDn scroll")
+            } else {
+                "↑ end of the plan · k scrolls back".into()
+            },
             app.theme.dim,
         ));
+        lines = body;
         lines.extend(tail);
     }
     let r = centered(area, width, lines.len() as u16 + 2);

@@ -3,7 +3,7 @@
 
 use super::app::{App, Focus, Overlay, PackageItem};
 use super::dialogs;
-use super::log_pane::log_pane;
+use super::log_pane::log_pane as draw_log_pane;
 pub use super::log_pane::timestamp;
 use super::model::elapsed;
 use super::watch_view::{Stage, WatchedBundle};
@@ -16,11 +16,21 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use std::cell::Cell;
 
+/// The log pane (drawn by `log_pane`), noting where for the mouse.
+fn log_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Log, area));
+    draw_log_pane(f, app, area);
+}
+
 /// Below this width the panes stack in one column.
 pub const NARROW: u16 = 100;
 
+/// Below this many body rows (a terminal under 20 rows) one pane shows at a time.
+pub const COMPACT: u16 = 18;
+
 pub fn draw(f: &mut Frame, app: &App) {
     app.begin_frame();
+    app.areas.borrow_mut().clear();
     let area = f.area();
     let [top, body, bottom] = Layout::vertical([
         Constraint::Length(1),
@@ -29,10 +39,25 @@ pub fn draw(f: &mut Frame, app: &App) {
     ])
     .areas(area);
     f.render_widget(Block::new().style(app.theme.text), area);
-    title_bar(f, app, top);
+    let compact = body.height < COMPACT;
+    if compact {
+        pane_tabs(f, app, top);
+    } else {
+        title_bar(f, app, top);
+    }
     status_bar(f, app, bottom);
     if app.log.fullscreen {
         log_pane(f, app, body);
+    } else if compact {
+        // Too short to stack panes usefully (Targets showed only its header): the focused
+        // pane takes the whole body; Tab and 1-5 switch, the tabs above say which is where.
+        match app.focus {
+            Focus::Hosts => hosts_pane(f, app, body),
+            Focus::Packages => packages_pane(f, app, body),
+            Focus::Dispatches => dispatches_pane(f, app, body),
+            Focus::Targets => targets_pane(f, app, body),
+            Focus::Log => log_pane(f, app, body),
+        }
     } else if area.width < NARROW {
         narrow(f, app, body);
     } else {
@@ -98,6 +123,30 @@ fn title_bar(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// The compact layout's top line: every pane by number, the shown one highlighted.
+fn pane_tabs(f: &mut Frame, app: &App, area: Rect) {
+    let mut spans = Vec::new();
+    for (i, p) in Focus::ALL.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::raw(" "));
+        }
+        let text = format!("{} {}", i + 1, p.title());
+        spans.push(if *p == app.focus {
+            Span::styled(text, app.theme.selected)
+        } else {
+            Span::styled(text, app.theme.dim)
+        });
+    }
+    let running = app.running();
+    if running > 0 {
+        spans.push(Span::styled(
+            format!(" {running} running"),
+            app.theme.running,
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
 fn status_bar(f: &mut Frame, app: &App, area: Rect) {
     let mut right = Vec::new();
     if app.shed > 0 {
@@ -126,9 +175,19 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
     right.push(Span::raw(format!(" {} ", app.theme.name)));
     let rw: u16 = right.iter().map(|s| s.content.chars().count() as u16).sum();
     let [l, r] = Layout::horizontal([Constraint::Min(1), Constraint::Length(rw)]).areas(area);
+    // A long message is cut with `…` a column short of the right side, so it never runs
+    // into the watch and theme indicators.
+    let room = (l.width as usize).saturating_sub(1);
+    let cut = |t: String| {
+        if t.chars().count() > room {
+            fit(&t, room)
+        } else {
+            t
+        }
+    };
     let left = match &app.status {
         Some(s) => Line::from(Span::styled(
-            format!(" {}", s.text),
+            cut(format!(" {}", s.text)),
             if s.error {
                 app.theme.status_error
             } else {
@@ -137,8 +196,8 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
         )),
         None => match down_reason(app) {
             // The whole DOWN reason of the selected host: the REACH column cuts it.
-            Some(text) => Line::from(Span::styled(text, app.theme.warning)),
-            None => Line::from(format!(
+            Some(text) => Line::from(Span::styled(cut(text), app.theme.warning)),
+            None => Line::from(cut(format!(
                 " {} · {}{} · ? help · q quit",
                 app.focus.title(),
                 super::keys::hints(app.focus),
@@ -147,7 +206,7 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
                 } else {
                     ""
                 }
-            )),
+            ))),
         },
     };
     f.render_widget(Paragraph::new(left).style(app.theme.status_bar), l);
@@ -369,6 +428,7 @@ const HOSTS_FULL: u16 = 110;
 const HOSTS_LEAN: u16 = 70;
 
 fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Hosts, area));
     let rows = app.visible(0);
     let block = pane(
         app,
@@ -459,6 +519,7 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Packages, area));
     let rows = app.visible(1);
     let mut title = format!(
         "Packages {}",
@@ -572,6 +633,7 @@ fn state_style(app: &App, s: DispatchState) -> Style {
 }
 
 fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Dispatches, area));
     let rows = app.visible(2);
     let mut title = format!(
         "Dispatches {}",
@@ -639,6 +701,7 @@ pub fn gauge(ratio: f64, w: usize) -> String {
 }
 
 fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Targets, area));
     let d = app.selected_dispatch();
     let title = match d {
         Some(d) => format!(

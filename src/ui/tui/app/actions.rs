@@ -191,6 +191,59 @@ impl App {
         out
     }
 
+    /// `:reload`: reads dispatch.cfg and the .netrc again, then the journal and packages.
+    /// A file that does not load is reported (what, where) and the one in use is kept: the
+    /// session, its running dispatches and what the screen shows go on either way.
+    pub(super) fn reload_files(&mut self) {
+        let mut problems = Vec::new();
+        let path = self.env.config.path.clone();
+        match crate::config::Config::load(&path) {
+            Ok(c) => self.env.config = Arc::new(c),
+            Err(e) => problems.push(format!(
+                "{}: {} (still using the config loaded before)",
+                path.display(),
+                first_line(&e.to_string())
+            )),
+        }
+        let netrc = self.env.netrc.path.clone();
+        if !netrc.as_os_str().is_empty() {
+            match crate::config::Netrc::load(&netrc) {
+                Ok(n) => self.env.netrc = Arc::new(n),
+                Err(e) => problems.push(format!(
+                    "{} (still using the one loaded before)",
+                    first_line(&e.to_string())
+                )),
+            }
+        }
+        self.probe_targets = Arc::new(crate::fleet::target::for_config(
+            &self.env.config,
+            &self.env.netrc,
+            &self.env.ssh,
+        ));
+        self.reload();
+        if !problems.is_empty() {
+            return self.error(format!("reload: {}", problems.join("; ")));
+        }
+        let warnings = self.env.config.warnings.len();
+        let mut msg = format!(
+            "reloaded {} ({} rules, {} hosts{}): {} dispatches, {} packages",
+            path.display(),
+            self.env.config.rules.len(),
+            self.hosts.len(),
+            if warnings > 0 {
+                format!(", {warnings} warning(s): dropship --check")
+            } else {
+                String::new()
+            },
+            self.dispatches.len(),
+            self.package_count()
+        );
+        if self.watch.is_some() {
+            msg.push_str(" · the watcher keeps the config it started with");
+        }
+        self.info(msg);
+    }
+
     pub(super) fn run_command(&mut self, c: Command) -> Vec<Effect> {
         match c {
             Command::Dispatch(path) => self.ask_dispatch(&path, None),
@@ -214,14 +267,7 @@ impl App {
                 }
                 Err(e) => self.error(e.to_string()),
             },
-            Command::Reload => {
-                self.reload();
-                self.info(format!(
-                    "reloaded: {} dispatches, {} packages",
-                    self.dispatches.len(),
-                    self.package_count()
-                ));
-            }
+            Command::Reload => self.reload_files(),
             Command::Mouse => return self.toggle_mouse(),
             Command::Help => {
                 self.overlay = Some(Overlay::Help {

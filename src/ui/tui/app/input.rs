@@ -12,11 +12,7 @@ impl App {
         match ev {
             TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.on_key(*k, ev),
             TermEvent::Mouse(m) if self.mouse && self.overlay.is_none() => {
-                match m.kind {
-                    MouseEventKind::ScrollUp => self.scroll_focused(-3),
-                    MouseEventKind::ScrollDown => self.scroll_focused(3),
-                    _ => {}
-                }
+                self.on_mouse(m.kind, m.column, m.row);
                 Vec::new()
             }
             _ => Vec::new(),
@@ -52,6 +48,7 @@ impl App {
             )
         {
             self.overlay = None;
+            self.dialog_scroll = 0;
             return self.request_quit();
         }
         if self.overlay.is_some() {
@@ -134,7 +131,7 @@ impl App {
     pub(super) fn toggle_mouse(&mut self) -> Vec<Effect> {
         self.mouse = !self.mouse;
         self.info(if self.mouse {
-            "mouse on: wheel scrolls; press m to select text again"
+            "mouse on: a click focuses a pane and selects a row, the wheel scrolls the pane under it; m again lets the terminal select text"
         } else {
             "mouse off: the terminal selects text"
         });
@@ -250,10 +247,43 @@ impl App {
         self.info(format!("{host}: no dispatch yet"));
     }
 
-    pub(super) fn scroll_focused(&mut self, delta: i64) {
-        match self.focus.list() {
-            Some(l) => self.move_by(l, delta),
-            None => self.scroll_log(delta),
+    /// A click focuses the pane under the pointer and selects the row clicked; the wheel
+    /// scrolls the pane under the pointer (not the focused one).
+    pub fn on_mouse(&mut self, kind: MouseEventKind, column: u16, row: u16) {
+        let hit = self
+            .areas
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(_, r)| r.contains(ratatui::layout::Position::new(column, row)))
+            .copied();
+        let Some((pane, area)) = hit else { return };
+        match kind {
+            MouseEventKind::ScrollUp | MouseEventKind::ScrollDown => {
+                let d = if kind == MouseEventKind::ScrollUp {
+                    -3
+                } else {
+                    3
+                };
+                match pane.list() {
+                    Some(l) => self.move_by(l, d),
+                    None => self.scroll_log(d),
+                }
+            }
+            MouseEventKind::Down(crossterm::event::MouseButton::Left) => {
+                self.focus = pane;
+                // Rows start under the border and the header line.
+                if let Some(l) = pane.list()
+                    && row >= area.y + 2
+                    && row < area.y + area.height.saturating_sub(1)
+                {
+                    let i = self.offsets[l].get() + (row - area.y - 2) as usize;
+                    if i < self.visible(l).len() {
+                        self.select(l, i);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 

@@ -9,6 +9,14 @@ use tui_input::backend::crossterm::EventHandler;
 
 impl App {
     pub(super) fn on_overlay_key(&mut self, k: KeyEvent, ev: &TermEvent) -> Vec<Effect> {
+        let fx = self.overlay_key(k, ev);
+        if !matches!(self.overlay, Some(Overlay::Confirm { .. })) {
+            self.dialog_scroll = 0;
+        }
+        fx
+    }
+
+    fn overlay_key(&mut self, k: KeyEvent, ev: &TermEvent) -> Vec<Effect> {
         let Some(overlay) = self.overlay.take() else {
             return Vec::new();
         };
@@ -50,6 +58,21 @@ impl App {
                 | KeyCode::BackTab
                 | KeyCode::Char('h' | 'l') => {
                     self.overlay = Some(Overlay::Confirm { what, ok: !ok })
+                }
+                KeyCode::Char('j') | KeyCode::Down | KeyCode::PageDown | KeyCode::Char(' ') => {
+                    let by = if matches!(k.code, KeyCode::Char('j') | KeyCode::Down) {
+                        1
+                    } else {
+                        10
+                    };
+                    self.dialog_scroll =
+                        (self.dialog_scroll + by).min(self.dialog_scroll_max.get());
+                    self.overlay = Some(Overlay::Confirm { what, ok })
+                }
+                KeyCode::Char('k') | KeyCode::Up | KeyCode::PageUp => {
+                    let by = if k.code == KeyCode::PageUp { 10 } else { 1 };
+                    self.dialog_scroll = self.dialog_scroll.saturating_sub(by);
+                    self.overlay = Some(Overlay::Confirm { what, ok })
                 }
                 KeyCode::Enter if ok => return self.confirmed(what),
                 KeyCode::Enter | KeyCode::Esc | KeyCode::Char('n' | 'q') => {}
