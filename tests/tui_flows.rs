@@ -1042,6 +1042,20 @@ fn relative_times_ask_for_a_wakeup_only_while_shown() {
         app.next_tick(),
         Some(std::time::Duration::from_millis(59_500))
     );
+    // Hosts that finished at different milliseconds do not wake it more than once a
+    // second (nor more than every 10 s for minutes): the finest unit sets a floor.
+    app.hosts[1].last.as_mut().unwrap().finished_at = Some(app.now - 400);
+    render(&app, 160, 48);
+    assert_eq!(
+        app.next_tick(),
+        Some(std::time::Duration::from_millis(1_000))
+    );
+    app.hosts[1].last.as_mut().unwrap().finished_at = Some(app.now - 659_900);
+    render(&app, 160, 48);
+    assert_eq!(
+        app.next_tick(),
+        Some(std::time::Duration::from_millis(10_000))
+    );
 }
 
 /// Issue 15 item 6: `/db2` Enter, Esc: the cursor stays on db2 (it went back to the first
@@ -1291,4 +1305,44 @@ fn long_messages_stay_out_of_the_indicators_and_footers() {
         "{footer}"
     );
     assert!(footer.contains("cancel asked: running steps"), "{footer}");
+}
+
+/// Issue 15 item 11: `o` sorts Hosts and Targets by the next column, `O` reverses, the
+/// header marks it, and the cursor stays on its item.
+#[test]
+fn sorting_by_column_keeps_the_cursor_on_its_item() {
+    let mut app = app();
+    finished(&mut app); // web1 ok, web2 failed, web3 skipped
+    app.key(KeyCode::Char('4'));
+    app.key(KeyCode::Char('j')); // web2
+    let host = |app: &App| app.selected_target().unwrap().host.clone();
+    assert_eq!(host(&app), "web2");
+    app.key(KeyCode::Char('o')); // HOST ascending: same order
+    app.key(KeyCode::Char('O')); // HOST descending
+    let order: Vec<String> = app
+        .visible(3)
+        .iter()
+        .map(|&i| app.dispatches[0].targets[i].host.clone())
+        .collect();
+    assert_eq!(order, ["web3", "web2", "web1"]);
+    assert_eq!(host(&app), "web2", "the cursor stays on web2");
+    assert!(render(&app, 160, 48).contains("HOST▼"));
+    app.key(KeyCode::Char('o')); // STEP descending: succeeded, skipped, failed at upgrade
+    let order: Vec<String> = app
+        .visible(3)
+        .iter()
+        .map(|&i| app.dispatches[0].targets[i].host.clone())
+        .collect();
+    assert_eq!(order, ["web1", "web3", "web2"]);
+    assert_eq!(host(&app), "web2");
+    app.key(KeyCode::Enter);
+    assert!(render(&app, 160, 48).contains("web2 — details"));
+    app.key(KeyCode::Esc);
+    // Hosts by LAST: failed first ascending.
+    app.key(KeyCode::Char('1'));
+    for _ in 0..3 {
+        app.key(KeyCode::Char('o'));
+    }
+    assert!(render(&app, 160, 48).contains("LAST▲"));
+    assert_eq!(app.hosts[app.visible(0)[0]].name, "web2");
 }

@@ -18,7 +18,7 @@ mod watch;
 /// them without depending on the app.
 pub use super::model::{Focus, Topic};
 pub use fleet::{Preview, ProbeRow, ProbeRun, RollbackAsk, Versions};
-pub use selection::Anchor;
+pub use selection::{Anchor, sort_columns};
 pub use watch::PackageItem;
 
 use super::keys;
@@ -217,13 +217,16 @@ pub struct App {
     pub offsets: [Cell<usize>; 4],
     /// Filters of Hosts, Packages, Dispatches, Targets.
     pub filters: [String; 4],
+    /// Sort of Hosts and Targets (`o` cycles the column, `O` reverses): the column's index
+    /// in [`sort_columns`] and whether descending. `None`: the config's order.
+    pub sort: [Option<(usize, bool)>; 4],
     pub log: LogView,
     /// Rows of the log pane and of the focused list at the last draw, for paging.
     pub log_height: Cell<usize>,
     pub list_height: Cell<usize>,
-    /// Milliseconds until the soonest relative time of the last frame changes its text
-    /// (see `clock.rs`); `None` when none was drawn.
-    pub ago_changes: Cell<Option<i64>>,
+    /// Milliseconds until the soonest relative time of the last frame changes its text, and
+    /// the shortest wait its finest unit allows (see `clock.rs`); `None` when none was drawn.
+    pub ago_changes: Cell<Option<(i64, i64)>>,
     /// Where each pane was drawn last, for the mouse: a click focuses the pane under the
     /// pointer and selects the row clicked, the wheel scrolls the pane under it.
     pub areas: std::cell::RefCell<Vec<(Focus, ratatui::layout::Rect)>>,
@@ -274,6 +277,7 @@ impl App {
             selected: [0; 4],
             offsets: Default::default(),
             filters: Default::default(),
+            sort: [None; 4],
             log: LogView::default(),
             log_height: Cell::new(10),
             list_height: Cell::new(10),
@@ -397,6 +401,14 @@ impl App {
 
     /// Indexes of the rows of list `l` that pass its filter.
     pub fn visible(&self, l: usize) -> Vec<usize> {
+        let mut rows = self.filtered(l);
+        if self.sort[l].is_some() {
+            self.sort_rows(l, &mut rows);
+        }
+        rows
+    }
+
+    fn filtered(&self, l: usize) -> Vec<usize> {
         if self.filters[l].is_empty() {
             // The common case, on every frame and every engine event: no filter.
             let n = match l {
@@ -449,6 +461,9 @@ impl App {
     }
 
     pub fn selected_dispatch_index(&self) -> Option<usize> {
+        if self.sort[2].is_some() {
+            return self.visible(2).get(self.selected[2]).copied();
+        }
         if self.filters[2].is_empty() {
             return (self.selected[2] < self.dispatches.len()).then_some(self.selected[2]);
         }
@@ -479,7 +494,7 @@ impl App {
     }
 
     pub fn selected_target_index(&self) -> Option<usize> {
-        if self.filters[3].is_empty() {
+        if self.filters[3].is_empty() && self.sort[3].is_none() {
             let n = self.selected_dispatch().map_or(0, |d| d.targets.len());
             return (self.selected[3] < n).then_some(self.selected[3]);
         }

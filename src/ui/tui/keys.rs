@@ -30,7 +30,14 @@ pub const LIST: Keys = &[
     ("j/k, Down/Up", "move"),
     ("g/G, Home/End", "first / last"),
     ("PgUp/PgDn", "page"),
-    ("/", "filter this list"),
+    (
+        "/",
+        "filter this list (Esc clears, the cursor stays on its item)",
+    ),
+    (
+        "o / O",
+        "sort Hosts or Targets by the next column / reverse",
+    ),
 ];
 
 pub const HOSTS: Keys = &[

@@ -233,10 +233,24 @@ fn down_reason(app: &App) -> Option<String> {
     }
 }
 
-/// The width of a name column: the longest name, at least the header's 4, at most `max`.
+/// The width of a name column: the longest name, at least the header and its sort mark
+/// (`HOST▲`), at most `max`.
 fn name_width<'a>(names: impl Iterator<Item = &'a str>, max: u16) -> i16 {
     let longest = names.map(|n| n.chars().count()).max().unwrap_or(0);
-    longest.clamp(4, max.max(4) as usize).min(i16::MAX as usize) as i16
+    longest.clamp(5, max.max(5) as usize).min(i16::MAX as usize) as i16
+}
+
+/// A list's header with `▲`/`▼` after the column it is sorted by (`o`, `O`).
+fn sorted_header(app: &App, l: usize, header: &[&str]) -> Vec<String> {
+    let sorted =
+        app.sort[l].map(|(c, desc)| (super::app::sort_columns(l)[c], if desc { "▼" } else { "▲" }));
+    header
+        .iter()
+        .map(|h| match sorted {
+            Some((name, arrow)) if name == *h => format!("{h}{arrow}"),
+            _ => (*h).to_owned(),
+        })
+        .collect()
 }
 
 /// A list's count for its title: `12`, or `3/12` while a filter hides some.
@@ -510,7 +524,10 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
         area,
         block,
         0,
-        header,
+        &sorted_header(app, 0, header)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         cols,
         &rows,
         &make,
@@ -791,7 +808,10 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
         area,
         block,
         3,
-        &["HOST", "STEP", "UPLOAD", "TIME", "ERROR"],
+        &sorted_header(app, 3, &["HOST", "STEP", "UPLOAD", "TIME", "ERROR"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         &[host_w, 17, upload_w, 7, -1],
         &rows,
         &make,

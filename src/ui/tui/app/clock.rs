@@ -1,7 +1,9 @@
 //! Relative times ("12s ago") that tick while they are on screen. The renderer notes each
-//! one it draws; the runner then sleeps exactly until the soonest of them changes its text
-//! (a second while one is under a minute old, else up to a minute or an hour), and not at
-//! all while none is shown, so an idle console still costs nothing.
+//! one it draws; the runner then sleeps until the soonest of them changes its text, but
+//! never less than a floor set by the finest unit shown (1 s while one counts seconds, 10 s
+//! for minutes, 10 min for hours): twenty hosts that finished at different milliseconds
+//! would otherwise wake it twenty times a second. With none shown there is no timer at
+//! all, so an idle console still costs nothing.
 
 use super::App;
 use crate::engine::events::Millis;
@@ -19,8 +21,17 @@ impl App {
             _ => 86_400_000,
         };
         let next = period - age % period;
-        let soonest = self.ago_changes.get().map_or(next, |s| s.min(next));
-        self.ago_changes.set(Some(soonest));
+        let floor = match period {
+            1_000 => 1_000,
+            60_000 => 10_000,
+            3_600_000 => 600_000,
+            _ => 3_600_000,
+        };
+        let (soonest, finest) = self
+            .ago_changes
+            .get()
+            .map_or((next, floor), |(s, f)| (s.min(next), f.min(floor)));
+        self.ago_changes.set(Some((soonest, finest)));
         model::ago(self.now, at)
     }
 
@@ -34,6 +45,6 @@ impl App {
     pub fn next_tick(&self) -> Option<Duration> {
         self.ago_changes
             .get()
-            .map(|ms| Duration::from_millis(ms.max(1) as u64))
+            .map(|(soonest, floor)| Duration::from_millis(soonest.max(floor) as u64))
     }
 }

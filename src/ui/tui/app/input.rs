@@ -177,6 +177,8 @@ impl App {
                 })
             }
             KeyCode::Enter => self.activate(l),
+            KeyCode::Char('o') => self.cycle_sort(l),
+            KeyCode::Char('O') => self.reverse_sort(l),
             _ => {}
         }
     }

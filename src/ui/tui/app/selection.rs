@@ -129,3 +129,108 @@ impl App {
         }
     }
 }
+
+/// The columns Hosts (0) and Targets (3) sort by, by header; other lists keep their order
+/// (Dispatches newest first, Packages the folder's then history's).
+pub fn sort_columns(l: usize) -> &'static [&'static str] {
+    match l {
+        0 => &["HOST", "REACH", "LAST", "WHEN"],
+        3 => &["HOST", "STEP", "TIME", "ERROR"],
+        _ => &[],
+    }
+}
+
+impl App {
+    /// `o`: sort by the next column (after the last one: the original order again).
+    pub(super) fn cycle_sort(&mut self, l: usize) {
+        let cols = sort_columns(l);
+        if cols.is_empty() {
+            return self.info("this list keeps its order (o sorts Hosts and Targets)");
+        }
+        let a = self.anchor();
+        self.sort[l] = match self.sort[l] {
+            None => Some((0, false)),
+            Some((c, d)) if c + 1 < cols.len() => Some((c + 1, d)),
+            Some(_) => None,
+        };
+        self.restore(&a);
+        self.sort_said(l);
+    }
+
+    /// `O`: reverse the sort.
+    pub(super) fn reverse_sort(&mut self, l: usize) {
+        let a = self.anchor();
+        self.sort[l] = match self.sort[l] {
+            Some((c, d)) => Some((c, !d)),
+            None if !sort_columns(l).is_empty() => Some((0, true)),
+            None => None,
+        };
+        self.restore(&a);
+        self.sort_said(l);
+    }
+
+    fn sort_said(&mut self, l: usize) {
+        let msg = match self.sort[l] {
+            Some((c, d)) => format!(
+                "sorted by {} {} (o next column, O reverses)",
+                sort_columns(l)[c],
+                if d { "descending" } else { "ascending" }
+            ),
+            None => "original order (o sorts)".into(),
+        };
+        self.info(msg);
+    }
+
+    /// Sorts `rows` (indexes into list `l`) by the list's sort column; stable, so equal
+    /// keys keep the original order.
+    pub(super) fn sort_rows(&self, l: usize, rows: &mut [usize]) {
+        use crate::ui::tui::model::ReachShown;
+        let Some((col, desc)) = self.sort[l] else {
+            return;
+        };
+        // Text keys compare as text, times as numbers (zero-padded so text order works).
+        let key = |i: usize| -> String {
+            match l {
+                0 => {
+                    let h = &self.hosts[i];
+                    match col {
+                        0 => h.name.clone(),
+                        1 => match h.reach_shown() {
+                            ReachShown::Down { .. } => "0".into(),
+                            ReachShown::Probing => "1".into(),
+                            ReachShown::Unknown => "2".into(),
+                            ReachShown::Up { millis } => format!("3{:012}", millis.unwrap_or(0)),
+                        },
+                        2 => h
+                            .last
+                            .as_ref()
+                            .map_or("~".into(), |x| x.result.as_str().to_owned()),
+                        _ => format!(
+                            "{:020}",
+                            h.last.as_ref().and_then(|x| x.finished_at).unwrap_or(0)
+                        ),
+                    }
+                }
+                _ => {
+                    let Some(t) = self.selected_dispatch().and_then(|d| d.targets.get(i)) else {
+                        return String::new();
+                    };
+                    match col {
+                        0 => t.host.clone(),
+                        1 => t.status(),
+                        2 => format!(
+                            "{:020}",
+                            t.finished_at.unwrap_or(self.now) - t.started_at.unwrap_or(self.now)
+                        ),
+                        _ => t.why(),
+                    }
+                }
+            }
+        };
+        let mut keyed: Vec<(String, usize)> = rows.iter().map(|&i| (key(i), i)).collect();
+        keyed.sort_by(|a, b| if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+        for (slot, (_, i)) in rows.iter_mut().zip(keyed) {
+            *slot = i;
+        }
+    }
+}
