@@ -1346,3 +1346,70 @@ fn sorting_by_column_keeps_the_cursor_on_its_item() {
     assert!(render(&app, 160, 48).contains("LAST▲"));
     assert_eq!(app.hosts[app.visible(0)[0]].name, "web2");
 }
+
+/// Issue 15 item 7: only the focused pane draws the selection bar; the others mark their
+/// selected row without it, so where the keys go is plain (in mono too).
+#[test]
+fn only_the_focused_pane_has_the_selection_bar() {
+    let mut app = app();
+    finished(&mut app);
+    app.key(KeyCode::Char('4'));
+    let t = terminal(&app, 160, 48);
+    let buf = t.backend().buffer();
+    let bar = app.theme.selected.bg.unwrap();
+    let rows_with_bar: Vec<u16> = (0..48)
+        .filter(|&y| (0..160).any(|x| buf[(x, y)].bg == bar))
+        .collect();
+    assert_eq!(
+        rows_with_bar.len(),
+        1,
+        "one bar on screen: {rows_with_bar:?}"
+    );
+    let y = rows_with_bar[0];
+    let line: String = (0..160).map(|x| buf[(x, y)].symbol().to_owned()).collect();
+    assert!(
+        line.contains("web1           succeeded") || line.contains("web1  "),
+        "{line}"
+    );
+    // Dispatches (unfocused) marks #6 in the bar's colour, bold, without a background.
+    let y6 = (0..48)
+        .find(|&y| {
+            let l: String = (0..80).map(|x| buf[(x, y)].symbol().to_owned()).collect();
+            l.contains("#6 ")
+        })
+        .unwrap();
+    let cell = &buf[(2, y6)];
+    assert_eq!(cell.fg, bar);
+    assert!(cell.modifier.contains(Modifier::BOLD));
+    assert_ne!(cell.bg, bar);
+}
+
+/// Issue 15 item 11: the REACH column cuts a DOWN reason; with the host selected on Hosts
+/// the status bar shows it whole.
+#[test]
+fn the_whole_down_reason_shows_for_the_selected_host() {
+    use dropship::fleet::probe::{Reach, Reachability};
+    let mut app = app();
+    let why = "connect 10.0.0.3:22: connection refused (is sshd running? firewall?)";
+    app.on_reach(
+        "web2",
+        &Reachability {
+            rule: app.hosts[1].rules[0].clone(),
+            host: "web2".into(),
+            address: "10.0.0.3".into(),
+            port: Some(22),
+            reach: Reach::Down { error: why.into() },
+        },
+    );
+    app.key(KeyCode::Char('1'));
+    app.key(KeyCode::Char('j'));
+    let screen = render(&app, 160, 48);
+    assert!(
+        screen
+            .lines()
+            .last()
+            .unwrap()
+            .contains(&format!("web2 DOWN: {why}")),
+        "{screen}"
+    );
+}
