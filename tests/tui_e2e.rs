@@ -755,3 +755,100 @@ fn why_it_failed_keep_the_selection_stop_now_and_quit_like_cancel() {
     let after = tmux.wait_for(&["EXITED 0", "dropship --resume 3"], 20);
     assert!(!after.contains("panicked"), "{after}");
 }
+
+/// Issue 15 item 12 in a real 60x15 terminal against sshd: the dispatch dialog scrolls to
+/// every host and command before the buttons; each pane is reachable; `:reload` picks up a
+/// host added to dispatch.cfg and reports a broken file without losing the session; a
+/// mouse click (SGR report, `m` turns the mouse on) focuses a pane and selects the row.
+#[test]
+fn smallest_terminal_reload_and_mouse() {
+    if !support::live_test_or_skip("tui_e2e", &[Need::Sshd, Need::Tmux]) {
+        return;
+    }
+    let Some(server) = support::ssh_server_or_skip("tui_e2e") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let dest = support::scratch_dir("tui_e2e_small");
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    server.write_known_hosts(&home.path().join(".ssh/known_hosts"));
+    let cfg: PathBuf = home.path().join("dispatch.cfg");
+    let rule = |hosts: &str| {
+        format!(
+            "[app-.*\\.tgz]\nhost = {hosts}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+             dest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 10s\n\
+             pre = echo checking the free space in {d} before anything else happens\n\
+             upgrade = echo upgrading; echo the-last-command-of-the-plan\n",
+            d = dest.as_str()
+        )
+    };
+    std::fs::write(&cfg, rule(&server.addr().to_string())).unwrap();
+    let bundle = home.path().join("app-1.0.tgz");
+    std::fs::write(&bundle, vec![3u8; 1000]).unwrap();
+    let state = home.path().join("state");
+    let cmd = format!(
+        "env -u DROPSHIP_CONFIG -u NETRC -u SSH_AUTH_SOCK -u NO_COLOR -u DROPSHIP_THEME HOME={h} XDG_STATE_HOME={s} XDG_CONFIG_HOME={h}/.config {bin} --config {cfg}; echo EXITED $?; sleep 30",
+        h = sh_quote(home.path()),
+        s = sh_quote(&state),
+        bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
+        cfg = sh_quote(&cfg),
+    );
+    let tmux = Tmux::start("small", &cmd, 60, 15);
+    tmux.wait_for(&["1 Hosts 2 Packages", "Hosts 1 "], 20);
+    tmux.keys(&[":"]);
+    tmux.text(&format!("dispatch {}", bundle.display()));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Dispatch?", "[ Dispatch ]", "more line(s)"], 10);
+    let mut seen = String::new();
+    for _ in 0..30 {
+        seen.push_str(&tmux.screen());
+        if seen.contains("end of the plan") {
+            break;
+        }
+        tmux.keys(&["j"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for needle in ["127.0.0.1", "free space in", "the-last-command-of-the-plan"] {
+        assert!(seen.contains(needle), "{needle} never shown:\n{seen}");
+    }
+    assert!(!seen.contains(TEST_PASSWORD));
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["4"]);
+    tmux.wait_for(&["Targets #1", "succeeded"], 30);
+    tmux.keys(&["5"]);
+    tmux.wait_for(&["Log 127.0.0.1 #1", "the-last-command-of-the-plan"], 10);
+
+    // :reload with a second host in the file.
+    std::fs::write(&cfg, rule(&format!("{}, 127.0.0.9", server.addr()))).unwrap();
+    tmux.keys(&[":"]);
+    tmux.text("reload");
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["1"]);
+    tmux.wait_for(&["Hosts 2 ", "127.0.0.9"], 10);
+    // A broken file: reported, the session kept.
+    std::fs::write(&cfg, "[app-.*\\.tgz]\nprotocol = carrier-pigeon\n").unwrap();
+    tmux.keys(&[":"]);
+    tmux.text("reload");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["reload: "], 10);
+    tmux.keys(&["3"]);
+    tmux.wait_for(&["Dispatches 1", "#1"], 10);
+
+    // The mouse: on with m, then a left click on the second Hosts row (SGR report:
+    // column and row 1-based).
+    tmux.keys(&["1"]);
+    tmux.keys(&["m"]);
+    tmux.wait_for(&["mouse on"], 10);
+    let s = tmux.screen();
+    let row = s.lines().position(|l| l.contains("127.0.0.9")).unwrap() + 1;
+    tmux.text(&format!("\x1b[<0;5;{row}M\x1b[<0;5;{row}m"));
+    tmux.keys(&["p"]);
+    tmux.wait_for(&["Probe: 127.0.0.9"], 20);
+    tmux.keys(&["Escape"]);
+    assert!(support::wait_until(Duration::from_secs(5), || !tmux
+        .screen()
+        .contains("Probe: 127.0.0.9")));
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED 0"], 15);
+}
