@@ -1413,3 +1413,32 @@ fn the_whole_down_reason_shows_for_the_selected_host() {
         "{screen}"
     );
 }
+
+/// Issue 15 item 2 for the drop folder: its dispatches end without `on_ended`; their end
+/// event asks for the quiet probe of the hosts they touched.
+#[test]
+fn a_watched_dispatch_refreshes_the_facts_of_its_hosts() {
+    use dropship::watch::WatchEvent;
+    let mut app = watch_app();
+    app.on_watch(&WatchEvent::BundleDispatching {
+        at: T0,
+        bundle: 1,
+        name: "app-1.4.1.tgz".into(),
+        dispatch: 6,
+        resumed: false,
+    });
+    finished(&mut app); // #6: web1, web2, web3 each ran upgrade
+    match app.take_effects().as_slice() {
+        [Effect::Probe { targets, .. }] => {
+            let mut hosts: Vec<&str> = targets
+                .iter()
+                .map(|t| t.target.host.name.as_str())
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            assert_eq!(hosts, ["web1", "web2", "web3"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(app.take_effects().is_empty(), "taken once");
+}

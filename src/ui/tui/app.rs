@@ -248,6 +248,9 @@ pub struct App {
     /// The clock as the app sees it; the runner advances it, tests pin it.
     pub now: Millis,
     pub theme_names: Vec<String>,
+    /// Effects an engine event asked for (the drop folder's dispatches end without an
+    /// `on_ended`); the runner takes them after each event ([`App::take_effects`]).
+    pub queued_effects: Vec<Effect>,
     /// Bytes held by every target's log (see [`AppEnv::log_budget`]).
     pub log_bytes: usize,
     /// Every host of every rule as the probes see it (built once from the config).
@@ -294,6 +297,7 @@ impl App {
             now: crate::engine::events::now_ms(),
             theme_names: Theme::names(),
             log_bytes: 0,
+            queued_effects: Vec::new(),
             probe_targets: Arc::new(Vec::new()),
             probe_run: None,
             versions: Versions::default(),
@@ -741,6 +745,22 @@ impl App {
                 true
             }
             Event::DispatchFinished { .. } => {
+                // The drop folder's dispatches never reach `on_ended`: refresh the facts of
+                // the hosts they touched here.
+                let touched: Vec<String> = if self.watch_owns(id) {
+                    d.targets
+                        .iter()
+                        .filter(|t| t.started_at.is_some())
+                        .map(|t| t.host.clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let d = self
+                    .dispatches
+                    .iter()
+                    .find(|x| x.id == id)
+                    .expect("found above");
                 let mut msg = format!("dispatch #{id} {}: {}", d.bundle, d.summary_line(self.now));
                 let failed = d.failed_hosts();
                 if failed.is_empty() {
@@ -749,6 +769,8 @@ impl App {
                     msg.push_str(&format!(" — failed: {failed} (Enter on Targets: why)"));
                     self.error(msg);
                 }
+                let fx = self.refresh_facts(&touched);
+                self.queued_effects.extend(fx);
                 true
             }
             // The notifier reports after the dispatch ended (delivered, retrying, given
@@ -793,6 +815,11 @@ impl App {
         }
         self.reload();
         self.refresh_facts(&touched)
+    }
+
+    /// What engine events asked the runner to do since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.queued_effects)
     }
 
     /// Probes `hosts` again without opening the probe view: only their Hosts rows change.

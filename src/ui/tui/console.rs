@@ -215,7 +215,13 @@ fn handle(
             }
             true
         }
-        Msg::Engine(e) => app.on_event(&e),
+        Msg::Engine(e) => {
+            let changed = app.on_event(&e);
+            for fx in app.take_effects() {
+                apply(app, fx, bridge, watch);
+            }
+            changed
+        }
         Msg::Begun { token, id } => {
             app.on_begun(token, id);
             true
