@@ -120,6 +120,10 @@ fn run_and_action_from_the_palette() {
     );
     let tmux = Tmux::start(&cmd);
     tmux.wait_for(&["Dispatches 0"], 20);
+    // Follow the newest dispatch: each run below is read as it starts (without `F` the
+    // console keeps the selection where it is, as a reader at 3 a.m. wants).
+    tmux.keys(&["F"]);
+    tmux.wait_for(&["following (F)"], 10);
 
     // `:run app echo ...`: in Dispatches as a run, its output live in the log pane.
     tmux.keys(&[":"]);

@@ -263,7 +263,7 @@ fn no_color_is_mono_and_resizing_restacks() {
     let tmux = Tmux::start("nocolor", &cmd, 120, 40);
     tmux.wait_for(&["Hosts 2", "mono"], 20);
     tmux.keys(&["1"]);
-    tmux.wait_for(&["Hosts · ? help"], 5);
+    tmux.wait_for(&["Hosts · Enter"], 5);
     let styled =
         String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-e", "-t", "e2e"]).stdout)
             .into_owned();
@@ -423,12 +423,16 @@ fn probe_and_roll_back_from_the_console() {
     let ask = tmux.wait_for(&["Roll back?", "current: 1.1 -> 1.0", "[ Cancel ]"], 20);
     assert!(ask.contains("app-1.1.tgz"), "{ask}");
     tmux.keys(&["Enter"]);
-    tmux.wait_for(&["Hosts · ? help"], 5);
+    tmux.wait_for(&["Hosts · Enter"], 5);
     assert_eq!(current(), Some(PathBuf::from("releases/1.1")));
     tmux.keys(&["b"]);
     tmux.wait_for(&["current: 1.1 -> 1.0"], 20);
     tmux.keys(&["Tab"]);
     tmux.keys(&["Enter"]);
+    // It does not take the selection (issue 15 item 4): select it, top of Dispatches.
+    tmux.wait_for(&["#3    (rollback)"], 30);
+    tmux.keys(&["3"]);
+    tmux.keys(&["g"]);
     // Dispatch #3 is the rollback; its switch prints where `current` went. (Not the
     // summary line: a notice, such as the webhook's, may take its place a moment later.)
     let done = tmux.wait_for(&["Targets #3 (rollback)", "current: 1.1 -> 1.0"], 30);
@@ -564,7 +568,9 @@ fn watch_a_folder_from_the_console_pause_and_resume() {
         assert!(!dest.join("app-2.0.tgz").exists(), "shipped while paused");
     }
 
-    // Resumed: it ships, and its output shows.
+    // Resumed: it ships, and (following the newest, F) its output shows.
+    tmux.keys(&["F"]);
+    tmux.wait_for(&["following (F)"], 10);
     tmux.keys(&["a"]);
     tmux.wait_for(&["hello app-2.0.tgz from 127.0.0.1"], 30);
     tmux.wait_for(&["done #2", "watching · 0 queued"], 30);
@@ -619,4 +625,230 @@ fn watch_a_folder_from_the_console_pause_and_resume() {
         let ones = lines.iter().filter(|l| l.line == "upgrade line 1").count();
         assert_eq!(ones, 1, "dispatch #{}: {lines:?}", h.id);
     }
+}
+
+/// Issue 15 at 3 a.m., against the real sshd: a failed host says why (ERROR column,
+/// details on Enter, the status bar names it); the fleet's REACH survives the dispatch;
+/// starting a new dispatch does not replace the one being read; a second `c` stops a
+/// dispatch now; quitting cancels with the grace period and names the `--resume` ID.
+#[test]
+fn why_it_failed_keep_the_selection_stop_now_and_quit_like_cancel() {
+    if !support::live_test_or_skip("tui_e2e", &[Need::Sshd, Need::Tmux]) {
+        return;
+    }
+    let Some(server) = support::ssh_server_or_skip("tui_e2e") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let dest = support::scratch_dir("tui_e2e_3am");
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    server.write_known_hosts(&home.path().join(".ssh/known_hosts"));
+    let cfg: PathBuf = home.path().join("dispatch.cfg");
+    let common = format!(
+        "host = {}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+         dest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 10s\n",
+        server.addr(),
+        d = dest.as_str()
+    );
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bad-.*\\.tgz]\n{common}upgrade = echo unpacking; echo 'disk full on /srv' >&2; exit 3\n\n\
+             [slow-.*\\.tgz]\n{common}upgrade = echo slow upgrade started; sleep 60; echo never\n"
+        ),
+    )
+    .unwrap();
+    let bad = home.path().join("bad-1.0.tgz");
+    let slow = home.path().join("slow-1.0.tgz");
+    std::fs::write(&bad, vec![1u8; 10_000]).unwrap();
+    std::fs::write(&slow, vec![2u8; 10_000]).unwrap();
+    let state = home.path().join("state");
+    let cmd = format!(
+        "env -u DROPSHIP_CONFIG -u NETRC -u SSH_AUTH_SOCK -u NO_COLOR -u DROPSHIP_THEME HOME={h} XDG_STATE_HOME={s} XDG_CONFIG_HOME={h}/.config {bin} --config {cfg}; echo EXITED $?; sleep 30",
+        h = sh_quote(home.path()),
+        s = sh_quote(&state),
+        bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
+        cfg = sh_quote(&cfg),
+    );
+    let tmux = Tmux::start("3am", &cmd, 160, 48);
+    // No dispatch yet: focus starts on Hosts; the reachability check fills REACH.
+    tmux.wait_for(&["Hosts 1", "up "], 20);
+    let dispatch = |file: &Path| {
+        tmux.keys(&[":"]);
+        tmux.text(&format!("dispatch {}", file.display()));
+        tmux.keys(&["Enter"]);
+        tmux.wait_for(&["Dispatch?", "[ Dispatch ]"], 10);
+        tmux.keys(&["Tab"]);
+        tmux.keys(&["Enter"]);
+    };
+
+    // 1. Why it failed: the step, exit code and duration in ERROR; the status bar names
+    //    the host; Enter on Targets shows the whole error.
+    dispatch(&bad);
+    let s = tmux.wait_for(&["failed: 127.0.0.1", "upgrade: exit 3 after"], 30);
+    assert!(s.contains("disk full on /srv"), "stderr in the log:\n{s}");
+    // 2. REACH, LOCK and VERSION did not vanish: the host is still `up` (the quiet probe
+    //    of the touched host answers a moment later).
+    tmux.wait_for(&["up", "free"], 20);
+    tmux.keys(&["4"]);
+    tmux.keys(&["Enter"]);
+    let d = tmux.wait_for(
+        &["127.0.0.1 — details", "why       upgrade: exit 3 after"],
+        10,
+    );
+    assert!(d.contains("`upgrade` exited with status 3"), "{d}");
+    tmux.keys(&["Escape"]);
+    // A key sent right after Escape would read as Alt+key: wait until the popup is gone.
+    assert!(support::wait_until(Duration::from_secs(5), || !tmux
+        .screen()
+        .contains("— details")));
+
+    // 4. Starting another dispatch does not replace what is being read.
+    dispatch(&slow);
+    let s = tmux.wait_for(&["dispatch #2 started", "(F follows the newest)"], 20);
+    assert!(
+        s.contains("Targets #1 bad-1.0.tgz"),
+        "the view jumped:\n{s}"
+    );
+
+    // 8. Cancel, then a second `c`: stop now, long before the 10 s grace.
+    tmux.keys(&["3"]);
+    tmux.keys(&["g"]);
+    tmux.wait_for(&["Targets #2 slow-1.0.tgz", "slow upgrade started"], 30);
+    tmux.keys(&["c"]);
+    tmux.wait_for(&["Cancel dispatch?"], 10);
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["cancelling"], 10);
+    tmux.keys(&["c"]);
+    tmux.wait_for(&["Stop now?", "[ Stop now ]"], 10);
+    tmux.keys(&["Tab"]);
+    let t = std::time::Instant::now();
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["#2    slow-1.0.tgz", "cancelled"], 20);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "stop now took {:?}, as long as the grace period",
+        t.elapsed()
+    );
+
+    // 8. Quit while a dispatch runs: it is cancelled with the grace period (the console
+    //    stays up saying so), and the ID to resume is named.
+    dispatch(&slow);
+    tmux.wait_for(&["#3    slow-1.0.tgz"], 20);
+    tmux.keys(&["3"]);
+    tmux.keys(&["g"]);
+    tmux.wait_for(&["Targets #3 slow-1.0.tgz", "slow upgrade started"], 30);
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["Quit?", "dropship --resume 3", "cancels #3 like c"], 10);
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for(&["quitting: cancelling #3"], 10);
+    assert!(!s.contains("EXITED"), "{s}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !tmux.screen().contains("EXITED"),
+        "quit killed the dispatch at once instead of giving it the grace period"
+    );
+    // q again: stop now and leave.
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for(&["EXITED 0", "dropship --resume 3"], 20);
+    assert!(!after.contains("panicked"), "{after}");
+}
+
+/// Issue 15 item 12 in a real 60x15 terminal against sshd: the dispatch dialog scrolls to
+/// every host and command before the buttons; each pane is reachable; `:reload` picks up a
+/// host added to dispatch.cfg and reports a broken file without losing the session; a
+/// mouse click (SGR report, `m` turns the mouse on) focuses a pane and selects the row.
+#[test]
+fn smallest_terminal_reload_and_mouse() {
+    if !support::live_test_or_skip("tui_e2e", &[Need::Sshd, Need::Tmux]) {
+        return;
+    }
+    let Some(server) = support::ssh_server_or_skip("tui_e2e") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let dest = support::scratch_dir("tui_e2e_small");
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    server.write_known_hosts(&home.path().join(".ssh/known_hosts"));
+    let cfg: PathBuf = home.path().join("dispatch.cfg");
+    let rule = |hosts: &str| {
+        format!(
+            "[app-.*\\.tgz]\nhost = {hosts}\nprotocol = sftp\nlogin = {TEST_USER}\npassword = {TEST_PASSWORD}\n\
+             dest_dir = {d}\nlock_path = {d}/.dropship.lock\ntimeout = 10s\n\
+             pre = echo checking the free space in {d} before anything else happens\n\
+             upgrade = echo upgrading; echo the-last-command-of-the-plan\n",
+            d = dest.as_str()
+        )
+    };
+    std::fs::write(&cfg, rule(&server.addr().to_string())).unwrap();
+    let bundle = home.path().join("app-1.0.tgz");
+    std::fs::write(&bundle, vec![3u8; 1000]).unwrap();
+    let state = home.path().join("state");
+    let cmd = format!(
+        "env -u DROPSHIP_CONFIG -u NETRC -u SSH_AUTH_SOCK -u NO_COLOR -u DROPSHIP_THEME HOME={h} XDG_STATE_HOME={s} XDG_CONFIG_HOME={h}/.config {bin} --config {cfg}; echo EXITED $?; sleep 30",
+        h = sh_quote(home.path()),
+        s = sh_quote(&state),
+        bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
+        cfg = sh_quote(&cfg),
+    );
+    let tmux = Tmux::start("small", &cmd, 60, 15);
+    tmux.wait_for(&["1 Hosts 2 Packages", "Hosts 1 "], 20);
+    tmux.keys(&[":"]);
+    tmux.text(&format!("dispatch {}", bundle.display()));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["Dispatch?", "[ Dispatch ]", "more line(s)"], 10);
+    let mut seen = String::new();
+    for _ in 0..30 {
+        seen.push_str(&tmux.screen());
+        if seen.contains("end of the plan") {
+            break;
+        }
+        tmux.keys(&["j"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for needle in ["127.0.0.1", "free space in", "the-last-command-of-the-plan"] {
+        assert!(seen.contains(needle), "{needle} never shown:\n{seen}");
+    }
+    assert!(!seen.contains(TEST_PASSWORD));
+    tmux.keys(&["Tab"]);
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["4"]);
+    tmux.wait_for(&["Targets #1", "succeeded"], 30);
+    tmux.keys(&["5"]);
+    tmux.wait_for(&["Log 127.0.0.1 #1", "the-last-command-of-the-plan"], 10);
+
+    // :reload with a second host in the file.
+    std::fs::write(&cfg, rule(&format!("{}, 127.0.0.9", server.addr()))).unwrap();
+    tmux.keys(&[":"]);
+    tmux.text("reload");
+    tmux.keys(&["Enter"]);
+    tmux.keys(&["1"]);
+    tmux.wait_for(&["Hosts 2 ", "127.0.0.9"], 10);
+    // A broken file: reported, the session kept.
+    std::fs::write(&cfg, "[app-.*\\.tgz]\nprotocol = carrier-pigeon\n").unwrap();
+    tmux.keys(&[":"]);
+    tmux.text("reload");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&["reload: "], 10);
+    tmux.keys(&["3"]);
+    tmux.wait_for(&["Dispatches 1", "#1"], 10);
+
+    // The mouse: on with m, then a left click on the second Hosts row (SGR report:
+    // column and row 1-based).
+    tmux.keys(&["1"]);
+    tmux.keys(&["m"]);
+    tmux.wait_for(&["mouse on"], 10);
+    let s = tmux.screen();
+    let row = s.lines().position(|l| l.contains("127.0.0.9")).unwrap() + 1;
+    tmux.text(&format!("\x1b[<0;5;{row}M\x1b[<0;5;{row}m"));
+    tmux.keys(&["p"]);
+    tmux.wait_for(&["Probe: 127.0.0.9"], 20);
+    tmux.keys(&["Escape"]);
+    assert!(support::wait_until(Duration::from_secs(5), || !tmux
+        .screen()
+        .contains("Probe: 127.0.0.9")));
+    tmux.keys(&["q"]);
+    tmux.wait_for(&["EXITED 0"], 15);
 }

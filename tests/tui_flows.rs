@@ -101,11 +101,27 @@ fn cancel_asks_first_and_defaults_to_keep_running() {
     let fx = app.key(KeyCode::Enter);
     assert!(matches!(fx.as_slice(), [Effect::Cancel(7)]), "{fx:?}");
     assert!(app.selected_dispatch().unwrap().cancelling);
-    // `:cancel` while it is being cancelled does not ask again.
+    // A second cancel (`c` or `:cancel`) while it is being cancelled offers "stop now",
+    // again with the harmless button first.
     app.key(KeyCode::Char(':'));
     app.type_str("cancel");
     app.key(KeyCode::Enter);
-    assert!(app.overlay.is_none());
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Confirm {
+            what: Confirm::StopNow { id: 7, .. },
+            ok: false
+        })
+    ));
+    assert!(
+        app.key(KeyCode::Enter).is_empty(),
+        "Keep waiting is the default"
+    );
+    app.key(KeyCode::Char('c'));
+    assert!(render(&app, 120, 40).contains("Stop now"));
+    app.key(KeyCode::Tab);
+    let fx = app.key(KeyCode::Enter);
+    assert!(matches!(fx.as_slice(), [Effect::StopNow(7)]), "{fx:?}");
 }
 
 #[test]
@@ -333,6 +349,9 @@ fn palette_completes_commands() {
 #[test]
 fn focus_help_mouse_and_fullscreen() {
     let mut app = app();
+    // No dispatch yet: the console starts on the fleet, not on an empty pane.
+    assert_eq!(app.focus, Focus::Hosts);
+    app.key(KeyCode::Char('3'));
     assert_eq!(app.focus, Focus::Dispatches);
     app.key(KeyCode::Tab);
     assert_eq!(app.focus, Focus::Targets);
@@ -586,6 +605,12 @@ fn rollback_asks_first_and_runs_with_tab_enter() {
         other => panic!("{other:?}"),
     };
     app.on_begun(token, 2);
+    // The new dispatch does not take the selection from what the user reads (F would);
+    // the status bar says where it is.
+    assert_eq!(app.selected_dispatch().unwrap().id, 1);
+    assert!(app.status.as_ref().unwrap().text.contains("#2 started"));
+    app.key(KeyCode::Char('3'));
+    app.key(KeyCode::Char('g'));
     let d = app.selected_dispatch().unwrap();
     assert_eq!((d.id, d.bundle.as_str()), (2, "(rollback)"));
     // A rollback is not retried by shipping a file; it is not a package either.
@@ -788,7 +813,7 @@ fn watch_pause_and_resume_with_a_and_the_palette() {
     assert!(matches!(
         app.overlay,
         Some(Overlay::Confirm {
-            what: Confirm::Quit { running: 1 },
+            what: Confirm::Quit { running: 1, .. },
             ..
         })
     ));
@@ -855,22 +880,565 @@ fn watch_pause_and_resume_with_a_and_the_palette() {
     );
 }
 
-/// Dispatches the watcher starts appear in Dispatches as their events come; the top row
-/// follows the newest (so its output shows), a selection further down stays on its
-/// dispatch.
+/// Dispatches the watcher starts appear in Dispatches as their events come. The selection
+/// stays on the dispatch and host being read (issue 15 item 4: #12's failure was replaced
+/// by #13 four seconds later); `F` follows the newest, visibly.
 #[test]
 fn watched_dispatches_keep_the_selection_on_its_dispatch() {
     let mut app = watch_app();
     finished(&mut app); // #6
+    app.key(KeyCode::Char('4'));
+    app.key(KeyCode::Char('j')); // web2 of #6, the failed one
+    assert_eq!(app.selected_target().unwrap().host, "web2");
     app.on_event(&started(8, "app-1.4.3.tgz", &["web1"]));
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(6), "stays put");
+    assert_eq!(app.selected_target().unwrap().host, "web2");
+    assert!(!render(&app, 160, 48).contains("following"));
+    app.key(KeyCode::Char('F'));
+    assert!(app.follow);
+    assert!(render(&app, 160, 48).contains("following"));
     assert_eq!(
         app.selected_dispatch().map(|d| d.id),
         Some(8),
-        "top follows"
+        "F: the newest"
     );
-    app.key(KeyCode::Char('3'));
-    app.key(KeyCode::Char('j'));
-    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(6));
     app.on_event(&started(9, "app-1.4.4.tgz", &["web1"]));
-    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(6), "stays put");
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(9), "follows");
+    app.key(KeyCode::Char('F'));
+    app.on_event(&started(10, "app-1.4.5.tgz", &["web1"]));
+    assert_eq!(app.selected_dispatch().map(|d| d.id), Some(9), "stays put");
+}
+
+/// Issue 15 item 1: a failed host says why wherever it is shown. The ERROR column names
+/// the step, its exit code and duration before the error; Enter on Targets opens the whole
+/// story (every line of the error, each step); the status bar names the failed hosts.
+#[test]
+fn a_failed_host_says_why_everywhere() {
+    let mut app = app();
+    finished(&mut app); // #6: web2 failed at upgrade, exit 2
+    let s = app.status.clone().unwrap();
+    assert!(s.error, "a dispatch with failures ends in an error message");
+    assert!(s.text.contains("failed: web2"), "{}", s.text);
+    app.key(KeyCode::Char('4'));
+    let screen = render(&app, 200, 48);
+    assert!(
+        screen.contains("upgrade: exit 2 after 2.0 s — upgrade exited with status 2"),
+        "{screen}"
+    );
+    // A multi-line error: the popup shows every line, wrapped, not just the first.
+    let long = format!(
+        "`upgrade` exited with status 3\nstderr: {}\nhint: check the disk",
+        "x".repeat(150)
+    );
+    let d = &mut app.dispatches[0];
+    let t = d.target_mut("web2").unwrap();
+    t.error = Some(long);
+    app.key(KeyCode::Char('4'));
+    app.key(KeyCode::Char('j'));
+    app.key(KeyCode::Enter);
+    assert!(matches!(app.overlay, Some(Overlay::Details { .. })));
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("web2 — details"), "{screen}");
+    assert!(
+        screen.contains("why       upgrade: exit 2 after 2.0 s"),
+        "{screen}"
+    );
+    assert!(screen.contains("hint: check the disk"), "{screen}");
+    let xs: usize = screen
+        .lines()
+        .filter(|l| l.contains("xxxxxxxxxx"))
+        .map(|l| l.matches('x').count())
+        .sum();
+    assert_eq!(
+        xs, 150,
+        "the whole stderr line is there, wrapped:\n{screen}"
+    );
+    // Enter again: the host's log.
+    app.key(KeyCode::Enter);
+    assert!(app.overlay.is_none());
+    assert_eq!(app.focus, Focus::Log);
+}
+
+/// Issue 15 item 2: after a dispatch, REACH, LOCK and VERSION stay for every host; the
+/// hosts it touched are probed again (quietly: no probe view opens).
+#[test]
+fn fleet_facts_survive_a_dispatch_and_refresh_where_it_shipped() {
+    use dropship::fleet::probe::{Reach, Reachability};
+    let mut app = app();
+    for h in ["web1", "web2", "web3", "db1.example.com", "db2.example.com"] {
+        app.on_reach(
+            h,
+            &Reachability {
+                rule: app.hosts.iter().find(|x| x.name == h).unwrap().rules[0].clone(),
+                host: h.into(),
+                address: "127.0.0.1".into(),
+                port: Some(22),
+                reach: Reach::Up {
+                    greeting: "SSH-2.0-OpenSSH".into(),
+                    millis: 3,
+                },
+            },
+        );
+    }
+    app.on_reach_done();
+    for h in &mut app.hosts {
+        h.lock = Some(None);
+        h.set_installed(&h.rules[0].clone(), Some("1.4.0"));
+    }
+    finished(&mut app); // #6 on web1..3
+    let fx = app.on_ended(6, false);
+    for h in &app.hosts {
+        assert!(
+            h.reach.iter().any(|(_, r)| matches!(r, Reach::Up { .. })),
+            "{}",
+            h.name
+        );
+        assert_eq!(h.lock, Some(None), "{}", h.name);
+        assert_eq!(h.installed_text(), "1.4.0", "{}", h.name);
+    }
+    let screen = render(&app, 300, 80);
+    assert!(screen.contains("db2.example.com"));
+    assert!(screen.contains("up 3ms"), "{screen}");
+    match fx.as_slice() {
+        [Effect::Probe { targets, .. }] => {
+            let mut hosts: Vec<&str> = targets
+                .iter()
+                .map(|t| t.target.host.name.as_str())
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            assert_eq!(hosts, ["web1", "web2", "web3"], "only the hosts it touched");
+        }
+        other => panic!("expected a probe of the touched hosts, got {other:?}"),
+    }
+    assert!(app.overlay.is_none() && app.probe_run.is_none(), "quiet");
+}
+
+/// Issue 15 item 3: relative times tick while on screen: the renderer notes the soonest
+/// change, the runner sleeps until then; with none on screen there is no timer at all.
+#[test]
+fn relative_times_ask_for_a_wakeup_only_while_shown() {
+    let mut app = app();
+    render(&app, 160, 48);
+    assert_eq!(
+        app.next_tick(),
+        None,
+        "nothing relative on screen: no timer"
+    );
+    finished(&mut app); // hosts' LAST/WHEN: finished at T0+9s, now T0+42s → 33s ago
+    app.on_ended(6, false);
+    let screen = render(&app, 160, 48);
+    assert!(screen.contains("33s ago"), "{screen}");
+    assert_eq!(
+        app.next_tick(),
+        Some(std::time::Duration::from_millis(1_000))
+    );
+    app.now += 1_000;
+    assert!(render(&app, 160, 48).contains("34s ago"));
+    // Ten minutes later the soonest change is at the next whole minute.
+    app.now = T0 + 9_000 + 600_500;
+    render(&app, 160, 48);
+    assert_eq!(
+        app.next_tick(),
+        Some(std::time::Duration::from_millis(59_500))
+    );
+    // Hosts that finished at different milliseconds do not wake it more than once a
+    // second (nor more than every 10 s for minutes): the finest unit sets a floor.
+    app.hosts[1].last.as_mut().unwrap().finished_at = Some(app.now - 400);
+    render(&app, 160, 48);
+    assert_eq!(
+        app.next_tick(),
+        Some(std::time::Duration::from_millis(1_000))
+    );
+    app.hosts[1].last.as_mut().unwrap().finished_at = Some(app.now - 659_900);
+    render(&app, 160, 48);
+    assert_eq!(
+        app.next_tick(),
+        Some(std::time::Duration::from_millis(10_000))
+    );
+}
+
+/// Issue 15 item 6: `/db2` Enter, Esc: the cursor stays on db2 (it went back to the first
+/// host, so `p` probed web1); the title counts filtered/total; no match says so.
+#[test]
+fn filter_keeps_the_cursor_on_its_item_and_counts() {
+    let mut app = app();
+    app.key(KeyCode::Char('1'));
+    app.key(KeyCode::Char('/'));
+    app.type_str("db2");
+    app.key(KeyCode::Enter);
+    let name = |app: &App| app.hosts[app.visible(0)[app.selected[0]]].name.clone();
+    assert_eq!(name(&app), "db2.example.com");
+    assert!(render(&app, 160, 48).contains("Hosts 1/5"));
+    app.key(KeyCode::Esc);
+    assert_eq!(app.visible(0).len(), 5);
+    assert_eq!(
+        name(&app),
+        "db2.example.com",
+        "Esc keeps the cursor on its host"
+    );
+    assert!(render(&app, 160, 48).contains("Hosts 5 "));
+    match app.key(KeyCode::Char('p')).as_slice() {
+        [Effect::Probe { targets, .. }] => {
+            assert!(
+                targets
+                    .iter()
+                    .all(|t| t.target.host.name == "db2.example.com")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    app.overlay = None;
+    app.key(KeyCode::Char('/'));
+    app.type_str("nosuchhost");
+    let screen = render(&app, 160, 48);
+    assert!(screen.contains("nothing matches /nosuchhost"), "{screen}");
+    assert!(!screen.contains("no hosts in dispatch.cfg"));
+    app.key(KeyCode::Esc);
+    assert_eq!(name(&app), "db2.example.com");
+}
+
+/// Issue 15 item 8: quitting cancels like `c` (grace period, not at once) and names the
+/// dispatch to `--resume`.
+#[test]
+fn quit_cancels_with_the_grace_and_names_the_dispatch() {
+    let mut app = app();
+    running(&mut app); // #7
+    app.key(KeyCode::Char('q'));
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("dropship --resume 7"), "{screen}");
+    assert!(screen.contains("cancels #7 like c"), "{screen}");
+    app.key(KeyCode::Tab);
+    let fx = app.key(KeyCode::Enter);
+    assert!(
+        matches!(fx.as_slice(), [Effect::Cancel(7), Effect::Quit]),
+        "{fx:?}"
+    );
+    assert_eq!(app.quit_cancelled, [7]);
+    assert!(app.dispatches[0].cancelling);
+}
+
+/// Issue 15 item 12: at 60x15 the dispatch dialog scrolls, so every host and command is
+/// read before saying yes; every pane is reachable full-screen.
+#[test]
+fn smallest_terminal_scrolls_the_plan_and_shows_every_pane() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), "db-2.0.1.tar.gz");
+    let mut app = app();
+    app.key(KeyCode::Char(':'));
+    app.type_str(&format!("dispatch {}", b.display()));
+    app.key(KeyCode::Enter);
+    let mut seen = String::new();
+    for _ in 0..40 {
+        seen.push_str(&render(&app, 60, 15));
+        app.key(KeyCode::Char('j'));
+    }
+    for needle in [
+        "db1.example.com:2222",
+        "db2.example.com",
+        "~/bin/check-space",
+        "~/bin/upgrade",
+        "curl -fsS http://localhost:8080/health",
+        "[ Dispatch ]",
+        "end of the plan",
+    ] {
+        assert!(seen.contains(needle), "{needle} never shown:\n{seen}");
+    }
+    assert!(!seen.contains("not-shown-anywhere"));
+    app.key(KeyCode::Esc);
+    finished(&mut app);
+    for (key, title) in [
+        ('1', "1 Hosts 5"),
+        ('2', "2 Packages"),
+        ('3', "3 Dispatches 1"),
+        ('4', "4 Targets #6"),
+        ('5', "5 Log web1"),
+    ] {
+        app.key(KeyCode::Char(key));
+        let screen = render(&app, 60, 15);
+        assert!(screen.contains(title), "{title}:\n{screen}");
+    }
+    app.key(KeyCode::Char('4'));
+    let screen = render(&app, 60, 15);
+    assert!(screen.contains("web3"), "Targets shows its rows:\n{screen}");
+}
+
+/// Issue 15 item 12: with the mouse on (`m`; off by default), a click focuses the pane
+/// under the pointer and selects the row clicked; the wheel scrolls the pane under the
+/// pointer, not the focused one.
+#[test]
+fn mouse_click_selects_and_wheel_scrolls_the_pane_under_it() {
+    use crossterm::event::{Event as TermEvent, MouseButton, MouseEvent, MouseEventKind};
+    let mouse = |kind, column, row| {
+        TermEvent::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    let mut app = app();
+    finished(&mut app);
+    app.key(KeyCode::Char('3'));
+    assert!(!app.mouse, "off by default");
+    render(&app, 160, 48);
+    // Off: clicks do nothing.
+    app.on_terminal(&mouse(MouseEventKind::Down(MouseButton::Left), 5, 3));
+    assert_eq!(app.focus, Focus::Dispatches);
+    app.key(KeyCode::Char('m'));
+    assert!(app.mouse);
+    let screen = render(&app, 160, 48);
+    // Hosts is the top-left pane: border on row 1, header on row 2, web1 on row 3.
+    let row = screen
+        .lines()
+        .position(|l| l.contains("│db1.example.com"))
+        .unwrap() as u16;
+    app.on_terminal(&mouse(MouseEventKind::Down(MouseButton::Left), 5, row));
+    assert_eq!(app.focus, Focus::Hosts);
+    assert_eq!(
+        app.hosts[app.visible(0)[app.selected[0]]].name,
+        "db1.example.com"
+    );
+    // The wheel over Targets moves Targets while Hosts keeps the focus.
+    render(&app, 160, 48);
+    let (_, targets) = *app
+        .areas
+        .borrow()
+        .iter()
+        .find(|(p, _)| *p == Focus::Targets)
+        .unwrap();
+    assert_eq!(app.selected[3], 0);
+    app.on_terminal(&mouse(
+        MouseEventKind::ScrollDown,
+        targets.x + 3,
+        targets.y + 3,
+    ));
+    assert_eq!(app.focus, Focus::Hosts);
+    assert_eq!(
+        app.selected[3], 2,
+        "three rows down, clamped to the last host"
+    );
+    assert_eq!(
+        app.hosts[app.visible(0)[app.selected[0]]].name,
+        "db1.example.com"
+    );
+}
+
+/// Issue 15 item 12: `:reload` reads dispatch.cfg (and the .netrc) again; a broken file is
+/// reported with where and what, and the session goes on with what it had.
+#[test]
+fn reload_rereads_the_config_and_keeps_the_session_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("dispatch.cfg");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let mut env = env();
+    env.config = std::sync::Arc::new(dropship::config::Config::load(&cfg).unwrap());
+    let mut app = app_with(env);
+    finished(&mut app);
+    assert_eq!(app.hosts.len(), 5);
+    // A new host in the file: `:reload` shows it.
+    std::fs::write(
+        &cfg,
+        CONFIG.replace("host = web1, web2, web3", "host = web1, web2, web3, web4"),
+    )
+    .unwrap();
+    app.key(KeyCode::Char(':'));
+    app.type_str("reload");
+    app.key(KeyCode::Enter);
+    let s = app.status.clone().unwrap();
+    assert!(!s.error, "{}", s.text);
+    assert!(s.text.contains("2 rules, 6 hosts"), "{}", s.text);
+    assert!(app.hosts.iter().any(|h| h.name == "web4"));
+    assert!(
+        app.probe_targets
+            .iter()
+            .any(|t| t.target.host.name == "web4")
+    );
+    // A broken file: the error says where; nothing is lost.
+    std::fs::write(&cfg, "[app-.*\\.tgz]\nprotocol = carrier-pigeon\n").unwrap();
+    app.key(KeyCode::Char(':'));
+    app.type_str("reload");
+    app.key(KeyCode::Enter);
+    let s = app.status.clone().unwrap();
+    assert!(s.error, "{}", s.text);
+    assert!(s.text.contains(&cfg.display().to_string()), "{}", s.text);
+    assert!(
+        s.text.contains("still using the config loaded before"),
+        "{}",
+        s.text
+    );
+    assert_eq!(app.hosts.len(), 6, "the config in use stays");
+    assert_eq!(app.dispatches.len(), 1, "the session stays");
+}
+
+/// Issue 15 item 12: a long watch message is cut short of the status bar's right side
+/// (the watch state and theme stay readable); the Targets footer keeps its summary whole
+/// after a long notice (it was clipped from the left: `└e; if they are stopped…`).
+#[test]
+fn long_messages_stay_out_of_the_indicators_and_footers() {
+    let mut watching = watch_app();
+    watching.info(format!(
+        "watch: {} failed: {}",
+        "app-9.9.9.tgz",
+        "y".repeat(200)
+    ));
+    let screen = render(&watching, 80, 24);
+    let last = screen.lines().last().unwrap();
+    assert!(last.contains("…  watch on · 0 queued  default "), "{last}");
+    let mut app = app();
+    running(&mut app);
+    app.dispatches[0].notices.push((
+        dropship::engine::events::Level::Warning,
+        format!(
+            "cancel asked: running steps get 10s; if they are stopped {}",
+            "z".repeat(120)
+        ),
+    ));
+    app.key(KeyCode::Char('4'));
+    let screen = render(&app, 160, 48);
+    let footer = screen
+        .lines()
+        .find(|l| l.contains("0 ok · 0 failed"))
+        .unwrap();
+    assert!(
+        footer.contains("└ 0 ok · 0 failed · 3 to go — running 00:42"),
+        "{footer}"
+    );
+    assert!(footer.contains("cancel asked: running steps"), "{footer}");
+}
+
+/// Issue 15 item 11: `o` sorts Hosts and Targets by the next column, `O` reverses, the
+/// header marks it, and the cursor stays on its item.
+#[test]
+fn sorting_by_column_keeps_the_cursor_on_its_item() {
+    let mut app = app();
+    finished(&mut app); // web1 ok, web2 failed, web3 skipped
+    app.key(KeyCode::Char('4'));
+    app.key(KeyCode::Char('j')); // web2
+    let host = |app: &App| app.selected_target().unwrap().host.clone();
+    assert_eq!(host(&app), "web2");
+    app.key(KeyCode::Char('o')); // HOST ascending: same order
+    app.key(KeyCode::Char('O')); // HOST descending
+    let order: Vec<String> = app
+        .visible(3)
+        .iter()
+        .map(|&i| app.dispatches[0].targets[i].host.clone())
+        .collect();
+    assert_eq!(order, ["web3", "web2", "web1"]);
+    assert_eq!(host(&app), "web2", "the cursor stays on web2");
+    assert!(render(&app, 160, 48).contains("HOST▼"));
+    app.key(KeyCode::Char('o')); // STEP descending: succeeded, skipped, failed at upgrade
+    let order: Vec<String> = app
+        .visible(3)
+        .iter()
+        .map(|&i| app.dispatches[0].targets[i].host.clone())
+        .collect();
+    assert_eq!(order, ["web1", "web3", "web2"]);
+    assert_eq!(host(&app), "web2");
+    app.key(KeyCode::Enter);
+    assert!(render(&app, 160, 48).contains("web2 — details"));
+    app.key(KeyCode::Esc);
+    // Hosts by LAST: failed first ascending.
+    app.key(KeyCode::Char('1'));
+    for _ in 0..3 {
+        app.key(KeyCode::Char('o'));
+    }
+    assert!(render(&app, 160, 48).contains("LAST▲"));
+    assert_eq!(app.hosts[app.visible(0)[0]].name, "web2");
+}
+
+/// Issue 15 item 7: only the focused pane draws the selection bar; the others mark their
+/// selected row without it, so where the keys go is plain (in mono too).
+#[test]
+fn only_the_focused_pane_has_the_selection_bar() {
+    let mut app = app();
+    finished(&mut app);
+    app.key(KeyCode::Char('4'));
+    let t = terminal(&app, 160, 48);
+    let buf = t.backend().buffer();
+    let bar = app.theme.selected.bg.unwrap();
+    let rows_with_bar: Vec<u16> = (0..48)
+        .filter(|&y| (0..160).any(|x| buf[(x, y)].bg == bar))
+        .collect();
+    assert_eq!(
+        rows_with_bar.len(),
+        1,
+        "one bar on screen: {rows_with_bar:?}"
+    );
+    let y = rows_with_bar[0];
+    let line: String = (0..160).map(|x| buf[(x, y)].symbol().to_owned()).collect();
+    assert!(
+        line.contains("web1           succeeded") || line.contains("web1  "),
+        "{line}"
+    );
+    // Dispatches (unfocused) marks #6 in the bar's colour, bold, without a background.
+    let y6 = (0..48)
+        .find(|&y| {
+            let l: String = (0..80).map(|x| buf[(x, y)].symbol().to_owned()).collect();
+            l.contains("#6 ")
+        })
+        .unwrap();
+    let cell = &buf[(2, y6)];
+    assert_eq!(cell.fg, bar);
+    assert!(cell.modifier.contains(Modifier::BOLD));
+    assert_ne!(cell.bg, bar);
+}
+
+/// Issue 15 item 11: the REACH column cuts a DOWN reason; with the host selected on Hosts
+/// the status bar shows it whole.
+#[test]
+fn the_whole_down_reason_shows_for_the_selected_host() {
+    use dropship::fleet::probe::{Reach, Reachability};
+    let mut app = app();
+    let why = "connect 10.0.0.3:22: connection refused (is sshd running? firewall?)";
+    app.on_reach(
+        "web2",
+        &Reachability {
+            rule: app.hosts[1].rules[0].clone(),
+            host: "web2".into(),
+            address: "10.0.0.3".into(),
+            port: Some(22),
+            reach: Reach::Down { error: why.into() },
+        },
+    );
+    app.key(KeyCode::Char('1'));
+    app.key(KeyCode::Char('j'));
+    let screen = render(&app, 160, 48);
+    assert!(
+        screen
+            .lines()
+            .last()
+            .unwrap()
+            .contains(&format!("web2 DOWN: {why}")),
+        "{screen}"
+    );
+}
+
+/// Issue 15 item 2 for the drop folder: its dispatches end without `on_ended`; their end
+/// event asks for the quiet probe of the hosts they touched.
+#[test]
+fn a_watched_dispatch_refreshes_the_facts_of_its_hosts() {
+    use dropship::watch::WatchEvent;
+    let mut app = watch_app();
+    app.on_watch(&WatchEvent::BundleDispatching {
+        at: T0,
+        bundle: 1,
+        name: "app-1.4.1.tgz".into(),
+        dispatch: 6,
+        resumed: false,
+    });
+    finished(&mut app); // #6: web1, web2, web3 each ran upgrade
+    match app.take_effects().as_slice() {
+        [Effect::Probe { targets, .. }] => {
+            let mut hosts: Vec<&str> = targets
+                .iter()
+                .map(|t| t.target.host.name.as_str())
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            assert_eq!(hosts, ["web1", "web2", "web3"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(app.take_effects().is_empty(), "taken once");
 }

@@ -1,5 +1,5 @@
-//! Snapshots of every console screen and dialog at 120x40 and 80x24 (the stacked layout),
-//! rendered to ratatui's `TestBackend`. Review changes with `cargo insta review`.
+//! Snapshots of every console screen and dialog at 60x15 (the smallest usable), 80x24 (the
+//! stacked layout), 160x48 and 300x80, rendered to ratatui's `TestBackend`. Review changes with `cargo insta review`.
 
 mod tui_fixture;
 
@@ -7,7 +7,7 @@ use crossterm::event::KeyCode;
 use dropship::ui::tui::app::{App, Focus};
 use tui_fixture::*;
 
-const SIZES: [(u16, u16); 2] = [(120, 40), (80, 24)];
+const SIZES: [(u16, u16); 4] = [(60, 15), (80, 24), (160, 48), (300, 80)];
 
 fn snap(name: &str, app: &App) {
     for (w, h) in SIZES {
@@ -24,6 +24,7 @@ fn empty_console() {
 fn running_dispatch_with_live_log() {
     let mut app = app();
     finished(&mut app);
+    app.key(KeyCode::Char('F')); // follow the newest: #7 is shown as it starts
     running(&mut app);
     snap("running", &app);
 }
@@ -396,4 +397,28 @@ fn names_and_output_with_control_characters_render_inert() {
         assert!(!screen.contains("[31m"), "{screen}");
         assert!(screen.contains("after"), "{screen}");
     }
+}
+
+/// Enter on a failed host: why it failed, whole, with each step's exit code and time.
+#[test]
+fn details_of_a_failed_host() {
+    let mut app = app();
+    finished(&mut app);
+    app.key(KeyCode::Char('4'));
+    app.key(KeyCode::Char('j'));
+    app.key(KeyCode::Enter);
+    snap("details_failed_host", &app);
+}
+
+/// A second `c` on a dispatch being cancelled offers to stop it now.
+#[test]
+fn confirm_stop_now() {
+    let mut app = app();
+    running(&mut app);
+    app.key(KeyCode::Char('3'));
+    app.key(KeyCode::Char('c'));
+    app.key(KeyCode::Tab);
+    app.key(KeyCode::Enter);
+    app.key(KeyCode::Char('c'));
+    snap("confirm_stop_now", &app);
 }

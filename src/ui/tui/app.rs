@@ -9,15 +9,18 @@
 mod actions;
 pub mod adhoc;
 pub use adhoc::action_lines;
+mod clock;
 mod fleet;
 mod input;
 mod overlay;
+mod selection;
 mod watch;
 
 /// The panes and help topics are plain vocabulary ([`super::model`]): the key tables use
 /// them without depending on the app.
 pub use super::model::{Focus, Topic};
 pub use fleet::{Preview, ProbeRow, ProbeRun, RollbackAsk, Versions};
+pub use selection::{Anchor, sort_columns};
 pub use watch::PackageItem;
 
 use super::keys;
@@ -91,8 +94,16 @@ pub enum Confirm {
         id: i64,
         bundle: String,
     },
+    /// A second `c` on a dispatch being cancelled: kill its running commands now instead
+    /// of after the grace period.
+    StopNow {
+        id: i64,
+        bundle: String,
+    },
+    /// `ids`: the running dispatches quitting cancels (with the same grace as `c`).
     Quit {
         running: usize,
+        ids: Vec<i64>,
     },
     /// Run a rule's rollback on some of its hosts.
     Rollback(RollbackAsk),
@@ -135,10 +146,17 @@ pub enum Overlay {
         rows: Vec<DispatchSummary>,
         selected: usize,
     },
-    /// Editing the filter of a list.
-    Filter { input: Input },
+    /// Editing the filter of a list. `origin`: the item selected when the prompt opened,
+    /// which the cursor goes back to whenever it passes the filter being typed.
+    Filter {
+        input: Input,
+        origin: Option<String>,
+    },
     /// Editing the log search.
     Search { input: Input },
+    /// Enter on Targets: the whole story of the selected host (why it failed, each step's
+    /// exit code and duration), scrolled by `scroll` lines.
+    Details { scroll: usize },
 }
 
 /// What the runner must do for the app: things with side effects outside the state.
@@ -158,6 +176,10 @@ pub enum Effect {
         only: Option<Vec<String>>,
     },
     Cancel(i64),
+    /// Stop dispatch `id` now: running commands are killed without waiting for the grace.
+    StopNow(i64),
+    /// Stop every running dispatch now (a second `q` while quitting waits for them).
+    StopAll,
     Mouse(bool),
     RememberTheme(String),
     SaveLog {
@@ -214,18 +236,40 @@ pub struct App {
     pub offsets: [Cell<usize>; 4],
     /// Filters of Hosts, Packages, Dispatches, Targets.
     pub filters: [String; 4],
+    /// Sort of Hosts and Targets (`o` cycles the column, `O` reverses): the column's index
+    /// in [`sort_columns`] and whether descending. `None`: the config's order.
+    pub sort: [Option<(usize, bool)>; 4],
     pub log: LogView,
     /// Rows of the log pane and of the focused list at the last draw, for paging.
     pub log_height: Cell<usize>,
     pub list_height: Cell<usize>,
+    /// Milliseconds until the soonest relative time of the last frame changes its text, and
+    /// the shortest wait its finest unit allows (see `clock.rs`); `None` when none was drawn.
+    pub ago_changes: Cell<Option<(i64, i64)>>,
+    /// Where each pane was drawn last, for the mouse: a click focuses the pane under the
+    /// pointer and selects the row clicked, the wheel scrolls the pane under it.
+    pub areas: std::cell::RefCell<Vec<(Focus, ratatui::layout::Rect)>>,
+    /// How far the confirmation dialog is scrolled (a plan taller than the screen).
+    pub dialog_scroll: usize,
+    /// How far the open dialog can scroll, as its last draw found (so keys stop there).
+    pub dialog_scroll_max: Cell<usize>,
     pub status: Option<Status>,
     pub mouse: bool,
+    /// `F`: a new dispatch takes the selection as it starts. Off by default: nothing moves
+    /// what the user is reading.
+    pub follow: bool,
     pub quit: bool,
+    /// The dispatches quitting cancelled: the runner waits for them (the grace period) and
+    /// names them for `--resume`.
+    pub quit_cancelled: Vec<i64>,
     /// Output lines the UI could not keep up with (still in the journal).
     pub shed: u64,
     /// The clock as the app sees it; the runner advances it, tests pin it.
     pub now: Millis,
     pub theme_names: Vec<String>,
+    /// Effects an engine event asked for (the drop folder's dispatches end without an
+    /// `on_ended`); the runner takes them after each event ([`App::take_effects`]).
+    pub queued_effects: Vec<Effect>,
     /// Bytes held by every target's log (see [`AppEnv::log_budget`]).
     pub log_bytes: usize,
     /// Every host of every rule as the probes see it (built once from the config).
@@ -255,16 +299,24 @@ impl App {
             selected: [0; 4],
             offsets: Default::default(),
             filters: Default::default(),
+            sort: [None; 4],
             log: LogView::default(),
             log_height: Cell::new(10),
             list_height: Cell::new(10),
+            areas: Default::default(),
+            dialog_scroll: 0,
+            dialog_scroll_max: Cell::new(0),
+            ago_changes: Cell::new(None),
             status: None,
             mouse: false,
+            follow: false,
             quit: false,
+            quit_cancelled: Vec::new(),
             shed: 0,
             now: crate::engine::events::now_ms(),
             theme_names: Theme::names(),
             log_bytes: 0,
+            queued_effects: Vec::new(),
             probe_targets: Arc::new(Vec::new()),
             probe_run: None,
             versions: Versions::default(),
@@ -278,6 +330,10 @@ impl App {
             &app.env.ssh,
         ));
         app.reload();
+        // Start where there is something to see: the history, else the fleet.
+        if app.dispatches.is_empty() && !app.hosts.is_empty() {
+            app.focus = Focus::Hosts;
+        }
         // Headless modes print config warnings to stderr; here that would be drawn over, so
         // they go to the log file and the status bar points at --check.
         let warnings = &app.env.config.warnings;
@@ -297,6 +353,7 @@ impl App {
 
     /// Re-reads hosts' last results, history and packages from the journal and disk.
     pub fn reload(&mut self) {
+        let anchor = self.anchor();
         let (last, history) = match &self.env.journal {
             Some(j) => match (j.last_results(), j.history(100)) {
                 (Ok(l), Ok(h)) => (l, h),
@@ -307,7 +364,23 @@ impl App {
             },
             None => (Vec::new(), Vec::new()),
         };
-        self.hosts = HostRow::from_config(&self.env.config, &last);
+        // What the reachability check and the probes found stays: reading the journal again
+        // knows nothing new about it (the hosts a dispatch touched are probed again).
+        let mut hosts = HostRow::from_config(&self.env.config, &last);
+        for h in &mut hosts {
+            if let Some(old) = self.hosts.iter().find(|o| o.name == h.name) {
+                h.reach = old.reach.clone();
+                h.reaching = old.reaching;
+                h.lock = old.lock.clone();
+                h.installed = old.installed.clone();
+                // Without a journal (tests, a journal that failed to read) what the
+                // events said is all there is.
+                if h.last.is_none() {
+                    h.last = old.last.clone();
+                }
+            }
+        }
+        self.hosts = hosts;
         // The watcher owns the watched folder's files: listing them here would offer a
         // second way to ship them.
         let dir = self
@@ -327,7 +400,7 @@ impl App {
             }
         }
         self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
-        self.ensure_loaded();
+        self.restore(&anchor);
     }
 
     pub fn info(&mut self, text: impl Into<String>) {
@@ -351,6 +424,14 @@ impl App {
 
     /// Indexes of the rows of list `l` that pass its filter.
     pub fn visible(&self, l: usize) -> Vec<usize> {
+        let mut rows = self.filtered(l);
+        if self.sort[l].is_some() {
+            self.sort_rows(l, &mut rows);
+        }
+        rows
+    }
+
+    fn filtered(&self, l: usize) -> Vec<usize> {
         if self.filters[l].is_empty() {
             // The common case, on every frame and every engine event: no filter.
             let n = match l {
@@ -403,6 +484,9 @@ impl App {
     }
 
     pub fn selected_dispatch_index(&self) -> Option<usize> {
+        if self.sort[2].is_some() {
+            return self.visible(2).get(self.selected[2]).copied();
+        }
         if self.filters[2].is_empty() {
             return (self.selected[2] < self.dispatches.len()).then_some(self.selected[2]);
         }
@@ -433,7 +517,7 @@ impl App {
     }
 
     pub fn selected_target_index(&self) -> Option<usize> {
-        if self.filters[3].is_empty() {
+        if self.filters[3].is_empty() && self.sort[3].is_none() {
             let n = self.selected_dispatch().map_or(0, |d| d.targets.len());
             return (self.selected[3] < n).then_some(self.selected[3]);
         }
@@ -587,11 +671,11 @@ impl App {
         // A rollback is not retried by shipping a file: it has none.
         d.plan = (!rollback).then_some((plan, file));
         d.detail_loaded = true;
+        let before = self.anchor();
         self.dispatches.retain(|x| x.id != id);
         self.dispatches.insert(0, d);
-        self.filters[2].clear();
-        self.selected[2] = 1; // force select() to reset the targets and log
-        self.select(2, 0);
+        self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
+        self.new_dispatch_shown(id, &before, true);
     }
 
     /// A dispatch could not start (journal, bundle file).
@@ -627,9 +711,10 @@ impl App {
                     duration_ms: None,
                 });
                 d.apply(e, ring);
+                let before = self.anchor();
                 self.dispatches.insert(0, d);
                 self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
-                self.follow_new_dispatch(id);
+                self.new_dispatch_shown(id, &before, false);
                 return true;
             }
             return false;
@@ -667,9 +752,8 @@ impl App {
             } => {
                 let (bundle, rule) = (d.bundle.clone(), d.rule.clone());
                 if let Some(h) = self.hosts.iter_mut().find(|h| &h.name == host) {
-                    // What a probe saw there (lock, installed version) is stale now.
-                    h.lock = None;
-                    h.installed.retain(|(r, _)| *r != rule);
+                    // What a probe saw there (lock, installed version) stays until the
+                    // probe the end of the dispatch starts answers (`on_ended`).
                     let prev = h.last.as_ref().and_then(|l| l.last_succeeded.clone());
                     h.last = Some(crate::journal::HostLast {
                         host: host.clone(),
@@ -695,8 +779,32 @@ impl App {
                 true
             }
             Event::DispatchFinished { .. } => {
-                let msg = format!("dispatch #{id} {}: {}", d.bundle, d.summary_line(self.now));
-                self.info(msg);
+                // The drop folder's dispatches never reach `on_ended`: refresh the facts of
+                // the hosts they touched here.
+                let touched: Vec<String> = if self.watch_owns(id) {
+                    d.targets
+                        .iter()
+                        .filter(|t| t.started_at.is_some())
+                        .map(|t| t.host.clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let d = self
+                    .dispatches
+                    .iter()
+                    .find(|x| x.id == id)
+                    .expect("found above");
+                let mut msg = format!("dispatch #{id} {}: {}", d.bundle, d.summary_line(self.now));
+                let failed = d.failed_hosts();
+                if failed.is_empty() {
+                    self.info(msg);
+                } else {
+                    msg.push_str(&format!(" — failed: {failed} (Enter on Targets: why)"));
+                    self.error(msg);
+                }
+                let fx = self.refresh_facts(&touched);
+                self.queued_effects.extend(fx);
                 true
             }
             // The notifier reports after the dispatch ended (delivered, retrying, given
@@ -721,15 +829,47 @@ impl App {
 
     /// The engine finished with a dispatch (after its last event). `cancelled` is what the
     /// journal now says.
-    pub fn on_ended(&mut self, id: i64, cancelled: bool) {
+    ///
+    /// Returns a quiet probe of the hosts it touched: their lock, installed version and
+    /// reachability changed, the other hosts' did not (their facts stay as they were).
+    pub fn on_ended(&mut self, id: i64, cancelled: bool) -> Vec<Effect> {
+        let mut touched: Vec<String> = Vec::new();
         if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == id) {
             if cancelled {
                 d.state = DispatchState::Cancelled;
             } else if d.state == DispatchState::Running {
                 d.state = DispatchState::Finished;
             }
+            touched = d
+                .targets
+                .iter()
+                .filter(|t| t.started_at.is_some())
+                .map(|t| t.host.clone())
+                .collect();
         }
         self.reload();
+        self.refresh_facts(&touched)
+    }
+
+    /// What engine events asked the runner to do since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.queued_effects)
+    }
+
+    /// Probes `hosts` again without opening the probe view: only their Hosts rows change.
+    pub fn refresh_facts(&mut self, hosts: &[String]) -> Vec<Effect> {
+        let targets: Vec<ProbeTarget> = self
+            .probe_targets
+            .iter()
+            .filter(|t| hosts.contains(&t.target.host.name))
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        vec![Effect::Probe { token, targets }]
     }
 
     /// The help text of the focused pane.

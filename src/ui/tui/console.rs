@@ -47,12 +47,14 @@ pub fn event_loop(
             last = Instant::now();
             dirty = false;
         }
+        // A relative time on screen ("12s ago") is redrawn when its text changes; with
+        // none shown and nothing running the loop sleeps in `recv` with no timer at all.
         let wait = if dirty {
             Some(FRAME.saturating_sub(last.elapsed()))
         } else if app.running() > 0 {
-            Some(TICK)
+            Some(app.next_tick().map_or(TICK, |t| t.min(TICK)))
         } else {
-            None
+            app.next_tick()
         };
         let first = match wait {
             None => match rx.recv() {
@@ -62,7 +64,9 @@ pub fn event_loop(
             Some(w) => match rx.recv_timeout(w) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
-                    dirty |= app.running() > 0;
+                    // Only a frame due, a running dispatch or a relative time waits with a
+                    // timeout: each of them means "draw again".
+                    dirty = true;
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -79,7 +83,72 @@ pub fn event_loop(
             next = rx.try_recv().ok();
         }
         if app.quit {
+            drain_dispatches(term, app, rx, bridge, watch)?;
             return drain_notifications(term, app, rx, bridge, watch);
+        }
+    }
+}
+
+/// How long quitting waits for cancelled dispatches past their grace period: a killed
+/// command's rollback and the journal's last writes take a moment.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Quitting while dispatches run cancels them like `c` does: the console stays up, saying
+/// what it waits for and which `--resume` continues them, until they ended (their running
+/// steps get [`crate::session::GRACE`]); `q` or Ctrl-C again stops them at once.
+fn drain_dispatches(
+    term: &mut Term,
+    app: &mut App,
+    rx: &Receiver<Msg>,
+    bridge: &Bridge,
+    watch: Option<&WatchHandle>,
+) -> std::io::Result<()> {
+    let start = Instant::now();
+    let grace = crate::session::GRACE;
+    let mut forced = false;
+    loop {
+        if bridge.running() == 0 || start.elapsed() >= grace + STOP_DRAIN {
+            return Ok(());
+        }
+        let ids: Vec<String> = app.quit_cancelled.iter().map(|i| format!("#{i}")).collect();
+        let resume = app
+            .quit_cancelled
+            .first()
+            .map(|i| format!(" · dropship --resume {i} continues later"))
+            .unwrap_or_default();
+        let text = if forced {
+            format!("quitting: stopping {} now…", ids.join(" "))
+        } else {
+            format!(
+                "quitting: cancelling {}: running steps end within {}s (q again: now){resume}",
+                ids.join(" "),
+                grace.saturating_sub(start.elapsed()).as_secs() + 1
+            )
+        };
+        app.info(text);
+        app.now = crate::engine::events::now_ms();
+        app.shed = bridge.shed();
+        term.draw(|f| render::draw(f, app))?;
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(Msg::Input(crossterm::event::Event::Key(k)))
+                if k.code == crossterm::event::KeyCode::Char('q')
+                    || (k.code == crossterm::event::KeyCode::Char('c')
+                        && k.modifiers
+                            .contains(crossterm::event::KeyModifiers::CONTROL)) =>
+            {
+                forced = true;
+                bridge.stop_all();
+            }
+            Ok(Msg::Input(_)) => {}
+            Ok(Msg::Terminate) => {
+                forced = true;
+                bridge.stop_all();
+            }
+            Ok(m) => {
+                handle(app, m, bridge, term, watch);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
     }
 }
@@ -146,7 +215,13 @@ fn handle(
             }
             true
         }
-        Msg::Engine(e) => app.on_event(&e),
+        Msg::Engine(e) => {
+            let changed = app.on_event(&e);
+            for fx in app.take_effects() {
+                apply(app, fx, bridge, watch);
+            }
+            changed
+        }
         Msg::Begun { token, id } => {
             app.on_begun(token, id);
             true
@@ -156,12 +231,16 @@ fn handle(
             true
         }
         Msg::Ended { id, cancelled } => {
-            app.on_ended(id, cancelled);
+            for e in app.on_ended(id, cancelled) {
+                apply(app, e, bridge, watch);
+            }
             true
         }
         Msg::Terminate => {
-            app.quit = true;
-            false
+            for e in app.quit_cancelling() {
+                apply(app, e, bridge, watch);
+            }
+            true
         }
         Msg::Reach { host, reach } => app.on_reach(&host, &reach),
         Msg::ReachDone => app.on_reach_done(),
@@ -187,6 +266,10 @@ fn apply(app: &mut App, e: Effect, bridge: &Bridge, watch: Option<&WatchHandle>)
         } => bridge.start(token, plan, file, only),
         Effect::Cancel(id) => bridge.cancel(id),
         Effect::Run { plans, action } => bridge.start_run(plans, action),
+        Effect::StopNow(id) => bridge.stop_now(id),
+        Effect::StopAll => {
+            bridge.stop_all();
+        }
         Effect::Mouse(on) => {
             if let Err(e) = terminal::set_mouse(on) {
                 app.error(format!("mouse: {e}"));

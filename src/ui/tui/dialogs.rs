@@ -44,7 +44,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             super::run_dialog::actions_menu(f, app, area, target, items)
         }
         Overlay::History { rows, selected } => history(f, app, area, rows, *selected),
-        Overlay::Filter { input } => prompt(
+        Overlay::Filter { input, .. } => prompt(
             f,
             app,
             area,
@@ -55,6 +55,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             None,
         ),
         Overlay::Search { input } => prompt(f, app, area, "Search log", "/", input, &[], None),
+        Overlay::Details { scroll } => super::details::draw(f, app, area, *scroll),
     }
 }
 
@@ -377,23 +378,55 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
             "Cancel",
             "Run",
         ),
+        Confirm::StopNow { id, bundle } => (
+            "Stop now?",
+            vec![
+                Line::raw(format!("Stop dispatch #{id} ({bundle}) now?")),
+                Line::raw(""),
+                Line::styled(
+                    "It is being cancelled already: running commands get the rest of the grace period.",
+                    app.theme.dim,
+                ),
+                Line::styled(
+                    "Stop now kills them at once (an upgrade may be left half done; its rollback runs where configured).",
+                    app.theme.dim,
+                ),
+            ],
+            "Keep waiting",
+            "Stop now",
+        ),
         Confirm::Rollback(ask) => (
             "Roll back?",
             super::fleet_dialogs::rollback_lines(app, ask),
             "Cancel",
             "Roll back",
         ),
-        Confirm::Quit { running } => (
+        Confirm::Quit { running, ids } => (
             "Quit?",
             {
+                let named: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
                 let mut l = vec![
                     Line::raw(format!("{running} dispatch(es) still running.")),
                     Line::raw(""),
-                    Line::styled(
-                        "Quitting cancels them; `dropship --resume ID` continues later.",
-                        app.theme.dim,
-                    ),
                 ];
+                if !ids.is_empty() {
+                    l.push(Line::styled(
+                        format!(
+                            "Quitting cancels {} like c: no new step starts, running steps get {}s (q again stops them at once).",
+                            named.join(", "),
+                            crate::session::GRACE.as_secs()
+                        ),
+                        app.theme.dim,
+                    ));
+                    l.push(Line::styled(
+                        ids.iter()
+                            .map(|i| format!("`dropship --resume {i}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                            + " continues later.",
+                        app.theme.dim,
+                    ));
+                }
                 if let Some(w) = &app.watch {
                     l.push(Line::styled(
                         format!(
@@ -423,15 +456,27 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
         .max(40)
         .min(area.width);
     let mut lines = wrap_lines(lines, width.saturating_sub(2) as usize);
-    // The buttons must stay on screen however long the plan: cut the plan, not them.
+    // The buttons must stay on screen however long the plan: the plan scrolls (j/k,
+    // PgUp/PgDn) above them, so every host and command can be read before saying yes.
     let room = area.height.saturating_sub(2) as usize;
+    app.dialog_scroll_max.set(0);
     if lines.len() > room && room > 4 {
         let tail = lines.split_off(lines.len() - 3);
-        lines.truncate(room - 4);
-        lines.push(Line::styled(
-            "… (taller terminal shows the rest)",
+        let shown = room - 4;
+        let max = lines.len().saturating_sub(shown);
+        app.dialog_scroll_max.set(max);
+        let from = app.dialog_scroll.min(max);
+        let below = lines.len() - (from + shown).min(lines.len());
+        let mut body: Vec<Line> = lines.drain(..).skip(from).take(shown).collect();
+        body.push(Line::styled(
+            if below > 0 {
+                format!("↓ {below} more line(s) · j/k, PgUp/PgDn scroll")
+            } else {
+                "↑ end of the plan · k scrolls back".into()
+            },
             app.theme.dim,
         ));
+        lines = body;
         lines.extend(tail);
     }
     let r = centered(area, width, lines.len() as u16 + 2);

@@ -103,6 +103,9 @@ pub struct Bridge {
     config_path: PathBuf,
     holder: String,
     shed: Arc<AtomicU64>,
+    /// The cancel of every rollout started here, by journal id, for "stop now" on one of
+    /// them (the session only stops them all at once).
+    cancels: Arc<std::sync::Mutex<HashMap<i64, Arc<Cancel>>>>,
 }
 
 /// What a rollout started by the bridge is.
@@ -142,6 +145,7 @@ impl Bridge {
             config_path,
             holder: crate::engine::lock::local_holder(),
             shed: Arc::default(),
+            cancels: Arc::default(),
         })
     }
 
@@ -249,6 +253,7 @@ impl Bridge {
         let holder = self.holder.clone();
         let config_path = self.config_path.clone();
         let emit = self.session.recording(self.intake(), None);
+        let cancels = self.cancels.clone();
         self.session.handle().spawn(async move {
             let begin = {
                 let (plan, only, journal) = (plan.clone(), only.clone(), journal.clone());
@@ -289,6 +294,7 @@ impl Bridge {
             }
             let cancel = Arc::new(Cancel::new());
             runs.track(id, cancel.clone());
+            lock_cancels(&cancels).insert(id, cancel.clone());
             let summary = match kind {
                 Kind::Dispatch { file } => {
                     let d = Arc::new(Dispatch {
@@ -322,6 +328,7 @@ impl Bridge {
                 let _ = journal.flush();
             });
             runs.untrack(id);
+            lock_cancels(&cancels).remove(&id);
             tracing::info!(id, cancelled, "dispatch ended");
             off_the_workers(|| {
                 let _ = tx.send(Msg::Ended { id, cancelled });
@@ -429,6 +436,15 @@ impl Bridge {
         self.session.cancel(id);
     }
 
+    /// Stops dispatch `id` now: no new step starts and running commands are killed without
+    /// waiting for the grace period (a second `c`, confirmed).
+    pub fn stop_now(&self, id: i64) {
+        if let Some(c) = lock_cancels(&self.cancels).get(&id) {
+            c.requested.store(true, Ordering::SeqCst);
+            c.hard.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Stops every running dispatch at once (quitting).
     pub fn stop_all(&self) -> usize {
         self.session.stop_all()
@@ -486,6 +502,13 @@ impl Bridge {
     pub fn cut_after_grace(&self, cancel: Arc<Cancel>) {
         self.session.cancel_with_grace(cancel);
     }
+}
+
+fn lock_cancels(
+    m: &std::sync::Mutex<HashMap<i64, Arc<Cancel>>>,
+) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Cancel>>> {
+    // A panic elsewhere while holding it leaves the map itself intact.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn first_line(s: &str) -> String {

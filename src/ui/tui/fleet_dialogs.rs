@@ -4,7 +4,6 @@
 //! so the `mono` theme reads the same.
 
 use super::app::{App, Preview, RollbackAsk};
-use super::model::ago;
 use super::widgets::fit;
 use super::widgets::{centered, frame};
 use crate::fleet::probe::{HostProbe, Status};
@@ -137,7 +136,7 @@ pub fn versions(f: &mut Frame, app: &App, area: Rect, scroll: usize) {
     if v.loading {
         title.push_str(" — reading…");
     } else if let Some(at) = v.at {
-        title.push_str(&format!(" (read {})", ago(app.now, at)));
+        title.push_str(&format!(" (read {})", app.ago(at)));
     }
     let inner = big(f, app, area, &title);
     let t = &app.theme;

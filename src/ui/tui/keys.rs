@@ -13,17 +13,31 @@ pub const GLOBAL: Keys = &[
     ("v", "Versions: installed versions per host, drift marked"),
     (":", "command palette (Tab completes)"),
     ("f", "log full screen on/off"),
+    (
+        "F",
+        "follow the newest dispatch on/off (off: nothing moves your selection)",
+    ),
     ("m", "mouse capture on/off (off lets you select text)"),
     ("?", "this help"),
     ("Esc", "close / back / clear filter"),
-    ("q, Ctrl-C", "quit (asks first while a dispatch runs)"),
+    (
+        "q, Ctrl-C",
+        "quit (asks first while a dispatch runs; cancels like c, q again stops now)",
+    ),
 ];
 
 pub const LIST: Keys = &[
     ("j/k, Down/Up", "move"),
     ("g/G, Home/End", "first / last"),
     ("PgUp/PgDn", "page"),
-    ("/", "filter this list"),
+    (
+        "/",
+        "filter this list (Esc clears, the cursor stays on its item)",
+    ),
+    (
+        "o / O",
+        "sort Hosts or Targets by the next column / reverse",
+    ),
 ];
 
 pub const HOSTS: Keys = &[
@@ -49,11 +63,16 @@ pub const PACKAGES: Keys = &[
 pub const DISPATCHES: Keys = &[
     ("Enter", "the dispatch's hosts"),
     ("c", "cancel the running dispatch (asks first)"),
+    ("c again", "stop it now: kill running commands (asks first)"),
     ("r", "retry its failed hosts (asks first)"),
 ];
 pub const TARGETS: Keys = &[
-    ("Enter", "the host's log"),
+    (
+        "Enter",
+        "details: why it failed, each step's exit code and time (Enter again: log)",
+    ),
     ("c", "cancel the running dispatch (asks first)"),
+    ("c again", "stop it now: kill running commands (asks first)"),
     ("r", "retry the failed hosts (asks first)"),
     (
         "b",
@@ -129,4 +148,19 @@ pub fn for_focus(focus: Focus) -> Vec<(&'static str, Keys)> {
         Focus::Log => vec![("Log", LOG)],
     };
     pane.into_iter().chain([("Everywhere", GLOBAL)]).collect()
+}
+
+/// The status bar's short list of the focused pane's keys (the `?` overlay has them all).
+pub fn hints(focus: Focus) -> &'static str {
+    match focus {
+        Focus::Hosts => {
+            "Enter last dispatch · p probe · P reach · b roll back · ! run · A actions · / filter"
+        }
+        Focus::Packages => "Enter dispatch · d dispatch a file · ! run · A actions · / filter",
+        Focus::Dispatches => "Enter hosts · c cancel · r retry · F follow · / filter",
+        Focus::Targets => "Enter details · c cancel · r retry · b roll back · / filter",
+        Focus::Log => {
+            "/ search · n/N next · A all hosts · S split · D diff · w wrap · f full screen"
+        }
+    }
 }

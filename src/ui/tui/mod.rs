@@ -14,6 +14,8 @@
 pub mod all_hosts;
 pub mod app;
 pub mod console;
+pub mod contrast;
+pub mod details;
 pub mod dialogs;
 pub mod engine;
 pub mod fleet_dialogs;
@@ -153,6 +155,17 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
     if let Some((_, cancel)) = &watcher {
         cancel.requested.store(true, Ordering::SeqCst);
         bridge.cut_after_grace(cancel.clone());
+    }
+    if !app.quit_cancelled.is_empty() {
+        let ids: Vec<String> = app.quit_cancelled.iter().map(|i| i.to_string()).collect();
+        eprintln!(
+            "dropship: cancelled dispatch(es) {}; `dropship --resume ID` continues one ({})",
+            ids.join(", "),
+            ids.iter()
+                .map(|i| format!("dropship --resume {i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let stopping = bridge.stop_all();
     if stopping > 0 {

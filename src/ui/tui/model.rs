@@ -252,6 +252,49 @@ pub struct TargetView {
     /// Step markers of a past dispatch (when each command step started), merged into its
     /// output when that is read.
     pub journal_markers: Vec<(Millis, String)>,
+    /// Every step that ended, in order: what the details popup and the ERROR column say
+    /// (`upgrade: exit 3 after 5.1 s`).
+    pub runs: Vec<StepRun>,
+}
+
+/// How one step of one host ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRun {
+    pub step: Step,
+    pub outcome: Option<StepOutcome>,
+    pub exit_code: Option<i32>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl StepRun {
+    /// `upgrade: exit 3 after 5.1 s`, `upload: ok after 0.4 s`, `connect: failed after 3.0 s`.
+    pub fn summary(&self) -> String {
+        let how = match (self.exit_code, self.outcome) {
+            (Some(c), _) => format!("exit {c}"),
+            (None, Some(StepOutcome::Ok)) => "ok".into(),
+            (None, Some(StepOutcome::Failed)) => "failed".into(),
+            (None, Some(StepOutcome::Cancelled)) => "cancelled".into(),
+            (None, Some(StepOutcome::Unknown)) => "outcome unknown".into(),
+            (None, None) => "did not finish".into(),
+        };
+        match self.duration_ms {
+            Some(ms) => format!("{}: {how} after {}", self.step, seconds(ms)),
+            None => format!("{}: {how}", self.step),
+        }
+    }
+}
+
+/// `5.1 s`, `0.4 s`, `12 s` past ten seconds, `3m 04s` past a minute.
+pub fn seconds(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 10_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 60_000 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{}m {:02}s", ms / 60_000, ms / 1000 % 60)
+    }
 }
 
 impl TargetView {
@@ -270,6 +313,37 @@ impl TargetView {
             log_loaded: true,
             journal_steps: Vec::new(),
             journal_markers: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
+
+    /// The step that failed (else the last that ended) and how: the one line that says why.
+    pub fn failed_run(&self) -> Option<&StepRun> {
+        let failed = |r: &&StepRun| r.outcome.is_some_and(|o| o != StepOutcome::Ok);
+        match self.failed_step {
+            Some(s) => self.runs.iter().rev().find(|r| r.step == s),
+            None => self.runs.iter().rev().find(failed),
+        }
+    }
+
+    /// The ERROR column: `upgrade: exit 3 after 5.1 s — <first line of the error>`.
+    pub fn why(&self) -> String {
+        let first = self
+            .error
+            .as_deref()
+            .and_then(|e| e.lines().find(|l| !l.trim().is_empty()))
+            .unwrap_or("");
+        match (self.failed_run(), self.result) {
+            (Some(r), Some(TargetResult::Failed | TargetResult::Cancelled)) | (Some(r), None)
+                if r.outcome.is_some_and(|o| o != StepOutcome::Ok) =>
+            {
+                if first.is_empty() {
+                    r.summary()
+                } else {
+                    format!("{} — {first}", r.summary())
+                }
+            }
+            _ => first.to_owned(),
         }
     }
 
@@ -350,6 +424,18 @@ impl DispatchView {
                     v.progress.total = u.size;
                     v.progress.sent = u.size;
                 }
+                v.runs = t
+                    .steps
+                    .iter()
+                    .filter(|s| s.finished_at.is_some() || s.outcome.is_some())
+                    .map(|s| StepRun {
+                        step: s.step,
+                        outcome: s.outcome,
+                        exit_code: s.exit_code,
+                        duration_ms: s.duration_ms,
+                        error: s.error.clone(),
+                    })
+                    .collect();
                 for s in &t.steps {
                     if !v.journal_steps.contains(&s.step) {
                         v.journal_steps.push(s.step);
@@ -404,6 +490,26 @@ impl DispatchView {
 
     pub fn count(&self, r: TargetResult) -> usize {
         self.targets.iter().filter(|t| t.result == Some(r)).count()
+    }
+
+    /// The failed hosts for the status bar: `web2, web3`, at most five named (`… +12`).
+    pub fn failed_hosts(&self) -> String {
+        let failed: Vec<&str> = self
+            .targets
+            .iter()
+            .filter(|t| t.result == Some(TargetResult::Failed))
+            .map(|t| t.host.as_str())
+            .collect();
+        let mut s = failed
+            .iter()
+            .take(5)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if failed.len() > 5 {
+            s.push_str(&format!(" … +{}", failed.len() - 5));
+        }
+        s
     }
 
     /// Hosts whose target failed or was cancelled: what `:retry` ships to again.
@@ -535,6 +641,13 @@ impl DispatchView {
                     let line =
                         step_result(*step, *outcome, *exit_code, error.as_deref(), *duration_ms);
                     t.log.push_marker(*at, &line);
+                    t.runs.push(StepRun {
+                        step: *step,
+                        outcome: Some(*outcome),
+                        exit_code: *exit_code,
+                        duration_ms: Some(*duration_ms),
+                        error: error.clone(),
+                    });
                     if *outcome == StepOutcome::Ok {
                         t.steps_done.push(*step);
                     } else if let Some(err) = error {

@@ -17,7 +17,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("history", "history — past dispatches from the journal"),
     (
         "reload",
-        "reload — re-read the journal and the packages directory",
+        "reload — re-read dispatch.cfg, .netrc, the journal and the packages directory",
     ),
     (
         "probe",

@@ -3,9 +3,9 @@
 
 use super::app::{App, Focus, Overlay, PackageItem};
 use super::dialogs;
-use super::log_pane::log_pane;
+use super::log_pane::log_pane as draw_log_pane;
 pub use super::log_pane::timestamp;
-use super::model::{ago, elapsed};
+use super::model::elapsed;
 use super::watch_view::{Stage, WatchedBundle};
 use crate::engine::events::TargetResult;
 use crate::journal::DispatchState;
@@ -16,10 +16,21 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use std::cell::Cell;
 
+/// The log pane (drawn by `log_pane`), noting where for the mouse.
+fn log_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Log, area));
+    draw_log_pane(f, app, area);
+}
+
 /// Below this width the panes stack in one column.
 pub const NARROW: u16 = 100;
 
+/// Below this many body rows (a terminal under 20 rows) one pane shows at a time.
+pub const COMPACT: u16 = 18;
+
 pub fn draw(f: &mut Frame, app: &App) {
+    app.begin_frame();
+    app.areas.borrow_mut().clear();
     let area = f.area();
     let [top, body, bottom] = Layout::vertical([
         Constraint::Length(1),
@@ -28,10 +39,25 @@ pub fn draw(f: &mut Frame, app: &App) {
     ])
     .areas(area);
     f.render_widget(Block::new().style(app.theme.text), area);
-    title_bar(f, app, top);
+    let compact = body.height < COMPACT;
+    if compact {
+        pane_tabs(f, app, top);
+    } else {
+        title_bar(f, app, top);
+    }
     status_bar(f, app, bottom);
     if app.log.fullscreen {
         log_pane(f, app, body);
+    } else if compact {
+        // Too short to stack panes usefully (Targets showed only its header): the focused
+        // pane takes the whole body; Tab and 1-5 switch, the tabs above say which is where.
+        match app.focus {
+            Focus::Hosts => hosts_pane(f, app, body),
+            Focus::Packages => packages_pane(f, app, body),
+            Focus::Dispatches => dispatches_pane(f, app, body),
+            Focus::Targets => targets_pane(f, app, body),
+            Focus::Log => log_pane(f, app, body),
+        }
     } else if area.width < NARROW {
         narrow(f, app, body);
     } else {
@@ -97,6 +123,30 @@ fn title_bar(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// The compact layout's top line: every pane by number, the shown one highlighted.
+fn pane_tabs(f: &mut Frame, app: &App, area: Rect) {
+    let mut spans = Vec::new();
+    for (i, p) in Focus::ALL.iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::raw(" "));
+        }
+        let text = format!("{} {}", i + 1, p.title());
+        spans.push(if *p == app.focus {
+            Span::styled(text, app.theme.selected)
+        } else {
+            Span::styled(text, app.theme.dim)
+        });
+    }
+    let running = app.running();
+    if running > 0 {
+        spans.push(Span::styled(
+            format!(" {running} running"),
+            app.theme.running,
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
 fn status_bar(f: &mut Frame, app: &App, area: Rect) {
     let mut right = Vec::new();
     if app.shed > 0 {
@@ -125,24 +175,39 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
     right.push(Span::raw(format!(" {} ", app.theme.name)));
     let rw: u16 = right.iter().map(|s| s.content.chars().count() as u16).sum();
     let [l, r] = Layout::horizontal([Constraint::Min(1), Constraint::Length(rw)]).areas(area);
+    // A long message is cut with `…` a column short of the right side, so it never runs
+    // into the watch and theme indicators.
+    let room = (l.width as usize).saturating_sub(1);
+    let cut = |t: String| {
+        if t.chars().count() > room {
+            fit(&t, room)
+        } else {
+            t
+        }
+    };
     let left = match &app.status {
         Some(s) => Line::from(Span::styled(
-            format!(" {}", s.text),
+            cut(format!(" {}", s.text)),
             if s.error {
-                app.theme.failed
+                app.theme.status_error
             } else {
                 app.theme.status_bar
             },
         )),
-        None => Line::from(format!(
-            " {} · ? help · : command · d dispatch{} · Tab pane · q quit",
-            app.focus.title(),
-            if app.watch.is_some() {
-                " · a pause"
-            } else {
-                ""
-            }
-        )),
+        None => match down_reason(app) {
+            // The whole DOWN reason of the selected host: the REACH column cuts it.
+            Some(text) => Line::from(Span::styled(cut(text), app.theme.warning)),
+            None => Line::from(cut(format!(
+                " {} · {}{} · ? help · q quit",
+                app.focus.title(),
+                super::keys::hints(app.focus),
+                if app.watch.is_some() {
+                    " · a pause"
+                } else {
+                    ""
+                }
+            ))),
+        },
     };
     f.render_widget(Paragraph::new(left).style(app.theme.status_bar), l);
     f.render_widget(
@@ -152,6 +217,50 @@ fn status_bar(f: &mut Frame, app: &App, area: Rect) {
 }
 
 pub use super::widgets::{fit, pane};
+
+/// ` web3 DOWN: connect 10.0.0.3:22: connection refused` for the selected host of the
+/// focused Hosts pane, when it is down.
+fn down_reason(app: &App) -> Option<String> {
+    if app.focus != Focus::Hosts {
+        return None;
+    }
+    let h = &app.hosts[*app.visible(0).get(app.selected[0])?];
+    match h.reach_shown() {
+        super::model::ReachShown::Down { error } => {
+            Some(format!(" {} DOWN: {}", h.name, error.replace('\n', " ")))
+        }
+        _ => None,
+    }
+}
+
+/// The width of a name column: the longest name, at least the header and its sort mark
+/// (`HOST▲`), at most `max`.
+fn name_width<'a>(names: impl Iterator<Item = &'a str>, max: u16) -> i16 {
+    let longest = names.map(|n| n.chars().count()).max().unwrap_or(0);
+    longest.clamp(5, max.max(5) as usize).min(i16::MAX as usize) as i16
+}
+
+/// A list's header with `▲`/`▼` after the column it is sorted by (`o`, `O`).
+fn sorted_header(app: &App, l: usize, header: &[&str]) -> Vec<String> {
+    let sorted =
+        app.sort[l].map(|(c, desc)| (super::app::sort_columns(l)[c], if desc { "▼" } else { "▲" }));
+    header
+        .iter()
+        .map(|h| match sorted {
+            Some((name, arrow)) if name == *h => format!("{h}{arrow}"),
+            _ => (*h).to_owned(),
+        })
+        .collect()
+}
+
+/// A list's count for its title: `12`, or `3/12` while a filter hides some.
+fn count(app: &App, l: usize, shown: usize, total: usize) -> String {
+    if app.filters[l].is_empty() {
+        total.to_string()
+    } else {
+        format!("{shown}/{total}")
+    }
+}
 
 /// Column widths: a positive entry is a fixed width, a negative one a share of what is
 /// left (`-2` gets twice what `-1` gets).
@@ -235,19 +344,24 @@ fn draw_list(
         &w,
     )];
     if rows.is_empty() {
-        lines.push(Line::styled(format!(" {empty}"), app.theme.dim));
+        // A filter that matches nothing says so (not "no hosts in dispatch.cfg").
+        let text = if app.filters[l].is_empty() {
+            format!(" {empty}")
+        } else {
+            format!(" nothing matches /{} · Esc clears", app.filters[l])
+        };
+        lines.push(Line::styled(text, app.theme.dim));
     }
     let sel = app.selected[l].min(rows.len().saturating_sub(1));
     let off = window(&app.offsets[l], sel, height, rows.len());
     let focused = app.focus.list() == Some(l);
-    // The selected row takes the selection style whole (cell colours would fight it); in
-    // an unfocused pane it is dimmed, so the focused pane's selection stands out.
+    // The selected row takes the selection style whole (cell colours would fight it). Only
+    // the focused pane has the bar; an unfocused pane marks its row without one (in the
+    // bar's colour, or underlined where the theme has none), so where keys go is plain.
     let sel_style = if focused {
         app.theme.selected
     } else {
-        app.theme
-            .selected
-            .add_modifier(ratatui::style::Modifier::DIM)
+        unfocused_selection(app)
     };
     for (i, &r) in rows.iter().enumerate().skip(off).take(height) {
         let mut cells = make(r);
@@ -274,6 +388,23 @@ fn draw_list(
         f.render_widget(Paragraph::new(Line::styled(pos, app.theme.dim)), r);
     }
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The selected row of a pane without the focus: the selection bar's colour as text, bold;
+/// underlined and bold when the theme's bar has no colour (mono).
+pub fn unfocused_selection(app: &App) -> Style {
+    unfocused_selection_of(&app.theme)
+}
+
+pub fn unfocused_selection_of(theme: &super::theme::Theme) -> Style {
+    use ratatui::style::Modifier;
+    let sel = theme.selected;
+    match sel.bg {
+        Some(c) if c != ratatui::style::Color::Reset => {
+            Style::new().fg(c).add_modifier(Modifier::BOLD)
+        }
+        _ => Style::new().add_modifier(Modifier::UNDERLINED | Modifier::BOLD),
+    }
 }
 
 fn result_style(app: &App, r: Option<TargetResult>) -> Style {
@@ -311,11 +442,12 @@ const HOSTS_FULL: u16 = 110;
 const HOSTS_LEAN: u16 = 70;
 
 fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Hosts, area));
     let rows = app.visible(0);
     let block = pane(
         app,
         Focus::Hosts,
-        format!("Hosts {}", app.hosts.len()),
+        format!("Hosts {}", count(app, 0, rows.len(), app.hosts.len())),
         &app.filters[0],
     );
     let width = block.inner(area).width;
@@ -327,7 +459,7 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
             Some(l) => (
                 l.result.as_str().to_owned(),
                 result_style(app, Some(l.result)),
-                l.finished_at.map(|t| ago(app.now, t)).unwrap_or_default(),
+                l.finished_at.map(|t| app.ago(t)).unwrap_or_default(),
                 l.last_succeeded
                     .as_ref()
                     .map(|s| s.bundle.clone())
@@ -362,33 +494,40 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
         ]);
         cells
     };
-    let (header, cols): (&[&str], &[i16]) = if full {
+    // The host column is as wide as the longest name (up to a third of the pane): names
+    // are what the user looks for, the shares split what is left.
+    let host_w = name_width(app.hosts.iter().map(|h| h.name.as_str()), width / 3);
+    let (header, cols): (&[&str], Vec<i16>) = if full {
         (
             &[
                 "HOST", "RULE", "PROTO", "REACH", "LOCK", "VERSION", "LAST", "WHEN", "SHIPPED",
             ],
-            &[-4, -2, 5, -4, -4, -2, 9, 8, -3],
+            vec![host_w, -2, 5, -4, -4, -2, 9, 8, -3],
         )
     } else if !lean {
         (
             &[
                 "HOST", "REACH", "LOCK", "VERSION", "LAST", "WHEN", "SHIPPED",
             ],
-            &[-3, -3, -3, -2, 9, 8, -3],
+            vec![host_w, -3, -3, -2, 9, 8, -3],
         )
     } else {
         (
             &["HOST", "REACH", "LAST", "WHEN", "SHIPPED"],
-            &[-3, -3, 9, 8, -3],
+            vec![host_w, -3, 9, 8, -3],
         )
     };
+    let cols = &cols[..];
     draw_list(
         f,
         app,
         area,
         block,
         0,
-        header,
+        &sorted_header(app, 0, header)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         cols,
         &rows,
         &make,
@@ -397,8 +536,12 @@ fn hosts_pane(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Packages, area));
     let rows = app.visible(1);
-    let mut title = format!("Packages {}", app.package_count());
+    let mut title = format!(
+        "Packages {}",
+        count(app, 1, rows.len(), app.package_count())
+    );
     if let Some(w) = &app.watch {
         title.push_str(" · ");
         title.push_str(&w.header());
@@ -425,9 +568,18 @@ fn packages_pane(f: &mut Frame, app: &App, area: Rect) {
     draw_list(f, app, area, block, 1, header, cols, &rows, &make, empty);
 }
 
+/// A rule as the screen names it: its package label (`app`), as in Hosts, unless another
+/// rule shares the label (then its section name).
+fn rule_label(app: &App, rule: &str) -> String {
+    match app.env.config.rules.iter().find(|r| r.name == rule) {
+        Some(r) => app.rule_word(r),
+        None => rule.to_owned(),
+    }
+}
+
 fn rule_cell(app: &App, rule: Option<&str>) -> (String, Style) {
     match rule {
-        Some(r) => (format!("[{r}]"), app.theme.dim),
+        Some(r) => (format!("[{}]", rule_label(app, r)), app.theme.dim),
         None => ("no rule".into(), app.theme.warning),
     }
 }
@@ -458,7 +610,7 @@ fn watched_row(app: &App, b: &WatchedBundle) -> Vec<(String, Style)> {
         (b.name.clone(), app.theme.text),
         rule,
         (b.text(), style),
-        (ago(app.now, b.at), app.theme.dim),
+        (app.ago(b.at), app.theme.dim),
     ]
 }
 
@@ -477,7 +629,7 @@ fn listed_row(app: &App, p: &super::model::PackageRow) -> Vec<(String, Style)> {
             } else {
                 s.state.to_string()
             };
-            (text, style, ago(app.now, s.started_at))
+            (text, style, app.ago(s.started_at))
         }
         None => ("never".into(), app.theme.dim, String::new()),
     };
@@ -498,13 +650,16 @@ fn state_style(app: &App, s: DispatchState) -> Style {
 }
 
 fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Dispatches, area));
     let rows = app.visible(2);
-    let block = pane(
-        app,
-        Focus::Dispatches,
-        format!("Dispatches {}", app.dispatches.len()),
-        &app.filters[2],
+    let mut title = format!(
+        "Dispatches {}",
+        count(app, 2, rows.len(), app.dispatches.len())
     );
+    if app.follow {
+        title.push_str(" · following (F)");
+    }
+    let block = pane(app, Focus::Dispatches, title, &app.filters[2]);
     let make = |i: usize| {
         let d = &app.dispatches[i];
         let style = if d.state == DispatchState::Finished
@@ -563,24 +718,42 @@ pub fn gauge(ratio: f64, w: usize) -> String {
 }
 
 fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
+    app.areas.borrow_mut().push((Focus::Targets, area));
     let d = app.selected_dispatch();
     let title = match d {
-        Some(d) => format!("Targets #{} {} [{}]", d.id, d.bundle, d.rule),
+        Some(d) => format!(
+            "Targets {}#{} {} [{}]",
+            if app.filters[3].is_empty() {
+                String::new()
+            } else {
+                format!("{}/{} ", app.visible(3).len(), d.targets.len())
+            },
+            d.id,
+            d.bundle,
+            rule_label(app, &d.rule)
+        ),
         None => "Targets".into(),
     };
     let mut block = pane(app, Focus::Targets, title, &app.filters[3]);
     if let Some(d) = d {
-        block = block.title_bottom(Span::styled(
-            format!(" {} ", d.summary_line(app.now)),
-            app.theme.dim,
-        ));
+        let summary = format!(" {} ", d.summary_line(app.now));
+        let room = (area.width as usize).saturating_sub(2);
+        let used = summary.chars().count();
+        block = block.title_bottom(Span::styled(fit(&summary, used.min(room)), app.theme.dim));
+        // The last notice takes what the summary leaves, cut at its end (a long one drawn
+        // right-aligned lost its start: `└e; if they are stopped…`).
         if let Some((level, msg)) = d.notices.last() {
             let style = if *level == crate::engine::events::Level::Warning {
                 app.theme.warning
             } else {
                 app.theme.dim
             };
-            block = block.title_bottom(Line::styled(format!(" {msg} "), style).right_aligned());
+            let left = room.saturating_sub(used + 1);
+            let text = format!(" {msg} ");
+            if left >= 12 {
+                let w = text.chars().count().min(left);
+                block = block.title_bottom(Line::styled(fit(&text, w), style).right_aligned());
+            }
         }
     }
     let rows = app.visible(3);
@@ -612,14 +785,22 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
             (t.status(), style),
             (progress, app.theme.gauge),
             (time, app.theme.dim),
-            (
-                t.error
-                    .as_deref()
-                    .map(|e| e.lines().next().unwrap_or("").to_owned())
-                    .unwrap_or_default(),
-                app.theme.failed,
-            ),
+            (t.why(), app.theme.failed),
         ]
+    };
+    let host_w = name_width(
+        d.targets.iter().map(|t| t.host.as_str()),
+        block.inner(area).width / 3,
+    );
+    // Without an upload in progress the gauge column only needs its header.
+    let upload_w = if d
+        .targets
+        .iter()
+        .any(|t| t.progress.total > 0 || t.progress.verified)
+    {
+        16
+    } else {
+        6
     };
     draw_list(
         f,
@@ -627,8 +808,11 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
         area,
         block,
         3,
-        &["HOST", "STEP", "UPLOAD", "TIME", "ERROR"],
-        &[-2, 17, 16, 7, -3],
+        &sorted_header(app, 3, &["HOST", "STEP", "UPLOAD", "TIME", "ERROR"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[host_w, 17, upload_w, 7, -1],
         &rows,
         &make,
         "no hosts",

@@ -46,6 +46,8 @@ pub struct Theme {
     pub button: Style,
     pub button_focused: Style,
     pub status_bar: Style,
+    /// An error in the status bar (drawn over `status_bar`'s background).
+    pub status_error: Style,
 }
 
 /// Theme keys, for messages and completion.
@@ -70,6 +72,7 @@ pub const KEYS: &[&str] = &[
     "button",
     "button_focused",
     "status_bar",
+    "status_error",
 ];
 
 impl Theme {
@@ -95,6 +98,7 @@ impl Theme {
             "button" => &mut self.button,
             "button_focused" => &mut self.button_focused,
             "status_bar" => &mut self.status_bar,
+            "status_error" => &mut self.status_error,
             _ => return None,
         })
     }

@@ -1,6 +1,6 @@
 //! Actions on dispatches: plan and confirm a bundle, cancel, retry, palette commands.
 
-use super::{App, Confirm, Effect, Focus, Overlay, first_line};
+use super::{App, Confirm, Effect, Overlay, first_line};
 use crate::plan::{Plan, Stamp};
 use crate::ui::tui::palette::{self, Command};
 use crate::ui::tui::theme::Theme;
@@ -87,7 +87,13 @@ impl App {
                 })
             }
             Some(d) if d.is_running() => {
-                self.info(format!("dispatch #{} is being cancelled", d.id))
+                self.overlay = Some(Overlay::Confirm {
+                    what: Confirm::StopNow {
+                        id: d.id,
+                        bundle: d.bundle.clone(),
+                    },
+                    ok: false,
+                })
             }
             Some(d) => {
                 let msg = format!("dispatch #{} is not running", d.id);
@@ -137,7 +143,6 @@ impl App {
                 self.pending
                     .insert(token, (plan.clone(), file.clone(), plan.bundle.clone()));
                 self.info(format!("starting {} ...", plan.bundle));
-                self.focus = Focus::Targets;
                 vec![Effect::Start {
                     token,
                     plan,
@@ -155,23 +160,92 @@ impl App {
                 ));
                 vec![Effect::Cancel(id)]
             }
+            Confirm::StopNow { id, .. } => {
+                self.info(format!(
+                    "stopping #{id} now: running commands are killed; the journal records them as cancelled"
+                ));
+                vec![Effect::StopNow(id)]
+            }
             Confirm::Rollback(ask) => self.rollback_confirmed(ask),
             Confirm::Action { plans, .. } => vec![Effect::Run {
                 plans,
                 action: true,
             }],
-            Confirm::Quit { .. } => {
-                self.quit = true;
-                let mut out: Vec<Effect> = self
-                    .dispatches
-                    .iter()
-                    .filter(|d| d.is_running())
-                    .map(|d| Effect::Cancel(d.id))
-                    .collect();
-                out.push(Effect::Quit);
-                out
+            Confirm::Quit { .. } => self.quit_cancelling(),
+        }
+    }
+
+    /// Quits: every running dispatch started here is cancelled like `c` does (no new step
+    /// starts, running steps get the grace period); the runner keeps the console up until
+    /// they ended (`q` again: at once). SIGTERM and SIGHUP quit the same way.
+    pub fn quit_cancelling(&mut self) -> Vec<Effect> {
+        self.quit = true;
+        let ids: Vec<i64> = self
+            .dispatches
+            .iter()
+            .filter(|d| d.is_running() && !self.watch_owns(d.id))
+            .map(|d| d.id)
+            .collect();
+        for d in self.dispatches.iter_mut().filter(|d| ids.contains(&d.id)) {
+            d.cancelling = true;
+        }
+        let mut out: Vec<Effect> = ids.iter().map(|id| Effect::Cancel(*id)).collect();
+        self.quit_cancelled = ids;
+        out.push(Effect::Quit);
+        out
+    }
+
+    /// `:reload`: reads dispatch.cfg and the .netrc again, then the journal and packages.
+    /// A file that does not load is reported (what, where) and the one in use is kept: the
+    /// session, its running dispatches and what the screen shows go on either way.
+    pub(super) fn reload_files(&mut self) {
+        let mut problems = Vec::new();
+        let path = self.env.config.path.clone();
+        match crate::config::Config::load(&path) {
+            Ok(c) => self.env.config = Arc::new(c),
+            Err(e) => problems.push(format!(
+                "{}: {} (still using the config loaded before)",
+                path.display(),
+                first_line(&e.to_string())
+            )),
+        }
+        let netrc = self.env.netrc.path.clone();
+        if !netrc.as_os_str().is_empty() {
+            match crate::config::Netrc::load(&netrc) {
+                Ok(n) => self.env.netrc = Arc::new(n),
+                Err(e) => problems.push(format!(
+                    "{} (still using the one loaded before)",
+                    first_line(&e.to_string())
+                )),
             }
         }
+        self.probe_targets = Arc::new(crate::fleet::target::for_config(
+            &self.env.config,
+            &self.env.netrc,
+            &self.env.ssh,
+        ));
+        self.reload();
+        if !problems.is_empty() {
+            return self.error(format!("reload: {}", problems.join("; ")));
+        }
+        let warnings = self.env.config.warnings.len();
+        let mut msg = format!(
+            "reloaded {} ({} rules, {} hosts{}): {} dispatches, {} packages",
+            path.display(),
+            self.env.config.rules.len(),
+            self.hosts.len(),
+            if warnings > 0 {
+                format!(", {warnings} warning(s): dropship --check")
+            } else {
+                String::new()
+            },
+            self.dispatches.len(),
+            self.package_count()
+        );
+        if self.watch.is_some() {
+            msg.push_str(" · the watcher keeps the config it started with");
+        }
+        self.info(msg);
     }
 
     pub(super) fn run_command(&mut self, c: Command) -> Vec<Effect> {
@@ -197,14 +271,7 @@ impl App {
                 }
                 Err(e) => self.error(e.to_string()),
             },
-            Command::Reload => {
-                self.reload();
-                self.info(format!(
-                    "reloaded: {} dispatches, {} packages",
-                    self.dispatches.len(),
-                    self.package_count()
-                ));
-            }
+            Command::Reload => self.reload_files(),
             Command::Mouse => return self.toggle_mouse(),
             Command::Help => {
                 self.overlay = Some(Overlay::Help {

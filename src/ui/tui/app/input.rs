@@ -14,11 +14,7 @@ impl App {
         match ev {
             TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.on_key(*k, ev),
             TermEvent::Mouse(m) if self.mouse && self.overlay.is_none() => {
-                match m.kind {
-                    MouseEventKind::ScrollUp => self.scroll_focused(-3),
-                    MouseEventKind::ScrollDown => self.scroll_focused(3),
-                    _ => {}
-                }
+                self.on_mouse(m.kind, m.column, m.row);
                 Vec::new()
             }
             _ => Vec::new(),
@@ -54,6 +50,7 @@ impl App {
             )
         {
             self.overlay = None;
+            self.dialog_scroll = 0;
             return self.request_quit();
         }
         if self.overlay.is_some() {
@@ -91,6 +88,7 @@ impl App {
                 }
             }
             KeyCode::Char('m') => return self.toggle_mouse(),
+            KeyCode::Char('F') => self.toggle_follow(),
             KeyCode::Esc => {
                 // In the log: the search, then a host filter, then the many-host view go
                 // first; focus stays.
@@ -98,8 +96,7 @@ impl App {
                 } else if self.log.fullscreen {
                     self.log.fullscreen = false;
                 } else if let Some(l) = list.filter(|&l| !self.filters[l].is_empty()) {
-                    self.filters[l].clear();
-                    self.selected[l] = 0;
+                    self.set_filter(l, String::new());
                 } else if self.focus == Focus::Log {
                     self.focus = Focus::Targets;
                 } else if self.focus == Focus::Targets {
@@ -145,7 +142,7 @@ impl App {
     pub(super) fn toggle_mouse(&mut self) -> Vec<Effect> {
         self.mouse = !self.mouse;
         self.info(if self.mouse {
-            "mouse on: wheel scrolls; press m to select text again"
+            "mouse on: a click focuses a pane and selects a row, the wheel scrolls the pane under it; m again lets the terminal select text"
         } else {
             "mouse off: the terminal selects text"
         });
@@ -155,8 +152,14 @@ impl App {
     pub(super) fn request_quit(&mut self) -> Vec<Effect> {
         let running = self.running();
         if running > 0 {
+            let ids = self
+                .dispatches
+                .iter()
+                .filter(|d| d.is_running() && !self.watch_owns(d.id))
+                .map(|d| d.id)
+                .collect();
             self.overlay = Some(Overlay::Confirm {
-                what: Confirm::Quit { running },
+                what: Confirm::Quit { running, ids },
                 ok: false,
             });
             Vec::new()
@@ -181,9 +184,12 @@ impl App {
             KeyCode::Char('/') => {
                 self.overlay = Some(Overlay::Filter {
                     input: Input::new(self.filters[l].clone()),
+                    origin: self.anchor().key(l).map(str::to_owned),
                 })
             }
             KeyCode::Enter => self.activate(l),
+            KeyCode::Char('o') => self.cycle_sort(l),
+            KeyCode::Char('O') => self.reverse_sort(l),
             _ => {}
         }
     }
@@ -225,7 +231,12 @@ impl App {
                 }
             }
             2 => self.focus = Focus::Targets,
-            _ => self.focus = Focus::Log,
+            _ => {
+                if self.selected_target().is_some() {
+                    self.dialog_scroll_max.set(0);
+                    self.overlay = Some(Overlay::Details { scroll: 0 });
+                }
+            }
         }
     }
 
@@ -249,10 +260,43 @@ impl App {
         self.info(format!("{host}: no dispatch yet"));
     }
 
-    pub(super) fn scroll_focused(&mut self, delta: i64) {
-        match self.focus.list() {
-            Some(l) => self.move_by(l, delta),
-            None => self.scroll_log(delta),
+    /// A click focuses the pane under the pointer and selects the row clicked; the wheel
+    /// scrolls the pane under the pointer (not the focused one).
+    pub fn on_mouse(&mut self, kind: MouseEventKind, column: u16, row: u16) {
+        let hit = self
+            .areas
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(_, r)| r.contains(ratatui::layout::Position::new(column, row)))
+            .copied();
+        let Some((pane, area)) = hit else { return };
+        match kind {
+            MouseEventKind::ScrollUp | MouseEventKind::ScrollDown => {
+                let d = if kind == MouseEventKind::ScrollUp {
+                    -3
+                } else {
+                    3
+                };
+                match pane.list() {
+                    Some(l) => self.move_by(l, d),
+                    None => self.scroll_log(d),
+                }
+            }
+            MouseEventKind::Down(crossterm::event::MouseButton::Left) => {
+                self.focus = pane;
+                // Rows start under the border and the header line.
+                if let Some(l) = pane.list()
+                    && row >= area.y + 2
+                    && row < area.y + area.height.saturating_sub(1)
+                {
+                    let i = self.offsets[l].get() + (row - area.y - 2) as usize;
+                    if i < self.visible(l).len() {
+                        self.select(l, i);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 

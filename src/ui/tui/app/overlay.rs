@@ -9,6 +9,14 @@ use tui_input::backend::crossterm::EventHandler;
 
 impl App {
     pub(super) fn on_overlay_key(&mut self, k: KeyEvent, ev: &TermEvent) -> Vec<Effect> {
+        let fx = self.overlay_key(k, ev);
+        if !matches!(self.overlay, Some(Overlay::Confirm { .. })) {
+            self.dialog_scroll = 0;
+        }
+        fx
+    }
+
+    fn overlay_key(&mut self, k: KeyEvent, ev: &TermEvent) -> Vec<Effect> {
         let Some(overlay) = self.overlay.take() else {
             return Vec::new();
         };
@@ -51,6 +59,21 @@ impl App {
                 | KeyCode::BackTab
                 | KeyCode::Char('h' | 'l') => {
                     self.overlay = Some(Overlay::Confirm { what, ok: !ok })
+                }
+                KeyCode::Char('j') | KeyCode::Down | KeyCode::PageDown | KeyCode::Char(' ') => {
+                    let by = if matches!(k.code, KeyCode::Char('j') | KeyCode::Down) {
+                        1
+                    } else {
+                        10
+                    };
+                    self.dialog_scroll =
+                        (self.dialog_scroll + by).min(self.dialog_scroll_max.get());
+                    self.overlay = Some(Overlay::Confirm { what, ok })
+                }
+                KeyCode::Char('k') | KeyCode::Up | KeyCode::PageUp => {
+                    let by = if k.code == KeyCode::PageUp { 10 } else { 1 };
+                    self.dialog_scroll = self.dialog_scroll.saturating_sub(by);
+                    self.overlay = Some(Overlay::Confirm { what, ok })
                 }
                 KeyCode::Enter if ok => return self.confirmed(what),
                 KeyCode::Enter | KeyCode::Esc | KeyCode::Char('n' | 'q') => {}
@@ -172,26 +195,42 @@ impl App {
                 }
                 _ => self.overlay = Some(Overlay::History { rows, selected }),
             },
-            Overlay::Filter { mut input } => {
+            Overlay::Filter { mut input, origin } => {
                 let Some(l) = self.focus.list() else {
                     return Vec::new();
                 };
                 match k.code {
-                    KeyCode::Esc => {
-                        self.filters[l].clear();
-                        self.selected[l] = 0;
-                    }
+                    KeyCode::Esc => self.set_filter_at(l, String::new(), origin.as_deref()),
                     KeyCode::Enter => {}
                     _ => {
                         input.handle_event(ev);
-                        self.filters[l] = input.value().to_owned();
-                        self.selected[l] = 0;
-                        self.offsets[l].set(0);
-                        self.ensure_loaded();
-                        self.overlay = Some(Overlay::Filter { input });
+                        self.set_filter_at(l, input.value().to_owned(), origin.as_deref());
+                        self.overlay = Some(Overlay::Filter { input, origin });
                     }
                 }
             }
+            Overlay::Details { scroll } => match k.code {
+                KeyCode::Esc | KeyCode::Char('q') => {}
+                KeyCode::Enter | KeyCode::Char('l') => self.focus = Focus::Log,
+                KeyCode::Char('j') | KeyCode::Down | KeyCode::PageDown | KeyCode::Char(' ') => {
+                    let by = if matches!(k.code, KeyCode::Char('j') | KeyCode::Down) {
+                        1
+                    } else {
+                        10
+                    };
+                    let max = self.dialog_scroll_max.get();
+                    self.overlay = Some(Overlay::Details {
+                        scroll: (scroll + by).min(max),
+                    })
+                }
+                KeyCode::Char('k') | KeyCode::Up | KeyCode::PageUp => {
+                    let by = if k.code == KeyCode::PageUp { 10 } else { 1 };
+                    self.overlay = Some(Overlay::Details {
+                        scroll: scroll.saturating_sub(by),
+                    })
+                }
+                _ => self.overlay = Some(Overlay::Details { scroll }),
+            },
             Overlay::Search { mut input } => match k.code {
                 KeyCode::Esc => {}
                 KeyCode::Enter => {

@@ -154,23 +154,4 @@ impl App {
         }
         self.info(text);
     }
-
-    /// A dispatch nobody here started (the watcher's) appeared in Dispatches: the selection
-    /// stays on the dispatch it was on, except that the top row follows the newest, so a
-    /// watched folder's output shows as it ships.
-    pub(super) fn follow_new_dispatch(&mut self, id: i64) {
-        if !self.filters[2].is_empty() {
-            return;
-        }
-        let Some(pos) = self.dispatches.iter().position(|d| d.id == id) else {
-            return;
-        };
-        if self.selected[2] == 0 && pos == 0 {
-            self.selected[3] = 0;
-            self.offsets[3].set(0);
-            self.log = self.log.reset();
-        } else if pos <= self.selected[2] {
-            self.selected[2] += 1;
-        }
-    }
 }
