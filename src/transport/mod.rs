@@ -8,6 +8,7 @@
 //! blocking thread.
 
 pub mod cert;
+pub mod digest;
 pub mod error;
 pub mod ftp;
 pub mod known_hosts;
@@ -20,6 +21,7 @@ pub mod upload;
 pub mod warnings;
 
 pub use crate::model::transfer::{Stream, TransferEvent, VerifiedBy};
+pub use digest::bundle_sha256;
 pub use error::TransportError;
 
 use std::path::Path;
@@ -67,6 +69,37 @@ pub trait Files: Send {
     /// bundle, was written without holes (a write over several streams may leave some).
     fn resumable_prefix(&self, len: u64, _size: u64) -> u64 {
         len
+    }
+
+    /// Whether [`Files::send_verified`] works here: the host hashes the upload as it
+    /// arrives, so no second read of the file on the host and no extra round trips.
+    fn verifies_in_stream(&self) -> bool {
+        false
+    }
+
+    /// Creates `dir`, writes all of `local` (`size` bytes) to `part` while the host hashes
+    /// the very bytes it writes there, and only if that hash is `expected` and every byte
+    /// was written, renames `part` to `dest` — one remote process tree, one round trip
+    /// beyond the data. `Ok(None)` when done; `Ok(Some(why))` when the host's hash or write
+    /// did not match (the `.part` is then removed). Progress and cancel as in
+    /// [`Files::write`]. Only called where [`Files::verifies_in_stream`] says so.
+    #[allow(clippy::too_many_arguments)]
+    fn send_verified(
+        &mut self,
+        _local: &Path,
+        _dir: &str,
+        part: &str,
+        _dest: &str,
+        _expected: &str,
+        _size: u64,
+        _progress: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Option<String>, TransportError> {
+        Err(TransportError::Setup {
+            host: String::new(),
+            detail: format!(
+                "internal: a streamed verification of `{part}` was asked of a protocol without one"
+            ),
+        })
     }
 
     /// Whether the next attempt after a stall must start a fresh `.part` (a new file, not
@@ -379,6 +412,35 @@ pub fn verify_rename_command(part: &str, dest: &str, expected: &str) -> String {
     let (p, d) = (shell_quote(part), shell_quote(dest));
     format!(
         "h=$({HASH_STDIN} < {p}) || exit 1; h=${{h%% *}}; if [ \"$h\" = {expected} ]; then mv -f -- {p} {d} && echo ok; else echo \"bad $h\"; fi"
+    )
+}
+
+/// What [`send_verify_script`] prints once `sh` has parsed all of it and waits for the
+/// data: only then may the data follow the script on the same stdin (dash and ash read
+/// their script in blocks, and would swallow data sent along with it).
+pub const SEND_READY: &str = "dropship-send-ready";
+
+/// The script (for `sh`, with the channel's stdin on fd 3, see `ssh::posix_script`) that
+/// receives an upload and verifies it in the same pipeline: it creates `dir`, says
+/// [`SEND_READY`], then `tee` writes stdin to `part` and passes the same bytes to the
+/// hash, so the file is never read back. Only when `tee` wrote every byte (its status:
+/// it reports any failed write or close) and the hash is `expected` is `part` renamed to
+/// `dest`, so the final name only ever holds exactly the bytes that left. Prints `ok`,
+/// `bad HASH` (the `.part` removed) or `unwritten` (tee failed; its error is on stderr).
+/// The mode is the one `scp -t` gives a `0644` file: `0666` less the umask less `go-w`.
+/// POSIX sh only: no `pipefail`, so tee's status comes out on fd 4 beside the hash.
+pub fn send_verify_script(dir: &str, part: &str, dest: &str, expected: &str) -> String {
+    let (d, p, f) = (shell_quote(dir), shell_quote(part), shell_quote(dest));
+    let e = shell_quote(expected);
+    format!(
+        "[ -d {d} ] || mkdir -p -- {d} || exit 1\n\
+         umask go-w\n\
+         printf '%s\\n' {SEND_READY}\n\
+         r=$( {{ {{ tee -- {p} <&3; echo \"tee=$?\" >&4; }} | {HASH_STDIN}; }} 4>&1 )\n\
+         case $r in *tee=0*) ;; *) rm -f -- {p}; echo unwritten; exit 0;; esac\n\
+         case $r in tee=0?*) h=${{r#tee=0?}};; *) h=$r;; esac\n\
+         h=${{h%% *}}\n\
+         if [ \"$h\" = {e} ]; then mv -f -- {p} {f} && echo ok; else rm -f -- {p}; echo \"bad $h\"; fi"
     )
 }
 
