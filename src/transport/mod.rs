@@ -421,14 +421,18 @@ pub fn verify_rename_command(part: &str, dest: &str, expected: &str) -> String {
 pub const SEND_READY: &str = "dropship-send-ready";
 
 /// The script (for `sh`, with the channel's stdin on fd 3, see `ssh::posix_script`) that
-/// receives an upload and verifies it in the same pipeline: it creates `dir`, says
-/// [`SEND_READY`], then `tee` writes stdin to `part` and passes the same bytes to the
-/// hash, so the file is never read back. Only when `tee` wrote every byte (its status:
-/// it reports any failed write or close) and the hash is `expected` is `part` renamed to
-/// `dest`, so the final name only ever holds exactly the bytes that left. Prints `ok`,
-/// `bad HASH` (the `.part` removed) or `unwritten` (tee failed; its error is on stderr).
-/// The mode is the one `scp -t` gives a `0644` file: `0666` less the umask less `go-w`.
-/// POSIX sh only: no `pipefail`, so tee's status comes out on fd 4 beside the hash.
+/// receives an upload and verifies it, as one command on the host: it creates `dir`, says
+/// [`SEND_READY`], `cat` writes stdin to `part` (its status covers every write and the
+/// close), then the hash of `part` as written is compared with `expected`, and only a
+/// match is renamed to `dest`, so the final name only ever holds exactly the bytes that
+/// left. Prints `ok`, `bad HASH` (the `.part` removed) or `unwritten` (the write failed;
+/// why is on stderr; the rest of the stream is read and dropped, so the sender finishes
+/// and hears that answer instead of a closed channel). The mode is the one `scp -t` gives a `0644` file.
+///
+/// The hash reads the file back (from the page cache) rather than from a `tee` in the
+/// receiving pipeline: measured on 512 MiB (bench/upload.sh, BENCHMARKS.md), `tee`'s 8 KiB
+/// pipe writes cost the host about 1 CPU second more than reading the file again, which
+/// made the whole upload slower wherever the host's CPU is the limit.
 pub fn send_verify_script(dir: &str, part: &str, dest: &str, expected: &str) -> String {
     let (d, p, f) = (shell_quote(dir), shell_quote(part), shell_quote(dest));
     let e = shell_quote(expected);
@@ -436,9 +440,8 @@ pub fn send_verify_script(dir: &str, part: &str, dest: &str, expected: &str) -> 
         "[ -d {d} ] || mkdir -p -- {d} || exit 1\n\
          umask go-w\n\
          printf '%s\\n' {SEND_READY}\n\
-         r=$( {{ {{ tee -- {p} <&3; echo \"tee=$?\" >&4; }} | {HASH_STDIN}; }} 4>&1 )\n\
-         case $r in *tee=0*) ;; *) rm -f -- {p}; echo unwritten; exit 0;; esac\n\
-         case $r in tee=0?*) h=${{r#tee=0?}};; *) h=$r;; esac\n\
+         if ! cat <&3 > {p}; then cat <&3 > /dev/null; rm -f -- {p}; echo unwritten; exit 0; fi\n\
+         h=$({HASH_STDIN} < {p}) || exit 1\n\
          h=${{h%% *}}\n\
          if [ \"$h\" = {e} ]; then mv -f -- {p} {f} && echo ok; else rm -f -- {p}; echo \"bad $h\"; fi"
     )
