@@ -14,6 +14,7 @@
 #                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible"]
 #                        [--no-lines] [--only-lines] [--keep]
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
+#        DROPSHIP_BEFORE=path  tools `before` / `before-scp`: another build (an A/B).
 # Needs root (network namespace, sshd); installs pssh, ansible-core and time if missing.
 set -euo pipefail
 
@@ -183,8 +184,8 @@ reset_dests() {
 
 # run_dropship PROTO N RUN -> SECS=seconds, or FAIL
 run_dropship() {
-    local proto=$1 n=$2 r=$3
-    local dir=$DS/$proto-$n
+    local proto=$1 n=$2 r=$3 bin=${4:-$DROPSHIP} tag=${5:-dropship-$proto}
+    local dir=$DS/$tag-$n
     mkdir -p "$dir"
     cat >"$dir/dispatch.cfg" <<CFG
 [fanout-.*\\.tgz]
@@ -200,23 +201,23 @@ CFG
     local t0 c0 rc=0 secs
     local cmd=(/usr/bin/time -v -o "$dir/time.$r"
         env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
-        "$DROPSHIP" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --dispatch "$BUNDLE")
-    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && note_cmd "dropship-$proto" ip netns exec "$NS" "${cmd[@]}"
-    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && CMDS[dropship-$proto-cfg]=$(sed 's/^host = \(127[^,]*, 127[^,]*\),.*, \(127[0-9.]*\)$/host = \1, ..., \2/' "$dir/dispatch.cfg")
+        "$bin" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --dispatch "$BUNDLE")
+    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && note_cmd "$tag" ip netns exec "$NS" "${cmd[@]}"
+    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && CMDS[$tag-cfg]=$(sed 's/^host = \(127[^,]*, 127[^,]*\),.*, \(127[0-9.]*\)$/host = \1, ..., \2/' "$dir/dispatch.cfg")
     c0=$(cg_cpu)
     t0=$(now)
     ns_exec "${cmd[@]}" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
     secs=$(elapsed "$t0")
     CPU=$(cpu_since "$c0")
-    RSS[dropship-$proto/$n]="${RSS[dropship-$proto/$n]:-} $(peak_rss_kib "$dir/time.$r")"
-    PCPU[dropship-$proto/$n]="${PCPU[dropship-$proto/$n]:-} $(proc_cpu "$dir/time.$r")"
+    RSS[$tag/$n]="${RSS[$tag/$n]:-} $(peak_rss_kib "$dir/time.$r")"
+    PCPU[$tag/$n]="${PCPU[$tag/$n]:-} $(proc_cpu "$dir/time.$r")"
     if [ "$rc" != 0 ]; then
         log "dropship $proto/$n run $r: exit $rc; $(tail -3 "$dir/err.$r" | tr '\n' ' ')"
         SECS=FAIL; return
     fi
     # Plain output: "[127.0.0.X] HASH  PATH" (the label may be padded: "[127.0.0.2 ]").
     sed -n 's/^\[\([0-9.]*\) *\] \([0-9a-f]\{64\}\)  .*/\1 \2/p' "$dir/out.$r" >"$dir/hashes.$r"
-    check_hashes "dropship-$proto" "$n" "$dir/hashes.$r" || { SECS=FAIL; return; }
+    check_hashes "$tag" "$n" "$dir/hashes.$r" || { SECS=FAIL; return; }
     SECS=$secs
 }
 
@@ -344,6 +345,8 @@ run_tool() {
     case "$1" in
         dropship) run_dropship sftp "$2" "$3" ;;
         dropship-scp) run_dropship scp "$2" "$3" ;;
+        before) run_dropship sftp "$2" "$3" "$DROPSHIP_BEFORE" before ;;
+        before-scp) run_dropship scp "$2" "$3" "$DROPSHIP_BEFORE" before-scp ;;
         pssh) run_pssh "$2" "$3" ;;
         pssh-nocomp) run_pssh "$2" "$3" -nocomp ;;
         ansible) run_ansible "$2" "$3" ;;
@@ -399,6 +402,8 @@ fanout() {
         has_tool "$t" || continue
         has_tool dropship && pairs+=("dropship:$t")
         has_tool dropship-scp && pairs+=("dropship-scp:$t")
+        has_tool before && pairs+=("before:$t")
+        has_tool before-scp && pairs+=("before-scp:$t")
     done
     local head="| hosts |" rule="|---:|"
     for t in $TOOLS; do head+=" $t s |"; rule+="---:|"; done
@@ -437,10 +442,10 @@ fanout() {
         for t in $TOOLS; do echo "- $t, $n hosts: wall${TIMES[$t/$n]}; CPU${CPUS[$t/$n]:- n/a}"; done
     done
     for n in $HOST_COUNTS; do
-        for t in dropship dropship-scp; do
+        for t in dropship dropship-scp before before-scp; do
             has_tool "$t" || continue
-            local key=dropship-sftp/$n
-            [ "$t" = dropship-scp ] && key=dropship-scp/$n
+            local key=$t/$n
+            [ "$t" = dropship ] && key=dropship-sftp/$n
             echo "- $t, $n hosts: peak RSS (KiB)${RSS[$key]:-}; its own CPU (user+sys s)${PCPU[$key]:-}"
         done
     done

@@ -175,6 +175,26 @@ pub trait Shell: Send {
     /// processes cost more than the script.
     fn script(&mut self, script: &str, extra: Duration) -> Result<String, TransportError>;
 
+    /// Runs `script` as the body of a shell function (so it ends with `return`, not `exit`);
+    /// if it sets `go=1`, `background` then starts as [`Shell::start_background`] would.
+    /// Returns what the script printed and, when it set `go`, how starting `background`
+    /// went. Over SSH both run in one channel and one remote shell (the lock and its
+    /// heartbeat: one login shell and `sh` fewer per host of every dispatch).
+    fn script_then_background(
+        &mut self,
+        script: &str,
+        background: &str,
+    ) -> Result<(String, Option<Result<(), TransportError>>), TransportError> {
+        let out = self.script(&function_script(script, "echo dropship-go"), Duration::ZERO)?;
+        match out.strip_suffix("dropship-go\n") {
+            Some(out) => {
+                let out = out.to_owned();
+                Ok((out, Some(self.start_background(background))))
+            }
+            None => Ok((out, None)),
+        }
+    }
+
     /// Checks `part` against `expected` and renames it to `dest` only if it matches, in one
     /// round trip. `Ok(None)` when done; `Ok(Some(hash))` with the host's hash when not.
     fn verify_and_rename(
@@ -412,6 +432,14 @@ pub fn verify_rename_command(part: &str, dest: &str, expected: &str) -> String {
     let (p, d) = (shell_quote(part), shell_quote(dest));
     format!(
         "h=$({HASH_STDIN} < {p}) || exit 1; h=${{h%% *}}; if [ \"$h\" = {expected} ]; then mv -f -- {p} {d} && echo ok; else echo \"bad $h\"; fi"
+    )
+}
+
+/// `body` as a shell function that is called; when it set `go`, `then` runs after it.
+/// See [`Shell::script_then_background`].
+pub(crate) fn function_script(body: &str, then: &str) -> String {
+    format!(
+        "dropship_step() {{\n{body}\n}}\ngo=; dropship_step; s=$?; [ -n \"$go\" ] || exit $s\n{then}"
     )
 }
 

@@ -1236,6 +1236,69 @@ impl Shell for SshSession {
         self.check_for("running", "a dropship script", script, extra)
     }
 
+    fn script_then_background(
+        &mut self,
+        script: &str,
+        background: &str,
+    ) -> Result<(String, Option<Result<(), TransportError>>), TransportError> {
+        let op = "running a dropship script";
+        let go = "dropship-go";
+        let text = super::function_script(
+            script,
+            &format!("printf '%s\\n' {go}\n{}", until_closed(background)),
+        );
+        let mut ch = self.open_sh(op, &text)?;
+        // Its stdin stays open: closing it is what stops `background` (until_closed).
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let go_line = format!("{SH_MARKER}\n");
+        loop {
+            let text = String::from_utf8_lossy(&out);
+            if let Some(at) = text.find(&go_line) {
+                let mine = &text[at + go_line.len()..];
+                if let Some(before) = mine.strip_suffix(&format!("{go}\n")) {
+                    let before = before.to_owned();
+                    self.background
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(ch);
+                    return Ok((before, Some(Ok(()))));
+                }
+            }
+            let n = ch
+                .read(&mut buf)
+                .map_err(|e| self.io_err(op, "a dropship script", e))?;
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        // The script ended without `go`: like `script`.
+        let mut err = String::new();
+        let _ = ch.stderr().read_to_string(&mut err);
+        ch.wait_close().map_err(|e| self.error(op, e))?;
+        let status = ch.exit_status().map_err(|e| self.error(op, e))?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let Some(at) = text.find(&go_line) else {
+            let said: Vec<String> = text
+                .lines()
+                .chain(err.lines())
+                .filter(|l| !l.trim().is_empty())
+                .take(4)
+                .map(|l| l.chars().take(200).collect())
+                .collect();
+            return Err(self.no_sh(status, &said));
+        };
+        if status != 0 {
+            return Err(TransportError::Io {
+                host: self.host.clone(),
+                op: format!("{op} `a dropship script`"),
+                detail: format!("exit {status}: {}", err.trim()),
+            });
+        }
+        Ok((text[at + go_line.len()..].to_owned(), None))
+    }
+
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
         let allowance = super::hash_allowance(len.unwrap_or(0));
         let out = self.check_for("sha256sum", path, &sha256_command(path, len), allowance)?;
@@ -2245,6 +2308,23 @@ mod tests {
             assert!(err.contains("part-is-a-dir"), "{sh}: {err}");
             assert!(!dest.exists(), "{sh}");
             let _ = std::fs::remove_dir(&part);
+        }
+    }
+
+    #[test]
+    fn a_step_function_starts_what_follows_only_when_it_sets_go() {
+        for sh in shells() {
+            let go =
+                super::super::function_script("echo one; go=1; return 0; echo never", "echo then");
+            let (out, code) = run_as_channel(sh, &go);
+            assert_eq!(
+                (out.as_str(), code),
+                ("dropship-sh-ok\none\nthen\n", 0),
+                "{sh}"
+            );
+            let stay = super::super::function_script("echo busy; return 3", "echo then");
+            let (out, code) = run_as_channel(sh, &stay);
+            assert_eq!((out.as_str(), code), ("dropship-sh-ok\nbusy\n", 3), "{sh}");
         }
     }
 
