@@ -66,11 +66,11 @@ traced() {
     # listener; a successful execve is a program started.
     local procs execs
     procs=$(find "$BENCH_DIR" -maxdepth 1 -name "trace.$label.*" ! -name "trace.$label.$SSHD_PID" | wc -l)
-    cat "$BENCH_DIR/trace.$label".* | grep -E '^execve\(.*= 0$' >"$out.execs" || true
-    execs=$(wc -l <"$out.execs")
+    cat "$BENCH_DIR/trace.$label".* | grep -E '^execve\(.*= 0$' >"$BENCH_DIR/execs.$label" || true
+    execs=$(wc -l <"$BENCH_DIR/execs.$label")
     printf '| %-22s | %5d | %6.1f | %6.1f | %s |\n' "$label" "$N" "$(awk -v a="$procs" -v n="$N" 'BEGIN { print a / n }')" \
         "$(awk -v a="$execs" -v n="$N" 'BEGIN { print a / n }')" \
-        "$(sed -n 's/^execve("\([^"]*\)".*/\1/p' "$out.execs" | sed 's#.*/##' | sort | uniq -c | sort -rn | awk -v n="$N" '{ printf "%s %.1f, ", $2, $1 / n }' | sed 's/, $//')"
+        "$(sed -n 's/^execve("\([^"]*\)".*/\1/p' "$BENCH_DIR/execs.$label" | sed 's#.*/##' | sort | uniq -c | sort -rn | awk -v n="$N" '{ printf "%s %.1f, ", $2, $1 / n }' | sed 's/, $//')"
 }
 
 dropship_cfg() {
