@@ -184,7 +184,8 @@ reset_dests() {
 
 # run_dropship PROTO N RUN -> SECS=seconds, or FAIL
 run_dropship() {
-    local proto=$1 n=$2 r=$3 bin=${4:-$DROPSHIP} tag=${5:-dropship-$proto}
+    local proto=$1 n=$2 r=$3
+    local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1}
     local dir=$DS/$tag-$n
     mkdir -p "$dir"
     cat >"$dir/dispatch.cfg" <<CFG
