@@ -357,7 +357,6 @@ pub fn acquire(
 pub fn release(conn: &mut Connection, lock: &Lock) -> Result<(), TransportError> {
     match (lock.shell, conn.shell.as_deref_mut()) {
         (true, Some(shell)) => {
-            shell.stop_background();
             // Renamed away first, then removed: a heartbeat still writing finds no `$d`.
             let d = quote(&lock.path);
             // The token is read with the shell's own `read` (no `sed` process: this runs on
@@ -366,6 +365,12 @@ pub fn release(conn: &mut Connection, lock: &Lock) -> Result<(), TransportError>
                 "t=; while IFS= read -r l; do case $l in token=*) t=${{l#token=}};; esac; done 2>/dev/null < {d}/info; [ \"$t\" = {} ] && mv -- {d} {d}.released.$$ && rm -rf -- {d}.released.$$; exit 0",
                 quote(&lock.token)
             );
+            // In the lock's own channel, after its heartbeat (one channel fewer per host);
+            // if that channel is gone, in a new one.
+            if let Some(Ok(_)) = shell.finish_background(&script) {
+                return Ok(());
+            }
+            shell.stop_background();
             shell.script(&script, Duration::ZERO)?;
             Ok(())
         }

@@ -195,6 +195,13 @@ pub trait Shell: Send {
         }
     }
 
+    /// Stops what [`Shell::script_then_background`] started and runs `script` (one line)
+    /// in that same remote shell once it has: no new channel for the unlock. `None` where
+    /// there is no such shell; then the caller stops and runs it the usual way.
+    fn finish_background(&mut self, _script: &str) -> Option<Result<String, TransportError>> {
+        None
+    }
+
     /// Checks `part` against `expected` and renames it to `dest` only if it matches, in one
     /// round trip. `Ok(None)` when done; `Ok(Some(hash))` with the host's hash when not.
     fn verify_and_rename(

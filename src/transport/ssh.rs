@@ -1186,6 +1186,16 @@ fn until_closed(command: &str) -> String {
     )
 }
 
+/// [`until_closed`] that also takes one line on the channel's stdin: when that comes, the
+/// command is stopped and the line runs in this shell (the unlock after the heartbeat, see
+/// [`Shell::finish_background`]); a closed stdin without a line only stops the command.
+fn until_told(command: &str) -> String {
+    format!(
+        "sh -c {} dropship & p=$!; c=; IFS= read -r c <&3; kill $p 2>/dev/null; eval \"$c\"; exit 0",
+        quote(command)
+    )
+}
+
 impl Shell for SshSession {
     fn start_background(&mut self, command: &str) -> Result<(), TransportError> {
         let op = "starting a background command";
@@ -1236,6 +1246,37 @@ impl Shell for SshSession {
         self.check_for("running", "a dropship script", script, extra)
     }
 
+    fn finish_background(&mut self, script: &str) -> Option<Result<String, TransportError>> {
+        let op = "running a dropship script";
+        let mut ch = {
+            let mut bg = self.background.lock().unwrap_or_else(|e| e.into_inner());
+            if bg.len() != 1 {
+                return None;
+            }
+            bg.pop()?
+        };
+        let mut run = || {
+            ch.write_all(format!("{}\n", script.replace('\n', " ")).as_bytes())
+                .and_then(|()| ch.flush())
+                .map_err(|e| self.io_err(op, "the script on stdin", e))?;
+            ch.send_eof().map_err(|e| self.error(op, e))?;
+            let (mut out, mut err) = (String::new(), String::new());
+            ch.read_to_string(&mut out)
+                .and_then(|_| ch.stderr().read_to_string(&mut err))
+                .map_err(|e| self.io_err(op, "a dropship script", e))?;
+            ch.wait_close().map_err(|e| self.error(op, e))?;
+            match ch.exit_status().map_err(|e| self.error(op, e))? {
+                0 => Ok(out),
+                status => Err(TransportError::Io {
+                    host: self.host.clone(),
+                    op: format!("{op} `a dropship script`"),
+                    detail: format!("exit {status}: {}", err.trim()),
+                }),
+            }
+        };
+        Some(run())
+    }
+
     fn script_then_background(
         &mut self,
         script: &str,
@@ -1245,7 +1286,7 @@ impl Shell for SshSession {
         let go = "dropship-go";
         let text = super::function_script(
             script,
-            &format!("printf '%s\\n' {go}\n{}", until_closed(background)),
+            &format!("printf '%s\\n' {go}\n{}", until_told(background)),
         );
         let mut ch = self.open_sh(op, &text)?;
         // Its stdin stays open: closing it is what stops `background` (until_closed).
