@@ -2128,9 +2128,17 @@ impl Files for ScpFiles {
         }
         ch.send_eof().map_err(|e| ssh.error(&op, e))?;
         let (mut answer, mut err) = (String::new(), String::new());
-        ch.read_to_string(&mut answer)
+        // The host now hashes the whole file before it answers: a big bundle on a slow
+        // host needs more than the connection timeout (as `verify_and_rename` allows).
+        let ms = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
+        ssh.sess
+            .set_timeout(ms(ssh.timeout + super::hash_allowance(size)));
+        let answered = ch
+            .read_to_string(&mut answer)
             .and_then(|_| ch.stderr().read_to_string(&mut err))
-            .map_err(|e| ssh.io_err(&op, part, e))?;
+            .map_err(|e| ssh.io_err(&op, part, e));
+        ssh.sess.set_timeout(ms(ssh.timeout));
+        answered?;
         ch.wait_close().map_err(|e| ssh.error(&op, e))?;
         match answer.trim() {
             "ok" => Ok(None),
