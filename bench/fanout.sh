@@ -4,16 +4,18 @@
 # parallel-ssh) and with ansible-core (copy + shell), side by side in one run; then the
 # 1,000,000-line output benchmark (bench/lines.sh runs that part alone).
 #
-# Hosts are 127.0.0.2 ... 127.0.0.101 inside a private network namespace served by one
+# Hosts are 127.0.0.2 ... 127.0.0.101 (past 253 hosts on to 127.0.1.2 ...: `--hosts 1000`
+# works) inside a private network namespace served by one
 # OpenSSH sshd (bench/lib/sshns.sh); every tool runs inside that namespace and nothing
 # outside it is contacted. Every run of every tool is checked: exit status 0 and the right
 # sha256 reported for every host. Each measurement is RUNS runs (default 3), interleaved
 # (dropship, pssh, ansible, dropship, ...), and the median is reported.
 #
-# Usage: bench/fanout.sh [--hosts "20 100"] [--runs 3]
+# Usage: bench/fanout.sh [--hosts "20 100"] [--runs 3] [--mib 10]
 #                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible"]
 #                        [--no-lines] [--only-lines] [--keep]
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
+#        DROPSHIP_BEFORE=path  tools `before` / `before-scp`: another build (an A/B).
 # Needs root (network namespace, sshd); installs pssh, ansible-core and time if missing.
 set -euo pipefail
 
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --hosts) HOST_COUNTS=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
+        --mib) BUNDLE_MIB=$2; shift 2 ;;
         --tools) TOOLS=$2; shift 2 ;;
         --no-lines) DO_LINES=0; shift ;;
         --only-lines) DO_FANOUT=0; shift ;;
@@ -115,12 +118,12 @@ esac
 
 MAX_HOSTS=1
 for n in $HOST_COUNTS; do [ "$n" -gt "$MAX_HOSTS" ] && MAX_HOSTS=$n; done
-[ "$MAX_HOSTS" -le 253 ] || die "at most 253 hosts (127.0.0.2 .. 127.0.0.254)"
-log "namespace $NS, sshd for 127.0.0.2 .. 127.0.0.$((MAX_HOSTS + 1))"
+[ "$MAX_HOSTS" -le 64768 ] || die "at most 64768 hosts (127.0.0.2 .. 127.0.255.254)"
+log "namespace $NS, sshd for 127.0.0.2 .. $(bench_addr $((MAX_HOSTS - 1)))"
 ns_up "$MAX_HOSTS"
 
-# hosts N -> "127.0.0.2 127.0.0.3 ..." (N addresses)
-hosts() { local i; for ((i = 2; i <= $1 + 1; i++)); do printf '127.0.0.%d ' "$i"; done; }
+# hosts N -> "127.0.0.2 127.0.0.3 ..." (N addresses; past 253 on to 127.0.1.2, see bench_addr)
+hosts() { local i; for ((i = 0; i < $1; i++)); do printf '%s ' "$(bench_addr "$i")"; done; }
 
 # The client side of every tool: the same key, known_hosts (strict checking), no ssh_config.
 SSH_ARGS=(-F /dev/null -i "$KEY" -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile="$KH"
@@ -184,7 +187,8 @@ reset_dests() {
 # run_dropship PROTO N RUN -> SECS=seconds, or FAIL
 run_dropship() {
     local proto=$1 n=$2 r=$3
-    local dir=$DS/$proto-$n
+    local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1}
+    local dir=$DS/$tag-$n
     mkdir -p "$dir"
     cat >"$dir/dispatch.cfg" <<CFG
 [fanout-.*\\.tgz]
@@ -200,23 +204,23 @@ CFG
     local t0 c0 rc=0 secs
     local cmd=(/usr/bin/time -v -o "$dir/time.$r"
         env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
-        "$DROPSHIP" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --dispatch "$BUNDLE")
-    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && note_cmd "dropship-$proto" ip netns exec "$NS" "${cmd[@]}"
-    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && CMDS[dropship-$proto-cfg]=$(sed 's/^host = \(127[^,]*, 127[^,]*\),.*, \(127[0-9.]*\)$/host = \1, ..., \2/' "$dir/dispatch.cfg")
+        "$bin" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --dispatch "$BUNDLE")
+    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && note_cmd "$tag" ip netns exec "$NS" "${cmd[@]}"
+    [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && CMDS[$tag-cfg]=$(sed 's/^host = \(127[^,]*, 127[^,]*\),.*, \(127[0-9.]*\)$/host = \1, ..., \2/' "$dir/dispatch.cfg")
     c0=$(cg_cpu)
     t0=$(now)
     ns_exec "${cmd[@]}" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
     secs=$(elapsed "$t0")
     CPU=$(cpu_since "$c0")
-    RSS[dropship-$proto/$n]="${RSS[dropship-$proto/$n]:-} $(peak_rss_kib "$dir/time.$r")"
-    PCPU[dropship-$proto/$n]="${PCPU[dropship-$proto/$n]:-} $(proc_cpu "$dir/time.$r")"
+    RSS[$tag/$n]="${RSS[$tag/$n]:-} $(peak_rss_kib "$dir/time.$r")"
+    PCPU[$tag/$n]="${PCPU[$tag/$n]:-} $(proc_cpu "$dir/time.$r")"
     if [ "$rc" != 0 ]; then
         log "dropship $proto/$n run $r: exit $rc; $(tail -3 "$dir/err.$r" | tr '\n' ' ')"
         SECS=FAIL; return
     fi
     # Plain output: "[127.0.0.X] HASH  PATH" (the label may be padded: "[127.0.0.2 ]").
     sed -n 's/^\[\([0-9.]*\) *\] \([0-9a-f]\{64\}\)  .*/\1 \2/p' "$dir/out.$r" >"$dir/hashes.$r"
-    check_hashes "dropship-$proto" "$n" "$dir/hashes.$r" || { SECS=FAIL; return; }
+    check_hashes "$tag" "$n" "$dir/hashes.$r" || { SECS=FAIL; return; }
     SECS=$secs
 }
 
@@ -344,6 +348,8 @@ run_tool() {
     case "$1" in
         dropship) run_dropship sftp "$2" "$3" ;;
         dropship-scp) run_dropship scp "$2" "$3" ;;
+        before) run_dropship sftp "$2" "$3" "$DROPSHIP_BEFORE" before ;;
+        before-scp) run_dropship scp "$2" "$3" "$DROPSHIP_BEFORE" before-scp ;;
         pssh) run_pssh "$2" "$3" ;;
         pssh-nocomp) run_pssh "$2" "$3" -nocomp ;;
         ansible) run_ansible "$2" "$3" ;;
@@ -399,6 +405,8 @@ fanout() {
         has_tool "$t" || continue
         has_tool dropship && pairs+=("dropship:$t")
         has_tool dropship-scp && pairs+=("dropship-scp:$t")
+        has_tool before && pairs+=("before:$t")
+        has_tool before-scp && pairs+=("before-scp:$t")
     done
     local head="| hosts |" rule="|---:|"
     for t in $TOOLS; do head+=" $t s |"; rule+="---:|"; done
@@ -437,10 +445,10 @@ fanout() {
         for t in $TOOLS; do echo "- $t, $n hosts: wall${TIMES[$t/$n]}; CPU${CPUS[$t/$n]:- n/a}"; done
     done
     for n in $HOST_COUNTS; do
-        for t in dropship dropship-scp; do
+        for t in dropship dropship-scp before before-scp; do
             has_tool "$t" || continue
-            local key=dropship-sftp/$n
-            [ "$t" = dropship-scp ] && key=dropship-scp/$n
+            local key=$t/$n
+            [ "$t" = dropship ] && key=dropship-sftp/$n
             echo "- $t, $n hosts: peak RSS (KiB)${RSS[$key]:-}; its own CPU (user+sys s)${PCPU[$key]:-}"
         done
     done

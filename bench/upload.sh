@@ -9,7 +9,8 @@
 #
 # Env: RUNS (3), SIZE (1G, any `head -c` size), ONLY (.), VERIFY (round1 | all: full
 # SHA-256 of every upload, not just round 1's), DROPSHIP_BIN (else `cargo build --release`
-# and target/release/dropship), KEEP=1 (keep the work dir for inspection), WAIT_QUIET=N
+# and target/release/dropship), DROPSHIP_BEFORE (another build, run beside it as
+# "dropship-before": an A/B in the same rounds), KEEP=1 (keep the work dir for inspection), WAIT_QUIET=N
 # (before each run wait up to N s for the rest of the machine to use < 0.5 core; default 0).
 #
 # Rounds are interleaved (every tool once per round, baseline first) so all tools see the
@@ -228,6 +229,14 @@ dropship() {
         "$DROPSHIP" --config "$W/dispatch-$1.cfg" --journal "$W/journal.sqlite" --json \
         --dispatch "$SRC"
 }
+# DROPSHIP_BEFORE=path: the same dispatch with another build (an A/B in the same rounds).
+dropship_before() {
+    env -i PATH="$PATH" HOME="$W/home" XDG_STATE_HOME="$W/state" XDG_CONFIG_HOME="$W/config" \
+        "$DROPSHIP_BEFORE" --config "$W/dispatch-$1.cfg" --journal "$W/journal.sqlite" --json \
+        --dispatch "$SRC"
+}
+# The first dispatch of a bundle: no remembered digest (see src/transport/digest.rs).
+cold() { rm -f "$W/state/dropship/bundle-digests"; }
 
 SSHO=(-q -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes
     -o UserKnownHostsFile="$W/home/.ssh/known_hosts" -o GlobalKnownHostsFile=/dev/null
@@ -246,9 +255,15 @@ TOOLS=(
     "sftp (default cipher)|ssh|$W/dst-ssh/$BUNDLE|echo 'put $SRC $W/dst-ssh/$BUNDLE' | sftp ${SSHO[*]} -P $SSH_PORT -b - root@127.0.0.1"
     "sftp -c aes128-gcm|ssh|$W/dst-ssh/$BUNDLE|echo 'put $SRC $W/dst-ssh/$BUNDLE' | sftp ${SSHO[*]} -P $SSH_PORT -c $GCM -b - root@127.0.0.1"
     "dropship scp|ssh|$W/dst-ssh/$BUNDLE|dropship scp"
+    "dropship scp, first dispatch|ssh|$W/dst-ssh/$BUNDLE|cold; dropship scp"
+    "dropship-before scp|ssh|$W/dst-ssh/$BUNDLE|dropship_before scp"
     "dropship sftp|ssh|$W/dst-ssh/$BUNDLE|dropship sftp"
+    "dropship sftp, first dispatch|ssh|$W/dst-ssh/$BUNDLE|cold; dropship sftp"
+    "dropship-before sftp|ssh|$W/dst-ssh/$BUNDLE|dropship_before sftp"
     "curl -T ftp|ftp|$W/ftp/dst/$BUNDLE|curl -sS -T $SRC $FTPURL"
     "dropship ftp|ftp|$W/ftp/dst/$BUNDLE|dropship ftp"
+    "dropship ftp, first dispatch|ftp|$W/ftp/dst/$BUNDLE|cold; dropship ftp"
+    "dropship-before ftp|ftp|$W/ftp/dst/$BUNDLE|dropship_before ftp"
     "curl --ssl-reqd -T ftps|ftps|$W/ftp/dst/$BUNDLE|curl -sS --ssl-reqd -k -T $SRC $FTPURL"
     "dropship ftps|ftps|$W/ftp/dst/$BUNDLE|dropship ftps"
 )
@@ -321,6 +336,7 @@ for round in $(seq "$RUNS"); do
     for t in "${TOOLS[@]}"; do
         IFS='|' read -r label group dst cmd <<<"$t"
         [[ $label =~ $ONLY ]] || continue
+        [[ $label != dropship-before* ]] || [ -n "${DROPSHIP_BEFORE:-}" ] || continue
         drop=0
         [[ $label != dropship* ]] || drop=1
         rm -f "$dst" "$(dirname "$dst")/.$(basename "$dst").part"

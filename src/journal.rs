@@ -100,7 +100,8 @@ impl NewDispatch {
     }
 
     /// The record of a dispatch of `plan` with the bundle `file`, to the hosts in `only`
-    /// (all when `None`). Hashes the bundle: the same hash then serves every host.
+    /// (all when `None`). Hashes the bundle (or takes its remembered digest, see
+    /// [`crate::transport::digest`]): the same hash then serves every host.
     pub fn for_plan(
         plan: &crate::plan::Plan,
         file: &Path,
@@ -110,7 +111,7 @@ impl NewDispatch {
         Ok(NewDispatch {
             bundle: plan.bundle.clone(),
             bundle_path: std::fs::canonicalize(file)?,
-            bundle_sha256: crate::transport::local_sha256(file, None)?,
+            bundle_sha256: crate::transport::bundle_sha256(file)?,
             bundle_size: std::fs::metadata(file)?.len(),
             rule: plan.rule.name.clone(),
             config_path: std::fs::canonicalize(config_path)

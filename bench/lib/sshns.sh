@@ -79,7 +79,12 @@ cg_down() {
     log "could not remove $CG"
 }
 
-# ns_up NHOSTS -> namespace, keys, sshd, known_hosts for 127.0.0.2 .. 127.0.0.(NHOSTS+1).
+# bench_addr K -> the address of host K (from 0): 127.0.0.2 .. 127.0.0.254 for the first
+# 253, then 127.0.1.2 .. 127.0.1.254 and so on (every 127.0.X.Y answers on the namespace's
+# lo), so a bench can have thousands of hosts.
+bench_addr() { printf '127.0.%d.%d' $(($1 / 253)) $(($1 % 253 + 2)); }
+
+# ns_up NHOSTS -> namespace, keys, sshd, known_hosts for the first NHOSTS bench_addr's.
 ns_up() {
     local nhosts=$1 i
     [ -x "$SFTP_SERVER" ] || die "no $SFTP_SERVER (apt-get install openssh-server)"
@@ -96,9 +101,11 @@ ns_up() {
     local hostkey
     hostkey=$(awk '{ print $1 " " $2 }' "$d/host_key.pub")
     : >"$KH"
-    for ((i = 2; i <= nhosts + 1; i++)); do
-        echo "127.0.0.$i $hostkey" >>"$KH"
-        mkdir -p "$BENCH_DIR/home/127.0.0.$i"
+    local a
+    for ((i = 0; i < nhosts; i++)); do
+        a=$(bench_addr "$i")
+        echo "$a $hostkey" >>"$KH"
+        mkdir -p "$BENCH_DIR/home/$a"
     done
     # ForceCommand is run by the login shell (`bash -c`), so this costs no extra process:
     # ${SSH_CONNECTION#* * } leaves "SERVER_ADDR SERVER_PORT".

@@ -8,6 +8,7 @@
 //! blocking thread.
 
 pub mod cert;
+pub mod digest;
 pub mod error;
 pub mod ftp;
 pub mod known_hosts;
@@ -20,6 +21,7 @@ pub mod upload;
 pub mod warnings;
 
 pub use crate::model::transfer::{Stream, TransferEvent, VerifiedBy};
+pub use digest::bundle_sha256;
 pub use error::TransportError;
 
 use std::path::Path;
@@ -67,6 +69,37 @@ pub trait Files: Send {
     /// bundle, was written without holes (a write over several streams may leave some).
     fn resumable_prefix(&self, len: u64, _size: u64) -> u64 {
         len
+    }
+
+    /// Whether [`Files::send_verified`] works here: the host hashes the upload as it
+    /// arrives, so no second read of the file on the host and no extra round trips.
+    fn verifies_in_stream(&self) -> bool {
+        false
+    }
+
+    /// Creates `dir`, writes all of `local` (`size` bytes) to `part` while the host hashes
+    /// the very bytes it writes there, and only if that hash is `expected` and every byte
+    /// was written, renames `part` to `dest` — one remote process tree, one round trip
+    /// beyond the data. `Ok(None)` when done; `Ok(Some(why))` when the host's hash or write
+    /// did not match (the `.part` is then removed). Progress and cancel as in
+    /// [`Files::write`]. Only called where [`Files::verifies_in_stream`] says so.
+    #[allow(clippy::too_many_arguments)]
+    fn send_verified(
+        &mut self,
+        _local: &Path,
+        _dir: &str,
+        part: &str,
+        _dest: &str,
+        _expected: &str,
+        _size: u64,
+        _progress: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Option<String>, TransportError> {
+        Err(TransportError::Setup {
+            host: String::new(),
+            detail: format!(
+                "internal: a streamed verification of `{part}` was asked of a protocol without one"
+            ),
+        })
     }
 
     /// Whether the next attempt after a stall must start a fresh `.part` (a new file, not
@@ -141,6 +174,33 @@ pub trait Shell: Send {
     /// and bounded by the connection timeout, and on a hundred hosts the wrapper's extra
     /// processes cost more than the script.
     fn script(&mut self, script: &str, extra: Duration) -> Result<String, TransportError>;
+
+    /// Runs `script` as the body of a shell function (so it ends with `return`, not `exit`);
+    /// if it sets `go=1`, `background` then starts as [`Shell::start_background`] would.
+    /// Returns what the script printed and, when it set `go`, how starting `background`
+    /// went. Over SSH both run in one channel and one remote shell (the lock and its
+    /// heartbeat: one login shell and `sh` fewer per host of every dispatch).
+    fn script_then_background(
+        &mut self,
+        script: &str,
+        background: &str,
+    ) -> Result<(String, Option<Result<(), TransportError>>), TransportError> {
+        let out = self.script(&function_script(script, "echo dropship-go"), Duration::ZERO)?;
+        match out.strip_suffix("dropship-go\n") {
+            Some(out) => {
+                let out = out.to_owned();
+                Ok((out, Some(self.start_background(background))))
+            }
+            None => Ok((out, None)),
+        }
+    }
+
+    /// Stops what [`Shell::script_then_background`] started and runs `script` (one line)
+    /// in that same remote shell once it has: no new channel for the unlock. `None` where
+    /// there is no such shell; then the caller stops and runs it the usual way.
+    fn finish_background(&mut self, _script: &str) -> Option<Result<String, TransportError>> {
+        None
+    }
 
     /// Checks `part` against `expected` and renames it to `dest` only if it matches, in one
     /// round trip. `Ok(None)` when done; `Ok(Some(hash))` with the host's hash when not.
@@ -379,6 +439,46 @@ pub fn verify_rename_command(part: &str, dest: &str, expected: &str) -> String {
     let (p, d) = (shell_quote(part), shell_quote(dest));
     format!(
         "h=$({HASH_STDIN} < {p}) || exit 1; h=${{h%% *}}; if [ \"$h\" = {expected} ]; then mv -f -- {p} {d} && echo ok; else echo \"bad $h\"; fi"
+    )
+}
+
+/// `body` as a shell function that is called; when it set `go`, `then` runs after it.
+/// See [`Shell::script_then_background`].
+pub(crate) fn function_script(body: &str, then: &str) -> String {
+    format!(
+        "dropship_step() {{\n{body}\n}}\ngo=; dropship_step; s=$?; [ -n \"$go\" ] || exit $s\n{then}"
+    )
+}
+
+/// What [`send_verify_script`] prints once `sh` has parsed all of it and waits for the
+/// data: only then may the data follow the script on the same stdin (dash and ash read
+/// their script in blocks, and would swallow data sent along with it).
+pub const SEND_READY: &str = "dropship-send-ready";
+
+/// The script (for `sh`, with the channel's stdin on fd 3, see `ssh::posix_script`) that
+/// receives an upload and verifies it, as one command on the host: it creates `dir`, says
+/// [`SEND_READY`], `cat` writes stdin to `part` (its status covers every write and the
+/// close), then the hash of `part` as written is compared with `expected`, and only a
+/// match is renamed to `dest`, so the final name only ever holds exactly the bytes that
+/// left. Prints `ok`, `bad HASH` (the `.part` removed) or `unwritten` (the write failed;
+/// why is on stderr; the rest of the stream is read and dropped, so the sender finishes
+/// and hears that answer instead of a closed channel). The mode is the one `scp -t` gives a `0644` file.
+///
+/// The hash reads the file back (from the page cache) rather than from a `tee` in the
+/// receiving pipeline: measured on 512 MiB (bench/upload.sh, BENCHMARKS.md), `tee`'s 8 KiB
+/// pipe writes cost the host about 1 CPU second more than reading the file again, which
+/// made the whole upload slower wherever the host's CPU is the limit.
+pub fn send_verify_script(dir: &str, part: &str, dest: &str, expected: &str) -> String {
+    let (d, p, f) = (shell_quote(dir), shell_quote(part), shell_quote(dest));
+    let e = shell_quote(expected);
+    format!(
+        "[ -d {d} ] || mkdir -p -- {d} || exit 1\n\
+         umask go-w\n\
+         printf '%s\\n' {SEND_READY}\n\
+         if ! cat <&3 > {p}; then cat <&3 > /dev/null; rm -f -- {p}; echo unwritten; exit 0; fi\n\
+         h=$({HASH_STDIN} < {p}) || exit 1\n\
+         h=${{h%% *}}\n\
+         if [ \"$h\" = {e} ]; then mv -f -- {p} {f} && echo ok; else rm -f -- {p}; echo \"bad $h\"; fi"
     )
 }
 

@@ -1186,6 +1186,16 @@ fn until_closed(command: &str) -> String {
     )
 }
 
+/// [`until_closed`] that also takes one line on the channel's stdin: when that comes, the
+/// command is stopped and the line runs in this shell (the unlock after the heartbeat, see
+/// [`Shell::finish_background`]); a closed stdin without a line only stops the command.
+fn until_told(command: &str) -> String {
+    format!(
+        "sh -c {} dropship & p=$!; c=; IFS= read -r c <&3; kill $p 2>/dev/null; eval \"$c\"; exit 0",
+        quote(command)
+    )
+}
+
 impl Shell for SshSession {
     fn start_background(&mut self, command: &str) -> Result<(), TransportError> {
         let op = "starting a background command";
@@ -1234,6 +1244,100 @@ impl Shell for SshSession {
 
     fn script(&mut self, script: &str, extra: Duration) -> Result<String, TransportError> {
         self.check_for("running", "a dropship script", script, extra)
+    }
+
+    fn finish_background(&mut self, script: &str) -> Option<Result<String, TransportError>> {
+        let op = "running a dropship script";
+        let mut ch = {
+            let mut bg = self.background.lock().unwrap_or_else(|e| e.into_inner());
+            if bg.len() != 1 {
+                return None;
+            }
+            bg.pop()?
+        };
+        let mut run = || {
+            ch.write_all(format!("{}\n", script.replace('\n', " ")).as_bytes())
+                .and_then(|()| ch.flush())
+                .map_err(|e| self.io_err(op, "the script on stdin", e))?;
+            ch.send_eof().map_err(|e| self.error(op, e))?;
+            let (mut out, mut err) = (String::new(), String::new());
+            ch.read_to_string(&mut out)
+                .and_then(|_| ch.stderr().read_to_string(&mut err))
+                .map_err(|e| self.io_err(op, "a dropship script", e))?;
+            ch.wait_close().map_err(|e| self.error(op, e))?;
+            match ch.exit_status().map_err(|e| self.error(op, e))? {
+                0 => Ok(out),
+                status => Err(TransportError::Io {
+                    host: self.host.clone(),
+                    op: format!("{op} `a dropship script`"),
+                    detail: format!("exit {status}: {}", err.trim()),
+                }),
+            }
+        };
+        Some(run())
+    }
+
+    fn script_then_background(
+        &mut self,
+        script: &str,
+        background: &str,
+    ) -> Result<(String, Option<Result<(), TransportError>>), TransportError> {
+        let op = "running a dropship script";
+        let go = "dropship-go";
+        let text = super::function_script(
+            script,
+            &format!("printf '%s\\n' {go}\n{}", until_told(background)),
+        );
+        let mut ch = self.open_sh(op, &text)?;
+        // Its stdin stays open: closing it is what stops `background` (until_closed).
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let go_line = format!("{SH_MARKER}\n");
+        loop {
+            let text = String::from_utf8_lossy(&out);
+            if let Some(at) = text.find(&go_line) {
+                let mine = &text[at + go_line.len()..];
+                if let Some(before) = mine.strip_suffix(&format!("{go}\n")) {
+                    let before = before.to_owned();
+                    self.background
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(ch);
+                    return Ok((before, Some(Ok(()))));
+                }
+            }
+            let n = ch
+                .read(&mut buf)
+                .map_err(|e| self.io_err(op, "a dropship script", e))?;
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        // The script ended without `go`: like `script`.
+        let mut err = String::new();
+        let _ = ch.stderr().read_to_string(&mut err);
+        ch.wait_close().map_err(|e| self.error(op, e))?;
+        let status = ch.exit_status().map_err(|e| self.error(op, e))?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let Some(at) = text.find(&go_line) else {
+            let said: Vec<String> = text
+                .lines()
+                .chain(err.lines())
+                .filter(|l| !l.trim().is_empty())
+                .take(4)
+                .map(|l| l.chars().take(200).collect())
+                .collect();
+            return Err(self.no_sh(status, &said));
+        };
+        if status != 0 {
+            return Err(TransportError::Io {
+                host: self.host.clone(),
+                op: format!("{op} `a dropship script`"),
+                detail: format!("exit {status}: {}", err.trim()),
+            });
+        }
+        Ok((text[at + go_line.len()..].to_owned(), None))
     }
 
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
@@ -1870,6 +1974,44 @@ impl ScpFiles {
     }
 }
 
+impl ScpFiles {
+    /// The receiving script ended before it was ready for data: `sh` did not start (no
+    /// marker), or creating `dir` failed.
+    fn ended_early(
+        &self,
+        mut ch: ssh2::Channel,
+        out: &[u8],
+        dir: &str,
+        size: u64,
+    ) -> TransportError {
+        let mut err = String::new();
+        let _ = ch.stderr().read_to_string(&mut err);
+        let _ = ch.wait_close();
+        let status = ch.exit_status().unwrap_or(-1);
+        let out = String::from_utf8_lossy(out);
+        if !out.lines().any(|l| l == SH_MARKER) {
+            let said: Vec<String> = out
+                .lines()
+                .chain(err.lines())
+                .filter(|l| !l.trim().is_empty())
+                .take(4)
+                .map(|l| l.chars().take(200).collect())
+                .collect();
+            return self.ssh.no_sh(status, &said);
+        }
+        if err.contains("Permission denied") || err.contains("Read-only file system") {
+            return self.ssh.permission("mkdir", dir, err.trim().to_owned());
+        }
+        self.ssh
+            .said("mkdir", dir, size, &err)
+            .unwrap_or_else(|| TransportError::Io {
+                host: self.ssh.host.clone(),
+                op: format!("mkdir `{dir}`"),
+                detail: format!("exit {status}: {}", err.trim()),
+            })
+    }
+}
+
 impl Files for ScpFiles {
     fn mkdir_p(&mut self, dir: &str) -> Result<(), TransportError> {
         self.ssh
@@ -1945,6 +2087,76 @@ impl Files for ScpFiles {
         ch.wait_eof().map_err(|e| self.ssh.error(&op, e))?;
         ch.close().map_err(|e| self.ssh.error(&op, e))?;
         ch.wait_close().map_err(|e| self.ssh.error(&op, e))
+    }
+
+    fn verifies_in_stream(&self) -> bool {
+        true
+    }
+
+    fn send_verified(
+        &mut self,
+        local: &Path,
+        dir: &str,
+        part: &str,
+        dest: &str,
+        expected: &str,
+        size: u64,
+        progress: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Option<String>, TransportError> {
+        let ssh = &self.ssh;
+        let op = format!("sending `{part}`");
+        let script = super::send_verify_script(dir, part, dest, expected);
+        let mut ch = ssh.open_sh(&op, &script)?;
+        let ready = format!("{SH_MARKER}\n{}\n", super::SEND_READY);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Nothing of the bundle goes out before `sh` says it has parsed the whole script.
+        while !out.windows(ready.len()).any(|w| w == ready.as_bytes()) {
+            let n = ch.read(&mut buf).map_err(|e| ssh.io_err(&op, part, e))?;
+            if n == 0 || out.len() > 64 * 1024 {
+                return Err(self.ended_early(ch, &out, dir, size));
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let sent = pump(&ssh.host, local, 0, &mut ch, CHUNK, progress, &|e| {
+            ssh.io_err("write", part, e)
+        });
+        if let Err(e) = sent {
+            // The host's hash of a cut stream can never match: the `.part` is not renamed.
+            let _ = ch.close();
+            return Err(e);
+        }
+        ch.send_eof().map_err(|e| ssh.error(&op, e))?;
+        let (mut answer, mut err) = (String::new(), String::new());
+        // The host now hashes the whole file before it answers: a big bundle on a slow
+        // host needs more than the connection timeout (as `verify_and_rename` allows).
+        let ms = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
+        ssh.sess
+            .set_timeout(ms(ssh.timeout + super::hash_allowance(size)));
+        let answered = ch
+            .read_to_string(&mut answer)
+            .and_then(|_| ch.stderr().read_to_string(&mut err))
+            .map_err(|e| ssh.io_err(&op, part, e));
+        ssh.sess.set_timeout(ms(ssh.timeout));
+        answered?;
+        ch.wait_close().map_err(|e| ssh.error(&op, e))?;
+        match answer.trim() {
+            "ok" => Ok(None),
+            a => {
+                match a.strip_prefix("bad ") {
+                    Some(h) => Ok(Some(format!(
+                        "SHA-256 on the host is {h}, expected {expected}"
+                    ))),
+                    None => Err(ssh.said("write", part, size, &err).unwrap_or_else(|| {
+                        TransportError::Io {
+                            host: ssh.host.clone(),
+                            op: format!("write `{part}`"),
+                            detail: format!("{} {}", a, err.trim()).trim().to_owned(),
+                        }
+                    })),
+                }
+            }
+        }
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), TransportError> {
@@ -2028,6 +2240,140 @@ mod tests {
             assert_eq!(code, 7, "{sh}");
             let (out, code) = run_as_channel(sh, "true");
             assert_eq!((out.as_str(), code), ("dropship-sh-ok\n", 0), "{sh}");
+        }
+    }
+
+    /// Runs the receiving script as the channel would: script first, the data only after
+    /// the ready line. Returns (stdout after the ready line, stderr).
+    fn receive_as_channel(sh: &str, script: &str, data: &[u8]) -> (String, String) {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(sh)
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(posix_script(script).as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let mut seen = Vec::new();
+        while line.trim_end() != super::super::SEND_READY {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            seen.push(line.clone());
+        }
+        assert_eq!(
+            seen.first().map(|l| l.trim_end()),
+            Some(SH_MARKER),
+            "{sh}: {seen:?}"
+        );
+        let _ = stdin.write_all(data);
+        drop(stdin);
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        child.wait().unwrap();
+        (rest, err)
+    }
+
+    #[test]
+    fn the_receiving_script_keeps_exactly_the_bytes_sent_and_renames_only_then() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        // Data that a shell reading past its script would run or choke on.
+        let mut data = b"echo pwned > /dev/stderr\nexit 3\n".repeat(3000);
+        data.extend((0..=255u8).cycle().take(300_000));
+        let sha = hex::encode(sha2::Sha256::digest(&data));
+        for (i, sh) in shells().into_iter().enumerate() {
+            let d = dir.path().join(format!("new dir {i}/sub"));
+            let (part, dest) = (d.join(".b.part"), d.join("b'x.tgz"));
+            let (ds, ps, fs) = (
+                d.to_str().unwrap(),
+                part.to_str().unwrap(),
+                dest.to_str().unwrap(),
+            );
+            let (out, err) = receive_as_channel(
+                sh,
+                &super::super::send_verify_script(ds, ps, fs, &sha),
+                &data,
+            );
+            assert_eq!(out, "ok\n", "{sh}: {err}");
+            assert_eq!(std::fs::read(&dest).unwrap(), data, "{sh}");
+            assert!(!part.exists(), "{sh}");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o022, 0, "{sh}: mode {mode:o}");
+            // One byte different: not renamed, the `.part` gone, the old file untouched.
+            let mut other = data.clone();
+            other[12345] ^= 1;
+            let (out, _) = receive_as_channel(
+                sh,
+                &super::super::send_verify_script(ds, ps, fs, &sha),
+                &other,
+            );
+            let theirs = hex::encode(sha2::Sha256::digest(&other));
+            assert_eq!(out, format!("bad {theirs}\n"), "{sh}");
+            assert!(!part.exists(), "{sh}");
+            assert_eq!(std::fs::read(&dest).unwrap(), data, "{sh}");
+            // A cut stream: the same.
+            let (out, _) = receive_as_channel(
+                sh,
+                &super::super::send_verify_script(ds, ps, fs, &sha),
+                &data[..1000],
+            );
+            assert!(out.starts_with("bad "), "{sh}: {out}");
+            assert_eq!(std::fs::read(&dest).unwrap(), data, "{sh}");
+        }
+    }
+
+    #[test]
+    fn the_receiving_script_reports_a_part_it_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "0".repeat(64);
+        for sh in shells() {
+            // The `.part` is a directory: it cannot be written; the data is still drained.
+            let part = dir.path().join("part-is-a-dir");
+            std::fs::create_dir_all(&part).unwrap();
+            let dest = dir.path().join("b.tgz");
+            let script = super::super::send_verify_script(
+                dir.path().to_str().unwrap(),
+                part.to_str().unwrap(),
+                dest.to_str().unwrap(),
+                &sha,
+            );
+            let (out, err) = receive_as_channel(sh, &script, &[7u8; 500_000]);
+            assert_eq!(out, "unwritten\n", "{sh}");
+            assert!(err.contains("part-is-a-dir"), "{sh}: {err}");
+            assert!(!dest.exists(), "{sh}");
+            let _ = std::fs::remove_dir(&part);
+        }
+    }
+
+    #[test]
+    fn a_step_function_starts_what_follows_only_when_it_sets_go() {
+        for sh in shells() {
+            let go =
+                super::super::function_script("echo one; go=1; return 0; echo never", "echo then");
+            let (out, code) = run_as_channel(sh, &go);
+            assert_eq!(
+                (out.as_str(), code),
+                ("dropship-sh-ok\none\nthen\n", 0),
+                "{sh}"
+            );
+            let stay = super::super::function_script("echo busy; return 3", "echo then");
+            let (out, code) = run_as_channel(sh, &stay);
+            assert_eq!((out.as_str(), code), ("dropship-sh-ok\nbusy\n", 3), "{sh}");
         }
     }
 

@@ -310,6 +310,59 @@ fn attempt_once(
     fresh: &mut bool,
     events: &dyn Fn(TransferEvent),
 ) -> Result<Delivered, TransportError> {
+    let verify_fail = |detail: String| TransportError::Verify {
+        host: job.host.to_owned(),
+        path: part.to_owned(),
+        detail,
+    };
+    if conn.files.verifies_in_stream() && conn.shell.is_some() {
+        // Created, written, hashed as it arrives, checked and renamed by one command on the
+        // host: no second read of the file there, no round trips for size and hash. A
+        // stream starts over on every attempt, so there is no `.part` to resume.
+        events(TransferEvent::Started {
+            attempt,
+            size,
+            resume_from: 0,
+            restart: None,
+        });
+        let mut meter = Meter {
+            events,
+            total: size,
+            start: Instant::now(),
+            start_bytes: 0,
+            last: None,
+        };
+        let cancel = job.cancel;
+        let mismatch = conn.files.send_verified(
+            job.local,
+            job.dest_dir,
+            part,
+            job.remote_path,
+            sha,
+            size,
+            &mut |sent| {
+                meter.update(sent, sent == size);
+                !cancel()
+            },
+        )?;
+        if size == 0 {
+            meter.update(0, true);
+        }
+        if let Some(why) = mismatch {
+            return Err(verify_fail(why));
+        }
+        events(TransferEvent::Verified {
+            size,
+            sha256: Some(sha.to_owned()),
+            by: VerifiedBy::Sha256,
+        });
+        return Ok(Delivered {
+            size,
+            sha256: Some(sha.to_owned()),
+            by: VerifiedBy::Sha256,
+            attempts: attempt,
+        });
+    }
     conn.files.mkdir_p(job.dest_dir)?;
     let (offset, restart) = resume_offset(job, conn, part, size, sha, *fresh)?;
     events(TransferEvent::Started {
@@ -352,11 +405,6 @@ fn attempt_once(
         }
         other => other?,
     }
-    let verify_fail = |detail: String| TransportError::Verify {
-        host: job.host.to_owned(),
-        path: part.to_owned(),
-        detail,
-    };
     let got = conn.files.size(part)?;
     if got != Some(size) {
         return Err(verify_fail(format!(
