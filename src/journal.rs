@@ -25,9 +25,11 @@
 
 mod apply;
 mod codec;
+pub(crate) mod db;
 mod error;
 mod last_good;
 mod liveness;
+pub mod location;
 mod read;
 pub mod resume;
 mod schema;
@@ -305,17 +307,29 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal at `path` with default options.
+    /// Opens (creating if needed) the journal at `path` with default options. `path` may
+    /// also be a `postgres://USER@HOST[:PORT]/DB` URL: see [`location`].
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
         Journal::open_with(path, JournalOptions::default())
     }
 
     pub fn open_with(path: &Path, options: JournalOptions) -> Result<Journal, JournalError> {
-        let conn = schema::open(path)?;
+        let (conn, shown) = match location::parse(path)? {
+            location::Location::File(file) => (schema::open(&file)?, file),
+            location::Location::Postgres(target) => {
+                let shown = PathBuf::from(target.display());
+                (schema::open_postgres(&target, &shown)?, shown)
+            }
+        };
         Ok(Journal {
-            path: path.to_path_buf(),
-            store: Mutex::new(write::Store::new(conn, path.to_path_buf(), options)),
+            store: Mutex::new(write::Store::new(conn, shown.clone(), options)),
+            path: shown,
         })
+    }
+
+    /// Whether `path` names a PostgreSQL journal rather than a file.
+    pub fn is_server(path: &Path) -> bool {
+        matches!(location::parse(path), Ok(location::Location::Postgres(_)))
     }
 
     /// `journal.sqlite` in dropship's state directory.
@@ -323,6 +337,7 @@ impl Journal {
         crate::config::state_dir().join("journal.sqlite")
     }
 
+    /// The journal's file, or its URL (never with a password) for PostgreSQL.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -391,14 +406,11 @@ impl Journal {
     /// so a handle always reads its own writes.
     fn read<T>(
         &self,
-        query: impl FnOnce(&rusqlite::Connection, &Path) -> Result<T, JournalError>,
+        query: impl FnOnce(&db::Tx<'_>, &Path) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         let mut store = self.lock();
         store.flush()?;
-        let tx = store
-            .conn()
-            .unchecked_transaction()
-            .map_err(|e| error::classify(&self.path, "reading", e))?;
+        let tx = store.read_tx()?;
         query(&tx, &self.path)
     }
 

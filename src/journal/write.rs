@@ -6,13 +6,13 @@
 //! without counting rows; the counts are written to the step row with each commit.
 
 use super::codec::{size_to_sql, stream_code};
+use super::db::{Conn, Mode, Tx, Value, params};
 use super::error::{Context, JournalError};
 use super::liveness::Writer;
 use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
 use crate::model::events::{Event, Millis, Step};
 use crate::transport::lines::cap_line;
 use crate::transport::{Stream, TransferEvent};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -28,11 +28,10 @@ pub(super) enum Durability {
 
 /// The connection and the write buffers behind [`super::Journal`]'s mutex.
 pub(crate) struct Store {
-    conn: Connection,
+    conn: Conn,
     path: PathBuf,
     options: JournalOptions,
     me: Writer,
-    durability: Durability,
     pending: Vec<PendingLine>,
     pending_bytes: usize,
     /// Lines seen (stored or dropped) since the last commit.
@@ -69,7 +68,7 @@ impl Cursor {
 }
 
 impl Store {
-    pub fn new(conn: Connection, path: PathBuf, options: JournalOptions) -> Store {
+    pub fn new(conn: Conn, path: PathBuf, options: JournalOptions) -> Store {
         Store {
             conn,
             path,
@@ -78,8 +77,6 @@ impl Store {
                 ..options
             },
             me: Writer::current(),
-            // `schema::open` leaves the connection at FULL.
-            durability: Durability::Durable,
             pending: Vec::new(),
             pending_bytes: 0,
             unflushed: 0,
@@ -92,8 +89,9 @@ impl Store {
         self.me.clone()
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+    /// A read transaction: one consistent view, even while other processes write.
+    pub fn read_tx(&mut self) -> Result<Tx<'_>, JournalError> {
+        self.conn.begin(Mode::Read).ctx(&self.path, "reading")
     }
 
     pub fn begin_dispatch(&mut self, rec: &NewDispatch) -> Result<i64, JournalError> {
@@ -220,27 +218,29 @@ impl Store {
     }
 
     fn latest_run(
-        &self,
+        &mut self,
         dispatch: i64,
         host: &str,
         step: Step,
     ) -> Result<Option<Cursor>, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT id, lines, dropped_lines FROM step
-                 WHERE dispatch = ?1 AND host = ?2 AND step = ?3 ORDER BY id DESC LIMIT 1",
-                params![dispatch, host, step],
-                |r| {
-                    Ok(Cursor {
-                        step_id: r.get(0)?,
-                        stored: super::codec::size_from_sql(r, 1)?,
-                        dropped: super::codec::size_from_sql(r, 2)?,
-                        dirty: false,
-                    })
-                },
-            )
-            .optional()
-            .ctx(&self.path, "recording output")
+        let tx = self
+            .conn
+            .begin(Mode::Read)
+            .ctx(&self.path, "recording output")?;
+        tx.query_row(
+            "SELECT id, lines, dropped_lines FROM step
+             WHERE dispatch = ?1 AND host = ?2 AND step = ?3 ORDER BY id DESC LIMIT 1",
+            params![dispatch, host, step],
+            |r| {
+                Ok(Cursor {
+                    step_id: r.get(0)?,
+                    stored: super::codec::size_from_sql(r, 1)?,
+                    dropped: super::codec::size_from_sql(r, 2)?,
+                    dirty: false,
+                })
+            },
+        )
+        .ctx(&self.path, "recording output")
     }
 
     fn open_cursor(&mut self, dispatch: i64, host: &str, step: Step, cursor: Cursor) {
@@ -316,13 +316,13 @@ impl Store {
         &mut self,
         durability: Durability,
         op: &'static str,
-        apply: impl FnOnce(&Transaction<'_>, &Path) -> Result<T, JournalError>,
+        apply: impl FnOnce(&Tx<'_>, &Path) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        self.set_durability(durability).ctx(&self.path, op)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(&self.path, op)?;
+        let mode = match durability {
+            Durability::Durable => Mode::Write,
+            Durability::Batched => Mode::WriteBatched,
+        };
+        let tx = self.conn.begin(mode).ctx(&self.path, op)?;
         store_pending(&tx, &self.pending, &self.cursors).ctx(&self.path, "storing output lines")?;
         let value = apply(&tx, &self.path)?;
         tx.commit().ctx(&self.path, op)?;
@@ -335,50 +335,68 @@ impl Store {
             .for_each(|c| c.dirty = false);
         Ok(value)
     }
+}
 
-    /// `synchronous` is per connection and may change between transactions.
-    fn set_durability(&mut self, durability: Durability) -> rusqlite::Result<()> {
-        if self.durability != durability {
-            let level = match durability {
-                Durability::Durable => "FULL",
-                Durability::Batched => "NORMAL",
-            };
-            self.conn.pragma_update(None, "synchronous", level)?;
-            self.durability = durability;
-        }
-        Ok(())
-    }
+/// Lines are inserted by multi-row statements of 64, 32, … 1 rows: a handful of statements
+/// per batch (each prepared once), instead of one round trip per line to a server.
+const INSERT_CHUNK: usize = 64;
+
+fn insert_lines_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let b = r * 4;
+            format!("(?{}, ?{}, ?{}, ?{})", b + 1, b + 2, b + 3, b + 4)
+        })
+        .collect();
+    format!(
+        "INSERT INTO output (step, at, stream, line) VALUES {}",
+        values.join(", ")
+    )
 }
 
 fn store_pending(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     pending: &[PendingLine],
     cursors: &HashMap<(i64, Step), HashMap<String, Cursor>>,
-) -> rusqlite::Result<()> {
-    if !pending.is_empty() {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for line in pending {
-            insert.execute(params![
-                line.step_id,
-                line.at,
-                stream_code(line.stream),
-                line.line
-            ])?;
+) -> super::db::DbResult<()> {
+    let mut rest = pending;
+    let mut chunk = INSERT_CHUNK;
+    while !rest.is_empty() {
+        while chunk > rest.len() {
+            chunk /= 2;
         }
+        let (now, later) = rest.split_at(chunk);
+        let values: Vec<Value> = now
+            .iter()
+            .flat_map(|l| {
+                [
+                    Value::Int(l.step_id),
+                    Value::Int(l.at),
+                    Value::Int(stream_code(l.stream)),
+                    Value::Text(l.line.clone()),
+                ]
+            })
+            .collect();
+        let refs: Vec<&dyn super::db::ToValue> = values
+            .iter()
+            .map(|v| v as &dyn super::db::ToValue)
+            .collect();
+        tx.execute(&insert_lines_sql(chunk), &refs)?;
+        rest = later;
     }
     let dirty = cursors
         .values()
         .flat_map(|hosts| hosts.values())
         .filter(|c| c.dirty);
     for cursor in dirty {
-        tx.prepare_cached("UPDATE step SET lines = ?2, dropped_lines = ?3 WHERE id = ?1")?
-            .execute(params![
+        tx.execute(
+            "UPDATE step SET lines = ?2, dropped_lines = ?3 WHERE id = ?1",
+            params![
                 cursor.step_id,
                 size_to_sql(cursor.stored),
                 size_to_sql(cursor.dropped)
-            ])?;
+            ],
+        )?;
     }
     Ok(())
 }
