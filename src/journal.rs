@@ -322,7 +322,7 @@ impl Journal {
             }
         };
         Ok(Journal {
-            store: Mutex::new(write::Store::new(conn, shown.clone(), options)),
+            store: Mutex::new(write::Store::new(conn, shown.clone(), options)?),
             path: shown,
         })
     }

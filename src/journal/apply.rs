@@ -323,7 +323,7 @@ pub(crate) fn take_over(
     let mine = pid == me.pid && marker == me.marker;
     match state {
         DispatchState::Finished => return Err(JournalError::AlreadyFinished { id }),
-        DispatchState::Running if !mine && liveness::is_alive(pid, &marker) => {
+        DispatchState::Running if !mine && liveness::alive(tx, pid, &marker) => {
             return Err(JournalError::StillRunning { id, pid });
         }
         _ => {}

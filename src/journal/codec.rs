@@ -58,9 +58,13 @@ pub(crate) fn opt_size_from_sql(row: &Row, idx: usize) -> DbResult<Option<u64>> 
     }
 }
 
+/// Marks a path that is not UTF-8 stored in a PostgreSQL text column: this prefix (a Unicode
+/// noncharacter, which no file name uses) and the hex of its bytes. SQLite stores such a path
+/// as a blob instead.
+pub(crate) const RAW_PATH: &str = "\u{FFFF}";
+
 /// Paths are stored as text when they are UTF-8 (readable with `sqlite3`/`psql`), else as
-/// their raw bytes (SQLite only: PostgreSQL refuses them with a clear error), so a resume
-/// finds the very bundle and config it started with.
+/// their raw bytes, so a resume finds the very bundle and config it started with.
 pub(crate) fn path_to_sql(path: &std::path::Path) -> Value {
     use std::os::unix::ffi::OsStrExt;
     match path.to_str() {
@@ -72,7 +76,14 @@ pub(crate) fn path_to_sql(path: &std::path::Path) -> Value {
 pub(crate) fn path_from_sql(row: &Row, idx: usize) -> DbResult<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     match row.value(idx) {
-        Value::Text(t) => Ok(t.into()),
+        Value::Text(t) => match t.strip_prefix(RAW_PATH).map(hex::decode) {
+            Some(Ok(bytes)) => Ok(std::ffi::OsStr::from_bytes(&bytes).into()),
+            Some(Err(_)) => Err(DbError::Decode {
+                idx,
+                detail: "a raw path that is not hex".into(),
+            }),
+            None => Ok(t.into()),
+        },
         Value::Blob(b) => Ok(std::ffi::OsStr::from_bytes(b).into()),
         other => Err(DbError::Decode {
             idx,

@@ -532,11 +532,10 @@ impl postgres::types::ToSql for Value {
             (Value::Text(s), &Type::BYTEA) => s.as_bytes().to_sql(ty, out),
             (Value::Text(s), _) => s.to_sql(ty, out),
             (Value::Blob(b), &Type::BYTEA) => b.to_sql(ty, out),
-            (Value::Blob(_), _) => Err(format!(
-                "a value that is not UTF-8 cannot be stored in a {ty} column; \
-                 the PostgreSQL journal stores paths as text"
-            )
-            .into()),
+            // A path that is not UTF-8 in a text column: see `codec::RAW_PATH`.
+            (Value::Blob(b), _) => {
+                format!("{}{}", super::codec::RAW_PATH, hex::encode(b)).to_sql(ty, out)
+            }
         }
     }
 

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// What a reader sees: `running` whose writer is gone is `interrupted`.
-fn effective_state(stored: DispatchState, pid: i64, marker: &str) -> DispatchState {
-    if stored == DispatchState::Running && !liveness::is_alive(pid, marker) {
+fn effective_state(tx: &Tx<'_>, stored: DispatchState, pid: i64, marker: &str) -> DispatchState {
+    if stored == DispatchState::Running && !liveness::alive(tx, pid, marker) {
         DispatchState::Interrupted
     } else {
         stored
@@ -53,12 +53,12 @@ pub(crate) fn history(
         )
         .ctx(path, op)?;
     rows.iter()
-        .map(summary_row)
+        .map(|r| summary_row(conn, r))
         .collect::<DbResult<_>>()
         .ctx(path, op)
 }
 
-fn summary_row(r: &Row) -> DbResult<DispatchSummary> {
+fn summary_row(tx: &Tx<'_>, r: &Row) -> DbResult<DispatchSummary> {
     let started_at = r.get(3)?;
     let finished_at: Option<i64> = r.get(4)?;
     let marker: String = r.get(7)?;
@@ -68,7 +68,7 @@ fn summary_row(r: &Row) -> DbResult<DispatchSummary> {
         rule: r.get(2)?,
         started_at,
         finished_at,
-        state: effective_state(r.get(5)?, r.get(6)?, &marker),
+        state: effective_state(tx, r.get(5)?, r.get(6)?, &marker),
         hosts: count(r, 8)?,
         succeeded: count(r, 9)?,
         failed: count(r, 10)?,
@@ -90,7 +90,7 @@ pub(crate) fn dispatch(
                     started_at, state, finished_at, writer_pid, writer_marker
              FROM dispatch WHERE id = ?1",
             params![id],
-            dispatch_row,
+            |r| dispatch_row(conn, r),
         )
         .ctx(path, op)?;
     let Some(mut detail) = head.map(|mut d| {
@@ -106,7 +106,7 @@ pub(crate) fn dispatch(
     Ok(Some(detail))
 }
 
-fn dispatch_row(r: &Row) -> DbResult<DispatchDetail> {
+fn dispatch_row(tx: &Tx<'_>, r: &Row) -> DbResult<DispatchDetail> {
     let marker: String = r.get(11)?;
     let writer_pid = r.get(10)?;
     Ok(DispatchDetail {
@@ -122,7 +122,7 @@ fn dispatch_row(r: &Row) -> DbResult<DispatchDetail> {
             hosts: Vec::new(),
             started_at: r.get(7)?,
         },
-        state: effective_state(r.get(8)?, writer_pid, &marker),
+        state: effective_state(tx, r.get(8)?, writer_pid, &marker),
         finished_at: r.get(9)?,
         writer_pid,
         targets: Vec::new(),

@@ -179,8 +179,8 @@ fn pg_version(tx: &Tx<'_>, shown: &Path) -> Result<i64, JournalError> {
     let op = "reading the journal version";
     let (ours, foreign): (i64, i64) = tx
         .query_row(
-            "SELECT (to_regclass('dropship_journal') IS NOT NULL)::int8,
-                    (to_regclass('dispatch') IS NOT NULL)::int8",
+            "SELECT CASE WHEN to_regclass('dropship_journal') IS NULL THEN 0 ELSE 1 END,
+                    CASE WHEN to_regclass('dispatch') IS NULL THEN 0 ELSE 1 END",
             &[],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -68,20 +68,33 @@ impl Cursor {
 }
 
 impl Store {
-    pub fn new(conn: Conn, path: PathBuf, options: JournalOptions) -> Store {
-        Store {
+    pub fn new(
+        mut conn: Conn,
+        path: PathBuf,
+        options: JournalOptions,
+    ) -> Result<Store, JournalError> {
+        let mut me = Writer::current();
+        if let Conn::Pg(_) = conn {
+            let tx = conn
+                .begin(Mode::Read)
+                .ctx(&path, "identifying this writer")?;
+            let session = super::liveness::pg_session(&tx).ctx(&path, "identifying this writer")?;
+            drop(tx);
+            me = me.with_session(&session);
+        }
+        Ok(Store {
             conn,
             path,
             options: JournalOptions {
                 batch_lines: options.batch_lines.max(1),
                 ..options
             },
-            me: Writer::current(),
+            me,
             pending: Vec::new(),
             pending_bytes: 0,
             unflushed: 0,
             cursors: HashMap::new(),
-        }
+        })
     }
 
     /// Who this handle writes as (the journal's liveness marker for dispatch rows).
