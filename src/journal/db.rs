@@ -8,6 +8,7 @@
 use crate::model::events::{Level, Step, StepOutcome, TargetResult};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::mpsc;
 
 /// A value bound to or read from a query: the four kinds the journal stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,12 @@ pub(crate) enum Value {
 pub(crate) enum DbError {
     Sqlite(rusqlite::Error),
     Pg(postgres::Error),
-    Decode { idx: usize, detail: String },
+    Decode {
+        idx: usize,
+        detail: String,
+    },
+    /// The PostgreSQL connection's thread is gone (it panicked).
+    Gone,
 }
 
 impl std::fmt::Display for DbError {
@@ -32,6 +38,7 @@ impl std::fmt::Display for DbError {
             DbError::Sqlite(e) => e.fmt(f),
             DbError::Pg(e) => pg_message(e).fmt(f),
             DbError::Decode { idx, detail } => write!(f, "column {idx}: {detail}"),
+            DbError::Gone => f.write_str("the journal's connection thread stopped"),
         }
     }
 }
@@ -257,17 +264,119 @@ pub(crate) enum Mode {
     WriteBatched,
 }
 
-/// A PostgreSQL connection and the statements it has prepared, by SQL text.
+/// A PostgreSQL connection, owned by a thread of its own.
+///
+/// The `postgres` crate's client blocks on a private tokio runtime for every call, and
+/// tokio panics when a runtime is blocked on from a thread that is already driving one (the
+/// journal is written from async tasks and opened under `block_on`). So the client lives on
+/// its own plain thread, connected, used and dropped there; callers hand it work over a
+/// channel and wait for the answer, which costs a thread wake-up per statement next to a
+/// network round trip. Transactions are `BEGIN`/`COMMIT` statements, so no borrowed
+/// transaction object has to cross threads.
 pub(crate) struct PgConn {
-    pub client: postgres::Client,
+    jobs: mpsc::Sender<PgJob>,
+}
+
+type PgJob = Box<dyn FnOnce(&mut PgWorker) + Send>;
+
+/// The client and the statements it has prepared, by SQL text (prepared once per session).
+pub(crate) struct PgWorker {
+    client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
 }
 
+impl PgWorker {
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(&to_dollar_placeholders(sql))?;
+        self.statements.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+
+    fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, postgres::Error> {
+        let stmt = self.statement(sql)?;
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        self.client.execute(&stmt, &refs)
+    }
+
+    fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>, postgres::Error> {
+        let stmt = self.statement(sql)?;
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let rows = self.client.query(&stmt, &refs)?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| {
+                        r.try_get::<_, Option<Value>>(i)
+                            .map(|v| v.unwrap_or(Value::Null))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Row)
+            })
+            .collect()
+    }
+}
+
 impl PgConn {
-    pub fn new(client: postgres::Client) -> PgConn {
-        PgConn {
-            client,
-            statements: HashMap::new(),
+    /// Starts the connection's thread and connects there with `connect`.
+    pub fn start<E: Send + 'static>(
+        connect: impl FnOnce() -> Result<postgres::Client, E> + Send + 'static,
+        no_thread: impl Fn(std::io::Error) -> E,
+    ) -> Result<PgConn, E> {
+        let (jobs, queue) = mpsc::channel::<PgJob>();
+        let (ready_tx, ready) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("journal-postgres".into())
+            .spawn(move || match connect() {
+                Ok(client) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let mut worker = PgWorker {
+                        client,
+                        statements: HashMap::new(),
+                    };
+                    // Ends when the `PgConn` is dropped; the client closes here, off any
+                    // runtime.
+                    for job in queue {
+                        job(&mut worker);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(&no_thread)?;
+        match ready.recv() {
+            Ok(Ok(())) => Ok(PgConn { jobs }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(no_thread(std::io::Error::other(
+                "the connection thread stopped while connecting",
+            ))),
+        }
+    }
+
+    /// Runs `f` on the connection's thread and waits for its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut PgWorker) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> DbResult<T> {
+        let (answer, wait) = mpsc::sync_channel(1);
+        let job: PgJob = Box::new(move |w| {
+            let _ = answer.send(f(w));
+        });
+        if self.jobs.send(job).is_err() {
+            return Err(DbError::Gone);
+        }
+        match wait.recv() {
+            Ok(result) => result.map_err(DbError::Pg),
+            Err(_) => Err(DbError::Gone),
         }
     }
 }
@@ -279,7 +388,7 @@ pub(crate) enum Conn {
         /// The `synchronous` level last set (see [`Mode`]).
         full: bool,
     },
-    Pg(Box<PgConn>),
+    Pg(PgConn),
 }
 
 impl Conn {
@@ -303,21 +412,19 @@ impl Conn {
                 })
             }
             Conn::Pg(pg) => {
-                let PgConn { client, statements } = &mut **pg;
-                let mut builder = client.build_transaction();
-                if mode == Mode::Read {
-                    builder = builder
-                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                        .read_only(true);
-                }
-                let mut tx = builder.start()?;
-                if mode == Mode::WriteBatched {
+                let begin = match mode {
+                    Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                    Mode::Write => "BEGIN",
                     // The PostgreSQL spelling of SQLite's synchronous=NORMAL: the commit
                     // returns before the WAL is flushed; a server crash may lose it.
-                    tx.batch_execute("SET LOCAL synchronous_commit TO OFF")?;
-                }
+                    Mode::WriteBatched => "BEGIN; SET LOCAL synchronous_commit TO OFF",
+                };
+                pg.call(move |w| w.client.batch_execute(begin))?;
                 Ok(Tx {
-                    inner: RefCell::new(TxInner::Pg(tx, statements)),
+                    inner: RefCell::new(TxInner::Pg {
+                        conn: pg,
+                        open: true,
+                    }),
                 })
             }
         }
@@ -326,22 +433,28 @@ impl Conn {
 
 enum TxInner<'a> {
     Sqlite(rusqlite::Transaction<'a>),
-    Pg(
-        postgres::Transaction<'a>,
-        &'a mut HashMap<String, postgres::Statement>,
-    ),
+    Pg { conn: &'a PgConn, open: bool },
 }
 
-/// One transaction. Methods take `&self` so the journal's query helpers can share it.
+/// One transaction, rolled back if dropped uncommitted. Methods take `&self` so the
+/// journal's query helpers can share it.
 pub(crate) struct Tx<'a> {
     inner: RefCell<TxInner<'a>>,
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if let TxInner::Pg { conn, open: true } = &*self.inner.borrow() {
+            let _ = conn.call(|w| w.client.batch_execute("ROLLBACK"));
+        }
+    }
 }
 
 impl Tx<'_> {
     pub fn dialect(&self) -> Dialect {
         match &*self.inner.borrow() {
             TxInner::Sqlite(_) => Dialect::Sqlite,
-            TxInner::Pg(..) => Dialect::Postgres,
+            TxInner::Pg { .. } => Dialect::Postgres,
         }
     }
 
@@ -356,20 +469,15 @@ impl Tx<'_> {
 
     /// Runs a statement; returns the rows it changed.
     pub fn execute(&self, sql: &str, params: &[&dyn ToValue]) -> DbResult<usize> {
-        match &mut *self.inner.borrow_mut() {
+        let values: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
+        match &*self.inner.borrow() {
             TxInner::Sqlite(tx) => {
-                let values: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
                 let mut stmt = tx.prepare_cached(sql)?;
                 Ok(stmt.execute(rusqlite::params_from_iter(values.iter()))?)
             }
-            TxInner::Pg(tx, statements) => {
-                let stmt = pg_statement(tx, statements, sql)?;
-                let values: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-                    .iter()
-                    .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                let n = tx.execute(&stmt, &refs)?;
+            TxInner::Pg { conn, .. } => {
+                let sql = sql.to_owned();
+                let n = conn.call(move |w| w.execute(&sql, &values))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -377,9 +485,9 @@ impl Tx<'_> {
 
     /// Runs a query; returns all its rows.
     pub fn query(&self, sql: &str, params: &[&dyn ToValue]) -> DbResult<Vec<Row>> {
-        match &mut *self.inner.borrow_mut() {
+        let values: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
+        match &*self.inner.borrow() {
             TxInner::Sqlite(tx) => {
-                let values: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
                 let mut stmt = tx.prepare_cached(sql)?;
                 let width = stmt.column_count();
                 let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
@@ -393,26 +501,9 @@ impl Tx<'_> {
                 }
                 Ok(out)
             }
-            TxInner::Pg(tx, statements) => {
-                let stmt = pg_statement(tx, statements, sql)?;
-                let values: Vec<Value> = params.iter().map(|p| p.to_value()).collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-                    .iter()
-                    .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                let rows = tx.query(&stmt, &refs)?;
-                rows.iter()
-                    .map(|r| {
-                        (0..r.len())
-                            .map(|i| {
-                                r.try_get::<_, Option<Value>>(i)
-                                    .map(|v| v.unwrap_or(Value::Null))
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                            .map(Row)
-                            .map_err(DbError::Pg)
-                    })
-                    .collect()
+            TxInner::Pg { conn, .. } => {
+                let sql = sql.to_owned();
+                conn.call(move |w| w.query(&sql, &values))
             }
         }
     }
@@ -432,33 +523,27 @@ impl Tx<'_> {
 
     /// Runs a batch of statements with no parameters (schema changes).
     pub fn batch(&self, sql: &str) -> DbResult<()> {
-        match &mut *self.inner.borrow_mut() {
+        match &*self.inner.borrow() {
             TxInner::Sqlite(tx) => Ok(tx.execute_batch(sql)?),
-            TxInner::Pg(tx, _) => Ok(tx.batch_execute(sql)?),
+            TxInner::Pg { conn, .. } => {
+                let sql = sql.to_owned();
+                conn.call(move |w| w.client.batch_execute(&sql))
+            }
         }
     }
 
+    /// Commits. On failure the transaction is rolled back when `self` drops.
     pub fn commit(self) -> DbResult<()> {
-        match self.inner.into_inner() {
-            TxInner::Sqlite(tx) => Ok(tx.commit()?),
-            TxInner::Pg(tx, _) => Ok(tx.commit()?),
+        match &mut *self.inner.borrow_mut() {
+            // rusqlite's transaction then finds autocommit on and does nothing on drop.
+            TxInner::Sqlite(tx) => Ok(tx.execute_batch("COMMIT")?),
+            TxInner::Pg { conn, open } => {
+                // Whatever COMMIT answers, the transaction is over: no ROLLBACK on drop.
+                *open = false;
+                conn.call(|w| w.client.batch_execute("COMMIT"))
+            }
         }
     }
-}
-
-/// The prepared statement for `sql`, preparing it on first use. A statement prepared in a
-/// transaction that was rolled back stays valid: PostgreSQL prepares per session.
-fn pg_statement(
-    tx: &mut postgres::Transaction<'_>,
-    statements: &mut HashMap<String, postgres::Statement>,
-    sql: &str,
-) -> DbResult<postgres::Statement> {
-    if let Some(stmt) = statements.get(sql) {
-        return Ok(stmt.clone());
-    }
-    let stmt = tx.prepare(&to_dollar_placeholders(sql))?;
-    statements.insert(sql.to_owned(), stmt.clone());
-    Ok(stmt)
 }
 
 /// `?N` → `$N`, outside string literals and quoted identifiers.

@@ -136,11 +136,21 @@ pub(crate) fn classify(
             detail: format!("column {idx}: {detail}"),
         },
         DbError::Pg(e) => classify_pg(path, op, &e),
+        DbError::Gone => JournalError::Postgres {
+            path: path.to_path_buf(),
+            op,
+            detail: error_gone(),
+            lost: true,
+        },
     }
 }
 
 /// Read-only roles and read-only servers (a hot standby) get their own remedy; a broken
 /// connection is marked so the writer can spool and retry.
+fn error_gone() -> String {
+    super::db::DbError::Gone.to_string()
+}
+
 fn classify_pg(path: &std::path::Path, op: &'static str, e: &postgres::Error) -> JournalError {
     use postgres::error::SqlState;
     let path = path.to_path_buf();

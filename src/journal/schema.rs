@@ -158,8 +158,15 @@ pub(crate) fn open(path: &Path) -> Result<Conn, JournalError> {
 
 /// Connects to the PostgreSQL journal `target` and leaves it at [`SCHEMA_VERSION`].
 pub(crate) fn open_postgres(target: &PgTarget, shown: &Path) -> Result<Conn, JournalError> {
-    let client = super::location::connect(target)?;
-    let mut conn = Conn::Pg(Box::new(PgConn::new(client)));
+    let owned = target.clone();
+    let pg = PgConn::start(
+        move || super::location::connect(&owned),
+        |e| JournalError::Unreachable {
+            url: shown.display().to_string(),
+            detail: format!("cannot start a thread: {e}"),
+        },
+    )?;
+    let mut conn = Conn::Pg(pg);
     let version = {
         let tx = conn
             .begin(Mode::Read)

@@ -23,7 +23,25 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest installed server's binaries (`/usr/lib/postgresql/VERSION/bin`, Debian's
+/// layout), or the path where Debian bookworm's would be.
+pub fn pg_bin() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        |(_, bin)| bin,
+    )
+}
 pub const PG_USER: &str = "dropship";
 /// `:`, `\` and a space on purpose: `.pgpass` escapes them.
 pub const PG_PASSWORD: &str = "pg:pa\\ss word";
@@ -32,10 +50,10 @@ pub const PG_READER_PASSWORD: &str = "read-only";
 
 /// Whether the server binaries and the `postgres` user are there (and we are root).
 pub fn available() -> Option<String> {
-    if !Path::new(PG_BIN).join("postgres").exists() {
-        return Some(format!(
-            "{PG_BIN}/postgres is missing (apt-get install postgresql)"
-        ));
+    if !pg_bin().join("postgres").exists() {
+        return Some(
+            "no PostgreSQL server in /usr/lib/postgresql (apt-get install postgresql)".into(),
+        );
     }
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root (the server runs as the postgres user)".into());
@@ -122,7 +140,7 @@ impl PgServer {
             std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
         }
         super::run(
-            Command::new(Path::new(PG_BIN).join("initdb"))
+            Command::new(pg_bin().join("initdb"))
                 .args(["-D", "data", "-U", PG_USER, "--auth=scram-sha-256"])
                 .arg(if trust_loopback {
                     "--auth-host=trust"
@@ -170,7 +188,7 @@ impl PgServer {
     /// Starts the server on its data directory (again, after [`PgServer::stop`]).
     pub fn run(&mut self) {
         let (uid, gid) = ids("postgres").expect("postgres user");
-        let mut cmd = Command::new(Path::new(PG_BIN).join("postgres"));
+        let mut cmd = Command::new(pg_bin().join("postgres"));
         cmd.args(["-D", "data", "-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
@@ -185,7 +203,7 @@ impl PgServer {
         let log = self.dir.join("server.log");
         self.process = Some(ServerProcess::spawn("postgres", cmd, &log, false));
         let ready = super::wait_until(Duration::from_secs(30), || {
-            Command::new(Path::new(PG_BIN).join("pg_isready"))
+            Command::new(pg_bin().join("pg_isready"))
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
                 .status()
                 .is_ok_and(|s| s.success())
@@ -212,7 +230,7 @@ impl PgServer {
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let (uid, gid) = ids("postgres").expect("postgres user");
         super::run(
-            Command::new(Path::new(PG_BIN).join("psql"))
+            Command::new(pg_bin().join("psql"))
                 .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
                 .args(["-h", &self.dir.join("sock").display().to_string()])
                 .args(["-p", &self.port.to_string(), "-U", PG_USER, "-d", db])
