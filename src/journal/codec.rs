@@ -4,7 +4,7 @@
 //! repeat on every one of possibly millions of lines.
 
 use super::DispatchState;
-use super::db::{DbError, DbResult, FromValue, Row, Value};
+use super::db::{DbError, DbResult, FromValue, RAW_PATH, Row, Value};
 use crate::transport::Stream;
 
 /// Read only: states are written as SQL literals, and `Interrupted` is never stored (it is
@@ -57,11 +57,6 @@ pub(crate) fn opt_size_from_sql(row: &Row, idx: usize) -> DbResult<Option<u64>> 
         }),
     }
 }
-
-/// Marks a path that is not UTF-8 stored in a PostgreSQL text column: this prefix (a Unicode
-/// noncharacter, which no file name uses) and the hex of its bytes. SQLite stores such a path
-/// as a blob instead.
-pub(crate) const RAW_PATH: &str = "\u{FFFF}";
 
 /// Paths are stored as text when they are UTF-8 (readable with `sqlite3`/`psql`), else as
 /// their raw bytes, so a resume finds the very bundle and config it started with.

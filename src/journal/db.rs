@@ -19,6 +19,11 @@ pub(crate) enum Value {
     Blob(Vec<u8>),
 }
 
+/// Marks a path that is not UTF-8 stored in a PostgreSQL text column: this prefix (a Unicode
+/// noncharacter, which no file name uses) and the hex of its bytes. SQLite stores such a path
+/// as a blob instead.
+pub(crate) const RAW_PATH: &str = "\u{FFFF}";
+
 /// Errors of either backend, or a value that does not decode as the type asked for.
 #[derive(Debug)]
 pub(crate) enum DbError {
@@ -617,10 +622,8 @@ impl postgres::types::ToSql for Value {
             (Value::Text(s), &Type::BYTEA) => s.as_bytes().to_sql(ty, out),
             (Value::Text(s), _) => s.to_sql(ty, out),
             (Value::Blob(b), &Type::BYTEA) => b.to_sql(ty, out),
-            // A path that is not UTF-8 in a text column: see `codec::RAW_PATH`.
-            (Value::Blob(b), _) => {
-                format!("{}{}", super::codec::RAW_PATH, hex::encode(b)).to_sql(ty, out)
-            }
+            // A path that is not UTF-8 in a text column: see `RAW_PATH`.
+            (Value::Blob(b), _) => format!("{RAW_PATH}{}", hex::encode(b)).to_sql(ty, out),
         }
     }
 
