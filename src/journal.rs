@@ -34,6 +34,7 @@ mod read;
 pub mod resume;
 mod schema;
 mod shipped;
+mod spool;
 mod watch;
 mod write;
 
@@ -314,15 +315,19 @@ impl Journal {
     }
 
     pub fn open_with(path: &Path, options: JournalOptions) -> Result<Journal, JournalError> {
-        let (conn, shown) = match location::parse(path)? {
-            location::Location::File(file) => (schema::open(&file)?, file),
+        let (conn, shown, reconnect) = match location::parse(path)? {
+            location::Location::File(file) => (schema::open(&file)?, file, None),
             location::Location::Postgres(target) => {
                 let shown = PathBuf::from(target.display());
-                (schema::open_postgres(&target, &shown)?, shown)
+                let conn = schema::open_postgres(&target, &shown)?;
+                let again = shown.clone();
+                let reconnect: write::Reconnect =
+                    Box::new(move || schema::open_postgres(&target, &again));
+                (conn, shown, Some(reconnect))
             }
         };
         Ok(Journal {
-            store: Mutex::new(write::Store::new(conn, shown.clone(), options)?),
+            store: Mutex::new(write::Store::new(conn, shown.clone(), options, reconnect)?),
             path: shown,
         })
     }
@@ -351,6 +356,17 @@ impl Journal {
     /// buffered (see [`JournalOptions::batch_lines`]) and progress is not stored.
     pub fn record(&self, event: &Event) -> Result<(), JournalError> {
         self.lock().record(event)
+    }
+
+    /// Whether the journal's server is away and events are spooled locally (see
+    /// `journal/spool.rs`). Nothing new should start meanwhile.
+    pub fn is_down(&self) -> bool {
+        self.lock().is_down()
+    }
+
+    /// What the user should hear about the server going away and coming back, once each.
+    pub fn take_notices(&self) -> Vec<String> {
+        self.lock().take_notices()
     }
 
     /// Commits buffered output lines now. Call it on a timer while commands run quietly, so a

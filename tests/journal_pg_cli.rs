@@ -144,3 +144,69 @@ fn bad_conditions_are_clear_errors_with_exit_2() {
     let o = history(verified, Some(&pg.pgpass));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// The server is killed while two hosts print output and comes back a second later: the
+/// dispatch goes on, is told about both, and every line ends up in the journal.
+#[test]
+fn a_server_restart_mid_dispatch_loses_nothing() {
+    let Some(mut pg) = server("a_server_restart_mid_dispatch_loses_nothing") else {
+        return;
+    };
+    let db = pg.new_database();
+    let url = pg.url(PG_USER, &db);
+    let home = Home::new();
+    let dest = home.path("dest");
+    home.write(
+        "dispatch.cfg",
+        format!(
+            "[DEFAULT]\njournal = {url}\n\n[app-.*\\.tgz]\nhost = h1, h2\nprotocol = local\n\
+             dest_dir = {}/{{host}}\n\
+             upgrade = for i in $(seq 1 40); do echo {{host}} line $i; sleep 0.1; done\n",
+            dest.display()
+        ),
+    );
+    home.write("app-2.0.tgz", "bundle bytes");
+    let child = home
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-2.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let upgrading = support::wait_until(std::time::Duration::from_secs(30), || {
+        pg.try_psql(&db, "SELECT count(*) FROM step WHERE step = 'upgrade'")
+            .is_some_and(|n| n.trim() == "2")
+    });
+    assert!(upgrading, "the upgrade steps never started");
+    pg.stop();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    pg.run();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let all = format!("{}{}", text(&o), "");
+    assert!(all.contains("journal server lost"), "{all}");
+    assert!(all.contains("journal server back"), "{all}");
+    for host in ["h1", "h2"] {
+        let lines = pg.psql(
+            &db,
+            &format!(
+                "SELECT count(DISTINCT line) || '/' || max(s.lines) FROM output o \
+                 JOIN step s ON s.id = o.step WHERE s.host = '{host}' AND s.step = 'upgrade'"
+            ),
+        );
+        assert_eq!(lines.trim(), "40/40", "{host}: every line, once");
+    }
+    let state = pg.psql(
+        &db,
+        "SELECT d.state || ' ' || count(*) FROM dispatch d JOIN target t ON t.dispatch = d.id \
+         WHERE t.result = 'succeeded' GROUP BY d.state",
+    );
+    assert_eq!(state.trim(), "finished 2");
+    assert!(
+        !home
+            .path("state/dropship/journal-spool")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "the spool is removed once written"
+    );
+}

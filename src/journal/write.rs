@@ -9,6 +9,7 @@ use super::codec::{size_to_sql, stream_code};
 use super::db::{Conn, Mode, Tx, Value, params};
 use super::error::{Context, JournalError};
 use super::liveness::Writer;
+use super::spool::Spool;
 use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
 use crate::model::events::{Event, Millis, Step};
 use crate::transport::lines::cap_line;
@@ -38,7 +39,16 @@ pub(crate) struct Store {
     unflushed: usize,
     /// Open step runs by (dispatch, step), then host: lookups by `&str` without allocating.
     cursors: HashMap<(i64, Step), HashMap<String, Cursor>>,
+    /// Connects again (PostgreSQL only; a file is not "away").
+    reconnect: Option<Reconnect>,
+    /// Events kept while the server is away (see [`super::spool`]).
+    spool: Option<Spool>,
+    /// What the user should hear about the server going and coming back.
+    notices: Vec<String>,
 }
+
+/// Opens a new connection to the same journal.
+pub(crate) type Reconnect = Box<dyn Fn() -> Result<Conn, JournalError> + Send>;
 
 struct PendingLine {
     step_id: i64,
@@ -72,17 +82,13 @@ impl Store {
         mut conn: Conn,
         path: PathBuf,
         options: JournalOptions,
+        reconnect: Option<Reconnect>,
     ) -> Result<Store, JournalError> {
-        let mut me = Writer::current();
-        if let Conn::Pg(_) = conn {
-            let tx = conn
-                .begin(Mode::Read)
-                .ctx(&path, "identifying this writer")?;
-            let session = super::liveness::pg_session(&tx).ctx(&path, "identifying this writer")?;
-            drop(tx);
-            me = me.with_session(&session);
-        }
+        let me = writer_of(&mut conn, &path)?;
         Ok(Store {
+            reconnect,
+            spool: None,
+            notices: Vec::new(),
             conn,
             path,
             options: JournalOptions {
@@ -116,7 +122,102 @@ impl Store {
         )
     }
 
+    /// Records `event`, or spools it while the server is away (see [`super::spool`]).
     pub fn record(&mut self, event: &Event) -> Result<(), JournalError> {
+        self.recover();
+        if let Some(spool) = &mut self.spool {
+            return spool_push(spool, event, &mut self.notices);
+        }
+        match self.record_now(event) {
+            Err(e) if e.is_connection_lost() && self.reconnect.is_some() => {
+                self.go_down(&e);
+                let spool = self.spool.as_mut().expect("just went down");
+                spool_push(spool, event, &mut self.notices)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether events are being spooled because the server is away.
+    pub fn is_down(&self) -> bool {
+        self.spool.is_some()
+    }
+
+    /// What happened to the server connection since the last call (for the user).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn go_down(&mut self, e: &JournalError) {
+        tracing::warn!("journal server lost: {e}");
+        self.notices.push(format!(
+            "journal server lost ({e}); the dispatch goes on, events are kept in {} and written when it is back",
+            Spool::path().display()
+        ));
+        self.spool = Some(Spool::new());
+    }
+
+    /// Reconnects (at most every [`super::spool::RETRY`]) and replays the spool in order.
+    fn recover(&mut self) {
+        let Some(spool) = &mut self.spool else {
+            return;
+        };
+        if !spool.due() {
+            return;
+        }
+        let Some(reconnect) = &self.reconnect else {
+            return;
+        };
+        let Ok(mut conn) = reconnect() else {
+            return;
+        };
+        let Ok(me) = writer_of(&mut conn, &self.path) else {
+            return;
+        };
+        self.conn = conn;
+        let old = std::mem::replace(&mut self.me, me);
+        let mut spool = self.spool.take().expect("checked above");
+        // This process still writes its dispatches: readers elsewhere judge it by the new
+        // session now.
+        let me = self.me.clone();
+        let moved = self.write(Durability::Durable, "reconnecting", |tx, path| {
+            tx.execute(
+                "UPDATE dispatch SET writer_marker = ?3 WHERE writer_pid = ?1 AND writer_marker = ?2",
+                params![old.pid, old.marker, me.marker],
+            )
+            .ctx(path, "reconnecting")
+        });
+        if moved.is_err() {
+            self.spool = Some(spool);
+            return;
+        }
+        let events = std::mem::take(&mut spool.events);
+        let total = events.len();
+        for (i, event) in events.iter().enumerate() {
+            match self.record_now(event) {
+                Ok(()) => {}
+                Err(e) if e.is_connection_lost() => {
+                    spool.events = events[i..].to_vec();
+                    self.spool = Some(spool);
+                    return;
+                }
+                // The event itself is wrong (as it would have been without the outage).
+                Err(e) => tracing::error!("journal write failed on replay: {e}"),
+            }
+        }
+        if self.flush_now().is_err() {
+            self.spool = Some(spool);
+            return;
+        }
+        let away = spool.since.elapsed();
+        spool.finish();
+        self.notices.push(format!(
+            "journal server back after {:.1}s: the {total} events kept meanwhile are recorded",
+            away.as_secs_f64()
+        ));
+    }
+
+    fn record_now(&mut self, event: &Event) -> Result<(), JournalError> {
         match event {
             Event::Output {
                 dispatch,
@@ -136,7 +237,23 @@ impl Store {
         }
     }
 
+    /// Commits buffered lines; while the server is away, tries to reconnect instead (the
+    /// lines stay buffered).
     pub fn flush(&mut self) -> Result<(), JournalError> {
+        self.recover();
+        if self.spool.is_some() {
+            return Ok(());
+        }
+        match self.flush_now() {
+            Err(e) if e.is_connection_lost() && self.reconnect.is_some() => {
+                self.go_down(&e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn flush_now(&mut self) -> Result<(), JournalError> {
         if self.unflushed == 0 {
             return Ok(());
         }
@@ -348,6 +465,33 @@ impl Store {
             .for_each(|c| c.dirty = false);
         Ok(value)
     }
+}
+
+/// This process as the writer of `conn`: on PostgreSQL, with its database session.
+fn writer_of(conn: &mut Conn, path: &Path) -> Result<Writer, JournalError> {
+    let me = Writer::current();
+    if let Conn::Pg(_) = conn {
+        let tx = conn
+            .begin(Mode::Read)
+            .ctx(path, "identifying this writer")?;
+        let session = super::liveness::pg_session(&tx).ctx(path, "identifying this writer")?;
+        return Ok(me.with_session(&session));
+    }
+    Ok(me)
+}
+
+/// Spools `event`; a spool file that cannot be written is told once (memory still has it).
+fn spool_push(
+    spool: &mut Spool,
+    event: &Event,
+    notices: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    if let Err(e) = spool.push(event)
+        && spool.events.len() == 1
+    {
+        notices.push(e);
+    }
+    Ok(())
 }
 
 /// Lines are inserted by multi-row statements of 64, 32, … 1 rows: a handful of statements

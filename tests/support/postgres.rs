@@ -228,17 +228,28 @@ impl PgServer {
 
     /// Runs SQL as `dropship` through the server's socket; returns psql's unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
+        super::run(&mut self.psql_command(db, sql))
+    }
+
+    /// [`PgServer::psql`], `None` if it fails (a table not created yet, the server down).
+    pub fn try_psql(&self, db: &str, sql: &str) -> Option<String> {
+        let out = self.psql_command(db, sql).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
         let (uid, gid) = ids("postgres").expect("postgres user");
-        super::run(
-            Command::new(pg_bin().join("psql"))
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-                .args(["-h", &self.dir.join("sock").display().to_string()])
-                .args(["-p", &self.port.to_string(), "-U", PG_USER, "-d", db])
-                .args(["-c", sql])
-                .env("PGPASSWORD", PG_PASSWORD)
-                .uid(uid)
-                .gid(gid),
-        )
+        let mut c = Command::new(pg_bin().join("psql"));
+        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", &self.dir.join("sock").display().to_string()])
+            .args(["-p", &self.port.to_string(), "-U", PG_USER, "-d", db])
+            .args(["-c", sql])
+            .env("PGPASSWORD", PG_PASSWORD)
+            .uid(uid)
+            .gid(gid);
+        c
     }
 
     /// A new empty database (owned by `dropship`, readable by `reader`); returns its name.
