@@ -1033,6 +1033,147 @@ fn a_million_output_lines_are_stored_and_the_rate_is_printed(b: Backend) {
     assert_eq!(rows, LINES.to_string(), "no line lost");
 }
 
+fn begin_rule(j: &Journal, bundle: &str, rule: &str, hosts: &[&str]) -> i64 {
+    let mut rec = new_dispatch(bundle, hosts);
+    rec.rule = rule.into();
+    rec.timestamp = format!("stamp-{bundle}");
+    j.begin_dispatch(&rec).unwrap()
+}
+
+/// `last_good` (src/journal/last_good.rs) on both backends: failures, rollbacks, other rules
+/// and other hosts are skipped; host names are bound values, not SQL.
+fn last_good_skips_failures_rollbacks_other_rules_and_other_hosts(b: Backend) {
+    let (_dir, path) = temp_journal(b);
+    let j = Journal::open(&path).unwrap();
+    let done = |id, host: &str, result| {
+        j.record(&target_done(id, host, result, T0)).unwrap();
+    };
+    assert_eq!(j.last_good("app", &[]).unwrap(), None);
+    let one = begin_rule(&j, "app-1.tgz", "app", &["a", "b"]);
+    done(one, "a", TargetResult::Succeeded);
+    done(one, "b", TargetResult::Succeeded);
+    let two = begin_rule(&j, "app-2.tgz", "app", &["a", "b"]);
+    done(two, "a", TargetResult::Succeeded);
+    done(two, "b", TargetResult::Failed);
+    let three = begin_rule(&j, "app-3.tgz", "app", &["a", "b"]);
+    done(three, "a", TargetResult::Failed);
+    done(three, "b", TargetResult::Cancelled);
+    let rb = begin_rule(&j, dropship::model::ROLLBACK_BUNDLE, "app", &["a"]);
+    done(rb, "a", TargetResult::Succeeded);
+    let other = begin_rule(&j, "web-9.tgz", "web", &["a"]);
+    done(other, "a", TargetResult::Succeeded);
+
+    let got = j.last_good("app", &[]).unwrap().unwrap();
+    assert_eq!((got.dispatch, got.bundle.as_str()), (two, "app-2.tgz"));
+    assert_eq!(got.stamp, "stamp-app-2.tgz");
+    let only_b = j.last_good("app", &["b".into()]).unwrap().unwrap();
+    assert_eq!(only_b.bundle, "app-1.tgz");
+    let ab = j
+        .last_good("app", &["b".into(), "a".into()])
+        .unwrap()
+        .unwrap();
+    assert_eq!(ab.bundle, "app-2.tgz");
+    assert_eq!(j.last_good("app", &["c".into()]).unwrap(), None);
+    assert_eq!(j.last_good("nope", &[]).unwrap(), None);
+    assert_eq!(j.last_good("app", &["a'); --".into()]).unwrap(), None);
+}
+
+/// The drop folder's records (src/journal/watch.rs) on both backends: states, arrival order,
+/// a reopen, "already shipped", the moved file found by `--resume`.
+fn watch_records_walk_through_their_states_and_survive_a_reopen(b: Backend) {
+    use dropship::journal::BundleState;
+    let (_dir, path) = temp_journal(b);
+    let dir = Path::new("/drop");
+    let queue = Path::new("/drop/.dropship/queue");
+    let j = Journal::open(&path).unwrap();
+    let a = j.watch_admit(dir, "app-1.tgz", 3, 7, queue).unwrap();
+    assert_eq!(a.state, BundleState::Staging);
+    assert_eq!(a.staged_path, queue.join(format!("{}-app-1.tgz", a.id)));
+    let second = j.watch_admit(dir, "app-2.tgz", 3, 7, queue).unwrap();
+    assert!(second.id > a.id, "ids are the arrival order");
+    j.watch_queued(a.id, "ab", 3, 8, Some("app")).unwrap();
+    let mut rec = new_dispatch("app-1.tgz", &["h1"]);
+    rec.bundle_path = a.staged_path.clone();
+    let d = j.watch_begin_dispatch(a.id, &rec).unwrap();
+    drop(j);
+
+    let j = Journal::open(&path).unwrap();
+    let open = j.watch_open(dir).unwrap();
+    assert_eq!(
+        open.iter().map(|r| (r.id, r.state)).collect::<Vec<_>>(),
+        [
+            (a.id, BundleState::Dispatching),
+            (second.id, BundleState::Staging)
+        ]
+    );
+    assert_eq!(open[0].dispatch, Some(d));
+    assert!(
+        j.watch_shipped(dir, "app-1.tgz", "ab", -1)
+            .unwrap()
+            .is_none()
+    );
+    let done = Path::new("/drop/.dropship/done/2024-01-01/app-1.tgz");
+    j.watch_finish(a.id, BundleState::Done, None, done).unwrap();
+    assert_eq!(j.watch_open(dir).unwrap().len(), 2, "finished, not moved");
+    j.watch_archived(a.id, done).unwrap();
+    assert_eq!(j.watch_open(dir).unwrap().len(), 1);
+    assert_eq!(j.dispatch(d).unwrap().unwrap().record.bundle_path, done);
+    let shipped = j.watch_shipped(dir, "app-1.tgz", "ab", -1).unwrap();
+    assert_eq!(shipped.map(|r| r.id), Some(a.id));
+    assert!(
+        j.watch_shipped(dir, "app-1.tgz", "ab", a.id)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        j.watch_shipped(dir, "app-1.tgz", "cd", -1)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        j.watch_shipped(Path::new("/other"), "app-1.tgz", "ab", -1)
+            .unwrap()
+            .is_none()
+    );
+    j.watch_vanished(second.id, "gone").unwrap();
+    assert!(j.watch_open(dir).unwrap().is_empty());
+    let all = j.watch_bundles(dir, 10).unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.state).collect::<Vec<_>>(),
+        [BundleState::Vanished, BundleState::Done]
+    );
+}
+
+/// `last_shipped_per_rule` (src/journal/shipped.rs) on both backends.
+fn last_shipped_per_rule_and_host(b: Backend) {
+    let (_dir, path) = temp_journal(b);
+    let j = Journal::open(&path).unwrap();
+    let one = begin_rule(&j, "app-1.tgz", "app", &["a", "b"]);
+    j.record(&target_done(one, "a", TargetResult::Succeeded, T0 + 1))
+        .unwrap();
+    j.record(&target_done(one, "b", TargetResult::Succeeded, T0 + 2))
+        .unwrap();
+    let two = begin_rule(&j, "app-2.tgz", "app", &["a"]);
+    j.record(&target_done(two, "a", TargetResult::Succeeded, T0 + 3))
+        .unwrap();
+    let web = begin_rule(&j, "web-1.tgz", "web", &["a"]);
+    j.record(&target_done(web, "a", TargetResult::Failed, T0 + 4))
+        .unwrap();
+    let got: Vec<(String, String, String)> = j
+        .last_shipped_per_rule()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.rule, r.host, r.bundle))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("app".into(), "a".into(), "app-2.tgz".into()),
+            ("app".into(), "b".into(), "app-1.tgz".into())
+        ]
+    );
+}
+
 /// `mod sqlite` and `mod postgres`, one `#[test]` per backend for each test named.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -1066,4 +1207,7 @@ on_both_backends!(
     a_newer_schema_is_refused,
     events_for_unknown_dispatches_or_hosts_are_errors,
     a_million_output_lines_are_stored_and_the_rate_is_printed,
+    last_good_skips_failures_rollbacks_other_rules_and_other_hosts,
+    watch_records_walk_through_their_states_and_survive_a_reopen,
+    last_shipped_per_rule_and_host,
 );
