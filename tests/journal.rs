@@ -1174,6 +1174,54 @@ fn last_shipped_per_rule_and_host(b: Backend) {
     );
 }
 
+/// The journal is opened, written and dropped from every place the session uses it: inside
+/// an async task (the `postgres` client's own runtime would panic there if it ran on that
+/// thread), under `block_in_place`, on `spawn_blocking`.
+fn usable_from_async_tasks_blocking_threads_and_block_in_place(b: Backend) {
+    let (_dir, path) = temp_journal(b);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = rt.block_on(async {
+        let j = Arc::new(Journal::open(&path).unwrap());
+        let id = j.begin_dispatch(&new_dispatch("rt.tgz", &["a"])).unwrap();
+        j.record(&started(id, "a", Step::Pre, T0)).unwrap();
+        let j2 = j.clone();
+        tokio::task::spawn_blocking(move || {
+            j2.record(&line(
+                id,
+                "a",
+                Step::Pre,
+                Stream::Stdout,
+                "from spawn_blocking",
+                T0,
+            ))
+            .unwrap();
+            j2.flush().unwrap();
+        })
+        .await
+        .unwrap();
+        let j3 = j.clone();
+        tokio::spawn(async move {
+            tokio::task::block_in_place(|| {
+                j3.record(&finished(id, "a", Step::Pre, StepOutcome::Ok, T0 + 1))
+                    .unwrap();
+            })
+        })
+        .await
+        .unwrap();
+        drop(j);
+        id
+    });
+    let j = Journal::open(&path).unwrap();
+    let out = j.output(id, "a", Step::Pre).unwrap();
+    assert_eq!(out[0].line, "from spawn_blocking");
+    let pre = &j.dispatch(id).unwrap().unwrap().targets[0].steps[0];
+    assert_eq!(pre.outcome, Some(StepOutcome::Ok));
+}
+
 /// `mod sqlite` and `mod postgres`, one `#[test]` per backend for each test named.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -1210,4 +1258,5 @@ on_both_backends!(
     last_good_skips_failures_rollbacks_other_rules_and_other_hosts,
     watch_records_walk_through_their_states_and_survive_a_reopen,
     last_shipped_per_rule_and_host,
+    usable_from_async_tasks_blocking_threads_and_block_in_place,
 );
