@@ -25,14 +25,17 @@
 
 mod apply;
 mod codec;
+pub(crate) mod db;
 mod error;
 mod last_good;
 mod liveness;
+pub mod location;
 mod read;
 pub mod resume;
 mod runs;
 mod schema;
 mod shipped;
+mod spool;
 mod watch;
 mod write;
 
@@ -308,17 +311,33 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal at `path` with default options.
+    /// Opens (creating if needed) the journal at `path` with default options. `path` may
+    /// also be a `postgres://USER@HOST[:PORT]/DB` URL: see [`location`].
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
         Journal::open_with(path, JournalOptions::default())
     }
 
     pub fn open_with(path: &Path, options: JournalOptions) -> Result<Journal, JournalError> {
-        let conn = schema::open(path)?;
+        let (conn, shown, reconnect) = match location::parse(path)? {
+            location::Location::File(file) => (schema::open(&file)?, file, None),
+            location::Location::Postgres(target) => {
+                let shown = PathBuf::from(target.display());
+                let conn = schema::open_postgres(&target, &shown)?;
+                let again = shown.clone();
+                let reconnect: write::Reconnect =
+                    Box::new(move || schema::open_postgres(&target, &again));
+                (conn, shown, Some(reconnect))
+            }
+        };
         Ok(Journal {
-            path: path.to_path_buf(),
-            store: Mutex::new(write::Store::new(conn, path.to_path_buf(), options)),
+            store: Mutex::new(write::Store::new(conn, shown.clone(), options, reconnect)?),
+            path: shown,
         })
+    }
+
+    /// Whether `path` names a PostgreSQL journal rather than a file.
+    pub fn is_server(path: &Path) -> bool {
+        matches!(location::parse(path), Ok(location::Location::Postgres(_)))
     }
 
     /// `journal.sqlite` in dropship's state directory.
@@ -326,6 +345,7 @@ impl Journal {
         crate::config::state_dir().join("journal.sqlite")
     }
 
+    /// The journal's file, or its URL (never with a password) for PostgreSQL.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -339,6 +359,17 @@ impl Journal {
     /// buffered (see [`JournalOptions::batch_lines`]) and progress is not stored.
     pub fn record(&self, event: &Event) -> Result<(), JournalError> {
         self.lock().record(event)
+    }
+
+    /// Whether the journal's server is away and events are spooled locally (see
+    /// `journal/spool.rs`). Nothing new should start meanwhile.
+    pub fn is_down(&self) -> bool {
+        self.lock().is_down()
+    }
+
+    /// What the user should hear about the server going away and coming back, once each.
+    pub fn take_notices(&self) -> Vec<String> {
+        self.lock().take_notices()
     }
 
     /// Commits buffered output lines now. Call it on a timer while commands run quietly, so a
@@ -394,14 +425,11 @@ impl Journal {
     /// so a handle always reads its own writes.
     fn read<T>(
         &self,
-        query: impl FnOnce(&rusqlite::Connection, &Path) -> Result<T, JournalError>,
+        query: impl FnOnce(&db::Tx<'_>, &Path) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         let mut store = self.lock();
         store.flush()?;
-        let tx = store
-            .conn()
-            .unchecked_transaction()
-            .map_err(|e| error::classify(&self.path, "reading", e))?;
+        let tx = store.read_tx()?;
         query(&tx, &self.path)
     }
 

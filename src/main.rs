@@ -105,8 +105,10 @@ struct Cli {
     #[arg(long)]
     status: bool,
 
-    /// The journal (SQLite) to use, else $XDG_STATE_HOME/dropship/journal.sqlite.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The journal to use: an SQLite file, or a team's PostgreSQL as
+    /// postgres://USER@HOST[:PORT]/DB (password from ~/.pgpass or netrc). Else `journal =` of
+    /// [DEFAULT] in the config, else $XDG_STATE_HOME/dropship/journal.sqlite.
+    #[arg(long, global = true, value_name = "FILE|URL", env = "DROPSHIP_JOURNAL")]
     journal: Option<PathBuf>,
 
     /// Machine-readable output.
@@ -328,6 +330,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(_) => EXIT_USAGE,
         None if err.is::<ConfigError>()
             || err.is::<NetrcError>()
+            || err.is::<dropship::journal::JournalError>()
             || err.is::<config::ssh_config::SshConfigError>() =>
         {
             EXIT_USAGE
@@ -550,9 +553,17 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// `--journal` (or `$DROPSHIP_JOURNAL`), else `journal =` of the config's `[DEFAULT]`, else
+/// the local SQLite file. A config that cannot be read here is reported by the command that
+/// needs it; commands that need none (`--history`) then use the local file.
 fn journal_path(cli: &Cli) -> PathBuf {
-    cli.journal
-        .clone()
+    if let Some(j) = &cli.journal {
+        return j.clone();
+    }
+    Config::discover(cli.config.as_deref())
+        .ok()
+        .and_then(|path| Config::load(&path).ok())
+        .and_then(|config| config.journal)
         .unwrap_or_else(dropship::journal::Journal::default_path)
 }
 

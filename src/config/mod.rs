@@ -58,6 +58,9 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Problems that do not stop a dispatch (e.g. a rule shadowed by an earlier one).
     pub warnings: Vec<Diagnostic>,
+    /// `journal =` of `[DEFAULT]`: the journal a team shares (`--journal` and
+    /// `$DROPSHIP_JOURNAL` win over it).
+    pub journal: Option<PathBuf>,
 }
 
 impl Config {
@@ -89,10 +92,19 @@ impl Config {
             }
             return Err(ConfigError::Invalid { diagnostics: diags });
         }
+        let journal = sections
+            .iter()
+            .filter(|s| s.name == "DEFAULT")
+            .flat_map(|s| &s.entries)
+            .filter(|e| e.key == "journal")
+            .filter_map(|e| e.value.clone())
+            .next_back()
+            .map(PathBuf::from);
         Ok(Config {
             path: path.to_owned(),
             rules,
             warnings: diags,
+            journal,
         })
     }
 

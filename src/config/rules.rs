@@ -121,6 +121,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "http(s) URL that receives a JSON summary when a dispatch or rollback ends",
     ),
     (
+        "journal",
+        "`[DEFAULT]` only: the journal the team shares, `postgres://USER@HOST[:PORT]/DB` (default: this machine's own SQLite file)",
+    ),
+    (
         "version_cmd",
         "command run on the host by `--probe` and `--status` that prints the installed version (e.g. `cat ~/app/.version`); placeholders `{host}` and `{rule}` only",
     ),
@@ -522,6 +526,21 @@ pub fn build(sections: &[RawSection], file: &Path, diags: &mut Vec<Diagnostic>) 
                 None => d.hint(format!("known keys: {}", known.join(", "))),
             };
             diags.push(d);
+        }
+    }
+    for section in sections.iter().filter(|s| s.name != "DEFAULT") {
+        for entry in section.entries.iter().filter(|e| e.key == "journal") {
+            diags.push(
+                Diagnostic::error(
+                    file,
+                    Some(entry.line),
+                    format!(
+                        "`journal` in rule [{}]: one journal serves every rule",
+                        section.name
+                    ),
+                )
+                .hint("move `journal =` to [DEFAULT]"),
+            );
         }
     }
     let defaults: Vec<&RawEntry> = sections

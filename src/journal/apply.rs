@@ -3,11 +3,11 @@
 //! "no such dispatch/target" errors, so an engine bug names what it got wrong.
 
 use super::codec::{path_to_sql, size_to_sql};
+use super::db::{DbResult, Tx, params};
 use super::error::{Context, JournalError};
 use super::liveness::{self, Writer};
 use super::{DispatchState, NewDispatch};
 use crate::model::events::{Event, Level, Millis, Step, StepOutcome};
-use rusqlite::{OptionalExtension, Transaction, params};
 use std::path::Path;
 
 /// How a step run ended, as `StepFinished` says.
@@ -21,7 +21,7 @@ pub(crate) struct StepEnd<'a> {
 
 /// Applies a control event; returns the step row a `StepStarted` created.
 pub(crate) fn control(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     event: &Event,
 ) -> Result<Option<i64>, JournalError> {
@@ -68,7 +68,7 @@ pub(crate) fn control(
             let changed = tx
                 .execute(
                     "UPDATE target SET result = ?3, failed_step = ?4, error = ?5, finished_at = ?6,
-                            duration_ms = ?7, started_at = coalesce(started_at, ?6 - ?7)
+                            duration_ms = ?7, started_at = coalesce(started_at, CAST(?6 AS BIGINT) - CAST(?7 AS BIGINT))
                      WHERE dispatch = ?1 AND host = ?2",
                     params![dispatch, host, result, failed_step, error, at, duration_ms],
                 )
@@ -99,7 +99,7 @@ pub(crate) fn control(
 }
 
 pub(crate) fn insert_dispatch(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     rec: &NewDispatch,
     me: &Writer,
@@ -107,15 +107,11 @@ pub(crate) fn insert_dispatch(
     insert_dispatch_rows(tx, rec, me).ctx(path, "recording a new dispatch")
 }
 
-fn insert_dispatch_rows(
-    tx: &Transaction<'_>,
-    rec: &NewDispatch,
-    me: &Writer,
-) -> rusqlite::Result<i64> {
-    tx.execute(
+fn insert_dispatch_rows(tx: &Tx<'_>, rec: &NewDispatch, me: &Writer) -> DbResult<i64> {
+    let id = tx.query_row(
         "INSERT INTO dispatch (bundle, bundle_path, bundle_sha256, bundle_size, rule, config_path,
                                stamp, state, started_at, writer_pid, writer_marker)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10) RETURNING id",
         params![
             rec.bundle,
             path_to_sql(&rec.bundle_path),
@@ -128,19 +124,21 @@ fn insert_dispatch_rows(
             me.pid,
             me.marker,
         ],
+        |r| r.get::<i64>(0),
     )?;
-    let id = tx.last_insert_rowid();
-    let mut insert =
-        tx.prepare_cached("INSERT INTO target (dispatch, host, position) VALUES (?1, ?2, ?3)")?;
+    let id = id.expect("INSERT … RETURNING returns the row");
     for (position, host) in rec.hosts.iter().enumerate() {
-        insert.execute(params![id, host, position as i64])?;
+        tx.execute(
+            "INSERT INTO target (dispatch, host, position) VALUES (?1, ?2, ?3)",
+            params![id, host, position as i64],
+        )?;
     }
     Ok(id)
 }
 
 /// Starts a new run of `step`; the target counts as started from its first step.
 pub(crate) fn insert_step(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     dispatch: i64,
     host: &str,
@@ -156,17 +154,20 @@ pub(crate) fn insert_step(
         )
         .ctx(path, op)?;
     expect_target(tx, path, dispatch, host, changed)?;
-    tx.execute(
-        "INSERT INTO step (dispatch, host, step, command, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![dispatch, host, step, command, at],
-    )
-    .ctx(path, op)?;
-    Ok(tx.last_insert_rowid())
+    let id = tx
+        .query_row(
+            "INSERT INTO step (dispatch, host, step, command, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            params![dispatch, host, step, command, at],
+            |r| r.get::<i64>(0),
+        )
+        .ctx(path, op)?;
+    Ok(id.expect("INSERT … RETURNING returns the row"))
 }
 
 /// Ends the latest run of `step`; a finish with no recorded start gets a run of its own.
 fn finish_step(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     dispatch: i64,
     host: &str,
@@ -181,7 +182,6 @@ fn finish_step(
             params![dispatch, host, step],
             |r| r.get(0),
         )
-        .optional()
         .ctx(path, op)?;
     let id = match latest {
         Some(id) => id,
@@ -205,7 +205,7 @@ fn finish_step(
 }
 
 fn insert_notice(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     dispatch: i64,
     at: Millis,
@@ -224,7 +224,7 @@ fn insert_notice(
 
 /// A new attempt replaces the file on the host, so an earlier verification no longer holds.
 pub(crate) fn upload_started(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     dispatch: i64,
     host: &str,
@@ -241,7 +241,7 @@ pub(crate) fn upload_started(
 }
 
 pub(crate) fn upload_verified(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     dispatch: i64,
     host: &str,
@@ -258,11 +258,7 @@ pub(crate) fn upload_verified(
     expect_target(tx, path, dispatch, host, changed)
 }
 
-pub(crate) fn cancel_dispatch(
-    tx: &Transaction<'_>,
-    path: &Path,
-    id: i64,
-) -> Result<(), JournalError> {
+pub(crate) fn cancel_dispatch(tx: &Tx<'_>, path: &Path, id: i64) -> Result<(), JournalError> {
     let changed = tx
         .execute(
             "UPDATE dispatch SET state = 'cancelled', finished_at = coalesce(finished_at, ?2)
@@ -275,7 +271,7 @@ pub(crate) fn cancel_dispatch(
 
 /// Marks the latest run of `step` unknown, if it never finished (or already is unknown).
 pub(crate) fn mark_unknown(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     id: i64,
     host: &str,
@@ -305,7 +301,7 @@ pub(crate) fn mark_unknown(
 
 /// Makes this process the writer of dispatch `id`, unless it is finished or its writer lives.
 pub(crate) fn take_over(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     id: i64,
     me: &Writer,
@@ -313,11 +309,13 @@ pub(crate) fn take_over(
     let op = "taking over a dispatch";
     let row: Option<(DispatchState, i64, String)> = tx
         .query_row(
-            "SELECT state, writer_pid, writer_marker FROM dispatch WHERE id = ?1",
-            [id],
+            &format!(
+                "SELECT state, writer_pid, writer_marker FROM dispatch WHERE id = ?1{}",
+                tx.for_update()
+            ),
+            params![id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .optional()
         .ctx(path, op)?;
     let Some((state, pid, marker)) = row else {
         return Err(no_such_dispatch(path, id));
@@ -325,7 +323,7 @@ pub(crate) fn take_over(
     let mine = pid == me.pid && marker == me.marker;
     match state {
         DispatchState::Finished => return Err(JournalError::AlreadyFinished { id }),
-        DispatchState::Running if !mine && liveness::is_alive(pid, &marker) => {
+        DispatchState::Running if !mine && liveness::alive(tx, pid, &marker) => {
             return Err(JournalError::StillRunning { id, pid });
         }
         _ => {}
@@ -339,27 +337,22 @@ pub(crate) fn take_over(
     Ok(())
 }
 
-fn ensure_dispatch(tx: &Transaction<'_>, path: &Path, id: i64) -> Result<(), JournalError> {
+fn ensure_dispatch(tx: &Tx<'_>, path: &Path, id: i64) -> Result<(), JournalError> {
     let exists = tx
-        .query_row("SELECT 1 FROM dispatch WHERE id = ?1", [id], |_| Ok(()))
-        .optional()
+        .query_row("SELECT 1 FROM dispatch WHERE id = ?1", params![id], |_| {
+            Ok(())
+        })
         .ctx(path, "looking up a dispatch")?;
     exists.ok_or_else(|| no_such_dispatch(path, id))
 }
 
-fn ensure_target(
-    tx: &Transaction<'_>,
-    path: &Path,
-    id: i64,
-    host: &str,
-) -> Result<(), JournalError> {
+fn ensure_target(tx: &Tx<'_>, path: &Path, id: i64, host: &str) -> Result<(), JournalError> {
     let exists = tx
         .query_row(
             "SELECT 1 FROM target WHERE dispatch = ?1 AND host = ?2",
             params![id, host],
             |_| Ok(()),
         )
-        .optional()
         .ctx(path, "looking up a target")?;
     if exists.is_some() {
         return Ok(());
@@ -374,7 +367,7 @@ fn ensure_target(
 
 /// An UPDATE of a target that changed nothing means the event named an unknown target.
 fn expect_target(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     path: &Path,
     id: i64,
     host: &str,

@@ -74,11 +74,120 @@ pub enum JournalError {
         op: &'static str,
         source: Box<rusqlite::Error>,
     },
+    #[error(
+        "--journal: not a usable PostgreSQL URL: {detail}\n  help: write it as postgres://USER@HOST[:PORT]/DB, optionally with ?sslmode=disable or ?sslrootcert=FILE"
+    )]
+    BadUrl { detail: String },
+    #[error("journal credentials: {detail}")]
+    Credentials { detail: String },
+    #[error(
+        "cannot reach the journal {url}: {detail}\n  help: check that PostgreSQL runs there and accepts this user (pg_hba.conf), and the password in ~/.pgpass"
+    )]
+    Unreachable { url: String, detail: String },
+    #[error(
+        "journal {path}: the database refused a write while {op} ({detail})\n  help: dropship needs a role that may create tables and write rows in that database; ask its administrator for one, or point --journal at another database"
+    )]
+    ReadOnly {
+        path: PathBuf,
+        op: &'static str,
+        detail: String,
+    },
+    #[error("journal {path}: {op} failed: {detail}")]
+    Postgres {
+        path: PathBuf,
+        op: &'static str,
+        detail: String,
+        /// Whether the connection broke (the server went away) rather than a query failed.
+        lost: bool,
+    },
+}
+
+/// A connection attempt that failed: the server is down, unreachable, refuses the user, or
+/// fails the TLS check. The password is never part of the message.
+pub(crate) fn pg_connect_error(url: &str, e: &postgres::Error) -> JournalError {
+    JournalError::Unreachable {
+        url: url.to_owned(),
+        detail: super::db::pg_message(e),
+    }
+}
+
+impl JournalError {
+    /// Whether the journal's server went away (the write may succeed once it is back).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Postgres { lost: true, .. } | JournalError::Unreachable { .. }
+        )
+    }
 }
 
 /// Turns an SQLite error into the journal error a user can act on. Busy, full, not-a-database
 /// and cannot-open each have their own remedy; anything else keeps SQLite's message.
 pub(crate) fn classify(
+    path: &std::path::Path,
+    op: &'static str,
+    error: super::db::DbError,
+) -> JournalError {
+    use super::db::DbError;
+    match error {
+        DbError::Sqlite(e) => classify_sqlite(path, op, e),
+        DbError::Decode { idx, detail } => JournalError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("column {idx}: {detail}"),
+        },
+        DbError::Pg(e) => classify_pg(path, op, &e),
+        DbError::Gone => JournalError::Postgres {
+            path: path.to_path_buf(),
+            op,
+            detail: error_gone(),
+            lost: true,
+        },
+    }
+}
+
+/// Read-only roles and read-only servers (a hot standby) get their own remedy; a broken
+/// connection is marked so the writer can spool and retry.
+fn error_gone() -> String {
+    super::db::DbError::Gone.to_string()
+}
+
+fn classify_pg(path: &std::path::Path, op: &'static str, e: &postgres::Error) -> JournalError {
+    use postgres::error::SqlState;
+    let path = path.to_path_buf();
+    let detail = super::db::pg_message(e);
+    match e.code() {
+        Some(c)
+            if *c == SqlState::INSUFFICIENT_PRIVILEGE
+                || *c == SqlState::READ_ONLY_SQL_TRANSACTION =>
+        {
+            JournalError::ReadOnly { path, op, detail }
+        }
+        Some(c) if *c == SqlState::DISK_FULL => JournalError::DiskFull { path, op },
+        Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") => {
+            JournalError::Postgres {
+                path,
+                op,
+                detail,
+                lost: true,
+            }
+        }
+        Some(_) => JournalError::Postgres {
+            path,
+            op,
+            detail,
+            lost: false,
+        },
+        None => JournalError::Postgres {
+            path,
+            op,
+            detail,
+            lost: e.is_closed()
+                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+        },
+    }
+}
+
+fn classify_sqlite(
     path: &std::path::Path,
     op: &'static str,
     error: rusqlite::Error,
@@ -127,7 +236,7 @@ pub(crate) trait Context<T> {
     fn ctx(self, path: &std::path::Path, op: &'static str) -> Result<T, JournalError>;
 }
 
-impl<T> Context<T> for rusqlite::Result<T> {
+impl<T> Context<T> for super::db::DbResult<T> {
     fn ctx(self, path: &std::path::Path, op: &'static str) -> Result<T, JournalError> {
         self.map_err(|e| classify(path, op, e))
     }

@@ -7,6 +7,7 @@
 //! buffered output first (unlike `Journal::read`): the console asks this on its UI thread
 //! when the rollback dialog opens, and dispatch records are committed when they happen.
 
+use super::db::ToValue;
 use super::error::Context;
 use super::{Journal, JournalError};
 use crate::model::ROLLBACK_BUNDLE;
@@ -30,30 +31,35 @@ impl Journal {
         hosts: &[String],
     ) -> Result<Option<LastGood>, JournalError> {
         let op = "reading the last good dispatch of a rule";
-        let hosts = serde_json::to_string(hosts).unwrap_or_else(|_| "[]".into());
-        let store = self.lock();
-        let mut stmt = store
-            .conn()
-            .prepare_cached(
-                "SELECT d.id, d.bundle, d.stamp FROM dispatch d
-                 WHERE d.rule = ?1 AND d.bundle <> ?2 AND d.kind = 'dispatch'
-                   AND EXISTS (SELECT 1 FROM target t
-                               WHERE t.dispatch = d.id AND t.result = 'succeeded'
-                                 AND (json_array_length(?3) = 0
-                                      OR t.host IN (SELECT value FROM json_each(?3))))
-                 ORDER BY d.id DESC LIMIT 1",
-            )
-            .ctx(&self.path, op)?;
-        let mut rows = stmt
-            .query_map(rusqlite::params![rule, ROLLBACK_BUNDLE, hosts], |r| {
-                Ok(LastGood {
-                    dispatch: r.get(0)?,
-                    bundle: r.get(1)?,
-                    stamp: r.get(2)?,
-                })
+        // `?3 = 1` (any host) or the hosts as `?4, ?5, …`: the same text on both backends,
+        // each name a bound value.
+        let placeholders: Vec<String> = (0..hosts.len()).map(|i| format!("?{}", i + 4)).collect();
+        let in_hosts = if hosts.is_empty() {
+            String::new()
+        } else {
+            format!(" OR t.host IN ({})", placeholders.join(", "))
+        };
+        let sql = format!(
+            "SELECT d.id, d.bundle, d.stamp FROM dispatch d
+             WHERE d.rule = ?1 AND d.bundle <> ?2 AND d.kind = 'dispatch'
+               AND EXISTS (SELECT 1 FROM target t
+                           WHERE t.dispatch = d.id AND t.result = 'succeeded'
+                             AND (?3 = 1{in_hosts}))
+             ORDER BY d.id DESC LIMIT 1"
+        );
+        let any = hosts.is_empty();
+        let mut values: Vec<&dyn ToValue> = vec![&rule, &ROLLBACK_BUNDLE, &any];
+        values.extend(hosts.iter().map(|h| h as &dyn ToValue));
+        let mut store = self.lock();
+        let tx = store.read_tx()?;
+        tx.query_row(&sql, &values, |r| {
+            Ok(LastGood {
+                dispatch: r.get(0)?,
+                bundle: r.get(1)?,
+                stamp: r.get(2)?,
             })
-            .ctx(&self.path, op)?;
-        rows.next().transpose().ctx(&self.path, op)
+        })
+        .ctx(&self.path, op)
     }
 }
 

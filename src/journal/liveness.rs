@@ -7,6 +7,12 @@
 //! marker of *its* process instance: the boot id plus the process start time (in clock ticks
 //! since boot, field 22 of `/proc/PID/stat`). A pid whose current marker differs is another
 //! process, hence the writer is gone.
+//!
+//! On a shared PostgreSQL journal the writer may run on another machine, where this one's
+//! `/proc` says nothing. There the marker also names the writer's database session
+//! (`|pg:BACKEND_PID:START_US`): the server ends a session when its client dies (the kernel
+//! closes the socket of a killed process; TCP keepalive catches a machine that vanished), so a
+//! writer is alive while its session is in `pg_stat_activity`.
 
 use std::path::Path;
 
@@ -25,6 +31,52 @@ impl Writer {
             marker: marker_of(pid).unwrap_or_default(),
         }
     }
+
+    /// This process writing through the PostgreSQL session `session` (`PID:START_US`).
+    pub fn with_session(mut self, session: &str) -> Writer {
+        self.marker = format!("{}{SESSION_TAG}{session}", local_part(&self.marker));
+        self
+    }
+}
+
+const SESSION_TAG: &str = "|pg:";
+
+fn local_part(marker: &str) -> &str {
+    marker.split(SESSION_TAG).next().unwrap_or(marker)
+}
+
+/// This connection's session, as [`Writer::with_session`] wants it.
+pub(crate) fn pg_session(tx: &super::db::Tx<'_>) -> super::db::DbResult<String> {
+    tx.query_row(
+        "SELECT pg_backend_pid()::text || ':' ||
+                (extract(epoch FROM backend_start) * 1000000)::int8::text
+         FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        &[],
+        |r| r.get::<String>(0),
+    )
+    .map(Option::unwrap_or_default)
+}
+
+/// Whether the writer `pid` + `marker` lives: by its database session when it wrote through
+/// one and runs on another machine, else by this machine's `/proc`.
+pub(crate) fn alive(tx: &super::db::Tx<'_>, pid: i64, marker: &str) -> bool {
+    let local = local_part(marker);
+    let Some(session) = marker.split(SESSION_TAG).nth(1) else {
+        return is_alive(pid, marker);
+    };
+    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    if !this_boot.trim().is_empty() && local.starts_with(this_boot.trim()) {
+        return is_alive(pid, local);
+    }
+    // Another machine: a failed query says "alive", so nobody takes over a live dispatch.
+    tx.query_row(
+        "SELECT 1 FROM pg_stat_activity
+         WHERE pid::text || ':' || (extract(epoch FROM backend_start) * 1000000)::int8::text = ?1",
+        super::db::params![session],
+        |_| Ok(()),
+    )
+    .map(|found| found.is_some())
+    .unwrap_or(true)
 }
 
 /// Whether the process that wrote `pid` + `marker` still runs.

@@ -3,6 +3,7 @@
 //! while another process writes it.
 
 use super::codec::{opt_size_from_sql, path_from_sql, size_from_sql, stream_from_code};
+use super::db::{DbError, DbResult, Row, Tx, params};
 use super::error::{Context, JournalError};
 use super::{
     DispatchDetail, DispatchState, DispatchSummary, HostLast, NewDispatch, NoticeRecord,
@@ -11,46 +12,53 @@ use super::{
 };
 use crate::model::ROLLBACK_BUNDLE;
 use crate::model::events::{Step, StepOutcome, TargetResult};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// What a reader sees: `running` whose writer is gone is `interrupted`.
-fn effective_state(stored: DispatchState, pid: i64, marker: &str) -> DispatchState {
-    if stored == DispatchState::Running && !liveness::is_alive(pid, marker) {
+fn effective_state(tx: &Tx<'_>, stored: DispatchState, pid: i64, marker: &str) -> DispatchState {
+    if stored == DispatchState::Running && !liveness::alive(tx, pid, marker) {
         DispatchState::Interrupted
     } else {
         stored
     }
 }
 
-fn count(row: &Row<'_>, idx: usize) -> rusqlite::Result<usize> {
+fn count(row: &Row, idx: usize) -> DbResult<usize> {
     let n: i64 = row.get(idx)?;
-    usize::try_from(n).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, n))
+    usize::try_from(n).map_err(|_| DbError::Decode {
+        idx,
+        detail: format!("{n} is not a count"),
+    })
 }
 
 pub(crate) fn history(
-    conn: &Connection,
+    conn: &Tx<'_>,
     path: &Path,
     limit: usize,
 ) -> Result<Vec<DispatchSummary>, JournalError> {
     let op = "reading the history";
-    let mut stmt = conn
-        .prepare_cached(
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn
+        .query(
             "SELECT d.id, d.bundle, d.rule, d.started_at, d.finished_at, d.state,
                     d.writer_pid, d.writer_marker, count(t.host),
-                    coalesce(sum(t.result = 'succeeded'), 0), coalesce(sum(t.result = 'failed'), 0),
-                    coalesce(sum(t.result = 'skipped'), 0), coalesce(sum(t.result = 'cancelled'), 0)
+                    count(CASE WHEN t.result = 'succeeded' THEN 1 END),
+                    count(CASE WHEN t.result = 'failed' THEN 1 END),
+                    count(CASE WHEN t.result = 'skipped' THEN 1 END),
+                    count(CASE WHEN t.result = 'cancelled' THEN 1 END)
              FROM dispatch d LEFT JOIN target t ON t.dispatch = d.id
              GROUP BY d.id ORDER BY d.id DESC LIMIT ?1",
+            params![limit],
         )
         .ctx(path, op)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = stmt.query_map([limit], summary_row).ctx(path, op)?;
-    rows.collect::<rusqlite::Result<_>>().ctx(path, op)
+    rows.iter()
+        .map(|r| summary_row(conn, r))
+        .collect::<DbResult<_>>()
+        .ctx(path, op)
 }
 
-fn summary_row(r: &Row<'_>) -> rusqlite::Result<DispatchSummary> {
+fn summary_row(tx: &Tx<'_>, r: &Row) -> DbResult<DispatchSummary> {
     let started_at = r.get(3)?;
     let finished_at: Option<i64> = r.get(4)?;
     let marker: String = r.get(7)?;
@@ -60,7 +68,7 @@ fn summary_row(r: &Row<'_>) -> rusqlite::Result<DispatchSummary> {
         rule: r.get(2)?,
         started_at,
         finished_at,
-        state: effective_state(r.get(5)?, r.get(6)?, &marker),
+        state: effective_state(tx, r.get(5)?, r.get(6)?, &marker),
         hosts: count(r, 8)?,
         succeeded: count(r, 9)?,
         failed: count(r, 10)?,
@@ -71,7 +79,7 @@ fn summary_row(r: &Row<'_>) -> rusqlite::Result<DispatchSummary> {
 }
 
 pub(crate) fn dispatch(
-    conn: &Connection,
+    conn: &Tx<'_>,
     path: &Path,
     id: i64,
 ) -> Result<Option<DispatchDetail>, JournalError> {
@@ -81,10 +89,9 @@ pub(crate) fn dispatch(
             "SELECT bundle, bundle_path, bundle_sha256, bundle_size, rule, config_path, stamp,
                     started_at, state, finished_at, writer_pid, writer_marker
              FROM dispatch WHERE id = ?1",
-            [id],
-            dispatch_row,
+            params![id],
+            |r| dispatch_row(conn, r),
         )
-        .optional()
         .ctx(path, op)?;
     let Some(mut detail) = head.map(|mut d| {
         d.id = id;
@@ -99,7 +106,7 @@ pub(crate) fn dispatch(
     Ok(Some(detail))
 }
 
-fn dispatch_row(r: &Row<'_>) -> rusqlite::Result<DispatchDetail> {
+fn dispatch_row(tx: &Tx<'_>, r: &Row) -> DbResult<DispatchDetail> {
     let marker: String = r.get(11)?;
     let writer_pid = r.get(10)?;
     Ok(DispatchDetail {
@@ -115,7 +122,7 @@ fn dispatch_row(r: &Row<'_>) -> rusqlite::Result<DispatchDetail> {
             hosts: Vec::new(),
             started_at: r.get(7)?,
         },
-        state: effective_state(r.get(8)?, writer_pid, &marker),
+        state: effective_state(tx, r.get(8)?, writer_pid, &marker),
         finished_at: r.get(9)?,
         writer_pid,
         targets: Vec::new(),
@@ -123,13 +130,14 @@ fn dispatch_row(r: &Row<'_>) -> rusqlite::Result<DispatchDetail> {
     })
 }
 
-fn targets(conn: &Connection, id: i64) -> rusqlite::Result<Vec<TargetDetail>> {
-    let mut stmt = conn.prepare_cached(
+fn targets(conn: &Tx<'_>, id: i64) -> DbResult<Vec<TargetDetail>> {
+    let rows = conn.query(
         "SELECT host, result, failed_step, error, started_at, finished_at, duration_ms,
                 upload_attempts, verified_size, verified_sha256
          FROM target WHERE dispatch = ?1 ORDER BY position",
+        params![id],
     )?;
-    let rows = stmt.query_map([id], |r| {
+    let target = |r: &Row| {
         let verified = match opt_size_from_sql(r, 8)? {
             Some(size) => {
                 let sha256: Option<String> = r.get(9)?;
@@ -156,24 +164,24 @@ fn targets(conn: &Connection, id: i64) -> rusqlite::Result<Vec<TargetDetail>> {
             verified,
             steps: Vec::new(),
         })
-    })?;
-    rows.collect()
+    };
+    rows.iter().map(target).collect()
 }
 
 /// Reads every step run of the dispatch at once and hands each to its target.
-fn attach_steps(conn: &Connection, id: i64, targets: &mut [TargetDetail]) -> rusqlite::Result<()> {
+fn attach_steps(conn: &Tx<'_>, id: i64, targets: &mut [TargetDetail]) -> DbResult<()> {
     let index: HashMap<String, usize> = targets
         .iter()
         .enumerate()
         .map(|(i, t)| (t.host.clone(), i))
         .collect();
-    let mut stmt = conn.prepare_cached(
+    let rows = conn.query(
         "SELECT host, step, command, outcome, exit_code, error, started_at, finished_at,
                 duration_ms, lines, dropped_lines
          FROM step WHERE dispatch = ?1 ORDER BY id",
+        params![id],
     )?;
-    let mut rows = stmt.query([id])?;
-    while let Some(r) = rows.next()? {
+    for r in &rows {
         let host: String = r.get(0)?;
         let record = StepRecord {
             step: r.get(1)?,
@@ -194,55 +202,53 @@ fn attach_steps(conn: &Connection, id: i64, targets: &mut [TargetDetail]) -> rus
     Ok(())
 }
 
-fn notices(conn: &Connection, id: i64) -> rusqlite::Result<Vec<NoticeRecord>> {
-    let mut stmt = conn.prepare_cached(
+fn notices(conn: &Tx<'_>, id: i64) -> DbResult<Vec<NoticeRecord>> {
+    let rows = conn.query(
         "SELECT at, host, level, message FROM notice WHERE dispatch = ?1 ORDER BY id",
+        params![id],
     )?;
-    let rows = stmt.query_map([id], |r| {
-        Ok(NoticeRecord {
-            at: r.get(0)?,
-            host: r.get(1)?,
-            level: r.get(2)?,
-            message: r.get(3)?,
+    rows.iter()
+        .map(|r| {
+            Ok(NoticeRecord {
+                at: r.get(0)?,
+                host: r.get(1)?,
+                level: r.get(2)?,
+                message: r.get(3)?,
+            })
         })
-    })?;
-    rows.collect()
+        .collect()
 }
 
 pub(crate) fn output(
-    conn: &Connection,
+    conn: &Tx<'_>,
     path: &Path,
     id: i64,
     host: &str,
     step: Step,
 ) -> Result<Vec<OutputLine>, JournalError> {
     let op = "reading output";
-    let mut stmt = conn
-        .prepare_cached(
+    let rows = conn
+        .query(
             "SELECT o.at, o.stream, o.line FROM output o JOIN step s ON s.id = o.step
              WHERE s.dispatch = ?1 AND s.host = ?2 AND s.step = ?3 ORDER BY o.id",
+            params![id, host, step],
         )
         .ctx(path, op)?;
-    let rows = stmt
-        .query_map(params![id, host, step], |r| {
+    rows.iter()
+        .map(|r| {
             Ok(OutputLine {
                 at: r.get(0)?,
-                stream: stream_from_code(r.get(1)?).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        1,
-                        rusqlite::types::Type::Integer,
-                        e.into(),
-                    )
-                })?,
+                stream: stream_from_code(r.get(1)?)
+                    .map_err(|detail| DbError::Decode { idx: 1, detail })?,
                 line: r.get(2)?,
             })
         })
-        .ctx(path, op)?;
-    rows.collect::<rusqlite::Result<_>>().ctx(path, op)
+        .collect::<DbResult<_>>()
+        .ctx(path, op)
 }
 
 pub(crate) fn resume_state(
-    conn: &Connection,
+    conn: &Tx<'_>,
     path: &Path,
     id: i64,
 ) -> Result<ResumeState, JournalError> {
@@ -304,7 +310,7 @@ pub(super) fn incomplete(target: &TargetDetail) -> TargetProgress {
     }
 }
 
-pub(crate) fn last_results(conn: &Connection, path: &Path) -> Result<Vec<HostLast>, JournalError> {
+pub(crate) fn last_results(conn: &Tx<'_>, path: &Path) -> Result<Vec<HostLast>, JournalError> {
     let op = "reading the last results per host";
     let mut succeeded: HashMap<String, Shipped> = latest_per_host(conn, true)
         .ctx(path, op)?
@@ -329,32 +335,32 @@ pub(crate) fn last_results(conn: &Connection, path: &Path) -> Result<Vec<HostLas
 }
 
 /// Per host, its most recently finished target (only succeeded ones if asked).
-fn latest_per_host(
-    conn: &Connection,
-    only_succeeded: bool,
-) -> rusqlite::Result<BTreeMap<String, HostLast>> {
-    let mut stmt = conn.prepare_cached(
+fn latest_per_host(conn: &Tx<'_>, only_succeeded: bool) -> DbResult<BTreeMap<String, HostLast>> {
+    let rows = conn.query(
         "SELECT host, dispatch, bundle, rule, result, finished_at FROM (
              SELECT t.host, t.dispatch, d.bundle, d.rule, t.result, t.finished_at,
                     row_number() OVER (PARTITION BY t.host
-                                       ORDER BY t.finished_at DESC, t.dispatch DESC) AS n
+                                       ORDER BY t.finished_at DESC NULLS LAST, t.dispatch DESC) AS n
              FROM target t JOIN dispatch d ON d.id = t.dispatch
-             WHERE t.result IS NOT NULL AND d.kind = 'dispatch'
-               AND (?1 = 0 OR (t.result = 'succeeded' AND d.bundle <> ?2)))
+             WHERE t.result IS NOT NULL
+               AND d.kind = 'dispatch'
+               AND (?1 = 0 OR (t.result = 'succeeded' AND d.bundle <> ?2))) AS latest
          WHERE n = 1",
+        // A rollback succeeding ships nothing: "last shipped" stays the last real bundle.
+        params![only_succeeded, ROLLBACK_BUNDLE],
     )?;
-    // A rollback succeeding ships nothing: "last shipped" stays the last real bundle.
-    let rows = stmt.query_map((only_succeeded, ROLLBACK_BUNDLE), |r| {
-        Ok(HostLast {
-            host: r.get(0)?,
-            dispatch: r.get(1)?,
-            bundle: r.get(2)?,
-            rule: r.get(3)?,
-            result: r.get(4)?,
-            finished_at: r.get(5)?,
-            last_succeeded: None,
+    rows.iter()
+        .map(|r| {
+            let last = HostLast {
+                host: r.get(0)?,
+                dispatch: r.get(1)?,
+                bundle: r.get(2)?,
+                rule: r.get(3)?,
+                result: r.get(4)?,
+                finished_at: r.get(5)?,
+                last_succeeded: None,
+            };
+            Ok((last.host.clone(), last))
         })
-    })?;
-    rows.map(|r| r.map(|last| (last.host.clone(), last)))
         .collect()
 }

@@ -3,6 +3,7 @@
 //! dispatch's, and the queries that mean "what was shipped" (last good, last shipped, a
 //! host's last dispatch) leave them out by `kind`.
 
+use super::db::params;
 use super::error::Context;
 use super::write::Durability;
 use super::{DispatchSummary, Journal, JournalError, NewDispatch, apply};
@@ -82,7 +83,7 @@ impl Journal {
             let id = apply::insert_dispatch(tx, path, rec, &me)?;
             tx.execute(
                 "UPDATE dispatch SET kind = ?1, command = ?2, action = ?3 WHERE id = ?4",
-                rusqlite::params![run.kind.as_str(), run.command, run.action, id],
+                params![run.kind.as_str(), run.command, run.action, id],
             )
             .ctx(path, "recording a new run")?;
             Ok(id)
@@ -98,25 +99,22 @@ impl Journal {
         let mut kinds: HashMap<i64, (RunKind, Option<String>, Option<String>)> =
             self.read(|conn, path| {
                 let op = "reading the kinds of dispatches";
-                let mut stmt = conn
-                    .prepare_cached(
+                let rows = conn
+                    .query(
                         "SELECT id, kind, command, action FROM dispatch
                          WHERE id >= ?1 AND kind <> 'dispatch'",
+                        params![oldest],
                     )
                     .ctx(path, op)?;
-                let rows = stmt
-                    .query_map([oldest], |r| {
+                rows.iter()
+                    .map(|r| {
                         Ok((
-                            r.get::<_, i64>(0)?,
-                            (
-                                RunKind::parse(&r.get::<_, String>(1)?),
-                                r.get(2)?,
-                                r.get(3)?,
-                            ),
+                            r.get::<i64>(0)?,
+                            (RunKind::parse(&r.get::<String>(1)?), r.get(2)?, r.get(3)?),
                         ))
                     })
-                    .ctx(path, op)?;
-                rows.collect::<rusqlite::Result<_>>().ctx(path, op)
+                    .collect::<Result<_, _>>()
+                    .ctx(path, op)
             })?;
         Ok(summaries
             .into_iter()
@@ -137,12 +135,12 @@ impl Journal {
 
     /// The kind of dispatch `id` (`None`: no such row).
     pub fn kind_of(&self, id: i64) -> Result<Option<RunKind>, JournalError> {
-        use rusqlite::OptionalExtension;
         self.read(|conn, path| {
-            conn.query_row("SELECT kind FROM dispatch WHERE id = ?1", [id], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()
+            conn.query_row(
+                "SELECT kind FROM dispatch WHERE id = ?1",
+                params![id],
+                |r| r.get::<String>(0),
+            )
             .map(|k| k.map(|k| RunKind::parse(&k)))
             .ctx(path, "reading the kind of a dispatch")
         })

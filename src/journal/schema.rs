@@ -5,9 +5,18 @@
 //! SQLite database it was pointed at, and versioned with `PRAGMA user_version`: migration `n`
 //! (1-based) takes the schema from version `n - 1` to `n`. Migrations only ever append, so an
 //! older dropship refuses a newer file rather than misreading it.
+//!
+//! One schema for both backends: the migrations below are written in SQLite's spelling
+//! and [`postgres_ddl`] rewrites the few words PostgreSQL spells differently (`INTEGER` is
+//! 64-bit in SQLite and becomes `BIGINT`; an `INTEGER PRIMARY KEY` becomes an identity
+//! column; `WITHOUT ROWID` is dropped), so a migration appended to [`MIGRATIONS`] in that
+//! spelling serves both. On PostgreSQL the version lives in the one-row table
+//! `dropship_journal` and migrations run under an advisory lock, so two dropships starting
+//! at once do not both migrate.
 
+use super::db::{Conn, DbError, Mode, PgConn, Tx};
 use super::error::{JournalError, classify};
-use rusqlite::{Connection, TransactionBehavior};
+use super::location::PgTarget;
 use std::path::Path;
 
 /// "DRSH": marks a dropship journal in the SQLite header.
@@ -139,27 +148,79 @@ ALTER TABLE dispatch ADD COLUMN action TEXT;
 ";
 
 /// Opens `path`, creating it and its directory if needed, and leaves it at [`SCHEMA_VERSION`].
-pub(crate) fn open(path: &Path) -> Result<Connection, JournalError> {
+pub(crate) fn open(path: &Path) -> Result<Conn, JournalError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
     }
-    let mut conn = Connection::open(path).map_err(|e| classify(path, "opening", e))?;
+    let conn = rusqlite::Connection::open(path).map_err(|e| classify(path, "opening", e.into()))?;
     conn.busy_timeout(super::BUSY_TIMEOUT)
-        .map_err(|e| classify(path, "opening", e))?;
+        .map_err(|e| classify(path, "opening", e.into()))?;
     // Identify before configuring: switching an unrelated database to WAL would change it.
     let version = identify(&conn, path)?;
-    configure(&conn).map_err(|e| classify(path, "configuring", e))?;
+    configure(&conn).map_err(|e| classify(path, "configuring", e.into()))?;
+    let mut conn = Conn::Sqlite { conn, full: true };
     if version < SCHEMA_VERSION {
         migrate(&mut conn, path)?;
     }
     Ok(conn)
 }
 
+/// Connects to the PostgreSQL journal `target` and leaves it at [`SCHEMA_VERSION`].
+pub(crate) fn open_postgres(target: &PgTarget, shown: &Path) -> Result<Conn, JournalError> {
+    let owned = target.clone();
+    let pg = PgConn::start(
+        move || super::location::connect(&owned),
+        |e| JournalError::Unreachable {
+            url: shown.display().to_string(),
+            detail: format!("cannot start a thread: {e}"),
+        },
+    )?;
+    let mut conn = Conn::Pg(pg);
+    let version = {
+        let tx = conn
+            .begin(Mode::Read)
+            .map_err(|e| classify(shown, "reading the journal version", e))?;
+        pg_version(&tx, shown)?
+    };
+    check_version(shown, version)?;
+    if version < SCHEMA_VERSION {
+        migrate(&mut conn, shown)?;
+    }
+    Ok(conn)
+}
+
+/// The version recorded in `dropship_journal`; 0 for an empty database. A database that
+/// already holds a `dispatch` table of something else is not ours to migrate.
+fn pg_version(tx: &Tx<'_>, shown: &Path) -> Result<i64, JournalError> {
+    let op = "reading the journal version";
+    let (ours, foreign): (i64, i64) = tx
+        .query_row(
+            "SELECT CASE WHEN to_regclass('dropship_journal') IS NULL THEN 0 ELSE 1 END,
+                    CASE WHEN to_regclass('dispatch') IS NULL THEN 0 ELSE 1 END",
+            &[],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| classify(shown, op, e))?
+        .unwrap_or((0, 0));
+    if ours == 0 {
+        if foreign != 0 {
+            return Err(JournalError::NotAJournal {
+                path: shown.to_path_buf(),
+                detail: "the database holds tables of another program".into(),
+            });
+        }
+        return Ok(0);
+    }
+    tx.query_row("SELECT version FROM dropship_journal", &[], |r| r.get(0))
+        .map_err(|e| classify(shown, op, e))
+        .map(|v| v.unwrap_or(0))
+}
+
 /// The file's schema version, if it is a dropship journal (or empty) this dropship can read.
-fn identify(conn: &Connection, path: &Path) -> Result<i64, JournalError> {
+fn identify(conn: &rusqlite::Connection, path: &Path) -> Result<i64, JournalError> {
     let (app_id, version, tables): (i32, i64, i64) = conn
         .query_row(
             "SELECT (SELECT application_id FROM pragma_application_id),
@@ -168,7 +229,7 @@ fn identify(conn: &Connection, path: &Path) -> Result<i64, JournalError> {
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .map_err(|e| classify(path, "reading the journal header", e))?;
+        .map_err(|e| classify(path, "reading the journal header", e.into()))?;
     if app_id == 0 && version == 0 && tables == 0 {
         return Ok(0);
     }
@@ -196,7 +257,7 @@ fn check_version(path: &Path, found: i64) -> Result<(), JournalError> {
 /// WAL lets readers (`--history`, the console) work while a dispatch writes, and lets two
 /// dropship processes share the file. `synchronous` is switched per transaction by the writer
 /// (see [`super::Journal`]); FULL is the safe default for anything not batched.
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     // A file system without shared memory (some network mounts) stays in rollback mode:
     // slower under concurrency, still correct.
     conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get::<_, String>(0))?;
@@ -208,23 +269,91 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Applies the missing migrations in one transaction. Another process may be migrating the
-/// same file right now, so the version is read again under the write lock.
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), JournalError> {
-    let err = |e| classify(path, "upgrading the journal schema", e);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(err)?;
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
+/// same journal right now, so the version is read again under the write lock.
+fn migrate(conn: &mut Conn, path: &Path) -> Result<(), JournalError> {
+    let err = |e: DbError| classify(path, "upgrading the journal schema", e);
+    let tx = conn.begin(Mode::Write).map_err(err)?;
+    let version = match tx.dialect() {
+        super::db::Dialect::Sqlite => tx
+            .query_row("SELECT user_version FROM pragma_user_version", &[], |r| {
+                r.get(0)
+            })
+            .map_err(err)?
+            .unwrap_or(0),
+        super::db::Dialect::Postgres => {
+            tx.query_row(
+                "SELECT pg_advisory_xact_lock(?1)::text",
+                super::db::params![i64::from(APPLICATION_ID)],
+                |_| Ok(()),
+            )
+            .map_err(err)?;
+            tx.batch(
+                "CREATE TABLE IF NOT EXISTS dropship_journal (
+                     one     BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+                     version BIGINT  NOT NULL
+                 )",
+            )
+            .map_err(err)?;
+            pg_version(&tx, path)?
+        }
+    };
     check_version(path, version)?;
     let done = usize::try_from(version).unwrap_or(0);
     for migration in &MIGRATIONS[done..] {
-        tx.execute_batch(migration).map_err(err)?;
+        match tx.dialect() {
+            super::db::Dialect::Sqlite => tx.batch(migration),
+            super::db::Dialect::Postgres => tx.batch(&postgres_ddl(migration)),
+        }
+        .map_err(err)?;
     }
-    tx.pragma_update(None, "application_id", APPLICATION_ID)
-        .map_err(err)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(err)?;
+    match tx.dialect() {
+        super::db::Dialect::Sqlite => tx.batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+        )),
+        super::db::Dialect::Postgres => tx
+            .execute(
+                "INSERT INTO dropship_journal (version) VALUES (?1)
+                 ON CONFLICT (one) DO UPDATE SET version = excluded.version",
+                super::db::params![SCHEMA_VERSION],
+            )
+            .map(|_| ()),
+    }
+    .map_err(err)?;
     tx.commit().map_err(err)
+}
+
+/// SQLite's spelling of a migration in PostgreSQL's: 64-bit integers, identity keys, no
+/// `WITHOUT ROWID`, `BYTEA` for blobs.
+pub(crate) fn postgres_ddl(sql: &str) -> String {
+    use std::sync::LazyLock;
+    static REWRITES: LazyLock<Vec<(regex::Regex, &str)>> = LazyLock::new(|| {
+        [
+            (
+                r"\bINTEGER\s+PRIMARY\s+KEY(\s+AUTOINCREMENT)?\b",
+                "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+            ),
+            (r"\bINTEGER\b", "BIGINT"),
+            (r"\)\s*WITHOUT\s+ROWID\b", ")"),
+            (r"\bBLOB\b", "BYTEA"),
+        ]
+        .into_iter()
+        .map(|(re, with)| (regex::Regex::new(re).expect("valid regex"), with))
+        .collect()
+    });
+    REWRITES.iter().fold(sql.to_owned(), |sql, (re, with)| {
+        re.replace_all(&sql, *with).into_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_spelling_of_the_schema() {
+        let ddl = postgres_ddl(V1);
+        assert!(ddl.contains("id            BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"));
+        assert!(ddl.contains("bundle_size   BIGINT NOT NULL"));
+        assert!(!ddl.contains("INTEGER") && !ddl.contains("ROWID"), "{ddl}");
+    }
 }

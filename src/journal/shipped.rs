@@ -1,6 +1,7 @@
 //! What was last shipped to each host *per rule*: `--status` compares it with the version a
 //! host reports. (`last_results` keys by host alone, and one host may serve several rules.)
 
+use super::db::params;
 use super::error::Context;
 use super::{Journal, JournalError};
 use crate::model::ROLLBACK_BUNDLE;
@@ -22,21 +23,23 @@ impl Journal {
     pub fn last_shipped_per_rule(&self) -> Result<Vec<RuleShipped>, JournalError> {
         self.read(|conn, path| {
             let op = "reading the last shipped bundle per rule and host";
-            let mut stmt = conn
-                .prepare_cached(
+            let rows = conn
+                .query(
                     "SELECT rule, host, dispatch, bundle, finished_at FROM (
                          SELECT d.rule, t.host, t.dispatch, d.bundle, t.finished_at,
                                 row_number() OVER (PARTITION BY d.rule, t.host
-                                                   ORDER BY t.finished_at DESC, t.dispatch DESC) AS n
+                                                   ORDER BY t.finished_at DESC NULLS LAST, t.dispatch DESC) AS n
                          FROM target t JOIN dispatch d ON d.id = t.dispatch
-                         WHERE t.result = 'succeeded' AND d.bundle <> ?1 AND d.kind = 'dispatch')
+                         WHERE t.result = 'succeeded' AND d.bundle <> ?1 AND d.kind = 'dispatch') AS latest
                      WHERE n = 1
                      ORDER BY rule, host",
+                    // A rollback ships nothing: a host rolled back shows as behind what was
+                    // shipped.
+                    params![ROLLBACK_BUNDLE],
                 )
                 .ctx(path, op)?;
-            // A rollback ships nothing: a host rolled back shows as behind what was shipped.
-            let rows = stmt
-                .query_map([ROLLBACK_BUNDLE], |r| {
+            rows.iter()
+                .map(|r| {
                     Ok(RuleShipped {
                         rule: r.get(0)?,
                         host: r.get(1)?,
@@ -45,8 +48,8 @@ impl Journal {
                         finished_at: r.get(4)?,
                     })
                 })
-                .ctx(path, op)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().ctx(path, op)
+                .collect::<super::db::DbResult<Vec<_>>>()
+                .ctx(path, op)
         })
     }
 }

@@ -7,12 +7,11 @@
 //! finishes each from the step its record says it reached.
 
 use super::codec::{path_from_sql, path_to_sql, size_from_sql, size_to_sql};
+use super::db::{DbResult, Row, Tx, Value, params};
 use super::error::{Context, JournalError};
 use super::write::Durability;
 use super::{Journal, NewDispatch, apply};
 use crate::model::events::{Millis, now_ms};
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -68,30 +67,20 @@ impl std::fmt::Display for BundleState {
     }
 }
 
-impl ToSql for BundleState {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for BundleState {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let text = value.as_str()?;
-        [
-            BundleState::Staging,
-            BundleState::Queued,
-            BundleState::Dispatching,
-            BundleState::Done,
-            BundleState::Duplicate,
-            BundleState::Failed,
-            BundleState::Unmatched,
-            BundleState::Vanished,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-        .ok_or_else(|| FromSqlError::Other(format!("unknown bundle state `{text}`").into()))
-    }
-}
+super::db::word_value!(BundleState, "bundle state", BundleState::as_str, |t| {
+    [
+        BundleState::Staging,
+        BundleState::Queued,
+        BundleState::Dispatching,
+        BundleState::Done,
+        BundleState::Duplicate,
+        BundleState::Failed,
+        BundleState::Unmatched,
+        BundleState::Vanished,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == t)
+});
 
 /// One bundle of a watched folder, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,9 +109,9 @@ pub struct WatchRow {
 const COLUMNS: &str = "id, dir, name, size, mtime_ns, sha256, state, staged_path, rule, dispatch,
     reason, archived_path, seen_at, queued_at, started_at, finished_at, archived_at";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<WatchRow> {
-    let archived_path = match r.get_ref(11)? {
-        ValueRef::Null => None,
+fn row(r: &Row) -> DbResult<WatchRow> {
+    let archived_path = match r.value(11) {
+        Value::Null => None,
         _ => Some(path_from_sql(r, 11)?),
     };
     Ok(WatchRow {
@@ -146,12 +135,17 @@ fn row(r: &Row<'_>) -> rusqlite::Result<WatchRow> {
     })
 }
 
-fn one(conn: &rusqlite::Connection, id: i64) -> rusqlite::Result<WatchRow> {
-    conn.query_row(
+fn one(tx: &Tx<'_>, id: i64) -> DbResult<Option<WatchRow>> {
+    tx.query_row(
         &format!("SELECT {COLUMNS} FROM watch_bundle WHERE id = ?1"),
-        [id],
+        params![id],
         row,
     )
+}
+
+/// Rows of a query over `watch_bundle`.
+fn rows(tx: &Tx<'_>, sql: &str, params: &[&dyn super::db::ToValue]) -> DbResult<Vec<WatchRow>> {
+    tx.query(sql, params)?.iter().map(row).collect()
 }
 
 /// An update that changed no row names a bundle this journal does not hold.
@@ -181,20 +175,27 @@ impl Journal {
             "recording a dropped bundle",
             |tx, path| {
                 let op = "recording a dropped bundle";
-                tx.execute(
-                    "INSERT INTO watch_bundle (dir, name, size, mtime_ns, state, staged_path, seen_at)
-                     VALUES (?1, ?2, ?3, ?4, 'staging', '', ?5)",
-                    params![path_to_sql(dir), name, size_to_sql(size), mtime_ns, now_ms()],
-                )
-                .ctx(path, op)?;
-                let id = tx.last_insert_rowid();
+                let id = tx
+                    .query_row(
+                        "INSERT INTO watch_bundle (dir, name, size, mtime_ns, state, staged_path, seen_at)
+                         VALUES (?1, ?2, ?3, ?4, 'staging', '', ?5) RETURNING id",
+                        params![path_to_sql(dir), name, size_to_sql(size), mtime_ns, now_ms()],
+                        |r| r.get::<i64>(0),
+                    )
+                    .ctx(path, op)?
+                    .expect("INSERT … RETURNING returns the row");
                 let staged = queue_dir.join(format!("{id}-{name}"));
                 tx.execute(
                     "UPDATE watch_bundle SET staged_path = ?2 WHERE id = ?1",
                     params![id, path_to_sql(&staged)],
                 )
                 .ctx(path, op)?;
-                one(tx, id).ctx(path, op)
+                one(tx, id)
+                    .ctx(path, op)?
+                    .ok_or_else(|| JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: format!("watched bundle {id} vanished while recorded"),
+                    })
             },
         )
     }
@@ -324,16 +325,17 @@ impl Journal {
     pub fn watch_open(&self, dir: &Path) -> Result<Vec<WatchRow>, JournalError> {
         self.read(|conn, path| {
             let op = "reading the watch queue";
-            let mut stmt = conn
-                .prepare_cached(&format!(
+            rows(
+                conn,
+                &format!(
                     "SELECT {COLUMNS} FROM watch_bundle
                      WHERE dir = ?1 AND (state IN ('staging', 'queued', 'dispatching')
                                          OR archived_at IS NULL)
                      ORDER BY id"
-                ))
-                .ctx(path, op)?;
-            let rows = stmt.query_map([path_to_sql(dir)], row).ctx(path, op)?;
-            rows.collect::<rusqlite::Result<_>>().ctx(path, op)
+                ),
+                params![path_to_sql(dir)],
+            )
+            .ctx(path, op)
         })
     }
 
@@ -356,30 +358,28 @@ impl Journal {
                 params![path_to_sql(dir), name, sha256, except],
                 row,
             )
-            .optional()
             .ctx(path, "looking for a shipped bundle")
         })
     }
 
     /// One bundle by id.
     pub fn watch_bundle(&self, id: i64) -> Result<Option<WatchRow>, JournalError> {
-        self.read(|conn, path| one(conn, id).optional().ctx(path, "reading a bundle"))
+        self.read(|conn, path| one(conn, id).ctx(path, "reading a bundle"))
     }
 
     /// The latest `limit` bundles of `dir`, newest first: the console's Packages pane.
     pub fn watch_bundles(&self, dir: &Path, limit: usize) -> Result<Vec<WatchRow>, JournalError> {
         self.read(|conn, path| {
             let op = "reading the watch queue";
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM watch_bundle WHERE dir = ?1 ORDER BY id DESC LIMIT ?2"
-                ))
-                .ctx(path, op)?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = stmt
-                .query_map(params![path_to_sql(dir), limit], row)
-                .ctx(path, op)?;
-            rows.collect::<rusqlite::Result<_>>().ctx(path, op)
+            rows(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM watch_bundle WHERE dir = ?1 ORDER BY id DESC LIMIT ?2"
+                ),
+                params![path_to_sql(dir), limit],
+            )
+            .ctx(path, op)
         })
     }
 }

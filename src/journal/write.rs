@@ -6,13 +6,14 @@
 //! without counting rows; the counts are written to the step row with each commit.
 
 use super::codec::{size_to_sql, stream_code};
+use super::db::{Conn, Mode, Tx, Value, params};
 use super::error::{Context, JournalError};
 use super::liveness::Writer;
+use super::spool::Spool;
 use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
 use crate::model::events::{Event, Millis, Step};
 use crate::transport::lines::cap_line;
 use crate::transport::{Stream, TransferEvent};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -28,18 +29,26 @@ pub(super) enum Durability {
 
 /// The connection and the write buffers behind [`super::Journal`]'s mutex.
 pub(crate) struct Store {
-    conn: Connection,
+    conn: Conn,
     path: PathBuf,
     options: JournalOptions,
     me: Writer,
-    durability: Durability,
     pending: Vec<PendingLine>,
     pending_bytes: usize,
     /// Lines seen (stored or dropped) since the last commit.
     unflushed: usize,
     /// Open step runs by (dispatch, step), then host: lookups by `&str` without allocating.
     cursors: HashMap<(i64, Step), HashMap<String, Cursor>>,
+    /// Connects again (PostgreSQL only; a file is not "away").
+    reconnect: Option<Reconnect>,
+    /// Events kept while the server is away (see [`super::spool`]).
+    spool: Option<Spool>,
+    /// What the user should hear about the server going and coming back.
+    notices: Vec<String>,
 }
+
+/// Opens a new connection to the same journal.
+pub(crate) type Reconnect = Box<dyn Fn() -> Result<Conn, JournalError> + Send>;
 
 struct PendingLine {
     step_id: i64,
@@ -69,22 +78,29 @@ impl Cursor {
 }
 
 impl Store {
-    pub fn new(conn: Connection, path: PathBuf, options: JournalOptions) -> Store {
-        Store {
+    pub fn new(
+        mut conn: Conn,
+        path: PathBuf,
+        options: JournalOptions,
+        reconnect: Option<Reconnect>,
+    ) -> Result<Store, JournalError> {
+        let me = writer_of(&mut conn, &path)?;
+        Ok(Store {
+            reconnect,
+            spool: None,
+            notices: Vec::new(),
             conn,
             path,
             options: JournalOptions {
                 batch_lines: options.batch_lines.max(1),
                 ..options
             },
-            me: Writer::current(),
-            // `schema::open` leaves the connection at FULL.
-            durability: Durability::Durable,
+            me,
             pending: Vec::new(),
             pending_bytes: 0,
             unflushed: 0,
             cursors: HashMap::new(),
-        }
+        })
     }
 
     /// Who this handle writes as (the journal's liveness marker for dispatch rows).
@@ -92,8 +108,9 @@ impl Store {
         self.me.clone()
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
+    /// A read transaction: one consistent view, even while other processes write.
+    pub fn read_tx(&mut self) -> Result<Tx<'_>, JournalError> {
+        self.conn.begin(Mode::Read).ctx(&self.path, "reading")
     }
 
     pub fn begin_dispatch(&mut self, rec: &NewDispatch) -> Result<i64, JournalError> {
@@ -105,7 +122,102 @@ impl Store {
         )
     }
 
+    /// Records `event`, or spools it while the server is away (see [`super::spool`]).
     pub fn record(&mut self, event: &Event) -> Result<(), JournalError> {
+        self.recover();
+        if let Some(spool) = &mut self.spool {
+            return spool_push(spool, event, &mut self.notices);
+        }
+        match self.record_now(event) {
+            Err(e) if e.is_connection_lost() && self.reconnect.is_some() => {
+                self.go_down(&e);
+                let spool = self.spool.as_mut().expect("just went down");
+                spool_push(spool, event, &mut self.notices)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether events are being spooled because the server is away.
+    pub fn is_down(&self) -> bool {
+        self.spool.is_some()
+    }
+
+    /// What happened to the server connection since the last call (for the user).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn go_down(&mut self, e: &JournalError) {
+        tracing::warn!("journal server lost: {e}");
+        self.notices.push(format!(
+            "journal server lost ({e}); the dispatch goes on, events are kept in {} and written when it is back",
+            Spool::path().display()
+        ));
+        self.spool = Some(Spool::new());
+    }
+
+    /// Reconnects (at most every [`super::spool::RETRY`]) and replays the spool in order.
+    fn recover(&mut self) {
+        let Some(spool) = &mut self.spool else {
+            return;
+        };
+        if !spool.due() {
+            return;
+        }
+        let Some(reconnect) = &self.reconnect else {
+            return;
+        };
+        let Ok(mut conn) = reconnect() else {
+            return;
+        };
+        let Ok(me) = writer_of(&mut conn, &self.path) else {
+            return;
+        };
+        self.conn = conn;
+        let old = std::mem::replace(&mut self.me, me);
+        let mut spool = self.spool.take().expect("checked above");
+        // This process still writes its dispatches: readers elsewhere judge it by the new
+        // session now.
+        let me = self.me.clone();
+        let moved = self.write(Durability::Durable, "reconnecting", |tx, path| {
+            tx.execute(
+                "UPDATE dispatch SET writer_marker = ?3 WHERE writer_pid = ?1 AND writer_marker = ?2",
+                params![old.pid, old.marker, me.marker],
+            )
+            .ctx(path, "reconnecting")
+        });
+        if moved.is_err() {
+            self.spool = Some(spool);
+            return;
+        }
+        let events = std::mem::take(&mut spool.events);
+        let total = events.len();
+        for (i, event) in events.iter().enumerate() {
+            match self.record_now(event) {
+                Ok(()) => {}
+                Err(e) if e.is_connection_lost() => {
+                    spool.events = events[i..].to_vec();
+                    self.spool = Some(spool);
+                    return;
+                }
+                // The event itself is wrong (as it would have been without the outage).
+                Err(e) => tracing::error!("journal write failed on replay: {e}"),
+            }
+        }
+        if self.flush_now().is_err() {
+            self.spool = Some(spool);
+            return;
+        }
+        let away = spool.since.elapsed();
+        spool.finish();
+        self.notices.push(format!(
+            "journal server back after {:.1}s: the {total} events kept meanwhile are recorded",
+            away.as_secs_f64()
+        ));
+    }
+
+    fn record_now(&mut self, event: &Event) -> Result<(), JournalError> {
         match event {
             Event::Output {
                 dispatch,
@@ -125,7 +237,23 @@ impl Store {
         }
     }
 
+    /// Commits buffered lines; while the server is away, tries to reconnect instead (the
+    /// lines stay buffered).
     pub fn flush(&mut self) -> Result<(), JournalError> {
+        self.recover();
+        if self.spool.is_some() {
+            return Ok(());
+        }
+        match self.flush_now() {
+            Err(e) if e.is_connection_lost() && self.reconnect.is_some() => {
+                self.go_down(&e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn flush_now(&mut self) -> Result<(), JournalError> {
         if self.unflushed == 0 {
             return Ok(());
         }
@@ -220,27 +348,29 @@ impl Store {
     }
 
     fn latest_run(
-        &self,
+        &mut self,
         dispatch: i64,
         host: &str,
         step: Step,
     ) -> Result<Option<Cursor>, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT id, lines, dropped_lines FROM step
-                 WHERE dispatch = ?1 AND host = ?2 AND step = ?3 ORDER BY id DESC LIMIT 1",
-                params![dispatch, host, step],
-                |r| {
-                    Ok(Cursor {
-                        step_id: r.get(0)?,
-                        stored: super::codec::size_from_sql(r, 1)?,
-                        dropped: super::codec::size_from_sql(r, 2)?,
-                        dirty: false,
-                    })
-                },
-            )
-            .optional()
-            .ctx(&self.path, "recording output")
+        let tx = self
+            .conn
+            .begin(Mode::Read)
+            .ctx(&self.path, "recording output")?;
+        tx.query_row(
+            "SELECT id, lines, dropped_lines FROM step
+             WHERE dispatch = ?1 AND host = ?2 AND step = ?3 ORDER BY id DESC LIMIT 1",
+            params![dispatch, host, step],
+            |r| {
+                Ok(Cursor {
+                    step_id: r.get(0)?,
+                    stored: super::codec::size_from_sql(r, 1)?,
+                    dropped: super::codec::size_from_sql(r, 2)?,
+                    dirty: false,
+                })
+            },
+        )
+        .ctx(&self.path, "recording output")
     }
 
     fn open_cursor(&mut self, dispatch: i64, host: &str, step: Step, cursor: Cursor) {
@@ -316,13 +446,13 @@ impl Store {
         &mut self,
         durability: Durability,
         op: &'static str,
-        apply: impl FnOnce(&Transaction<'_>, &Path) -> Result<T, JournalError>,
+        apply: impl FnOnce(&Tx<'_>, &Path) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        self.set_durability(durability).ctx(&self.path, op)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(&self.path, op)?;
+        let mode = match durability {
+            Durability::Durable => Mode::Write,
+            Durability::Batched => Mode::WriteBatched,
+        };
+        let tx = self.conn.begin(mode).ctx(&self.path, op)?;
         store_pending(&tx, &self.pending, &self.cursors).ctx(&self.path, "storing output lines")?;
         let value = apply(&tx, &self.path)?;
         tx.commit().ctx(&self.path, op)?;
@@ -335,50 +465,95 @@ impl Store {
             .for_each(|c| c.dirty = false);
         Ok(value)
     }
+}
 
-    /// `synchronous` is per connection and may change between transactions.
-    fn set_durability(&mut self, durability: Durability) -> rusqlite::Result<()> {
-        if self.durability != durability {
-            let level = match durability {
-                Durability::Durable => "FULL",
-                Durability::Batched => "NORMAL",
-            };
-            self.conn.pragma_update(None, "synchronous", level)?;
-            self.durability = durability;
-        }
-        Ok(())
+/// This process as the writer of `conn`: on PostgreSQL, with its database session.
+fn writer_of(conn: &mut Conn, path: &Path) -> Result<Writer, JournalError> {
+    let me = Writer::current();
+    if let Conn::Pg(_) = conn {
+        let tx = conn
+            .begin(Mode::Read)
+            .ctx(path, "identifying this writer")?;
+        let session = super::liveness::pg_session(&tx).ctx(path, "identifying this writer")?;
+        return Ok(me.with_session(&session));
     }
+    Ok(me)
+}
+
+/// Spools `event`; a spool file that cannot be written is told once (memory still has it).
+fn spool_push(
+    spool: &mut Spool,
+    event: &Event,
+    notices: &mut Vec<String>,
+) -> Result<(), JournalError> {
+    if let Err(e) = spool.push(event)
+        && spool.events.len() == 1
+    {
+        notices.push(e);
+    }
+    Ok(())
+}
+
+/// Lines are inserted by multi-row statements of 64, 32, … 1 rows: a handful of statements
+/// per batch (each prepared once), instead of one round trip per line to a server.
+const INSERT_CHUNK: usize = 64;
+
+fn insert_lines_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let b = r * 4;
+            format!("(?{}, ?{}, ?{}, ?{})", b + 1, b + 2, b + 3, b + 4)
+        })
+        .collect();
+    format!(
+        "INSERT INTO output (step, at, stream, line) VALUES {}",
+        values.join(", ")
+    )
 }
 
 fn store_pending(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     pending: &[PendingLine],
     cursors: &HashMap<(i64, Step), HashMap<String, Cursor>>,
-) -> rusqlite::Result<()> {
-    if !pending.is_empty() {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for line in pending {
-            insert.execute(params![
-                line.step_id,
-                line.at,
-                stream_code(line.stream),
-                line.line
-            ])?;
+) -> super::db::DbResult<()> {
+    let mut rest = pending;
+    let mut chunk = INSERT_CHUNK;
+    while !rest.is_empty() {
+        while chunk > rest.len() {
+            chunk /= 2;
         }
+        let (now, later) = rest.split_at(chunk);
+        let values: Vec<Value> = now
+            .iter()
+            .flat_map(|l| {
+                [
+                    Value::Int(l.step_id),
+                    Value::Int(l.at),
+                    Value::Int(stream_code(l.stream)),
+                    Value::Text(l.line.clone()),
+                ]
+            })
+            .collect();
+        let refs: Vec<&dyn super::db::ToValue> = values
+            .iter()
+            .map(|v| v as &dyn super::db::ToValue)
+            .collect();
+        tx.execute(&insert_lines_sql(chunk), &refs)?;
+        rest = later;
     }
     let dirty = cursors
         .values()
         .flat_map(|hosts| hosts.values())
         .filter(|c| c.dirty);
     for cursor in dirty {
-        tx.prepare_cached("UPDATE step SET lines = ?2, dropped_lines = ?3 WHERE id = ?1")?
-            .execute(params![
+        tx.execute(
+            "UPDATE step SET lines = ?2, dropped_lines = ?3 WHERE id = ?1",
+            params![
                 cursor.step_id,
                 size_to_sql(cursor.stored),
                 size_to_sql(cursor.dropped)
-            ])?;
+            ],
+        )?;
     }
     Ok(())
 }

@@ -749,7 +749,7 @@ pub fn status(
     journal_path: &Path,
     known_hosts: &KnownHostsFiles,
 ) -> Result<crate::fleet::version::StatusReport, RunError> {
-    let shipped = if journal_path.is_file() {
+    let shipped = if journal_path.is_file() || Journal::is_server(journal_path) {
         Journal::open(journal_path)?.last_shipped_per_rule()?
     } else {
         Vec::new()

@@ -75,6 +75,16 @@ fn writer(journal: Arc<Journal>, queue: std::sync::mpsc::Receiver<Record>) {
                 (r.sink.front)(err.notice(r.event.dispatch()));
             }
         }
+        // The journal's server went away or came back (events are spooled meanwhile).
+        for message in journal.take_notices() {
+            (r.sink.front)(Event::Notice {
+                dispatch: r.event.dispatch(),
+                at: crate::model::events::now_ms(),
+                host: None,
+                level: crate::model::events::Level::Warning,
+                message,
+            });
+        }
         (r.sink.front)(r.event);
         if let Some(ack) = r.ack {
             let _ = ack.send(());

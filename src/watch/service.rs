@@ -452,6 +452,13 @@ impl Service {
 
     /// Records a complete file, moves it out of the folder, hashes and plans it.
     fn admit(&mut self, name: &str, stat: FileStat) {
+        if self.setup.journal.is_down() {
+            // The journal's server is away (events are spooled): nothing new is claimed
+            // until it is back; the file waits in the folder and is looked at again.
+            self.tracker.hold(name);
+            self.retry_held = true;
+            return;
+        }
         if self.open.len() >= self.opts.queue_limit {
             self.tracker.hold(name);
             if !self.queue_full {
@@ -617,7 +624,11 @@ impl Service {
     }
 
     fn start_ready(&mut self) -> Result<(), WatchError> {
-        if self.paused.load(Ordering::SeqCst) || self.cancel.is_requested() {
+        if self.paused.load(Ordering::SeqCst)
+            || self.cancel.is_requested()
+            // No dispatch starts while the journal's server is away.
+            || self.setup.journal.is_down()
+        {
             return Ok(());
         }
         for id in self.sched.start_ready() {

@@ -28,6 +28,7 @@ pub mod http;
 pub mod netns;
 pub mod peers;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod shells;

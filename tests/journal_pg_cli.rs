@@ -1,0 +1,212 @@
+//! The real binary with a PostgreSQL journal (a throwaway server that asks for passwords):
+//! a team config's `journal =` line, `$DROPSHIP_JOURNAL`, the password from `PGPASSFILE`,
+//! and the bad conditions: server down at start, no password, a read-only role, a journal
+//! written by a newer dropship.
+
+mod support;
+
+use support::home::{Home, text};
+use support::postgres::{PG_READER, PG_USER, PgServer};
+
+fn server(test: &str) -> Option<PgServer> {
+    support::postgres::server_or_skip(test)
+}
+
+/// A HOME with a `protocol = local` rule whose config names `journal`, and a bundle.
+fn team_home(journal: &str) -> Home {
+    let home = Home::new();
+    let dest = home.path("dest");
+    home.write(
+        "dispatch.cfg",
+        format!(
+            "[DEFAULT]\njournal = {journal}\n\n[app-.*\\.tgz]\nhost = h1, h2\nprotocol = local\n\
+             dest_dir = {}/{{host}}\nupgrade = echo installed {{bundle}} on {{host}}\n",
+            dest.display()
+        ),
+    );
+    home.write("app-1.0.tgz", "bundle bytes");
+    home
+}
+
+#[test]
+fn a_team_config_journal_line_records_dispatches_in_postgres() {
+    let Some(pg) = server("a_team_config_journal_line_records_dispatches_in_postgres") else {
+        return;
+    };
+    let db = pg.new_database();
+    let url = pg.url(PG_USER, &db);
+    let home = team_home(&url);
+    let o = home
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        !home.path("state/dropship/journal.sqlite").exists(),
+        "nothing goes to the local journal"
+    );
+    // The server has it: two targets succeeded, output lines stored.
+    let rows = pg.psql(
+        &db,
+        "SELECT d.bundle || ' ' || count(*) FROM dispatch d JOIN target t ON t.dispatch = d.id \
+         WHERE t.result = 'succeeded' GROUP BY d.bundle",
+    );
+    assert_eq!(rows.trim(), "app-1.0.tgz 2");
+    let line = pg.psql(
+        &db,
+        "SELECT line FROM output o JOIN step s ON s.id = o.step WHERE s.host = 'h2'",
+    );
+    assert!(line.contains("installed app-1.0.tgz on h2"), "{line}");
+
+    // Another machine's view: $DROPSHIP_JOURNAL, no config at all.
+    let other = Home::new();
+    let o = other
+        .command(&["--history", "--json"])
+        .env("DROPSHIP_JOURNAL", &url)
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("\"bundle\":\"app-1.0.tgz\""), "{out}");
+    assert!(out.contains("\"succeeded\":2"), "{out}");
+}
+
+#[test]
+fn bad_conditions_are_clear_errors_with_exit_2() {
+    let Some(mut pg) = server("bad_conditions_are_clear_errors_with_exit_2") else {
+        return;
+    };
+    let db = pg.new_database();
+    let url = pg.url(PG_USER, &db);
+    let home = Home::new();
+    let history = |url: &str, pgpass: Option<&std::path::Path>| {
+        let mut c = home.command(&["--history", "--journal", url]);
+        c.env(
+            "PGPASSFILE",
+            pgpass.unwrap_or(std::path::Path::new("/nonexistent")),
+        );
+        c.output().unwrap()
+    };
+
+    // No password anywhere: the server's refusal, and no secret in the message.
+    let o = history(&url, None);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot reach the journal"), "{err}");
+    assert!(err.contains("password"), "{err}");
+
+    // A password in the URL is refused without being echoed.
+    let with_pw = url.replace("dropship@", "dropship:s3cr3t@");
+    let o = history(&with_pw, Some(&pg.pgpass));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pgpass") && !err.contains("s3cr3t"), "{err}");
+
+    // Works with the password file; creates the schema.
+    let o = history(&url, Some(&pg.pgpass));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // A read-only role reads the history, and cannot create a journal.
+    let reader = pg.url(PG_READER, &db);
+    let o = history(&reader, Some(&pg.pgpass));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let fresh = pg.new_database();
+    let o = history(&pg.url(PG_READER, &fresh), Some(&pg.pgpass));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused a write"), "{err}");
+    assert!(err.contains("may create tables"), "{err}");
+
+    // A journal from a newer dropship.
+    pg.psql(&db, "UPDATE dropship_journal SET version = 99");
+    let o = history(&url, Some(&pg.pgpass));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("schema version 99"), "{err}");
+    assert!(err.contains("upgrade dropship"), "{err}");
+    pg.psql(&db, "UPDATE dropship_journal SET version = 2");
+
+    // The server is down: a clear error within the connect timeout, exit 2.
+    pg.stop();
+    let started = std::time::Instant::now();
+    let o = history(&url, Some(&pg.pgpass));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot reach the journal"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", pg.port())), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // The default sslmode verifies TLS: a server without TLS is refused, not used in clear.
+    pg.run();
+    let verified = url.trim_end_matches("?sslmode=disable");
+    let o = history(verified, Some(&pg.pgpass));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// The server is killed while two hosts print output and comes back a second later: the
+/// dispatch goes on, is told about both, and every line ends up in the journal.
+#[test]
+fn a_server_restart_mid_dispatch_loses_nothing() {
+    let Some(mut pg) = server("a_server_restart_mid_dispatch_loses_nothing") else {
+        return;
+    };
+    let db = pg.new_database();
+    let url = pg.url(PG_USER, &db);
+    let home = Home::new();
+    let dest = home.path("dest");
+    home.write(
+        "dispatch.cfg",
+        format!(
+            "[DEFAULT]\njournal = {url}\n\n[app-.*\\.tgz]\nhost = h1, h2\nprotocol = local\n\
+             dest_dir = {}/{{host}}\n\
+             upgrade = for i in $(seq 1 40); do echo {{host}} line $i; sleep 0.1; done\n",
+            dest.display()
+        ),
+    );
+    home.write("app-2.0.tgz", "bundle bytes");
+    let child = home
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-2.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let upgrading = support::wait_until(std::time::Duration::from_secs(30), || {
+        pg.try_psql(&db, "SELECT count(*) FROM step WHERE step = 'upgrade'")
+            .is_some_and(|n| n.trim() == "2")
+    });
+    assert!(upgrading, "the upgrade steps never started");
+    pg.stop();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    pg.run();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let all = format!("{}{}", text(&o), "");
+    assert!(all.contains("journal server lost"), "{all}");
+    assert!(all.contains("journal server back"), "{all}");
+    for host in ["h1", "h2"] {
+        let lines = pg.psql(
+            &db,
+            &format!(
+                "SELECT count(DISTINCT line) || '/' || max(s.lines) FROM output o \
+                 JOIN step s ON s.id = o.step WHERE s.host = '{host}' AND s.step = 'upgrade'"
+            ),
+        );
+        assert_eq!(lines.trim(), "40/40", "{host}: every line, once");
+    }
+    let state = pg.psql(
+        &db,
+        "SELECT d.state || ' ' || count(*) FROM dispatch d JOIN target t ON t.dispatch = d.id \
+         WHERE t.result = 'succeeded' GROUP BY d.state",
+    );
+    assert_eq!(state.trim(), "finished 2");
+    assert!(
+        !home
+            .path("state/dropship/journal-spool")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "the spool is removed once written"
+    );
+}
