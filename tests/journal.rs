@@ -1081,6 +1081,8 @@ fn last_good_skips_failures_rollbacks_other_rules_and_other_hosts(b: Backend) {
     assert_eq!(ab.bundle, "app-2.tgz");
     assert_eq!(j.last_good("app", &["c".into()]).unwrap(), None);
     assert_eq!(j.last_good("nope", &[]).unwrap(), None);
+    // A name with quotes or SQL syntax is a bound value, not part of the query.
+    assert_eq!(j.last_good("app", &["a\"); --".into()]).unwrap(), None);
     assert_eq!(j.last_good("app", &["a'); --".into()]).unwrap(), None);
 }
 
