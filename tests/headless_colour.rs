@@ -1,7 +1,7 @@
 //! Remote output in headless `--dispatch`, from a real sshd: a command printing colours, a
 //! tab, a `\r` progress line and escape sequences that would set the title and clear the
-//! screen. A pipe gets plain text (no escape at all, the tab kept; each `\r` state is a line
-//! of its own, as `transport::lines` cuts them); a terminal (a pty from `script`) gets the colours as SGR and nothing else
+//! screen. A pipe gets plain text (no escape at all, the tab kept; a `\r` progress line
+//! only in its final state, one line); a terminal (a pty from `script`) gets the colours as SGR and nothing else
 //! from the remote side; `--json` and the journal keep the line exactly as it came.
 
 mod support;
@@ -11,7 +11,7 @@ use support::home::{Home, text};
 use support::{TEST_PASSWORD, TEST_USER};
 
 /// What the upgrade prints (as printf sees it in dispatch.cfg).
-const PRINTF: &str = r"printf '\033[32mOK\033[0m\tdone\n'; printf 'copy 10\rcopy 99 finished\n'; printf 'x\033]0;PWNED\007\033[2Jy\n'";
+const PRINTF: &str = r"printf '\033[32mOK\033[0m\tdone\n'; printf 'copy 10\rcopy 50\rcopy 99 finished\n'; printf 'x\033]0;PWNED\007\033[2Jy\n'";
 
 /// The first line as it arrives, raw.
 const RAW_OK: &str = "\u{1b}[32mOK\u{1b}[0m\tdone";
@@ -51,8 +51,9 @@ fn a_pipe_gets_plain_text_a_terminal_gets_colours_only_json_and_journal_keep_it_
         text(&o)
     );
     assert!(out.contains("] OK\tdone\n"), "{}", text(&o));
-    assert!(out.contains("] copy 10\n"), "{}", text(&o));
+    // The progress line: its final state only, as one line.
     assert!(out.contains("] copy 99 finished\n"), "{}", text(&o));
+    assert_eq!(out.matches("] copy ").count(), 1, "{}", text(&o));
     assert!(out.contains("] xy\n"), "{}", text(&o));
     // The command echoed by `==>` quotes PWNED as text; no output line carries it.
     assert!(
@@ -95,6 +96,12 @@ fn a_pipe_gets_plain_text_a_terminal_gets_colours_only_json_and_journal_keep_it_
         "no green OK on the terminal: {tty:?}"
     );
     assert!(tty.contains("copy 99 finished"), "{tty:?}");
+    // Earlier states are not printed as lines (they may show in the host's bar).
+    assert!(
+        tty.lines()
+            .all(|l| !l.trim_end().ends_with("] copy 10") && !l.trim_end().ends_with("] copy 50")),
+        "{tty:?}"
+    );
     // Nothing else of the remote's: no title, no clear screen.
     assert!(
         tty.lines()
@@ -116,6 +123,14 @@ fn a_pipe_gets_plain_text_a_terminal_gets_colours_only_json_and_journal_keep_it_
         .find(|e| e["event"] == "output" && e["line"].as_str().is_some_and(|l| l.contains("OK")))
         .unwrap_or_else(|| panic!("no output event: {}", text(&o)));
     assert_eq!(line["line"], RAW_OK);
+    // Every progress state, raw: the CR-ended ones keep their `\r`.
+    let states: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "output")
+        .filter_map(|e| e["line"].as_str())
+        .filter(|l| l.starts_with("copy"))
+        .collect();
+    assert_eq!(states, ["copy 10\r", "copy 50\r", "copy 99 finished"]);
     let host = line["host"].as_str().unwrap().to_owned();
     let id = line["dispatch"].as_i64().unwrap();
 
@@ -127,6 +142,11 @@ fn a_pipe_gets_plain_text_a_terminal_gets_colours_only_json_and_journal_keep_it_
     let lines = journal.output(id, &host, Step::Upgrade).unwrap();
     assert!(
         lines.iter().any(|l| l.line == RAW_OK),
+        "{:?}",
+        lines.iter().map(|l| &l.line).collect::<Vec<_>>()
+    );
+    assert!(
+        lines.iter().any(|l| l.line == "copy 50\r"),
         "{:?}",
         lines.iter().map(|l| &l.line).collect::<Vec<_>>()
     );

@@ -1,6 +1,7 @@
 //! End to end: the console's log views in a real terminal (tmux) against three hosts (three
 //! loopback addresses of the real sshd of tests/support). The upgrade prints colours, a tab
-//! table, a `\r` progress line and a title escape; the second host fails with exit 3. We
+//! table, a `\r` progress line (which must read as one line, its last state, as on a
+//! terminal) and a title escape; the second host fails with exit 3. We
 //! read the one-host log, the result lines, all hosts with tags and filters, split, diff,
 //! and the log search, as the user would see them (`capture-pane`, with `-e` for colour).
 
@@ -95,7 +96,7 @@ fn sh_quote(p: &Path) -> String {
 
 /// The upgrade: colours, a tab table, a progress line redrawn with `\r`, a title escape;
 /// 127.0.0.2 then fails with exit 3, the others end with "all good".
-const UPGRADE: &str = r#"printf '\033[32mOK\033[0m\tdone\n'; printf 'name\tstate\n'; printf 'copy 1\rcopy 2 of 2\n'; printf 'x\033]0;PWNED\007y\n'; if [ "$(echo $SSH_CONNECTION | cut -d' ' -f3)" = 127.0.0.2 ]; then echo disk full >&2; exit 3; fi; echo all good"#;
+const UPGRADE: &str = r#"printf '\033[32mOK\033[0m\tdone\n'; printf 'name\tstate\n'; printf 'copy 1/3\rcopy 2/3\rcopy 3/3 done\n'; printf 'x\033]0;PWNED\007y\n'; if [ "$(echo $SSH_CONNECTION | cut -d' ' -f3)" = 127.0.0.2 ]; then echo disk full >&2; exit 3; fi; echo all good"#;
 
 #[test]
 fn log_views_of_three_hosts_in_a_real_terminal() {
@@ -150,7 +151,10 @@ fn log_views_of_three_hosts_in_a_real_terminal() {
     tmux.keys(&["5"]);
     let s = tmux.wait_for(&["OK      done", "── upgrade: ok after"], 10);
     assert!(s.contains("name    state"), "{s}");
-    assert!(s.contains("copy 2 of 2"), "{s}");
+    // The progress line as a terminal leaves it: one line, its last state.
+    assert!(s.contains("copy 3/3 done"), "{s}");
+    assert!(!s.contains("copy 1/3") && !s.contains("copy 2/3"), "{s}");
+    assert_eq!(s.matches("copy ").count(), 1, "{s}");
     assert!(s.contains("xy"), "{s}");
     // (The step's marker quotes the command, `\033[32m` as text: not output.)
     assert!(
@@ -168,11 +172,26 @@ fn log_views_of_three_hosts_in_a_real_terminal() {
 
     // All hosts: every host's lines, tagged, in arrival order.
     tmux.keys(&["A"]);
-    let s = tmux.wait_for(&["Log all hosts #1"], 10);
+    // (Waiting for every host's line too: a capture can catch the frame half drawn.)
+    let oks: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{h} │ OK      done"))
+        .collect();
+    let mut want = vec!["Log all hosts #1"];
+    want.extend(oks.iter().map(String::as_str));
+    let s = tmux.wait_for(&want, 10);
     for h in &hosts {
         assert!(s.contains(&format!("{h} │ OK      done")), "{h}: {s}");
     }
     assert!(s.contains(&format!("{} │ disk full", hosts[1])), "{s}");
+    for h in &hosts {
+        assert_eq!(
+            s.matches(&format!("{h} │ copy ")).count(),
+            1,
+            "{h}'s progress is not one line: {s}"
+        );
+        assert!(s.contains(&format!("{h} │ copy 3/3 done")), "{h}: {s}");
+    }
     assert!(
         s.contains(&format!("{} │ ── upgrade: exit 3 after", hosts[1])),
         "{s}"
@@ -195,12 +214,26 @@ fn log_views_of_three_hosts_in_a_real_terminal() {
 
     // Split: the three hosts side by side.
     tmux.keys(&["S"]);
-    let s = tmux.wait_for(&["Log split #1 · 3 hosts"], 10);
+    let s = tmux.wait_for(
+        &[
+            "Log split #1 · 3 hosts",
+            "disk full",
+            "all good",
+            "copy 3/3 done",
+        ],
+        10,
+    );
     assert!(
         s.lines()
             .any(|l| l.contains("disk full") && l.contains("all good")),
         "the failing host's error beside another host's result:\n{s}"
     );
+    // Each column shows the progress line once, in its last state.
+    assert!(
+        s.lines().any(|l| l.matches("copy 3/3 done").count() == 3),
+        "{s}"
+    );
+    assert!(!s.contains("copy 1/3") && !s.contains("copy 2/3"), "{s}");
 
     // Diff: the failing host against the majority.
     tmux.keys(&["]"]);

@@ -13,6 +13,20 @@
 //! part worth reading; as separate lines every state is seen live and the journal's
 //! per-step line bound ([`crate::journal::JournalOptions`]) still bounds what is stored.
 //! `\r\n` (and `\r\r\n`) stays one line break, also when a read ends between the two.
+//!
+//! A line ended by a lone `\r` is handed out *with* that `\r` at its end ([`is_cr_ended`]),
+//! so a front end can show it as a terminal does: the next line of the same stream
+//! overwrites it (`copy 10%\rcopy 100%\n` reads as one line, `copy 100%`). The mark is in
+//! the text, not a flag on the event, because the journal and `--json` keep raw text anyway
+//! and every consumer then gets it without a change of format. Two rules make the mark
+//! safe to act on:
+//! - it is only set once the byte after the `\r` is known not to be `\n`, so a `\r\n`
+//!   split across two reads is never taken for a progress line (the cost: a progress state
+//!   is handed out when the next one starts, not when its `\r` arrives);
+//! - a stream that ends on a lone `\r` hands out its last line without the mark, since
+//!   nothing overwrites it. So a CR-ended line is always followed by another line of the
+//!   same stream, and a consumer that keeps only final states (a pipe, the run report)
+//!   may drop it.
 
 use std::borrow::Cow;
 
@@ -34,8 +48,20 @@ pub struct LineSplitter {
     cut: u64,
     /// The last byte seen was `\r`.
     cr: bool,
-    /// That `\r` ended a line (it had text), so a `\n` right after it ends nothing more.
+    /// That `\r` ends a line that has text: the line is held until the next byte says
+    /// whether it was `\r\n` (a plain line) or a lone `\r` (a CR-ended one).
     cr_ended: bool,
+}
+
+/// Whether `line`, as [`LineSplitter`] hands it out, ended with a lone `\r`: a progress
+/// state the next line of the same stream overwrites (see the module doc).
+pub fn is_cr_ended(line: &str) -> bool {
+    line.ends_with('\r')
+}
+
+/// `line` without its CR-ended mark: the text a terminal shows.
+pub fn without_cr(line: &str) -> &str {
+    line.strip_suffix('\r').unwrap_or(line)
 }
 
 impl LineSplitter {
@@ -51,21 +77,22 @@ impl LineSplitter {
                     if !self.cr {
                         self.cr = true;
                         self.cr_ended = self.has_text();
-                        if self.cr_ended {
-                            self.emit(emit);
-                        }
                     }
                     bytes = rest;
                 }
                 b'\n' => {
-                    if !(self.cr && self.cr_ended) {
-                        self.emit(emit);
-                    }
+                    // `\r\n` (or `\r\r\n`): a plain line break.
+                    self.emit(emit, false);
                     self.cr = false;
+                    self.cr_ended = false;
                     bytes = rest;
                 }
                 _ => {
+                    if self.cr_ended {
+                        self.emit(emit, true);
+                    }
                     self.cr = false;
+                    self.cr_ended = false;
                     let end = bytes
                         .iter()
                         .position(|&b| b == b'\n' || b == b'\r')
@@ -80,9 +107,11 @@ impl LineSplitter {
     /// The end of the stream: hands out an unterminated last line, if any.
     pub fn finish(&mut self, emit: &mut dyn FnMut(&str)) {
         if self.has_text() {
-            self.emit(emit);
+            // Unmarked even after a lone `\r`: nothing follows to overwrite it.
+            self.emit(emit, false);
         }
         self.cr = false;
+        self.cr_ended = false;
     }
 
     /// Bytes of memory the splitter holds (its buffer's capacity): never above
@@ -109,16 +138,22 @@ impl LineSplitter {
         self.cut += (bytes.len() - keep) as u64;
     }
 
-    fn emit(&mut self, emit: &mut dyn FnMut(&str)) {
+    /// Hands out the current line; `cr`: it ended with a lone `\r` (kept as its last byte).
+    fn emit(&mut self, emit: &mut dyn FnMut(&str), cr: bool) {
+        let mark = if cr { "\r" } else { "" };
         if self.cut == 0 {
-            emit(&String::from_utf8_lossy(&self.line));
+            if cr {
+                emit(&format!("{}\r", String::from_utf8_lossy(&self.line)));
+            } else {
+                emit(&String::from_utf8_lossy(&self.line));
+            }
         } else {
             // A character the cut split in two is cut whole, not shown as U+FFFD.
             let keep = self.line.len() - incomplete_tail(&self.line);
             let cut = self.cut + (self.line.len() - keep) as u64;
             let (text, used) = decode_capped(&self.line[..keep], MAX_LINE);
             let cut = cut + (keep - used) as u64;
-            emit(&format!("{text}{}", cut_marker(cut)));
+            emit(&format!("{text}{}{mark}", cut_marker(cut)));
         }
         self.line.clear();
         self.cut = 0;
@@ -181,18 +216,23 @@ fn incomplete_tail(raw: &[u8]) -> usize {
 /// `line` as it may be stored: unchanged up to [`MAX_LINE`] bytes (or when it is already a
 /// capped line, at most [`MAX_LINE`] bytes and a marker), else its first [`MAX_LINE`] bytes
 /// (on a character boundary) and the marker.
+/// A CR-ended line keeps its mark.
 pub fn cap_line(line: &str) -> Cow<'_, str> {
-    if line.len() <= MAX_LINE || is_capped(line) {
+    let (body, mark) = match line.strip_suffix('\r') {
+        Some(b) => (b, "\r"),
+        None => (line, ""),
+    };
+    if body.len() <= MAX_LINE || is_capped(body) {
         return Cow::Borrowed(line);
     }
     let mut end = MAX_LINE;
-    while !line.is_char_boundary(end) {
+    while !body.is_char_boundary(end) {
         end -= 1;
     }
     Cow::Owned(format!(
-        "{}{}",
-        &line[..end],
-        cut_marker((line.len() - end) as u64)
+        "{}{}{mark}",
+        &body[..end],
+        cut_marker((body.len() - end) as u64)
     ))
 }
 
@@ -244,9 +284,44 @@ mod tests {
     }
 
     #[test]
-    fn lone_carriage_returns_end_lines() {
+    fn lone_carriage_returns_end_lines_marked() {
         let (out, _) = split(&[b"\r 10%\r 20%\r\r 30%\n", b"x\ry"]);
-        assert_eq!(out, [" 10%", " 20%", " 30%", "x", "y"]);
+        assert_eq!(out, [" 10%\r", " 20%\r", " 30%", "x\r", "y"]);
+        assert!(is_cr_ended(&out[0]) && !is_cr_ended(&out[2]));
+        assert_eq!(without_cr(&out[1]), " 20%");
+        assert_eq!(without_cr(&out[2]), " 30%");
+    }
+
+    #[test]
+    fn the_mark_waits_for_the_byte_after_the_carriage_return() {
+        // A `\r\n` split across reads is a plain line, never a progress state.
+        assert_eq!(split(&[b"one\r", b"\ntwo\r"]).0, ["one", "two"]);
+        // A lone `\r` at a read's end is marked once the next read shows it is lone.
+        assert_eq!(
+            split(&[b"copy 10%\r", b"copy 20%\r", b"copy 100%\n"]).0,
+            ["copy 10%\r", "copy 20%\r", "copy 100%"]
+        );
+        // The stream's last line is never marked: nothing overwrites it.
+        assert_eq!(split(&[b"a\rb\r"]).0, ["a\r", "b"]);
+        assert_eq!(split(&[b"a\rb\r\r"]).0, ["a\r", "b"]);
+        // A cut progress state keeps its marker, then the mark.
+        let mut long = vec![b'x'; MAX_LINE + 3];
+        long.extend_from_slice(b"\rdone\n");
+        let (out, _) = split(&[&long]);
+        assert_eq!(
+            out,
+            [
+                format!("{}{}\r", "x".repeat(MAX_LINE), cut_marker(3)),
+                "done".into()
+            ]
+        );
+        // The journal's cap leaves such a line alone and keeps the mark on one it cuts.
+        assert_eq!(cap_line(&out[0]), out[0]);
+        let big = format!("{}\r", "y".repeat(MAX_LINE + 1));
+        assert_eq!(
+            cap_line(&big),
+            format!("{}{}\r", "y".repeat(MAX_LINE), cut_marker(1))
+        );
     }
 
     #[test]

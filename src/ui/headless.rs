@@ -85,7 +85,23 @@ impl Printer {
     /// Writes a line of remote output, cooked by [`super::ansi::cook`]: its text holds
     /// no control character (tabs aside, in a pipe) and its only escapes are the SGR
     /// sequences we render ourselves, so it bypasses [`super::term_text::text`].
+    ///
+    /// A progress state (a CR-ended line, see [`crate::transport::lines`]) is not a line
+    /// here: on a terminal it shows live in the host's progress bar, which the next state
+    /// overwrites as a terminal would; in a pipe or a file it is dropped, so the log holds
+    /// only the state the line ended in (`copy 100%`), not one line per redraw (a progress
+    /// meter may redraw a million times). The transport guarantees a later line of the same
+    /// stream follows it, so the final state is always printed. `--json` and the journal
+    /// keep every state, raw.
     fn output_line(&mut self, to_stderr: bool, host: &str, line: &str) {
+        if crate::transport::lines::is_cr_ended(line) {
+            if self.bars.is_some() {
+                let state = super::ansi::cook(line, super::ansi::Tabs::Expand).text;
+                let state: String = state.trim().chars().take(60).collect();
+                self.set_bar(host, state);
+            }
+            return;
+        }
         let colour = self.colour(to_stderr);
         let tabs = if colour {
             super::ansi::Tabs::Expand

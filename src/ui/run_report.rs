@@ -49,7 +49,10 @@ pub fn collector(front: Emit) -> (Emit, Arc<Collected>) {
             } => {
                 let mut all = k.hosts.lock().unwrap_or_else(|e| e.into_inner());
                 let h = all.entry((*dispatch, host.clone())).or_default();
-                if h.lines.len() < MAX_LINES && h.bytes + line.len() <= MAX_BYTES {
+                if crate::transport::lines::is_cr_ended(line) {
+                    // A progress state: the line that overwrites it follows, and hosts
+                    // whose output differs only in how many states arrived group together.
+                } else if h.lines.len() < MAX_LINES && h.bytes + line.len() <= MAX_BYTES {
                     h.bytes += line.len();
                     h.lines.push(line.clone());
                 } else {
@@ -332,6 +335,29 @@ mod tests {
         // Never ran (no connection): no exit code, in no group.
         assert_eq!(row("f")[3], "-");
         assert_eq!(row("b")[2..4], ["succeeded", "0"]);
+    }
+
+    #[test]
+    fn progress_states_do_not_split_a_group() {
+        let (emit, kept) = collector(Arc::new(|_| {}));
+        line(&emit, 1, "a", Step::Run, "copy 10%\r");
+        line(&emit, 1, "a", Step::Run, "copy 50%\r");
+        line(&emit, 1, "a", Step::Run, "copy 100%");
+        line(&emit, 1, "b", Step::Run, "copy 100%");
+        for h in ["a", "b"] {
+            done(&emit, 1, h, 0);
+        }
+        let s = [summary(
+            1,
+            "web",
+            &[
+                ("a", TargetResult::Succeeded),
+                ("b", TargetResult::Succeeded),
+            ],
+        )];
+        let g = groups(&kept, &s);
+        assert_eq!(g.len(), 1, "{g:?}");
+        assert_eq!(g[0].lines, ["copy 100%"]);
     }
 
     #[test]

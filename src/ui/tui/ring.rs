@@ -6,6 +6,15 @@
 //! heap allocation per line: with 100 hosts × 10,000 lines, a `String` per line would cost
 //! more in allocator overhead than the text itself. Whole chunks are dropped from the front,
 //! so a line's absolute number never changes while it is held.
+//!
+//! A progress line redrawn with `\r` (`copy 10%\rcopy 100%\n`) reads as one line, as on a
+//! terminal: a line the transport handed out CR-ended ([`crate::transport::lines`]) is
+//! replaced, under the same line number, by the next line of the same stream. So the log
+//! shows each state live and keeps only the last, and the all-hosts index (which holds line
+//! numbers) needs no change. The new state replaces the old one whole rather than being
+//! drawn over it column by column: progress meters erase or redraw the full width anyway,
+//! and the overlay would need the previous raw text kept. A line of the other stream or a
+//! step marker in between ends the progress line where it stood (it is not overwritten).
 
 use crate::engine::events::Millis;
 use crate::transport::Stream;
@@ -91,6 +100,9 @@ pub struct LogRing {
     len: usize,
     /// Bytes held: text plus the per-line offset and time (see [`LINE_OVERHEAD`]).
     bytes: usize,
+    /// The newest line is a CR-ended progress state of this stream: the next line of the
+    /// same stream replaces it.
+    cr_ended: Option<Stream>,
 }
 
 /// Bytes each line costs besides its text: its end offset and its time.
@@ -104,6 +116,7 @@ impl LogRing {
             base: 0,
             len: 0,
             bytes: 0,
+            cr_ended: None,
         }
     }
 
@@ -118,6 +131,12 @@ impl LogRing {
     }
 
     fn push_line(&mut self, at: Millis, stream: Stream, text: &str, marker: bool) {
+        if !marker && self.cr_ended == Some(stream) {
+            self.pop_newest();
+        }
+        let cr = !marker && crate::transport::lines::is_cr_ended(text);
+        self.cr_ended = cr.then_some(stream);
+        let text = crate::transport::lines::without_cr(text);
         // Made inert once, here, for every view of the log: ratatui would drop a bare ESC
         // but show the rest of its sequence (`[31m`), and widths are counted on this text.
         // Output is cooked as a terminal would show it (colours kept as runs, tabs
@@ -176,6 +195,38 @@ impl LogRing {
         while self.chunks.len() > 1 && self.len - self.chunks[0].len() >= self.capacity {
             self.trim_front();
         }
+    }
+
+    /// Takes back the newest line (a progress state about to be replaced), keeping the
+    /// byte count exact.
+    fn pop_newest(&mut self) {
+        let Some(chunk) = self.chunks.back_mut() else {
+            return;
+        };
+        let Some(i) = chunk.len().checked_sub(1) else {
+            return;
+        };
+        let start = if i == 0 {
+            0
+        } else {
+            chunk.ends[i - 1] as usize
+        };
+        let mut freed = chunk.text.len() - start + LINE_OVERHEAD;
+        chunk.text.truncate(start);
+        chunk.ends.pop();
+        chunk.at.pop();
+        chunk.stderr[i / 64] &= !(1 << (i % 64));
+        chunk.marker[i / 64] &= !(1 << (i % 64));
+        if chunk
+            .styled
+            .last()
+            .is_some_and(|(k, _)| usize::from(*k) == i)
+            && let Some((_, r)) = chunk.styled.pop()
+        {
+            freed += r.len() * RUN_BYTES + 2 + 16;
+        }
+        self.len -= 1;
+        self.bytes -= freed;
     }
 
     /// Drops the oldest chunk (never the newest one) and returns the bytes freed. The
@@ -347,6 +398,47 @@ mod tests {
             !r.is_empty() && r.len() <= CHUNK,
             "the newest chunk is kept"
         );
+    }
+
+    #[test]
+    fn a_cr_ended_line_is_replaced_by_the_next_of_its_stream() {
+        let mut r = LogRing::new(1000);
+        r.push(0, Stream::Stdout, "start");
+        r.push(1, Stream::Stdout, "copy 10%\r");
+        assert_eq!(
+            r.get(1).unwrap().text,
+            "copy 10%",
+            "shown live, without the mark"
+        );
+        r.push(2, Stream::Stdout, "\u{1b}[32mcopy 20%\u{1b}[0m\r");
+        assert!(!r.get(1).unwrap().runs.is_empty());
+        r.push(3, Stream::Stdout, "copy 100%");
+        let got: Vec<&str> = r.iter().map(|(_, l)| l.text).collect();
+        assert_eq!(got, ["start", "copy 100%"]);
+        assert_eq!((r.end(), r.get(1).unwrap().at), (2, 3));
+        assert!(
+            r.get(1).unwrap().runs.is_empty(),
+            "the old colours went with it"
+        );
+        // The other stream or a step marker does not overwrite a progress line.
+        r.push(4, Stream::Stdout, "50%\r");
+        r.push(5, Stream::Stderr, "warning");
+        r.push_marker(6, "── next");
+        r.push(7, Stream::Stdout, "after");
+        let got: Vec<&str> = r.iter().map(|(_, l)| l.text).collect();
+        assert_eq!(
+            got,
+            ["start", "copy 100%", "50%", "warning", "── next", "after"]
+        );
+        // A plain line is never replaced, and the byte count stays exact across chunks.
+        for i in 0..(3 * CHUNK) {
+            r.push(8, Stream::Stderr, &format!("\u{1b}[1m{i}%\u{1b}[0m\r"));
+            r.push(8, Stream::Stderr, &format!("line {i}"));
+        }
+        assert_eq!(r.len(), 6 + 3 * CHUNK);
+        let held: usize = r.iter().map(|(_, l)| l.text.len() + LINE_OVERHEAD).sum();
+        assert_eq!(r.bytes(), held);
+        assert!(r.iter().all(|(_, l)| l.runs.is_empty()));
     }
 
     #[test]
