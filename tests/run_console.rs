@@ -5,83 +5,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 use support::{Need, TEST_PASSWORD, TEST_USER};
 
-/// A tmux server of our own (`-L`), killed on drop (as in tests/tui_e2e.rs).
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(cmd: &str) -> Tmux {
-        let t = Tmux {
-            socket: format!("dropship-run-console-{}", std::process::id()),
-        };
-        let o = t.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            "140",
-            "-y",
-            "40",
-            cmd,
-        ]);
-        assert!(
-            o.status.success(),
-            "tmux: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        t
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("run tmux")
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "e2e"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "e2e", "-l", text]);
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into_owned()
-    }
-
-    fn wait_for(&self, needles: &[&str], secs: u64) -> String {
-        let mut last = String::new();
-        let ok = support::wait_until(Duration::from_secs(secs), || {
-            last = self.screen();
-            needles.iter().all(|n| last.contains(n))
-        });
-        assert!(ok, "screen never showed {needles:?}:\n{last}");
-        last
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
-
-fn sh_quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
-}
+use support::tmux::{Tmux, sh_quote};
 
 #[test]
 fn run_and_action_from_the_palette() {
@@ -118,7 +46,7 @@ fn run_and_action_from_the_palette() {
         bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
         cfg = sh_quote(&cfg),
     );
-    let tmux = Tmux::start(&cmd);
+    let tmux = Tmux::start("run_console", &cmd, 140, 40);
     tmux.wait_for(&["Dispatches 0"], 20);
     // Follow the newest dispatch: each run below is read as it starts (without `F` the
     // console keeps the selection where it is, as a reader at 3 a.m. wants).

@@ -5,88 +5,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 use support::{Need, TEST_PASSWORD, TEST_USER};
 
-/// A tmux server of our own (`-L`), so nothing touches the user's sessions; killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(test: &str, cmd: &str, w: u16, h: u16) -> Tmux {
-        let t = Tmux {
-            socket: format!("dropship-e2e-{test}-{}", std::process::id()),
-        };
-        let o = t.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            &w.to_string(),
-            "-y",
-            &h.to_string(),
-            cmd,
-        ]);
-        assert!(
-            o.status.success(),
-            "tmux: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        t
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("run tmux")
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "e2e"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "e2e", "-l", text]);
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into_owned()
-    }
-
-    /// Waits until the screen shows every one of `needles`; panics with the screen if not.
-    fn wait_for(&self, needles: &[&str], secs: u64) -> String {
-        let mut last = String::new();
-        let ok = support::wait_until(Duration::from_secs(secs), || {
-            last = self.screen();
-            needles.iter().all(|n| last.contains(n))
-        });
-        assert!(ok, "screen never showed {needles:?}:\n{last}");
-        last
-    }
-
-    fn alive(&self) -> bool {
-        self.run(&["has-session", "-t", "e2e"]).status.success()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
-
-fn sh_quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
-}
+use support::tmux::{Tmux, sh_quote};
 
 #[test]
 fn dispatch_from_the_console_and_watch_the_upgrade_live() {

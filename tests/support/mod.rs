@@ -33,6 +33,7 @@ pub mod process;
 pub mod proxy;
 pub mod shells;
 pub mod sshd;
+pub mod tmux;
 pub mod upload;
 pub mod user;
 pub mod vsftpd;
