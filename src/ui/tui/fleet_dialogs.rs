@@ -389,7 +389,7 @@ pub fn converge_lines(app: &App, ask: &ConvergeAsk) -> Vec<Line<'static>> {
             lines.push(Line::raw(""));
         }
         lines.push(Line::from(vec![
-            Span::styled(format!("[{}] ", p.rule), t.header),
+            Span::styled(format!("[{}] ", p.package), t.header),
             Span::styled(format!("reach {}", p.goal.version), t.text),
             Span::styled(
                 format!(
@@ -399,6 +399,13 @@ pub fn converge_lines(app: &App, ask: &ConvergeAsk) -> Vec<Line<'static>> {
                 t.dim,
             ),
         ]));
+        let hw = p
+            .hosts
+            .iter()
+            .map(|h| h.label.chars().count())
+            .max()
+            .unwrap_or(4)
+            .clamp(4, 24);
         for h in &p.hosts {
             let (verdict, style, why) = match (&h.action, &h.installed) {
                 (Action::Ship, Installed::Version { version }) => (
@@ -423,7 +430,7 @@ pub fn converge_lines(app: &App, ask: &ConvergeAsk) -> Vec<Line<'static>> {
                 (Action::Unreachable, _) => ("left out", t.failed, "did not answer".to_owned()),
             };
             lines.push(Line::from(vec![
-                Span::styled(format!("  {} ", fit(&h.label, 16)), t.text),
+                Span::styled(format!("  {} ", fit(&h.label, hw)), t.text),
                 Span::styled(fit(verdict, 9), style),
                 Span::styled(why, t.dim),
             ]));

@@ -167,6 +167,11 @@ impl App {
             }
             return true;
         }
+        self.info(format!(
+            "converge plan of {}: {} host(s) would get a bundle (Cancel is the default)",
+            ask.what,
+            ask.shipping()
+        ));
         self.dialog_scroll = 0;
         self.overlay = Some(Overlay::Confirm {
             what: Confirm::Converge(ask),
