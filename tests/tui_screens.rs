@@ -548,3 +548,40 @@ fn converge_plan_dialog() {
     );
     assert_eq!(file, &std::path::PathBuf::from("/store/sha256/abab"));
 }
+
+/// `:run COMMAND` without TARGETS: the first word names no rule or host, so the whole line
+/// runs on the selected host (Hosts) or the selected package's rule (Packages).
+#[test]
+fn run_without_targets_takes_the_selection() {
+    use dropship::ui::tui::app::Effect;
+    let run = |app: &mut App, line: &str| {
+        app.key(KeyCode::Char(':'));
+        app.type_str(line);
+        app.key(KeyCode::Enter)
+    };
+    let mut app = fleet_app();
+    app.key(KeyCode::Char('1'));
+    let fx = run(&mut app, "run uptime -p");
+    let [Effect::Run { plans, action }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    assert!(!action);
+    let hosts: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| p.record.hosts.iter().map(String::as_str))
+        .collect();
+    assert_eq!(hosts, ["web1"]);
+    assert!(plans.iter().all(|p| p.run.command == "uptime -p"));
+    // A first word that names a host still picks the targets.
+    let fx = run(&mut app, "run db1 uptime");
+    let [Effect::Run { plans, .. }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    assert_eq!(plans[0].record.hosts, ["db1"]);
+    assert_eq!(plans[0].run.command, "uptime");
+    // Nothing to take it from on Dispatches: the error says what to do.
+    app.key(KeyCode::Char('3'));
+    assert!(run(&mut app, "run uptime").is_empty());
+    let bar = render(&app, 300, 80);
+    assert!(bar.contains("is neither a rule nor a host"), "{bar}");
+}
