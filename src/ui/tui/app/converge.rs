@@ -167,6 +167,17 @@ impl App {
             }
             return true;
         }
+        if matches!(
+            self.overlay,
+            Some(Overlay::Confirm { .. } | Overlay::Palette { .. } | Overlay::PathEntry { .. })
+        ) {
+            // Never replace another question or what is being typed.
+            self.error(format!(
+                "converge plan of {} is ready, but another dialog is open: :converge again when done",
+                ask.what
+            ));
+            return true;
+        }
         self.info(format!(
             "converge plan of {}: {} host(s) would get a bundle (Cancel is the default)",
             ask.what,
