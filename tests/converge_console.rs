@@ -4,7 +4,7 @@
 //! and one to 1.0. `c` on the Versions view shows the plan (the two that differ get 1.2, the
 //! third is left out), Cancel (the default) changes nothing, and `:converge app` confirmed
 //! ships 1.2 from the store (the original file is gone) to exactly those two, as a dispatch
-//! in Dispatches.
+//! in Dispatches. Then `:run COMMAND` without TARGETS runs on the host selected in Hosts.
 
 mod support;
 
@@ -253,13 +253,22 @@ fn converge_from_the_versions_view() {
     tmux.keys(&["Enter"]);
     tmux.wait_for(&["nothing to converge"], 30);
 
+    // `:run COMMAND` without TARGETS: on the host selected in Hosts (the first, 127.0.0.1).
+    tmux.keys(&["1"]);
+    tmux.keys(&[":"]);
+    tmux.text("run echo selected-is-{host}");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for(&["(run)", "selected-is-127.0.0.1", "1/1 ok"], 30);
+    assert!(!screen.contains("selected-is-127.0.0.2"), "{screen}");
+
     tmux.keys(&["q"]);
     tmux.wait_for(&["EXITED 0"], 20);
     let h = history(&home);
-    assert_eq!(h.len(), before + 1, "{h:?}");
-    assert_eq!(h[0]["bundle"], "app-1.2.tgz");
+    assert_eq!(h.len(), before + 2, "{h:?}");
+    assert_eq!(h[0]["hosts"].as_u64(), Some(1), "the run: {h:?}");
+    assert_eq!(h[1]["bundle"], "app-1.2.tgz");
     assert_eq!(
-        (h[0]["hosts"].as_u64(), h[0]["succeeded"].as_u64()),
+        (h[1]["hosts"].as_u64(), h[1]["succeeded"].as_u64()),
         (Some(2), Some(2)),
         "{h:?}"
     );
