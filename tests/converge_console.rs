@@ -4,7 +4,8 @@
 //! and one to 1.0. `c` on the Versions view shows the plan (the two that differ get 1.2, the
 //! third is left out), Cancel (the default) changes nothing, and `:converge app` confirmed
 //! ships 1.2 from the store (the original file is gone) to exactly those two, as a dispatch
-//! in Dispatches. Then `:run COMMAND` without TARGETS runs on the host selected in Hosts.
+//! in Dispatches. Then `:run COMMAND` without TARGETS runs on the host selected in Hosts,
+//! and with the goal bundle gone from the store `:converge` shows the error, starting nothing.
 
 mod support;
 
@@ -260,6 +261,17 @@ fn converge_from_the_versions_view() {
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for(&["(run)", "selected-is-127.0.0.1", "1/1 ok"], 30);
     assert!(!screen.contains("selected-is-127.0.0.2"), "{screen}");
+
+    // The goal bundle gone from the store: the error, and nothing starts.
+    std::fs::remove_dir_all(home.path("data/dropship/store")).unwrap();
+    set_version(&dest, b, "1.1");
+    tmux.keys(&[":"]);
+    tmux.text("converge app");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for(&["not in the bundle store"], 30);
+    assert!(!screen.contains("Converge?"), "{screen}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(version(&dest, b), "1.1");
 
     tmux.keys(&["q"]);
     tmux.wait_for(&["EXITED 0"], 20);

@@ -445,7 +445,16 @@ impl Bridge {
                     })
                     .collect()
             })
-            .map_err(|e| e.to_string());
+            .map_err(|e| match e {
+                // The status bar has one line: the bundle's name first, the hash left out.
+                crate::session::commands::RunError::Store(
+                    crate::engine::store::StoreError::Missing { bundle, path, .. },
+                ) => format!(
+                    "bundle {bundle} is not in the bundle store (evicted or never stored; looked for {}): ship it again with :dispatch FILE",
+                    path.display()
+                ),
+                e => e.to_string(),
+            });
             let _ = tx.send(Msg::ConvergePlan { token, result });
         });
     }
