@@ -434,6 +434,15 @@ fn converge_plan_dialog() {
     let mut app = fleet_app();
     app.key(KeyCode::Char('v'));
     app.on_status(Ok(status_report()));
+    // `?` on the view lists the key.
+    app.key(KeyCode::Char('?'));
+    let help = render(&app, 160, 48);
+    assert!(
+        help.contains("converge: ship the last good bundle"),
+        "{help}"
+    );
+    app.key(KeyCode::Esc);
+    assert!(render(&app, 80, 24).contains("c converge"));
     let fx = app.key(KeyCode::Char('c'));
     let [Effect::ConvergePlan { token, named, .. }] = fx.as_slice() else {
         panic!("{fx:?}");
