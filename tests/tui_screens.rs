@@ -422,3 +422,175 @@ fn confirm_stop_now() {
     app.key(KeyCode::Char('c'));
     snap("confirm_stop_now", &app);
 }
+
+/// `c` on the Versions view: the plan is read off the UI thread (an effect), then shown per
+/// rule (the version to reach, who gets it and why, who is left out and why), Cancel first.
+#[test]
+fn converge_plan_dialog() {
+    use dropship::fleet::converge::{Action, Goal, HostState, RulePlan};
+    use dropship::fleet::version::Installed;
+    use dropship::ui::tui::app::Effect;
+    use dropship::ui::tui::engine::ConvergeItem;
+    let mut app = fleet_app();
+    app.key(KeyCode::Char('v'));
+    app.on_status(Ok(status_report()));
+    // `?` on the view lists the key.
+    app.key(KeyCode::Char('?'));
+    let help = render(&app, 160, 48);
+    assert!(
+        help.contains("converge: ship the last good bundle"),
+        "{help}"
+    );
+    app.key(KeyCode::Esc);
+    assert!(render(&app, 80, 24).contains("c converge"));
+    let fx = app.key(KeyCode::Char('c'));
+    let [Effect::ConvergePlan { token, named, .. }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    assert!(!named);
+    let host = |name: &str, installed: Installed, action: Action| HostState {
+        host: name.into(),
+        label: name.into(),
+        installed,
+        action,
+    };
+    let item = ConvergeItem {
+        plan: RulePlan {
+            rule: r"shop-(?P<version>[0-9.]+)\.tgz".into(),
+            package: "shop".into(),
+            goal: Goal {
+                dispatch: 7,
+                bundle: "shop-1.3.tgz".into(),
+                sha256: "ab".repeat(32),
+                version: "1.3".into(),
+            },
+            hosts: vec![
+                host(
+                    "web1",
+                    Installed::Version {
+                        version: "1.2".into(),
+                    },
+                    Action::Ship,
+                ),
+                host(
+                    "web2",
+                    Installed::Version {
+                        version: "1.3".into(),
+                    },
+                    Action::UpToDate,
+                ),
+                host(
+                    "web3",
+                    Installed::Unreadable {
+                        error: "cat: /srv/shop/current/.version: No such file".into(),
+                    },
+                    Action::Ship,
+                ),
+                host(
+                    "web4",
+                    Installed::Unreachable {
+                        error: "connection refused".into(),
+                    },
+                    Action::Unreachable,
+                ),
+            ],
+        },
+        file: "/store/sha256/abab".into(),
+    };
+    assert!(app.on_converge_plan(*token, Ok(vec![item.clone()])));
+    for (w, h) in [(80, 24), (60, 15)] {
+        insta::assert_snapshot!(format!("converge_confirm_{w}x{h}"), render(&app, w, h));
+    }
+    // Cancel is the default: Enter starts nothing.
+    assert!(app.key(KeyCode::Enter).is_empty());
+    assert!(app.overlay.is_none());
+
+    // Nothing to ship: a status message, no dialog.
+    let fx = app.key(KeyCode::Char(':'));
+    assert!(fx.is_empty());
+    app.type_str("converge shop");
+    let fx = app.key(KeyCode::Enter);
+    let [Effect::ConvergePlan { token, named, .. }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    assert!(*named);
+    let mut same = item.clone();
+    for h in &mut same.plan.hosts {
+        if h.action == Action::Ship {
+            h.action = Action::UpToDate;
+        }
+    }
+    app.on_converge_plan(*token, Ok(vec![same]));
+    assert!(app.overlay.is_none());
+    let bar = render(&app, 160, 48);
+    assert!(bar.contains("nothing to converge"), "{bar}");
+
+    // A bundle missing from the store: the error, nothing started.
+    app.key(KeyCode::Char('v'));
+    let fx = app.key(KeyCode::Char('c'));
+    let [Effect::ConvergePlan { token, .. }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    app.on_converge_plan(
+        *token,
+        Err("bundle shop-1.3.tgz is not in the store (/x/sha256/abab)".into()),
+    );
+    let bar = render(&app, 160, 48);
+    assert!(bar.contains("not in the store"), "{bar}");
+
+    // Yes: one dispatch, to exactly the hosts that differ. (The Versions view stayed open
+    // under the error.)
+    assert!(render(&app, 80, 24).contains("Versions"));
+    let fx = app.key(KeyCode::Char('c'));
+    let [Effect::ConvergePlan { token, .. }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    app.on_converge_plan(*token, Ok(vec![item]));
+    app.key(KeyCode::Right);
+    let fx = app.key(KeyCode::Enter);
+    let [Effect::Start { only, file, .. }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    assert_eq!(
+        only.as_deref(),
+        Some(&["web1".to_owned(), "web3".to_owned()][..])
+    );
+    assert_eq!(file, &std::path::PathBuf::from("/store/sha256/abab"));
+}
+
+/// `:run COMMAND` without TARGETS: the first word names no rule or host, so the whole line
+/// runs on the selected host (Hosts) or the selected package's rule (Packages).
+#[test]
+fn run_without_targets_takes_the_selection() {
+    use dropship::ui::tui::app::Effect;
+    let run = |app: &mut App, line: &str| {
+        app.key(KeyCode::Char(':'));
+        app.type_str(line);
+        app.key(KeyCode::Enter)
+    };
+    let mut app = fleet_app();
+    app.key(KeyCode::Char('1'));
+    let fx = run(&mut app, "run uptime -p");
+    let [Effect::Run { plans, action }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    assert!(!action);
+    let hosts: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| p.record.hosts.iter().map(String::as_str))
+        .collect();
+    assert_eq!(hosts, ["web1"]);
+    assert!(plans.iter().all(|p| p.run.command == "uptime -p"));
+    // A first word that names a host still picks the targets.
+    let fx = run(&mut app, "run db1 uptime");
+    let [Effect::Run { plans, .. }] = fx.as_slice() else {
+        panic!("{fx:?}");
+    };
+    assert_eq!(plans[0].record.hosts, ["db1"]);
+    assert_eq!(plans[0].run.command, "uptime");
+    // Nothing to take it from on Dispatches: the error says what to do.
+    app.key(KeyCode::Char('3'));
+    assert!(run(&mut app, "run uptime").is_empty());
+    let bar = render(&app, 300, 80);
+    assert!(bar.contains("is neither a rule nor a host"), "{bar}");
+}

@@ -518,13 +518,34 @@ pub fn converge_plan(
     hosts: &[String],
     named: bool,
 ) -> Result<Vec<crate::fleet::converge::RulePlan>, RunError> {
-    use crate::engine::store::Store;
-    use crate::fleet::converge;
     let journal = if ctx.journal_path.is_file() {
         Some(Journal::open(&ctx.journal_path)?)
     } else {
         None
     };
+    converge_plan_in(
+        journal.as_ref(),
+        &ctx.journal_path,
+        &ctx.known_hosts,
+        targets,
+        hosts,
+        named,
+    )
+}
+
+/// [`converge_plan`] with a journal already open (the console's session holds one), so
+/// the console and the headless command judge hosts by the same code. Blocking: it logs in
+/// to every host to read its version.
+pub fn converge_plan_in(
+    journal: Option<&Journal>,
+    journal_path: &Path,
+    known_hosts: &KnownHostsFiles,
+    targets: &[ProbeTarget],
+    hosts: &[String],
+    named: bool,
+) -> Result<Vec<crate::fleet::converge::RulePlan>, RunError> {
+    use crate::engine::store::Store;
+    use crate::fleet::converge;
     let store = Store::new(Store::default_root());
     let mut rules: Vec<&Arc<crate::config::Rule>> = Vec::new();
     for t in targets {
@@ -544,7 +565,7 @@ pub fn converge_plan(
             }
             continue;
         }
-        let goal = match &journal {
+        let goal = match journal {
             Some(j) => converge::goal(j, rule)?,
             None => None,
         };
@@ -552,7 +573,7 @@ pub fn converge_plan(
             if named {
                 return Err(fail(format!(
                     "the journal ({}) has no dispatch of it that succeeded on a host, so there is no version to converge to\n  help: ship a bundle of the rule first with --dispatch FILE",
-                    ctx.journal_path.display()
+                    journal_path.display()
                 )));
             }
             continue;
@@ -577,7 +598,7 @@ pub fn converge_plan(
         if mine.is_empty() {
             continue;
         }
-        plans.push(converge::plan(&mine, goal, &ctx.known_hosts));
+        plans.push(converge::plan(&mine, goal, known_hosts));
     }
     Ok(plans)
 }

@@ -10,6 +10,7 @@ mod actions;
 pub mod adhoc;
 pub use adhoc::action_lines;
 mod clock;
+mod converge;
 mod fleet;
 mod input;
 mod overlay;
@@ -19,6 +20,7 @@ mod watch;
 /// The panes and help topics are plain vocabulary ([`super::model`]): the key tables use
 /// them without depending on the app.
 pub use super::model::{Focus, Topic};
+pub use converge::{ConvergeAsk, ConvergeRule};
 pub use fleet::{Preview, ProbeRow, ProbeRun, RollbackAsk, Versions};
 pub use selection::{Anchor, sort_columns};
 pub use watch::PackageItem;
@@ -107,6 +109,8 @@ pub enum Confirm {
     },
     /// Run a rule's rollback on some of its hosts.
     Rollback(RollbackAsk),
+    /// Ship each rule's last good bundle again to its hosts that differ (`app::converge`).
+    Converge(ConvergeAsk),
     /// Run a destructive action (`action.NAME.confirm = yes`), see `app::adhoc`.
     Action {
         name: String,
@@ -209,6 +213,13 @@ pub enum Effect {
         plan: Arc<Plan>,
         only: Option<Vec<String>>,
     },
+    /// Compute the converge plan of `targets` off the UI thread; it comes back through
+    /// [`App::on_converge_plan`] with `token`.
+    ConvergePlan {
+        token: u64,
+        targets: Vec<ProbeTarget>,
+        named: bool,
+    },
     /// Pause (`true`) or resume automatic dispatching of the watched folder.
     PauseWatch(bool),
     Quit,
@@ -276,6 +287,8 @@ pub struct App {
     pub probe_targets: Arc<Vec<ProbeTarget>>,
     /// The last probe run (`p`, `:probe`), shown by [`Overlay::Probe`].
     pub probe_run: Option<ProbeRun>,
+    /// The converge plan being computed: its token and what it is of (`every rule`).
+    pub converging: Option<(u64, String)>,
     /// The Versions matrix (`v`, `:status`).
     pub versions: Versions,
     /// The watched drop folder (`--tui --watch DIR`), shown on top of the Packages pane.
@@ -319,6 +332,7 @@ impl App {
             queued_effects: Vec::new(),
             probe_targets: Arc::new(Vec::new()),
             probe_run: None,
+            converging: None,
             versions: Versions::default(),
             watch: None,
             next_token: 1,

@@ -253,6 +253,7 @@ fn handle(
             result,
         } => app.on_rollback_preview(token, &host, result),
         Msg::Watch(e) => app.on_watch(&e),
+        Msg::ConvergePlan { token, result } => app.on_converge_plan(token, result),
     }
 }
 
@@ -300,6 +301,11 @@ fn apply(app: &mut App, e: Effect, bridge: &Bridge, watch: Option<&WatchHandle>)
             bridge.rollback_preview(token, plan, hosts)
         }
         Effect::StartRollback { token, plan, only } => bridge.start_rollback(token, plan, only),
+        Effect::ConvergePlan {
+            token,
+            targets,
+            named,
+        } => bridge.converge_plan(token, targets, named),
         Effect::PauseWatch(pause) => match watch {
             Some(h) if pause => h.pause(),
             Some(h) => h.resume(),

@@ -395,6 +395,12 @@ fn confirm(f: &mut Frame, app: &App, area: Rect, what: &Confirm, ok: bool) {
             "Keep waiting",
             "Stop now",
         ),
+        Confirm::Converge(ask) => (
+            "Converge?",
+            super::fleet_dialogs::converge_lines(app, ask),
+            "Cancel",
+            "Converge",
+        ),
         Confirm::Rollback(ask) => (
             "Roll back?",
             super::fleet_dialogs::rollback_lines(app, ask),

@@ -88,10 +88,25 @@ pub enum Msg {
         host: String,
         result: Result<(Option<String>, Option<String>), String>,
     },
+    /// The converge plan `token` asked for ([`Bridge::converge_plan`]): per rule, its plan
+    /// and the stored bundle to ship; or why there is none (a bundle missing from the
+    /// store, no good dispatch of a rule named).
+    ConvergePlan {
+        token: u64,
+        result: Result<Vec<ConvergeItem>, String>,
+    },
     /// SIGTERM or SIGHUP: leave like `q` would, so the terminal is restored.
     Terminate,
     /// What the watcher of `--tui --watch DIR` reports: a control event, never shed.
     Watch(crate::watch::WatchEvent),
+}
+
+/// One rule's converge plan, with the local file of its goal bundle (in the store, its
+/// hash checked).
+#[derive(Debug, Clone)]
+pub struct ConvergeItem {
+    pub plan: crate::fleet::converge::RulePlan,
+    pub file: PathBuf,
 }
 
 pub struct Bridge {
@@ -396,6 +411,51 @@ impl Bridge {
                     version::status(&targets, &shipped, &known_hosts, PROBE_PARALLEL, &|_, _| {})
                 });
             let _ = tx.send(Msg::Status(result));
+        });
+    }
+
+    /// The converge plan of `targets` (`named`: one rule asked for by name, whose missing
+    /// `version_cmd` or good dispatch is then an error), on a blocking thread: logs in to
+    /// every host to read its version, so never on the UI thread. Judged by the same code
+    /// as `--converge --dry-run` ([`crate::session::commands::converge_plan_in`]).
+    pub fn converge_plan(&self, token: u64, targets: Vec<ProbeTarget>, named: bool) {
+        let tx = self.tx.clone();
+        let known_hosts = self.known_hosts.clone();
+        let journal = self.session.journal().clone();
+        self.session.handle().spawn_blocking(move || {
+            use crate::engine::store::Store;
+            // Output of dispatches that just ended may still be buffered: the last good
+            // dispatch must be in the rows read.
+            let _ = journal.flush();
+            let result = crate::session::commands::converge_plan_in(
+                Some(&journal),
+                std::path::Path::new("in use"),
+                &known_hosts,
+                &targets,
+                &[],
+                named,
+            )
+            .map(|plans| {
+                let store = Store::new(Store::default_root());
+                plans
+                    .into_iter()
+                    .map(|plan| ConvergeItem {
+                        file: store.blob_path(&plan.goal.sha256),
+                        plan,
+                    })
+                    .collect()
+            })
+            .map_err(|e| match e {
+                // The status bar has one line: the bundle's name first, the hash left out.
+                crate::session::commands::RunError::Store(
+                    crate::engine::store::StoreError::Missing { bundle, path, .. },
+                ) => format!(
+                    "bundle {bundle} is not in the bundle store (evicted or never stored; looked for {}): ship it again with :dispatch FILE",
+                    path.display()
+                ),
+                e => e.to_string(),
+            });
+            let _ = tx.send(Msg::ConvergePlan { token, result });
         });
     }
 

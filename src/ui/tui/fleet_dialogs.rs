@@ -3,9 +3,10 @@
 //! written as words (`FAIL`, `!behind`), with bold or reverse on top, never colour alone,
 //! so the `mono` theme reads the same.
 
-use super::app::{App, Preview, RollbackAsk};
+use super::app::{App, ConvergeAsk, Preview, RollbackAsk};
 use super::widgets::fit;
 use super::widgets::{centered, frame};
+use crate::fleet::converge::Action;
 use crate::fleet::probe::{HostProbe, Status};
 use crate::fleet::version::{Cell, Installed};
 use ratatui::Frame;
@@ -257,7 +258,7 @@ pub fn versions(f: &mut Frame, app: &App, area: Rect, scroll: usize) {
         ));
     }
     lines.push(Line::raw(
-        "r reads again · j/k scroll · ? keys · Esc closes",
+        "r reads again · c converge · j/k scroll · ? keys · Esc closes",
     ));
     scrolled(f, app, inner, lines, scroll);
 }
@@ -372,6 +373,75 @@ pub fn rollback_lines(app: &App, ask: &RollbackAsk) -> Vec<Line<'static>> {
     lines.push(kv("from", from, t.dim));
     lines.push(Line::styled(
         "Each host is locked like a dispatch; it shows in Dispatches as (rollback).",
+        t.dim,
+    ));
+    lines
+}
+
+/// What the converge confirmation says, per rule: the version to reach and the bundle it
+/// comes from, then each host: gets it (and what it runs now) or is left out (and why).
+pub fn converge_lines(app: &App, ask: &ConvergeAsk) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let mut lines = Vec::new();
+    for r in &ask.rules {
+        let p = &r.plan;
+        if !lines.is_empty() {
+            lines.push(Line::raw(""));
+        }
+        lines.push(Line::from(vec![
+            Span::styled(format!("[{}] ", p.package), t.header),
+            Span::styled(format!("reach {}", p.goal.version), t.text),
+            Span::styled(
+                format!(
+                    " ({}, last good dispatch #{})",
+                    p.goal.bundle, p.goal.dispatch
+                ),
+                t.dim,
+            ),
+        ]));
+        let hw = p
+            .hosts
+            .iter()
+            .map(|h| h.label.chars().count())
+            .max()
+            .unwrap_or(4)
+            .clamp(4, 24);
+        for h in &p.hosts {
+            let (verdict, style, why) = match (&h.action, &h.installed) {
+                (Action::Ship, Installed::Version { version }) => (
+                    "gets it",
+                    t.warning.add_modifier(Modifier::BOLD),
+                    format!("runs {version}"),
+                ),
+                (Action::Ship, Installed::Unreadable { error }) => (
+                    "gets it",
+                    t.warning.add_modifier(Modifier::BOLD),
+                    format!("no version read: {error}"),
+                ),
+                (Action::Ship, Installed::Unreachable { error }) => (
+                    "gets it",
+                    t.warning.add_modifier(Modifier::BOLD),
+                    error.clone(),
+                ),
+                (Action::UpToDate, _) => ("left out", t.dim, "runs it already".to_owned()),
+                (Action::Unreachable, Installed::Unreachable { error }) => {
+                    ("left out", t.failed, format!("did not answer: {error}"))
+                }
+                (Action::Unreachable, _) => ("left out", t.failed, "did not answer".to_owned()),
+            };
+            lines.push(Line::from(vec![
+                Span::styled(format!("  {} ", fit(&h.label, hw)), t.text),
+                Span::styled(fit(verdict, 9), style),
+                Span::styled(why, t.dim),
+            ]));
+        }
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        format!(
+            "{} host(s) get a bundle, one dispatch per rule with its rollout (canary, max_fail); they show in Dispatches.",
+            ask.shipping()
+        ),
         t.dim,
     ));
     lines

@@ -119,6 +119,10 @@ pub const VERSIONS: Keys = &[
     ("PgUp/PgDn", "scroll a page"),
     ("g, Home", "top"),
     ("r", "read the versions again"),
+    (
+        "c",
+        "converge: ship the last good bundle to the hosts that differ (plan first, Cancel default)",
+    ),
     ("?", "this help"),
     ("Esc, v, q", "close"),
 ];

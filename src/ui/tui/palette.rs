@@ -33,8 +33,12 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "rollback RULE [HOST] — run RULE's rollback on HOST (all its hosts if none; asks first)",
     ),
     (
+        "converge",
+        "converge [RULE] — ship the last good bundle again to the hosts that run another version (shows the plan first)",
+    ),
+    (
         "run",
-        "run TARGETS COMMAND — run COMMAND on rules' or hosts' hosts (comma-separated), shown in Dispatches",
+        "run [TARGETS] COMMAND — run COMMAND on rules' or hosts' hosts (comma-separated), shown in Dispatches",
     ),
     (
         "action",
@@ -70,6 +74,8 @@ pub enum Command {
         rule: String,
         host: Option<String>,
     },
+    /// `:converge [RULE]`: every rule with a `version_cmd` and a good dispatch, or RULE.
+    Converge(Option<String>),
     Mouse,
     Help,
     /// `:run TARGETS COMMAND`, `:action NAME TARGETS`: the words after the command name.
@@ -112,6 +118,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "probe" => Command::Probe((!arg.is_empty()).then(|| arg.to_owned())),
         "reach" => Command::Reach,
         "status" => Command::Status,
+        "converge" => Command::Converge((!arg.is_empty()).then(|| arg.to_owned())),
         "rollback" if arg.is_empty() => return need("a RULE (and optionally a HOST)"),
         "rollback" => {
             let mut words = arg.split_whitespace();
@@ -189,7 +196,9 @@ pub fn complete(line: &str, words: &Words) -> (String, Vec<String>) {
         Some((cmd, arg)) if "theme".starts_with(cmd) && !cmd.is_empty() => {
             complete_word(&format!("{cmd} "), arg, &words.themes, false)
         }
-        Some((cmd, arg)) if cmd.len() >= 2 && "probe".starts_with(cmd) => {
+        Some((cmd, arg))
+            if cmd.len() >= 2 && ("probe".starts_with(cmd) || "converge".starts_with(cmd)) =>
+        {
             complete_word(&format!("{cmd} "), arg, &rule_names, false)
         }
         Some((cmd, arg)) if cmd.len() >= 2 && "rollback".starts_with(cmd) => {
@@ -312,6 +321,11 @@ mod tests {
         assert_eq!(parse("probe"), Ok(Command::Probe(None)));
         assert_eq!(parse("pro app"), Ok(Command::Probe(Some("app".into()))));
         assert_eq!(parse("stat"), Ok(Command::Status));
+        assert_eq!(parse("conv"), Ok(Command::Converge(None)));
+        assert_eq!(
+            parse("converge app"),
+            Ok(Command::Converge(Some("app".into())))
+        );
         assert_eq!(
             parse("rollback app web1"),
             Ok(Command::Rollback {

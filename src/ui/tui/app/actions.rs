@@ -167,6 +167,7 @@ impl App {
                 vec![Effect::StopNow(id)]
             }
             Confirm::Rollback(ask) => self.rollback_confirmed(ask),
+            Confirm::Converge(ask) => self.converge_confirmed(ask),
             Confirm::Action { plans, .. } => vec![Effect::Run {
                 plans,
                 action: true,
@@ -281,6 +282,7 @@ impl App {
             }
             Command::Probe(rule) => return self.probe_rule(rule.as_deref()),
             Command::Status => return self.open_versions(),
+            Command::Converge(rule) => return self.start_converge(rule.as_deref()),
             Command::Reach => return self.start_reach(),
             Command::Rollback { rule, host } => return self.ask_rollback(&rule, host.as_deref()),
             Command::Run(line) => return self.start_adhoc(&line, false),

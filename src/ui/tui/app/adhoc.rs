@@ -130,17 +130,7 @@ impl App {
     /// `!` on Hosts or Packages: the palette, with `run TARGET ` typed for the selected
     /// host (or the selected package's rule), waiting for the command.
     pub(super) fn open_run_palette(&mut self) {
-        let target = match self.focus {
-            Focus::Hosts => self
-                .visible(0)
-                .get(self.selected[0])
-                .map(|&i| self.hosts[i].name.clone()),
-            _ => self
-                .visible(1)
-                .get(self.selected[1])
-                .and_then(|&i| self.packages[i].rule.clone()),
-        };
-        let Some(target) = target else {
+        let Some(target) = self.selected_run_target() else {
             self.error("nothing selected to run on (a package no rule matches has no hosts)");
             return;
         };
@@ -149,6 +139,21 @@ impl App {
             candidates: self.recent_commands(),
             error: None,
         });
+    }
+
+    /// What `!` and `:run COMMAND` without TARGETS run on: the selected host (Hosts pane)
+    /// or the selected package's rule (Packages pane; the last of the two focused).
+    fn selected_run_target(&self) -> Option<String> {
+        match self.focus {
+            Focus::Hosts => self
+                .visible(0)
+                .get(self.selected[0])
+                .map(|&i| self.hosts[i].name.clone()),
+            _ => self
+                .visible(1)
+                .get(self.selected[1])
+                .and_then(|&i| self.packages[i].rule.clone()),
+        }
     }
 
     /// `line` is `TARGETS COMMAND` (`action`: `NAME TARGETS`).
@@ -191,14 +196,31 @@ impl App {
             if rest.is_empty() {
                 return Err(":action needs a NAME and TARGETS (rules or hosts)".into());
             }
-            (What::Action(first.to_owned()), rest)
+            (What::Action(first.to_owned()), rest.to_owned())
         } else {
-            if rest.is_empty() {
-                return Err(
-                    ":run needs TARGETS (rules or hosts, comma-separated) and a COMMAND".into(),
-                );
+            // `:run COMMAND`: when the first word names no rule or host, the whole line is
+            // the command, run on what is selected in Hosts or Packages.
+            let names_targets = !rest.is_empty()
+                && adhoc::select(
+                    &self.env.config,
+                    &[first.to_owned()],
+                    &What::Command(rest.to_owned()),
+                )
+                .is_ok();
+            if names_targets {
+                (What::Command(rest.to_owned()), first.to_owned())
+            } else {
+                match self.selected_run_target() {
+                    Some(t) if matches!(self.focus, Focus::Hosts | Focus::Packages) => {
+                        (What::Command(line.trim().to_owned()), t)
+                    }
+                    _ => {
+                        return Err(format!(
+                            ":run needs TARGETS (rules or hosts, comma-separated) and a COMMAND; `{first}` is neither a rule nor a host, and no host (Hosts) or package (Packages) is selected to run it on"
+                        ));
+                    }
+                }
             }
-            (What::Command(rest.to_owned()), first)
         };
         let config = &self.env.config;
         let targets: Vec<String> = targets.split_whitespace().map(str::to_owned).collect();

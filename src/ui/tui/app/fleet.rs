@@ -234,7 +234,7 @@ impl App {
         self.start_probe(what, targets)
     }
 
-    fn no_such_rule(&self, name: &str) -> String {
+    pub(super) fn no_such_rule(&self, name: &str) -> String {
         let words: Vec<String> = self
             .env
             .config
@@ -433,6 +433,11 @@ impl App {
             KeyCode::Char('r') => {
                 self.overlay = Some(Overlay::Versions { scroll });
                 return self.refresh_versions();
+            }
+            KeyCode::Char('c') => {
+                // The view stays open while the plan is read; the dialog replaces it.
+                self.overlay = Some(Overlay::Versions { scroll });
+                return self.start_converge(None);
             }
             KeyCode::Char('j') | KeyCode::Down => {
                 self.overlay = Some(Overlay::Versions { scroll: scroll + 1 })
