@@ -11,96 +11,13 @@ mod support;
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 use support::home::{CLEARED_ENV, Home, text};
 use support::{FaultProxy, LOOPBACK_2, Need, ScratchDir, SshServer, TEST_PASSWORD, TEST_USER};
 
 const LOOPBACK_3: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 3);
 
-/// A tmux server of our own (`-L`), killed on drop (as in tests/run_console.rs).
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(cmd: &str) -> Tmux {
-        let t = Tmux {
-            socket: format!("dropship-converge-console-{}", std::process::id()),
-        };
-        let o = t.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "e2e",
-            "-x",
-            "140",
-            "-y",
-            "40",
-            cmd,
-        ]);
-        assert!(
-            o.status.success(),
-            "tmux: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        t
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("run tmux")
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "e2e"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "e2e", "-l", text]);
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into_owned()
-    }
-
-    fn wait_for(&self, needles: &[&str], secs: u64) -> String {
-        let mut last = String::new();
-        let ok = support::wait_until(Duration::from_secs(secs), || {
-            last = self.screen();
-            needles.iter().all(|n| last.contains(n))
-        });
-        assert!(ok, "screen never showed {needles:?}:\n{last}");
-        last
-    }
-
-    fn wait_gone(&self, needle: &str, secs: u64) -> String {
-        let mut last = String::new();
-        let ok = support::wait_until(Duration::from_secs(secs), || {
-            last = self.screen();
-            !last.contains(needle)
-        });
-        assert!(ok, "screen kept showing {needle:?}:\n{last}");
-        last
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
-
-fn sh_quote(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
-}
+use support::tmux::{Tmux, sh_quote};
 
 fn version(dest: &ScratchDir, host: &str) -> String {
     std::fs::read_to_string(dest.join(&format!("app/{host}/.version")))
@@ -196,7 +113,7 @@ fn converge_from_the_versions_view() {
         bin = sh_quote(Path::new(env!("CARGO_BIN_EXE_dropship"))),
         cfg = sh_quote(&home.path("dispatch.cfg")),
     ));
-    let tmux = Tmux::start(&cmd);
+    let tmux = Tmux::start("converge_console", &cmd, 140, 40);
     tmux.wait_for(&["Dispatches"], 20);
     tmux.keys(&["F"]);
     tmux.wait_for(&["following (F)"], 10);
@@ -222,7 +139,7 @@ fn converge_from_the_versions_view() {
 
     // Enter presses the default, Cancel: nothing changes on the hosts or in the journal.
     tmux.keys(&["Enter"]);
-    tmux.wait_gone("Converge?", 10);
+    tmux.wait_gone(&["Converge?"], 10);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         [version(&dest, a), version(&dest, b), version(&dest, c)],
