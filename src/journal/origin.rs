@@ -14,11 +14,14 @@ pub(crate) struct Origin {
 
 impl Origin {
     /// This process's user (the passwd entry of the real uid, else `$USER`) and hostname.
-    pub fn current() -> Origin {
-        Origin {
+    /// Looked up once per process: it is read inside the transaction that records a
+    /// dispatch, and a passwd lookup may go to a directory server (NSS).
+    pub fn current() -> &'static Origin {
+        static CURRENT: std::sync::OnceLock<Origin> = std::sync::OnceLock::new();
+        CURRENT.get_or_init(|| Origin {
             user: passwd_name().or_else(|| non_empty(std::env::var("USER").ok()?)),
             host: hostname(),
-        }
+        })
     }
 }
 
