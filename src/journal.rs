@@ -30,6 +30,7 @@ mod error;
 mod last_good;
 mod liveness;
 pub mod location;
+mod origin;
 mod read;
 pub mod resume;
 mod runs;

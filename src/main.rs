@@ -416,14 +416,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let text = if cli.json {
             headless::json_lines(&rows)
         } else {
-            let labelled: Vec<_> = rows
-                .iter()
-                .map(|r| dropship::journal::DispatchSummary {
-                    bundle: r.label(),
-                    ..r.summary.clone()
-                })
-                .collect();
-            headless::history_table(&labelled)
+            headless::history_table(&rows)
         };
         return out_as(cli.json, &text);
     }

@@ -8,7 +8,8 @@ mod support;
 
 use dropship::engine::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
 use dropship::journal::{
-    DispatchState, Journal, JournalError, JournalOptions, NewDispatch, TargetProgress,
+    DispatchState, Journal, JournalError, JournalOptions, NewDispatch, RunKind, RunRecord,
+    TargetProgress,
 };
 use dropship::transport::{Stream, TransferEvent};
 use std::ffi::OsStr;
@@ -1230,6 +1231,118 @@ fn usable_from_async_tasks_blocking_threads_and_block_in_place(b: Backend) {
     assert_eq!(pre.outcome, Some(StepOutcome::Ok));
 }
 
+/// What a shell command prints, trimmed: the system's own answer to compare with.
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(o.status.success(), "{cmd}: {o:?}");
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+fn who_and_where_are_recorded_and_read_back(b: Backend) {
+    let (_dir, path) = temp_journal(b);
+    let j = Journal::open(&path).unwrap();
+    let shipped = j.begin_dispatch(&new_dispatch("w-1.tgz", &["h1"])).unwrap();
+    let ran = j
+        .begin_run(
+            &new_dispatch("w-run", &["h1"]),
+            &RunRecord {
+                kind: RunKind::Run,
+                command: "uptime".into(),
+                action: None,
+            },
+        )
+        .unwrap();
+    let (user, host) = (sh("id -un"), sh("uname -n"));
+    let rows = j.history_rows(10).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.summary.id).collect::<Vec<_>>(),
+        [ran, shipped]
+    );
+    for r in &rows {
+        assert_eq!(r.started_by.as_deref(), Some(user.as_str()), "{r:?}");
+        assert_eq!(r.started_on.as_deref(), Some(host.as_str()), "{r:?}");
+        assert_eq!(r.started_by_on(), format!("{user}@{host}"));
+    }
+    // `--history --json` carries them as fields beside the summary's.
+    let json = serde_json::to_value(&rows[1]).unwrap();
+    assert_eq!(json["started_by"], user.as_str(), "{json}");
+    assert_eq!(json["started_on"], host.as_str(), "{json}");
+    assert_eq!(json["bundle"], "w-1.tgz", "{json}");
+}
+
+/// A journal written by a dropship of schema V3 (no who/where columns) is brought to V4 on
+/// open: its rows stay, with no who/where (`-`), and new dispatches record theirs.
+fn a_v3_journal_is_migrated_and_keeps_its_rows(b: Backend) {
+    let (_dir, path) = temp_journal(b);
+    let j = Journal::open(&path).unwrap();
+    let old = j
+        .begin_dispatch(&new_dispatch("v3.tgz", &["h1", "h2"]))
+        .unwrap();
+    j.record(&target_done(old, "h1", TargetResult::Succeeded, T0 + 1))
+        .unwrap();
+    j.record(&target_done(old, "h2", TargetResult::Failed, T0 + 2))
+        .unwrap();
+    j.record(&dispatch_done(old, T0 + 1000)).unwrap();
+    drop(j);
+    // Back to exactly what V3 left: the V4 columns gone, the version 3.
+    for (sqlite, postgres) in [
+        (
+            "ALTER TABLE dispatch DROP COLUMN started_by",
+            "ALTER TABLE dispatch DROP COLUMN started_by",
+        ),
+        (
+            "ALTER TABLE dispatch DROP COLUMN started_on",
+            "ALTER TABLE dispatch DROP COLUMN started_on",
+        ),
+        (
+            "PRAGMA user_version = 3",
+            "UPDATE dropship_journal SET version = 3",
+        ),
+    ] {
+        admin_sql(b, &path, sqlite, postgres);
+    }
+    let version = |sqlite, postgres| admin_sql(b, &path, sqlite, postgres);
+    assert_eq!(
+        version(
+            "PRAGMA user_version",
+            "SELECT version FROM dropship_journal"
+        ),
+        "3"
+    );
+
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(
+        version(
+            "PRAGMA user_version",
+            "SELECT version FROM dropship_journal"
+        ),
+        dropship::journal::SCHEMA_VERSION.to_string()
+    );
+    let new = j.begin_dispatch(&new_dispatch("v4.tgz", &["h1"])).unwrap();
+    let rows = j.history_rows(10).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.summary.id).collect::<Vec<_>>(),
+        [new, old]
+    );
+    let before = &rows[1];
+    assert_eq!(before.summary.bundle, "v3.tgz");
+    assert_eq!(before.summary.state, DispatchState::Finished);
+    assert_eq!(
+        (
+            before.summary.hosts,
+            before.summary.succeeded,
+            before.summary.failed
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!((&before.started_by, &before.started_on), (&None, &None));
+    assert_eq!(before.started_by_on(), "-");
+    assert_eq!(
+        rows[0].started_by_on(),
+        format!("{}@{}", sh("id -un"), sh("uname -n"))
+    );
+}
+
 /// `mod sqlite` and `mod postgres`, one `#[test]` per backend for each test named.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -1267,4 +1380,6 @@ on_both_backends!(
     watch_records_walk_through_their_states_and_survive_a_reopen,
     last_shipped_per_rule_and_host,
     usable_from_async_tasks_blocking_threads_and_block_in_place,
+    who_and_where_are_recorded_and_read_back,
+    a_v3_journal_is_migrated_and_keeps_its_rows,
 );

@@ -210,3 +210,131 @@ fn a_server_restart_mid_dispatch_loses_nothing() {
         "the spool is removed once written"
     );
 }
+
+/// Runs `c` as the test user on a machine named `hostname`: its own UTS namespace (so
+/// `gethostname` answers `hostname`, as on another machine of the team) and the test user's
+/// uid, gid and groups, set in that order from the child before it execs.
+fn as_test_user_on(c: &mut std::process::Command, hostname: &'static str) {
+    use std::os::unix::process::CommandExt;
+    let user = support::user::test_user();
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: only async-signal-safe libc calls between fork and exec, on data captured by
+    // value.
+    unsafe {
+        c.pre_exec(move || {
+            let check = |rc: libc::c_int| {
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWUTS))?;
+            check(libc::sethostname(hostname.as_ptr().cast(), hostname.len()))?;
+            check(libc::setgroups(1, &gid))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))
+        });
+    }
+}
+
+/// Gives HOME and everything in it (config, bundle, password file) to the test user.
+fn give_to_test_user(home: &Home) {
+    support::user::chown_to_user(home.root());
+    for entry in std::fs::read_dir(home.root()).unwrap() {
+        support::user::chown_to_user(&entry.unwrap().path());
+    }
+}
+
+/// One shared journal, two people on two machines: root on this machine and the test user on
+/// "build-3" (its own UTS namespace), each with their own HOME. `--history` from either shows
+/// both dispatches with who started them from where; `--json` has them as fields. The uid
+/// decides the name, not `$USER`, which the second run sets to a lie.
+#[test]
+fn history_from_either_machine_says_who_dispatched_from_where() {
+    let Some(pg) = server("history_from_either_machine_says_who_dispatched_from_where") else {
+        return;
+    };
+    let db = pg.new_database();
+    let url = pg.url(PG_USER, &db);
+    let sh = |cmd: &str| {
+        let o = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    let mine = format!("{}@{}", sh("id -un"), sh("uname -n"));
+    let theirs = format!("{}@build-3", support::user::TEST_USER);
+
+    let here = team_home(&url);
+    let o = here
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let there = team_home(&url);
+    there.write("app-2.0.tgz", "bundle bytes, two");
+    // The password file must be the user's own and private, as libpq wants it.
+    let pgpass = there.write("pgpass", std::fs::read(&pg.pgpass).unwrap());
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    give_to_test_user(&there);
+    let as_them = |args: &[&str]| {
+        let mut c = there.command(args);
+        c.env("PGPASSFILE", &pgpass).env("USER", "spoofed");
+        as_test_user_on(&mut c, "build-3");
+        c.output().unwrap()
+    };
+    let o = as_them(&["--config", "dispatch.cfg", "--dispatch", "app-2.0.tgz"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // The table, from each side: the newest (theirs) first, each with its BY cell.
+    let from_here = here
+        .command(&["--config", "dispatch.cfg", "--history"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    let from_there = as_them(&["--config", "dispatch.cfg", "--history"]);
+    for o in [&from_here, &from_there] {
+        assert_eq!(o.status.code(), Some(0), "{}", text(o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].contains(" BY "), "{out}");
+        assert!(
+            lines[1].contains(&format!(" {theirs} ")) && lines[1].contains("app-2.0.tgz"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains(&format!(" {mine} ")) && lines[2].contains("app-1.0.tgz"),
+            "{out}"
+        );
+        assert!(!out.contains("spoofed"), "{out}");
+    }
+
+    // `--json`: the fields.
+    let o = as_them(&["--config", "dispatch.cfg", "--history", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by = |r: &serde_json::Value| {
+        format!(
+            "{}@{}",
+            r["started_by"].as_str().unwrap(),
+            r["started_on"].as_str().unwrap()
+        )
+    };
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0]["bundle"].as_str(), by(&rows[0])),
+        (Some("app-2.0.tgz"), theirs)
+    );
+    assert_eq!(
+        (rows[1]["bundle"].as_str(), by(&rows[1])),
+        (Some("app-1.0.tgz"), mine)
+    );
+}

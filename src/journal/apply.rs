@@ -6,6 +6,7 @@ use super::codec::{path_to_sql, size_to_sql};
 use super::db::{DbResult, Tx, params};
 use super::error::{Context, JournalError};
 use super::liveness::{self, Writer};
+use super::origin::Origin;
 use super::{DispatchState, NewDispatch};
 use crate::model::events::{Event, Level, Millis, Step, StepOutcome};
 use std::path::Path;
@@ -108,10 +109,12 @@ pub(crate) fn insert_dispatch(
 }
 
 fn insert_dispatch_rows(tx: &Tx<'_>, rec: &NewDispatch, me: &Writer) -> DbResult<i64> {
+    let origin = Origin::current();
     let id = tx.query_row(
         "INSERT INTO dispatch (bundle, bundle_path, bundle_sha256, bundle_size, rule, config_path,
-                               stamp, state, started_at, writer_pid, writer_marker)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10) RETURNING id",
+                               stamp, state, started_at, writer_pid, writer_marker,
+                               started_by, started_on)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9, ?10, ?11, ?12) RETURNING id",
         params![
             rec.bundle,
             path_to_sql(&rec.bundle_path),
@@ -123,6 +126,8 @@ fn insert_dispatch_rows(tx: &Tx<'_>, rec: &NewDispatch, me: &Writer) -> DbResult
             rec.started_at,
             me.pid,
             me.marker,
+            origin.user,
+            origin.host,
         ],
         |r| r.get::<i64>(0),
     )?;

@@ -60,6 +60,10 @@ pub struct HistoryRow {
     pub kind: RunKind,
     pub command: Option<String>,
     pub action: Option<String>,
+    /// The OS user who started it (schema V4; `None` on older rows or when unknown).
+    pub started_by: Option<String>,
+    /// The hostname of the machine it was started on (schema V4; `None` likewise).
+    pub started_on: Option<String>,
 }
 
 impl HistoryRow {
@@ -71,6 +75,20 @@ impl HistoryRow {
             _ => self.summary.bundle.clone(),
         }
     }
+
+    /// The history table's "by" cell: `user@host`, `-` when not recorded.
+    pub fn started_by_on(&self) -> String {
+        super::origin::display(self.started_by.as_deref(), self.started_on.as_deref())
+    }
+}
+
+/// What [`Journal::history_rows`] adds to a summary, read in one query.
+struct RowExtra {
+    kind: RunKind,
+    command: Option<String>,
+    action: Option<String>,
+    started_by: Option<String>,
+    started_on: Option<String>,
 }
 
 impl Journal {
@@ -96,38 +114,49 @@ impl Journal {
         let Some(oldest) = summaries.iter().map(|s| s.id).min() else {
             return Ok(Vec::new());
         };
-        let mut kinds: HashMap<i64, (RunKind, Option<String>, Option<String>)> =
-            self.read(|conn, path| {
-                let op = "reading the kinds of dispatches";
-                let rows = conn
-                    .query(
-                        "SELECT id, kind, command, action FROM dispatch
-                         WHERE id >= ?1 AND kind <> 'dispatch'",
-                        params![oldest],
-                    )
-                    .ctx(path, op)?;
-                rows.iter()
-                    .map(|r| {
-                        Ok((
-                            r.get::<i64>(0)?,
-                            (RunKind::parse(&r.get::<String>(1)?), r.get(2)?, r.get(3)?),
-                        ))
-                    })
-                    .collect::<Result<_, _>>()
-                    .ctx(path, op)
-            })?;
+        let mut kinds: HashMap<i64, RowExtra> = self.read(|conn, path| {
+            let op = "reading the kinds of dispatches";
+            let rows = conn
+                .query(
+                    "SELECT id, kind, command, action, started_by, started_on FROM dispatch
+                     WHERE id >= ?1",
+                    params![oldest],
+                )
+                .ctx(path, op)?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.get::<i64>(0)?,
+                        RowExtra {
+                            kind: RunKind::parse(&r.get::<String>(1)?),
+                            command: r.get(2)?,
+                            action: r.get(3)?,
+                            started_by: r.get(4)?,
+                            started_on: r.get(5)?,
+                        },
+                    ))
+                })
+                .collect::<Result<_, _>>()
+                .ctx(path, op)
+        })?;
         Ok(summaries
             .into_iter()
             .map(|summary| {
-                let (kind, command, action) =
-                    kinds
-                        .remove(&summary.id)
-                        .unwrap_or((RunKind::Dispatch, None, None));
+                // Only a row removed between the two reads has no entry.
+                let extra = kinds.remove(&summary.id).unwrap_or(RowExtra {
+                    kind: RunKind::Dispatch,
+                    command: None,
+                    action: None,
+                    started_by: None,
+                    started_on: None,
+                });
                 HistoryRow {
                     summary,
-                    kind,
-                    command,
-                    action,
+                    kind: extra.kind,
+                    command: extra.command,
+                    action: extra.action,
+                    started_by: extra.started_by,
+                    started_on: extra.started_on,
                 }
             })
             .collect())

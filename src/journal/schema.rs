@@ -23,7 +23,7 @@ use std::path::Path;
 const APPLICATION_ID: i32 = 0x4452_5348;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this dropship writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -145,6 +145,14 @@ const V3: &str = "
 ALTER TABLE dispatch ADD COLUMN kind TEXT NOT NULL DEFAULT 'dispatch';
 ALTER TABLE dispatch ADD COLUMN command TEXT;
 ALTER TABLE dispatch ADD COLUMN action TEXT;
+";
+
+/// Version 4: who started a dispatch and from which machine (the OS user name and the
+/// hostname), so a team's shared journal says who shipped what from where. NULL on rows
+/// written before, which `--history` shows as `-`. Portable like V3.
+const V4: &str = "
+ALTER TABLE dispatch ADD COLUMN started_by TEXT;
+ALTER TABLE dispatch ADD COLUMN started_on TEXT;
 ";
 
 /// Opens `path`, creating it and its directory if needed, and leaves it at [`SCHEMA_VERSION`].

@@ -628,11 +628,13 @@ pub fn spawn_printer(
     (events, watch, thread)
 }
 
-/// `--history` as a table.
-pub fn history_table(rows: &[crate::journal::DispatchSummary]) -> String {
+/// `--history` as a table: a run or action shows what it ran in the bundle column, and BY
+/// says who started each row from which machine (`-` on rows from before schema V4).
+pub fn history_table(rows: &[crate::journal::HistoryRow]) -> String {
     let mut table = vec![vec![
         "ID".to_owned(),
         "STARTED".into(),
+        "BY".into(),
         "STATE".into(),
         "OK".into(),
         "FAILED".into(),
@@ -640,7 +642,8 @@ pub fn history_table(rows: &[crate::journal::DispatchSummary]) -> String {
         "BUNDLE".into(),
         "RULE".into(),
     ]];
-    for r in rows {
+    for row in rows {
+        let r = &row.summary;
         let started = chrono::DateTime::from_timestamp_millis(r.started_at)
             .map(|t| {
                 t.with_timezone(&chrono::Local)
@@ -651,11 +654,12 @@ pub fn history_table(rows: &[crate::journal::DispatchSummary]) -> String {
         table.push(vec![
             r.id.to_string(),
             started,
+            row.started_by_on(),
             r.state.to_string(),
             r.succeeded.to_string(),
             r.failed.to_string(),
             r.skipped.to_string(),
-            r.bundle.clone(),
+            row.label(),
             format!("[{}]", r.rule),
         ]);
     }
