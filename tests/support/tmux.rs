@@ -59,13 +59,29 @@ impl Tmux {
     }
 
     /// Waits until the screen shows every one of `needles`; panics with the screen if not.
+    /// Returns a settled screen: tmux can capture a frame the program is still drawing (a new
+    /// title above the old rows), so once the needles show, the screen is captured again
+    /// until two captures 50 ms apart agree (for at most 2 s: a screen that keeps changing,
+    /// such as live output, is returned as last seen with the needles).
     pub fn wait_for(&self, needles: &[&str], secs: u64) -> String {
+        let has_all = |s: &str| needles.iter().all(|n| s.contains(n));
         let mut last = String::new();
         let ok = super::wait_until(Duration::from_secs(secs), || {
             last = self.screen();
-            needles.iter().all(|n| last.contains(n))
+            has_all(&last)
         });
         assert!(ok, "screen never showed {needles:?}:\n{last}");
+        let settle = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(50));
+            let again = self.screen();
+            if again == last {
+                break;
+            }
+            if has_all(&again) {
+                last = again;
+            }
+        }
         last
     }
 
