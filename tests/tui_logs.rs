@@ -11,7 +11,7 @@ use dropship::ui::tui::app::App;
 use ratatui::style::Color;
 use tui_fixture::*;
 
-const SIZES: [(u16, u16); 3] = [(60, 15), (80, 24), (160, 48)];
+const SIZES: [(u16, u16); 4] = [(60, 15), (80, 24), (160, 48), (300, 80)];
 
 fn snap(name: &str, app: &App) {
     for (w, h) in SIZES {
