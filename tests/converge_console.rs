@@ -15,7 +15,7 @@ use std::time::Duration;
 use support::home::{CLEARED_ENV, Home, text};
 use support::{FaultProxy, LOOPBACK_2, Need, ScratchDir, SshServer, TEST_PASSWORD, TEST_USER};
 
-const LOOPBACK_3: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 3);
+use support::LOOPBACK_3;
 
 use support::tmux::{Tmux, sh_quote};
 

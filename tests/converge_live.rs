@@ -14,7 +14,7 @@ use std::process::Output;
 use support::home::{Home, text};
 use support::{Fault, FaultProxy, LOOPBACK_2, ScratchDir, SshServer, TEST_PASSWORD, TEST_USER};
 
-const LOOPBACK_3: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 3);
+use support::LOOPBACK_3;
 
 struct Env {
     home: Home,

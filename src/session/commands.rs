@@ -353,7 +353,9 @@ pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Su
     let state = journal.begin_resume(id)?;
     let rec = &state.record;
     let fail = |why: String| RunError::Resume { id, why };
-    let sha = crate::transport::local_sha256(&rec.bundle_path, None)
+    // Through the digest cache, as the dispatch hashed it: an unchanged file (same inode,
+    // size, mtime and ctime) is not read again.
+    let sha = crate::transport::bundle_sha256(&rec.bundle_path)
         .map_err(|e| fail(format!("bundle {}: {e}", rec.bundle_path.display())))?;
     if sha != rec.bundle_sha256 {
         return Err(fail(format!(

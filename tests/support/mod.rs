@@ -59,6 +59,8 @@ pub const LOCK_DIR: &str = "/tmp/dropship-test-locks";
 
 /// Second loopback address used for proxies and multi-address servers.
 pub const LOOPBACK_2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// A third loopback address (tests that need three hosts on one sshd).
+pub const LOOPBACK_3: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 /// What a live test needs from the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
