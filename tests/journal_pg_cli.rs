@@ -211,6 +211,78 @@ fn a_server_restart_mid_dispatch_loses_nothing() {
     );
 }
 
+/// TLS as a team would run it: a server that refuses plain connections, a certificate from
+/// the team's CA named in `sslrootcert` (verify-full is the default). Trusting another CA, or
+/// only the platform's, is refused with exit 2 before anything is recorded.
+#[test]
+fn tls_to_the_server_is_verified_against_sslrootcert() {
+    let Some(mut pg) = server("tls_to_the_server_is_verified_against_sslrootcert") else {
+        return;
+    };
+    let (ca, other_ca) = pg.require_tls();
+    let db = pg.new_database();
+    let base = format!("postgres://{PG_USER}@127.0.0.1:{}/{db}", pg.port());
+
+    let plain = team_home(&pg.url(PG_USER, &db));
+    let o = plain
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "the server refuses plain: {}",
+        text(&o)
+    );
+
+    for (url, why) in [
+        (
+            base.clone(),
+            "the platform's trust store does not know the test CA",
+        ),
+        (
+            format!("{base}?sslrootcert={}", other_ca.display()),
+            "another CA",
+        ),
+    ] {
+        let home = team_home(&url);
+        let o = home
+            .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
+            .env("PGPASSFILE", &pg.pgpass)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{why}: {}", text(&o));
+        assert!(
+            text(&o).to_lowercase().contains("certificate"),
+            "{why}: the error says what failed: {}",
+            text(&o)
+        );
+    }
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'dispatch'"
+        )
+        .trim(),
+        "0",
+        "nothing was recorded over an unverified connection"
+    );
+
+    let home = team_home(&format!("{base}?sslrootcert={}", ca.display()));
+    let o = home
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows = pg.psql(
+        &db,
+        "SELECT count(*) FROM target WHERE result = 'succeeded'",
+    );
+    assert_eq!(rows.trim(), "2");
+}
+
 /// A dropship killed while the server is away leaves its spool; the next dropship that opens
 /// the journal on this machine records it, so `--resume` sees the upgrade that finished during
 /// the outage and does not run it again (without the spool it would count as unknown, and run
