@@ -118,7 +118,10 @@ impl Store {
         self.write(
             Durability::Durable,
             "recording a new dispatch",
-            |tx, path| apply::insert_dispatch(tx, path, rec, &me),
+            |tx, path| {
+                super::schema::check_writable(tx, path)?;
+                apply::insert_dispatch(tx, path, rec, &me)
+            },
         )
     }
 
