@@ -988,7 +988,9 @@ fn an_older_dropship_writes_next_to_a_newer_schema_only_if_compatible(b: Backend
         &format!("UPDATE dropship_journal SET compatible = {next}"),
         &format!("UPDATE dropship_journal SET compatible = {next}"),
     );
-    let err = Journal::open(&path).err().expect("refused at open");
+    let Err(err) = Journal::open(&path) else {
+        panic!("refused at open");
+    };
     assert!(
         matches!(err, JournalError::SchemaTooNew { found, needs, .. } if found == next && needs == next),
         "{err:?}"

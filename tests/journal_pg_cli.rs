@@ -120,7 +120,10 @@ fn bad_conditions_are_clear_errors_with_exit_2() {
     assert!(err.contains("may create tables"), "{err}");
 
     // A journal from a newer dropship.
-    pg.psql(&db, "UPDATE dropship_journal SET version = 99, compatible = 99");
+    pg.psql(
+        &db,
+        "UPDATE dropship_journal SET version = 99, compatible = 99",
+    );
     let o = history(&url, Some(&pg.pgpass));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
