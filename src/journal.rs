@@ -330,8 +330,14 @@ impl Journal {
                 (conn, shown, Some(reconnect))
             }
         };
+        let server = reconnect.is_some();
+        let mut store = write::Store::new(conn, shown.clone(), options, reconnect)?;
+        if server {
+            // Only a server journal spools (see `journal/spool.rs`).
+            store.replay_orphans();
+        }
         Ok(Journal {
-            store: Mutex::new(write::Store::new(conn, shown.clone(), options, reconnect)?),
+            store: Mutex::new(store),
             path: shown,
         })
     }

@@ -916,6 +916,13 @@ fn a_newer_schema_is_refused(b: Backend) {
         "PRAGMA user_version = 99",
         "UPDATE dropship_journal SET version = 99",
     );
+    // …whose migration this dropship may not write next to.
+    admin_sql(
+        b,
+        &path,
+        "UPDATE dropship_journal SET compatible = 99",
+        "UPDATE dropship_journal SET compatible = 99",
+    );
     let err = Journal::open(&path).unwrap_err();
     assert!(
         matches!(err, JournalError::SchemaTooNew { found: 99, .. }),
@@ -925,6 +932,74 @@ fn a_newer_schema_is_refused(b: Backend) {
     assert!(message.contains("schema version 99"), "{message}");
     assert!(message.contains("upgrade dropship"), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
+}
+
+/// Two dropship versions on one journal, as when a team upgrades one machine at a time: a
+/// newer schema whose migration only adds (its `compatible` is at most this version) stays
+/// writable by this dropship, which never migrates it down; one that may not be written next
+/// to is refused when opened, and by a handle already open when it begins a dispatch.
+fn an_older_dropship_writes_next_to_a_newer_schema_only_if_compatible(b: Backend) {
+    let (_dir, path) = temp_journal(b);
+    let running = Journal::open(&path).unwrap();
+    let next = dropship::journal::SCHEMA_VERSION + 1;
+    admin_sql(
+        b,
+        &path,
+        &format!("PRAGMA user_version = {next}"),
+        &format!("UPDATE dropship_journal SET version = {next}"),
+    );
+    admin_sql(
+        b,
+        &path,
+        &format!("UPDATE dropship_journal SET compatible = {}", next - 1),
+        &format!("UPDATE dropship_journal SET compatible = {}", next - 1),
+    );
+
+    let j = Journal::open(&path).expect("a compatible newer schema opens");
+    let id = j
+        .begin_dispatch(&new_dispatch("mixed.tgz", &["h1"]))
+        .unwrap();
+    j.record(&target_done(id, "h1", TargetResult::Succeeded, T0 + 1))
+        .unwrap();
+    j.record(&dispatch_done(id, T0 + 2)).unwrap();
+    let history = j.history(10).unwrap();
+    assert_eq!(
+        (history[0].id, history[0].state),
+        (id, DispatchState::Finished)
+    );
+    running
+        .begin_dispatch(&new_dispatch("also.tgz", &["h1"]))
+        .expect("a running handle goes on too");
+    drop(j);
+    assert_eq!(
+        admin_sql(
+            b,
+            &path,
+            "PRAGMA user_version",
+            "SELECT version FROM dropship_journal"
+        ),
+        next.to_string(),
+        "never migrated down"
+    );
+
+    admin_sql(
+        b,
+        &path,
+        &format!("UPDATE dropship_journal SET compatible = {next}"),
+        &format!("UPDATE dropship_journal SET compatible = {next}"),
+    );
+    let Err(err) = Journal::open(&path) else {
+        panic!("refused at open");
+    };
+    assert!(
+        matches!(err, JournalError::SchemaTooNew { found, needs, .. } if found == next && needs == next),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade dropship"), "{err}");
+    let err = running
+        .begin_dispatch(&new_dispatch("late.tgz", &["h1"]))
+        .expect_err("a running handle is refused before its next dispatch");
+    assert!(matches!(err, JournalError::SchemaTooNew { .. }), "{err:?}");
 }
 
 #[test]
@@ -1374,6 +1449,7 @@ on_both_backends!(
     resume_classifies_every_target,
     last_results_per_host,
     a_newer_schema_is_refused,
+    an_older_dropship_writes_next_to_a_newer_schema_only_if_compatible,
     events_for_unknown_dispatches_or_hosts_are_errors,
     a_million_output_lines_are_stored_and_the_rate_is_printed,
     last_good_skips_failures_rollbacks_other_rules_and_other_hosts,

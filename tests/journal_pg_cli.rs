@@ -120,7 +120,10 @@ fn bad_conditions_are_clear_errors_with_exit_2() {
     assert!(err.contains("may create tables"), "{err}");
 
     // A journal from a newer dropship.
-    pg.psql(&db, "UPDATE dropship_journal SET version = 99");
+    pg.psql(
+        &db,
+        "UPDATE dropship_journal SET version = 99, compatible = 99",
+    );
     let o = history(&url, Some(&pg.pgpass));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -208,6 +211,186 @@ fn a_server_restart_mid_dispatch_loses_nothing() {
             .read_dir()
             .is_ok_and(|mut d| d.next().is_some()),
         "the spool is removed once written"
+    );
+}
+
+/// TLS as a team would run it: a server that refuses plain connections, a certificate from
+/// the team's CA named in `sslrootcert` (verify-full is the default). Trusting another CA, or
+/// only the platform's, is refused with exit 2 before anything is recorded.
+#[test]
+fn tls_to_the_server_is_verified_against_sslrootcert() {
+    let Some(mut pg) = server("tls_to_the_server_is_verified_against_sslrootcert") else {
+        return;
+    };
+    let (ca, other_ca) = pg.require_tls();
+    let db = pg.new_database();
+    let base = format!("postgres://{PG_USER}@127.0.0.1:{}/{db}", pg.port());
+
+    let plain = team_home(&pg.url(PG_USER, &db));
+    let o = plain
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "the server refuses plain: {}",
+        text(&o)
+    );
+
+    for (url, why) in [
+        (
+            base.clone(),
+            "the platform's trust store does not know the test CA",
+        ),
+        (
+            format!("{base}?sslrootcert={}", other_ca.display()),
+            "another CA",
+        ),
+    ] {
+        let home = team_home(&url);
+        let o = home
+            .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
+            .env("PGPASSFILE", &pg.pgpass)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{why}: {}", text(&o));
+        assert!(
+            text(&o).to_lowercase().contains("certificate"),
+            "{why}: the error says what failed: {}",
+            text(&o)
+        );
+    }
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'dispatch'"
+        )
+        .trim(),
+        "0",
+        "nothing was recorded over an unverified connection"
+    );
+
+    let home = team_home(&format!("{base}?sslrootcert={}", ca.display()));
+    let o = home
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows = pg.psql(
+        &db,
+        "SELECT count(*) FROM target WHERE result = 'succeeded'",
+    );
+    assert_eq!(rows.trim(), "2");
+}
+
+/// A dropship killed while the server is away leaves its spool; the next dropship that opens
+/// the journal on this machine records it, so `--resume` sees the upgrade that finished during
+/// the outage and does not run it again (without the spool it would count as unknown, and run
+/// again under `--force`).
+#[test]
+fn a_spool_left_by_a_killed_process_is_recorded_before_a_resume() {
+    let Some(mut pg) = server("a_spool_left_by_a_killed_process_is_recorded_before_a_resume")
+    else {
+        return;
+    };
+    let db = pg.new_database();
+    let url = pg.url(PG_USER, &db);
+    let home = Home::new();
+    let dest = home.path("dest");
+    let ran = home.path("upgrades.log");
+    let go = home.path("go");
+    let gate = home.path("gate");
+    home.write(
+        "dispatch.cfg",
+        format!(
+            "[DEFAULT]\njournal = {url}\n\n[app-.*\\.tgz]\nhost = h1, h2\nprotocol = local\n\
+             dest_dir = {}/{{host}}\n\
+             pre = until [ -e {gate} ]; do sleep 0.1; done\n\
+             upgrade = echo {{host}} >> {ran}; echo {{host}} upgraded\n\
+             post = until [ -e {go} ]; do sleep 0.1; done; echo {{host}} post\n",
+            dest.display(),
+            ran = ran.display(),
+            go = go.display(),
+            gate = gate.display(),
+        ),
+    );
+    home.write("app-3.0.tgz", "bundle bytes");
+    let mut child = home
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-3.0.tgz"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both hosts wait in `pre` until the server is gone; everything after happens while it is.
+    let waiting = support::wait_until(std::time::Duration::from_secs(30), || {
+        pg.try_psql(&db, "SELECT count(*) FROM step WHERE step = 'pre'")
+            .is_some_and(|n| n.trim() == "2")
+    });
+    assert!(waiting, "the pre steps never started");
+    pg.stop();
+    std::fs::write(&gate, "").unwrap();
+    let spool_dir = home.path("state/dropship/journal-spool");
+    let spooled = support::wait_until(std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(&ran).is_ok_and(|r| r.lines().count() == 2)
+            && std::fs::read_dir(&spool_dir).is_ok_and(|d| {
+                d.flatten().any(|f| {
+                    std::fs::read_to_string(f.path())
+                        .is_ok_and(|t| t.matches("\"post\"").count() >= 2)
+                })
+            })
+    });
+    assert!(
+        spooled,
+        "the upgrades and the post steps' starts were never spooled"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    pg.run();
+    std::fs::write(&go, "").unwrap();
+
+    let id = pg.psql(&db, "SELECT max(id) FROM dispatch");
+    let o = home
+        // `post` was started and never finished: its outcome is unknown, so it runs again only
+        // with --force; the upgrade the spool says finished must not.
+        .command(&["--config", "dispatch.cfg", "--resume", id.trim(), "--force"])
+        .env("PGPASSFILE", &pg.pgpass)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("kept while the journal server was away"),
+        "{}",
+        text(&o)
+    );
+    let ran = std::fs::read_to_string(&ran).unwrap();
+    assert_eq!(ran.lines().count(), 2, "each upgrade ran once: {ran}");
+    for host in ["h1", "h2"] {
+        let lines = pg.psql(
+            &db,
+            &format!(
+                "SELECT string_agg(line, ',' ORDER BY o.id) FROM output o JOIN step s ON s.id = o.step \
+                 WHERE s.host = '{host}' AND s.step IN ('upgrade', 'post')"
+            ),
+        );
+        assert!(
+            lines.contains(&format!("{host} upgraded")) && lines.contains(&format!("{host} post")),
+            "{host}: the upgrade's output (from the spool) and the post's: {lines}"
+        );
+    }
+    let state = pg.psql(
+        &db,
+        "SELECT d.state || ' ' || count(*) FROM dispatch d JOIN target t ON t.dispatch = d.id \
+         WHERE t.result = 'succeeded' GROUP BY d.state",
+    );
+    assert_eq!(state.trim(), "finished 2");
+    let left: Vec<_> = spool_dir.read_dir().unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "the spool was recorded and removed: {left:?}"
     );
 }
 

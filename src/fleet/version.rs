@@ -257,7 +257,12 @@ pub fn read_installed(t: &ProbeTarget, known_hosts: &KnownHostsFiles) -> Install
     } else {
         match connect_ssh(t, t.ssh_port(), known_hosts).0 {
             Ok(mut s) => read_version(&mut s, cmd, timeout),
-            Err(e @ (TransportError::Connect { .. } | TransportError::Timeout { .. })) => {
+            // `Ssh` from a connect is the handshake itself failing (a reset, no banner).
+            Err(
+                e @ (TransportError::Connect { .. }
+                | TransportError::Timeout { .. }
+                | TransportError::Ssh { .. }),
+            ) => {
                 return Installed::Unreachable {
                     error: first_line(&e.to_string()),
                 };

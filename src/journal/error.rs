@@ -22,11 +22,13 @@ pub enum JournalError {
     )]
     NotAJournal { path: PathBuf, detail: String },
     #[error(
-        "journal {path} has schema version {found}, newer than this dropship understands (up to {known})\n  help: upgrade dropship, or move the file aside to start a new journal"
+        "journal {path} has schema version {found}, which a dropship must know at least up to version {needs} to write (this one knows up to {known})\n  help: upgrade dropship, or move the file aside to start a new journal"
     )]
     SchemaTooNew {
         path: PathBuf,
         found: i64,
+        /// The oldest schema a dropship may write this journal with.
+        needs: i64,
         known: i64,
     },
     #[error(

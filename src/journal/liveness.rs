@@ -79,6 +79,11 @@ pub(crate) fn alive(tx: &super::db::Tx<'_>, pid: i64, marker: &str) -> bool {
     .unwrap_or(true)
 }
 
+/// Whether `writer`, a process of this machine, still runs (its database session aside).
+pub(crate) fn is_alive_here(writer: &Writer) -> bool {
+    is_alive(writer.pid, local_part(&writer.marker))
+}
+
 /// Whether the process that wrote `pid` + `marker` still runs.
 pub(crate) fn is_alive(pid: i64, marker: &str) -> bool {
     let Ok(pid) = u32::try_from(pid) else {

@@ -3,8 +3,17 @@
 //!
 //! The file is marked with `PRAGMA application_id` so dropship never "migrates" an unrelated
 //! SQLite database it was pointed at, and versioned with `PRAGMA user_version`: migration `n`
-//! (1-based) takes the schema from version `n - 1` to `n`. Migrations only ever append, so an
-//! older dropship refuses a newer file rather than misreading it.
+//! (1-based) takes the schema from version `n - 1` to `n`.
+//!
+//! # Two dropship versions on one journal
+//! A team upgrades one machine at a time, so an older dropship meets a journal a newer one
+//! migrated. Most migrations only add what older code never reads or writes (a column, a
+//! table); an older dropship keeps working next to them. A few change what rows mean, and an
+//! older dropship writing next to them would misread or bypass them: those are listed in
+//! [`BREAKING`]. The journal records the oldest schema that may still write it
+//! (`dropship_journal.compatible`); a dropship older than that is refused when it opens the
+//! journal, and a running one when it next begins a dispatch, with a message that says to
+//! upgrade. Nothing is ever "migrated down".
 //!
 //! One schema for both backends: the migrations below are written in SQLite's spelling
 //! and [`postgres_ddl`] rewrites the few words PostgreSQL spells differently (`INTEGER` is
@@ -27,6 +36,21 @@ const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this dropship writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Versions whose migration an older dropship cannot write next to. V1 is everything; V3 makes
+/// ad-hoc runs dispatch rows told apart by `kind`, which an older `--resume` would take for a
+/// dispatch. V2 (the drop-folder table) and V4 (who and where) only add.
+const BREAKING: &[i64] = &[1, 3];
+
+/// The oldest schema that may write a journal at `version`.
+fn oldest_writer(version: i64) -> i64 {
+    BREAKING
+        .iter()
+        .copied()
+        .filter(|&v| v <= version)
+        .max()
+        .unwrap_or(0)
+}
 
 /// Version 1. Targets and steps are keyed by (dispatch, host) so the engine's events, which
 /// name hosts, map to rows without a lookup table. A step may run more than once in one
@@ -191,9 +215,12 @@ pub(crate) fn open_postgres(target: &PgTarget, shown: &Path) -> Result<Conn, Jou
         let tx = conn
             .begin(Mode::Read)
             .map_err(|e| classify(shown, "reading the journal version", e))?;
-        pg_version(&tx, shown)?
+        let version = pg_version(&tx, shown)?;
+        if version > SCHEMA_VERSION {
+            check_writable(&tx, shown)?;
+        }
+        version
     };
-    check_version(shown, version)?;
     if version < SCHEMA_VERSION {
         migrate(&mut conn, shown)?;
     }
@@ -247,19 +274,63 @@ fn identify(conn: &rusqlite::Connection, path: &Path) -> Result<i64, JournalErro
             detail: "it is an SQLite database of another program".into(),
         });
     }
-    check_version(path, version)?;
+    if version > SCHEMA_VERSION {
+        let compatible = conn
+            .query_row("SELECT compatible FROM dropship_journal", [], |r| r.get(0))
+            .ok();
+        check_version(path, version, compatible)?;
+    }
     Ok(version)
 }
 
-fn check_version(path: &Path, found: i64) -> Result<(), JournalError> {
-    if found > SCHEMA_VERSION {
+/// Refuses a journal at `found` that this dropship may not write: one newer than it knows
+/// whose `compatible` (the oldest schema that may write it; unknown means `found`) is newer
+/// too.
+fn check_version(path: &Path, found: i64, compatible: Option<i64>) -> Result<(), JournalError> {
+    let needs = compatible.unwrap_or(found);
+    if found > SCHEMA_VERSION && needs > SCHEMA_VERSION {
         return Err(JournalError::SchemaTooNew {
             path: path.to_path_buf(),
             found,
+            needs,
             known: SCHEMA_VERSION,
         });
     }
     Ok(())
+}
+
+/// The journal's version and the oldest schema that may write it, read in `tx`.
+fn version_and_compatible(tx: &Tx<'_>) -> Result<(i64, Option<i64>), DbError> {
+    let version = match tx.dialect() {
+        super::db::Dialect::Sqlite => tx
+            .query_row("SELECT user_version FROM pragma_user_version", &[], |r| {
+                r.get(0)
+            })?
+            .unwrap_or(0),
+        super::db::Dialect::Postgres => tx
+            .query_row("SELECT version FROM dropship_journal", &[], |r| r.get(0))?
+            .unwrap_or(0),
+    };
+    if version <= SCHEMA_VERSION {
+        return Ok((version, None));
+    }
+    // A journal migrated by a dropship from before this rule has no `compatible`.
+    let compatible = tx
+        .query_row("SELECT compatible FROM dropship_journal", &[], |r| {
+            r.get::<Option<i64>>(0)
+        })
+        .ok()
+        .flatten()
+        .flatten();
+    Ok((version, compatible))
+}
+
+/// Refuses to begin a dispatch on a journal a newer dropship migrated, since this process
+/// opened it, to a schema this one may not write.
+pub(crate) fn check_writable(tx: &Tx<'_>, path: &Path) -> Result<(), JournalError> {
+    let (version, compatible) =
+        version_and_compatible(tx).map_err(|e| classify(path, "reading the journal version", e))?;
+    check_version(path, version, compatible)
 }
 
 /// WAL lets readers (`--history`, the console) work while a dispatch writes, and lets two
@@ -299,13 +370,18 @@ fn migrate(conn: &mut Conn, path: &Path) -> Result<(), JournalError> {
                 "CREATE TABLE IF NOT EXISTS dropship_journal (
                      one     BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
                      version BIGINT  NOT NULL
-                 )",
+                 );
+                 ALTER TABLE dropship_journal ADD COLUMN IF NOT EXISTS compatible BIGINT",
             )
             .map_err(err)?;
             pg_version(&tx, path)?
         }
     };
-    check_version(path, version)?;
+    if version >= SCHEMA_VERSION {
+        // Another dropship got there first (perhaps a newer one: may this one write it?).
+        check_writable(&tx, path)?;
+        return tx.commit().map_err(err);
+    }
     let done = usize::try_from(version).unwrap_or(0);
     for migration in &MIGRATIONS[done..] {
         match tx.dialect() {
@@ -314,18 +390,22 @@ fn migrate(conn: &mut Conn, path: &Path) -> Result<(), JournalError> {
         }
         .map_err(err)?;
     }
-    match tx.dialect() {
-        super::db::Dialect::Sqlite => tx.batch(&format!(
-            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
-        )),
-        super::db::Dialect::Postgres => tx
-            .execute(
-                "INSERT INTO dropship_journal (version) VALUES (?1)
-                 ON CONFLICT (one) DO UPDATE SET version = excluded.version",
-                super::db::params![SCHEMA_VERSION],
-            )
-            .map(|_| ()),
+    if tx.dialect() == super::db::Dialect::Sqlite {
+        tx.batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};
+             CREATE TABLE IF NOT EXISTS dropship_journal (
+                 one        BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+                 version    INTEGER NOT NULL,
+                 compatible INTEGER
+             );"
+        ))
+        .map_err(err)?;
     }
+    tx.execute(
+        "INSERT INTO dropship_journal (version, compatible) VALUES (?1, ?2)
+         ON CONFLICT (one) DO UPDATE SET version = excluded.version, compatible = excluded.compatible",
+        super::db::params![SCHEMA_VERSION, oldest_writer(SCHEMA_VERSION)],
+    )
     .map_err(err)?;
     tx.commit().map_err(err)
 }

@@ -9,7 +9,7 @@ use super::codec::{size_to_sql, stream_code};
 use super::db::{Conn, Mode, Tx, Value, params};
 use super::error::{Context, JournalError};
 use super::liveness::Writer;
-use super::spool::Spool;
+use super::spool::{BufferedLine, Entry, Orphan, Spool};
 use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
 use crate::model::events::{Event, Millis, Step};
 use crate::transport::lines::cap_line;
@@ -118,7 +118,10 @@ impl Store {
         self.write(
             Durability::Durable,
             "recording a new dispatch",
-            |tx, path| apply::insert_dispatch(tx, path, rec, &me),
+            |tx, path| {
+                super::schema::check_writable(tx, path)?;
+                apply::insert_dispatch(tx, path, rec, &me)
+            },
         )
     }
 
@@ -150,11 +153,85 @@ impl Store {
 
     fn go_down(&mut self, e: &JournalError) {
         tracing::warn!("journal server lost: {e}");
+        // The buffered lines stay in memory for the reconnect; the file gets a copy, in case
+        // this process dies before that.
+        let buffered = Entry::Buffered {
+            lines: self
+                .pending
+                .iter()
+                .map(|l| BufferedLine {
+                    step: l.step_id,
+                    at: l.at,
+                    stream: l.stream,
+                    line: l.line.clone(),
+                })
+                .collect(),
+            counts: self
+                .cursors
+                .values()
+                .flat_map(|hosts| hosts.values())
+                .filter(|c| c.dirty)
+                .map(|c| (c.step_id, c.stored, c.dropped))
+                .collect(),
+        };
+        let mut spool = Spool::new(&self.me, buffered);
         self.notices.push(format!(
             "journal server lost ({e}); the dispatch goes on, events are kept in {} and written when it is back",
-            Spool::path().display()
+            spool.path().display()
         ));
-        self.spool = Some(Spool::new());
+        self.notices.extend(spool.take_error());
+        self.spool = Some(spool);
+    }
+
+    /// Records the spools of this machine's dropship processes that died while the server
+    /// was away (see [`super::spool`]), so their hosts' work is in the journal before anyone
+    /// resumes it. Each file is claimed by renaming it, applied in one transaction and
+    /// removed; one whose dispatches were resumed meanwhile is kept as `*.stale`.
+    pub fn replay_orphans(&mut self) {
+        for path in super::spool::orphan_files() {
+            let claimed = path.with_extension(format!("replaying-{}", std::process::id()));
+            if std::fs::rename(&path, &claimed).is_err() {
+                continue; // another process took it
+            }
+            let orphan = match super::spool::read_orphan(&claimed) {
+                Ok(orphan) => orphan,
+                Err(e) => {
+                    self.keep_stale(&claimed, &format!("it cannot be read ({e})"));
+                    continue;
+                }
+            };
+            let max = self.options.max_lines_per_step;
+            let outcome = self.write(
+                Durability::Durable,
+                "recording a dead process's spool",
+                |tx, path| replay(tx, path, &orphan, max),
+            );
+            match outcome {
+                Ok(Ok(())) => {
+                    let _ = std::fs::remove_file(&claimed);
+                    self.notices.push(format!(
+                        "recorded the {} events that dropship (pid {}) kept while the journal server was away, of dispatch {}",
+                        orphan.events.len(),
+                        orphan.writer.pid,
+                        ids(&orphan.dispatches()),
+                    ));
+                }
+                Ok(Err(why)) => self.keep_stale(&claimed, &why),
+                Err(e) => {
+                    tracing::warn!("replaying {}: {e}", claimed.display());
+                    let _ = std::fs::rename(&claimed, &path);
+                }
+            }
+        }
+    }
+
+    fn keep_stale(&mut self, claimed: &Path, why: &str) {
+        let stale = claimed.with_extension("stale");
+        let _ = std::fs::rename(claimed, &stale);
+        self.notices.push(format!(
+            "the journal spool {} of a dead dropship was not recorded: {why}; it is kept for you to read",
+            stale.display()
+        ));
     }
 
     /// Reconnects (at most every [`super::spool::RETRY`]) and replays the spool in order.
@@ -357,20 +434,7 @@ impl Store {
             .conn
             .begin(Mode::Read)
             .ctx(&self.path, "recording output")?;
-        tx.query_row(
-            "SELECT id, lines, dropped_lines FROM step
-             WHERE dispatch = ?1 AND host = ?2 AND step = ?3 ORDER BY id DESC LIMIT 1",
-            params![dispatch, host, step],
-            |r| {
-                Ok(Cursor {
-                    step_id: r.get(0)?,
-                    stored: super::codec::size_from_sql(r, 1)?,
-                    dropped: super::codec::size_from_sql(r, 2)?,
-                    dirty: false,
-                })
-            },
-        )
-        .ctx(&self.path, "recording output")
+        latest_run_in(&tx, dispatch, host, step).ctx(&self.path, "recording output")
     }
 
     fn open_cursor(&mut self, dispatch: i64, host: &str, step: Step, cursor: Cursor) {
@@ -486,12 +550,162 @@ fn spool_push(
     event: &Event,
     notices: &mut Vec<String>,
 ) -> Result<(), JournalError> {
-    if let Err(e) = spool.push(event)
-        && spool.events.len() == 1
-    {
-        notices.push(e);
-    }
+    spool.push(event);
+    notices.extend(spool.take_error());
     Ok(())
+}
+
+fn ids(ids: &[i64]) -> String {
+    ids.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Applies a dead writer's spool in `tx`, if every dispatch it touches still names that
+/// writer and runs; `Ok(Err(why))` if not (nothing is written then).
+fn replay(
+    tx: &Tx<'_>,
+    path: &Path,
+    orphan: &Orphan,
+    max_lines: u64,
+) -> Result<Result<(), String>, JournalError> {
+    let op = "recording a dead process's spool";
+    for id in orphan.dispatches() {
+        let row = tx
+            .query_row(
+                "SELECT state, writer_pid, writer_marker FROM dispatch WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<String>(2)?)),
+            )
+            .ctx(path, op)?;
+        let Some((state, pid, marker)) = row else {
+            return Ok(Err(format!("dispatch {id} is not in the journal")));
+        };
+        if state != "running" || pid != orphan.writer.pid || marker != orphan.writer.marker {
+            return Ok(Err(format!(
+                "dispatch {id} was taken over or ended meanwhile (it is {state})"
+            )));
+        }
+    }
+    for l in &orphan.buffered {
+        tx.execute(
+            "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
+            params![l.step, l.at, stream_code(l.stream), l.line.as_str()],
+        )
+        .ctx(path, op)?;
+    }
+    let mut cursors: HashMap<(i64, String, Step), Cursor> = HashMap::new();
+    for &(step_id, stored, dropped) in &orphan.counts {
+        let mut c = Cursor::new(step_id);
+        (c.stored, c.dropped, c.dirty) = (stored, dropped, true);
+        write_counts(tx, &c).ctx(path, op)?;
+    }
+    for event in &orphan.events {
+        match event {
+            Event::Output {
+                dispatch,
+                at,
+                host,
+                step,
+                stream,
+                line,
+            } => {
+                let key = (*dispatch, host.clone(), *step);
+                if !cursors.contains_key(&key) {
+                    let latest = latest_run_in(tx, *dispatch, host, *step).ctx(path, op)?;
+                    let c = match latest {
+                        Some(c) => c,
+                        None => Cursor::new(apply::insert_step(
+                            tx, path, *dispatch, host, *step, None, *at,
+                        )?),
+                    };
+                    cursors.insert(key.clone(), c);
+                }
+                let c = cursors.get_mut(&key).expect("inserted above");
+                c.dirty = true;
+                if c.stored >= max_lines {
+                    c.dropped += 1;
+                } else {
+                    c.stored += 1;
+                    tx.execute(
+                        "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            c.step_id,
+                            *at,
+                            stream_code(*stream),
+                            cap_line(line).as_ref()
+                        ],
+                    )
+                    .ctx(path, op)?;
+                }
+            }
+            Event::Transfer {
+                dispatch,
+                host,
+                transfer,
+                ..
+            } => match transfer {
+                TransferEvent::Started { .. } => apply::upload_started(tx, path, *dispatch, host)?,
+                TransferEvent::Verified { size, sha256, .. } => {
+                    apply::upload_verified(tx, path, *dispatch, host, *size, sha256.as_deref())?
+                }
+                TransferEvent::Progress { .. } | TransferEvent::Retrying { .. } => {}
+            },
+            _ => {
+                let started = apply::control(tx, path, event)?;
+                if let (
+                    Some(id),
+                    Event::StepStarted {
+                        dispatch,
+                        host,
+                        step,
+                        ..
+                    },
+                ) = (started, event)
+                {
+                    cursors.insert((*dispatch, host.clone(), *step), Cursor::new(id));
+                }
+            }
+        }
+    }
+    for c in cursors.values().filter(|c| c.dirty) {
+        write_counts(tx, c).ctx(path, op)?;
+    }
+    Ok(Ok(()))
+}
+
+/// The latest run of `step` on `host` with its line counts.
+fn latest_run_in(
+    tx: &Tx<'_>,
+    dispatch: i64,
+    host: &str,
+    step: Step,
+) -> super::db::DbResult<Option<Cursor>> {
+    tx.query_row(
+        "SELECT id, lines, dropped_lines FROM step
+         WHERE dispatch = ?1 AND host = ?2 AND step = ?3 ORDER BY id DESC LIMIT 1",
+        params![dispatch, host, step],
+        |r| {
+            Ok(Cursor {
+                step_id: r.get(0)?,
+                stored: super::codec::size_from_sql(r, 1)?,
+                dropped: super::codec::size_from_sql(r, 2)?,
+                dirty: false,
+            })
+        },
+    )
+}
+
+fn write_counts(tx: &Tx<'_>, cursor: &Cursor) -> super::db::DbResult<usize> {
+    tx.execute(
+        "UPDATE step SET lines = ?2, dropped_lines = ?3 WHERE id = ?1",
+        params![
+            cursor.step_id,
+            size_to_sql(cursor.stored),
+            size_to_sql(cursor.dropped)
+        ],
+    )
 }
 
 /// Lines are inserted by multi-row statements of 64, 32, … 1 rows: a handful of statements
@@ -546,14 +760,7 @@ fn store_pending(
         .flat_map(|hosts| hosts.values())
         .filter(|c| c.dirty);
     for cursor in dirty {
-        tx.execute(
-            "UPDATE step SET lines = ?2, dropped_lines = ?3 WHERE id = ?1",
-            params![
-                cursor.step_id,
-                size_to_sql(cursor.stored),
-                size_to_sql(cursor.dropped)
-            ],
-        )?;
+        write_counts(tx, cursor)?;
     }
     Ok(())
 }

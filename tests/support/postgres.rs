@@ -215,6 +215,94 @@ impl PgServer {
         );
     }
 
+    /// Turns TLS on with a certificate for 127.0.0.1 signed by a test CA, refuses every
+    /// connection that is not TLS (`hostnossl … reject` first in `pg_hba.conf`, so a login
+    /// that works proves TLS was used), and restarts. Returns the CA certificate, for
+    /// `sslrootcert`, and another CA's, which must not be trusted.
+    pub fn require_tls(&mut self) -> (PathBuf, PathBuf) {
+        let (uid, gid) = ids("postgres").expect("postgres user");
+        let tls = self.dir.join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let openssl = |args: &[&str]| {
+            super::run(Command::new("openssl").args(args).current_dir(&tls));
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "3650",
+                "-subj",
+                &format!("/CN=dropship test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            tls.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            "ext",
+            "-out",
+            "server.crt",
+        ]);
+        for f in ["server.crt", "server.key"] {
+            std::os::unix::fs::chown(tls.join(f), Some(uid), Some(gid)).unwrap();
+        }
+        std::fs::set_permissions(
+            tls.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let data = self.dir.join("data");
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n",
+            tls.display()
+        ));
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        let hba = std::fs::read_to_string(data.join("pg_hba.conf")).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("hostnossl all all 0.0.0.0/0 reject\n{hba}"),
+        )
+        .unwrap();
+        self.stop();
+        self.run();
+        (tls.join("ca.crt"), tls.join("other-ca.crt"))
+    }
+
     /// Kills the server (SIGKILL of the whole tree: an outage, not a clean shutdown).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
