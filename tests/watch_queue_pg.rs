@@ -64,8 +64,11 @@ impl Env {
     }
 
     fn spawn(&self, n: u32) -> Child {
+        self.spawn_on(n, &self.drop_dir())
+    }
+
+    fn spawn_on(&self, n: u32, drop_dir: &Path) -> Child {
         let cfg = self.home.path("dispatch.cfg");
-        let drop_dir = self.drop_dir();
         let out = std::fs::File::create(self.home.path(&format!("out.{n}"))).unwrap();
         let err = std::fs::File::create(self.home.path(&format!("err.{n}"))).unwrap();
         let lease = format!("{}ms", LEASE_MS);
@@ -418,5 +421,73 @@ impl Env {
     fn url_db(&self) -> String {
         let tail = self.url.rsplit('/').next().unwrap();
         tail.split('?').next().unwrap().to_owned()
+    }
+}
+
+#[test]
+fn the_same_bundle_dropped_into_two_watchers_folders_is_shipped_once() {
+    let Some(pg) = support::postgres::server_or_skip("watch_queue_two_folders") else {
+        return;
+    };
+    let env = Env::new(&pg);
+    env.write_config();
+    let (a, b) = (env.home.path("drop-a"), env.home.path("drop-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let mut watchers = Watchers(vec![Some(env.spawn_on(1, &a)), Some(env.spawn_on(2, &b))]);
+    // Ten bundles dropped into both folders at once, and one of each folder's own.
+    let mut bundles = HashMap::new();
+    for i in 0..10 {
+        let name = format!("app-{i}.tgz");
+        let content = format!("same content {i}").into_bytes();
+        rename_in(&a, &name, &content);
+        rename_in(&b, &name, &content);
+        bundles.insert(name, content);
+    }
+    rename_in(&a, "app-a.tgz", b"only in a");
+    rename_in(&b, "app-b.tgz", b"only in b");
+    bundles.insert("app-a.tgz".into(), b"only in a".to_vec());
+    bundles.insert("app-b.tgz".into(), b"only in b".to_vec());
+
+    let q = |sql: &str| pg.try_psql(&env.url_db(), sql).unwrap_or_default();
+    let settled = support::wait_until(Duration::from_secs(40), || {
+        q(
+            "SELECT count(*) FROM watch_bundle WHERE state IN ('done', 'duplicate') \
+           AND archived_at IS NOT NULL",
+        )
+        .trim()
+            == "22"
+    });
+    let logs = format!("{}{}", env.logged(1), env.logged(2));
+    assert!(
+        settled,
+        "{}\n{logs}",
+        q("SELECT name || ' ' || dir || ' ' || state FROM watch_bundle ORDER BY id")
+    );
+    let shipped = env.shipped();
+    for (name, bytes) in &bundles {
+        let key = (name.clone(), "h1".to_owned(), sha256(bytes));
+        assert_eq!(shipped.get(&key), Some(&1), "{name}\n{logs}");
+    }
+    assert_eq!(shipped.len(), 12, "nothing else was shipped");
+    assert_eq!(
+        q("SELECT state || ' ' || count(*) FROM watch_bundle GROUP BY state ORDER BY state").trim(),
+        "done 12\nduplicate 10"
+    );
+    assert_eq!(q("SELECT count(*) FROM dispatch").trim(), "12");
+    // Each copy was put away in its own folder, the duplicate with a reason.
+    for dir in [&a, &b] {
+        let mut done = Vec::new();
+        walk(&dir.join(".dropship/done"), &mut done);
+        let files = done
+            .iter()
+            .filter(|p| !p.to_string_lossy().ends_with(".reason"))
+            .count();
+        assert_eq!(files, 11, "{done:?}");
+    }
+    for c in watchers.0.iter_mut() {
+        if let Some(c) = c.take() {
+            assert_eq!(stop(c), Some(0), "{logs}");
+        }
     }
 }

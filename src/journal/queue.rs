@@ -264,6 +264,51 @@ impl Journal {
             .map_or(Claim::Busy, |r| Claim::Taken(Box::new(r))))
     }
 
+    /// [`Journal::watch_begin_dispatch`] for a bundle of the shared queue, only while `lease`
+    /// still holds it (checked under the row's lock, in the transaction that records the
+    /// dispatch): a watcher that stalled past its lease and lost the bundle to another never
+    /// starts a second dispatch of it. `None` when it lost it.
+    pub fn watch_begin_dispatch_held(
+        &self,
+        id: i64,
+        rec: &super::NewDispatch,
+        lease: &Lease,
+    ) -> Result<Option<i64>, JournalError> {
+        let op = "starting a dispatch";
+        let mut store = self.lock();
+        let me = store.writer();
+        store.write(Durability::Durable, op, |tx, path| {
+            let holder: Option<Option<String>> = tx
+                .query_row(
+                    &format!(
+                        "SELECT holder FROM watch_bundle WHERE id = ?1{}",
+                        tx.for_update()
+                    ),
+                    params![id],
+                    |r| r.get(0),
+                )
+                .ctx(path, op)?;
+            if holder.flatten().as_deref() != Some(lease.holder.as_str()) {
+                return Ok(None);
+            }
+            let now = db_now(tx).ctx(path, op)?;
+            let dispatch = super::apply::insert_dispatch(tx, path, rec, &me)?;
+            tx.execute(
+                "UPDATE watch_bundle SET state = 'dispatching', dispatch = ?2, started_at = ?3,
+                        lease_until = ?4
+                 WHERE id = ?1",
+                params![
+                    id,
+                    dispatch,
+                    crate::model::events::now_ms(),
+                    now + lease.ms()
+                ],
+            )
+            .ctx(path, op)?;
+            Ok(Some(dispatch))
+        })
+    }
+
     /// Renews the leases of `ids` held by `lease`; returns those it still holds. One that is
     /// missing was taken over by another watcher (this one stalled longer than its lease).
     pub fn watch_renew(&self, lease: &Lease, ids: &[i64]) -> Result<Vec<i64>, JournalError> {

@@ -295,6 +295,7 @@ impl Service {
             }
         }
         self.flush_journal();
+        self.release_waiting();
         self.report.left_open += self.open.len();
         if self.journal_failed.load(Ordering::SeqCst) {
             // `run` tells it (WatchError, WatchStopped).
@@ -843,6 +844,25 @@ impl Service {
         Ok(Some(plan))
     }
 
+    /// At a stop: bundles claimed from the shared queue and not started go back into it at
+    /// once, rather than when their lease lapses.
+    fn release_waiting(&mut self) {
+        let Some(lease) = self.shared.clone() else {
+            return;
+        };
+        let waiting: Vec<i64> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.row.state == BundleState::Queued)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            if self.setup.journal.watch_release(id, &lease).is_ok() {
+                self.open.remove(&id);
+            }
+        }
+    }
+
     /// Renews the leases of the bundles this watcher holds. One it no longer holds was taken
     /// over by another watcher (this one stalled past its lease): said loudly; its dispatch
     /// here still ends, the journal refuses nothing, so two may now work on it.
@@ -938,7 +958,28 @@ impl Service {
                     hosts: plan.targets.iter().map(|t| t.host.name.clone()).collect(),
                     started_at: now_ms(),
                 };
-                let d = self.setup.journal.watch_begin_dispatch(row.id, &rec)?;
+                let d = match &self.shared {
+                    None => self.setup.journal.watch_begin_dispatch(row.id, &rec)?,
+                    Some(lease) => {
+                        match self
+                            .setup
+                            .journal
+                            .watch_begin_dispatch_held(row.id, &rec, lease)?
+                        {
+                            Some(d) => d,
+                            None => {
+                                // Its lease lapsed and another watcher took it: not ours.
+                                self.sched.finish(id);
+                                self.open.remove(&id);
+                                self.error(format!(
+                                    "{}: this watcher's lease lapsed and another watcher took the bundle over: not dispatched here",
+                                    row.name
+                                ));
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
                 (d, HashMap::new(), None, false)
             }
         };
