@@ -491,3 +491,117 @@ fn the_same_bundle_dropped_into_two_watchers_folders_is_shipped_once() {
         }
     }
 }
+
+/// The queue's rules through the library, two watchers' journal handles on one real server:
+/// a name being taken from a folder is left to its taker; a claimed bundle (or another of the
+/// same rule, name and content) is not claimed twice; a row locked by another transaction is
+/// skipped at once, not waited for; a lapsed lease is taken over, and the watcher that lost
+/// it can no longer start a dispatch of it.
+#[test]
+fn claims_skip_locked_rows_and_lapsed_leases_are_taken_over() {
+    use dropship::journal::{BundleState, Claim, Journal, Lease, NewDispatch};
+    let Some(pg) = support::postgres::shared() else {
+        return;
+    };
+    let db = pg.new_database();
+    let url = pg.url(PG_USER, &db);
+    let (j1, j2) = (
+        Journal::open(Path::new(&url)).unwrap(),
+        std::sync::Arc::new(Journal::open(Path::new(&url)).unwrap()),
+    );
+    assert!(j1.is_shared());
+    let lease = Duration::from_millis(1500);
+    let (w1, w2) = (Lease::new("w1", lease), Lease::new("w2", lease));
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let queue = |d: &Path| d.join(".dropship/queue");
+
+    // Found by both watchers of folder a: the second leaves it to the first.
+    let a = j1
+        .watch_admit_held(&dir_a, "app-1.tgz", 3, 1, &queue(&dir_a), &w1)
+        .unwrap()
+        .expect("first finder holds it");
+    assert_eq!(
+        j2.watch_admit_held(&dir_a, "app-1.tgz", 3, 1, &queue(&dir_a), &w2)
+            .unwrap(),
+        None
+    );
+    // The same bundle dropped into folder b too.
+    let b = j2
+        .watch_admit_held(&dir_b, "app-1.tgz", 3, 1, &queue(&dir_b), &w2)
+        .unwrap()
+        .unwrap();
+    for (j, w, row) in [(&j1, &w1, &a), (&j2, &w2, &b)] {
+        j.watch_queued(row.id, "ab", 3, 1, Some("app")).unwrap();
+        j.watch_release(row.id, w).unwrap();
+    }
+    let ids: Vec<i64> = j1
+        .watch_claimable(10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [a.id, b.id]);
+
+    // A row another transaction holds locked is skipped, not waited for.
+    let mut admin =
+        postgres::Client::connect(&url.replace("?sslmode=disable", ""), postgres::NoTls).unwrap();
+    let mut locker = admin.transaction().unwrap();
+    locker
+        .execute(
+            "SELECT 1 FROM watch_bundle WHERE id = $1 FOR UPDATE",
+            &[&a.id],
+        )
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let claimer = std::thread::spawn({
+        let (j2, w2, id) = (j2.clone(), w2.clone(), a.id);
+        move || {
+            let _ = tx.send(j2.watch_claim(id, &w2).unwrap());
+        }
+    });
+    let got = rx.recv_timeout(Duration::from_secs(3));
+    locker.rollback().unwrap();
+    claimer.join().unwrap();
+    assert_eq!(
+        got.expect("the claim waited for the locked row"),
+        Claim::Busy
+    );
+
+    // Claimed by w2; w1 can claim neither it nor the other copy of the same bundle.
+    let Claim::Taken(row) = j2.watch_claim(a.id, &w2).unwrap() else {
+        panic!("w2 claims a")
+    };
+    assert_eq!(row.state, BundleState::Queued);
+    assert_eq!(j1.watch_claim(a.id, &w1).unwrap(), Claim::Busy);
+    assert_eq!(j1.watch_claim(b.id, &w1).unwrap(), Claim::Busy);
+    assert_eq!(j2.watch_renew(&w2, &[a.id]).unwrap(), [a.id]);
+    assert!(j1.watch_renew(&w1, &[a.id]).unwrap().is_empty());
+    assert!(!j1.watch_claimable(10).unwrap().iter().any(|r| r.id == a.id));
+
+    // w2 stops renewing: once its lease lapsed, w1 takes the bundle over, and w2 cannot
+    // start a dispatch of it any more.
+    std::thread::sleep(lease + Duration::from_millis(200));
+    let Claim::Taken(_) = j1.watch_claim(a.id, &w1).unwrap() else {
+        panic!("w1 takes a over after the lease")
+    };
+    assert_eq!(j1.watch_holder(a.id).unwrap().unwrap().1, 2);
+    let rec = NewDispatch {
+        bundle: "app-1.tgz".into(),
+        bundle_path: a.staged_path.clone(),
+        bundle_sha256: "ab".into(),
+        bundle_size: 3,
+        rule: "app".into(),
+        config_path: "/etc/dropship/dispatch.cfg".into(),
+        timestamp: "20240102_030405".into(),
+        hosts: vec!["h1".into()],
+        started_at: now_ms(),
+    };
+    assert_eq!(j2.watch_begin_dispatch_held(a.id, &rec, &w2).unwrap(), None);
+    let d = j1
+        .watch_begin_dispatch_held(a.id, &rec, &w1)
+        .unwrap()
+        .expect("the holder starts it");
+    assert_eq!(j1.watch_bundle(a.id).unwrap().unwrap().dispatch, Some(d));
+    assert_eq!(j1.history(10).unwrap().len(), 1, "one dispatch, not two");
+}
