@@ -155,6 +155,14 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// User + system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14, 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 fn stop(mut child: Child) -> Option<i32> {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -388,12 +396,20 @@ fn no_bundle_is_claimed_while_the_database_is_down() {
     rename_in(&drop_dir, "app-2.tgz", &second);
     // Several rescans and queue polls later, it is still where it was dropped: not claimed,
     // not moved, not shipped.
+    let pid = watchers.0[0].as_ref().unwrap().id();
+    let cpu_before = cpu_ticks(pid);
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
         assert!(drop_dir.join("app-2.tgz").exists(), "{}", env.logged(1));
         assert!(!log_has("app-2.tgz"), "shipped while the database was down");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Waiting is sleeping: a loop that spun while the server is away would burn seconds.
+    let used = cpu_ticks(pid) - cpu_before;
+    assert!(
+        used < 30,
+        "the watcher used {used} ticks of CPU in 4 s while waiting"
+    );
 
     pg.run();
     assert!(

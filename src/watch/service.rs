@@ -335,7 +335,13 @@ impl Service {
             if !self.open.is_empty() {
                 d.push(self.next_renew.min(Instant::now() + lease.length / 3));
             }
-            if !self.stopping && !self.paused.load(Ordering::SeqCst) {
+            // The same conditions as `start_ready`: a look that would not happen must not
+            // wake the loop (it would spin).
+            if !self.stopping
+                && !self.paused.load(Ordering::SeqCst)
+                && !self.cancel.is_requested()
+                && !self.setup.journal.is_down()
+            {
                 d.push(if self.claim_due {
                     Instant::now()
                 } else {
