@@ -870,8 +870,10 @@ impl Service {
     }
 
     /// Renews the leases of the bundles this watcher holds. One it no longer holds was taken
-    /// over by another watcher (this one stalled past its lease): said loudly; its dispatch
-    /// here still ends, the journal refuses nothing, so two may now work on it.
+    /// over by another watcher (this one stalled past its lease): said loudly. It is still
+    /// never shipped twice: a bundle not started yet is refused its dispatch here
+    /// (`watch_begin_dispatch_held`), and a running dispatch is not taken over while its
+    /// writer (this process) lives (`begin_resume`).
     fn renew(&mut self) {
         let Some(lease) = self.shared.clone() else {
             return;
