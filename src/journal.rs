@@ -31,6 +31,7 @@ mod last_good;
 mod liveness;
 pub mod location;
 mod origin;
+mod queue;
 mod read;
 pub mod resume;
 mod runs;
@@ -42,6 +43,7 @@ mod write;
 
 pub use error::JournalError;
 pub use last_good::LastGood;
+pub use queue::{Claim, Lease};
 pub use runs::{HistoryRow, RunKind, RunRecord};
 pub use schema::SCHEMA_VERSION;
 pub use shipped::RuleShipped;

@@ -164,6 +164,12 @@ struct Cli {
     #[arg(long, requires = "watch")]
     rescan_only: bool,
 
+    /// With --watch and a shared (PostgreSQL) journal: how long a bundle stays held by a
+    /// watcher that stopped renewing it (it died) before another watcher takes it over.
+    #[arg(long, value_name = "DURATION", default_value = "30s", requires = "watch",
+          value_parser = dropship::config::duration::parse_duration)]
+    lease: std::time::Duration,
+
     /// Run a command on TARGETS: rules (section name, package name, or a bundle name they
     /// match) and hosts, comma-separated or as several values, the command after `--`:
     /// `--run app,web1 -- uname -r`. Live output per host, then hosts with identical output
@@ -517,6 +523,9 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     if cli.rescan.is_zero() {
         return bad("--rescan must be more than 0");
     }
+    if cli.lease < std::time::Duration::from_secs(1) {
+        return bad("--lease must be at least 1s (it is renewed every third of it)");
+    }
     if let Some(m) = &cli.marker
         && (m.is_empty() || m.contains('/') || m.starts_with('.'))
     {
@@ -529,6 +538,7 @@ fn watch(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     opts.queue_limit = cli.queue_limit;
     opts.rescan = cli.rescan;
     opts.fs_events = !cli.rescan_only;
+    opts.lease = cli.lease;
     if cli.tui {
         return console(cli, Some(opts));
     }

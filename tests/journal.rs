@@ -1359,8 +1359,25 @@ fn a_v3_journal_is_migrated_and_keeps_its_rows(b: Backend) {
         .unwrap();
     j.record(&dispatch_done(old, T0 + 1000)).unwrap();
     drop(j);
-    // Back to exactly what V3 left: the V4 columns gone, the version 3.
+    // Back to exactly what V3 left: the V4 (and V5) columns gone, the version 3.
     for (sqlite, postgres) in [
+        (
+            "DROP INDEX watch_bundle_lease",
+            "DROP INDEX watch_bundle_lease",
+        ),
+        ("DROP INDEX watch_bundle_key", "DROP INDEX watch_bundle_key"),
+        (
+            "ALTER TABLE watch_bundle DROP COLUMN holder",
+            "ALTER TABLE watch_bundle DROP COLUMN holder",
+        ),
+        (
+            "ALTER TABLE watch_bundle DROP COLUMN lease_until",
+            "ALTER TABLE watch_bundle DROP COLUMN lease_until",
+        ),
+        (
+            "ALTER TABLE watch_bundle DROP COLUMN claims",
+            "ALTER TABLE watch_bundle DROP COLUMN claims",
+        ),
         (
             "ALTER TABLE dispatch DROP COLUMN started_by",
             "ALTER TABLE dispatch DROP COLUMN started_by",

@@ -32,7 +32,7 @@ use std::path::Path;
 const APPLICATION_ID: i32 = 0x4452_5348;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this dropship writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -177,6 +177,22 @@ ALTER TABLE dispatch ADD COLUMN action TEXT;
 const V4: &str = "
 ALTER TABLE dispatch ADD COLUMN started_by TEXT;
 ALTER TABLE dispatch ADD COLUMN started_on TEXT;
+";
+
+/// Version 5: the shared drop-folder queue (several `--watch` processes on one PostgreSQL
+/// journal). `holder` names the watcher that holds a bundle (`user@host pid N #TOKEN`) and
+/// `lease_until` (milliseconds since the epoch, on the database's clock) until when: the
+/// holder renews it while it works on the bundle, and once it lapses (the holder died) any
+/// other watcher may take the bundle over. A bundle waiting in the queue has no lease.
+/// `claims` counts how often it was claimed from the queue (1, plus one per takeover; holding
+/// a file while it is moved into the queue is not a claim). Rows written before
+/// have no lease, as a single watcher never needs one. Portable like V3.
+const V5: &str = "
+ALTER TABLE watch_bundle ADD COLUMN holder TEXT;
+ALTER TABLE watch_bundle ADD COLUMN lease_until INTEGER;
+ALTER TABLE watch_bundle ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX watch_bundle_lease ON watch_bundle (state, lease_until);
+CREATE INDEX watch_bundle_key ON watch_bundle (name, sha256);
 ";
 
 /// Opens `path`, creating it and its directory if needed, and leaves it at [`SCHEMA_VERSION`].

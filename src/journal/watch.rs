@@ -106,10 +106,11 @@ pub struct WatchRow {
     pub archived_at: Option<Millis>,
 }
 
-const COLUMNS: &str = "id, dir, name, size, mtime_ns, sha256, state, staged_path, rule, dispatch,
+pub(super) const COLUMNS: &str =
+    "id, dir, name, size, mtime_ns, sha256, state, staged_path, rule, dispatch,
     reason, archived_path, seen_at, queued_at, started_at, finished_at, archived_at";
 
-fn row(r: &Row) -> DbResult<WatchRow> {
+pub(super) fn row(r: &Row) -> DbResult<WatchRow> {
     let archived_path = match r.value(11) {
         Value::Null => None,
         _ => Some(path_from_sql(r, 11)?),
@@ -274,7 +275,8 @@ impl Journal {
                 let op = "recording a moved bundle";
                 let changed = tx
                     .execute(
-                        "UPDATE watch_bundle SET archived_path = ?2, archived_at = ?3 WHERE id = ?1",
+                        "UPDATE watch_bundle SET archived_path = ?2, archived_at = ?3, lease_until = NULL
+                         WHERE id = ?1",
                         params![id, path_to_sql(archived_path), now_ms()],
                     )
                     .ctx(path, op)?;

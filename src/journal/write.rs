@@ -151,6 +151,14 @@ impl Store {
         std::mem::take(&mut self.notices)
     }
 
+    /// A write outside `record` found the server gone: spool from now on and reconnect like
+    /// `record` does (the drop-folder queue's writes, say, while no dispatch runs).
+    pub(super) fn note_lost(&mut self, e: &JournalError) {
+        if e.is_connection_lost() && self.reconnect.is_some() && self.spool.is_none() {
+            self.go_down(e);
+        }
+    }
+
     fn go_down(&mut self, e: &JournalError) {
         tracing::warn!("journal server lost: {e}");
         // The buffered lines stay in memory for the reconnect; the file gets a copy, in case

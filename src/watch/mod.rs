@@ -72,6 +72,10 @@ pub struct WatchOptions {
     pub fs_events: bool,
     /// How often a file that is still being written is reported again.
     pub report_every: Duration,
+    /// With a shared (PostgreSQL) journal: how long a bundle stays held by a watcher that
+    /// stopped renewing it (it died) before another watcher takes it over. Renewed every
+    /// third of it.
+    pub lease: Duration,
 }
 
 impl WatchOptions {
@@ -85,6 +89,7 @@ impl WatchOptions {
             rescan: Duration::from_secs(10),
             fs_events: true,
             report_every: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
         }
     }
 }

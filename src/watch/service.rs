@@ -14,7 +14,9 @@ use super::{filter, fs};
 use crate::engine::events::now_ms;
 use crate::engine::job::{Cancel, Skip};
 use crate::engine::rollout::{self, Dispatch, Emit};
-use crate::journal::{BundleState, DispatchState, NewDispatch, WatchRow};
+use crate::journal::{
+    BundleState, Claim, DispatchState, JournalError, Lease, NewDispatch, WatchRow,
+};
 use crate::plan::{Plan, PlanError, Stamp};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
@@ -28,6 +30,9 @@ use std::time::{Duration, Instant};
 const CHANNEL: usize = 16 * 1024;
 /// Buffered output lines are committed at least this often while dispatches run.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// With a shared queue: how often it is looked at for bundles other watchers queued (or
+/// whose holder's lease lapsed), when nothing here prompts a look sooner.
+const CLAIM_EVERY: Duration = Duration::from_secs(1);
 
 /// Sends `Finished` when dropped, so a dispatch task that panics still frees its hosts.
 struct FinishGuard {
@@ -90,6 +95,17 @@ pub struct Service {
     next_rescan: Instant,
     next_flush: Instant,
     report: WatchReport,
+    /// With a shared (PostgreSQL) journal: this watcher's lease; bundles are claimed from the
+    /// one queue instead of queued here (see `journal/queue.rs`).
+    shared: Option<Lease>,
+    /// When the shared queue is looked at next, and whether something local (a bundle queued,
+    /// a dispatch finished) asks for a look now.
+    next_claim: Instant,
+    claim_due: bool,
+    next_renew: Instant,
+    /// Bundles of the shared queue this watcher may not take (its file is not readable here,
+    /// its content differs from its digest, or no rule of this config ships it), with why.
+    refused: HashMap<i64, String>,
     _lock: std::fs::File,
     _backend: Option<notify::RecommendedWatcher>,
 }
@@ -112,7 +128,11 @@ impl Service {
             detail: e.to_string(),
         };
         layout.create().map_err(io)?;
-        let lock = take_lock(&layout)?;
+        let shared = setup
+            .journal
+            .is_shared()
+            .then(|| Lease::new(&crate::engine::lock::local_holder(), opts.lease));
+        let lock = take_lock(&layout, shared.is_some())?;
         let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL);
         let (ctl, ctl_rx) = std::sync::mpsc::channel();
         let lost = Arc::new(AtomicBool::new(false));
@@ -164,6 +184,11 @@ impl Service {
             next_rescan: now,
             next_flush: now + FLUSH_EVERY,
             report: WatchReport::default(),
+            shared,
+            next_claim: now,
+            claim_due: true,
+            next_renew: now,
+            refused: HashMap::new(),
             _lock: lock,
             _backend: backend,
         })
@@ -265,8 +290,12 @@ impl Service {
                 self.flush_journal();
                 self.next_flush = Instant::now() + FLUSH_EVERY;
             }
+            if self.shared.is_some() && Instant::now() >= self.next_renew {
+                self.renew();
+            }
         }
         self.flush_journal();
+        self.release_waiting();
         self.report.left_open += self.open.len();
         if self.journal_failed.load(Ordering::SeqCst) {
             // `run` tells it (WatchError, WatchStopped).
@@ -298,8 +327,27 @@ impl Service {
             d.push(self.next_rescan);
             d.extend(self.tracker.next_deadline());
         }
-        if self.sched.running() > 0 {
+        if self.sched.running() > 0 || self.setup.journal.is_down() {
+            // While the server is away, the flush is also what reconnects.
             d.push(self.next_flush);
+        }
+        if let Some(lease) = &self.shared {
+            if !self.open.is_empty() {
+                d.push(self.next_renew.min(Instant::now() + lease.length / 3));
+            }
+            // The same conditions as `start_ready`: a look that would not happen must not
+            // wake the loop (it would spin).
+            if !self.stopping
+                && !self.paused.load(Ordering::SeqCst)
+                && !self.cancel.is_requested()
+                && !self.setup.journal.is_down()
+            {
+                d.push(if self.claim_due {
+                    Instant::now()
+                } else {
+                    self.next_claim
+                });
+            }
         }
         d.into_iter().min()
     }
@@ -471,15 +519,38 @@ impl Service {
             }
             return;
         }
-        let row = match self.setup.journal.watch_admit(
-            self.dir(),
-            name,
-            stat.size,
-            stat.mtime_ns,
-            &self.layout.queue,
-        ) {
-            Ok(row) => row,
+        let admitted = match &self.shared {
+            None => self
+                .setup
+                .journal
+                .watch_admit(
+                    self.dir(),
+                    name,
+                    stat.size,
+                    stat.mtime_ns,
+                    &self.layout.queue,
+                )
+                .map(Some),
+            Some(lease) => self.setup.journal.watch_admit_held(
+                self.dir(),
+                name,
+                stat.size,
+                stat.mtime_ns,
+                &self.layout.queue,
+                lease,
+            ),
+        };
+        let row = match admitted {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                // Another watcher of this folder is taking it: left to it. If that watcher
+                // dies first, the file is looked at again at the next rescan.
+                self.tracker.hold(name);
+                self.retry_held = true;
+                return;
+            }
             Err(e) => {
+                self.setup.journal.note_lost(&e);
                 // Not recorded, so not touched: it stays in the folder and is tried again at
                 // the next rescan (the journal may have room again by then).
                 self.error(format!("{name}: not taken: {e}"));
@@ -585,7 +656,18 @@ impl Service {
             hosts,
         });
         match plan {
-            Ok(plan) => self.enqueue(row, Arc::new(plan), None),
+            Ok(plan) => match &self.shared {
+                None => self.enqueue(row, Arc::new(plan), None),
+                Some(lease) => {
+                    // Into the shared queue: any watcher that can read it may claim it.
+                    if let Err(e) = self.setup.journal.watch_release(row.id, lease) {
+                        self.setup.journal.note_lost(&e);
+                        self.error(format!("{}: {e}", row.name));
+                    }
+                    self.open.remove(&row.id);
+                    self.claim_due = true;
+                }
+            },
             Err(e @ PlanError::NoRule { .. }) => {
                 let reason = format!(
                     "{e}\nNo rule of {} matches this name, so it was not shipped. Add or fix a rule \
@@ -631,10 +713,190 @@ impl Service {
         {
             return Ok(());
         }
+        if self.shared.is_some() {
+            self.claim()?;
+        }
         for id in self.sched.start_ready() {
             self.start(id)?;
         }
         Ok(())
+    }
+
+    /// Claims bundles from the shared queue while this watcher has room for them: queued
+    /// ones, and those whose holder's lease lapsed (taken over from where they stood). Only
+    /// bundles whose file this watcher can read, whose content matches their digest and
+    /// which a rule of this config ships under the same rule.
+    fn claim(&mut self) -> Result<(), WatchError> {
+        let Some(lease) = self.shared.clone() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if !self.claim_due && now < self.next_claim {
+            return Ok(());
+        }
+        self.claim_due = false;
+        self.next_claim = now + CLAIM_EVERY;
+        let room = |s: &Self| {
+            s.opts
+                .max_dispatches
+                .saturating_sub(s.sched.running() + s.sched.waiting())
+        };
+        if room(self) == 0 {
+            return Ok(());
+        }
+        let limit = room(self) * 4 + self.refused.len() + self.open.len();
+        let rows = match self.setup.journal.watch_claimable(limit) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.setup.journal.note_lost(&e);
+                self.error(format!("the shared queue cannot be read: {e}"));
+                return Ok(());
+            }
+        };
+        for row in rows {
+            if room(self) == 0 || self.setup.journal.is_down() {
+                break;
+            }
+            if self.open.contains_key(&row.id) || self.refused.contains_key(&row.id) {
+                continue;
+            }
+            let plan = match self.claimable(&row) {
+                Ok(plan) => plan,
+                Err(why) => {
+                    tracing::info!("{}: not claimed here: {why}", row.name);
+                    self.refused.insert(row.id, why);
+                    continue;
+                }
+            };
+            let row = match self.setup.journal.watch_claim(row.id, &lease) {
+                Ok(Claim::Taken(row)) => *row,
+                Ok(Claim::Busy) => continue,
+                Err(e) => {
+                    self.setup.journal.note_lost(&e);
+                    self.error(format!("{}: not claimed: {e}", row.name));
+                    continue;
+                }
+            };
+            tracing::info!("claimed bundle {} ({}, {})", row.id, row.name, row.state);
+            match row.state {
+                BundleState::Staging => self.recover_staging(row),
+                BundleState::Queued => match plan {
+                    Some(plan) => self.enqueue(row, Arc::new(plan), None),
+                    None => self.recover_queued(row),
+                },
+                BundleState::Dispatching => self.recover_dispatch(row)?,
+                state => self.recover_move(row, state),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this watcher may take `row` from the shared queue, and the plan it would
+    /// ship it with (for a queued bundle).
+    fn claimable(&self, row: &WatchRow) -> Result<Option<Plan>, String> {
+        if row.state == BundleState::Staging {
+            // Found by a watcher that died while moving it out of its folder: only a watcher
+            // of that folder can finish the move.
+            return if row.dir == self.dir() {
+                Ok(None)
+            } else {
+                Err(format!("it is being taken from {}", row.dir.display()))
+            };
+        }
+        if !row.state.is_open() {
+            // Finished, not yet archived: the move is finished by whoever sees the file.
+            return if row.staged_path.exists() || row.archived_path.is_some() {
+                Ok(None)
+            } else {
+                Err(format!("{} is not visible here", row.staged_path.display()))
+            };
+        }
+        let meta = std::fs::metadata(&row.staged_path)
+            .map_err(|e| format!("{}: {e}", row.staged_path.display()))?;
+        if meta.len() != row.size {
+            return Err(format!(
+                "{} has {} bytes, the queue says {}",
+                row.staged_path.display(),
+                meta.len(),
+                row.size
+            ));
+        }
+        let sha = crate::transport::bundle_sha256(&row.staged_path)
+            .map_err(|e| format!("{}: {e}", row.staged_path.display()))?;
+        if row.sha256.as_deref() != Some(sha.as_str()) {
+            return Err(format!(
+                "{} is not the content queued (sha256 {sha})",
+                row.staged_path.display()
+            ));
+        }
+        if row.state == BundleState::Dispatching {
+            return Ok(None);
+        }
+        let plan = Plan::build(
+            &self.setup.config,
+            &self.setup.netrc,
+            &self.setup.ssh,
+            &row.name,
+            Stamp::now(),
+        )
+        .map_err(|e| format!("no rule of this config ships it: {e}"))?;
+        if row.rule.as_deref() != Some(plan.rule.name.as_str()) {
+            return Err(format!(
+                "it was queued for rule [{}], this config ships it with [{}]",
+                row.rule.as_deref().unwrap_or("-"),
+                plan.rule.name
+            ));
+        }
+        Ok(Some(plan))
+    }
+
+    /// At a stop: bundles claimed from the shared queue and not started go back into it at
+    /// once, rather than when their lease lapses.
+    fn release_waiting(&mut self) {
+        let Some(lease) = self.shared.clone() else {
+            return;
+        };
+        let waiting: Vec<i64> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.row.state == BundleState::Queued)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            if self.setup.journal.watch_release(id, &lease).is_ok() {
+                self.open.remove(&id);
+            }
+        }
+    }
+
+    /// Renews the leases of the bundles this watcher holds. One it no longer holds was taken
+    /// over by another watcher (this one stalled past its lease): said loudly. It is still
+    /// never shipped twice: a bundle not started yet is refused its dispatch here
+    /// (`watch_begin_dispatch_held`), and a running dispatch is not taken over while its
+    /// writer (this process) lives (`begin_resume`).
+    fn renew(&mut self) {
+        let Some(lease) = self.shared.clone() else {
+            return;
+        };
+        self.next_renew = Instant::now() + lease.length / 3;
+        let ids: Vec<i64> = self.open.keys().copied().collect();
+        match self.setup.journal.watch_renew(&lease, &ids) {
+            Ok(held) => {
+                for id in ids.iter().filter(|id| !held.contains(id)) {
+                    let name = self.open.get(id).map(|o| o.row.name.clone());
+                    self.error(format!(
+                        "{}: this watcher's lease lapsed and another watcher took the bundle over
+  help: a lease ({}s) must outlast any stall of the watcher; raise --lease",
+                        name.unwrap_or_default(),
+                        lease.length.as_secs()
+                    ));
+                }
+            }
+            Err(e) => {
+                self.setup.journal.note_lost(&e);
+                tracing::warn!("renewing leases failed: {e}");
+            }
+        }
     }
 
     fn start(&mut self, id: i64) -> Result<(), WatchError> {
@@ -649,6 +911,13 @@ impl Service {
             Some((d, skip, only)) => {
                 if let Err(e) = self.setup.journal.begin_resume(d) {
                     self.sched.finish(id);
+                    if self.shared.is_some() && matches!(e, JournalError::StillRunning { .. }) {
+                        // Its writer lives (a watcher that stalled past its lease): not ours;
+                        // the claim lapses and it is looked at again then.
+                        self.open.remove(&id);
+                        self.error(format!("{}: not taken over: {e}", row.name));
+                        return Ok(());
+                    }
                     let reason = format!(
                         "dispatch #{d} could not be resumed: {e}\nCheck it with dropship --history, \
                          then resume it by hand (dropship --resume {d}) or move this file back into {}.",
@@ -660,11 +929,20 @@ impl Service {
                 (d, skip, Some(only), true)
             }
             None => {
-                if let Some(prev) =
-                    self.setup
-                        .journal
-                        .watch_shipped(self.dir(), &row.name, &sha, row.id)?
-                {
+                let prev = match &self.shared {
+                    None => {
+                        self.setup
+                            .journal
+                            .watch_shipped(self.dir(), &row.name, &sha, row.id)?
+                    }
+                    Some(_) => self.setup.journal.watch_shipped_anywhere(
+                        &plan.rule.name,
+                        &row.name,
+                        &sha,
+                        row.id,
+                    )?,
+                };
+                if let Some(prev) = prev {
                     self.sched.finish(id);
                     let reason = format!(
                         "{} with this very content (sha256 {sha}) was already shipped from {} \
@@ -688,7 +966,28 @@ impl Service {
                     hosts: plan.targets.iter().map(|t| t.host.name.clone()).collect(),
                     started_at: now_ms(),
                 };
-                let d = self.setup.journal.watch_begin_dispatch(row.id, &rec)?;
+                let d = match &self.shared {
+                    None => self.setup.journal.watch_begin_dispatch(row.id, &rec)?,
+                    Some(lease) => {
+                        match self
+                            .setup
+                            .journal
+                            .watch_begin_dispatch_held(row.id, &rec, lease)?
+                        {
+                            Some(d) => d,
+                            None => {
+                                // Its lease lapsed and another watcher took it: not ours.
+                                self.sched.finish(id);
+                                self.open.remove(&id);
+                                self.error(format!(
+                                    "{}: this watcher's lease lapsed and another watcher took the bundle over: not dispatched here",
+                                    row.name
+                                ));
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
                 (d, HashMap::new(), None, false)
             }
         };
@@ -734,6 +1033,7 @@ impl Service {
     /// A dispatch returned: judge it by what the journal holds.
     fn finished(&mut self, bundle: i64, dispatch: i64) -> Result<(), WatchError> {
         self.sched.finish(bundle);
+        self.claim_due = true;
         let Some(open) = self.open.get(&bundle) else {
             return Ok(());
         };
@@ -774,7 +1074,9 @@ impl Service {
             BundleState::Failed => Shelf::Failed,
             _ => Shelf::Done,
         };
-        let folder = self.layout.shelf(shelf);
+        // Into the shelves of the folder it was dropped into (the same as this watcher's,
+        // except for a bundle of the shared queue found by another watcher).
+        let folder = Layout::new(&row.dir).shelf(shelf);
         let moved = self.shelve(&row, state, &folder, reason.as_deref());
         match state {
             BundleState::Done => self.report.done += 1,
@@ -849,6 +1151,11 @@ impl Service {
 
     /// Picks up what a previous run left open, in arrival order. Returns how many.
     fn recover(&mut self) -> Result<usize, WatchError> {
+        if self.shared.is_some() {
+            // The shared queue: what a previous run of this watcher (or any watcher) left
+            // open is taken over through the claims, once its lease lapsed.
+            return Ok(0);
+        }
         let rows = self.setup.journal.watch_open(self.dir())?;
         let n = rows.len();
         for row in rows {
@@ -903,6 +1210,14 @@ impl Service {
             return Ok(());
         };
         if detail.state == DispatchState::Running {
+            if self.shared.is_some() {
+                // Its watcher lives but let its lease lapse: not taken over; the claim lapses.
+                self.error(format!(
+                    "{}: dispatch #{d} is still written by process {}: not taken over",
+                    row.name, detail.writer_pid
+                ));
+                return Ok(());
+            }
             self.error(format!(
                 "{}: dispatch #{d} is running in process {}; the bundle is picked up at the next start",
                 row.name, detail.writer_pid
@@ -1015,7 +1330,7 @@ impl Service {
             BundleState::Failed => Shelf::Failed,
             _ => Shelf::Done,
         };
-        let folder = self.layout.shelf(shelf);
+        let folder = Layout::new(&row.dir).shelf(shelf);
         let reason = row.reason.clone();
         self.shelve(&row, state, &folder, reason.as_deref());
     }
@@ -1023,7 +1338,9 @@ impl Service {
 
 /// One watcher per folder: an `flock` on `DIR/.dropship/lock`, released by the kernel when
 /// the process dies however it dies.
-fn take_lock(layout: &Layout) -> Result<std::fs::File, WatchError> {
+/// With a shared queue the lock is shared: several watchers may watch one folder (they
+/// coordinate through the journal), but not next to one that is not sharing.
+fn take_lock(layout: &Layout, shared: bool) -> Result<std::fs::File, WatchError> {
     use std::io::{Read, Seek, Write};
     let path = layout.state.join("lock");
     let mut file = std::fs::OpenOptions::new()
@@ -1037,7 +1354,8 @@ fn take_lock(layout: &Layout) -> Result<std::fs::File, WatchError> {
             detail: format!("{}: {e}", path.display()),
         })?;
     // SAFETY: flock on a valid, open descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let mode = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+    let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
     if rc != 0 {
         let mut pid = String::new();
         let _ = file.read_to_string(&mut pid);
@@ -1046,8 +1364,10 @@ fn take_lock(layout: &Layout) -> Result<std::fs::File, WatchError> {
             pid: pid.trim().to_owned(),
         });
     }
-    let _ = file.set_len(0);
-    let _ = file.rewind();
-    let _ = writeln!(file, "{}", std::process::id());
+    if !shared {
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+    }
     Ok(file)
 }
