@@ -39,8 +39,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Versions whose migration an older dropship cannot write next to. V1 is everything; V3 makes
 /// ad-hoc runs dispatch rows told apart by `kind`, which an older `--resume` would take for a
-/// dispatch. V2 (the drop-folder table) and V4 (who and where) only add.
-const BREAKING: &[i64] = &[1, 3];
+/// dispatch; V5 adds only columns, but their meaning is the shared queue's exactly-once: an
+/// older watcher next to it neither claims nor respects claims, so a bundle dropped into its
+/// folder and another's would ship twice. V2 (the drop-folder table) and V4 (who and where)
+/// only add.
+const BREAKING: &[i64] = &[1, 3, 5];
 
 /// The oldest schema that may write a journal at `version`.
 fn oldest_writer(version: i64) -> i64 {
