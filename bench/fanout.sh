@@ -12,10 +12,16 @@
 # (dropship, pssh, ansible, dropship, ...), and the median is reported.
 #
 # Usage: bench/fanout.sh [--hosts "20 100"] [--runs 3] [--mib 10]
-#                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible"]
+#                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible
+#                                  dropship-scp-users pssh-users"]
 #                        [--no-lines] [--only-lines] [--keep]
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
-#        DROPSHIP_BEFORE=path  tools `before` / `before-scp`: another build (an A/B).
+#        DROPSHIP_BEFORE=path  tools `before` / `before-scp` / `before-scp-users`: another
+#        build (an A/B).
+# The `-users` tools log in as one user per host (bench/lib/sshns.sh `ns_users`: real
+# accounts, each with its own home, where the bundle, the lock and dest_dir `dest` go)
+# instead of root with a home per address; dropship finds each host's user in
+# ~/.ssh/config (`Host ADDR` / `User NAME`), pssh in its hosts file (`NAME@ADDR`).
 # Needs root (network namespace, sshd); installs pssh, ansible-core and time if missing.
 set -euo pipefail
 
@@ -79,7 +85,7 @@ apt_install time openssh-server openssh-client sqlite3
 [ -x /usr/bin/time ] || die "/usr/bin/time missing"
 has_tool() { case " $TOOLS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-if [ "$DO_FANOUT" = 1 ] && { has_tool pssh || has_tool pssh-nocomp; }; then
+if [ "$DO_FANOUT" = 1 ] && { has_tool pssh || has_tool pssh-nocomp || has_tool pssh-users; }; then
     apt_install pssh
     PSCP=$(first_cmd parallel-scp pscp.pssh pscp) || die "pssh installed but no parallel-scp/pscp.pssh"
     PSSH=$(first_cmd parallel-ssh pssh) || die "pssh installed but no parallel-ssh/pssh"
@@ -95,7 +101,7 @@ if [ "$DO_FANOUT" = 1 ] && has_tool ansible; then
     ANSIBLE_PLAYBOOK=$(command -v ansible-playbook)
 fi
 
-if [ "$DO_LINES" = 1 ] || has_tool dropship || has_tool dropship-scp; then
+if [ "$DO_LINES" = 1 ] || has_tool dropship || has_tool dropship-scp || has_tool dropship-scp-users; then
     if [ -n "${DROPSHIP_BIN:-}" ]; then
         DROPSHIP=$DROPSHIP_BIN
     else
@@ -121,6 +127,12 @@ for n in $HOST_COUNTS; do [ "$n" -gt "$MAX_HOSTS" ] && MAX_HOSTS=$n; done
 [ "$MAX_HOSTS" -le 64768 ] || die "at most 64768 hosts (127.0.0.2 .. 127.0.255.254)"
 log "namespace $NS, sshd for 127.0.0.2 .. $(bench_addr $((MAX_HOSTS - 1)))"
 ns_up "$MAX_HOSTS"
+USERS_MODE=0
+case " $TOOLS " in *-users" "*) USERS_MODE=1 ;; esac
+if [ "$USERS_MODE" = 1 ]; then
+    log "one user per host: creating $MAX_HOSTS users"
+    ns_users "$MAX_HOSTS"
+fi
 
 # hosts N -> "127.0.0.2 127.0.0.3 ..." (N addresses; past 253 on to 127.0.1.2, see bench_addr)
 hosts() { local i; for ((i = 0; i < $1; i++)); do printf '%s ' "$(bench_addr "$i")"; done; }
@@ -134,6 +146,13 @@ SSH_OPTS="${SSH_ARGS[*]}" # for pssh's -x (the paths hold no spaces)
 DS=$BENCH_DIR/dropship
 mkdir -p "$DS/home/.ssh" "$DS/state" "$DS/config"
 cp "$KH" "$DS/home/.ssh/known_hosts"
+# user_of K -> the login of host K (from 0) in the -users setting.
+user_of() { echo "${BENCH_USERS[$1]}"; }
+if [ "$USERS_MODE" = 1 ]; then
+    for ((i = 0; i < MAX_HOSTS; i++)); do
+        printf 'Host %s\n    User %s\n' "$(bench_addr "$i")" "$(user_of "$i")"
+    done >"$DS/home/.ssh/config"
+fi
 dropship_env() {
     env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" \
         XDG_CACHE_HOME="$DS/cache" DROPSHIP_CONFIG= NETRC=/dev/null "$@"
@@ -180,23 +199,29 @@ reset_dests() {
     rm -rf "$BENCH_DIR/dest"
     find "$BENCH_DIR/home" -mindepth 2 -maxdepth 2 -name 'fanout-*' -exec rm -f {} +
     find "$BENCH_DIR/home" -mindepth 3 -maxdepth 4 -path '*/.ansible/tmp/*' -exec rm -rf {} + 2>/dev/null || true
+    if [ -d "$BENCH_DIR/users" ]; then
+        find "$BENCH_DIR/users" -mindepth 2 -maxdepth 2 \( -name 'fanout-*' -o -name dest \) -exec rm -rf {} +
+    fi
     mkdir -p "$BENCH_DIR/dest"
     sync
 }
 
-# run_dropship PROTO N RUN -> SECS=seconds, or FAIL
+# run_dropship PROTO N RUN [BIN TAG [users]] -> SECS=seconds, or FAIL. With `users`, each
+# host's login comes from ~/.ssh/config and the bundle goes to `dest` in its home.
 run_dropship() {
     local proto=$1 n=$2 r=$3
-    local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1}
+    local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1} users=${6:-}
     local dir=$DS/$tag-$n
+    local login="login = root" dest="$BENCH_DIR/dest/dropship/{host}"
+    [ -n "$users" ] && login="# login: ~/.ssh/config" && dest=dest
     mkdir -p "$dir"
     cat >"$dir/dispatch.cfg" <<CFG
 [fanout-.*\\.tgz]
 protocol = $proto
 host = $(hosts "$n" | sed 's/ $//; s/ /, /g')
-login = root
+$login
 key = $KEY
-dest_dir = $BENCH_DIR/dest/dropship/{host}
+dest_dir = $dest
 upgrade = sha256sum {path}
 parallel = 100
 timeout = 60s
@@ -232,9 +257,14 @@ CFG
 # wins); the `pssh-nocomp` variant puts an `scp` first in PATH that drops the -C.
 run_pssh() {
     local n=$1 r=$2 variant=${3:-} rc=0 t0 c0 secs f path=$PATH
-    local dir=$BENCH_DIR/pssh$variant/$n-$r
+    local dir=$BENCH_DIR/pssh$variant/$n-$r i login=(-l root)
     mkdir -p "$dir"
-    hosts "$n" | tr ' ' '\n' | grep . >"$dir/hosts"
+    if [ "$variant" = -users ]; then
+        for ((i = 0; i < n; i++)); do echo "$(user_of "$i")@$(bench_addr "$i")"; done >"$dir/hosts"
+        login=()
+    else
+        hosts "$n" | tr ' ' '\n' | grep . >"$dir/hosts"
+    fi
     if [ "$variant" = -nocomp ]; then
         mkdir -p "$BENCH_DIR/nocomp"
         cat >"$BENCH_DIR/nocomp/scp" <<'WRAP'
@@ -246,9 +276,9 @@ WRAP
         chmod 755 "$BENCH_DIR/nocomp/scp"
         path=$BENCH_DIR/nocomp:$PATH
     fi
-    local scp=("$PSCP" -h "$dir/hosts" -l root -p 100 -t 120 -x "$SSH_OPTS" -e "$dir/scp-err"
+    local scp=("$PSCP" -h "$dir/hosts" "${login[@]}" -p 100 -t 120 -x "$SSH_OPTS" -e "$dir/scp-err"
         "$BUNDLE" "$BUNDLE_NAME")
-    local ssh=("$PSSH" -h "$dir/hosts" -l root -p 100 -t 120 -x "$SSH_OPTS" -o "$dir/out" -e "$dir/err"
+    local ssh=("$PSSH" -h "$dir/hosts" "${login[@]}" -p 100 -t 120 -x "$SSH_OPTS" -o "$dir/out" -e "$dir/err"
         "sha256sum $BUNDLE_NAME")
     [ "$variant" = -nocomp ] && scp=(env PATH="$path" "${scp[@]}")
     if [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ]; then
@@ -268,7 +298,7 @@ WRAP
         SECS=FAIL; return
     fi
     for f in "$dir"/out/*; do
-        printf '%s %s\n' "$(basename "$f")" "$(awk '{ print $1 }' "$f")"
+        printf '%s %s\n' "$(basename "$f" | sed 's/^.*@//')" "$(awk '{ print $1 }' "$f")"
     done >"$dir/hashes"
     check_hashes "pssh$variant" "$n" "$dir/hashes" || { SECS=FAIL; return; }
     SECS=$secs
@@ -350,7 +380,10 @@ run_tool() {
         dropship-scp) run_dropship scp "$2" "$3" ;;
         before) run_dropship sftp "$2" "$3" "$DROPSHIP_BEFORE" before ;;
         before-scp) run_dropship scp "$2" "$3" "$DROPSHIP_BEFORE" before-scp ;;
+        dropship-scp-users) run_dropship scp "$2" "$3" "$DROPSHIP" dropship-scp-users users ;;
+        before-scp-users) run_dropship scp "$2" "$3" "$DROPSHIP_BEFORE" before-scp-users users ;;
         pssh) run_pssh "$2" "$3" ;;
+        pssh-users) run_pssh "$2" "$3" -users ;;
         pssh-nocomp) run_pssh "$2" "$3" -nocomp ;;
         ansible) run_ansible "$2" "$3" ;;
         *) die "unknown tool $1" ;;
@@ -408,6 +441,10 @@ fanout() {
         has_tool before && pairs+=("before:$t")
         has_tool before-scp && pairs+=("before-scp:$t")
     done
+    if has_tool pssh-users; then
+        has_tool dropship-scp-users && pairs+=("dropship-scp-users:pssh-users")
+        has_tool before-scp-users && pairs+=("before-scp-users:pssh-users")
+    fi
     local head="| hosts |" rule="|---:|"
     for t in $TOOLS; do head+=" $t s |"; rule+="---:|"; done
     for pair in "${pairs[@]}"; do head+=" ${pair%%:*}/${pair#*:} |"; rule+="---:|"; done
@@ -445,7 +482,7 @@ fanout() {
         for t in $TOOLS; do echo "- $t, $n hosts: wall${TIMES[$t/$n]}; CPU${CPUS[$t/$n]:- n/a}"; done
     done
     for n in $HOST_COUNTS; do
-        for t in dropship dropship-scp before before-scp; do
+        for t in dropship dropship-scp before before-scp dropship-scp-users before-scp-users; do
             has_tool "$t" || continue
             local key=$t/$n
             [ "$t" = dropship ] && key=dropship-sftp/$n

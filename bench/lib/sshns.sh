@@ -3,7 +3,8 @@
 # 127.0.0.X answers, so 127.0.0.2 ... 127.0.0.(N+1) are N "hosts" (DESIGN.md, "Testing with
 # real peers"). Nothing is reachable outside the namespace and nothing outside is targeted.
 #
-# All hosts are this one machine and one login (root), so each address gets its own home
+# All hosts are this one machine and (unless ns_users gives each its own login) one login
+# (root), so each address gets its own home
 # directory: a ForceCommand (inline shell, run by the login shell itself: no extra process)
 # reads the address the client dialled from $SSH_CONNECTION and cds into
 # $BENCH_DIR/home/ADDR (HOME set too) before it evals the client's command or execs the
@@ -41,6 +42,10 @@ ns_reap_stale() {
         if [ "$ns" = "dropship-bench-$pid" ]; then
             rm -rf "/tmp/dropship-bench-$pid"
         fi
+    done
+    # Users of ns_users whose script is gone.
+    for pid in $(awk -F: '$1 ~ /^dsb[0-9]+u[0-9]+$/ { sub(/^dsb/, "", $1); sub(/u[0-9]+$/, "", $1); print $1 }' /etc/passwd | sort -u); do
+        kill -0 "$pid" 2>/dev/null || users_down "$pid"
     done
 }
 
@@ -127,9 +132,10 @@ UseDNS no
 MaxStartups 1000:30:2000
 MaxSessions 100
 Subsystem sftp $SFTP_SERVER
-ForceCommand $force
 SetEnv SHLVL=1
 LogLevel ERROR
+Match User root
+    ForceCommand $force
 CONF
     # Not through a function: $! must be sshd itself (sh and ip netns exec exec it), not a
     # subshell.
@@ -152,6 +158,36 @@ CONF
     die "sshd in $NS does not answer: $(cat "$BENCH_DIR/sshd.log")"
 }
 
+# One login per host (the issue's "one user per host" setting, as real hosts have): users
+# named dsb<script pid>u<K>, K = 1..N, with a home each under $BENCH_DIR/users (the lock,
+# the uploads and a relative dest_dir land there), bash as login shell, the bench's key.
+# They log in plainly (the ForceCommand above is for root only). Removed by ns_down, or
+# by ns_reap_stale when their script is gone. Sets BENCH_USERS (the names, in order).
+BENCH_USERS=()
+ns_users() {
+    local n=$1 i u
+    mkdir -p "$BENCH_DIR/users"
+    chmod 755 "$BENCH_DIR" "$BENCH_DIR/users" "$BENCH_DIR/ssh"
+    chmod 644 "$BENCH_DIR/ssh/authorized_keys"
+    for ((i = 1; i <= n; i++)); do
+        u=dsb$$u$i
+        # `-p '*'`: no password, but not a locked account (sshd without PAM refuses those).
+        useradd -M -d "$BENCH_DIR/users/$u" -s /bin/bash -p '*' "$u" ||
+            die "useradd $u failed"
+        BENCH_USERS+=("$u")
+        mkdir -p "$BENCH_DIR/users/$u"
+        chown "$u:" "$BENCH_DIR/users/$u"
+    done
+}
+
+# Removes the users ns_users made for script PID $1.
+users_down() {
+    local u
+    for u in $(awk -F: -v p="^dsb$1u[0-9]+\$" '$1 ~ p { print $1 }' /etc/passwd); do
+        userdel "$u" 2>/dev/null || log "could not remove user $u"
+    done
+}
+
 # Kills sshd and whatever still runs in the namespace, deletes it.
 ns_down() {
     local p
@@ -166,5 +202,6 @@ ns_down() {
         done
         ip netns del "$NS" 2>/dev/null || true
     fi
+    [ "${#BENCH_USERS[@]}" -eq 0 ] || users_down $$
     cg_down
 }
