@@ -14,7 +14,7 @@
 # Usage: bench/fanout.sh [--hosts "20 100"] [--runs 3] [--mib 10]
 #                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible
 #                                  dropship-scp-users pssh-users"]
-#                        [--no-lines] [--only-lines] [--keep]
+#                        [--no-lines] [--only-lines] [--keep] [--profile]
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
 #        DROPSHIP_BEFORE=path  tools `before` / `before-scp` / `before-scp-users`: another
 #        build (an A/B).
@@ -22,6 +22,9 @@
 # accounts, each with its own home, where the bundle, the lock and dest_dir `dest` go)
 # instead of root with a home per address; dropship finds each host's user in
 # ~/.ssh/config (`Host ADDR` / `User NAME`), pssh in its hosts file (`NAME@ADDR`).
+# --profile: CPU by program (sshd, sftp-server, bash, sh, dropship, ssh, ...) of every run,
+#        sampled by `perf record -a -e cpu-clock -G` on the bench's cgroup-v2 group (only
+#        the bench's processes, both ends), 1 sample per CPU ms; median ms per run.
 # Needs root (network namespace, sshd); installs pssh, ansible-core and time if missing.
 set -euo pipefail
 
@@ -38,6 +41,7 @@ TOOLS="dropship dropship-scp pssh ansible"
 DO_FANOUT=1
 DO_LINES=1
 KEEP=0
+PROFILE=0
 BUNDLE_MIB=10
 LINES=1000000
 
@@ -50,6 +54,7 @@ while [ $# -gt 0 ]; do
         --no-lines) DO_LINES=0; shift ;;
         --only-lines) DO_FANOUT=0; shift ;;
         --keep) KEEP=1; shift ;;
+        --profile) PROFILE=1; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -172,7 +177,7 @@ proc_cpu() { awk -F': ' '/User time|System time/ { t += $2 } END { printf "%.2f"
 
 # --- fan-out ----------------------------------------------------------------------------
 
-declare -A TIMES=() CPUS=() RSS=() PCPU=() CMDS=()
+declare -A TIMES=() CPUS=() RSS=() PCPU=() CMDS=() PROF=()
 
 # note_cmd TOOL CMD... -> remembers the exact command line TOOL ran (printed with the results).
 note_cmd() {
@@ -418,7 +423,20 @@ fanout() {
             for tool in $TOOLS; do
                 reset_dests
                 CPU=n/a
+                local perf_pid= pdata=$BENCH_DIR/perf.$tool.$n.$r
+                if [ "$PROFILE" = 1 ]; then
+                    perf record -q -a -e cpu-clock -c 1000000 -G "${CG2##*/}" -o "$pdata" -- sleep 3600 2>/dev/null &
+                    perf_pid=$!
+                    sleep 1
+                fi
                 run_tool "$tool" "$n" "$r"
+                if [ -n "$perf_pid" ]; then
+                    kill -INT "$perf_pid"
+                    wait "$perf_pid" 2>/dev/null || true
+                    # "program:ms ..." of this run (cpu-clock every 1 ms of CPU: samples = ms).
+                    PROF[$tool/$n]="${PROF[$tool/$n]:-} $(perf report -i "$pdata" --sort comm -F sample,comm --stdio -q 2>/dev/null |
+                        awk 'NF >= 2 { printf "%s:%d ", $2, $1 }')"
+                fi
                 secs=$SECS
                 [ "$secs" = FAIL ] && FAILURES=$((FAILURES + 1))
                 TIMES[$tool/$n]="${TIMES[$tool/$n]:-} $secs"
@@ -474,6 +492,25 @@ fanout() {
                 row+=" $(median ${CPUS[$t/$n]:-}) |"
             done
             echo "$row"
+        done
+    fi
+    if [ "$PROFILE" = 1 ]; then
+        echo
+        echo "CPU ms by program (perf cpu-clock samples of the bench's processes, both ends; mean of the runs):"
+        echo
+        echo "| hosts | tool | total | by program (ms) |"
+        echo "|---:|---|---:|---|"
+        for n in $HOST_COUNTS; do
+            for t in $TOOLS; do
+                local by total
+                # shellcheck disable=SC2086
+                by=$(printf '%s\n' ${PROF[$t/$n]:-} | awk -F: -v runs="$RUNS" '
+                    NF == 2 { ms[$1] += $2 } END { for (c in ms) printf "%d %s\n", ms[c] / runs, c }' |
+                    sort -rn)
+                total=$(echo "$by" | awk '{ t += $1 } END { print t + 0 }')
+                printf '| %s | %s | %s | %s |\n' "$n" "$t" "$total" \
+                    "$(echo "$by" | awk '$1 >= 5 { printf "%s%s %d", (NR > 1 ? ", " : ""), $2, $1 }')"
+            done
         done
     fi
     echo

@@ -38,7 +38,7 @@ ns_reap_stale() {
             kill -KILL "$p" 2>/dev/null || true
         done
         ip netns del "$ns" 2>/dev/null || true
-        rmdir "/sys/fs/cgroup/cpuacct/$ns" 2>/dev/null || true
+        rmdir "/sys/fs/cgroup/cpuacct/$ns" "/sys/fs/cgroup/unified/$ns" 2>/dev/null || true
         if [ "$ns" = "dropship-bench-$pid" ]; then
             rm -rf "/tmp/dropship-bench-$pid"
         fi
@@ -56,16 +56,20 @@ ns_exec() { cg_exec ip netns exec "$NS" "$@"; }
 # one cgroup-v1 cpuacct group, so `cg_cpu` is the CPU time of the whole job (both ends),
 # unaffected by whatever else the machine runs. Absent cpuacct, CPU is reported as n/a.
 CG=
+# The same processes also go into a cgroup-v2 group (CG2), where the unified hierarchy is
+# mounted: `perf record -G` can sample exactly them (CPU by program, see fanout.sh --profile).
+CG2=
 cg_setup() {
-    local root=/sys/fs/cgroup/cpuacct
+    local root=/sys/fs/cgroup/cpuacct v2=/sys/fs/cgroup/unified
+    if [ -d "$v2" ] && [ -w "$v2" ] && mkdir -p "$v2/$NS" 2>/dev/null; then CG2=$v2/$NS; fi
     [ -w "$root" ] && [ -f "$root/cpuacct.usage" ] || return 0
     CG=$root/$NS
     mkdir -p "$CG" 2>/dev/null || CG=
 }
-# cg_exec CMD... -> runs CMD (exec'd, same pid) inside the cgroup, if there is one.
+# cg_exec CMD... -> runs CMD (exec'd, same pid) inside the cgroup(s), if there are.
 cg_exec() {
-    if [ -n "$CG" ]; then
-        sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$@"
+    if [ -n "$CG$CG2" ]; then
+        sh -c 'for g in "$0" "$1"; do [ -z "$g" ] || echo $$ >"$g/cgroup.procs" || exit 1; done; shift; exec "$@"' "$CG" "$CG2" "$@"
     else
         "$@"
     fi
@@ -75,8 +79,11 @@ cg_cpu() {
     if [ -n "$CG" ]; then awk '{ printf "%.3f", $1 / 1e9 }' "$CG/cpuacct.usage"; fi
 }
 cg_down() {
-    [ -n "$CG" ] && [ -d "$CG" ] || return 0
     local i
+    if [ -n "$CG2" ]; then
+        for ((i = 0; i < 50; i++)); do rmdir "$CG2" 2>/dev/null && break; sleep 0.1; done
+    fi
+    [ -n "$CG" ] && [ -d "$CG" ] || return 0
     for ((i = 0; i < 50; i++)); do
         rmdir "$CG" 2>/dev/null && return 0
         sleep 0.1
@@ -140,8 +147,8 @@ CONF
     # Not through a function: $! must be sshd itself (sh and ip netns exec exec it), not a
     # subshell.
     local sshd=(ip netns exec "$NS" /usr/sbin/sshd -D -e -f "$d/sshd_config")
-    if [ -n "$CG" ]; then
-        sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "${sshd[@]}" 2>>"$BENCH_DIR/sshd.log" &
+    if [ -n "$CG$CG2" ]; then
+        sh -c 'for g in "$0" "$1"; do [ -z "$g" ] || echo $$ >"$g/cgroup.procs" || exit 1; done; shift; exec "$@"' "$CG" "$CG2" "${sshd[@]}" 2>>"$BENCH_DIR/sshd.log" &
     else
         "${sshd[@]}" 2>>"$BENCH_DIR/sshd.log" &
     fi
