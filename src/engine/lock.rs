@@ -136,10 +136,11 @@ fn parse_field<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
 /// the lock is still ours (its token) — written aside and renamed, so a reader never sees
 /// half a number. The first beat is due only after `every`: `since` says the same until
 /// then, and a dispatch that ends sooner (most do) costs the host nothing but a `sleep`.
-/// Stopped with TERM (see `control_loop` in the SSH transport, which also waits for it to end before the unlock), it kills its `sleep` too:
-/// the `sleep` runs in the background and the loop `wait`s for it, because a shell runs a
-/// trap during `wait` at once, but after a foreground `sleep` only once that ends, and a
-/// killed loop would leave its `sleep` running on the host.
+/// Stopped with TERM (see `control_loop` in the SSH transport, which also waits for it to
+/// end before the unlock), it kills its `sleep` too: the `sleep` runs in the background and
+/// the loop `wait`s for it, because a shell runs a trap during `wait` at once, but after a
+/// foreground `sleep` only once that ends, and a killed loop would leave its `sleep`
+/// running on the host.
 fn heartbeat_script(path: &str, token: &str, every: Duration) -> String {
     let d = quote(path);
     format!(
