@@ -153,10 +153,15 @@ mkdir -p "$DS/home/.ssh" "$DS/state" "$DS/config"
 cp "$KH" "$DS/home/.ssh/known_hosts"
 # user_of K -> the login of host K (from 0) in the -users setting.
 user_of() { echo "${BENCH_USERS[$1]}"; }
+# The -users runs get a HOME of their own with that ~/.ssh/config: dropship reads a
+# ~/.ssh/config through `ssh -G` per host (exact OpenSSH semantics, ~5 ms of CPU each), which
+# the other runs must not pay for the -users runs' sake.
 if [ "$USERS_MODE" = 1 ]; then
+    mkdir -p "$DS/home-users/.ssh"
+    cp "$KH" "$DS/home-users/.ssh/known_hosts"
     for ((i = 0; i < MAX_HOSTS; i++)); do
         printf 'Host %s\n    User %s\n' "$(bench_addr "$i")" "$(user_of "$i")"
-    done >"$DS/home/.ssh/config"
+    done >"$DS/home-users/.ssh/config"
 fi
 dropship_env() {
     env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" \
@@ -217,8 +222,8 @@ run_dropship() {
     local proto=$1 n=$2 r=$3
     local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1} users=${6:-}
     local dir=$DS/$tag-$n
-    local login="login = root" dest="$BENCH_DIR/dest/dropship/{host}"
-    [ -n "$users" ] && login="# login: ~/.ssh/config" && dest=dest
+    local login="login = root" dest="$BENCH_DIR/dest/dropship/{host}" home=$DS/home
+    [ -n "$users" ] && login="# login: ~/.ssh/config" && dest=dest && home=$DS/home-users
     mkdir -p "$dir"
     cat >"$dir/dispatch.cfg" <<CFG
 [fanout-.*\\.tgz]
@@ -233,7 +238,7 @@ timeout = 60s
 CFG
     local t0 c0 rc=0 secs
     local cmd=(/usr/bin/time -v -o "$dir/time.$r"
-        env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
+        env HOME="$home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
         "$bin" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --dispatch "$BUNDLE")
     [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && note_cmd "$tag" ip netns exec "$NS" "${cmd[@]}"
     [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && CMDS[$tag-cfg]=$(sed 's/^host = \(127[^,]*, 127[^,]*\),.*, \(127[0-9.]*\)$/host = \1, ..., \2/' "$dir/dispatch.cfg")
