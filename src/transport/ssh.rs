@@ -1180,7 +1180,12 @@ fn until_closed(command: &str) -> String {
 }
 
 /// The line [`control_loop`] prints after each script it ran, with that script's status.
-const CONTROL_DONE: &str = "dropship-done";
+/// A random part (one per process) makes it a line no output of a script can end with by
+/// chance, so an answer always ends where the script did.
+fn control_done() -> &'static str {
+    static DONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| format!("dropship-done-{}", hex::encode(rand::random::<[u8; 8]>())))
+}
 
 /// The prefix of the last line [`control_loop`] takes: stop the background command, run
 /// the rest of the line, exit (the unlock, see [`Shell::finish_background`]).
@@ -1189,7 +1194,7 @@ const CONTROL_FINISH: &str = "dropship-finish ";
 /// What the lock's channel runs once the lock is held: `command` (the heartbeat) in the
 /// background, as a subshell (a fork, no new program), and then a control shell that runs
 /// dropship's one-line scripts as they come on the channel's stdin, one at a time, each
-/// answered by its output (stderr folded in) and a [`CONTROL_DONE`] line with its status —
+/// answered by its output (stderr folded in) and a [`control_done`] line with its status —
 /// the verification and rename of the upload ([`SshSession::control`]) — until a
 /// [`CONTROL_FINISH`] line, which stops `command`, waits for it (so it writes nothing
 /// more) and runs the rest of its line: the unlock. A closed stdin (stop_background, a
@@ -1202,13 +1207,14 @@ fn control_loop(command: &str) -> String {
          dropship_c() {{ eval \"$c\"\n}}\n\
          while IFS= read -r c <&3; do case $c in \
          '{CONTROL_FINISH}'*) kill $p 2>/dev/null; wait $p 2>/dev/null; c=${{c#'{CONTROL_FINISH}'}}; eval \"$c\"; exit 0 ;; \
-         *) dropship_c 2>&1; printf '%s %s\\n' {CONTROL_DONE} $? ;; esac; done\n\
-         kill $p 2>/dev/null; exit 0"
+         *) dropship_c 2>&1; printf '%s %s\\n' {done} $? ;; esac; done\n\
+         kill $p 2>/dev/null; exit 0",
+        done = control_done()
     )
 }
 
 /// The status in a [`control_loop`] answer, once the answer is complete: its last line is
-/// `dropship-done N` (after output that may lack its own newline).
+/// `dropship-done-TOKEN N` (after output that may lack its own newline).
 fn control_status(out: &[u8]) -> Option<(i32, String)> {
     let text = String::from_utf8_lossy(out);
     let body = text.strip_suffix('\n')?;
@@ -1216,8 +1222,9 @@ fn control_status(out: &[u8]) -> Option<(i32, String)> {
         Some(i) => (&body[..=i], &body[i + 1..]),
         None => ("", body),
     };
-    let at = last.rfind(&format!("{CONTROL_DONE} "))?;
-    let status = last[at + CONTROL_DONE.len() + 1..].parse().ok()?;
+    let done = control_done();
+    let at = last.rfind(&format!("{done} "))?;
+    let status = last[at + done.len() + 1..].parse().ok()?;
     Some((status, format!("{before}{}", &last[..at])))
 }
 
@@ -2591,6 +2598,14 @@ mod tests {
             assert_eq!(
                 control_answer(&mut out),
                 (3, "it's 42\noops\n".to_owned()),
+                "{sh}"
+            );
+            // Output that looks like an answer's end does not end it.
+            writeln!(stdin, "echo dropship-done 0; return 5").unwrap();
+            stdin.flush().unwrap();
+            assert_eq!(
+                control_answer(&mut out),
+                (5, "dropship-done 0\n".to_owned()),
                 "{sh}"
             );
             writeln!(stdin, "printf 'no newline'").unwrap();
