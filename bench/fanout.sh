@@ -12,10 +12,19 @@
 # (dropship, pssh, ansible, dropship, ...), and the median is reported.
 #
 # Usage: bench/fanout.sh [--hosts "20 100"] [--runs 3] [--mib 10]
-#                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible"]
-#                        [--no-lines] [--only-lines] [--keep]
+#                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible
+#                                  dropship-scp-users pssh-users"]
+#                        [--no-lines] [--only-lines] [--keep] [--profile]
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
-#        DROPSHIP_BEFORE=path  tools `before` / `before-scp`: another build (an A/B).
+#        DROPSHIP_BEFORE=path  tools `before` / `before-scp` / `before-scp-users`: another
+#        build (an A/B).
+# The `-users` tools log in as one user per host (bench/lib/sshns.sh `ns_users`: real
+# accounts, each with its own home, where the bundle, the lock and dest_dir `dest` go)
+# instead of root with a home per address; dropship finds each host's user in
+# ~/.ssh/config (`Host ADDR` / `User NAME`), pssh in its hosts file (`NAME@ADDR`).
+# --profile: CPU by program (sshd, sftp-server, bash, sh, dropship, ssh, ...) of every run,
+#        sampled by `perf record -a -e cpu-clock -G` on the bench's cgroup-v2 group (only
+#        the bench's processes, both ends), 1 sample per CPU ms; median ms per run.
 # Needs root (network namespace, sshd); installs pssh, ansible-core and time if missing.
 set -euo pipefail
 
@@ -32,6 +41,7 @@ TOOLS="dropship dropship-scp pssh ansible"
 DO_FANOUT=1
 DO_LINES=1
 KEEP=0
+PROFILE=0
 BUNDLE_MIB=10
 LINES=1000000
 
@@ -44,6 +54,7 @@ while [ $# -gt 0 ]; do
         --no-lines) DO_LINES=0; shift ;;
         --only-lines) DO_FANOUT=0; shift ;;
         --keep) KEEP=1; shift ;;
+        --profile) PROFILE=1; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -79,7 +90,7 @@ apt_install time openssh-server openssh-client sqlite3
 [ -x /usr/bin/time ] || die "/usr/bin/time missing"
 has_tool() { case " $TOOLS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-if [ "$DO_FANOUT" = 1 ] && { has_tool pssh || has_tool pssh-nocomp; }; then
+if [ "$DO_FANOUT" = 1 ] && { has_tool pssh || has_tool pssh-nocomp || has_tool pssh-users; }; then
     apt_install pssh
     PSCP=$(first_cmd parallel-scp pscp.pssh pscp) || die "pssh installed but no parallel-scp/pscp.pssh"
     PSSH=$(first_cmd parallel-ssh pssh) || die "pssh installed but no parallel-ssh/pssh"
@@ -95,7 +106,7 @@ if [ "$DO_FANOUT" = 1 ] && has_tool ansible; then
     ANSIBLE_PLAYBOOK=$(command -v ansible-playbook)
 fi
 
-if [ "$DO_LINES" = 1 ] || has_tool dropship || has_tool dropship-scp; then
+if [ "$DO_LINES" = 1 ] || has_tool dropship || has_tool dropship-scp || has_tool dropship-scp-users; then
     if [ -n "${DROPSHIP_BIN:-}" ]; then
         DROPSHIP=$DROPSHIP_BIN
     else
@@ -121,6 +132,12 @@ for n in $HOST_COUNTS; do [ "$n" -gt "$MAX_HOSTS" ] && MAX_HOSTS=$n; done
 [ "$MAX_HOSTS" -le 64768 ] || die "at most 64768 hosts (127.0.0.2 .. 127.0.255.254)"
 log "namespace $NS, sshd for 127.0.0.2 .. $(bench_addr $((MAX_HOSTS - 1)))"
 ns_up "$MAX_HOSTS"
+USERS_MODE=0
+case " $TOOLS " in *-users" "*) USERS_MODE=1 ;; esac
+if [ "$USERS_MODE" = 1 ]; then
+    log "one user per host: creating $MAX_HOSTS users"
+    ns_users "$MAX_HOSTS"
+fi
 
 # hosts N -> "127.0.0.2 127.0.0.3 ..." (N addresses; past 253 on to 127.0.1.2, see bench_addr)
 hosts() { local i; for ((i = 0; i < $1; i++)); do printf '%s ' "$(bench_addr "$i")"; done; }
@@ -134,6 +151,18 @@ SSH_OPTS="${SSH_ARGS[*]}" # for pssh's -x (the paths hold no spaces)
 DS=$BENCH_DIR/dropship
 mkdir -p "$DS/home/.ssh" "$DS/state" "$DS/config"
 cp "$KH" "$DS/home/.ssh/known_hosts"
+# user_of K -> the login of host K (from 0) in the -users setting.
+user_of() { echo "${BENCH_USERS[$1]}"; }
+# The -users runs get a HOME of their own with that ~/.ssh/config: dropship reads a
+# ~/.ssh/config through `ssh -G` per host (exact OpenSSH semantics, ~5 ms of CPU each), which
+# the other runs must not pay for the -users runs' sake.
+if [ "$USERS_MODE" = 1 ]; then
+    mkdir -p "$DS/home-users/.ssh"
+    cp "$KH" "$DS/home-users/.ssh/known_hosts"
+    for ((i = 0; i < MAX_HOSTS; i++)); do
+        printf 'Host %s\n    User %s\n' "$(bench_addr "$i")" "$(user_of "$i")"
+    done >"$DS/home-users/.ssh/config"
+fi
 dropship_env() {
     env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" \
         XDG_CACHE_HOME="$DS/cache" DROPSHIP_CONFIG= NETRC=/dev/null "$@"
@@ -153,7 +182,7 @@ proc_cpu() { awk -F': ' '/User time|System time/ { t += $2 } END { printf "%.2f"
 
 # --- fan-out ----------------------------------------------------------------------------
 
-declare -A TIMES=() CPUS=() RSS=() PCPU=() CMDS=()
+declare -A TIMES=() CPUS=() RSS=() PCPU=() CMDS=() PROF=()
 
 # note_cmd TOOL CMD... -> remembers the exact command line TOOL ran (printed with the results).
 note_cmd() {
@@ -180,30 +209,36 @@ reset_dests() {
     rm -rf "$BENCH_DIR/dest"
     find "$BENCH_DIR/home" -mindepth 2 -maxdepth 2 -name 'fanout-*' -exec rm -f {} +
     find "$BENCH_DIR/home" -mindepth 3 -maxdepth 4 -path '*/.ansible/tmp/*' -exec rm -rf {} + 2>/dev/null || true
+    if [ -d "$BENCH_DIR/users" ]; then
+        find "$BENCH_DIR/users" -mindepth 2 -maxdepth 2 \( -name 'fanout-*' -o -name dest \) -exec rm -rf {} +
+    fi
     mkdir -p "$BENCH_DIR/dest"
     sync
 }
 
-# run_dropship PROTO N RUN -> SECS=seconds, or FAIL
+# run_dropship PROTO N RUN [BIN TAG [users]] -> SECS=seconds, or FAIL. With `users`, each
+# host's login comes from ~/.ssh/config and the bundle goes to `dest` in its home.
 run_dropship() {
     local proto=$1 n=$2 r=$3
-    local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1}
+    local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1} users=${6:-}
     local dir=$DS/$tag-$n
+    local login="login = root" dest="$BENCH_DIR/dest/dropship/{host}" home=$DS/home
+    [ -n "$users" ] && login="# login: ~/.ssh/config" && dest=dest && home=$DS/home-users
     mkdir -p "$dir"
     cat >"$dir/dispatch.cfg" <<CFG
 [fanout-.*\\.tgz]
 protocol = $proto
 host = $(hosts "$n" | sed 's/ $//; s/ /, /g')
-login = root
+$login
 key = $KEY
-dest_dir = $BENCH_DIR/dest/dropship/{host}
+dest_dir = $dest
 upgrade = sha256sum {path}
 parallel = 100
 timeout = 60s
 CFG
     local t0 c0 rc=0 secs
     local cmd=(/usr/bin/time -v -o "$dir/time.$r"
-        env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
+        env HOME="$home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
         "$bin" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --dispatch "$BUNDLE")
     [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && note_cmd "$tag" ip netns exec "$NS" "${cmd[@]}"
     [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && CMDS[$tag-cfg]=$(sed 's/^host = \(127[^,]*, 127[^,]*\),.*, \(127[0-9.]*\)$/host = \1, ..., \2/' "$dir/dispatch.cfg")
@@ -232,9 +267,14 @@ CFG
 # wins); the `pssh-nocomp` variant puts an `scp` first in PATH that drops the -C.
 run_pssh() {
     local n=$1 r=$2 variant=${3:-} rc=0 t0 c0 secs f path=$PATH
-    local dir=$BENCH_DIR/pssh$variant/$n-$r
+    local dir=$BENCH_DIR/pssh$variant/$n-$r i login=(-l root)
     mkdir -p "$dir"
-    hosts "$n" | tr ' ' '\n' | grep . >"$dir/hosts"
+    if [ "$variant" = -users ]; then
+        for ((i = 0; i < n; i++)); do echo "$(user_of "$i")@$(bench_addr "$i")"; done >"$dir/hosts"
+        login=()
+    else
+        hosts "$n" | tr ' ' '\n' | grep . >"$dir/hosts"
+    fi
     if [ "$variant" = -nocomp ]; then
         mkdir -p "$BENCH_DIR/nocomp"
         cat >"$BENCH_DIR/nocomp/scp" <<'WRAP'
@@ -246,9 +286,9 @@ WRAP
         chmod 755 "$BENCH_DIR/nocomp/scp"
         path=$BENCH_DIR/nocomp:$PATH
     fi
-    local scp=("$PSCP" -h "$dir/hosts" -l root -p 100 -t 120 -x "$SSH_OPTS" -e "$dir/scp-err"
+    local scp=("$PSCP" -h "$dir/hosts" "${login[@]}" -p 100 -t 120 -x "$SSH_OPTS" -e "$dir/scp-err"
         "$BUNDLE" "$BUNDLE_NAME")
-    local ssh=("$PSSH" -h "$dir/hosts" -l root -p 100 -t 120 -x "$SSH_OPTS" -o "$dir/out" -e "$dir/err"
+    local ssh=("$PSSH" -h "$dir/hosts" "${login[@]}" -p 100 -t 120 -x "$SSH_OPTS" -o "$dir/out" -e "$dir/err"
         "sha256sum $BUNDLE_NAME")
     [ "$variant" = -nocomp ] && scp=(env PATH="$path" "${scp[@]}")
     if [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ]; then
@@ -268,7 +308,7 @@ WRAP
         SECS=FAIL; return
     fi
     for f in "$dir"/out/*; do
-        printf '%s %s\n' "$(basename "$f")" "$(awk '{ print $1 }' "$f")"
+        printf '%s %s\n' "$(basename "$f" | sed 's/^.*@//')" "$(awk '{ print $1 }' "$f")"
     done >"$dir/hashes"
     check_hashes "pssh$variant" "$n" "$dir/hashes" || { SECS=FAIL; return; }
     SECS=$secs
@@ -350,7 +390,10 @@ run_tool() {
         dropship-scp) run_dropship scp "$2" "$3" ;;
         before) run_dropship sftp "$2" "$3" "$DROPSHIP_BEFORE" before ;;
         before-scp) run_dropship scp "$2" "$3" "$DROPSHIP_BEFORE" before-scp ;;
+        dropship-scp-users) run_dropship scp "$2" "$3" "$DROPSHIP" dropship-scp-users users ;;
+        before-scp-users) run_dropship scp "$2" "$3" "$DROPSHIP_BEFORE" before-scp-users users ;;
         pssh) run_pssh "$2" "$3" ;;
+        pssh-users) run_pssh "$2" "$3" -users ;;
         pssh-nocomp) run_pssh "$2" "$3" -nocomp ;;
         ansible) run_ansible "$2" "$3" ;;
         *) die "unknown tool $1" ;;
@@ -385,7 +428,20 @@ fanout() {
             for tool in $TOOLS; do
                 reset_dests
                 CPU=n/a
+                local perf_pid= pdata=$BENCH_DIR/perf.$tool.$n.$r
+                if [ "$PROFILE" = 1 ]; then
+                    perf record -q -a -e cpu-clock -c 1000000 -G "${CG2##*/}" -o "$pdata" -- sleep 3600 2>/dev/null &
+                    perf_pid=$!
+                    sleep 1
+                fi
                 run_tool "$tool" "$n" "$r"
+                if [ -n "$perf_pid" ]; then
+                    kill -INT "$perf_pid"
+                    wait "$perf_pid" 2>/dev/null || true
+                    # "program:ms ..." of this run (cpu-clock every 1 ms of CPU: samples = ms).
+                    PROF[$tool/$n]="${PROF[$tool/$n]:-} $(perf report -i "$pdata" --sort comm -F sample,comm --stdio -q 2>/dev/null |
+                        awk 'NF >= 2 { printf "%s:%d ", $2, $1 }')"
+                fi
                 secs=$SECS
                 [ "$secs" = FAIL ] && FAILURES=$((FAILURES + 1))
                 TIMES[$tool/$n]="${TIMES[$tool/$n]:-} $secs"
@@ -408,6 +464,10 @@ fanout() {
         has_tool before && pairs+=("before:$t")
         has_tool before-scp && pairs+=("before-scp:$t")
     done
+    if has_tool pssh-users; then
+        has_tool dropship-scp-users && pairs+=("dropship-scp-users:pssh-users")
+        has_tool before-scp-users && pairs+=("before-scp-users:pssh-users")
+    fi
     local head="| hosts |" rule="|---:|"
     for t in $TOOLS; do head+=" $t s |"; rule+="---:|"; done
     for pair in "${pairs[@]}"; do head+=" ${pair%%:*}/${pair#*:} |"; rule+="---:|"; done
@@ -439,13 +499,32 @@ fanout() {
             echo "$row"
         done
     fi
+    if [ "$PROFILE" = 1 ]; then
+        echo
+        echo "CPU ms by program (perf cpu-clock samples of the bench's processes, both ends; mean of the runs):"
+        echo
+        echo "| hosts | tool | total | by program (ms) |"
+        echo "|---:|---|---:|---|"
+        for n in $HOST_COUNTS; do
+            for t in $TOOLS; do
+                local by total
+                # shellcheck disable=SC2086
+                by=$(printf '%s\n' ${PROF[$t/$n]:-} | awk -F: -v runs="$RUNS" '
+                    NF == 2 { ms[$1] += $2 } END { for (c in ms) printf "%d %s\n", ms[c] / runs, c }' |
+                    sort -rn)
+                total=$(echo "$by" | awk '{ t += $1 } END { print t + 0 }')
+                printf '| %s | %s | %s | %s |\n' "$n" "$t" "$total" \
+                    "$(echo "$by" | awk '$1 >= 5 { printf "%s%s %d", (NR > 1 ? ", " : ""), $2, $1 }')"
+            done
+        done
+    fi
     echo
     echo "All runs (s):"
     for n in $HOST_COUNTS; do
         for t in $TOOLS; do echo "- $t, $n hosts: wall${TIMES[$t/$n]}; CPU${CPUS[$t/$n]:- n/a}"; done
     done
     for n in $HOST_COUNTS; do
-        for t in dropship dropship-scp before before-scp; do
+        for t in dropship dropship-scp before before-scp dropship-scp-users before-scp-users; do
             has_tool "$t" || continue
             local key=$t/$n
             [ "$t" = dropship ] && key=dropship-sftp/$n

@@ -569,6 +569,85 @@ fn background_commands_stop_when_asked_and_when_the_connection_drops() {
     }
 }
 
+/// The lock's channel is the host's control shell for the rest of the dispatch: the
+/// verification and rename of the upload run in it, and the unlock after its heartbeat has
+/// ended, with no channel (login shell, `sh`) of their own. Proven against an sshd that
+/// allows one session per connection (`MaxSessions 1`): any second channel is refused.
+#[test]
+fn the_lock_channel_verifies_renames_and_unlocks_without_a_channel_more() {
+    let Some(server) = SshServer::builder()
+        .config_line("MaxSessions 1")
+        .start_or_skip("control_shell")
+    else {
+        return;
+    };
+    let rig = Rig::new("control_shell");
+    rig.trust(&server);
+    let config = rig.config("scp", server.addr(), rig.dest.as_str(), "");
+    let plan = rig.plan(&config, "app.tgz");
+    let q = |p: &Path| shlex::try_quote(p.to_str().unwrap()).unwrap().into_owned();
+    let tick = rig.dest.join("tick");
+    let beat = format!(
+        "s=; trap '[ -z \"$s\" ] || kill $s; exit 0' TERM; while :; do date +%s%N > {}; sleep 0.2 & s=$!; wait $s; done",
+        q(&tick)
+    );
+    let read = || std::fs::read_to_string(&tick).unwrap_or_default();
+    let mut conn =
+        dropship::engine::connect::connect(&plan.targets[0], &plan.rule, &rig.known).unwrap();
+    let shell = conn.shell.as_deref_mut().unwrap();
+    let (said, started) = shell
+        .script_then_background("echo took it; go=1; return 0", &beat)
+        .unwrap();
+    assert_eq!(said, "took it\n");
+    assert!(matches!(started, Some(Ok(()))), "{started:?}");
+    assert!(
+        support::wait_until(Duration::from_secs(10), || {
+            let a = read();
+            std::thread::sleep(Duration::from_millis(500));
+            !a.is_empty() && a != read()
+        }),
+        "the heartbeat never ran"
+    );
+    // A `.part` whose hash matches is renamed, one that does not is left alone; a name
+    // with quotes and `$` is quoted.
+    let data = b"the bundle".repeat(10_000);
+    let part = rig.dest.join(".it's $x.part");
+    let dest = rig.dest.join("it's $x.tgz");
+    std::fs::write(&part, &data).unwrap();
+    let sum = sha(&part);
+    let ps = part.to_str().unwrap();
+    let ds = dest.to_str().unwrap();
+    assert_eq!(
+        shell
+            .verify_and_rename(ps, ds, &"0".repeat(64), 100_000)
+            .unwrap(),
+        Some(sum.clone()),
+        "a wrong hash: not renamed"
+    );
+    assert!(part.exists() && !dest.exists());
+    assert_eq!(
+        shell.verify_and_rename(ps, ds, &sum, 100_000).unwrap(),
+        None
+    );
+    assert!(!part.exists());
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    // The last script runs once the heartbeat has stopped.
+    let gone = rig.dest.join("lock dir");
+    std::fs::create_dir(&gone).unwrap();
+    let out = shell
+        .finish_background(&format!("rm -rf -- {}; echo released", q(&gone)))
+        .expect("a control shell")
+        .unwrap();
+    assert_eq!(out, "released\n");
+    assert!(!gone.exists());
+    let last = read();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(last, read(), "the heartbeat ended before the last script");
+    // Now that the lock's channel is closed, scripts get channels of their own again.
+    assert!(shell.finish_background("true").is_none());
+    assert_eq!(shell.script("echo own", Duration::ZERO).unwrap(), "own\n");
+}
+
 // ---- Nothing wrong ever lands (integrity under faults) ----
 
 /// A bundle of `len` bytes whose content depends on `seed`: two seeds, two bundles.

@@ -3,7 +3,8 @@
 # 127.0.0.X answers, so 127.0.0.2 ... 127.0.0.(N+1) are N "hosts" (DESIGN.md, "Testing with
 # real peers"). Nothing is reachable outside the namespace and nothing outside is targeted.
 #
-# All hosts are this one machine and one login (root), so each address gets its own home
+# All hosts are this one machine and (unless ns_users gives each its own login) one login
+# (root), so each address gets its own home
 # directory: a ForceCommand (inline shell, run by the login shell itself: no extra process)
 # reads the address the client dialled from $SSH_CONNECTION and cds into
 # $BENCH_DIR/home/ADDR (HOME set too) before it evals the client's command or execs the
@@ -37,10 +38,14 @@ ns_reap_stale() {
             kill -KILL "$p" 2>/dev/null || true
         done
         ip netns del "$ns" 2>/dev/null || true
-        rmdir "/sys/fs/cgroup/cpuacct/$ns" 2>/dev/null || true
+        rmdir "/sys/fs/cgroup/cpuacct/$ns" "/sys/fs/cgroup/unified/$ns" 2>/dev/null || true
         if [ "$ns" = "dropship-bench-$pid" ]; then
             rm -rf "/tmp/dropship-bench-$pid"
         fi
+    done
+    # Users of ns_users whose script is gone.
+    for pid in $(awk -F: '$1 ~ /^dsb[0-9]+u[0-9]+$/ { sub(/^dsb/, "", $1); sub(/u[0-9]+$/, "", $1); print $1 }' /etc/passwd | sort -u); do
+        kill -0 "$pid" 2>/dev/null || users_down "$pid"
     done
 }
 
@@ -51,16 +56,20 @@ ns_exec() { cg_exec ip netns exec "$NS" "$@"; }
 # one cgroup-v1 cpuacct group, so `cg_cpu` is the CPU time of the whole job (both ends),
 # unaffected by whatever else the machine runs. Absent cpuacct, CPU is reported as n/a.
 CG=
+# The same processes also go into a cgroup-v2 group (CG2), where the unified hierarchy is
+# mounted: `perf record -G` can sample exactly them (CPU by program, see fanout.sh --profile).
+CG2=
 cg_setup() {
-    local root=/sys/fs/cgroup/cpuacct
+    local root=/sys/fs/cgroup/cpuacct v2=/sys/fs/cgroup/unified
+    if [ -d "$v2" ] && [ -w "$v2" ] && mkdir -p "$v2/$NS" 2>/dev/null; then CG2=$v2/$NS; fi
     [ -w "$root" ] && [ -f "$root/cpuacct.usage" ] || return 0
     CG=$root/$NS
     mkdir -p "$CG" 2>/dev/null || CG=
 }
-# cg_exec CMD... -> runs CMD (exec'd, same pid) inside the cgroup, if there is one.
+# cg_exec CMD... -> runs CMD (exec'd, same pid) inside the cgroup(s), if there are.
 cg_exec() {
-    if [ -n "$CG" ]; then
-        sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$@"
+    if [ -n "$CG$CG2" ]; then
+        sh -c 'for g in "$0" "$1"; do [ -z "$g" ] || echo $$ >"$g/cgroup.procs" || exit 1; done; shift; exec "$@"' "$CG" "$CG2" "$@"
     else
         "$@"
     fi
@@ -70,8 +79,11 @@ cg_cpu() {
     if [ -n "$CG" ]; then awk '{ printf "%.3f", $1 / 1e9 }' "$CG/cpuacct.usage"; fi
 }
 cg_down() {
-    [ -n "$CG" ] && [ -d "$CG" ] || return 0
     local i
+    if [ -n "$CG2" ]; then
+        for ((i = 0; i < 50; i++)); do rmdir "$CG2" 2>/dev/null && break; sleep 0.1; done
+    fi
+    [ -n "$CG" ] && [ -d "$CG" ] || return 0
     for ((i = 0; i < 50; i++)); do
         rmdir "$CG" 2>/dev/null && return 0
         sleep 0.1
@@ -127,15 +139,16 @@ UseDNS no
 MaxStartups 1000:30:2000
 MaxSessions 100
 Subsystem sftp $SFTP_SERVER
-ForceCommand $force
 SetEnv SHLVL=1
 LogLevel ERROR
+Match User root
+    ForceCommand $force
 CONF
     # Not through a function: $! must be sshd itself (sh and ip netns exec exec it), not a
     # subshell.
     local sshd=(ip netns exec "$NS" /usr/sbin/sshd -D -e -f "$d/sshd_config")
-    if [ -n "$CG" ]; then
-        sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "${sshd[@]}" 2>>"$BENCH_DIR/sshd.log" &
+    if [ -n "$CG$CG2" ]; then
+        sh -c 'for g in "$0" "$1"; do [ -z "$g" ] || echo $$ >"$g/cgroup.procs" || exit 1; done; shift; exec "$@"' "$CG" "$CG2" "${sshd[@]}" 2>>"$BENCH_DIR/sshd.log" &
     else
         "${sshd[@]}" 2>>"$BENCH_DIR/sshd.log" &
     fi
@@ -152,6 +165,36 @@ CONF
     die "sshd in $NS does not answer: $(cat "$BENCH_DIR/sshd.log")"
 }
 
+# One login per host (the issue's "one user per host" setting, as real hosts have): users
+# named dsb<script pid>u<K>, K = 1..N, with a home each under $BENCH_DIR/users (the lock,
+# the uploads and a relative dest_dir land there), bash as login shell, the bench's key.
+# They log in plainly (the ForceCommand above is for root only). Removed by ns_down, or
+# by ns_reap_stale when their script is gone. Sets BENCH_USERS (the names, in order).
+BENCH_USERS=()
+ns_users() {
+    local n=$1 i u
+    mkdir -p "$BENCH_DIR/users"
+    chmod 755 "$BENCH_DIR" "$BENCH_DIR/users" "$BENCH_DIR/ssh"
+    chmod 644 "$BENCH_DIR/ssh/authorized_keys"
+    for ((i = 1; i <= n; i++)); do
+        u=dsb$$u$i
+        # `-p '*'`: no password, but not a locked account (sshd without PAM refuses those).
+        useradd -M -d "$BENCH_DIR/users/$u" -s /bin/bash -p '*' "$u" ||
+            die "useradd $u failed"
+        BENCH_USERS+=("$u")
+        mkdir -p "$BENCH_DIR/users/$u"
+        chown "$u:" "$BENCH_DIR/users/$u"
+    done
+}
+
+# Removes the users ns_users made for script PID $1.
+users_down() {
+    local u
+    for u in $(awk -F: -v p="^dsb$1u[0-9]+\$" '$1 ~ p { print $1 }' /etc/passwd); do
+        userdel "$u" 2>/dev/null || log "could not remove user $u"
+    done
+}
+
 # Kills sshd and whatever still runs in the namespace, deletes it.
 ns_down() {
     local p
@@ -166,5 +209,6 @@ ns_down() {
         done
         ip netns del "$NS" 2>/dev/null || true
     fi
+    [ "${#BENCH_USERS[@]}" -eq 0 ] || users_down $$
     cg_down
 }

@@ -136,10 +136,11 @@ fn parse_field<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
 /// the lock is still ours (its token) — written aside and renamed, so a reader never sees
 /// half a number. The first beat is due only after `every`: `since` says the same until
 /// then, and a dispatch that ends sooner (most do) costs the host nothing but a `sleep`.
-/// Stopped with TERM (see `until_closed` in the SSH transport), it kills its `sleep` too:
-/// the `sleep` runs in the background and the loop `wait`s for it, because a shell runs a
-/// trap during `wait` at once, but after a foreground `sleep` only once that ends, and a
-/// killed loop would leave its `sleep` running on the host.
+/// Stopped with TERM (see `control_loop` in the SSH transport, which also waits for it to
+/// end before the unlock), it kills its `sleep` too: the `sleep` runs in the background and
+/// the loop `wait`s for it, because a shell runs a trap during `wait` at once, but after a
+/// foreground `sleep` only once that ends, and a killed loop would leave its `sleep`
+/// running on the host.
 fn heartbeat_script(path: &str, token: &str, every: Duration) -> String {
     let d = quote(path);
     format!(
@@ -353,25 +354,36 @@ pub fn acquire(
     }
 }
 
+/// The script that removes the lock at `lock.path` if it is still ours (its token). The
+/// token is read with the shell's own `read` (no `sed` process: this runs on every host of
+/// every dispatch). With `aside`, the directory is renamed before it is removed, for when
+/// a heartbeat may still write into it; without, one `rm` (the heartbeat has ended).
+fn release_script(lock: &Lock, aside: bool) -> String {
+    let d = quote(&lock.path);
+    let remove = if aside {
+        format!("mv -- {d} {d}.released.$$ && rm -rf -- {d}.released.$$")
+    } else {
+        format!("rm -rf -- {d}")
+    };
+    format!(
+        "t=; while IFS= read -r l; do case $l in token=*) t=${{l#token=}};; esac; done 2>/dev/null < {d}/info; [ \"$t\" = {} ] && {remove}; exit 0",
+        quote(&lock.token)
+    )
+}
+
 /// Releases `lock` if it is still ours.
 pub fn release(conn: &mut Connection, lock: &Lock) -> Result<(), TransportError> {
     match (lock.shell, conn.shell.as_deref_mut()) {
         (true, Some(shell)) => {
-            // Renamed away first, then removed: a heartbeat still writing finds no `$d`.
-            let d = quote(&lock.path);
-            // The token is read with the shell's own `read` (no `sed` process: this runs on
-            // every host of every dispatch).
-            let script = format!(
-                "t=; while IFS= read -r l; do case $l in token=*) t=${{l#token=}};; esac; done 2>/dev/null < {d}/info; [ \"$t\" = {} ] && mv -- {d} {d}.released.$$ && rm -rf -- {d}.released.$$; exit 0",
-                quote(&lock.token)
-            );
-            // In the lock's own channel, after its heartbeat (one channel fewer per host);
-            // if that channel is gone, in a new one.
-            if let Some(Ok(_)) = shell.finish_background(&script) {
+            // In the lock's own channel, once its heartbeat has ended (one channel fewer
+            // per host): nothing else writes into the lock, so it is removed at once.
+            if let Some(Ok(_)) = shell.finish_background(&release_script(lock, false)) {
                 return Ok(());
             }
+            // That channel is gone: in a new one, where a heartbeat may still be ending,
+            // so the lock is renamed away first (a last beat then finds no directory).
             shell.stop_background();
-            shell.script(&script, Duration::ZERO)?;
+            shell.script(&release_script(lock, true), Duration::ZERO)?;
             Ok(())
         }
         _ => {

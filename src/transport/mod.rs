@@ -195,9 +195,11 @@ pub trait Shell: Send {
         }
     }
 
-    /// Stops what [`Shell::script_then_background`] started and runs `script` (one line)
-    /// in that same remote shell once it has: no new channel for the unlock. `None` where
-    /// there is no such shell; then the caller stops and runs it the usual way.
+    /// Stops what [`Shell::script_then_background`] started, waits until it has ended,
+    /// and runs `script` (one line) in that same remote shell: no new channel for the
+    /// unlock, and nothing of the background command runs beside `script`. `None` where
+    /// there is no such shell (or `script` is not one line); then the caller stops and
+    /// runs it the usual way.
     fn finish_background(&mut self, _script: &str) -> Option<Result<String, TransportError>> {
         None
     }
@@ -215,12 +217,7 @@ pub trait Shell: Send {
             &verify_rename_command(part, dest, expected),
             hash_allowance(size),
         )?;
-        let out = out.trim();
-        Ok(match out.strip_prefix("bad ") {
-            Some(h) => Some(h.to_owned()),
-            None if out == "ok" => None,
-            None => Some(format!("unreadable answer `{out}`")),
-        })
+        Ok(verify_answer(&out))
     }
 }
 
@@ -434,12 +431,26 @@ pub fn sha256_command(path: &str, len: Option<u64>) -> String {
 }
 
 /// One round trip that checks `part` against `expected` and, only if it matches, renames
-/// it to `dest` (rename(2): atomic, replacing). Prints `ok` or `bad HASH`.
+/// it to `dest` (rename(2): atomic, replacing). Prints `ok` or `bad HASH`; exits non-zero
+/// when the hash or the rename failed. One line without `exit`, so it also runs inside
+/// the lock's control shell (see `ssh::control_loop`).
 pub fn verify_rename_command(part: &str, dest: &str, expected: &str) -> String {
     let (p, d) = (shell_quote(part), shell_quote(dest));
+    let e = shell_quote(expected);
     format!(
-        "h=$({HASH_STDIN} < {p}) || exit 1; h=${{h%% *}}; if [ \"$h\" = {expected} ]; then mv -f -- {p} {d} && echo ok; else echo \"bad $h\"; fi"
+        "if h=$({HASH_STDIN} < {p}); then h=${{h%% *}}; if [ \"$h\" = {e} ]; then mv -f -- {p} {d} && echo ok; else echo \"bad $h\"; fi; else false; fi"
     )
+}
+
+/// What [`verify_rename_command`] printed: `None` when `part` matched and was renamed,
+/// else the host's hash (or what it said instead).
+pub fn verify_answer(out: &str) -> Option<String> {
+    let out = out.trim();
+    match out.strip_prefix("bad ") {
+        Some(h) => Some(h.to_owned()),
+        None if out == "ok" => None,
+        None => Some(format!("unreadable answer `{out}`")),
+    }
 }
 
 /// `body` as a shell function that is called; when it set `go`, `then` runs after it.

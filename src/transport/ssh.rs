@@ -1086,14 +1086,7 @@ impl SshSession {
         let (status, out, err) = self.capture(command, extra)?;
         match status {
             0 => Ok(out),
-            _ if err.contains("Permission denied") || err.contains("Read-only file system") => {
-                Err(self.permission(op, path, err.trim().to_owned()))
-            }
-            _ => Err(TransportError::Io {
-                host: self.host.clone(),
-                op: format!("{op} `{path}`"),
-                detail: format!("exit {status}: {}", err.trim()),
-            }),
+            _ => Err(self.status_error(op, path, status, &err)),
         }
     }
 
@@ -1186,14 +1179,124 @@ fn until_closed(command: &str) -> String {
     )
 }
 
-/// [`until_closed`] that also takes one line on the channel's stdin: when that comes, the
-/// command is stopped and the line runs in this shell (the unlock after the heartbeat, see
-/// [`Shell::finish_background`]); a closed stdin without a line only stops the command.
-fn until_told(command: &str) -> String {
+/// The line [`control_loop`] prints after each script it ran, with that script's status.
+/// A random part (one per process) makes it a line no output of a script can end with by
+/// chance, so an answer always ends where the script did.
+fn control_done() -> &'static str {
+    static DONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| format!("dropship-done-{}", hex::encode(rand::random::<[u8; 8]>())))
+}
+
+/// The prefix of the last line [`control_loop`] takes: stop the background command, run
+/// the rest of the line, exit (the unlock, see [`Shell::finish_background`]).
+const CONTROL_FINISH: &str = "dropship-finish ";
+
+/// What the lock's channel runs once the lock is held: `command` (the heartbeat) in the
+/// background, as a subshell (a fork, no new program), and then a control shell that runs
+/// dropship's one-line scripts as they come on the channel's stdin, one at a time, each
+/// answered by its output (stderr folded in) and a [`control_done`] line with its status —
+/// the verification and rename of the upload ([`SshSession::control`]) — until a
+/// [`CONTROL_FINISH`] line, which stops `command`, waits for it (so it writes nothing
+/// more) and runs the rest of its line: the unlock. A closed stdin (stop_background, a
+/// dropped connection, a killed dropship) only stops `command`. One login shell and one
+/// `sh` per host serve the lock, its heartbeat, the verification and the unlock.
+/// The scripts run in a function: they must not `exit`.
+fn control_loop(command: &str) -> String {
     format!(
-        "sh -c {} dropship & p=$!; c=; IFS= read -r c <&3; kill $p 2>/dev/null; eval \"$c\"; exit 0",
-        quote(command)
+        "( {command}\n) >/dev/null 2>&1 3<&- & p=$!\n\
+         dropship_c() {{ eval \"$c\"\n}}\n\
+         while IFS= read -r c <&3; do case $c in \
+         '{CONTROL_FINISH}'*) kill $p 2>/dev/null; wait $p 2>/dev/null; c=${{c#'{CONTROL_FINISH}'}}; eval \"$c\"; exit 0 ;; \
+         *) dropship_c 2>&1; printf '%s %s\\n' {done} $? ;; esac; done\n\
+         kill $p 2>/dev/null; exit 0",
+        done = control_done()
     )
+}
+
+/// The status in a [`control_loop`] answer, once the answer is complete: its last line is
+/// `dropship-done-TOKEN N` (after output that may lack its own newline).
+fn control_status(out: &[u8]) -> Option<(i32, String)> {
+    let text = String::from_utf8_lossy(out);
+    let body = text.strip_suffix('\n')?;
+    let (before, last) = match body.rfind('\n') {
+        Some(i) => (&body[..=i], &body[i + 1..]),
+        None => ("", body),
+    };
+    let done = control_done();
+    let at = last.rfind(&format!("{done} "))?;
+    let status = last[at + done.len() + 1..].parse().ok()?;
+    Some((status, format!("{before}{}", &last[..at])))
+}
+
+impl SshSession {
+    /// Runs a one-line `script` in the lock's control shell ([`control_loop`]) and returns
+    /// its status and output (stdout and stderr together); `None` when there is no such
+    /// shell (no lock held through this session, or its channel failed before) or the
+    /// script is not one line: then the caller opens a channel as usual. A failure here
+    /// drops the control channel (what it would answer next is no longer known), which
+    /// stops the heartbeat; the unlock then goes over a new channel.
+    fn control(
+        &self,
+        script: &str,
+        extra: Duration,
+    ) -> Option<Result<(i32, String), TransportError>> {
+        if script.contains('\n') {
+            return None;
+        }
+        let op = "running a dropship script";
+        let mut bg = self.background.lock().unwrap_or_else(|e| e.into_inner());
+        if bg.len() != 1 {
+            return None;
+        }
+        let ch = &mut bg[0];
+        let ms = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
+        self.sess.set_timeout(ms(self.timeout + extra));
+        let mut run = || {
+            ch.write_all(format!("{script}\n").as_bytes())
+                .and_then(|()| ch.flush())
+                .map_err(|e| self.io_err(op, "the script on stdin", e))?;
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                if out.ends_with(b"\n")
+                    && let Some(answer) = control_status(&out)
+                {
+                    return Ok(answer);
+                }
+                let n = ch
+                    .read(&mut buf)
+                    .map_err(|e| self.io_err(op, "a dropship script", e))?;
+                if n == 0 {
+                    return Err(TransportError::Io {
+                        host: self.host.clone(),
+                        op: format!("{op} `a dropship script`"),
+                        detail: "the lock's shell on the host ended before it answered".into(),
+                    });
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        };
+        let res = run();
+        self.sess.set_timeout(ms(self.timeout));
+        if res.is_err()
+            && let Some(mut ch) = bg.pop()
+        {
+            let _ = ch.close();
+        }
+        Some(res)
+    }
+
+    /// The error for an internal command that exited with `status` and said `err`.
+    fn status_error(&self, op: &str, path: &str, status: i32, err: &str) -> TransportError {
+        if err.contains("Permission denied") || err.contains("Read-only file system") {
+            return self.permission(op, path, err.trim().to_owned());
+        }
+        TransportError::Io {
+            host: self.host.clone(),
+            op: format!("{op} `{path}`"),
+            detail: format!("exit {status}: {}", err.trim()),
+        }
+    }
 }
 
 impl Shell for SshSession {
@@ -1248,6 +1351,9 @@ impl Shell for SshSession {
 
     fn finish_background(&mut self, script: &str) -> Option<Result<String, TransportError>> {
         let op = "running a dropship script";
+        if script.contains('\n') {
+            return None;
+        }
         let mut ch = {
             let mut bg = self.background.lock().unwrap_or_else(|e| e.into_inner());
             if bg.len() != 1 {
@@ -1256,7 +1362,7 @@ impl Shell for SshSession {
             bg.pop()?
         };
         let mut run = || {
-            ch.write_all(format!("{}\n", script.replace('\n', " ")).as_bytes())
+            ch.write_all(format!("{CONTROL_FINISH}{script}\n").as_bytes())
                 .and_then(|()| ch.flush())
                 .map_err(|e| self.io_err(op, "the script on stdin", e))?;
             ch.send_eof().map_err(|e| self.error(op, e))?;
@@ -1286,10 +1392,10 @@ impl Shell for SshSession {
         let go = "dropship-go";
         let text = super::function_script(
             script,
-            &format!("printf '%s\\n' {go}\n{}", until_told(background)),
+            &format!("printf '%s\\n' {go}\n{}", control_loop(background)),
         );
         let mut ch = self.open_sh(op, &text)?;
-        // Its stdin stays open: closing it is what stops `background` (until_closed).
+        // Its stdin stays open: closing it is what stops `background` (control_loop).
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         let go_line = format!("{SH_MARKER}\n");
@@ -1338,6 +1444,27 @@ impl Shell for SshSession {
             });
         }
         Ok((text[at + go_line.len()..].to_owned(), None))
+    }
+
+    /// In the lock's control shell when there is one (no channel, login shell and `sh`
+    /// of its own: the usual case of a dispatch), else in a channel of its own.
+    fn verify_and_rename(
+        &mut self,
+        part: &str,
+        dest: &str,
+        expected: &str,
+        size: u64,
+    ) -> Result<Option<String>, TransportError> {
+        let script = super::verify_rename_command(part, dest, expected);
+        let extra = super::hash_allowance(size);
+        let out = match self.control(&script, extra) {
+            Some(answer) => match answer? {
+                (0, out) => out,
+                (status, out) => return Err(self.status_error("verify", part, status, &out)),
+            },
+            None => self.script(&script, extra)?,
+        };
+        Ok(super::verify_answer(&out))
     }
 
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError> {
@@ -1645,6 +1772,11 @@ impl SftpFiles {
 
 impl Files for SftpFiles {
     fn mkdir_p(&mut self, dir: &str) -> Result<(), TransportError> {
+        // The usual case, a destination that exists: one round trip, not one per part of
+        // the path.
+        if self.sftp.stat(Path::new(dir)).is_ok_and(|st| st.is_dir()) {
+            return Ok(());
+        }
         let mut cur = if dir.starts_with('/') {
             "/".to_owned()
         } else {
@@ -2374,6 +2506,147 @@ mod tests {
             let stay = super::super::function_script("echo busy; return 3", "echo then");
             let (out, code) = run_as_channel(sh, &stay);
             assert_eq!((out.as_str(), code), ("dropship-sh-ok\nbusy\n", 3), "{sh}");
+        }
+    }
+
+    /// Starts [`control_loop`] with a background command that counts into `file` every
+    /// 50 ms; returns the child, its stdin and its stdout as lines.
+    fn control_shell(
+        sh: &str,
+        file: &Path,
+    ) -> (
+        std::process::Child,
+        std::process::ChildStdin,
+        std::io::BufReader<std::process::ChildStdout>,
+    ) {
+        use std::io::BufRead;
+        let bg = format!(
+            "n=0; s=; trap '[ -z \"$s\" ] || kill $s; exit 0' TERM; while :; do n=$((n+1)); echo $n > {f}; sleep 0.05 & s=$!; wait $s; done",
+            f = quote(file.to_str().unwrap())
+        );
+        let mut child = Command::new(sh)
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(posix_script(&format!("echo ready\n{}", control_loop(&bg))).as_bytes())
+            .unwrap();
+        stdin.flush().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while line != "ready\n" {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "{sh}");
+        }
+        (child, stdin, out)
+    }
+
+    /// Reads one [`control_loop`] answer.
+    fn control_answer(out: &mut impl std::io::BufRead) -> (i32, String) {
+        let mut got = Vec::new();
+        loop {
+            if let Some(a) = control_status(&got) {
+                return a;
+            }
+            let n = out.read_until(b'\n', &mut got).unwrap();
+            assert_ne!(n, 0, "ended early: {:?}", String::from_utf8_lossy(&got));
+        }
+    }
+
+    /// Whether the counter in `file` moves within 5 s (the background command lives; on a
+    /// busy machine it may take a while to start), or stays put for 500 ms when `false`
+    /// is expected.
+    fn counting(file: &Path) -> bool {
+        let read = || std::fs::read_to_string(file).unwrap_or_default();
+        let a = read();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+            if read() != a {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The counter in `file` does not move for 500 ms.
+    fn stopped(file: &Path) -> bool {
+        let a = std::fs::read_to_string(file).unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(500));
+        a == std::fs::read_to_string(file).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_control_shell_answers_each_script_then_stops_its_background_before_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        for sh in shells() {
+            let file = dir.path().join("count");
+            let (mut child, mut stdin, mut out) = control_shell(sh, &file);
+            assert!(counting(&file), "{sh}: the background command runs");
+            // Output and errors come back together, with the status; a script cannot
+            // read the channel (its stdin is /dev/null).
+            writeln!(
+                stdin,
+                "echo \"it's $((6*7))\"; echo oops >&2; cat; return 3"
+            )
+            .unwrap();
+            stdin.flush().unwrap();
+            assert_eq!(
+                control_answer(&mut out),
+                (3, "it's 42\noops\n".to_owned()),
+                "{sh}"
+            );
+            // Output that looks like an answer's end does not end it.
+            writeln!(stdin, "echo dropship-done 0; return 5").unwrap();
+            stdin.flush().unwrap();
+            assert_eq!(
+                control_answer(&mut out),
+                (5, "dropship-done 0\n".to_owned()),
+                "{sh}"
+            );
+            writeln!(stdin, "printf 'no newline'").unwrap();
+            stdin.flush().unwrap();
+            assert_eq!(
+                control_answer(&mut out),
+                (0, "no newline".to_owned()),
+                "{sh}"
+            );
+            assert!(counting(&file), "{sh}: still running between scripts");
+            // The last script runs once the background command has ended.
+            writeln!(
+                stdin,
+                "{CONTROL_FINISH}cat {}",
+                quote(file.to_str().unwrap())
+            )
+            .unwrap();
+            drop(stdin);
+            let mut rest = String::new();
+            out.read_to_string(&mut rest).unwrap();
+            assert!(child.wait().unwrap().success(), "{sh}");
+            let last: u64 = rest
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{sh}: {rest}"));
+            assert!(stopped(&file), "{sh}: stopped");
+            let now: u64 = std::fs::read_to_string(&file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                now, last,
+                "{sh}: nothing written after the last script read it"
+            );
+            // A closed channel without a last line only stops the background command.
+            let (mut child, stdin, _out) = control_shell(sh, &file);
+            assert!(counting(&file), "{sh}");
+            drop(stdin);
+            assert!(child.wait().unwrap().success(), "{sh}");
+            assert!(stopped(&file), "{sh}: stopped when the channel closed");
         }
     }
 
