@@ -58,7 +58,10 @@ impl Env {
                  lock_path = {d}/locks/{{bundle}}\n{log}\n\
                  [slow-.*\\.tgz]\nhost = h1, h2\nparallel = 1\nprotocol = local\n\
                  dest_dir = {d}/dest/{{host}}\nlock_path = {d}/locks/slow-{{host}}\n\
-                 lock_wait = 120s\n{log}"
+                 lock_wait = 120s\n{log}\n\
+                 [gated-.*\\.tgz]\nhost = h1\nprotocol = local\ndest_dir = {d}/dest/{{host}}\n\
+                 lock_path = {d}/locks/{{bundle}}\n\
+                 pre = until [ -e {d}/gate ]; do sleep 0.1; done\n{log}"
             ),
         )
     }
@@ -427,6 +430,68 @@ fn no_bundle_is_claimed_while_the_database_is_down() {
         q("SELECT name || ' ' || state FROM watch_bundle WHERE state != 'vanished' ORDER BY id")
             .trim(),
         "app-1.tgz done\napp-2.tgz done"
+    );
+    let c = watchers.0[0].take().unwrap();
+    assert_eq!(stop(c), Some(0), "{}", env.logged(1));
+}
+
+/// The server goes away while a bundle's dispatch runs, and the dispatch ends meanwhile: the
+/// watcher does not stop (it cannot judge the dispatch yet, so it lets the bundle go), and once
+/// the server is back the bundle is claimed again, judged from the journal and archived, never
+/// shipped twice.
+#[test]
+fn a_dispatch_that_ends_while_the_database_is_down_is_judged_when_it_is_back() {
+    let Some(mut pg) = support::postgres::server_or_skip("watch_queue_ends_while_down") else {
+        return;
+    };
+    let env = Env::new(&pg);
+    env.write_config();
+    let drop_dir = env.drop_dir();
+    let mut watchers = Watchers(vec![Some(env.spawn(1))]);
+    let content = b"gated bundle".to_vec();
+    rename_in(&drop_dir, "gated-1.tgz", &content);
+    let q = |sql: &str| pg.try_psql(&env.url_db(), sql).unwrap_or_default();
+    assert!(
+        support::wait_until(Duration::from_secs(20), || {
+            q("SELECT count(*) FROM step WHERE step = 'pre'").trim() == "1"
+        }),
+        "{}",
+        env.logged(1)
+    );
+    pg.stop();
+    std::fs::write(env.d().join("gate"), "").unwrap();
+    let log_has = |name: &str| env.shipped().keys().any(|(n, _, _)| n == name);
+    assert!(
+        support::wait_until(Duration::from_secs(20), || log_has("gated-1.tgz")),
+        "{}",
+        env.logged(1)
+    );
+    // The dispatch has ended (and found the server away) by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let watcher = watchers.0[0].as_mut().unwrap();
+    assert!(
+        watcher.try_wait().unwrap().is_none(),
+        "the watcher stopped while the server was away\n{}",
+        env.logged(1)
+    );
+    pg.run();
+    let q = |sql: &str| pg.try_psql(&env.url_db(), sql).unwrap_or_default();
+    assert!(
+        support::wait_until(Duration::from_secs(30), || {
+            q("SELECT state FROM watch_bundle WHERE name = 'gated-1.tgz' AND archived_at IS NOT NULL")
+                .trim()
+                == "done"
+        }),
+        "{}\n{}",
+        q("SELECT name || ' ' || state FROM watch_bundle"),
+        env.logged(1)
+    );
+    let key = ("gated-1.tgz".to_owned(), "h1".to_owned(), sha256(&content));
+    assert_eq!(env.shipped().get(&key), Some(&1), "{}", env.logged(1));
+    assert_eq!(
+        q("SELECT count(*) FROM dispatch").trim(),
+        "1",
+        "judged, not dispatched again"
     );
     let c = watchers.0[0].take().unwrap();
     assert_eq!(stop(c), Some(0), "{}", env.logged(1));

@@ -356,7 +356,8 @@ impl Service {
     /// stop, a pause or resume to announce.
     fn take_controls(&mut self) -> Result<(), WatchError> {
         while let Ok(Ctl::Finished { bundle, dispatch }) = self.ctl_rx.try_recv() {
-            self.finished(bundle, dispatch)?;
+            let judged = self.finished(bundle, dispatch);
+            self.unless_server_lost(bundle, judged)?;
         }
         if self.stop.load(Ordering::SeqCst) {
             self.stopping = true;
@@ -717,9 +718,37 @@ impl Service {
             self.claim()?;
         }
         for id in self.sched.start_ready() {
-            self.start(id)?;
+            let started = self.start(id);
+            self.unless_server_lost(id, started)?;
         }
         Ok(())
+    }
+
+    /// A step of bundle `id` that failed only because the journal's server went away is
+    /// not fatal: the watcher lets the bundle go (it stays in the shared queue as recorded,
+    /// its lease lapses) and, once the server is back, it or another watcher claims it again
+    /// and goes on from what the journal holds, as after a takeover. Any other error is.
+    fn unless_server_lost(
+        &mut self,
+        id: i64,
+        result: Result<(), WatchError>,
+    ) -> Result<(), WatchError> {
+        match result {
+            Err(WatchError::Journal(e)) if e.is_connection_lost() && self.shared.is_some() => {
+                self.setup.journal.note_lost(&e);
+                self.sched.finish(id);
+                let name = self
+                    .open
+                    .remove(&id)
+                    .map(|o| o.row.name)
+                    .unwrap_or_default();
+                self.error(format!(
+                    "{name}: the journal server went away ({e}); the bundle stays in the shared queue and is taken up again once it is back"
+                ));
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Claims bundles from the shared queue while this watcher has room for them: queued
