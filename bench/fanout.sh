@@ -13,11 +13,14 @@
 #
 # Usage: bench/fanout.sh [--hosts "20 100"] [--runs 3] [--mib 10]
 #                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible
-#                                  dropship-scp-users pssh-users"]
+#                                  dropship-scp-users pssh-users dropship-pg"]
 #                        [--no-lines] [--only-lines] [--keep] [--profile]
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
 #        DROPSHIP_BEFORE=path  tools `before` / `before-scp` / `before-scp-users`: another
 #        build (an A/B).
+# `dropship-pg` is `dropship` with its journal on PostgreSQL (Debian's server, distribution
+# defaults, trust on the namespace's loopback; its CPU is in the job's): the journal's cost in
+# a fan-out, next to the SQLite journal of `dropship`.
 # The `-users` tools log in as one user per host (bench/lib/sshns.sh `ns_users`: real
 # accounts, each with its own home, where the bundle, the lock and dest_dir `dest` go)
 # instead of root with a home per address; dropship finds each host's user in
@@ -106,7 +109,7 @@ if [ "$DO_FANOUT" = 1 ] && has_tool ansible; then
     ANSIBLE_PLAYBOOK=$(command -v ansible-playbook)
 fi
 
-if [ "$DO_LINES" = 1 ] || has_tool dropship || has_tool dropship-scp || has_tool dropship-scp-users; then
+if [ "$DO_LINES" = 1 ] || has_tool dropship || has_tool dropship-scp || has_tool dropship-scp-users || has_tool dropship-pg; then
     if [ -n "${DROPSHIP_BIN:-}" ]; then
         DROPSHIP=$DROPSHIP_BIN
     else
@@ -137,6 +140,29 @@ case " $TOOLS " in *-users" "*) USERS_MODE=1 ;; esac
 if [ "$USERS_MODE" = 1 ]; then
     log "one user per host: creating $MAX_HOSTS users"
     ns_users "$MAX_HOSTS"
+fi
+
+# dropship-pg's journal: a PostgreSQL server on the namespace's 127.0.0.1 (ns_down kills it).
+PG_URL=
+if has_tool dropship-pg; then
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    [ -x "$PG_BIN/postgres" ] || die "dropship-pg needs PostgreSQL (apt-get install postgresql)"
+    mkdir -p "$BENCH_DIR/pg"
+    chown postgres: "$BENCH_DIR/pg"
+    chmod 755 "$BENCH_DIR"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$BENCH_DIR/pg/data" -U dropship --auth=trust \
+        -E UTF8 --locale=C.UTF-8 >"$BENCH_DIR/pg-initdb.log"
+    ns_exec runuser -u postgres -- "$PG_BIN/postgres" -D "$BENCH_DIR/pg/data" -p 5432 \
+        -c listen_addresses=127.0.0.1 -c unix_socket_directories="$BENCH_DIR/pg" \
+        >"$BENCH_DIR/pg.log" 2>&1 &
+    for _ in $(seq 1 100); do
+        ip netns exec "$NS" "$PG_BIN/pg_isready" -h 127.0.0.1 -p 5432 -q && break
+        sleep 0.1
+    done
+    ip netns exec "$NS" "$PG_BIN/psql" -X -q -h 127.0.0.1 -p 5432 -U dropship -d postgres \
+        -c 'CREATE DATABASE fanout' || die "PostgreSQL did not start: $(tail -3 "$BENCH_DIR/pg.log")"
+    PG_URL="postgres://dropship@127.0.0.1:5432/fanout?sslmode=disable"
+    log "dropship-pg journal: $PG_URL ($("$PG_BIN/postgres" --version))"
 fi
 
 # hosts N -> "127.0.0.2 127.0.0.3 ..." (N addresses; past 253 on to 127.0.1.2, see bench_addr)
@@ -220,7 +246,8 @@ reset_dests() {
 # host's login comes from ~/.ssh/config and the bundle goes to `dest` in its home.
 run_dropship() {
     local proto=$1 n=$2 r=$3
-    local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1} users=${6:-}
+    local bin=${4:-$DROPSHIP} tag=${5:-dropship-$1} users=${6:-} journal=$DS/journal.sqlite
+    [ "${7:-}" = pg ] && journal=$PG_URL
     local dir=$DS/$tag-$n
     local login="login = root" dest="$BENCH_DIR/dest/dropship/{host}" home=$DS/home
     [ -n "$users" ] && login="# login: ~/.ssh/config" && dest=dest && home=$DS/home-users
@@ -239,7 +266,7 @@ CFG
     local t0 c0 rc=0 secs
     local cmd=(/usr/bin/time -v -o "$dir/time.$r"
         env HOME="$home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null
-        "$bin" --config "$dir/dispatch.cfg" --journal "$DS/journal.sqlite" --dispatch "$BUNDLE")
+        "$bin" --config "$dir/dispatch.cfg" --journal "$journal" --dispatch "$BUNDLE")
     [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && note_cmd "$tag" ip netns exec "$NS" "${cmd[@]}"
     [ "$r" = 1 ] && [ "$n" = "${HOST_COUNTS##* }" ] && CMDS[$tag-cfg]=$(sed 's/^host = \(127[^,]*, 127[^,]*\),.*, \(127[0-9.]*\)$/host = \1, ..., \2/' "$dir/dispatch.cfg")
     c0=$(cg_cpu)
@@ -388,6 +415,7 @@ run_tool() {
     case "$1" in
         dropship) run_dropship sftp "$2" "$3" ;;
         dropship-scp) run_dropship scp "$2" "$3" ;;
+        dropship-pg) run_dropship sftp "$2" "$3" "$DROPSHIP" dropship-pg "" pg ;;
         before) run_dropship sftp "$2" "$3" "$DROPSHIP_BEFORE" before ;;
         before-scp) run_dropship scp "$2" "$3" "$DROPSHIP_BEFORE" before-scp ;;
         dropship-scp-users) run_dropship scp "$2" "$3" "$DROPSHIP" dropship-scp-users users ;;
@@ -457,9 +485,11 @@ fanout() {
     echo
     # Ratio columns: dropship (sftp) and dropship-scp against each other tool measured.
     local pairs=() pair t
+    has_tool dropship && has_tool dropship-pg && pairs+=("dropship-pg:dropship")
     for t in pssh pssh-nocomp ansible; do
         has_tool "$t" || continue
         has_tool dropship && pairs+=("dropship:$t")
+        has_tool dropship-pg && pairs+=("dropship-pg:$t")
         has_tool dropship-scp && pairs+=("dropship-scp:$t")
         has_tool before && pairs+=("before:$t")
         has_tool before-scp && pairs+=("before-scp:$t")
