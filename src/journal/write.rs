@@ -11,7 +11,7 @@ use super::error::{Context, JournalError};
 use super::liveness::Writer;
 use super::spool::Spool;
 use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
-use crate::model::events::{Event, Millis, Step};
+use crate::model::events::{Event, Lines, Millis, Step};
 use crate::transport::lines::cap_line;
 use crate::transport::{Stream, TransferEvent};
 use std::collections::HashMap;
@@ -225,8 +225,8 @@ impl Store {
                 host,
                 step,
                 stream,
-                line,
-            } => self.output(*dispatch, host, *step, *at, *stream, line),
+                lines,
+            } => self.output(*dispatch, host, *step, *at, *stream, lines),
             Event::Transfer {
                 dispatch,
                 host,
@@ -280,8 +280,11 @@ impl Store {
         })
     }
 
-    /// Buffers one output line (capped, see [`cap_line`]), or only counts it once its step run
-    /// has reached the bound.
+    /// Buffers output lines (each capped, see [`cap_line`]) until their step run has
+    /// reached the bound; the rest are only counted. Counted lines are nothing to write but
+    /// the step's count, which goes with the next commit (the session flushes every second):
+    /// so only stored lines make a batch full, and a command printing millions of lines past
+    /// the bound costs a count, not a commit per `batch_lines`.
     fn output(
         &mut self,
         dispatch: i64,
@@ -289,28 +292,38 @@ impl Store {
         step: Step,
         at: Millis,
         stream: Stream,
-        line: &str,
+        lines: &Lines,
     ) -> Result<(), JournalError> {
         let max = self.options.max_lines_per_step;
         let cursor = self.cursor(dispatch, host, step, at)?;
         cursor.dirty = true;
-        if cursor.stored >= max {
-            cursor.dropped += 1;
-        } else {
-            cursor.stored += 1;
-            let step_id = cursor.step_id;
-            // Whoever emitted it, a stored line is at most `MAX_LINE` bytes and a marker.
-            let line = cap_line(line).into_owned();
-            self.pending_bytes += line.len();
-            self.pending.push(PendingLine {
-                step_id,
-                at,
-                stream,
-                line,
-            });
+        let step_id = cursor.step_id;
+        let room = max.saturating_sub(cursor.stored);
+        let mut stored = 0u64;
+        if room > 0 {
+            for line in lines
+                .iter()
+                .take(usize::try_from(room).unwrap_or(usize::MAX))
+            {
+                // Whoever emitted it, a stored line is at most `MAX_LINE` bytes and a marker.
+                let line = cap_line(line).into_owned();
+                self.pending_bytes += line.len();
+                self.pending.push(PendingLine {
+                    step_id,
+                    at,
+                    stream,
+                    line,
+                });
+                stored += 1;
+            }
         }
-        self.unflushed += 1;
-        if self.unflushed >= self.options.batch_lines || self.pending_bytes >= MAX_PENDING_BYTES {
+        let all = lines.count() as u64;
+        let cursor = self.cursor(dispatch, host, step, at)?;
+        cursor.stored += stored;
+        cursor.dropped += all - stored;
+        self.unflushed += all as usize;
+        if self.pending.len() >= self.options.batch_lines || self.pending_bytes >= MAX_PENDING_BYTES
+        {
             self.flush()?;
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! `[host] line` output for logs and pipes, or one JSON event per line for programs.
 
 use super::term_text::field;
-use crate::engine::events::{Event, Level, Step, StepOutcome, TargetResult};
+use crate::engine::events::{Event, Level, Lines, Step, StepOutcome, TargetResult};
 use crate::engine::rollout::Summary;
 use crate::journal::BundleState;
 use crate::transport::{Stream, TransferEvent};
@@ -34,6 +34,27 @@ pub struct Printer {
     /// gets plain text (the journal and --json keep the raw line either way).
     colour_out: bool,
     colour_err: bool,
+}
+
+/// An output line in `--json`: the shape of [`Event::Output`] with one `line` (the event
+/// carries the lines of a read; a reader of `--json` gets one object per line).
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    event: &'static str,
+    dispatch: i64,
+    at: i64,
+    host: &'a str,
+    step: Step,
+    stream: Stream,
+    line: &'a str,
+}
+
+/// `TAG LINE\n`, three writes into a buffer (no `format!` per line).
+fn write_line(out: &mut dyn Write, tag: &str, line: &str) -> std::io::Result<()> {
+    out.write_all(tag.as_bytes())?;
+    out.write_all(b" ")?;
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")
 }
 
 fn human_bytes(n: u64) -> String {
@@ -93,34 +114,48 @@ impl Printer {
     /// meter may redraw a million times). The transport guarantees a later line of the same
     /// stream follows it, so the final state is always printed. `--json` and the journal
     /// keep every state, raw.
-    fn output_line(&mut self, to_stderr: bool, host: &str, line: &str) {
-        if crate::transport::lines::is_cr_ended(line) {
-            if self.bars.is_some() {
-                let state = super::ansi::cook(line, super::ansi::Tabs::Expand).text;
-                let state: String = state.trim().chars().take(60).collect();
-                self.set_bar(host, state);
-            }
-            return;
-        }
+    ///
+    /// An event carries the lines of one read: the host's tag is made once for all of them,
+    /// and a line of plain printable text (most output) is written as it is, uncooked and
+    /// uncopied, into the buffer.
+    fn output_lines(&mut self, to_stderr: bool, host: &str, lines: &Lines) {
+        let tag = self.tag(host);
         let colour = self.colour(to_stderr);
         let tabs = if colour {
             super::ansi::Tabs::Expand
         } else {
             super::ansi::Tabs::Keep
         };
-        let cooked = super::ansi::cook(line, tabs);
-        let body = if colour { cooked.to_sgr() } else { cooked.text };
-        let text = format!("{} {body}", self.tag(host));
-        match &self.bars {
-            Some(mp) => {
-                let _ = mp.println(text);
+        for line in lines.iter() {
+            if crate::transport::lines::is_cr_ended(line) {
+                if self.bars.is_some() {
+                    let state = super::ansi::cook(line, super::ansi::Tabs::Expand).text;
+                    let state: String = state.trim().chars().take(60).collect();
+                    self.set_bar(host, state);
+                }
+                continue;
             }
-            None if to_stderr => {
-                let _ = writeln!(self.err, "{text}");
+            if let Some(mp) = &self.bars {
+                let cooked = super::ansi::cook(line, tabs);
+                let body = if colour { cooked.to_sgr() } else { cooked.text };
+                let _ = mp.println(format!("{tag} {body}"));
+                continue;
             }
-            None => {
-                let _ = writeln!(self.out, "{text}");
-            }
+            let out: &mut dyn Write = if to_stderr {
+                &mut self.err
+            } else {
+                &mut self.out
+            };
+            let _ = if super::ansi::plain(line) {
+                write_line(out, &tag, line)
+            } else {
+                let cooked = super::ansi::cook(line, tabs);
+                if colour {
+                    write_line(out, &tag, &cooked.to_sgr())
+                } else {
+                    write_line(out, &tag, &cooked.text)
+                }
+            };
         }
     }
 
@@ -169,6 +204,29 @@ impl Printer {
     /// Renders one event. Returns an error only when stdout is gone (a closed pipe).
     pub fn handle(&mut self, e: &Event) -> std::io::Result<()> {
         if self.mode == Mode::Json {
+            if let Event::Output {
+                dispatch,
+                at,
+                host,
+                step,
+                stream,
+                lines,
+            } = e
+            {
+                // One object per line, as ever: the batching is ours, not the reader's.
+                for line in lines.iter() {
+                    self.json(&JsonLine {
+                        event: "output",
+                        dispatch: *dispatch,
+                        at: *at,
+                        host,
+                        step: *step,
+                        stream: *stream,
+                        line,
+                    })?;
+                }
+                return Ok(());
+            }
             return self.json(e);
         }
         match e {
@@ -223,8 +281,11 @@ impl Printer {
                 }
             }
             Event::Output {
-                host, stream, line, ..
-            } => self.output_line(*stream == Stream::Stderr, host, line),
+                host,
+                stream,
+                lines,
+                ..
+            } => self.output_lines(*stream == Stream::Stderr, host, lines),
             Event::Transfer { host, transfer, .. } => self.transfer(host, transfer),
             Event::StepFinished {
                 host,
