@@ -59,20 +59,29 @@ pub struct LineSplitter {
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     text: String,
-    lines: usize,
+    /// At least one line was pushed (an empty text may be one empty line).
+    any: bool,
 }
 
 impl Batch {
-    pub fn push(&mut self, line: &str) {
-        if self.lines > 0 {
+    pub fn with_capacity(bytes: usize) -> Batch {
+        Batch {
+            text: String::with_capacity(bytes),
+            any: false,
+        }
+    }
+
+    /// Adds a line, or several already joined by `\n`.
+    pub fn push(&mut self, lines: &str) {
+        if self.any {
             self.text.push('\n');
         }
-        self.text.push_str(line);
-        self.lines += 1;
+        self.text.push_str(lines);
+        self.any = true;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lines == 0
+        !self.any
     }
 
     /// The lines, joined by `\n`.
@@ -112,8 +121,32 @@ impl LineSplitter {
     /// by `\n` (see [`Batch`]), or not at all when they complete none. One call per read
     /// instead of one per line: what a command printing a million lines costs is then per
     /// read (an allocation, a timestamp, a trip through each queue), not per line.
-    pub fn feed_lines(&mut self, bytes: &[u8], emit: &mut dyn FnMut(&str)) {
-        let mut batch = Batch::default();
+    ///
+    /// Most reads are whole lines of plain text, and those are joined already: the read up
+    /// to its last `\n` is taken as it is, when it holds no `\r`, is valid UTF-8 and
+    /// follows a finished line (one check of the whole read, no work per line). Anything
+    /// else goes line by line as [`LineSplitter::feed`] does, with the same result.
+    pub fn feed_lines(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(&str)) {
+        let mut batch = Batch::with_capacity(bytes.len() + self.line.len());
+        if self.has_text() || self.cr {
+            // The end of a line the last read left open.
+            let first = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
+            self.split(&bytes[..first], &mut |l| batch.push(l));
+            bytes = &bytes[first..];
+        }
+        if !self.has_text()
+            && !self.cr
+            && let Some(last) = memchr::memrchr(b'\n', bytes)
+        {
+            let whole = &bytes[..last];
+            if whole.len() <= MAX_LINE
+                && memchr::memchr(b'\r', whole).is_none()
+                && let Ok(text) = std::str::from_utf8(whole)
+            {
+                batch.push(text);
+                bytes = &bytes[last + 1..];
+            }
+        }
         self.split(bytes, &mut |l| batch.push(l));
         if !batch.is_empty() {
             emit(batch.text());
@@ -520,6 +553,31 @@ mod tests {
             (vec!["partial".into()], 1)
         );
         assert_eq!(split_batched(&[b""]), (vec![], 0));
+    }
+
+    proptest::proptest! {
+        /// Any bytes, read in any pieces: the batches split back into exactly the lines
+        /// the line-by-line splitter hands out.
+        #[test]
+        fn batches_are_the_lines_of_feed(
+            text in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'b', b' ', b'\n', b'\n', b'\r', 0xc3, 0xa9, 0xff]),
+                0..600,
+            ),
+            cuts in proptest::collection::vec(1usize..80, 1..20),
+        ) {
+            let mut reads: Vec<&[u8]> = Vec::new();
+            let mut rest = &text[..];
+            for c in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (now, later) = rest.split_at((*c).min(rest.len()));
+                reads.push(now);
+                rest = later;
+            }
+            proptest::prop_assert_eq!(split_batched(&reads).0, split(&reads).0);
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Printer {
     /// gets plain text (the journal and --json keep the raw line either way).
     colour_out: bool,
     colour_err: bool,
+    /// The tagged lines of one output event, written to `out` or `err` at once.
+    scratch: Vec<u8>,
 }
 
 /// An output line in `--json`: the shape of [`Event::Output`] with one `line` (the event
@@ -49,12 +51,10 @@ struct JsonLine<'a> {
     line: &'a str,
 }
 
-/// `TAG LINE\n`, three writes into a buffer (no `format!` per line).
-fn write_line(out: &mut dyn Write, tag: &str, line: &str) -> std::io::Result<()> {
-    out.write_all(tag.as_bytes())?;
-    out.write_all(b" ")?;
-    out.write_all(line.as_bytes())?;
-    out.write_all(b"\n")
+/// Whether `line` is printable ASCII only (most output): what [`super::ansi::plain`]
+/// answers for it, byte by byte instead of char by char.
+fn printable_ascii(line: &str) -> bool {
+    line.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 fn human_bytes(n: u64) -> String {
@@ -89,6 +89,7 @@ impl Printer {
             err: std::io::BufWriter::with_capacity(16 << 10, std::io::stderr()),
             colour_out: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             colour_err: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            scratch: Vec::new(),
         }
     }
 
@@ -126,6 +127,8 @@ impl Printer {
         } else {
             super::ansi::Tabs::Keep
         };
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
         for line in lines.iter() {
             if crate::transport::lines::is_cr_ended(line) {
                 if self.bars.is_some() {
@@ -141,21 +144,29 @@ impl Printer {
                 let _ = mp.println(format!("{tag} {body}"));
                 continue;
             }
-            let out: &mut dyn Write = if to_stderr {
-                &mut self.err
-            } else {
-                &mut self.out
-            };
-            let _ = if super::ansi::plain(line) {
-                write_line(out, &tag, line)
+            text.extend_from_slice(tag.as_bytes());
+            text.push(b' ');
+            if printable_ascii(line) || super::ansi::plain(line) {
+                text.extend_from_slice(line.as_bytes());
             } else {
                 let cooked = super::ansi::cook(line, tabs);
                 if colour {
-                    write_line(out, &tag, &cooked.to_sgr())
+                    text.extend_from_slice(cooked.to_sgr().as_bytes());
                 } else {
-                    write_line(out, &tag, &cooked.text)
+                    text.extend_from_slice(cooked.text.as_bytes());
                 }
-            };
+            }
+            text.push(b'\n');
+        }
+        let out: &mut dyn Write = if to_stderr {
+            &mut self.err
+        } else {
+            &mut self.out
+        };
+        let _ = out.write_all(&text);
+        // Kept for the next event, unless one huge batch made it big.
+        if text.capacity() <= 256 << 10 {
+            self.scratch = text;
         }
     }
 
@@ -734,4 +745,23 @@ pub fn json_lines<T: serde::Serialize>(rows: &[T]) -> String {
     rows.iter()
         .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_ascii_is_a_shortcut_of_plain_never_a_way_around_it() {
+        for b in 0u8..=0x7f {
+            let line = format!("ok {}", b as char);
+            if printable_ascii(&line) {
+                assert!(super::super::ansi::plain(&line), "{b:#x}");
+            }
+        }
+        assert!(printable_ascii("[web1] 42 ok: done ~"));
+        for raw in ["tab\there", "esc \u{1b}[31m", "del \u{7f}", "é", "cr\r"] {
+            assert!(!printable_ascii(raw), "{raw:?}");
+        }
+    }
 }
