@@ -6,7 +6,7 @@
 //! without counting rows; the counts are written to the step row with each commit.
 
 use super::codec::{size_to_sql, stream_code};
-use super::db::{Conn, Mode, Tx, Value, params};
+use super::db::{Conn, Mode, OutputRow, Tx, params};
 use super::error::{Context, JournalError};
 use super::liveness::Writer;
 use super::spool::Spool;
@@ -507,53 +507,21 @@ fn spool_push(
     Ok(())
 }
 
-/// Lines are inserted by multi-row statements of 64, 32, … 1 rows: a handful of statements
-/// per batch (each prepared once), instead of one round trip per line to a server.
-const INSERT_CHUNK: usize = 64;
-
-fn insert_lines_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let b = r * 4;
-            format!("(?{}, ?{}, ?{}, ?{})", b + 1, b + 2, b + 3, b + 4)
-        })
-        .collect();
-    format!(
-        "INSERT INTO output (step, at, stream, line) VALUES {}",
-        values.join(", ")
-    )
-}
-
 fn store_pending(
     tx: &Tx<'_>,
     pending: &[PendingLine],
     cursors: &HashMap<(i64, Step), HashMap<String, Cursor>>,
 ) -> super::db::DbResult<()> {
-    let mut rest = pending;
-    let mut chunk = INSERT_CHUNK;
-    while !rest.is_empty() {
-        while chunk > rest.len() {
-            chunk /= 2;
-        }
-        let (now, later) = rest.split_at(chunk);
-        let values: Vec<Value> = now
-            .iter()
-            .flat_map(|l| {
-                [
-                    Value::Int(l.step_id),
-                    Value::Int(l.at),
-                    Value::Int(stream_code(l.stream)),
-                    Value::Text(l.line.clone()),
-                ]
-            })
-            .collect();
-        let refs: Vec<&dyn super::db::ToValue> = values
-            .iter()
-            .map(|v| v as &dyn super::db::ToValue)
-            .collect();
-        tx.execute(&insert_lines_sql(chunk), &refs)?;
-        rest = later;
-    }
+    let rows: Vec<OutputRow<'_>> = pending
+        .iter()
+        .map(|l| OutputRow {
+            step: l.step_id,
+            at: l.at,
+            stream: stream_code(l.stream),
+            line: &l.line,
+        })
+        .collect();
+    tx.insert_output(&rows)?;
     let dirty = cursors
         .values()
         .flat_map(|hosts| hosts.values())
