@@ -197,8 +197,8 @@ impl Shell for Local {
             .map_err(|e| self.io("run", "sh", e))?;
         // Bounded: a command printing faster than we forward must wait, not fill memory.
         // Each message is the lines of one 32 KiB read (a line capped at `lines::MAX_LINE`),
-        // so this holds a few MiB at most.
-        let (tx, rx) = mpsc::sync_channel::<(Stream, String)>(64);
+        // so this holds about 512 KiB.
+        let (tx, rx) = mpsc::sync_channel::<(Stream, String)>(16);
         let mut readers = Vec::new();
         for (stream, pipe) in [
             (

@@ -668,9 +668,9 @@ pub fn spawn_printer(
     crate::watch::WatchEmit,
     std::thread::JoinHandle<()>,
 ) {
-    // An output event holds the lines of one read (32 KiB from SSH, as a rule): 256 of them
-    // are a few MiB while stdout (a pager, a slow pipe) does not read.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(256);
+    // An output event holds the lines of one read (32 KiB as a rule): 64 of them are about
+    // 2 MiB while stdout (a pager, a slow pipe) does not read.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(64);
     let thread = std::thread::spawn(move || {
         let mut p = Printer::new(mode);
         let mut closed = false;
