@@ -166,6 +166,9 @@ pub enum Event {
         host: String,
         step: Step,
         stream: Stream,
+        /// `line` in events written before output came a read at a time (a journal spool
+        /// file left by an older dropship still reads back).
+        #[serde(alias = "line")]
         lines: Lines,
     },
     Transfer {
@@ -328,6 +331,23 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&l).unwrap(),
             r#""a\n\nprogress 10%\r\nend""#
+        );
+    }
+
+    #[test]
+    fn an_output_event_of_the_old_shape_reads_back() {
+        let old = r#"{"event":"output","dispatch":3,"at":9,"host":"h","step":"upgrade","stream":"stdout","line":"done"}"#;
+        let e: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            e,
+            Event::Output {
+                dispatch: 3,
+                at: 9,
+                host: "h".into(),
+                step: Step::Upgrade,
+                stream: Stream::Stdout,
+                lines: "done".into(),
+            }
         );
     }
 
