@@ -14,10 +14,10 @@
 # Usage: bench/fanout.sh [--hosts "20 100"] [--runs 3] [--mib 10]
 #                        [--tools "dropship dropship-scp pssh pssh-nocomp ansible
 #                                  dropship-scp-users pssh-users dropship-pg"]
-#                        [--no-lines] [--only-lines] [--keep] [--profile]
+#                        [--no-lines] [--only-lines] [--lines 1000000] [--keep] [--profile]
 # Env:   DROPSHIP_BIN=path  use this binary instead of `cargo build --release`'s.
 #        DROPSHIP_BEFORE=path  tools `before` / `before-scp` / `before-scp-users`: another
-#        build (an A/B).
+#        build (an A/B); the lines benchmark then runs it too, in the same rounds.
 # `dropship-pg` is `dropship` with its journal on PostgreSQL (Debian's server, distribution
 # defaults, trust on the namespace's loopback; its CPU is in the job's): the journal's cost in
 # a fan-out, next to the SQLite journal of `dropship`.
@@ -53,6 +53,7 @@ while [ $# -gt 0 ]; do
         --hosts) HOST_COUNTS=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
         --mib) BUNDLE_MIB=$2; shift 2 ;;
+        --lines) LINES=$2; shift 2 ;;
         --tools) TOOLS=$2; shift 2 ;;
         --no-lines) DO_LINES=0; shift ;;
         --only-lines) DO_FANOUT=0; shift ;;
@@ -597,7 +598,7 @@ journal_steps() {
 # --- 1,000,000 lines --------------------------------------------------------------------
 
 lines_bench() {
-    local dir=$DS/lines r t0 secs rc n
+    local dir=$DS/lines r t0 c0 secs rc n tool bin
     mkdir -p "$dir" "$BENCH_DIR/bundle"
     local bundle=$BENCH_DIR/bundle/lines-1.0.tgz
     echo lines >"$bundle"
@@ -612,57 +613,97 @@ dest_dir = $BENCH_DIR/dest/lines/{host}
 upgrade = seq 1 $LINES
 timeout = 60s
 CFG
-    local ds_times=() ssh_times=() rss=() ds_cpu=() ssh_cpu=() c0
-    for ((r = 1; r <= RUNS; r++)); do
-        rc=0
-        c0=$(cg_cpu)
-        t0=$(now)
-        ns_exec /usr/bin/time -v -o "$dir/time.$r" \
-            env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null \
-            "$DROPSHIP" --config "$dir/dispatch.cfg" --journal "$DS/lines-journal.sqlite" \
-            --dispatch "$bundle" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
-        secs=$(elapsed "$t0")
-        CPU=$(cpu_since "$c0")
-        rss+=("$(peak_rss_kib "$dir/time.$r")")
-        n=$(grep -c '^\[127\.0\.0\.2 *\] [0-9][0-9]*$' "$dir/out.$r" || true)
-        if [ "$rc" = 0 ] && [ "$n" = "$LINES" ] &&
-            sed -n 's/^\[127\.0\.0\.2 *\] \([0-9][0-9]*\)$/\1/p' "$dir/out.$r" | cmp -s - "$dir/expected"; then
-            ds_times+=("$secs")
-            [ "$CPU" != n/a ] && ds_cpu+=("$CPU")
-            log "lines run $r: dropship ${secs}s wall, ${CPU}s CPU, $n lines in order"
-        else
-            log "lines run $r: dropship FAILED: exit $rc, $n of $LINES lines (or out of order); $(tail -2 "$dir/err.$r" | tr '\n' ' ')"
-            FAILURES=$((FAILURES + 1))
-        fi
-        rm -f "$dir/out.$r"
-        rc=0
-        c0=$(cg_cpu)
-        t0=$(now)
-        ns_exec ssh "${SSH_ARGS[@]}" root@127.0.0.2 seq 1 "$LINES" >"$dir/ssh.$r" || rc=$?
-        secs=$(elapsed "$t0")
-        CPU=$(cpu_since "$c0")
-        if [ "$rc" = 0 ] && cmp -s "$dir/ssh.$r" "$dir/expected"; then
-            ssh_times+=("$secs")
-            [ "$CPU" != n/a ] && ssh_cpu+=("$CPU")
-        else
-            log "lines run $r: ssh FAILED (exit $rc)"
-            FAILURES=$((FAILURES + 1))
-        fi
-        rm -f "$dir/ssh.$r"
+    # dropship (DROPSHIP_BIN or this tree's release build), `before` (DROPSHIP_BEFORE, when
+    # set) and ssh, interleaved in every round.
+    local tools=(dropship)
+    [ -n "${DROPSHIP_BEFORE:-}" ] && tools+=(before)
+    tools+=(ssh)
+    declare -A L_TIMES=() L_CPU=() L_PCPU=() L_RSS=() L_OK=()
+    # One untimed run of each build first: the first creates the journal's file and schema,
+    # which no later run pays for.
+    for tool in "${tools[@]}"; do
+        [ "$tool" = ssh ] && continue
+        bin=$DROPSHIP
+        [ "$tool" = before ] && bin=$DROPSHIP_BEFORE
+        ns_exec env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null \
+            "$bin" --config "$dir/dispatch.cfg" --journal "$DS/lines-journal.sqlite" \
+            --dispatch "$bundle" >/dev/null 2>&1 || log "warm-up run of $tool failed"
     done
-    local dmed smed
-    dmed=$(median "${ds_times[@]}")
-    smed=$(median "${ssh_times[@]}")
+    for ((r = 1; r <= RUNS; r++)); do
+        for tool in "${tools[@]}"; do
+            rc=0
+            c0=$(cg_cpu)
+            t0=$(now)
+            if [ "$tool" = ssh ]; then
+                ns_exec /usr/bin/time -v -o "$dir/time.$tool.$r" \
+                    ssh "${SSH_ARGS[@]}" root@127.0.0.2 seq 1 "$LINES" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
+            else
+                bin=$DROPSHIP
+                [ "$tool" = before ] && bin=$DROPSHIP_BEFORE
+                [ "$r" = 1 ] && note_cmd "lines-$tool" ip netns exec "$NS" /usr/bin/time -v -o TIMEFILE \
+                    env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null \
+                    "$bin" --config "$dir/dispatch.cfg" --journal "$DS/lines-journal.sqlite" --dispatch "$bundle"
+                ns_exec /usr/bin/time -v -o "$dir/time.$tool.$r" \
+                    env HOME="$DS/home" XDG_STATE_HOME="$DS/state" XDG_CONFIG_HOME="$DS/config" NETRC=/dev/null \
+                    "$bin" --config "$dir/dispatch.cfg" --journal "$DS/lines-journal.sqlite" \
+                    --dispatch "$bundle" >"$dir/out.$r" 2>"$dir/err.$r" || rc=$?
+            fi
+            secs=$(elapsed "$t0")
+            CPU=$(cpu_since "$c0")
+            if [ "$tool" = ssh ]; then
+                n=$(wc -l <"$dir/out.$r")
+                cmp -s "$dir/out.$r" "$dir/expected" || rc=${rc/#0/wrong}
+            else
+                n=$(grep -c '^\[127\.0\.0\.2 *\] [0-9][0-9]*$' "$dir/out.$r" || true)
+                sed -n 's/^\[127\.0\.0\.2 *\] \([0-9][0-9]*\)$/\1/p' "$dir/out.$r" | cmp -s - "$dir/expected" || rc=${rc/#0/wrong}
+            fi
+            if [ "$rc" = 0 ] && [ "$n" = "$LINES" ]; then
+                L_TIMES[$tool]="${L_TIMES[$tool]:-} $secs"
+                [ "$CPU" != n/a ] && L_CPU[$tool]="${L_CPU[$tool]:-} $CPU"
+                L_PCPU[$tool]="${L_PCPU[$tool]:-} $(proc_cpu "$dir/time.$tool.$r")"
+                L_RSS[$tool]="${L_RSS[$tool]:-} $(peak_rss_kib "$dir/time.$tool.$r")"
+                L_OK[$tool]=$((${L_OK[$tool]:-0} + 1))
+                log "lines run $r: $tool ${secs}s wall, ${CPU}s CPU (whole job), $n lines in order"
+            else
+                log "lines run $r: $tool FAILED: exit $rc, $n of $LINES lines (or out of order); $(tail -2 "$dir/err.$r" | tr '\n' ' ')"
+                FAILURES=$((FAILURES + 1))
+            fi
+            rm -f "$dir/out.$r"
+        done
+    done
     per_s() { awk -v s="$1" -v n="$LINES" 'BEGIN { if (s + 0 > 0) printf "%.0f", n / s; else print "n/a" }'; }
+    local smed
+    # shellcheck disable=SC2086
+    smed=$(median ${L_TIMES[ssh]:-})
     echo
     echo "### ${LINES} lines (\`seq 1 $LINES\`) on one host, plain output to a file, median of $RUNS runs"
     echo
-    echo "| tool | wall s | lines/s | CPU s | peak RSS MiB |"
-    echo "|---|---:|---:|---:|---:|"
-    echo "| dropship --dispatch (${#ds_times[@]}/$RUNS runs complete and in order) | $dmed | $(per_s "$dmed") | $(median "${ds_cpu[@]}") | $(awk -v k="$(median "${rss[@]}")" 'BEGIN { printf "%.1f", k / 1024 }') |"
-    echo "| ssh host seq 1 $LINES > file | $smed | $(per_s "$smed") | $(median "${ssh_cpu[@]}") | |"
+    echo "| tool | runs complete, in order | wall s | lines/s | speed vs ssh | CPU s (whole job) | CPU s (the client process) | peak RSS MiB (client) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    local med name
+    for tool in "${tools[@]}"; do
+        # shellcheck disable=SC2086
+        med=$(median ${L_TIMES[$tool]:-})
+        case "$tool" in
+            dropship) name="dropship --dispatch" ;;
+            before) name="dropship --dispatch (before)" ;;
+            ssh) name="\`ssh host seq 1 $LINES > file\`" ;;
+        esac
+        # shellcheck disable=SC2086
+        echo "| $name | ${L_OK[$tool]:-0}/$RUNS | $med | $(per_s "$med") | $(ratio "$smed" "$med")x | $(median ${L_CPU[$tool]:-}) | $(median ${L_PCPU[$tool]:-}) | $(awk -v k="$(median ${L_RSS[$tool]:-})" 'BEGIN { printf "%.1f", k / 1024 }') |"
+    done
     echo
-    echo "All runs (s): dropship wall ${ds_times[*]}; CPU ${ds_cpu[*]}; peak RSS KiB ${rss[*]}; ssh wall ${ssh_times[*]}"
+    echo "All runs:"
+    for tool in "${tools[@]}"; do
+        echo "- $tool: wall s${L_TIMES[$tool]:-}; whole-job CPU s${L_CPU[$tool]:-}; process CPU s${L_PCPU[$tool]:-}; peak RSS KiB${L_RSS[$tool]:-}"
+    done
+    echo
+    echo "Commands (first run; TIMEFILE is per run):"
+    for tool in "${tools[@]}"; do
+        [ "$tool" = ssh ] && { echo "- ssh: ip netns exec $NS ssh ${SSH_ARGS[*]} root@127.0.0.2 seq 1 $LINES > file"; continue; }
+        echo "- $tool:"
+        printf '%s\n' "${CMDS[lines-$tool]:-}" | sed 's/^ *//; s/^/      /'
+    done
     echo
 }
 

@@ -76,7 +76,7 @@ fn one_dispatch(j: &Journal, hosts: usize) {
                         host: host.clone(),
                         step,
                         stream: Stream::Stdout,
-                        line: format!("upgrade line {i}"),
+                        lines: format!("upgrade line {i}").into(),
                     })
                     .unwrap();
                 }
@@ -134,7 +134,7 @@ fn million_lines(j: &Journal, lines: u64) {
             host: host.clone(),
             step: Step::Upgrade,
             stream: Stream::Stdout,
-            line: format!("processing item {i} of 1000000: ok"),
+            lines: format!("processing item {i} of 1000000: ok").into(),
         })
         .unwrap();
     }

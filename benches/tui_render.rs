@@ -61,11 +61,12 @@ fn app() -> App {
             } else {
                 Stream::Stdout
             },
-            line: format!(
+            lines: format!(
                 "{i:06} upgrade: unpacking lib/module-{}.so into releases/1.0 ({} bytes)",
                 i % 977,
                 i * 31
-            ),
+            )
+            .into(),
         });
     }
     app
@@ -136,7 +137,7 @@ fn event_rate() {
             host: hosts[i % 100].clone(),
             step: Step::Upgrade,
             stream: Stream::Stdout,
-            line: format!("{i:08}"),
+            lines: format!("{i:08}").into(),
         })
         .collect();
     let (s, c) = (Instant::now(), thread_cpu());
@@ -180,7 +181,7 @@ fn many_hosts() -> App {
             host: hosts[i % 100].clone(),
             step: Step::Upgrade,
             stream: Stream::Stdout,
-            line: if i % 5 == 0 {
+            lines: if i % 5 == 0 {
                 format!("\u{1b}[32mOK\u{1b}[0m\tstep {} of 400", i / 100 % 400)
             } else {
                 format!(
@@ -188,7 +189,8 @@ fn many_hosts() -> App {
                     i / 100 % 400,
                     i % 977
                 )
-            },
+            }
+            .into(),
         })
         .collect();
     let (s, c) = (Instant::now(), thread_cpu());
@@ -223,7 +225,7 @@ fn many_host_views() {
             host: format!("host{:04}.example.com", n % 100),
             step: Step::Upgrade,
             stream: Stream::Stdout,
-            line: format!("\u{1b}[31mnew\u{1b}[0m line {n}"),
+            lines: format!("\u{1b}[31mnew\u{1b}[0m line {n}").into(),
         });
     });
     app.key(KeyCode::Char('/'));
@@ -278,7 +280,7 @@ fn main() {
                     host: "host0000.example.com".into(),
                     step: Step::Upgrade,
                     stream: Stream::Stdout,
-                    line: format!("new line {n}"),
+                    lines: format!("new line {n}").into(),
                 });
             },
         );

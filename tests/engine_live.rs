@@ -95,14 +95,16 @@ fn upgrade_started(ready: std::sync::mpsc::Sender<()>) -> support::engine::OnEve
 fn output(events: &[(Instant, Event)], host: &str, want: Stream) -> Vec<(Instant, String)> {
     events
         .iter()
-        .filter_map(|(t, e)| match e {
+        .flat_map(|(t, e)| match e {
             Event::Output {
                 host: h,
                 stream,
-                line,
+                lines,
                 ..
-            } if h == host && *stream == want => Some((*t, line.clone())),
-            _ => None,
+            } if h == host && *stream == want => {
+                lines.iter().map(|l| (*t, l.to_owned())).collect::<Vec<_>>()
+            }
+            _ => Vec::new(),
         })
         .collect()
 }
@@ -453,8 +455,8 @@ fn endless_output_still_hits_the_step_timeout() {
     let lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = lines.clone();
     let emit: Emit = Arc::new(move |e| {
-        if matches!(e, Event::Output { .. }) {
-            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Event::Output { lines, .. } = &e {
+            counted.fetch_add(lines.count() as u64, std::sync::atomic::Ordering::Relaxed);
         }
     });
     let d = Arc::new(Dispatch {

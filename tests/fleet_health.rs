@@ -71,13 +71,13 @@ impl Rig {
 fn health_lines(events: &[Event]) -> Vec<String> {
     events
         .iter()
-        .filter_map(|e| match e {
+        .flat_map(|e| match e {
             Event::Output {
                 step: Step::Health,
-                line,
+                lines,
                 ..
-            } => Some(line.clone()),
-            _ => None,
+            } => lines.iter().map(str::to_owned).collect(),
+            _ => Vec::new(),
         })
         .collect()
 }

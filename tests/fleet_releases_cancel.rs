@@ -220,7 +220,7 @@ fn a_hard_cancel_after_the_switch_switches_back_and_runs_rollback() {
             if switch_finished(e) {
                 c.requested.store(true, Ordering::SeqCst);
             }
-            if matches!(e, Event::Output { step: Step::Post, line, .. } if line == "waiting") {
+            if matches!(e, Event::Output { step: Step::Post, lines, .. } if lines.iter().any(|l| l == "waiting")) {
                 c.hard.store(true, Ordering::SeqCst);
             }
         }),

@@ -116,7 +116,7 @@ fn line(dispatch: i64, host: &str, step: Step, stream: Stream, text: &str, at: M
         host: host.into(),
         step,
         stream,
-        line: text.into(),
+        lines: text.into(),
     }
 }
 
@@ -452,6 +452,58 @@ fn output_is_bounded_per_step_and_the_rest_is_counted(b: Backend) {
         .collect();
     let expected: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
     assert_eq!(stored, expected, "the first lines are kept, in order");
+}
+
+/// Output arrives as the lines of a read, one event for many lines: the bound splits such
+/// an event (the first lines stored, in order, the rest counted), a progress state counts
+/// as a stored line like any other (it is stored, raw), and past the bound an event is
+/// only counted.
+fn batched_output_is_bounded_line_by_line(b: Backend) {
+    let (_dir, path) = temp_journal(b);
+    let options = JournalOptions {
+        max_lines_per_step: 100,
+        batch_lines: 30,
+    };
+    let j = Journal::open_with(&path, options).unwrap();
+    let id = j.begin_dispatch(&new_dispatch("b.tgz", &["h"])).unwrap();
+    j.record(&started(id, "h", Step::Upgrade, T0)).unwrap();
+    // 7 batches of 40 lines (280); line 5 of each is a progress state.
+    let text = |i: usize| {
+        if i % 40 == 5 {
+            format!("copy {i}%\r")
+        } else {
+            format!("line {i}")
+        }
+    };
+    for batch in 0..7 {
+        let lines: Vec<String> = (batch * 40..batch * 40 + 40).map(text).collect();
+        j.record(&line(
+            id,
+            "h",
+            Step::Upgrade,
+            Stream::Stdout,
+            &lines.join("\n"),
+            T0 + batch as Millis,
+        ))
+        .unwrap();
+    }
+    j.record(&finished(id, "h", Step::Upgrade, StepOutcome::Ok, T0 + 10))
+        .unwrap();
+    let step = &j.dispatch(id).unwrap().unwrap().targets[0].steps[0];
+    assert_eq!((step.lines, step.dropped_lines), (100, 180));
+    let stored: Vec<(Millis, String)> = j
+        .output(id, "h", Step::Upgrade)
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.at, l.line))
+        .collect();
+    let expected: Vec<(Millis, String)> = (0..100)
+        .map(|i| (T0 + (i / 40) as Millis, text(i)))
+        .collect();
+    assert_eq!(
+        stored, expected,
+        "the first 100 lines, in order, with their batch's time"
+    );
 }
 
 /// A line of any length is stored as at most 64 KiB and a marker counting the rest; a line
@@ -1084,7 +1136,7 @@ fn a_million_output_lines_are_stored_and_the_rate_is_printed(b: Backend) {
             host: "web1".into(),
             step: Step::Upgrade,
             stream: Stream::Stdout,
-            line: format!("processing item {i} of {lines}: ok"),
+            lines: format!("processing item {i} of {lines}: ok").into(),
         };
         j.record(&event).unwrap();
     }
@@ -1459,6 +1511,7 @@ on_both_backends!(
     a_whole_dispatch_round_trips,
     history_is_newest_first_with_counts_and_states,
     output_is_bounded_per_step_and_the_rest_is_counted,
+    batched_output_is_bounded_line_by_line,
     long_lines_are_stored_capped,
     eight_threads_write_one_dispatch_concurrently,
     two_handles_share_one_file,

@@ -285,20 +285,21 @@ impl JobContext<'_> {
         let host = self.host();
         let emit = self.emit;
         let cancel = self.cancel;
-        let res = shell.exec(
+        let res = shell.exec_lines(
             cmd,
             self.rule().step_timeout,
             // A rollback is how a half-done host is put back: a cancel does not stop it,
             // only its own step timeout does.
             &|| step != Step::Rollback && cancel.is_hard(),
-            &mut |stream, line| {
+            // The lines of one read: one event.
+            &mut |stream, lines| {
                 emit(Event::Output {
                     dispatch,
                     at: now_ms(),
                     host: host.clone(),
                     step,
                     stream,
-                    line: line.to_owned(),
+                    lines: lines.into(),
                 })
             },
         );
@@ -337,7 +338,7 @@ impl JobContext<'_> {
                 host: self.host(),
                 step: Step::Health,
                 stream: crate::transport::Stream::Stdout,
-                line,
+                lines: line.into(),
             })
         };
         let res = health::url_from_rendered(rendered).and_then(|url| {
@@ -411,7 +412,7 @@ impl JobContext<'_> {
                     host: self.host(),
                     step: Step::Health,
                     stream: crate::transport::Stream::Stdout,
-                    line: format!("try {n}: {line}"),
+                    lines: format!("try {n}: {line}").into(),
                 })
             },
         );
@@ -465,7 +466,7 @@ impl JobContext<'_> {
             host: self.host(),
             step,
             stream,
-            line: line.to_owned(),
+            lines: line.into(),
         })
     }
 

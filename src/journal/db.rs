@@ -526,6 +526,52 @@ impl Tx<'_> {
         }
     }
 
+    /// Stores output lines, in order. On PostgreSQL one statement takes them all, as four
+    /// arrays the server unnests (ordered by their position, so ids follow the order): one
+    /// round trip per batch where row-by-row or 64-row INSERTs cost one per statement. On
+    /// SQLite, which has no round trips, multi-row INSERTs of 64, 32, ... 1 rows (each
+    /// statement prepared once).
+    pub fn insert_output(&self, rows: &[OutputRow<'_>]) -> DbResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if let TxInner::Pg { conn, .. } = &*self.inner.borrow() {
+            let step: Vec<i64> = rows.iter().map(|r| r.step).collect();
+            let at: Vec<i64> = rows.iter().map(|r| r.at).collect();
+            let stream: Vec<i64> = rows.iter().map(|r| r.stream).collect();
+            let line: Vec<String> = rows.iter().map(|r| r.line.to_owned()).collect();
+            return conn.call(move |w| {
+                let stmt = w.statement(INSERT_OUTPUT_UNNEST)?;
+                w.client
+                    .execute(&stmt, &[&step, &at, &stream, &line])
+                    .map(drop)
+            });
+        }
+        let mut rest = rows;
+        let mut chunk = INSERT_CHUNK;
+        while !rest.is_empty() {
+            while chunk > rest.len() {
+                chunk /= 2;
+            }
+            let (now, later) = rest.split_at(chunk);
+            let values: Vec<Value> = now
+                .iter()
+                .flat_map(|r| {
+                    [
+                        Value::Int(r.step),
+                        Value::Int(r.at),
+                        Value::Int(r.stream),
+                        Value::Text(r.line.to_owned()),
+                    ]
+                })
+                .collect();
+            let refs: Vec<&dyn ToValue> = values.iter().map(|v| v as &dyn ToValue).collect();
+            self.execute(&insert_output_sql(chunk), &refs)?;
+            rest = later;
+        }
+        Ok(())
+    }
+
     /// Runs a batch of statements with no parameters (schema changes).
     pub fn batch(&self, sql: &str) -> DbResult<()> {
         match &*self.inner.borrow() {
@@ -549,6 +595,36 @@ impl Tx<'_> {
             }
         }
     }
+}
+
+/// One row of the `output` table, for [`Tx::insert_output`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutputRow<'a> {
+    pub step: i64,
+    pub at: i64,
+    pub stream: i64,
+    pub line: &'a str,
+}
+
+/// PostgreSQL: every row of a batch in one statement (see [`Tx::insert_output`]).
+const INSERT_OUTPUT_UNNEST: &str = "INSERT INTO output (step, at, stream, line)
+     SELECT s, a, t, l FROM unnest(?1::bigint[], ?2::bigint[], ?3::bigint[], ?4::text[])
+     WITH ORDINALITY AS u (s, a, t, l, n) ORDER BY n";
+
+/// SQLite: rows per multi-row INSERT at most.
+const INSERT_CHUNK: usize = 64;
+
+fn insert_output_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let b = r * 4;
+            format!("(?{}, ?{}, ?{}, ?{})", b + 1, b + 2, b + 3, b + 4)
+        })
+        .collect();
+    format!(
+        "INSERT INTO output (step, at, stream, line) VALUES {}",
+        values.join(", ")
+    )
 }
 
 /// `?N` → `$N`, outside string literals and quoted identifiers.

@@ -6,12 +6,12 @@
 //! without counting rows; the counts are written to the step row with each commit.
 
 use super::codec::{size_to_sql, stream_code};
-use super::db::{Conn, Mode, Tx, Value, params};
+use super::db::{Conn, Mode, OutputRow, Tx, params};
 use super::error::{Context, JournalError};
 use super::liveness::Writer;
 use super::spool::{BufferedLine, Entry, Orphan, Spool};
 use super::{JournalOptions, NewDispatch, ResumeState, apply, read};
-use crate::model::events::{Event, Millis, Step};
+use crate::model::events::{Event, Lines, Millis, Step};
 use crate::transport::lines::cap_line;
 use crate::transport::{Stream, TransferEvent};
 use std::collections::HashMap;
@@ -310,8 +310,8 @@ impl Store {
                 host,
                 step,
                 stream,
-                line,
-            } => self.output(*dispatch, host, *step, *at, *stream, line),
+                lines,
+            } => self.output(*dispatch, host, *step, *at, *stream, lines),
             Event::Transfer {
                 dispatch,
                 host,
@@ -365,8 +365,11 @@ impl Store {
         })
     }
 
-    /// Buffers one output line (capped, see [`cap_line`]), or only counts it once its step run
-    /// has reached the bound.
+    /// Buffers output lines (each capped, see [`cap_line`]) until their step run has
+    /// reached the bound; the rest are only counted. Counted lines are nothing to write but
+    /// the step's count, which goes with the next commit (the session flushes every second):
+    /// so only stored lines make a batch full, and a command printing millions of lines past
+    /// the bound costs a count, not a commit per `batch_lines`.
     fn output(
         &mut self,
         dispatch: i64,
@@ -374,28 +377,38 @@ impl Store {
         step: Step,
         at: Millis,
         stream: Stream,
-        line: &str,
+        lines: &Lines,
     ) -> Result<(), JournalError> {
         let max = self.options.max_lines_per_step;
         let cursor = self.cursor(dispatch, host, step, at)?;
         cursor.dirty = true;
-        if cursor.stored >= max {
-            cursor.dropped += 1;
-        } else {
-            cursor.stored += 1;
-            let step_id = cursor.step_id;
-            // Whoever emitted it, a stored line is at most `MAX_LINE` bytes and a marker.
-            let line = cap_line(line).into_owned();
-            self.pending_bytes += line.len();
-            self.pending.push(PendingLine {
-                step_id,
-                at,
-                stream,
-                line,
-            });
+        let step_id = cursor.step_id;
+        let room = max.saturating_sub(cursor.stored);
+        let mut stored = 0u64;
+        if room > 0 {
+            for line in lines
+                .iter()
+                .take(usize::try_from(room).unwrap_or(usize::MAX))
+            {
+                // Whoever emitted it, a stored line is at most `MAX_LINE` bytes and a marker.
+                let line = cap_line(line).into_owned();
+                self.pending_bytes += line.len();
+                self.pending.push(PendingLine {
+                    step_id,
+                    at,
+                    stream,
+                    line,
+                });
+                stored += 1;
+            }
         }
-        self.unflushed += 1;
-        if self.unflushed >= self.options.batch_lines || self.pending_bytes >= MAX_PENDING_BYTES {
+        let all = lines.count() as u64;
+        let cursor = self.cursor(dispatch, host, step, at)?;
+        cursor.stored += stored;
+        cursor.dropped += all - stored;
+        self.unflushed += all as usize;
+        if self.pending.len() >= self.options.batch_lines || self.pending_bytes >= MAX_PENDING_BYTES
+        {
             self.flush()?;
         }
         Ok(())
@@ -617,7 +630,7 @@ fn replay(
                 host,
                 step,
                 stream,
-                line,
+                lines,
             } => {
                 let key = (*dispatch, host.clone(), *step);
                 if !cursors.contains_key(&key) {
@@ -632,20 +645,22 @@ fn replay(
                 }
                 let c = cursors.get_mut(&key).expect("inserted above");
                 c.dirty = true;
-                if c.stored >= max_lines {
-                    c.dropped += 1;
-                } else {
-                    c.stored += 1;
-                    tx.execute(
-                        "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
-                        params![
-                            c.step_id,
-                            *at,
-                            stream_code(*stream),
-                            cap_line(line).as_ref()
-                        ],
-                    )
-                    .ctx(path, op)?;
+                for line in lines.iter() {
+                    if c.stored >= max_lines {
+                        c.dropped += 1;
+                    } else {
+                        c.stored += 1;
+                        tx.execute(
+                            "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
+                            params![
+                                c.step_id,
+                                *at,
+                                stream_code(*stream),
+                                cap_line(line).as_ref()
+                            ],
+                        )
+                        .ctx(path, op)?;
+                    }
                 }
             }
             Event::Transfer {
@@ -716,53 +731,21 @@ fn write_counts(tx: &Tx<'_>, cursor: &Cursor) -> super::db::DbResult<usize> {
     )
 }
 
-/// Lines are inserted by multi-row statements of 64, 32, … 1 rows: a handful of statements
-/// per batch (each prepared once), instead of one round trip per line to a server.
-const INSERT_CHUNK: usize = 64;
-
-fn insert_lines_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let b = r * 4;
-            format!("(?{}, ?{}, ?{}, ?{})", b + 1, b + 2, b + 3, b + 4)
-        })
-        .collect();
-    format!(
-        "INSERT INTO output (step, at, stream, line) VALUES {}",
-        values.join(", ")
-    )
-}
-
 fn store_pending(
     tx: &Tx<'_>,
     pending: &[PendingLine],
     cursors: &HashMap<(i64, Step), HashMap<String, Cursor>>,
 ) -> super::db::DbResult<()> {
-    let mut rest = pending;
-    let mut chunk = INSERT_CHUNK;
-    while !rest.is_empty() {
-        while chunk > rest.len() {
-            chunk /= 2;
-        }
-        let (now, later) = rest.split_at(chunk);
-        let values: Vec<Value> = now
-            .iter()
-            .flat_map(|l| {
-                [
-                    Value::Int(l.step_id),
-                    Value::Int(l.at),
-                    Value::Int(stream_code(l.stream)),
-                    Value::Text(l.line.clone()),
-                ]
-            })
-            .collect();
-        let refs: Vec<&dyn super::db::ToValue> = values
-            .iter()
-            .map(|v| v as &dyn super::db::ToValue)
-            .collect();
-        tx.execute(&insert_lines_sql(chunk), &refs)?;
-        rest = later;
-    }
+    let rows: Vec<OutputRow<'_>> = pending
+        .iter()
+        .map(|l| OutputRow {
+            step: l.step_id,
+            at: l.at,
+            stream: stream_code(l.stream),
+            line: &l.line,
+        })
+        .collect();
+    tx.insert_output(&rows)?;
     let dirty = cursors
         .values()
         .flat_map(|hosts| hosts.values())

@@ -158,13 +158,18 @@ pub enum Event {
         /// The command run, for command steps (placeholders already filled in).
         command: Option<String>,
     },
+    /// Output of a command: the lines one read completed (or one line of dropship's own,
+    /// such as a health check's try), all of one stream, stamped when they were read.
     Output {
         dispatch: i64,
         at: Millis,
         host: String,
         step: Step,
         stream: Stream,
-        line: String,
+        /// `line` in events written before output came a read at a time (a journal spool
+        /// file left by an older dropship still reads back).
+        #[serde(alias = "line")]
+        lines: Lines,
     },
     Transfer {
         dispatch: i64,
@@ -223,6 +228,38 @@ impl Event {
         }
     }
 
+    /// This event as events of one output line each (any other event as it is): for a
+    /// consumer whose queue is bounded in events, not bytes.
+    pub fn line_by_line(self) -> Box<dyn Iterator<Item = Event>> {
+        match self {
+            Event::Output {
+                dispatch,
+                at,
+                host,
+                step,
+                stream,
+                lines,
+            } if lines.0.contains('\n') => {
+                let mut from = Some(0);
+                Box::new(std::iter::from_fn(move || {
+                    let start = from?;
+                    let rest = &lines.0[start..];
+                    let end = rest.find('\n');
+                    from = end.map(|i| start + i + 1);
+                    Some(Event::Output {
+                        dispatch,
+                        at,
+                        host: host.clone(),
+                        step,
+                        stream,
+                        lines: rest[..end.unwrap_or(rest.len())].into(),
+                    })
+                }))
+            }
+            other => Box::new(std::iter::once(other)),
+        }
+    }
+
     /// Control events change state and are never dropped; output lines and progress may be
     /// coalesced by a slow front end.
     pub fn is_control(&self) -> bool {
@@ -230,5 +267,118 @@ impl Event {
     }
 }
 
+/// One or more whole lines of output, joined by `\n` (no `\n` after the last).
+///
+/// Why several lines per event: a command printing a million lines cost a `String`, a
+/// timestamp and a trip through every queue (journal writer, printer) per line, three
+/// threads over; the lines of one read cost that once. The text is kept joined, as it was
+/// read, and split only where lines are used one by one ([`Lines::iter`]): the printer, the
+/// journal's stored rows, the console's log. A line holds no `\n`; a `\r` only as its last
+/// byte, the mark of a progress state (`transport::lines`), which the split keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Lines(String);
+
+impl Lines {
+    /// The lines, one by one. Not [`str::lines`], which would take a progress state's
+    /// `\r` mark for half of a `\r\n`.
+    pub fn iter(&self) -> std::str::Split<'_, char> {
+        self.0.split('\n')
+    }
+
+    /// How many lines (at least one: an empty text is one empty line).
+    pub fn count(&self) -> usize {
+        self.0.bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    /// The lines joined by `\n`, as they are carried.
+    pub fn as_joined(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Text whose `\n`s separate lines: one line, or a batch as `transport::lines` joins it.
+impl From<String> for Lines {
+    fn from(text: String) -> Lines {
+        Lines(text)
+    }
+}
+
+impl From<&str> for Lines {
+    fn from(text: &str) -> Lines {
+        Lines(text.to_owned())
+    }
+}
+
 /// Sends an event to every listener (journal, front end, notifier).
 pub type Emit = std::sync::Arc<dyn Fn(Event) + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_back_as_they_were_joined() {
+        let l = Lines::from("a\n\nprogress 10%\r\nend".to_owned());
+        assert_eq!(
+            l.iter().collect::<Vec<_>>(),
+            ["a", "", "progress 10%\r", "end"]
+        );
+        assert_eq!(l.count(), 4);
+        let one = Lines::from("");
+        assert_eq!((one.iter().collect::<Vec<_>>(), one.count()), (vec![""], 1));
+        // JSON and the spool carry the joined text.
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#""a\n\nprogress 10%\r\nend""#
+        );
+    }
+
+    #[test]
+    fn an_output_event_of_the_old_shape_reads_back() {
+        let old = r#"{"event":"output","dispatch":3,"at":9,"host":"h","step":"upgrade","stream":"stdout","line":"done"}"#;
+        let e: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            e,
+            Event::Output {
+                dispatch: 3,
+                at: 9,
+                host: "h".into(),
+                step: Step::Upgrade,
+                stream: Stream::Stdout,
+                lines: "done".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn an_output_event_line_by_line() {
+        let e = Event::Output {
+            dispatch: 7,
+            at: 5,
+            host: "h".into(),
+            step: Step::Upgrade,
+            stream: Stream::Stderr,
+            lines: "one\n\nthree\r".into(),
+        };
+        let each: Vec<Event> = e.line_by_line().collect();
+        let one = |text: &str| Event::Output {
+            dispatch: 7,
+            at: 5,
+            host: "h".into(),
+            step: Step::Upgrade,
+            stream: Stream::Stderr,
+            lines: text.into(),
+        };
+        assert_eq!(each, [one("one"), one(""), one("three\r")]);
+        assert_eq!(one("x").line_by_line().collect::<Vec<_>>(), [one("x")]);
+        let notice = Event::Notice {
+            dispatch: 7,
+            at: 5,
+            host: None,
+            level: Level::Info,
+            message: "a\nb".into(),
+        };
+        assert_eq!(notice.clone().line_by_line().collect::<Vec<_>>(), [notice]);
+    }
+}

@@ -42,8 +42,10 @@ pub struct Session {
 }
 
 /// Events waiting for the journal writer. Bounded: when the journal (a slow disk) or a front
-/// end falls behind, output lines wait in their job's thread instead of piling up here.
-const WRITER_QUEUE: usize = 4096;
+/// end falls behind, output lines wait in their job's thread instead of piling up here. An
+/// output event holds the lines of one read (32 KiB as a rule), so this is about 2 MiB at
+/// most; more would only be memory, the writer takes an event in microseconds.
+const WRITER_QUEUE: usize = 64;
 
 /// One event for the writer thread: recorded, then handed to the sink's front end; a control
 /// event's sender waits for `ack`, so when a rollout returns, everything it emitted is in

@@ -53,6 +53,49 @@ pub struct LineSplitter {
     cr_ended: bool,
 }
 
+/// Lines handed out together: joined by `\n`, with no `\n` after the last. A line as
+/// [`LineSplitter`] hands it out holds no `\n` (and a `\r` only as its CR-ended mark), so
+/// the joined text splits back into exactly the same lines ([`each_line`]).
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    text: String,
+    /// At least one line was pushed (an empty text may be one empty line).
+    any: bool,
+}
+
+impl Batch {
+    pub fn with_capacity(bytes: usize) -> Batch {
+        Batch {
+            text: String::with_capacity(bytes),
+            any: false,
+        }
+    }
+
+    /// Adds a line, or several already joined by `\n`.
+    pub fn push(&mut self, lines: &str) {
+        if self.any {
+            self.text.push('\n');
+        }
+        self.text.push_str(lines);
+        self.any = true;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.any
+    }
+
+    /// The lines, joined by `\n`.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// The lines of a batch's text (see [`Batch`]). Not [`str::lines`]: that would also take
+/// the CR-ended mark of a line for half of a `\r\n`.
+pub fn each_line(text: &str) -> std::str::Split<'_, char> {
+    text.split('\n')
+}
+
 /// Whether `line`, as [`LineSplitter`] hands it out, ended with a lone `\r`: a progress
 /// state the next line of the same stream overwrites (see the module doc).
 pub fn is_cr_ended(line: &str) -> bool {
@@ -70,7 +113,53 @@ impl LineSplitter {
     }
 
     /// Feeds the next bytes read; every line they complete goes to `emit`, in order.
-    pub fn feed(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(&str)) {
+    pub fn feed(&mut self, bytes: &[u8], emit: &mut dyn FnMut(&str)) {
+        self.split(bytes, emit);
+    }
+
+    /// Feeds the next bytes read; the lines they complete go to `emit` in one call, joined
+    /// by `\n` (see [`Batch`]), or not at all when they complete none. One call per read
+    /// instead of one per line: what a command printing a million lines costs is then per
+    /// read (an allocation, a timestamp, a trip through each queue), not per line.
+    ///
+    /// Most reads are whole lines of plain text, and those are joined already: the read up
+    /// to its last `\n` is taken as it is, when it holds no `\r`, is valid UTF-8 and
+    /// follows a finished line (one check of the whole read, no work per line). Anything
+    /// else goes line by line as [`LineSplitter::feed`] does, with the same result.
+    pub fn feed_lines(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(&str)) {
+        let mut batch = Batch::with_capacity(bytes.len() + self.line.len());
+        if self.has_text() || self.cr {
+            // The end of a line the last read left open.
+            let first = memchr::memchr(b'\n', bytes).map_or(bytes.len(), |i| i + 1);
+            self.split(&bytes[..first], &mut |l| batch.push(l));
+            bytes = &bytes[first..];
+        }
+        if !self.has_text()
+            && !self.cr
+            && let Some(last) = memchr::memrchr(b'\n', bytes)
+        {
+            let whole = &bytes[..last];
+            if whole.len() <= MAX_LINE
+                && memchr::memchr(b'\r', whole).is_none()
+                && let Ok(text) = std::str::from_utf8(whole)
+            {
+                batch.push(text);
+                bytes = &bytes[last + 1..];
+            }
+        }
+        self.split(bytes, &mut |l| batch.push(l));
+        if !batch.is_empty() {
+            emit(batch.text());
+        }
+    }
+
+    /// [`LineSplitter::finish`] for [`LineSplitter::feed_lines`]: the unterminated last
+    /// line, if any, as a batch of one.
+    pub fn finish_lines(&mut self, emit: &mut dyn FnMut(&str)) {
+        self.finish(emit);
+    }
+
+    fn split(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(&str)) {
         while let Some((&b, rest)) = bytes.split_first() {
             match b {
                 b'\r' => {
@@ -93,10 +182,14 @@ impl LineSplitter {
                     }
                     self.cr = false;
                     self.cr_ended = false;
-                    let end = bytes
-                        .iter()
-                        .position(|&b| b == b'\n' || b == b'\r')
-                        .unwrap_or(bytes.len());
+                    let end = memchr::memchr2(b'\n', b'\r', bytes).unwrap_or(bytes.len());
+                    if bytes.get(end) == Some(&b'\n') && !self.has_text() && end <= MAX_LINE {
+                        // A whole line inside this read (most lines): handed out from the
+                        // read itself, not copied into `line` first.
+                        emit(&String::from_utf8_lossy(&bytes[..end]));
+                        bytes = &bytes[end + 1..];
+                        continue;
+                    }
                     self.push(&bytes[..end]);
                     bytes = &bytes[end..];
                 }
@@ -413,6 +506,78 @@ mod tests {
             out,
             [format!("{}{}", "a".repeat(MAX_LINE - 1), cut_marker(7))]
         );
+    }
+
+    /// The lines `reads` make, fed a read at a time through [`LineSplitter::feed_lines`]:
+    /// one batch per read that completes a line, split back.
+    fn split_batched(reads: &[&[u8]]) -> (Vec<String>, usize) {
+        let mut s = LineSplitter::new();
+        let (mut out, mut batches) = (Vec::new(), 0);
+        let mut take = |text: &str| {
+            batches += 1;
+            out.extend(each_line(text).map(str::to_owned));
+        };
+        for r in reads {
+            s.feed_lines(r, &mut take);
+        }
+        s.finish_lines(&mut take);
+        (out, batches)
+    }
+
+    #[test]
+    fn batches_split_back_into_the_same_lines() {
+        let mut long = vec![b'x'; MAX_LINE + 3];
+        long.extend_from_slice(b"\rdone\n");
+        let text: Vec<u8> = [
+            &b"a\n\nb\r\n\r\nc\r\r\n 10%\r 20%\r\r 30%\n"[..],
+            b"\xc3\xa9\xff\n\n",
+            &long,
+            &[b'y'; 70_000],
+            b"\n\rtail\r",
+        ]
+        .concat();
+        // Every read size, including one byte at a time and all of it at once.
+        for size in [1, 2, 3, 7, 64, 4096, 32 * 1024, text.len()] {
+            let reads: Vec<&[u8]> = text.chunks(size).collect();
+            let (lines, batches) = split_batched(&reads);
+            assert_eq!(lines, split(&reads).0, "reads of {size}");
+            assert!(batches <= reads.len() + 1, "reads of {size}: {batches}");
+        }
+        // One read of many lines is one batch; empty lines and CR marks survive the join.
+        let (lines, batches) = split_batched(&[b"\n\none\r\ntwo\rthree\n\n"]);
+        assert_eq!(lines, ["", "", "one", "two\r", "three", ""]);
+        assert_eq!(batches, 1);
+        // A read that completes no line hands out nothing until one is complete.
+        assert_eq!(
+            split_batched(&[b"par", b"tial"]),
+            (vec!["partial".into()], 1)
+        );
+        assert_eq!(split_batched(&[b""]), (vec![], 0));
+    }
+
+    proptest::proptest! {
+        /// Any bytes, read in any pieces: the batches split back into exactly the lines
+        /// the line-by-line splitter hands out.
+        #[test]
+        fn batches_are_the_lines_of_feed(
+            text in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'b', b' ', b'\n', b'\n', b'\r', 0xc3, 0xa9, 0xff]),
+                0..600,
+            ),
+            cuts in proptest::collection::vec(1usize..80, 1..20),
+        ) {
+            let mut reads: Vec<&[u8]> = Vec::new();
+            let mut rest = &text[..];
+            for c in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (now, later) = rest.split_at((*c).min(rest.len()));
+                reads.push(now);
+                rest = later;
+            }
+            proptest::prop_assert_eq!(split_batched(&reads).0, split(&reads).0);
+        }
     }
 
     #[test]

@@ -172,6 +172,18 @@ impl Shell for Local {
         stop: &dyn Fn() -> bool,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
+        self.exec_lines(command, timeout, stop, &mut |s, text| {
+            super::lines::each_line(text).for_each(|l| on_line(s, l))
+        })
+    }
+
+    fn exec_lines(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+        on_lines: &mut dyn FnMut(Stream, &str),
+    ) -> Result<i32, TransportError> {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(command)
@@ -184,8 +196,9 @@ impl Shell for Local {
             .spawn()
             .map_err(|e| self.io("run", "sh", e))?;
         // Bounded: a command printing faster than we forward must wait, not fill memory.
-        // Lines are capped at `lines::MAX_LINE`, so this holds at most 64 x 64 KiB.
-        let (tx, rx) = mpsc::sync_channel::<(Stream, String)>(64);
+        // Each message is the lines of one 32 KiB read (a line capped at `lines::MAX_LINE`),
+        // so this holds about 512 KiB.
+        let (tx, rx) = mpsc::sync_channel::<(Stream, String)>(16);
         let mut readers = Vec::new();
         for (stream, pipe) in [
             (
@@ -213,7 +226,7 @@ impl Shell for Local {
         let mut stopped = false;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((stream, line)) => on_line(stream, &line),
+                Ok((stream, lines)) => on_lines(stream, &lines),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -272,8 +285,8 @@ impl Shell for Local {
     }
 }
 
-/// Reads one of a command's pipes into capped lines (see [`super::lines`]) until it ends or
-/// nobody listens any more.
+/// Reads one of a command's pipes into capped lines (see [`super::lines`]), the lines of
+/// each read as one message, until it ends or nobody listens any more.
 fn read_lines(
     mut pipe: Box<dyn Read + Send>,
     stream: Stream,
@@ -290,10 +303,10 @@ fn read_lines(
     while !gone.get() {
         match pipe.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) => lines.feed(&chunk[..n], &mut send),
+            Ok(n) => lines.feed_lines(&chunk[..n], &mut send),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    lines.finish(&mut send);
+    lines.finish_lines(&mut send);
 }

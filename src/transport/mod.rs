@@ -157,6 +157,20 @@ pub trait Shell: Send {
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError>;
 
+    /// [`Shell::exec`], with the output handed over a read at a time: each call to
+    /// `on_lines` gets the lines of one stream that one read completed, joined by `\n`
+    /// ([`lines::Batch`]). What a command's own steps use, so a flood of lines costs per
+    /// read, not per line. By default a line at a time.
+    fn exec_lines(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+        on_lines: &mut dyn FnMut(Stream, &str),
+    ) -> Result<i32, TransportError> {
+        self.exec(command, timeout, stop, on_lines)
+    }
+
     /// SHA-256 (hex) of the first `len` bytes of `path`, or of all of it.
     fn sha256(&mut self, path: &str, len: Option<u64>) -> Result<String, TransportError>;
 

@@ -892,16 +892,17 @@ impl SshSession {
         unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
     }
 
-    /// Runs `command`, streaming its output lines. At `deadline` the channel is closed
-    /// (the remote wrapper of user commands then kills them). Without `keep_stdin`, stdin
-    /// is closed at once.
+    /// Runs `command`, streaming its output: each call of `on_lines` gets the lines one
+    /// read completed, joined by `\n` ([`super::lines::Batch`]). At `deadline` the channel
+    /// is closed (the remote wrapper of user commands then kills them). Without
+    /// `keep_stdin`, stdin is closed at once.
     fn run(
         &self,
         command: &str,
         deadline: Instant,
         keep_stdin: bool,
         stop: &dyn Fn() -> bool,
-        on_line: &mut dyn FnMut(Stream, &str),
+        on_lines: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
         let op = "running a command";
         let started = Instant::now();
@@ -914,14 +915,26 @@ impl SshSession {
         // not start `sh` are kept for the error.
         let mut marked = false;
         let mut before: Vec<String> = Vec::new();
-        let mut gate = |stream: Stream, line: &str| {
+        let mut gate = |stream: Stream, text: &str| {
             if marked {
-                return on_line(stream, line);
+                return on_lines(stream, text);
             }
-            if stream == Stream::Stdout && line == SH_MARKER {
-                marked = true;
-            } else if before.len() < 4 && !line.trim().is_empty() {
-                before.push(line.chars().take(200).collect());
+            let mut rest = Some(text);
+            while let Some(t) = rest {
+                let (line, after) = match t.split_once('\n') {
+                    Some((line, after)) => (line, Some(after)),
+                    None => (t, None),
+                };
+                rest = after;
+                if stream == Stream::Stdout && line == SH_MARKER {
+                    marked = true;
+                    if let Some(after) = after {
+                        on_lines(stream, after);
+                    }
+                    return;
+                } else if before.len() < 4 && !line.trim().is_empty() {
+                    before.push(line.chars().take(200).collect());
+                }
             }
         };
         let on_line: &mut dyn FnMut(Stream, &str) = &mut gate;
@@ -954,7 +967,7 @@ impl SshSession {
                     Ok(0) => done[i] = true,
                     Ok(n) => {
                         progressed = true;
-                        bufs[i].feed(&chunk[..n], &mut |l| on_line(stream, l));
+                        bufs[i].feed_lines(&chunk[..n], &mut |l| on_line(stream, l));
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => failure = Some(self.io_err("reading output of", command, e)),
@@ -1002,7 +1015,7 @@ impl SshSession {
         };
         self.sess.set_blocking(true);
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-            bufs[i].finish(&mut |l| on_line(stream, l));
+            bufs[i].finish_lines(&mut |l| on_line(stream, l));
         }
         result?;
         ch.wait_close().map_err(|e| self.error(op, e))?;
@@ -1326,12 +1339,24 @@ impl Shell for SshSession {
         stop: &dyn Fn() -> bool,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
+        self.exec_lines(command, timeout, stop, &mut |s, text| {
+            super::lines::each_line(text).for_each(|l| on_line(s, l))
+        })
+    }
+
+    fn exec_lines(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+        on_lines: &mut dyn FnMut(Stream, &str),
+    ) -> Result<i32, TransportError> {
         self.run(
             &killable(command),
             Instant::now() + timeout,
             true,
             stop,
-            on_line,
+            on_lines,
         )
         .map_err(|e| match e {
             // Our own deadline, not a stalled link: name the command, not the wrapper.

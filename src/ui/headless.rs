@@ -2,7 +2,7 @@
 //! `[host] line` output for logs and pipes, or one JSON event per line for programs.
 
 use super::term_text::field;
-use crate::engine::events::{Event, Level, Step, StepOutcome, TargetResult};
+use crate::engine::events::{Event, Level, Lines, Step, StepOutcome, TargetResult};
 use crate::engine::rollout::Summary;
 use crate::journal::BundleState;
 use crate::transport::{Stream, TransferEvent};
@@ -34,6 +34,27 @@ pub struct Printer {
     /// gets plain text (the journal and --json keep the raw line either way).
     colour_out: bool,
     colour_err: bool,
+    /// The tagged lines of one output event, written to `out` or `err` at once.
+    scratch: Vec<u8>,
+}
+
+/// An output line in `--json`: the shape of [`Event::Output`] with one `line` (the event
+/// carries the lines of a read; a reader of `--json` gets one object per line).
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    event: &'static str,
+    dispatch: i64,
+    at: i64,
+    host: &'a str,
+    step: Step,
+    stream: Stream,
+    line: &'a str,
+}
+
+/// Whether `line` is printable ASCII only (most output): what [`super::ansi::plain`]
+/// answers for it, byte by byte instead of char by char.
+fn printable_ascii(line: &str) -> bool {
+    line.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 fn human_bytes(n: u64) -> String {
@@ -68,6 +89,7 @@ impl Printer {
             err: std::io::BufWriter::with_capacity(16 << 10, std::io::stderr()),
             colour_out: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             colour_err: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            scratch: Vec::new(),
         }
     }
 
@@ -93,34 +115,58 @@ impl Printer {
     /// meter may redraw a million times). The transport guarantees a later line of the same
     /// stream follows it, so the final state is always printed. `--json` and the journal
     /// keep every state, raw.
-    fn output_line(&mut self, to_stderr: bool, host: &str, line: &str) {
-        if crate::transport::lines::is_cr_ended(line) {
-            if self.bars.is_some() {
-                let state = super::ansi::cook(line, super::ansi::Tabs::Expand).text;
-                let state: String = state.trim().chars().take(60).collect();
-                self.set_bar(host, state);
-            }
-            return;
-        }
+    ///
+    /// An event carries the lines of one read: the host's tag is made once for all of them,
+    /// and a line of plain printable text (most output) is written as it is, uncooked and
+    /// uncopied, into the buffer.
+    fn output_lines(&mut self, to_stderr: bool, host: &str, lines: &Lines) {
+        let tag = self.tag(host);
         let colour = self.colour(to_stderr);
         let tabs = if colour {
             super::ansi::Tabs::Expand
         } else {
             super::ansi::Tabs::Keep
         };
-        let cooked = super::ansi::cook(line, tabs);
-        let body = if colour { cooked.to_sgr() } else { cooked.text };
-        let text = format!("{} {body}", self.tag(host));
-        match &self.bars {
-            Some(mp) => {
-                let _ = mp.println(text);
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        for line in lines.iter() {
+            if crate::transport::lines::is_cr_ended(line) {
+                if self.bars.is_some() {
+                    let state = super::ansi::cook(line, super::ansi::Tabs::Expand).text;
+                    let state: String = state.trim().chars().take(60).collect();
+                    self.set_bar(host, state);
+                }
+                continue;
             }
-            None if to_stderr => {
-                let _ = writeln!(self.err, "{text}");
+            if let Some(mp) = &self.bars {
+                let cooked = super::ansi::cook(line, tabs);
+                let body = if colour { cooked.to_sgr() } else { cooked.text };
+                let _ = mp.println(format!("{tag} {body}"));
+                continue;
             }
-            None => {
-                let _ = writeln!(self.out, "{text}");
+            text.extend_from_slice(tag.as_bytes());
+            text.push(b' ');
+            if printable_ascii(line) || super::ansi::plain(line) {
+                text.extend_from_slice(line.as_bytes());
+            } else {
+                let cooked = super::ansi::cook(line, tabs);
+                if colour {
+                    text.extend_from_slice(cooked.to_sgr().as_bytes());
+                } else {
+                    text.extend_from_slice(cooked.text.as_bytes());
+                }
             }
+            text.push(b'\n');
+        }
+        let out: &mut dyn Write = if to_stderr {
+            &mut self.err
+        } else {
+            &mut self.out
+        };
+        let _ = out.write_all(&text);
+        // Kept for the next event, unless one huge batch made it big.
+        if text.capacity() <= 256 << 10 {
+            self.scratch = text;
         }
     }
 
@@ -169,6 +215,29 @@ impl Printer {
     /// Renders one event. Returns an error only when stdout is gone (a closed pipe).
     pub fn handle(&mut self, e: &Event) -> std::io::Result<()> {
         if self.mode == Mode::Json {
+            if let Event::Output {
+                dispatch,
+                at,
+                host,
+                step,
+                stream,
+                lines,
+            } = e
+            {
+                // One object per line, as ever: the batching is ours, not the reader's.
+                for line in lines.iter() {
+                    self.json(&JsonLine {
+                        event: "output",
+                        dispatch: *dispatch,
+                        at: *at,
+                        host,
+                        step: *step,
+                        stream: *stream,
+                        line,
+                    })?;
+                }
+                return Ok(());
+            }
             return self.json(e);
         }
         match e {
@@ -223,8 +292,11 @@ impl Printer {
                 }
             }
             Event::Output {
-                host, stream, line, ..
-            } => self.output_line(*stream == Stream::Stderr, host, line),
+                host,
+                stream,
+                lines,
+                ..
+            } => self.output_lines(*stream == Stream::Stderr, host, lines),
             Event::Transfer { host, transfer, .. } => self.transfer(host, transfer),
             Event::StepFinished {
                 host,
@@ -596,7 +668,9 @@ pub fn spawn_printer(
     crate::watch::WatchEmit,
     std::thread::JoinHandle<()>,
 ) {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(4096);
+    // An output event holds the lines of one read (32 KiB as a rule): 64 of them are about
+    // 2 MiB while stdout (a pager, a slow pipe) does not read.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(64);
     let thread = std::thread::spawn(move || {
         let mut p = Printer::new(mode);
         let mut closed = false;
@@ -671,4 +745,23 @@ pub fn json_lines<T: serde::Serialize>(rows: &[T]) -> String {
     rows.iter()
         .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_ascii_is_a_shortcut_of_plain_never_a_way_around_it() {
+        for b in 0u8..=0x7f {
+            let line = format!("ok {}", b as char);
+            if printable_ascii(&line) {
+                assert!(super::super::ansi::plain(&line), "{b:#x}");
+            }
+        }
+        assert!(printable_ascii("[web1] 42 ok: done ~"));
+        for raw in ["tab\there", "esc \u{1b}[31m", "del \u{7f}", "é", "cr\r"] {
+            assert!(!printable_ascii(raw), "{raw:?}");
+        }
+    }
 }

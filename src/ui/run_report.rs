@@ -44,19 +44,22 @@ pub fn collector(front: Emit) -> (Emit, Arc<Collected>) {
                 dispatch,
                 host,
                 step: Step::Run,
-                line,
+                lines,
                 ..
             } => {
                 let mut all = k.hosts.lock().unwrap_or_else(|e| e.into_inner());
                 let h = all.entry((*dispatch, host.clone())).or_default();
-                if crate::transport::lines::is_cr_ended(line) {
-                    // A progress state: the line that overwrites it follows, and hosts
-                    // whose output differs only in how many states arrived group together.
-                } else if h.lines.len() < MAX_LINES && h.bytes + line.len() <= MAX_BYTES {
-                    h.bytes += line.len();
-                    h.lines.push(line.clone());
-                } else {
-                    h.truncated = true;
+                for line in lines.iter() {
+                    if crate::transport::lines::is_cr_ended(line) {
+                        // A progress state: the line that overwrites it follows, and hosts
+                        // whose output differs only in how many states arrived group
+                        // together.
+                    } else if h.lines.len() < MAX_LINES && h.bytes + line.len() <= MAX_BYTES {
+                        h.bytes += line.len();
+                        h.lines.push(line.to_owned());
+                    } else {
+                        h.truncated = true;
+                    }
                 }
             }
             Event::StepFinished {
@@ -217,7 +220,7 @@ mod tests {
             host: host.into(),
             step,
             stream: Stream::Stdout,
-            line: text.into(),
+            lines: text.into(),
         });
     }
 

@@ -76,7 +76,7 @@ pub fn out(id: i64, host: &str, at: i64, stream: Stream, line: &str) -> Event {
         host: host.into(),
         step: Step::Upgrade,
         stream,
-        line: line.into(),
+        lines: line.into(),
     }
 }
 

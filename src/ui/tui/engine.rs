@@ -248,14 +248,20 @@ impl Bridge {
     }
 
     /// The console's intake: control events wait until the UI takes them; output lines and
-    /// progress are shed (and counted) when the channel is full.
+    /// progress are shed (and counted) when the channel is full. Output comes a line per
+    /// message, as the channel's bound (in messages) assumes: an event carrying the lines
+    /// of a whole read is cut up here.
     fn intake(&self) -> Emit {
         let (t, shed) = (self.tx.clone(), self.shed.clone());
         Arc::new(move |e: Event| {
             if e.is_control() {
                 let _ = t.send(Msg::Engine(e));
-            } else if let Err(TrySendError::Full(_)) = t.try_send(Msg::Engine(e)) {
-                shed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            for one in e.line_by_line() {
+                if let Err(TrySendError::Full(_)) = t.try_send(Msg::Engine(one)) {
+                    shed.fetch_add(1, Ordering::Relaxed);
+                }
             }
         })
     }

@@ -124,7 +124,7 @@ pub(crate) mod tests {
             host: host.into(),
             step: crate::engine::events::Step::Upgrade,
             stream: Stream::Stdout,
-            line: line.into(),
+            lines: line.into(),
         }
     }
 

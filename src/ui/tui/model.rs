@@ -595,11 +595,13 @@ impl DispatchView {
                 at,
                 host,
                 stream,
-                line,
+                lines,
                 ..
             } => {
                 if let Some(t) = self.target_mut(host) {
-                    t.log.push(*at, *stream, line);
+                    for line in lines.iter() {
+                        t.log.push(*at, *stream, line);
+                    }
                 }
             }
             Event::Transfer { host, transfer, .. } => {
