@@ -773,6 +773,11 @@ impl App {
         let before = logged
             .and_then(|h| d.target_mut(h))
             .map_or(0, |t| t.log.bytes());
+        if let Event::DispatchStarted { .. } = e {
+            // This session's (the follower's go through `on_followed`): a row the journal
+            // showed before its start reached here is ours after all.
+            d.foreign = false;
+        }
         d.apply(e, ring);
         let after = logged
             .and_then(|h| d.target_mut(h))
