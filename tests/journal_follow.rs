@@ -354,19 +354,27 @@ fn a_running_dispatch_is_followed_from_where_it_is_and_a_kill_shows(b: Backend) 
     let first = reader.follow(&mut f).unwrap();
     assert_eq!(first.started.len(), 1);
     assert!(first.started[0].already_running);
-    assert!(first.events.is_empty(), "the past is history, not events");
+    assert!(
+        first.events.is_empty(),
+        "the first poll only takes position"
+    );
 
+    // The next poll has its record so far, then what it does from now on, each once.
     other.event(&output(id, "web1", "after", T0 + 3));
     other.run("flush");
     let u = next(&reader, &mut f);
-    assert_eq!(lines_of(&u), ["after"]);
+    assert!(u.started.is_empty());
     assert!(
-        !u.events
-            .iter()
-            .any(|e| matches!(e, Event::DispatchStarted { .. })),
+        matches!(u.events[0], Event::DispatchStarted { dispatch, .. } if dispatch == id),
         "{:?}",
         u.events
     );
+    assert!(matches!(u.events[1], Event::StepStarted { .. }));
+    assert_eq!(lines_of(&u), ["before", "after"]);
+    other.event(&output(id, "web1", "later", T0 + 4));
+    other.run("flush");
+    let u = next(&reader, &mut f);
+    assert_eq!(lines_of(&u), ["later"]);
 
     other.child.kill().unwrap(); // SIGKILL: its dispatch row still says running
     other.child.wait().unwrap();

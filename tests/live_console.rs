@@ -174,3 +174,35 @@ fn another_process_dispatch_shows_live_in_the_console_on_sqlite() {
     let by = dropship::journal::follow::this_origin();
     watch_it_live(&tmux, &by, other);
 }
+
+/// A dispatch already running elsewhere when the console starts: shown from the history at
+/// once, then followed; its lines still show once each.
+#[test]
+fn a_dispatch_running_before_the_console_starts_is_followed_without_repeats() {
+    if !support::live_test_or_skip("live_console", &[Need::Tmux]) {
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let journal = shared.path().join("journal.sqlite");
+    let line = format!("journal = {}", journal.display());
+    let there = Home::new();
+    config(&there, &line);
+    let other = there
+        .command(&["--config", "dispatch.cfg", "--dispatch", "app-2.0.tgz"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let here = Home::new();
+    config(&here, &line);
+    let printing = support::wait_until(std::time::Duration::from_secs(20), || {
+        let o = here.run(&["--config", "dispatch.cfg", "--history"]);
+        String::from_utf8_lossy(&o.stdout).contains("running")
+            && std::fs::metadata(&journal).is_ok()
+    });
+    assert!(printing, "the other dispatch never started");
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    let tmux = console("sqlite-before", &here, "");
+    let by = dropship::journal::follow::this_origin();
+    watch_it_live(&tmux, &by, other);
+}

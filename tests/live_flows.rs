@@ -162,3 +162,21 @@ fn events_of_this_consoles_own_dispatch_are_never_applied_twice() {
     let d = app.dispatches.iter().find(|d| d.id == 7).unwrap();
     assert!(!d.foreign && d.is_running(), "ours stays ours and running");
 }
+
+#[test]
+fn a_dispatch_already_running_elsewhere_is_rebuilt_from_its_events_once() {
+    // Shown before (as the history would show it), then followed from its start.
+    let mut app = app();
+    app.on_followed(their_start());
+    assert_eq!(log_of(&app, THEIRS, "web1"), ["one", "two"]);
+    let mut replay = their_start();
+    replay.started[0].already_running = true;
+    replay
+        .events
+        .push(out(THEIRS, "web1", T0 + 1_300, Stream::Stdout, "three"));
+    app.on_followed(replay);
+    assert_eq!(log_of(&app, THEIRS, "web1"), ["one", "two", "three"]);
+    let d = app.dispatches.iter().find(|d| d.id == THEIRS).unwrap();
+    assert_eq!(d.targets.len(), 2, "{:?}", d.targets.len());
+    assert!(d.detail_loaded, "never read again from the journal on top");
+}

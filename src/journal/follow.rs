@@ -55,8 +55,9 @@ pub struct ForeignDispatch {
     pub id: i64,
     /// `user@host` it was started by and on (`-` for a part not recorded).
     pub by: String,
-    /// It was already running when following started: no [`Event::DispatchStarted`] and
-    /// no past events come for it, only what happens from now on.
+    /// It was already running when following started (a front end may have shown it from
+    /// the history): its whole record so far follows as events, from its
+    /// [`Event::DispatchStarted`] on, so what the front end shows of it has one source.
     pub already_running: bool,
 }
 
@@ -269,7 +270,8 @@ fn poll(tx: &Tx<'_>, path: &Path, f: &mut Follow) -> Result<FollowUpdate, Journa
     Ok(out)
 }
 
-/// The first poll: where the journal stands, and other processes' dispatches still running.
+/// The first poll: where the journal stands, and other processes' dispatches still running
+/// (followed from their start: the next poll delivers what they did so far).
 fn start(
     tx: &Tx<'_>,
     path: &Path,
@@ -298,18 +300,6 @@ fn start(
         if f.is_mine(&marker) || !liveness::alive(tx, pid, &marker) {
             continue;
         }
-        let Some(detail) = read::dispatch(tx, path, id)? else {
-            continue;
-        };
-        let last_line = tx
-            .query_row(
-                "SELECT coalesce(max(o.id), 0) FROM output o JOIN step s ON s.id = o.step
-                 WHERE s.dispatch = ?1",
-                params![id],
-                |r| r.get::<i64>(0),
-            )
-            .ctx(path, op)?
-            .unwrap_or(0);
         out.started.push(ForeignDispatch {
             id,
             by: by(r).ctx(path, op)?,
@@ -318,10 +308,10 @@ fn start(
         f.followed.insert(
             id,
             Followed {
-                version: version(tx, id).ctx(path, op)?,
-                state: detail.state,
-                detail: Some(detail),
-                last_line,
+                version: None,
+                detail: None,
+                last_line: 0,
+                state: DispatchState::Running,
                 capped: false,
             },
         );

@@ -887,7 +887,16 @@ impl App {
             if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == f.id) {
                 d.foreign = true;
                 d.by = Some(f.by.clone());
-            } else if !f.already_running {
+                if f.already_running {
+                    // Shown from the history so far: its whole record follows as events, so
+                    // nothing read from the journal meanwhile is shown twice.
+                    let bytes: usize = d.targets.iter().map(|t| t.log.bytes()).sum();
+                    self.log_bytes = self.log_bytes.saturating_sub(bytes);
+                    d.targets.clear();
+                    d.notices.clear();
+                    d.detail_loaded = true;
+                }
+            } else {
                 // Its `DispatchStarted` (next in `events`) fills it in.
                 let mut d = DispatchView::from_summary(&DispatchSummary {
                     id: f.id,
