@@ -406,3 +406,58 @@ on_both_backends!(
     another_process_dispatch_is_followed_once_in_order,
     a_running_dispatch_is_followed_from_where_it_is_and_a_kill_shows,
 );
+
+/// The console's follower thread (`session::follow::Follower`) through a PostgreSQL restart:
+/// its polls fail while the server is away, it opens the journal again when it is back, and
+/// a dispatch begun after that still reaches it, once; what it had delivered is not repeated.
+#[test]
+fn the_follower_goes_on_after_the_server_restarts() {
+    if let Some(reason) = support::postgres::available() {
+        assert!(!support::is_ci(), "cannot run under CI=true: {reason}");
+        eprintln!(
+            "*** SKIPPED LIVE TEST the_follower_goes_on_after_the_server_restarts: {reason} ***"
+        );
+        return;
+    }
+    let mut pg = support::postgres::PgServer::start_with(true);
+    let path = PathBuf::from(pg.url(support::postgres::PG_USER, &pg.new_database()));
+    // Creates the schema before the follower opens it.
+    drop(Journal::open(&path).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<FollowUpdate>();
+    let _follower =
+        dropship::session::follow::Follower::start(&path, Duration::from_millis(50), move |u| {
+            tx.send(u).is_ok()
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = |rx: &std::sync::mpsc::Receiver<FollowUpdate>, want: &str| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut lines = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(u) = rx.recv_timeout(Duration::from_millis(100)) {
+                lines.extend(lines_of(&u));
+                if lines.iter().any(|l| l == want) {
+                    break;
+                }
+            }
+        }
+        lines
+    };
+    let mut other = Other::start(&path);
+    let id = other.begin("app-4.0.tgz", &["web1"]);
+    other.event(&step_started(id, "web1", Step::Upgrade, T0 + 1));
+    other.event(&output(id, "web1", "before the restart", T0 + 2));
+    other.run("flush");
+    assert_eq!(seen(&rx, "before the restart"), ["before the restart"]);
+    drop(other);
+
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    pg.run();
+    let mut other = Other::start(&path);
+    let id = other.begin("app-4.0.1.tgz", &["web1"]);
+    other.event(&step_started(id, "web1", Step::Upgrade, T0 + 3));
+    other.event(&output(id, "web1", "after the restart", T0 + 4));
+    other.run("flush");
+    assert_eq!(seen(&rx, "after the restart"), ["after the restart"]);
+}

@@ -36,13 +36,9 @@ impl Follower {
         std::thread::Builder::new()
             .name("dropship-follow".into())
             .spawn(move || {
-                let journal = match Journal::open(&path) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        tracing::warn!("not following other dispatches: {e}");
-                        return;
-                    }
-                };
+                // Opened again after a failed poll (the server restarted): the position
+                // in `follow` is kept, so nothing is missed or delivered twice.
+                let mut journal: Option<Journal> = None;
                 let mut follow = Follow::new();
                 let mut wait = Duration::ZERO;
                 loop {
@@ -51,7 +47,18 @@ impl Follower {
                         _ => return,
                     }
                     wait = every;
-                    match journal.follow(&mut follow) {
+                    if journal.is_none() {
+                        match Journal::open(&path) {
+                            Ok(j) => journal = Some(j),
+                            Err(e) => {
+                                tracing::warn!("following other dispatches: {e}");
+                                wait = RETRY;
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(j) = &journal else { continue };
+                    match j.follow(&mut follow) {
                         Ok(update) => {
                             if update.more {
                                 wait = Duration::ZERO;
@@ -62,6 +69,7 @@ impl Follower {
                         }
                         Err(e) => {
                             tracing::warn!("following other dispatches: {e}");
+                            journal = None;
                             wait = RETRY;
                         }
                     }
