@@ -27,6 +27,7 @@ mod apply;
 mod codec;
 pub(crate) mod db;
 mod error;
+pub mod follow;
 mod last_good;
 mod liveness;
 pub mod location;
@@ -42,6 +43,7 @@ mod watch;
 mod write;
 
 pub use error::JournalError;
+pub use follow::{Follow, FollowUpdate, ForeignDispatch};
 pub use last_good::LastGood;
 pub use queue::{Claim, Lease};
 pub use runs::{HistoryRow, RunKind, RunRecord};
@@ -298,6 +300,18 @@ pub struct HostLast {
     pub finished_at: Option<Millis>,
     /// The last bundle that succeeded there: the version the host should be running.
     pub last_succeeded: Option<Shipped>,
+    /// Who started that dispatch, and on which machine (schema V4; `None` when not recorded).
+    #[serde(default)]
+    pub started_by: Option<String>,
+    #[serde(default)]
+    pub started_on: Option<String>,
+}
+
+impl HostLast {
+    /// `user@host` of its dispatch, `-` when not recorded.
+    pub fn started_by_on(&self) -> String {
+        origin::display(self.started_by.as_deref(), self.started_on.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1158,7 +1158,13 @@ fn status(cli: &Cli) -> anyhow::Result<()> {
     let text = if cli.json {
         headless::json_lines(&report.cells)
     } else {
-        dropship::ui::fleet_report::status_table(&report)
+        let last = run::last_results(&journal_path(cli))?;
+        let (_, hosts) = report.axes();
+        let mut text = dropship::ui::fleet_report::status_table(&report);
+        text.push_str(&dropship::ui::fleet_report::last_dispatch_table(
+            &hosts, &last,
+        ));
+        text
     };
     out_as(cli.json, &text)?;
     if all_read {

@@ -41,7 +41,7 @@ impl Writer {
 
 const SESSION_TAG: &str = "|pg:";
 
-fn local_part(marker: &str) -> &str {
+pub(super) fn local_part(marker: &str) -> &str {
     marker.split(SESSION_TAG).next().unwrap_or(marker)
 }
 

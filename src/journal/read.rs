@@ -337,8 +337,9 @@ pub(crate) fn last_results(conn: &Tx<'_>, path: &Path) -> Result<Vec<HostLast>, 
 /// Per host, its most recently finished target (only succeeded ones if asked).
 fn latest_per_host(conn: &Tx<'_>, only_succeeded: bool) -> DbResult<BTreeMap<String, HostLast>> {
     let rows = conn.query(
-        "SELECT host, dispatch, bundle, rule, result, finished_at FROM (
+        "SELECT host, dispatch, bundle, rule, result, finished_at, started_by, started_on FROM (
              SELECT t.host, t.dispatch, d.bundle, d.rule, t.result, t.finished_at,
+                    d.started_by, d.started_on,
                     row_number() OVER (PARTITION BY t.host
                                        ORDER BY t.finished_at DESC NULLS LAST, t.dispatch DESC) AS n
              FROM target t JOIN dispatch d ON d.id = t.dispatch
@@ -359,6 +360,8 @@ fn latest_per_host(conn: &Tx<'_>, only_succeeded: bool) -> DbResult<BTreeMap<Str
                 result: r.get(4)?,
                 finished_at: r.get(5)?,
                 last_succeeded: None,
+                started_by: r.get(6)?,
+                started_on: r.get(7)?,
             };
             Ok((last.host.clone(), last))
         })

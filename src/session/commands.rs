@@ -765,6 +765,16 @@ pub fn probe(
     crate::fleet::probe::probe_all(targets, known_hosts, parallel_of(targets), &|_, _| {})
 }
 
+/// `--status`'s second part: each host's last finished dispatch, with who started it from
+/// where. A journal that does not exist yet is not created: then there is none.
+pub fn last_results(journal_path: &Path) -> Result<Vec<crate::journal::HostLast>, RunError> {
+    if journal_path.is_file() || Journal::is_server(journal_path) {
+        Ok(Journal::open(journal_path)?.last_results()?)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// `--status`: installed versions against what the journal says was shipped. A journal
 /// that does not exist yet is not created: then nothing counts as shipped.
 pub fn status(

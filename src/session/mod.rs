@@ -9,6 +9,7 @@
 //! which one listens.
 
 pub mod commands;
+pub mod follow;
 
 use crate::engine::events::Event;
 use crate::engine::job::Cancel;

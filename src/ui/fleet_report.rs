@@ -185,3 +185,94 @@ pub fn status_table(report: &StatusReport) -> String {
     }
     out
 }
+
+/// `--status`'s second table: each host's last finished dispatch, and who started it from
+/// where (`user@machine`, recorded since schema V4): on a team's shared journal, the one to
+/// ask about a host's state. Only the hosts of `hosts`, in that order; empty when the
+/// journal knows none of them.
+pub fn last_dispatch_table(hosts: &[&str], last: &[crate::journal::HostLast]) -> String {
+    let mut rows = vec![
+        ["HOST", "LAST", "RESULT", "FINISHED", "BY", "BUNDLE", "RULE"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    ];
+    for h in hosts {
+        let Some(l) = last.iter().find(|l| l.host == *h) else {
+            continue;
+        };
+        let finished = l
+            .finished_at
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "-".into());
+        rows.push(vec![
+            l.host.clone(),
+            format!("#{}", l.dispatch),
+            l.result.as_str().to_owned(),
+            finished,
+            l.started_by_on(),
+            l.bundle.clone(),
+            format!("[{}]", l.rule),
+        ]);
+    }
+    if rows.len() == 1 {
+        return String::new();
+    }
+    format!("\nlast dispatch per host:\n{}", table(&rows))
+}
+
+#[cfg(test)]
+mod last_dispatch_tests {
+    use super::*;
+    use crate::journal::HostLast;
+    use crate::model::events::TargetResult;
+
+    fn last(host: &str, by: Option<&str>, on: Option<&str>) -> HostLast {
+        HostLast {
+            host: host.into(),
+            dispatch: 7,
+            bundle: "app-1.2.tgz".into(),
+            rule: "app".into(),
+            result: TargetResult::Succeeded,
+            finished_at: None,
+            last_succeeded: None,
+            started_by: by.map(Into::into),
+            started_on: on.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn says_who_started_each_hosts_last_dispatch_and_from_where() {
+        let text = last_dispatch_table(
+            &["web2", "web1", "web3"],
+            &[
+                last("web1", Some("alice"), Some("build-3")),
+                last("web2", None, None),
+            ],
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "last dispatch per host:", "{text}");
+        assert!(lines[2].starts_with("HOST"), "{text}");
+        assert!(
+            lines[3].starts_with("web2") && lines[3].contains(" - "),
+            "{text}"
+        );
+        assert!(lines[4].starts_with("web1"), "{text}");
+        assert!(lines[4].contains("alice@build-3"), "{text}");
+        assert!(
+            lines[4].contains("#7") && lines[4].contains("succeeded"),
+            "{text}"
+        );
+        assert!(!text.contains("web3"), "{text}");
+    }
+
+    #[test]
+    fn nothing_when_the_journal_knows_none_of_the_hosts() {
+        assert_eq!(last_dispatch_table(&["web1"], &[]), "");
+    }
+}

@@ -368,8 +368,8 @@ impl App {
     /// Re-reads hosts' last results, history and packages from the journal and disk.
     pub fn reload(&mut self) {
         let anchor = self.anchor();
-        let (last, history) = match &self.env.journal {
-            Some(j) => match (j.last_results(), j.history(100)) {
+        let (last, rows) = match &self.env.journal {
+            Some(j) => match (j.last_results(), j.history_rows(100)) {
                 (Ok(l), Ok(h)) => (l, h),
                 (Err(e), _) | (_, Err(e)) => {
                     self.error(format!("journal: {e}"));
@@ -378,6 +378,7 @@ impl App {
             },
             None => (Vec::new(), Vec::new()),
         };
+        let history: Vec<DispatchSummary> = rows.iter().map(|r| r.summary.clone()).collect();
         // What the reachability check and the probes found stays: reading the journal again
         // knows nothing new about it (the hosts a dispatch touched are probed again).
         let mut hosts = HostRow::from_config(&self.env.config, &last);
@@ -404,13 +405,23 @@ impl App {
             .filter(|d| !self.is_watched(d));
         self.packages = PackageRow::collect(dir, &history, &self.env.config);
         self.hide_watched_history();
-        for h in &history {
+        for r in &rows {
+            let h = &r.summary;
+            let by = (r.started_by.is_some() || r.started_on.is_some()).then(|| r.started_by_on());
             if !self.dispatches.iter().any(|d| d.id == h.id) {
-                self.dispatches.push(DispatchView::from_summary(h));
-            } else if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == h.id)
-                && !d.is_running()
-            {
-                d.state = h.state;
+                let mut d = DispatchView::from_summary(h);
+                // Running and not started here (this console's own are in the list before
+                // the journal is read again): another process's.
+                d.foreign = d.is_running();
+                d.by = by;
+                self.dispatches.push(d);
+            } else if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == h.id) {
+                if !d.is_running() {
+                    d.state = h.state;
+                }
+                if d.by.is_none() {
+                    d.by = by;
+                }
             }
         }
         self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
@@ -430,8 +441,25 @@ impl App {
         self.status = Some(Status { text, error: true });
     }
 
+    /// Dispatches this console runs (others' are in [`App::elsewhere`]).
     pub fn running(&self) -> usize {
-        self.dispatches.iter().filter(|d| d.is_running()).count()
+        self.dispatches
+            .iter()
+            .filter(|d| d.is_running() && !d.foreign)
+            .count()
+    }
+
+    /// Dispatches other processes run, followed through the journal.
+    pub fn elsewhere(&self) -> usize {
+        self.dispatches
+            .iter()
+            .filter(|d| d.is_running() && d.foreign)
+            .count()
+    }
+
+    /// Anything running, here or elsewhere: elapsed times tick.
+    pub fn any_running(&self) -> bool {
+        self.dispatches.iter().any(|d| d.is_running())
     }
 
     // ----- lists -------------------------------------------------------------------------
@@ -684,6 +712,7 @@ impl App {
         });
         // A rollback is not retried by shipping a file: it has none.
         d.plan = (!rollback).then_some((plan, file));
+        d.by = Some(crate::journal::follow::this_origin());
         d.detail_loaded = true;
         let before = self.anchor();
         self.dispatches.retain(|x| x.id != id);
@@ -725,6 +754,7 @@ impl App {
                     duration_ms: None,
                 });
                 d.apply(e, ring);
+                d.by = Some(crate::journal::follow::this_origin());
                 let before = self.anchor();
                 self.dispatches.insert(0, d);
                 self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
@@ -743,6 +773,11 @@ impl App {
         let before = logged
             .and_then(|h| d.target_mut(h))
             .map_or(0, |t| t.log.bytes());
+        if let Event::DispatchStarted { .. } = e {
+            // This session's (the follower's go through `on_followed`): a row the journal
+            // showed before its start reached here is ours after all.
+            d.foreign = false;
+        }
         d.apply(e, ring);
         let after = logged
             .and_then(|h| d.target_mut(h))
@@ -788,6 +823,8 @@ impl App {
                         } else {
                             prev
                         },
+                        started_by: None,
+                        started_on: None,
                     });
                 }
                 true
@@ -839,6 +876,80 @@ impl App {
             }
             _ => true,
         }
+    }
+
+    /// What the follower read of other processes' dispatches ([`crate::session::follow`]):
+    /// they are shown like this console's own, marked as another's. Returns whether the
+    /// screen changed.
+    pub fn on_followed(&mut self, u: crate::journal::FollowUpdate) -> bool {
+        let ring = self.env.ring_capacity;
+        for f in &u.started {
+            if let Some(d) = self.dispatches.iter_mut().find(|d| d.id == f.id) {
+                d.foreign = true;
+                d.by = Some(f.by.clone());
+                if f.already_running {
+                    // Shown from the history so far: its whole record follows as events, so
+                    // nothing read from the journal meanwhile is shown twice.
+                    let bytes: usize = d.targets.iter().map(|t| t.log.bytes()).sum();
+                    self.log_bytes = self.log_bytes.saturating_sub(bytes);
+                    d.targets.clear();
+                    d.notices.clear();
+                    d.detail_loaded = true;
+                }
+            } else {
+                // Its `DispatchStarted` (next in `events`) fills it in.
+                let mut d = DispatchView::from_summary(&DispatchSummary {
+                    id: f.id,
+                    bundle: String::new(),
+                    rule: String::new(),
+                    started_at: self.now,
+                    finished_at: None,
+                    state: DispatchState::Running,
+                    hosts: 0,
+                    succeeded: 0,
+                    failed: 0,
+                    skipped: 0,
+                    cancelled: 0,
+                    duration_ms: None,
+                });
+                d.foreign = true;
+                d.by = Some(f.by.clone());
+                d.detail_loaded = true;
+                let before = self.anchor();
+                self.dispatches.insert(0, d);
+                self.dispatches.sort_by_key(|d| std::cmp::Reverse(d.id));
+                self.new_dispatch_shown(f.id, &before, false);
+            }
+        }
+        let mut changed = !u.started.is_empty();
+        for e in &u.events {
+            let ours = self
+                .dispatches
+                .iter()
+                .any(|d| d.id == e.dispatch() && !d.foreign);
+            if ours {
+                continue; // never shown twice (the follower skips them; this is a guard)
+            }
+            if let Event::DispatchStarted { .. } = e
+                && let Some(d) = self.dispatches.iter_mut().find(|d| d.id == e.dispatch())
+            {
+                d.apply(e, ring);
+                changed = true;
+                continue;
+            }
+            changed |= self.on_event(e);
+        }
+        for (id, state) in &u.states {
+            if let Some(d) = self
+                .dispatches
+                .iter_mut()
+                .find(|d| d.id == *id && d.foreign)
+            {
+                d.state = *state;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The engine finished with a dispatch (after its last event). `cancelled` is what the

@@ -51,7 +51,7 @@ pub fn event_loop(
         // none shown and nothing running the loop sleeps in `recv` with no timer at all.
         let wait = if dirty {
             Some(FRAME.saturating_sub(last.elapsed()))
-        } else if app.running() > 0 {
+        } else if app.any_running() {
             Some(app.next_tick().map_or(TICK, |t| t.min(TICK)))
         } else {
             app.next_tick()
@@ -254,6 +254,13 @@ fn handle(
         } => app.on_rollback_preview(token, &host, result),
         Msg::Watch(e) => app.on_watch(&e),
         Msg::ConvergePlan { token, result } => app.on_converge_plan(token, result),
+        Msg::Followed(u) => {
+            let changed = app.on_followed(u);
+            for fx in app.take_effects() {
+                apply(app, fx, bridge, watch);
+            }
+            changed
+        }
     }
 }
 

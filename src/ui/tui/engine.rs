@@ -99,6 +99,9 @@ pub enum Msg {
     Terminate,
     /// What the watcher of `--tui --watch DIR` reports: a control event, never shed.
     Watch(crate::watch::WatchEvent),
+    /// Other processes' dispatches on the same journal, as the follower read them
+    /// ([`crate::session::follow`]); one message per poll that found something.
+    Followed(crate::journal::FollowUpdate),
 }
 
 /// One rule's converge plan, with the local file of its goal bundle (in the store, its

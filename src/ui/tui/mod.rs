@@ -133,6 +133,16 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
         }
         None => None,
     };
+    // Everyone's dispatches on this journal, live: only while the console is up.
+    let follower = {
+        let tx = tx.clone();
+        crate::session::follow::Follower::start(
+            &opts.journal_path,
+            crate::session::follow::POLL,
+            move |u| tx.send(engine::Msg::Followed(u)).is_ok(),
+        )
+        .map_err(TuiError::Terminal)?
+    };
     let mut term = terminal::enter().map_err(TuiError::Terminal)?;
     std::thread::Builder::new()
         .name("dropship-input".into())
@@ -148,6 +158,7 @@ pub fn run(opts: Options) -> Result<(), TuiError> {
     let handle = watcher.as_ref().map(|(r, _)| r.handle.clone());
     let result = console::event_loop(&mut term, &mut app, &rx, &bridge, handle.as_ref());
     terminal::leave();
+    drop(follower);
     // The watcher first, so no new dispatch starts while the others stop.
     if let Some((running, _)) = &watcher {
         running.handle.stop();

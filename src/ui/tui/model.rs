@@ -378,6 +378,11 @@ pub struct DispatchView {
     pub detail_loaded: bool,
     /// (succeeded, failed, hosts) from the journal's summary, until targets are loaded.
     pub counts: (usize, usize, usize),
+    /// Another process runs (or ran) it: shown live through the journal's follower, not
+    /// cancelled from here.
+    pub foreign: bool,
+    /// `user@host` it was started by and on, when the journal recorded it.
+    pub by: Option<String>,
 }
 
 impl DispatchView {
@@ -395,6 +400,8 @@ impl DispatchView {
             cancelling: false,
             detail_loaded: false,
             counts: (s.succeeded, s.failed, s.hosts),
+            foreign: false,
+            by: None,
         }
     }
 

@@ -120,6 +120,13 @@ fn title_bar(f: &mut Frame, app: &App, area: Rect) {
             app.theme.running,
         ));
     }
+    let elsewhere = app.elsewhere();
+    if elsewhere > 0 {
+        spans.push(Span::styled(
+            format!(" {elsewhere} running elsewhere "),
+            app.theme.running,
+        ));
+    }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
@@ -660,6 +667,13 @@ fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
         title.push_str(" · following (F)");
     }
     let block = pane(app, Focus::Dispatches, title, &app.filters[2]);
+    // Who started each dispatch from where, once someone else (or another machine) did:
+    // alone on one machine the column would only repeat the same name.
+    let me = crate::journal::follow::this_origin();
+    let by_column = app
+        .dispatches
+        .iter()
+        .any(|d| d.foreign || d.by.as_deref().is_some_and(|b| b != me));
     let make = |i: usize| {
         let d = &app.dispatches[i];
         let style = if d.state == DispatchState::Finished
@@ -676,7 +690,7 @@ fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
                 .map(|f| elapsed(f - d.started_at))
                 .unwrap_or_default()
         };
-        vec![
+        let mut cells = vec![
             (format!("#{}", d.id), app.theme.dim),
             (d.bundle.clone(), app.theme.text),
             (
@@ -689,7 +703,28 @@ fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
             ),
             (d.result_text(), style),
             (time, app.theme.dim),
-        ]
+        ];
+        if by_column {
+            let by = d.by.clone().unwrap_or_default();
+            let style = if d.foreign {
+                app.theme.text
+            } else {
+                app.theme.dim
+            };
+            cells.insert(2, (by, style));
+        }
+        cells
+    };
+    let (header, cols): (&[&str], &[i16]) = if by_column {
+        (
+            &["ID", "BUNDLE", "BY", "STATE", "RESULT", "TIME"],
+            &[5, -1, -1, 10, 16, 7],
+        )
+    } else {
+        (
+            &["ID", "BUNDLE", "STATE", "RESULT", "TIME"],
+            &[5, -1, 10, 16, 7],
+        )
     };
     draw_list(
         f,
@@ -697,8 +732,8 @@ fn dispatches_pane(f: &mut Frame, app: &App, area: Rect) {
         area,
         block,
         2,
-        &["ID", "BUNDLE", "STATE", "RESULT", "TIME"],
-        &[5, -1, 10, 16, 7],
+        header,
+        cols,
         &rows,
         &make,
         "no dispatches yet: d or :dispatch FILE",
@@ -722,7 +757,7 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
     let d = app.selected_dispatch();
     let title = match d {
         Some(d) => format!(
-            "Targets {}#{} {} [{}]",
+            "Targets {}#{} {} [{}]{}",
             if app.filters[3].is_empty() {
                 String::new()
             } else {
@@ -730,7 +765,12 @@ fn targets_pane(f: &mut Frame, app: &App, area: Rect) {
             },
             d.id,
             d.bundle,
-            rule_label(app, &d.rule)
+            rule_label(app, &d.rule),
+            match (&d.by, d.foreign) {
+                (Some(by), true) => format!(" · by {by} (another process)"),
+                (None, true) => " · another process".to_owned(),
+                _ => String::new(),
+            }
         ),
         None => "Targets".into(),
     };

@@ -70,6 +70,14 @@ impl App {
 
     pub(super) fn ask_cancel(&mut self) {
         match self.selected_dispatch() {
+            Some(d) if d.is_running() && d.foreign => {
+                let msg = format!(
+                    "#{} runs in another process ({}): cancel it there (Ctrl-C or c in its console)",
+                    d.id,
+                    d.by.as_deref().unwrap_or("-")
+                );
+                self.error(msg)
+            }
             Some(d) if d.is_running() && self.watch_owns(d.id) => {
                 let msg = format!(
                     "#{} belongs to the watched folder and cannot be cancelled alone: a pauses new dispatches; quitting suspends it (it resumes at the next start)",
@@ -184,7 +192,7 @@ impl App {
         let ids: Vec<i64> = self
             .dispatches
             .iter()
-            .filter(|d| d.is_running() && !self.watch_owns(d.id))
+            .filter(|d| d.is_running() && !d.foreign && !self.watch_owns(d.id))
             .map(|d| d.id)
             .collect();
         for d in self.dispatches.iter_mut().filter(|d| ids.contains(&d.id)) {

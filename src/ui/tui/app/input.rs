@@ -155,7 +155,7 @@ impl App {
             let ids = self
                 .dispatches
                 .iter()
-                .filter(|d| d.is_running() && !self.watch_owns(d.id))
+                .filter(|d| d.is_running() && !d.foreign && !self.watch_owns(d.id))
                 .map(|d| d.id)
                 .collect();
             self.overlay = Some(Overlay::Confirm {
