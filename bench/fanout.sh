@@ -37,6 +37,8 @@ REPO=$(cd "$HERE/.." && pwd)
 . "$HERE/lib/common.sh"
 # shellcheck source=bench/lib/sshns.sh
 . "$HERE/lib/sshns.sh"
+# shellcheck source=bench/lib/pg.sh
+. "$HERE/lib/pg.sh"
 
 HOST_COUNTS="20 100"
 RUNS=3
@@ -146,22 +148,8 @@ fi
 # dropship-pg's journal: a PostgreSQL server on the namespace's 127.0.0.1 (ns_down kills it).
 PG_URL=
 if has_tool dropship-pg; then
-    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-    [ -x "$PG_BIN/postgres" ] || die "dropship-pg needs PostgreSQL (apt-get install postgresql)"
-    mkdir -p "$BENCH_DIR/pg"
-    chown postgres: "$BENCH_DIR/pg"
-    chmod 755 "$BENCH_DIR"
-    runuser -u postgres -- "$PG_BIN/initdb" -D "$BENCH_DIR/pg/data" -U dropship --auth=trust \
-        -E UTF8 --locale=C.UTF-8 >"$BENCH_DIR/pg-initdb.log"
-    ns_exec runuser -u postgres -- "$PG_BIN/postgres" -D "$BENCH_DIR/pg/data" -p 5432 \
-        -c listen_addresses=127.0.0.1 -c unix_socket_directories="$BENCH_DIR/pg" \
-        >"$BENCH_DIR/pg.log" 2>&1 &
-    for _ in $(seq 1 100); do
-        ip netns exec "$NS" "$PG_BIN/pg_isready" -h 127.0.0.1 -p 5432 -q && break
-        sleep 0.1
-    done
-    ip netns exec "$NS" "$PG_BIN/psql" -X -q -h 127.0.0.1 -p 5432 -U dropship -d postgres \
-        -c 'CREATE DATABASE fanout' || die "PostgreSQL did not start: $(tail -3 "$BENCH_DIR/pg.log")"
+    pg_up "$BENCH_DIR" 5432 ns_exec
+    psql_ -d postgres -c 'CREATE DATABASE fanout'
     PG_URL="postgres://dropship@127.0.0.1:5432/fanout?sslmode=disable"
     log "dropship-pg journal: $PG_URL ($("$PG_BIN/postgres" --version))"
 fi

@@ -25,9 +25,9 @@ KEEP=${KEEP:-0}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib/common.sh
 . "$ROOT/bench/lib/common.sh"
+# shellcheck source=bench/lib/pg.sh
+. "$ROOT/bench/lib/pg.sh"
 need_root
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -x "$PG_BIN/postgres" ] || die "no PostgreSQL server (apt-get install postgresql)"
 
 if [ -n "${DROPSHIP_BIN:-}" ]; then
     DROPSHIP=$DROPSHIP_BIN
@@ -38,7 +38,6 @@ else
 fi
 
 WORK=$(mktemp -d /tmp/dropship-queue-bench.XXXXXX)
-chmod 755 "$WORK"
 PG_PID=
 WATCHERS=()
 cleanup() {
@@ -48,20 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/pg"
-chown postgres: "$WORK/pg"
-log "initdb + postgres on 127.0.0.1:$PORT ($PG_BIN, distribution defaults, trust on loopback)"
-runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pg/data" -U dropship --auth=trust -E UTF8 \
-    --locale=C.UTF-8 >"$WORK/initdb.log"
-runuser -u postgres -- "$PG_BIN/postgres" -D "$WORK/pg/data" -p "$PORT" \
-    -c listen_addresses=127.0.0.1 -c unix_socket_directories="$WORK/pg" >"$WORK/pg.log" 2>&1 &
-PG_PID=$!
-for _ in $(seq 1 100); do
-    "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PORT" -q && break
-    sleep 0.1
-done
-psql_() { "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U dropship "$@"; }
+pg_up "$WORK"
+PORT=$PG_PORT
 
 export HOME=$WORK/home XDG_STATE_HOME=$WORK/state
 mkdir -p "$HOME"
