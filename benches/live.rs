@@ -215,6 +215,20 @@ fn main() {
         Some("follower") => return follower(Path::new(&args[1])),
         _ => {}
     }
+    // Without arguments (as `cargo test --all-targets` runs it) this is a smoke run: one
+    // round on a temporary SQLite journal with a few lines, so the bench stays compiled and
+    // working; bench/live.sh passes FILE and the PostgreSQL URL for the real comparison.
+    if args.is_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let res = round(&tmp.path().join("latency.sqlite").display().to_string(), 10);
+        for mode in ["commit", "dispatch", "emit"] {
+            let n = res.get(mode).map_or(0, Vec::len);
+            assert!(n > 0, "smoke run: no {mode} measurement came back");
+            println!("smoke sqlite {mode:<8} n={n}");
+        }
+        println!("(smoke run: bench/live.sh runs the comparison)");
+        return;
+    }
     let [file, url, ..] = &args[..] else {
         eprintln!("usage: cargo bench --bench live -- FILE URL [ROUNDS] [LINES]");
         std::process::exit(2);
