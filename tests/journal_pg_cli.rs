@@ -394,41 +394,6 @@ fn a_spool_left_by_a_killed_process_is_recorded_before_a_resume() {
     );
 }
 
-/// Runs `c` as the test user on a machine named `hostname`: its own UTS namespace (so
-/// `gethostname` answers `hostname`, as on another machine of the team) and the test user's
-/// uid, gid and groups, set in that order from the child before it execs.
-fn as_test_user_on(c: &mut std::process::Command, hostname: &'static str) {
-    use std::os::unix::process::CommandExt;
-    let user = support::user::test_user();
-    let (uid, gid) = (user.uid, user.gid);
-    // SAFETY: only async-signal-safe libc calls between fork and exec, on data captured by
-    // value.
-    unsafe {
-        c.pre_exec(move || {
-            let check = |rc: libc::c_int| {
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            };
-            check(libc::unshare(libc::CLONE_NEWUTS))?;
-            check(libc::sethostname(hostname.as_ptr().cast(), hostname.len()))?;
-            check(libc::setgroups(1, &gid))?;
-            check(libc::setgid(gid))?;
-            check(libc::setuid(uid))
-        });
-    }
-}
-
-/// Gives HOME and everything in it (config, bundle, password file) to the test user.
-fn give_to_test_user(home: &Home) {
-    support::user::chown_to_user(home.root());
-    for entry in std::fs::read_dir(home.root()).unwrap() {
-        support::user::chown_to_user(&entry.unwrap().path());
-    }
-}
-
 /// One shared journal, two people on two machines: root on this machine and the test user on
 /// "build-3" (its own UTS namespace), each with their own HOME. `--history` from either shows
 /// both dispatches with who started them from where; `--json` has them as fields. The uid
@@ -463,11 +428,11 @@ fn history_from_either_machine_says_who_dispatched_from_where() {
     // The password file must be the user's own and private, as libpq wants it.
     let pgpass = there.write("pgpass", std::fs::read(&pg.pgpass).unwrap());
     std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    give_to_test_user(&there);
+    support::user::give_to_test_user(&there);
     let as_them = |args: &[&str]| {
         let mut c = there.command(args);
         c.env("PGPASSFILE", &pgpass).env("USER", "spoofed");
-        as_test_user_on(&mut c, "build-3");
+        support::user::as_test_user_on(&mut c, "build-3");
         c.output().unwrap()
     };
     let o = as_them(&["--config", "dispatch.cfg", "--dispatch", "app-2.0.tgz"]);

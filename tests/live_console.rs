@@ -38,38 +38,6 @@ fn console(test: &str, home: &Home, env: &str) -> Tmux {
     Tmux::start(test, &cmd, 160, 40)
 }
 
-/// Runs `c` as the test user on a machine named `hostname` (see journal_pg_cli.rs).
-fn as_test_user_on(c: &mut std::process::Command, hostname: &'static str) {
-    use std::os::unix::process::CommandExt;
-    let user = support::user::test_user();
-    let (uid, gid) = (user.uid, user.gid);
-    // SAFETY: only async-signal-safe libc calls between fork and exec, on data captured by
-    // value.
-    unsafe {
-        c.pre_exec(move || {
-            let check = |rc: libc::c_int| {
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            };
-            check(libc::unshare(libc::CLONE_NEWUTS))?;
-            check(libc::sethostname(hostname.as_ptr().cast(), hostname.len()))?;
-            check(libc::setgroups(1, &gid))?;
-            check(libc::setgid(gid))?;
-            check(libc::setuid(uid))
-        });
-    }
-}
-
-fn give_to_test_user(home: &Home) {
-    support::user::chown_to_user(home.root());
-    for entry in std::fs::read_dir(home.root()).unwrap() {
-        support::user::chown_to_user(&entry.unwrap().path());
-    }
-}
-
 /// What the console must show of the other process's dispatch `by`: the row with its BY
 /// cell, the live lines of h1 while it runs, then its end; and `c` on it is refused.
 fn watch_it_live(tmux: &Tmux, by: &str, mut other: std::process::Child) {
@@ -127,12 +95,12 @@ fn another_machines_dispatch_shows_live_in_the_console_on_postgres() {
     config(&there, &format!("journal = {url}"));
     let pgpass = there.write("pgpass", std::fs::read(&pg.pgpass).unwrap());
     std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    give_to_test_user(&there);
+    support::user::give_to_test_user(&there);
     let mut c = there.command(&["--config", "dispatch.cfg", "--dispatch", "app-2.0.tgz"]);
     c.env("PGPASSFILE", &pgpass)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    as_test_user_on(&mut c, "build-3");
+    support::user::as_test_user_on(&mut c, "build-3");
     let other = c.spawn().unwrap();
     let by = format!("{}@build-3", support::user::TEST_USER);
     watch_it_live(&tmux, &by, other);

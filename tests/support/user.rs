@@ -294,3 +294,38 @@ impl Drop for ScratchDir {
         }
     }
 }
+
+/// Runs `c` as the test user on a machine named `hostname`: its own UTS namespace (so
+/// `gethostname` answers `hostname`, as on another machine of the team) and the test user's
+/// uid, gid and groups, set in that order from the child before it execs.
+pub fn as_test_user_on(c: &mut Command, hostname: &'static str) {
+    use std::os::unix::process::CommandExt;
+    let user = test_user();
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: only async-signal-safe libc calls between fork and exec, on data captured by
+    // value.
+    unsafe {
+        c.pre_exec(move || {
+            let check = |rc: libc::c_int| {
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWUTS))?;
+            check(libc::sethostname(hostname.as_ptr().cast(), hostname.len()))?;
+            check(libc::setgroups(1, &gid))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))
+        });
+    }
+}
+
+/// Gives `home` and everything in it (config, bundle, password file) to the test user.
+pub fn give_to_test_user(home: &super::home::Home) {
+    chown_to_user(home.root());
+    for entry in fs::read_dir(home.root()).unwrap() {
+        chown_to_user(&entry.unwrap().path());
+    }
+}
