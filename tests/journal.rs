@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::backends::{Backend, temp_journal};
+
 use dropship::engine::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
 use dropship::journal::{
     DispatchState, Journal, JournalError, JournalOptions, NewDispatch, RunKind, RunRecord,
@@ -21,27 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const T0: Millis = 1_700_000_000_000;
-
-/// Which journal a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh journal: a file in a new directory, or a new database on the shared server.
-fn temp_journal(b: Backend) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = match b {
-        // A missing parent directory is created by `open`.
-        Backend::Sqlite => dir.path().join("state").join("journal.sqlite"),
-        Backend::Postgres => {
-            let server = support::postgres::shared().expect("PostgreSQL is available");
-            PathBuf::from(server.url(support::postgres::PG_USER, &server.new_database()))
-        }
-    };
-    (dir, path)
-}
 
 /// Runs SQL on the journal behind `path` the way an administrator would, outside dropship;
 /// returns the integer the query answers, if any.
@@ -1487,27 +1468,7 @@ fn a_v3_journal_is_migrated_and_keeps_its_rows(b: Backend) {
     );
 }
 
-/// `mod sqlite` and `mod postgres`, one `#[test]` per backend for each test named.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test]
-            fn $name() {
-                super::$name(super::Backend::Sqlite)
-            })*
-        }
-        mod postgres {
-            $(#[test]
-            fn $name() {
-                if super::support::postgres::shared().is_some() {
-                    super::$name(super::Backend::Postgres)
-                }
-            })*
-        }
-    };
-}
-
-on_both_backends!(
+support::backends::on_both_backends!(
     a_whole_dispatch_round_trips,
     history_is_newest_first_with_counts_and_states,
     output_is_bounded_per_step_and_the_rest_is_counted,

@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::backends::{Backend, temp_journal};
+
 use dropship::engine::events::{Event, Millis, Step, StepOutcome, TargetResult};
 use dropship::journal::{DispatchState, Follow, FollowUpdate, Journal, NewDispatch};
 use dropship::transport::Stream;
@@ -17,24 +19,6 @@ use std::time::{Duration, Instant};
 
 const T0: Millis = 1_700_000_000_000;
 const CHILD_ENV: &str = "DROPSHIP_FOLLOW_CHILD";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn temp_journal(b: Backend) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = match b {
-        Backend::Sqlite => dir.path().join("journal.sqlite"),
-        Backend::Postgres => {
-            let server = support::postgres::shared().expect("PostgreSQL is available");
-            PathBuf::from(server.url(support::postgres::PG_USER, &server.new_database()))
-        }
-    };
-    (dir, path)
-}
 
 fn new_dispatch(bundle: &str, hosts: &[&str]) -> NewDispatch {
     NewDispatch {
@@ -383,26 +367,7 @@ fn a_running_dispatch_is_followed_from_where_it_is_and_a_kill_shows(b: Backend) 
     assert!(u.events.is_empty());
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test]
-            fn $name() {
-                super::$name(super::Backend::Sqlite)
-            })*
-        }
-        mod postgres {
-            $(#[test]
-            fn $name() {
-                if super::support::postgres::shared().is_some() {
-                    super::$name(super::Backend::Postgres)
-                }
-            })*
-        }
-    };
-}
-
-on_both_backends!(
+support::backends::on_both_backends!(
     another_process_dispatch_is_followed_once_in_order,
     a_running_dispatch_is_followed_from_where_it_is_and_a_kill_shows,
 );

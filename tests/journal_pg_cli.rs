@@ -14,17 +14,27 @@ fn server(test: &str) -> Option<PgServer> {
 
 /// A HOME with a `protocol = local` rule whose config names `journal`, and a bundle.
 fn team_home(journal: &str) -> Home {
+    team_home_with(
+        journal,
+        "upgrade = echo installed {bundle} on {host}\n",
+        "app-1.0.tgz",
+    )
+}
+
+/// [`team_home`] with the rule's command lines `commands` (placeholders as in a config) and
+/// the bundle `bundle`.
+fn team_home_with(journal: &str, commands: &str, bundle: &str) -> Home {
     let home = Home::new();
     let dest = home.path("dest");
     home.write(
         "dispatch.cfg",
         format!(
             "[DEFAULT]\njournal = {journal}\n\n[app-.*\\.tgz]\nhost = h1, h2\nprotocol = local\n\
-             dest_dir = {}/{{host}}\nupgrade = echo installed {{bundle}} on {{host}}\n",
+             dest_dir = {}/{{host}}\n{commands}",
             dest.display()
         ),
     );
-    home.write("app-1.0.tgz", "bundle bytes");
+    home.write(bundle, "bundle bytes");
     home
 }
 
@@ -157,18 +167,11 @@ fn a_server_restart_mid_dispatch_loses_nothing() {
     };
     let db = pg.new_database();
     let url = pg.url(PG_USER, &db);
-    let home = Home::new();
-    let dest = home.path("dest");
-    home.write(
-        "dispatch.cfg",
-        format!(
-            "[DEFAULT]\njournal = {url}\n\n[app-.*\\.tgz]\nhost = h1, h2\nprotocol = local\n\
-             dest_dir = {}/{{host}}\n\
-             upgrade = for i in $(seq 1 40); do echo {{host}} line $i; sleep 0.1; done\n",
-            dest.display()
-        ),
+    let home = team_home_with(
+        &url,
+        "upgrade = for i in $(seq 1 40); do echo {host} line $i; sleep 0.1; done\n",
+        "app-2.0.tgz",
     );
-    home.write("app-2.0.tgz", "bundle bytes");
     let child = home
         .command(&["--config", "dispatch.cfg", "--dispatch", "app-2.0.tgz"])
         .env("PGPASSFILE", &pg.pgpass)
@@ -298,26 +301,24 @@ fn a_spool_left_by_a_killed_process_is_recorded_before_a_resume() {
     };
     let db = pg.new_database();
     let url = pg.url(PG_USER, &db);
-    let home = Home::new();
-    let dest = home.path("dest");
-    let ran = home.path("upgrades.log");
-    let go = home.path("go");
-    let gate = home.path("gate");
-    home.write(
-        "dispatch.cfg",
-        format!(
-            "[DEFAULT]\njournal = {url}\n\n[app-.*\\.tgz]\nhost = h1, h2\nprotocol = local\n\
-             dest_dir = {}/{{host}}\n\
-             pre = until [ -e {gate} ]; do sleep 0.1; done\n\
+    let marks = tempfile::tempdir().unwrap();
+    let (ran, go, gate) = (
+        marks.path().join("upgrades.log"),
+        marks.path().join("go"),
+        marks.path().join("gate"),
+    );
+    let home = team_home_with(
+        &url,
+        &format!(
+            "pre = until [ -e {gate} ]; do sleep 0.1; done\n\
              upgrade = echo {{host}} >> {ran}; echo {{host}} upgraded\n\
              post = until [ -e {go} ]; do sleep 0.1; done; echo {{host}} post\n",
-            dest.display(),
             ran = ran.display(),
             go = go.display(),
             gate = gate.display(),
         ),
+        "app-3.0.tgz",
     );
-    home.write("app-3.0.tgz", "bundle bytes");
     let mut child = home
         .command(&["--config", "dispatch.cfg", "--dispatch", "app-3.0.tgz"])
         .env("PGPASSFILE", &pg.pgpass)

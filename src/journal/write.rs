@@ -50,12 +50,8 @@ pub(crate) struct Store {
 /// Opens a new connection to the same journal.
 pub(crate) type Reconnect = Box<dyn Fn() -> Result<Conn, JournalError> + Send>;
 
-struct PendingLine {
-    step_id: i64,
-    at: Millis,
-    stream: Stream,
-    line: String,
-}
+/// A line waiting for the next commit (the spool keeps the same, see [`super::spool`]).
+type PendingLine = BufferedLine;
 
 /// Line counts of one step run, ahead of the database by the unflushed lines.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +70,19 @@ impl Cursor {
             dropped: 0,
             dirty: false,
         }
+    }
+
+    /// Counts `lines` into this step run and returns those to store: as many as the bound
+    /// `max` leaves room for; the rest are only counted as dropped.
+    fn admit<'a>(&mut self, lines: &'a Lines, max: u64) -> impl Iterator<Item = &'a str> + use<'a> {
+        let all = lines.count() as u64;
+        let kept = all.min(max.saturating_sub(self.stored));
+        self.stored += kept;
+        self.dropped += all - kept;
+        self.dirty = true;
+        lines
+            .iter()
+            .take(usize::try_from(kept).unwrap_or(usize::MAX))
     }
 }
 
@@ -164,16 +173,7 @@ impl Store {
         // The buffered lines stay in memory for the reconnect; the file gets a copy, in case
         // this process dies before that.
         let buffered = Entry::Buffered {
-            lines: self
-                .pending
-                .iter()
-                .map(|l| BufferedLine {
-                    step: l.step_id,
-                    at: l.at,
-                    stream: l.stream,
-                    line: l.line.clone(),
-                })
-                .collect(),
+            lines: self.pending.clone(),
             counts: self
                 .cursors
                 .values()
@@ -381,32 +381,20 @@ impl Store {
     ) -> Result<(), JournalError> {
         let max = self.options.max_lines_per_step;
         let cursor = self.cursor(dispatch, host, step, at)?;
-        cursor.dirty = true;
         let step_id = cursor.step_id;
-        let room = max.saturating_sub(cursor.stored);
-        let mut stored = 0u64;
-        if room > 0 {
-            for line in lines
-                .iter()
-                .take(usize::try_from(room).unwrap_or(usize::MAX))
-            {
-                // Whoever emitted it, a stored line is at most `MAX_LINE` bytes and a marker.
-                let line = cap_line(line).into_owned();
-                self.pending_bytes += line.len();
-                self.pending.push(PendingLine {
-                    step_id,
-                    at,
-                    stream,
-                    line,
-                });
-                stored += 1;
-            }
+        for line in cursor.admit(lines, max) {
+            // Whoever emitted it, a stored line is at most `MAX_LINE` bytes and a marker.
+            let line = cap_line(line).into_owned();
+            self.pending_bytes += line.len();
+            self.pending.push(PendingLine {
+                step: step_id,
+                at,
+                stream,
+                line,
+            });
         }
-        let all = lines.count() as u64;
-        let cursor = self.cursor(dispatch, host, step, at)?;
-        cursor.stored += stored;
-        cursor.dropped += all - stored;
-        self.unflushed += all as usize;
+        let all = lines.count();
+        self.unflushed += all;
         if self.pending.len() >= self.options.batch_lines || self.pending_bytes >= MAX_PENDING_BYTES
         {
             self.flush()?;
@@ -609,13 +597,8 @@ fn replay(
             )));
         }
     }
-    for l in &orphan.buffered {
-        tx.execute(
-            "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
-            params![l.step, l.at, stream_code(l.stream), l.line.as_str()],
-        )
-        .ctx(path, op)?;
-    }
+    // Stored after every step row they belong to exists, in the order they came.
+    let mut lines = orphan.buffered.clone();
     let mut cursors: HashMap<(i64, String, Step), Cursor> = HashMap::new();
     for &(step_id, stored, dropped) in &orphan.counts {
         let mut c = Cursor::new(step_id);
@@ -630,7 +613,7 @@ fn replay(
                 host,
                 step,
                 stream,
-                lines,
+                lines: batch,
             } => {
                 let key = (*dispatch, host.clone(), *step);
                 if !cursors.contains_key(&key) {
@@ -644,24 +627,13 @@ fn replay(
                     cursors.insert(key.clone(), c);
                 }
                 let c = cursors.get_mut(&key).expect("inserted above");
-                c.dirty = true;
-                for line in lines.iter() {
-                    if c.stored >= max_lines {
-                        c.dropped += 1;
-                    } else {
-                        c.stored += 1;
-                        tx.execute(
-                            "INSERT INTO output (step, at, stream, line) VALUES (?1, ?2, ?3, ?4)",
-                            params![
-                                c.step_id,
-                                *at,
-                                stream_code(*stream),
-                                cap_line(line).as_ref()
-                            ],
-                        )
-                        .ctx(path, op)?;
-                    }
-                }
+                let step = c.step_id;
+                lines.extend(c.admit(batch, max_lines).map(|line| PendingLine {
+                    step,
+                    at: *at,
+                    stream: *stream,
+                    line: cap_line(line).into_owned(),
+                }));
             }
             Event::Transfer {
                 dispatch,
@@ -692,10 +664,25 @@ fn replay(
             }
         }
     }
+    insert_lines(tx, &lines).ctx(path, op)?;
     for c in cursors.values().filter(|c| c.dirty) {
         write_counts(tx, c).ctx(path, op)?;
     }
     Ok(Ok(()))
+}
+
+/// Inserts `lines`, in order, in one statement per batch (see [`Tx::insert_output`]).
+fn insert_lines(tx: &Tx<'_>, lines: &[PendingLine]) -> super::db::DbResult<()> {
+    let rows: Vec<OutputRow<'_>> = lines
+        .iter()
+        .map(|l| OutputRow {
+            step: l.step,
+            at: l.at,
+            stream: stream_code(l.stream),
+            line: &l.line,
+        })
+        .collect();
+    tx.insert_output(&rows)
 }
 
 /// The latest run of `step` on `host` with its line counts.
@@ -736,16 +723,7 @@ fn store_pending(
     pending: &[PendingLine],
     cursors: &HashMap<(i64, Step), HashMap<String, Cursor>>,
 ) -> super::db::DbResult<()> {
-    let rows: Vec<OutputRow<'_>> = pending
-        .iter()
-        .map(|l| OutputRow {
-            step: l.step_id,
-            at: l.at,
-            stream: stream_code(l.stream),
-            line: &l.line,
-        })
-        .collect();
-    tx.insert_output(&rows)?;
+    insert_lines(tx, pending)?;
     let dirty = cursors
         .values()
         .flat_map(|hosts| hosts.values())

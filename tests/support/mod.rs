@@ -19,6 +19,7 @@
 // unused-re-export warnings here are noise, not signal.
 #![allow(dead_code, unused_imports)]
 
+pub mod backends;
 pub mod disk;
 pub mod dropbear;
 pub mod engine;
