@@ -86,6 +86,8 @@ impl Default for JournalOptions {
 pub struct NewDispatch {
     pub bundle: String,
     pub bundle_path: PathBuf,
+    /// Empty until known: a dispatch that starts before its bundle is hashed fills it in
+    /// (`Event::BundleHashed`) before any host's upload is verified.
     pub bundle_sha256: String,
     pub bundle_size: u64,
     pub rule: String,
@@ -98,6 +100,11 @@ pub struct NewDispatch {
 }
 
 impl NewDispatch {
+    /// The bundle's digest if it was known as the dispatch began.
+    pub fn known_sha256(&self) -> Option<String> {
+        (!self.bundle_sha256.is_empty()).then(|| self.bundle_sha256.clone())
+    }
+
     /// The hosts of `plan` a dispatch works on: all, or those in `only`.
     pub fn hosts_of(plan: &crate::plan::Plan, only: Option<&[String]>) -> Vec<String> {
         plan.targets
@@ -108,8 +115,9 @@ impl NewDispatch {
     }
 
     /// The record of a dispatch of `plan` with the bundle `file`, to the hosts in `only`
-    /// (all when `None`). Hashes the bundle (or takes its remembered digest, see
-    /// [`crate::transport::digest`]): the same hash then serves every host.
+    /// (all when `None`). The bundle's digest is the remembered one (see
+    /// [`crate::transport::digest`]) or empty: then the dispatch hashes the bundle while it
+    /// ships it, and records the digest as soon as it is known (`BundleHashed`).
     pub fn for_plan(
         plan: &crate::plan::Plan,
         file: &Path,
@@ -119,7 +127,7 @@ impl NewDispatch {
         Ok(NewDispatch {
             bundle: plan.bundle.clone(),
             bundle_path: std::fs::canonicalize(file)?,
-            bundle_sha256: crate::transport::bundle_sha256(file)?,
+            bundle_sha256: crate::transport::digest::remembered_sha256(file).unwrap_or_default(),
             bundle_size: std::fs::metadata(file)?.len(),
             rule: plan.rule.name.clone(),
             config_path: std::fs::canonicalize(config_path)

@@ -160,6 +160,25 @@ fn json_events_and_dry_run() {
         .collect();
     assert_eq!(lines, ["one", "two"]);
     assert!(!String::from_utf8_lossy(&o.stdout).contains(TEST_PASSWORD));
+    // A bundle never hashed before: it is hashed while it ships, and its digest is
+    // announced (and journaled) before the host's verification that used it.
+    let sha = dropship::transport::local_sha256(&bundle, None).unwrap();
+    let at = |want: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .iter()
+            .position(want)
+            .unwrap_or_else(|| panic!("{events:?}"))
+    };
+    let hashed = at(&|e| e["event"] == "bundle_hashed");
+    let verified = at(&|e| e["event"] == "transfer" && e["transfer"]["kind"] == "verified");
+    assert!(hashed < verified, "{events:?}");
+    assert_eq!(events[hashed]["sha256"], sha.as_str());
+    assert_eq!(events[verified]["transfer"]["sha256"], sha.as_str());
+    let journal =
+        dropship::journal::Journal::open(&env.path("state/dropship/journal.sqlite")).unwrap();
+    let id = events[0]["dispatch"].as_i64().unwrap();
+    let detail = journal.dispatch(id).unwrap().unwrap();
+    assert_eq!(detail.record.bundle_sha256, sha);
 }
 
 /// Reads the child's stdout until a line is exactly `needle` (not merely the echoed

@@ -127,7 +127,7 @@ impl Rig {
             id,
             plan: Arc::new(plan),
             bundle: self.bundle.clone(),
-            bundle_sha256: dropship::transport::local_sha256(&self.bundle, None).unwrap(),
+            bundle_sha256: None,
             known_hosts: KnownHostsFiles {
                 user: None,
                 dropship: self.dir.path().join("known_hosts"),

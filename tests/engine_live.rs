@@ -463,7 +463,7 @@ fn endless_output_still_hits_the_step_timeout() {
         id: 1,
         plan: Arc::new(plan),
         bundle: bundle.clone(),
-        bundle_sha256: dropship::transport::local_sha256(&bundle, None).unwrap(),
+        bundle_sha256: Some(dropship::transport::local_sha256(&bundle, None).unwrap()),
         known_hosts: rig.known.clone(),
         holder: "test@engine pid 1".into(),
         skip: HashMap::new(),

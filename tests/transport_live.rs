@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use support::upload::{Rig, bundle, resumed_from, retries, sha};
+use support::upload::{DigestWhen, Rig, all_sent, bundle, resumed_from, retries, sha};
 use support::{FaultProxy, FtpProxies, FtpServer, SshServer};
 
 /// Uploads files of awkward sizes and names into a nested directory; each must arrive
@@ -1026,4 +1026,128 @@ fn long_names_upload_and_unstorable_names_are_not_retried() {
         .expect("a 300-byte directory name cannot be made");
     assert!(!err.is_transient(), "{err}");
     assert_eq!(retries(&events), 0, "{events:?}");
+}
+
+// ---- The digest while it ships (#14: the first byte does not wait for the hash) ----
+
+/// The bundle's digest is computed while the upload runs; here it is held back until every
+/// byte is sent, on every protocol: the host's hash (scp: of the stream it wrote; sftp and
+/// FTP with commands: of the `.part`) is compared with it only then, and the file lands
+/// whole and verified. FTP-only checks the size, as before.
+#[test]
+fn the_digest_may_arrive_after_the_data_on_every_protocol() {
+    let Some(ssh) = SshServer::builder()
+        .listen_also(support::LOOPBACK_2)
+        .start_or_skip("digest_late")
+    else {
+        return;
+    };
+    let Some(ftp) = FtpServer::builder()
+        .pasv_address(support::LOOPBACK_2)
+        .start_or_skip("digest_late")
+    else {
+        return;
+    };
+    let rig = Rig::new("digest_late").with_digest(DigestWhen::HeldUntil(all_sent));
+    rig.trust(&ssh);
+    let ftp_with_ssh = format!("ssh_port = {}\nupgrade = true", ssh.port());
+    let cases = [
+        ("scp", ssh.addr(), String::new()),
+        ("sftp", ssh.addr(), String::new()),
+        ("ftp", ftp.addr(), String::new()),
+        ("ftp", ftp.addr(), ftp_with_ssh),
+    ];
+    for (i, (protocol, addr, extra)) in cases.iter().enumerate() {
+        let config = rig.config(protocol, *addr, rig.dest.as_str(), extra);
+        let name = format!("late-{i}.tgz");
+        let local = bundle(rig.local.path(), &name, 3 << 20);
+        let plan = rig.plan(&config, &name);
+        let (result, events) = rig.deliver(&plan, &local);
+        let (_, delivered) = result.unwrap_or_else(|e| panic!("{protocol} {extra}: {e}"));
+        let remote = PathBuf::from(&plan.targets[0].remote_path);
+        assert_eq!(sha(&remote), sha(&local), "{protocol} {extra}");
+        let part = PathBuf::from(upload::part_path(&plan.targets[0].remote_path));
+        assert!(!part.exists(), "{protocol} {extra}: .part left behind");
+        assert_eq!(retries(&events), 0, "{protocol} {extra}: {events:?}");
+        let by_hash = !(*protocol == "ftp" && extra.is_empty());
+        assert_eq!(
+            delivered.sha256.as_deref(),
+            by_hash.then(|| sha(&local)).as_deref(),
+            "{protocol} {extra}"
+        );
+    }
+}
+
+/// A bundle rewritten after it was hashed (its last byte) never lands as good: the host's
+/// hash of what arrived differs from the digest, the `.part` is removed, the old file at the
+/// final name stays, and every attempt says why.
+#[test]
+fn a_bundle_that_changes_while_it_ships_never_lands() {
+    let Some(ssh) = support::ssh_server_or_skip("digest_changed") else {
+        return;
+    };
+    let rig = Rig::new("digest_changed").with_digest(DigestWhen::ChangedAfterHashing);
+    rig.trust(&ssh);
+    for protocol in ["scp", "sftp"] {
+        let config = rig.config(protocol, ssh.addr(), rig.dest.as_str(), "retries = 1");
+        let name = format!("changing-{protocol}.tgz");
+        let local = bundle(rig.local.path(), &name, 2 << 20);
+        let plan = rig.plan(&config, &name);
+        let remote = PathBuf::from(&plan.targets[0].remote_path);
+        std::fs::write(&remote, b"the release before").unwrap();
+        support::chown_to_user(&remote);
+        let (result, events) = rig.deliver(&plan, &local);
+        let err = result
+            .err()
+            .unwrap_or_else(|| panic!("{protocol}: landed: {events:?}"));
+        assert!(
+            matches!(err, TransportError::Verify { .. }),
+            "{protocol}: {err}"
+        );
+        assert!(
+            err.to_string().contains("SHA-256 on the host"),
+            "{protocol}: {err}"
+        );
+        assert_eq!(retries(&events), 1, "{protocol}: {events:?}");
+        assert_eq!(std::fs::read(&remote).unwrap(), b"the release before");
+        let part = PathBuf::from(upload::part_path(&plan.targets[0].remote_path));
+        assert!(!part.exists(), "{protocol}: .part left behind");
+    }
+}
+
+/// FTP-only: the first attempt writes its `.part` before the digest is known, so with no
+/// sidecar; cut mid-way, the next attempt of the same upload vouches for it once the digest
+/// is there and resumes it (a later dropship, which did not write it, would start over).
+#[test]
+fn ftp_only_resumes_a_part_written_before_the_digest_was_known() {
+    let Some(server) = FtpServer::builder()
+        .pasv_address(support::LOOPBACK_2)
+        .start_or_skip("digest_late_ftp")
+    else {
+        return;
+    };
+    fn retrying(e: &TransferEvent) -> bool {
+        matches!(e, TransferEvent::Retrying { .. })
+    }
+    let rig = Rig::new("digest_late_ftp").with_digest(DigestWhen::HeldUntil(retrying));
+    let proxies = FtpProxies::start(&server);
+    // No sidecar goes first: the first data connection is the bundle's.
+    proxies
+        .data
+        .set_fault_scoped(support::Fault::CutAfter(5 << 20), support::Scope::First(1));
+    let config = rig.config("ftp", proxies.control_addr(), rig.dest.as_str(), "");
+    let local = bundle(rig.local.path(), "late-ftp.tgz", 16 << 20);
+    let plan = rig.plan(&config, "late-ftp.tgz");
+    let part = PathBuf::from(upload::part_path(&plan.targets[0].remote_path));
+    let sidecar = PathBuf::from(upload::sidecar_path(part.to_str().unwrap()));
+    let (result, events) = rig.deliver(&plan, &local);
+    result.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(proxies.data.cuts(), 1);
+    let starts = resumed_from(&events);
+    assert!(
+        starts.len() == 2 && starts[0] == 0 && starts[1] > 0,
+        "{starts:?}"
+    );
+    assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
+    assert!(!part.exists() && !sidecar.exists(), "nothing left behind");
 }

@@ -70,7 +70,7 @@ pub struct JobContext<'a> {
     pub plan: &'a Plan,
     pub target: &'a Target,
     pub bundle: &'a Path,
-    pub bundle_sha256: &'a str,
+    pub bundle_digest: &'a crate::transport::BundleDigest,
     pub known_hosts: &'a KnownHostsFiles,
     /// Opens connections to the target (see [`crate::engine::connect::Connector`]).
     pub connector: &'a crate::engine::connect::Connector,
@@ -976,7 +976,7 @@ fn upload_step(ctx: &JobContext, conn: Connection) -> Result<Connection, StepFai
     let job = Job {
         host: &ctx.target.host.name,
         local: ctx.bundle,
-        local_sha256: Some(ctx.bundle_sha256),
+        digest: ctx.bundle_digest,
         dest_dir: &ctx.target.dest_dir,
         remote_path: &ctx.target.remote_path,
         policy: RetryPolicy::new(rule.retries),

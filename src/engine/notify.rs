@@ -385,6 +385,7 @@ mod tests {
     fn summary() -> crate::engine::rollout::Summary {
         crate::engine::rollout::Summary {
             id: 7,
+            bundle_sha256: None,
             targets: vec![
                 (
                     "web1".into(),

@@ -187,7 +187,7 @@ pub fn dispatch(
         id,
         plan,
         bundle: PathBuf::new(),
-        bundle_sha256: String::new(),
+        bundle_sha256: None,
         known_hosts,
         holder,
         skip: HashMap::new(),

@@ -5,6 +5,7 @@
 use super::events::{Event, Level, TargetResult, now_ms};
 use super::job::{self, Cancel, JobContext, Outcome, Skip};
 use crate::plan::Plan;
+use crate::transport::BundleDigest;
 use crate::transport::known_hosts::KnownHostsFiles;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,8 +21,10 @@ pub struct Dispatch {
     pub id: i64,
     pub plan: Arc<Plan>,
     pub bundle: PathBuf,
-    /// Its SHA-256, computed once for all hosts.
-    pub bundle_sha256: String,
+    /// Its SHA-256 when known at the start (remembered, or the drop folder's); else a
+    /// dispatch computes it once for all hosts while they connect and upload
+    /// ([`crate::transport::BundleDigest`]).
+    pub bundle_sha256: Option<String>,
     pub known_hosts: KnownHostsFiles,
     /// Who the remote locks name as holder (`user@machine pid N`).
     pub holder: String,
@@ -50,6 +53,9 @@ pub struct Summary {
     pub notify: Option<String>,
     /// The rule's `timeout` (how long one notification request may take).
     pub timeout: std::time::Duration,
+    /// The bundle's SHA-256 as the dispatch ended (a dispatch's only; `None` when it could
+    /// not be computed).
+    pub bundle_sha256: Option<String>,
 }
 
 /// What ended: a dispatch or a rollback.
@@ -143,9 +149,11 @@ pub(crate) async fn run_kind(
     };
     let failures = Arc::new(AtomicUsize::new(0));
     let mut results: HashMap<usize, (Outcome, i64)> = HashMap::new();
+    let digest = bundle_digest(&d, kind, &emit);
 
     let first = run_batch(
         &d,
+        &digest,
         &indexes[..canary],
         &cancel,
         &emit,
@@ -186,7 +194,8 @@ pub(crate) async fn run_kind(
             Kind::Dispatch => rule.max_fail,
             Kind::Rollback | Kind::Run { .. } => None,
         };
-        results.extend(run_batch(&d, rest, &cancel, &emit, &failures, max_fail, kind).await);
+        results
+            .extend(run_batch(&d, &digest, rest, &cancel, &emit, &failures, max_fail, kind).await);
     }
 
     let targets: Vec<(String, Outcome, i64)> = indexes
@@ -196,6 +205,18 @@ pub(crate) async fn run_kind(
             (d.plan.targets[*i].host.name.clone(), o, ms)
         })
         .collect();
+    // Recorded before the dispatch ends, even where no host waited for it (an FTP-only
+    // rule checks sizes), and what the bundle store keeps the bundle under.
+    let bundle_sha256 = match kind {
+        Kind::Dispatch => {
+            let cancel = cancel.clone();
+            tokio::task::spawn_blocking(move || digest.wait(&|| cancel.is_hard()).ok())
+                .await
+                .ok()
+                .flatten()
+        }
+        Kind::Rollback | Kind::Run { .. } => None,
+    };
     let summary = Summary {
         id: d.id,
         targets,
@@ -205,6 +226,7 @@ pub(crate) async fn run_kind(
         rule: rule.name.clone(),
         notify: rule.notify.clone(),
         timeout: rule.timeout,
+        bundle_sha256,
     };
     emit(Event::DispatchFinished {
         dispatch: d.id,
@@ -216,6 +238,26 @@ pub(crate) async fn run_kind(
         duration_ms: summary.duration_ms,
     });
     summary
+}
+
+/// The bundle's digest for the hosts: the one known at the start, else computed on a thread
+/// of its own from now on, announced ([`Event::BundleHashed`], for the journal) before any
+/// host can compare with it. A rollback or run uploads nothing and hashes nothing.
+fn bundle_digest(d: &Dispatch, kind: Kind, emit: &Emit) -> BundleDigest {
+    match (&d.bundle_sha256, kind) {
+        (Some(sha), _) => BundleDigest::known(sha.clone()),
+        (None, Kind::Dispatch) => {
+            let (id, emit) = (d.id, emit.clone());
+            BundleDigest::hash(d.bundle.clone(), move |sha| {
+                emit(Event::BundleHashed {
+                    dispatch: id,
+                    at: now_ms(),
+                    sha256: sha.to_owned(),
+                })
+            })
+        }
+        (None, Kind::Rollback | Kind::Run { .. }) => BundleDigest::known(String::new()),
+    }
 }
 
 fn finish(d: &Dispatch, i: usize, o: &Outcome, ms: i64, emit: &Emit) {
@@ -232,8 +274,10 @@ fn finish(d: &Dispatch, i: usize, o: &Outcome, ms: i64, emit: &Emit) {
 
 /// Runs `indexes` with at most `parallel` at once; with `max_fail`, no target starts once
 /// that many have failed.
+#[allow(clippy::too_many_arguments)]
 async fn run_batch(
     d: &Arc<Dispatch>,
+    digest: &BundleDigest,
     indexes: &[usize],
     cancel: &Arc<Cancel>,
     emit: &Emit,
@@ -268,8 +312,13 @@ async fn run_batch(
             out.insert(i, (o, 0));
             continue;
         }
-        let (d, cancel, emit, failures) =
-            (d.clone(), cancel.clone(), emit.clone(), failures.clone());
+        let (d, digest, cancel, emit, failures) = (
+            d.clone(),
+            digest.clone(),
+            cancel.clone(),
+            emit.clone(),
+            failures.clone(),
+        );
         set.spawn_blocking(move || {
             let _permit = permit;
             let t = Instant::now();
@@ -279,7 +328,7 @@ async fn run_batch(
                 plan: &d.plan,
                 target,
                 bundle: &d.bundle,
-                bundle_sha256: &d.bundle_sha256,
+                bundle_digest: &digest,
                 known_hosts: &d.known_hosts,
                 connector: &d.connector,
                 cancel: &cancel,

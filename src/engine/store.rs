@@ -382,10 +382,11 @@ pub async fn keep_shipped(
     {
         return;
     }
-    let _ = tokio::task::spawn_blocking(move || keep_blocking(&d, &emit)).await;
+    let sha = summary.bundle_sha256.clone();
+    let _ = tokio::task::spawn_blocking(move || keep_blocking(&d, sha, &emit)).await;
 }
 
-fn keep_blocking(d: &super::rollout::Dispatch, emit: &super::rollout::Emit) {
+fn keep_blocking(d: &super::rollout::Dispatch, sha: Option<String>, emit: &super::rollout::Emit) {
     use crate::model::events::{Event, Level, now_ms};
     let rule = &d.plan.rule;
     let notice = |level, message: String| {
@@ -411,11 +412,21 @@ fn keep_blocking(d: &super::rollout::Dispatch, emit: &super::rollout::Emit) {
             return;
         }
     };
+    let Some(sha) = sha else {
+        notice(
+            Level::Warning,
+            format!(
+                "bundle not kept for --converge: its SHA-256 is unknown ({} could not be hashed)",
+                d.bundle.display()
+            ),
+        );
+        return;
+    };
     match store.keep(
         &rule.name,
         &d.plan.bundle,
         &d.bundle,
-        &d.bundle_sha256,
+        &sha,
         size,
         rule.keep,
         rule.store_max,

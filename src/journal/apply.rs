@@ -28,6 +28,17 @@ pub(crate) fn control(
 ) -> Result<Option<i64>, JournalError> {
     match event {
         Event::DispatchStarted { dispatch, .. } => ensure_dispatch(tx, path, *dispatch)?,
+        Event::BundleHashed {
+            dispatch, sha256, ..
+        } => {
+            let changed = tx
+                .execute(
+                    "UPDATE dispatch SET bundle_sha256 = ?2 WHERE id = ?1",
+                    params![dispatch, sha256],
+                )
+                .ctx(path, "recording the bundle's SHA-256")?;
+            expect_dispatch(path, *dispatch, changed)?;
+        }
         Event::StepStarted {
             dispatch,
             at,

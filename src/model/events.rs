@@ -150,6 +150,13 @@ pub enum Event {
         rule: String,
         hosts: Vec<String>,
     },
+    /// The bundle's SHA-256, when it was not known as the dispatch started: it is computed
+    /// while the hosts connect and upload, and no host's upload is verified before it.
+    BundleHashed {
+        dispatch: i64,
+        at: Millis,
+        sha256: String,
+    },
     StepStarted {
         dispatch: i64,
         at: Millis,
@@ -218,6 +225,7 @@ impl Event {
     pub fn dispatch(&self) -> i64 {
         match self {
             Event::DispatchStarted { dispatch, .. }
+            | Event::BundleHashed { dispatch, .. }
             | Event::StepStarted { dispatch, .. }
             | Event::Output { dispatch, .. }
             | Event::Transfer { dispatch, .. }

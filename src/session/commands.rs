@@ -196,7 +196,7 @@ pub fn dispatch(
                 id,
                 plan: Arc::new(p.plan),
                 bundle: p.file,
-                bundle_sha256: rec.bundle_sha256.clone(),
+                bundle_sha256: rec.known_sha256(),
                 known_hosts: ctx.known_hosts.clone(),
                 holder: holder.clone(),
                 skip: HashMap::new(),
@@ -357,7 +357,9 @@ pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Su
     // size, mtime and ctime) is not read again.
     let sha = crate::transport::bundle_sha256(&rec.bundle_path)
         .map_err(|e| fail(format!("bundle {}: {e}", rec.bundle_path.display())))?;
-    if sha != rec.bundle_sha256 {
+    // An empty digest: the dispatch was interrupted before its hash was done, so no host
+    // verified an upload against it (see `BundleHashed`), and nothing is to compare.
+    if !rec.bundle_sha256.is_empty() && sha != rec.bundle_sha256 {
         return Err(fail(format!(
             "bundle {} changed since the dispatch began",
             rec.bundle_path.display()
@@ -415,7 +417,7 @@ pub fn resume(ctx: &Context, id: i64, force: bool, front: Emit) -> Result<Vec<Su
             id,
             plan: Arc::new(plan),
             bundle,
-            bundle_sha256: sha,
+            bundle_sha256: Some(sha),
             known_hosts: ctx.known_hosts.clone(),
             holder: crate::engine::lock::local_holder(),
             skip,
@@ -718,7 +720,7 @@ pub fn run(
             id,
             plan: Arc::new(p.plan),
             bundle: PathBuf::new(),
-            bundle_sha256: String::new(),
+            bundle_sha256: None,
             known_hosts: ctx.known_hosts.clone(),
             holder: holder.clone(),
             skip: HashMap::new(),

@@ -21,7 +21,7 @@ pub mod upload;
 pub mod warnings;
 
 pub use crate::model::transfer::{Stream, TransferEvent, VerifiedBy};
-pub use digest::bundle_sha256;
+pub use digest::{BundleDigest, bundle_sha256};
 pub use error::TransportError;
 
 use std::path::Path;
@@ -77,12 +77,13 @@ pub trait Files: Send {
         false
     }
 
-    /// Creates `dir`, writes all of `local` (`size` bytes) to `part` while the host hashes
-    /// the very bytes it writes there, and only if that hash is `expected` and every byte
+    /// Creates `dir`, writes all of `local` (`size` bytes) to `part` and has the host hash
+    /// the file as written; with `expected`, only if that hash is `expected` and every byte
     /// was written, renames `part` to `dest` — one remote process tree, one round trip
-    /// beyond the data. `Ok(None)` when done; `Ok(Some(why))` when the host's hash or write
-    /// did not match (the `.part` is then removed). Progress and cancel as in
-    /// [`Files::write`]. Only called where [`Files::verifies_in_stream`] says so.
+    /// beyond the data. Without (the bundle's digest is still being computed), the host
+    /// answers with its hash and leaves `part` for the caller to check and rename. Progress
+    /// and cancel as in [`Files::write`]. Only called where [`Files::verifies_in_stream`]
+    /// says so.
     #[allow(clippy::too_many_arguments)]
     fn send_verified(
         &mut self,
@@ -90,10 +91,10 @@ pub trait Files: Send {
         _dir: &str,
         part: &str,
         _dest: &str,
-        _expected: &str,
+        _expected: Option<&str>,
         _size: u64,
         _progress: &mut dyn FnMut(u64) -> bool,
-    ) -> Result<Option<String>, TransportError> {
+    ) -> Result<Streamed, TransportError> {
         Err(TransportError::Setup {
             host: String::new(),
             detail: format!(
@@ -233,6 +234,18 @@ pub trait Shell: Send {
         )?;
         Ok(verify_answer(&out))
     }
+}
+
+/// What the host made of a [`Files::send_verified`] upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Streamed {
+    /// Its hash was the one expected: the `.part` is renamed into place.
+    Renamed,
+    /// Its hash was not, or not every byte was written: why (the `.part` is removed).
+    Differs(String),
+    /// No hash was expected: the host's hash of the `.part` as written, which stays for
+    /// the caller to check and rename.
+    Received(String),
 }
 
 /// An open connection to one target.
@@ -485,7 +498,8 @@ pub const SEND_READY: &str = "dropship-send-ready";
 /// [`SEND_READY`], `cat` writes stdin to `part` (its status covers every write and the
 /// close), then the hash of `part` as written is compared with `expected`, and only a
 /// match is renamed to `dest`, so the final name only ever holds exactly the bytes that
-/// left. Prints `ok`, `bad HASH` (the `.part` removed) or `unwritten` (the write failed;
+/// left. Without `expected`, it prints `have HASH` and leaves `part` (see
+/// [`Streamed::Received`]). Prints `ok`, `bad HASH` (the `.part` removed) or `unwritten` (the write failed;
 /// why is on stderr; the rest of the stream is read and dropped, so the sender finishes
 /// and hears that answer instead of a closed channel). The mode is the one `scp -t` gives a `0644` file.
 ///
@@ -493,9 +507,15 @@ pub const SEND_READY: &str = "dropship-send-ready";
 /// receiving pipeline: measured on 512 MiB (bench/upload.sh, BENCHMARKS.md), `tee`'s 8 KiB
 /// pipe writes cost the host about 1 CPU second more than reading the file again, which
 /// made the whole upload slower wherever the host's CPU is the limit.
-pub fn send_verify_script(dir: &str, part: &str, dest: &str, expected: &str) -> String {
+pub fn send_verify_script(dir: &str, part: &str, dest: &str, expected: Option<&str>) -> String {
     let (d, p, f) = (shell_quote(dir), shell_quote(part), shell_quote(dest));
-    let e = shell_quote(expected);
+    let check = match expected {
+        Some(e) => format!(
+            "if [ \"$h\" = {} ]; then mv -f -- {p} {f} && echo ok; else rm -f -- {p}; echo \"bad $h\"; fi",
+            shell_quote(e)
+        ),
+        None => "echo \"have $h\"".to_owned(),
+    };
     format!(
         "[ -d {d} ] || mkdir -p -- {d} || exit 1\n\
          umask go-w\n\
@@ -503,7 +523,7 @@ pub fn send_verify_script(dir: &str, part: &str, dest: &str, expected: &str) -> 
          if ! cat <&3 > {p}; then cat <&3 > /dev/null; rm -f -- {p}; echo unwritten; exit 0; fi\n\
          h=$({HASH_STDIN} < {p}) || exit 1\n\
          h=${{h%% *}}\n\
-         if [ \"$h\" = {e} ]; then mv -f -- {p} {f} && echo ok; else rm -f -- {p}; echo \"bad $h\"; fi"
+         {check}"
     )
 }
 

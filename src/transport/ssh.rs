@@ -2256,10 +2256,10 @@ impl Files for ScpFiles {
         dir: &str,
         part: &str,
         dest: &str,
-        expected: &str,
+        expected: Option<&str>,
         size: u64,
         progress: &mut dyn FnMut(u64) -> bool,
-    ) -> Result<Option<String>, TransportError> {
+    ) -> Result<super::Streamed, TransportError> {
         let ssh = &self.ssh;
         let op = format!("sending `{part}`");
         let script = super::send_verify_script(dir, part, dest, expected);
@@ -2297,22 +2297,20 @@ impl Files for ScpFiles {
         ssh.sess.set_timeout(ms(ssh.timeout));
         answered?;
         ch.wait_close().map_err(|e| ssh.error(&op, e))?;
-        match answer.trim() {
-            "ok" => Ok(None),
-            a => {
-                match a.strip_prefix("bad ") {
-                    Some(h) => Ok(Some(format!(
-                        "SHA-256 on the host is {h}, expected {expected}"
-                    ))),
-                    None => Err(ssh.said("write", part, size, &err).unwrap_or_else(|| {
-                        TransportError::Io {
-                            host: ssh.host.clone(),
-                            op: format!("write `{part}`"),
-                            detail: format!("{} {}", a, err.trim()).trim().to_owned(),
-                        }
-                    })),
-                }
-            }
+        let answer = answer.trim();
+        match (expected, answer.split_once(' ')) {
+            (Some(_), _) if answer == "ok" => Ok(super::Streamed::Renamed),
+            (Some(e), Some(("bad", h))) => Ok(super::Streamed::Differs(format!(
+                "SHA-256 on the host is {h}, expected {e}"
+            ))),
+            (None, Some(("have", h))) => Ok(super::Streamed::Received(h.to_owned())),
+            _ => Err(ssh
+                .said("write", part, size, &err)
+                .unwrap_or_else(|| TransportError::Io {
+                    host: ssh.host.clone(),
+                    op: format!("write `{part}`"),
+                    detail: format!("{} {}", answer, err.trim()).trim().to_owned(),
+                })),
         }
     }
 
@@ -2462,7 +2460,7 @@ mod tests {
             );
             let (out, err) = receive_as_channel(
                 sh,
-                &super::super::send_verify_script(ds, ps, fs, &sha),
+                &super::super::send_verify_script(ds, ps, fs, Some(&sha)),
                 &data,
             );
             assert_eq!(out, "ok\n", "{sh}: {err}");
@@ -2476,7 +2474,7 @@ mod tests {
             other[12345] ^= 1;
             let (out, _) = receive_as_channel(
                 sh,
-                &super::super::send_verify_script(ds, ps, fs, &sha),
+                &super::super::send_verify_script(ds, ps, fs, Some(&sha)),
                 &other,
             );
             let theirs = hex::encode(sha2::Sha256::digest(&other));
@@ -2486,11 +2484,33 @@ mod tests {
             // A cut stream: the same.
             let (out, _) = receive_as_channel(
                 sh,
-                &super::super::send_verify_script(ds, ps, fs, &sha),
+                &super::super::send_verify_script(ds, ps, fs, Some(&sha)),
                 &data[..1000],
             );
             assert!(out.starts_with("bad "), "{sh}: {out}");
             assert_eq!(std::fs::read(&dest).unwrap(), data, "{sh}");
+        }
+    }
+
+    #[test]
+    fn without_a_digest_the_receiving_script_answers_its_hash_and_keeps_the_part() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let data = (0..=255u8).cycle().take(200_000).collect::<Vec<_>>();
+        let sha = hex::encode(sha2::Sha256::digest(&data));
+        for (i, sh) in shells().into_iter().enumerate() {
+            let d = dir.path().join(format!("d{i}"));
+            let (part, dest) = (d.join(".b.part"), d.join("b.tgz"));
+            let script = super::super::send_verify_script(
+                d.to_str().unwrap(),
+                part.to_str().unwrap(),
+                dest.to_str().unwrap(),
+                None,
+            );
+            let (out, err) = receive_as_channel(sh, &script, &data);
+            assert_eq!(out, format!("have {sha}\n"), "{sh}: {err}");
+            assert_eq!(std::fs::read(&part).unwrap(), data, "{sh}");
+            assert!(!dest.exists(), "{sh}: renamed before the caller checked");
         }
     }
 
@@ -2507,7 +2527,7 @@ mod tests {
                 dir.path().to_str().unwrap(),
                 part.to_str().unwrap(),
                 dest.to_str().unwrap(),
-                &sha,
+                Some(&sha),
             );
             let (out, err) = receive_as_channel(sh, &script, &[7u8; 500_000]);
             assert_eq!(out, "unwritten\n", "{sh}");

@@ -12,7 +12,8 @@
 //! after any older `.part` is removed and before the first byte, so it can never vouch for
 //! bytes of another bundle.
 
-use super::{Connection, TransferEvent, TransportError, VerifiedBy, local_sha256};
+use super::digest::{BundleDigest, DigestWait};
+use super::{Connection, Streamed, TransferEvent, TransportError, VerifiedBy, local_sha256};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -138,9 +139,9 @@ impl Meter<'_> {
 pub struct Job<'a> {
     pub host: &'a str,
     pub local: &'a Path,
-    /// SHA-256 of `local` when the caller already knows it (a dispatch hashes its bundle
-    /// once, not once per host).
-    pub local_sha256: Option<&'a str>,
+    /// SHA-256 of `local`, possibly still being computed (a dispatch hashes its bundle once,
+    /// not once per host, and while the upload runs): whatever compares with it waits.
+    pub digest: &'a BundleDigest,
     pub dest_dir: &'a str,
     pub remote_path: &'a str,
     pub policy: RetryPolicy,
@@ -161,14 +162,10 @@ pub fn deliver(
         detail: e.to_string(),
     };
     let size = std::fs::metadata(job.local).map_err(local_err)?.len();
-    let sha = match job.local_sha256 {
-        Some(s) => s.to_owned(),
-        None => local_sha256(job.local, None).map_err(local_err)?,
-    };
     let part = part_path(job.remote_path);
     let mut attempt = 0;
     let mut conn: Option<Connection> = None;
-    let mut fresh = false;
+    let mut state = Attempts::default();
     loop {
         attempt += 1;
         if (job.cancel)() {
@@ -181,9 +178,9 @@ pub fn deliver(
             None => connect(),
         }
         .and_then(|mut c| {
-            let r = attempt_once(job, &mut c, &part, size, &sha, attempt, &mut fresh, events);
+            let r = attempt_once(job, &mut c, &part, size, attempt, &mut state, events);
             if matches!(r, Err(TransportError::Timeout { .. })) && c.files.fresh_after_stall() {
-                fresh = true;
+                state.fresh = true;
             }
             if matches!(r, Err(TransportError::Refused { .. })) {
                 drop_part(&mut c, &part);
@@ -210,6 +207,30 @@ pub fn deliver(
     }
 }
 
+/// What one attempt leaves the next one to know.
+#[derive(Default)]
+struct Attempts {
+    /// The next attempt starts a fresh `.part` (see [`Files::fresh_after_stall`]).
+    fresh: bool,
+    /// A host without a shell got a `.part` from byte 0 of this bundle before its digest
+    /// was known, so without a sidecar: written by this upload, under the host's lock, it
+    /// is ours, and the next attempt may vouch for it once the digest is known.
+    unvouched: bool,
+}
+
+/// The bundle's digest, waited for: what a verification compares with.
+fn digest_of(job: &Job) -> Result<String, TransportError> {
+    job.digest.wait(job.cancel).map_err(|e| match e {
+        DigestWait::Cancelled => TransportError::Cancelled {
+            host: job.host.to_owned(),
+        },
+        DigestWait::Failed(detail) => TransportError::Local {
+            path: job.local.to_owned(),
+            detail,
+        },
+    })
+}
+
 fn sleep_unless_cancelled(delay: Duration, cancel: &dyn Fn() -> bool) {
     let end = Instant::now() + delay;
     while Instant::now() < end && !cancel() {
@@ -226,10 +247,9 @@ fn resume_offset(
     conn: &mut Connection,
     part: &str,
     size: u64,
-    sha: &str,
-    fresh: bool,
+    state: &mut Attempts,
 ) -> Result<(u64, Option<String>), TransportError> {
-    let existing = match conn.files.resumable() && !fresh {
+    let existing = match conn.files.resumable() && !state.fresh {
         true => conn.files.size(part)?,
         false => None,
     };
@@ -247,9 +267,19 @@ fn resume_offset(
             })?;
             theirs == ours
         }
+        (_, None) if state.unvouched => {
+            // Written from byte 0 by an attempt of this very upload (see
+            // [`Attempts::unvouched`]): vouch for it now that the digest is known.
+            let sha = digest_of(job)?;
+            conn.files
+                .write_small(&sidecar_path(part), sidecar_text(&sha, size).as_bytes())?;
+            state.unvouched = false;
+            true
+        }
         (_, None) => {
+            let sha = digest_of(job)?;
             let side = conn.files.read_small(&sidecar_path(part), 256)?;
-            side.as_deref() == Some(sidecar_text(sha, size).as_bytes())
+            side.as_deref() == Some(sidecar_text(&sha, size).as_bytes())
         }
     };
     if proven {
@@ -264,25 +294,36 @@ fn resume_offset(
         )),
         _ => None,
     };
-    start_over(conn, part, size, sha, fresh || existing.is_some())?;
+    let remove = state.fresh || existing.is_some();
+    start_over(job, conn, part, size, remove, state)?;
     Ok((0, why))
 }
 
 /// Clears `part` for a write from byte 0. Without a shell the sidecar goes first, then the
 /// `.part`, then the new sidecar: a kill at any point leaves either no sidecar or one that
-/// names the bytes that follow it. With a shell the `.part` is removed when `remove`.
+/// names the bytes that follow it. When the digest is not known yet, there is no new
+/// sidecar: the first byte does not wait for the hash, and the `.part` is vouched for only
+/// if an attempt of this upload has to resume it ([`Attempts::unvouched`]); after a kill it
+/// is started over. With a shell the `.part` is removed when `remove`.
 fn start_over(
+    job: &Job,
     conn: &mut Connection,
     part: &str,
     size: u64,
-    sha: &str,
     remove: bool,
+    state: &mut Attempts,
 ) -> Result<(), TransportError> {
     if conn.shell.is_none() {
         conn.files.remove(&sidecar_path(part))?;
         conn.files.remove(part)?;
-        conn.files
-            .write_small(&sidecar_path(part), sidecar_text(sha, size).as_bytes())?;
+        state.unvouched = match job.digest.get() {
+            Some(sha) => {
+                conn.files
+                    .write_small(&sidecar_path(part), sidecar_text(&sha, size).as_bytes())?;
+                false
+            }
+            None => true,
+        };
     } else if remove {
         conn.files.remove(part)?;
     }
@@ -299,15 +340,13 @@ fn drop_part(conn: &mut Connection, part: &str) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn attempt_once(
     job: &Job,
     conn: &mut Connection,
     part: &str,
     size: u64,
-    sha: &str,
     attempt: u32,
-    fresh: &mut bool,
+    state: &mut Attempts,
     events: &dyn Fn(TransferEvent),
 ) -> Result<Delivered, TransportError> {
     let verify_fail = |detail: String| TransportError::Verify {
@@ -333,12 +372,16 @@ fn attempt_once(
             last: None,
         };
         let cancel = job.cancel;
-        let mismatch = conn.files.send_verified(
+        // Known by now (remembered, or hashed while connecting): the host compares and
+        // renames in the same command. Not yet: the host says what it received, and the
+        // rename waits for our digest.
+        let known = job.digest.get();
+        let streamed = conn.files.send_verified(
             job.local,
             job.dest_dir,
             part,
             job.remote_path,
-            sha,
+            known.as_deref(),
             size,
             &mut |sent| {
                 meter.update(sent, sent == size);
@@ -348,23 +391,35 @@ fn attempt_once(
         if size == 0 {
             meter.update(0, true);
         }
-        if let Some(why) = mismatch {
-            return Err(verify_fail(why));
-        }
+        let sha = match streamed {
+            Streamed::Renamed => known.unwrap_or_default(),
+            Streamed::Differs(why) => return Err(verify_fail(why)),
+            Streamed::Received(theirs) => {
+                let sha = digest_of(job)?;
+                if theirs != sha {
+                    let _ = conn.files.remove(part);
+                    return Err(verify_fail(format!(
+                        "SHA-256 on the host is {theirs}, expected {sha}"
+                    )));
+                }
+                conn.files.rename(part, job.remote_path)?;
+                sha
+            }
+        };
         events(TransferEvent::Verified {
             size,
-            sha256: Some(sha.to_owned()),
+            sha256: Some(sha.clone()),
             by: VerifiedBy::Sha256,
         });
         return Ok(Delivered {
             size,
-            sha256: Some(sha.to_owned()),
+            sha256: Some(sha),
             by: VerifiedBy::Sha256,
             attempts: attempt,
         });
     }
     conn.files.mkdir_p(job.dest_dir)?;
-    let (offset, restart) = resume_offset(job, conn, part, size, sha, *fresh)?;
+    let (offset, restart) = resume_offset(job, conn, part, size, state)?;
     events(TransferEvent::Started {
         attempt,
         size,
@@ -391,8 +446,8 @@ fn attempt_once(
         Err(TransportError::AppendRefused { detail, .. }) if offset > 0 => {
             // The server does not continue files (ProFTPD's default): start the `.part`
             // over, once; later attempts of this upload start over too.
-            *fresh = true;
-            start_over(conn, part, size, sha, true)?;
+            state.fresh = true;
+            start_over(job, conn, part, size, true, state)?;
             events(TransferEvent::Started {
                 attempt,
                 size,
@@ -414,14 +469,15 @@ fn attempt_once(
     }
     let (remote_sha, by) = match conn.shell.as_mut() {
         Some(shell) => {
-            if let Some(theirs) = shell.verify_and_rename(part, job.remote_path, sha, size)? {
+            let sha = digest_of(job)?;
+            if let Some(theirs) = shell.verify_and_rename(part, job.remote_path, &sha, size)? {
                 // Start the next attempt from scratch: the prefix is not ours.
                 let _ = conn.files.remove(part);
                 return Err(verify_fail(format!(
                     "SHA-256 on the host is {theirs}, expected {sha}"
                 )));
             }
-            (Some(sha.to_owned()), VerifiedBy::Sha256)
+            (Some(sha), VerifiedBy::Sha256)
         }
         None => {
             conn.files.rename(part, job.remote_path)?;

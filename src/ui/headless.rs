@@ -357,6 +357,8 @@ impl Printer {
                 };
                 self.line(*level == Level::Warning, &format!("{who} {lvl}: {message}"));
             }
+            // Only `--json` shows it: the text output names the digest where a host verified it.
+            Event::BundleHashed { .. } => {}
             Event::DispatchFinished { .. } => {
                 if let Some(mp) = &self.bars {
                     let _ = mp.clear();

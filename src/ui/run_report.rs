@@ -244,6 +244,7 @@ mod tests {
     fn summary(id: i64, rule: &str, hosts: &[(&str, TargetResult)]) -> Summary {
         Summary {
             id,
+            bundle_sha256: None,
             targets: hosts
                 .iter()
                 .map(|(h, r)| {

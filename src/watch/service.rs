@@ -1035,7 +1035,7 @@ impl Service {
             id: dispatch,
             plan,
             bundle: row.staged_path.clone(),
-            bundle_sha256: sha,
+            bundle_sha256: Some(sha),
             known_hosts: self.setup.known_hosts.clone(),
             holder: crate::engine::lock::local_holder(),
             skip,

@@ -66,7 +66,8 @@ impl EngineRig {
             id: 1,
             plan: Arc::new(plan),
             bundle: bundle.to_owned(),
-            bundle_sha256: dropship::transport::local_sha256(bundle, None).unwrap(),
+            // Hashed while the hosts connect and upload, as a first dispatch does.
+            bundle_sha256: None,
             known_hosts: self.known.clone(),
             holder: holder.into(),
             skip: HashMap::new(),

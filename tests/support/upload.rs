@@ -7,7 +7,7 @@ use dropship::config::Config;
 use dropship::plan::{Plan, Stamp};
 use dropship::transport::known_hosts::KnownHostsFiles;
 use dropship::transport::upload::{self, Delivered, Job, RetryPolicy};
-use dropship::transport::{self, Connection, TransferEvent, TransportError};
+use dropship::transport::{self, BundleDigest, Connection, TransferEvent, TransportError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,6 +32,27 @@ pub struct Rig {
     pub dest: ScratchDir,
     /// The `[DEFAULT]` timeout of [`Rig::config`].
     timeout: &'static str,
+    /// When the bundle's digest is known to the upload.
+    digest: DigestWhen,
+}
+
+/// When an upload learns its bundle's digest. A dispatch knows it at the start when it is
+/// remembered, and otherwise hashes the bundle while the hosts connect and upload.
+#[derive(Clone, Copy)]
+pub enum DigestWhen {
+    /// Known before the upload starts.
+    Known,
+    /// Computed at once, but held back until the first event for which this says true: the
+    /// upload runs exactly as it does while a big bundle is still being hashed.
+    HeldUntil(fn(&TransferEvent) -> bool),
+    /// As `HeldUntil(all_sent)`, and the bundle's last byte changes after it was hashed and
+    /// before the upload starts: a bundle rewritten while it ships.
+    ChangedAfterHashing,
+}
+
+/// All bytes sent.
+pub fn all_sent(e: &TransferEvent) -> bool {
+    matches!(e, TransferEvent::Progress { sent, total, .. } if sent == total)
 }
 
 impl Rig {
@@ -46,7 +67,14 @@ impl Rig {
             known,
             dest: super::scratch_dir(test),
             timeout: "5s",
+            digest: DigestWhen::Known,
         }
+    }
+
+    /// The same rig with the digest known at another time.
+    pub fn with_digest(mut self, when: DigestWhen) -> Rig {
+        self.digest = when;
+        self
     }
 
     /// The same rig with another `[DEFAULT]` timeout (a slower peer, TLS).
@@ -119,12 +147,36 @@ impl Rig {
     ) -> (Outcome, Vec<(std::time::Instant, TransferEvent)>) {
         let target = &plan.targets[0];
         let events = Mutex::new(Vec::new());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (changed, change_done) = std::sync::mpsc::channel::<()>();
+        let minute = std::time::Duration::from_secs(60);
+        let (digest, held, change) = match self.digest {
+            DigestWhen::Known => (BundleDigest::known(sha(local)), None, false),
+            DigestWhen::HeldUntil(until) => {
+                let digest = BundleDigest::hash(local.to_owned(), move |_| {
+                    let _ = released.recv_timeout(minute);
+                });
+                (digest, Some(until), false)
+            }
+            DigestWhen::ChangedAfterHashing => {
+                let path = local.to_owned();
+                let digest = BundleDigest::hash(local.to_owned(), move |_| {
+                    let mut data = std::fs::read(&path).unwrap();
+                    *data.last_mut().expect("a bundle of one byte or more") ^= 0xff;
+                    std::fs::write(&path, data).unwrap();
+                    let _ = changed.send(());
+                    let _ = released.recv_timeout(minute);
+                });
+                (digest, Some(all_sent as fn(&TransferEvent) -> bool), true)
+            }
+        };
+        let first_start = std::sync::Once::new();
         let mut policy = RetryPolicy::new(plan.rule.retries);
         policy.base_delay = std::time::Duration::from_millis(50);
         let job = Job {
             host: &target.host.name,
             local,
-            local_sha256: None,
+            digest: &digest,
             dest_dir: &target.dest_dir,
             remote_path: &target.remote_path,
             policy,
@@ -133,7 +185,17 @@ impl Rig {
         let result = upload::deliver(
             &job,
             &mut || dropship::engine::connect::connect(target, &plan.rule, &self.known),
-            &|e| events.lock().unwrap().push((std::time::Instant::now(), e)),
+            &|e| {
+                if change && matches!(e, TransferEvent::Started { .. }) {
+                    first_start.call_once(|| {
+                        let _ = change_done.recv_timeout(minute);
+                    });
+                }
+                if held.is_some_and(|until| until(&e)) {
+                    let _ = release.send(());
+                }
+                events.lock().unwrap().push((std::time::Instant::now(), e))
+            },
         );
         (result, events.into_inner().unwrap())
     }

@@ -227,7 +227,7 @@ impl Bridge {
                     id,
                     plan: Arc::new(p.plan),
                     bundle: PathBuf::new(),
-                    bundle_sha256: String::new(),
+                    bundle_sha256: None,
                     known_hosts,
                     holder,
                     skip: HashMap::new(),
@@ -299,7 +299,7 @@ impl Bridge {
                         ),
                     };
                     let id = journal.begin_dispatch(&rec).map_err(|e| e.to_string())?;
-                    Ok((id, rec.bundle_sha256))
+                    Ok((id, rec.known_sha256()))
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("internal error: {e}")))

@@ -693,6 +693,7 @@ impl DispatchView {
                 };
                 self.notices.push((*level, text));
             }
+            Event::BundleHashed { .. } => {}
             Event::DispatchFinished { at, .. } => {
                 self.finished_at = Some(*at);
                 if self.state == DispatchState::Running {
