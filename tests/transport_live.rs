@@ -1151,3 +1151,36 @@ fn ftp_only_resumes_a_part_written_before_the_digest_was_known() {
     assert_eq!(sha(Path::new(&plan.targets[0].remote_path)), sha(&local));
     assert!(!part.exists() && !sidecar.exists(), "nothing left behind");
 }
+
+/// Several streamed (scp) uploads at once share how far they may run ahead of their hosts'
+/// commands (sshd's buffers stay small): they wait for the commands to catch up, and every
+/// byte still lands, verified.
+#[test]
+fn concurrent_scp_streams_are_paced_and_land_whole() {
+    let Some(ssh) = support::ssh_server_or_skip("scp_paced") else {
+        return;
+    };
+    let rig = Rig::new("scp_paced");
+    rig.trust(&ssh);
+    let config = rig.config("scp", ssh.addr(), rig.dest.as_str(), "");
+    let waits = dropship::transport::ssh::stream_waits();
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let (rig, config) = (&rig, &config);
+            s.spawn(move || {
+                let name = format!("paced-{i}.tgz");
+                let local = bundle(rig.local.path(), &name, (12 << 20) + i * 4097);
+                let plan = rig.plan(config, &name);
+                let (result, events) = rig.deliver(&plan, &local);
+                let (_, delivered) = result.unwrap_or_else(|e| panic!("{name}: {e}\n{events:?}"));
+                let remote = PathBuf::from(&plan.targets[0].remote_path);
+                assert_eq!(sha(&remote), sha(&local), "{name}");
+                assert_eq!(delivered.sha256.as_deref(), Some(sha(&local).as_str()));
+            });
+        }
+    });
+    assert!(
+        dropship::transport::ssh::stream_waits() > waits,
+        "six streams at once never waited: the pacing did not engage"
+    );
+}

@@ -65,6 +65,125 @@ fn cause(text: &str) -> Option<Cause> {
     }
 }
 
+/// Bytes all streamed uploads of this process may have ahead of the commands reading them
+/// on their hosts, shared out equally (but never below [`STREAM_AHEAD_MIN`] each).
+///
+/// Why: sshd grows a channel's buffer (what waits for the command's stdin pipe) one packet
+/// at a time, each step a fresh allocation of the whole buffer, copied and the old one zeroed
+/// (OpenSSH's `sshbuf` over `recallocarray`). A command that falls behind lets that buffer
+/// grow toward the whole window (2 MiB): 20 hosts' `cat`s behind 20 streams made sshd spend
+/// twice the CPU of the data itself on page faults and `memset` (bench/fanout.sh --profile).
+/// One stream keeps the whole window, as before (its speed is what the window allows); many
+/// streams share one link anyway, so a share of a window each loses them no speed and keeps
+/// sshd's buffers small (20 hosts x 10 MiB over scp: sshd 2.2 -> 0.8 CPU s, the whole
+/// command 2.15 -> 1.23 s, BENCHMARKS.md).
+const STREAM_AHEAD_TOTAL: u32 = 2 << 20;
+/// The least a stream may have ahead: sshd adjusts the window only once more than three of
+/// its 32 KiB packets are outstanding.
+const STREAM_AHEAD_MIN: u32 = 256 << 10;
+
+/// How many streamed uploads are under way in this process.
+static STREAMING: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// How often a stream waited for its host's command to catch up (for tests).
+static STREAM_WAITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How often a streamed upload of this process waited for its host's command to read what
+/// it had sent ([`STREAM_AHEAD_TOTAL`]): a test's proof that its streams were paced.
+#[doc(hidden)]
+pub fn stream_waits() -> u64 {
+    STREAM_WAITS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one streamed upload for as long as it lives.
+struct Streaming;
+
+impl Streaming {
+    fn start() -> Streaming {
+        STREAMING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Streaming
+    }
+
+    /// This stream's share of [`STREAM_AHEAD_TOTAL`].
+    fn share() -> u32 {
+        let n = STREAMING.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        (STREAM_AHEAD_TOTAL / n).max(STREAM_AHEAD_MIN)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        STREAMING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Writes to a command's stdin at most [`Streaming::share`] bytes ahead of what the command
+/// has read (sshd's window adjustments say what it has), waiting for the window meanwhile.
+/// What the command prints while it is waited for is kept in `early`.
+struct Paced<'a> {
+    ch: &'a mut ssh2::Channel,
+    /// The server's window when the channel opened: what is not back of it is ahead.
+    window: u32,
+    sess: &'a Session,
+    fd: RawFd,
+    timeout: Duration,
+    early: Vec<u8>,
+    _streaming: Streaming,
+}
+
+impl std::io::Write for Paced<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::Read;
+        let since = Instant::now();
+        loop {
+            let remaining = self.ch.write_window().remaining;
+            let ahead = self.window.saturating_sub(remaining);
+            let limit = Streaming::share().min(self.window);
+            if ahead < limit || limit == self.window {
+                // A lone stream: libssh2 waits for the window itself.
+                let room = match limit == self.window {
+                    true => buf.len(),
+                    false => (limit - ahead) as usize,
+                };
+                return self.ch.write(&buf[..buf.len().min(room)]);
+            }
+            STREAM_WAITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Let libssh2 read what arrived (a window adjustment, output) without blocking.
+            self.sess.set_blocking(false);
+            let mut tmp = [0u8; 4096];
+            let read = self.ch.read(&mut tmp);
+            self.sess.set_blocking(true);
+            match read {
+                Ok(0) => return self.ch.write(buf),
+                Ok(n) => self.early.extend_from_slice(&tmp[..n]),
+                // That read may have taken in the adjustment: look again before sleeping.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && self.ch.write_window().remaining > remaining => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if since.elapsed() > self.timeout {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the host's command read nothing more",
+                        ));
+                    }
+                    let mut pfd = libc::pollfd {
+                        fd: self.fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd, for the duration of the call.
+                    unsafe { libc::poll(&mut pfd, 1, 100) };
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.ch.flush()
+    }
+}
+
 /// Reads and writes of the bundle go through buffers this big: libssh2 splits a large
 /// SFTP write into pipelined packets, so big writes keep the link full.
 const CHUNK: usize = 1 << 20;
@@ -2264,6 +2383,13 @@ impl Files for ScpFiles {
         let op = format!("sending `{part}`");
         let script = super::send_verify_script(dir, part, dest, expected);
         let mut ch = ssh.open_sh(&op, &script)?;
+        // The server's whole window, as it was before the script took a little of it (far
+        // too little for a window adjustment to have come back yet). libssh2's own
+        // "initial window" is 0 for channels it opened.
+        let window = ch
+            .write_window()
+            .remaining
+            .saturating_add(posix_script(&script).len() as u32);
         let ready = format!("{SH_MARKER}\n{}\n", super::SEND_READY);
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
@@ -2275,16 +2401,27 @@ impl Files for ScpFiles {
             }
             out.extend_from_slice(&buf[..n]);
         }
-        let sent = pump(&ssh.host, local, 0, &mut ch, CHUNK, progress, &|e| {
+        let mut paced = Paced {
+            ch: &mut ch,
+            window,
+            sess: &ssh.sess,
+            fd: ssh.fd,
+            timeout: ssh.timeout,
+            early: Vec::new(),
+            _streaming: Streaming::start(),
+        };
+        let sent = pump(&ssh.host, local, 0, &mut paced, CHUNK, progress, &|e| {
             ssh.io_err("write", part, e)
         });
+        let early = std::mem::take(&mut paced.early);
+        drop(paced);
         if let Err(e) = sent {
             // The host's hash of a cut stream can never match: the `.part` is not renamed.
             let _ = ch.close();
             return Err(e);
         }
         ch.send_eof().map_err(|e| ssh.error(&op, e))?;
-        let (mut answer, mut err) = (String::new(), String::new());
+        let (mut answer, mut err) = (String::from_utf8_lossy(&early).into_owned(), String::new());
         // The host now hashes the whole file before it answers: a big bundle on a slow
         // host needs more than the connection timeout (as `verify_and_rename` allows).
         let ms = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
