@@ -199,3 +199,31 @@ fn a_bad_line_is_named_and_the_mended_file_is_read_again() {
         panic!("{e}\n--- sshd log ---\n{}", server.log());
     }
 }
+
+#[test]
+fn a_revoked_key_is_refused_though_recorded_among_a_thousand_lines() {
+    let Some(server) = support::ssh_server_or_skip("kh_revoked") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = other_key(dir.path(), "other");
+    let file = dir.path().join("known_hosts");
+    let text = thousand_lines(server.port(), &key, &server.known_hosts_line());
+    // `@revoked` is matched by key, whatever host it names.
+    std::fs::write(
+        &file,
+        format!(
+            "@revoked elsewhere.example {}\n{text}",
+            server.host_public_key()
+        ),
+    )
+    .unwrap();
+    let err = SshSession::connect(&params(&server, dir.path()))
+        .err()
+        .expect("a revoked key is refused");
+    assert!(
+        err.to_string()
+            .contains(&format!("is marked @revoked in {}:1", file.display())),
+        "{err}"
+    );
+}
