@@ -61,11 +61,12 @@ for ((r = 1; r <= RUNS; r++)); do
   for ((bi = 1; bi <= $#; bi++)); do
     bin=${!bi}
     for kind in $KINDS; do
-      rm -rf "$BENCH_DIR/dest" "$DS/$kind/state" "$DS/$kind/j.sqlite"
+      rm -rf "$BENCH_DIR/dest" "$DS/$kind/state" "$DS/$kind/j.sqlite" "$DS/$kind/t"
       mkdir -p "$DS/$kind/state"
       ns_exec /usr/bin/time -f "%U %S %e" -o "$DS/$kind/t" env HOME="$DS/$kind/home" XDG_STATE_HOME="$DS/$kind/state" NETRC=/dev/null \
         "$bin" --config "$DS/$kind/cfg" --journal "$DS/$kind/j.sqlite" --dispatch "$B" > "$DS/$kind/out" 2>&1 || { echo "FAIL $bin $kind"; tail -3 "$DS/$kind/out"; }
-      read -r u s w < "$DS/$kind/t"
+      # A failed run (or one `time` could not report) is not counted.
+      read -r u s w < "$DS/$kind/t" || continue
       CPU[$bi,$kind]+="$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }') "
       echo "run $r bin $bi $kind known_hosts=$(wc -l < "$DS/$kind/home/.ssh/known_hosts") lines: dropship user sys wall = $u $s $w"
     done
@@ -81,6 +82,7 @@ for ((bi = 1; bi <= $#; bi++)); do
   for h in "" -hashed; do
     # shellcheck disable=SC2086
     small=$(median ${CPU[$bi,small$h]}) big=$(median ${CPU[$bi,big$h]})
-    echo "  ${h:--plain}: $(awk -v a="$small" -v b="$big" -v n="$NHOSTS" -v x="$extra" 'BEGIN { printf "%+.2f", (b - a) / n * 1000 * 1000 / x }') ms CPU per host (one connection) per 1,000 known_hosts lines"
+    label=${h#-}
+    echo "  ${label:-plain}: $(awk -v a="$small" -v b="$big" -v n="$NHOSTS" -v x="$extra" 'BEGIN { printf "%+.2f", (b - a) / n * 1000 * 1000 / x }') ms CPU per host (one connection) per 1,000 known_hosts lines"
   done
 done
