@@ -227,3 +227,46 @@ fn a_revoked_key_is_refused_though_recorded_among_a_thousand_lines() {
         "{err}"
     );
 }
+
+#[test]
+fn accept_new_records_each_host_and_the_grown_file_is_read_again() {
+    let Some(server) = SshServer::builder()
+        .listen_also(support::LOOPBACK_2)
+        .listen_also(support::LOOPBACK_3)
+        .start_or_skip("kh_accept_new_grows")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state_known_hosts");
+    let at = |ip: &str, policy: HostKeyPolicy| {
+        let mut p = params(&server, dir.path());
+        p.host = ip.into();
+        p.address = ip.into();
+        p.host_key_name = ip.into();
+        p.host_key = policy;
+        p
+    };
+    // Each new host appends a line to dropship's file; the next connection reads the grown
+    // file (only the appended line is parsed) and finds every host recorded so far.
+    for (n, ip) in ["127.0.0.1", "127.0.0.2"].iter().enumerate() {
+        if let Err(e) = SshSession::connect(&at(ip, HostKeyPolicy::AcceptNew)) {
+            panic!("{ip}: {e}\n--- sshd log ---\n{}", server.log());
+        }
+        let recorded = std::fs::read_to_string(&state).unwrap();
+        assert_eq!(recorded.lines().count(), n + 1, "{recorded}");
+    }
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        if let Err(e) = SshSession::connect(&at(ip, HostKeyPolicy::Strict)) {
+            panic!("{ip} recorded, yet: {e}");
+        }
+    }
+    let err = SshSession::connect(&at("127.0.0.3", HostKeyPolicy::Strict))
+        .err()
+        .expect("a host never recorded is refused under strict");
+    assert!(
+        matches!(err, TransportError::HostKeyUnknown { .. }),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&state).unwrap().lines().count(), 2);
+}

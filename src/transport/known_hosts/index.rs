@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// One known_hosts file as read once: its lines for libssh2, indexed by name.
+#[derive(Clone, Default)]
 pub(crate) struct Parsed {
     /// The file's text, to tell a changed file from the one parsed.
     text: String,
@@ -48,9 +49,13 @@ pub(crate) struct Parsed {
     /// Where each key (its blob) first appears among libssh2's entries for the whole file:
     /// the order `recorded_algorithms` reports key types in, as when it walked every entry.
     key_order: HashMap<Vec<u8>, usize>,
+    /// How many lines `text` has, and how many entries libssh2 made of them.
+    line_count: usize,
+    entries: usize,
 }
 
 /// A `|1|salt|hash` line.
+#[derive(Clone)]
 struct Hashed {
     line: u32,
     /// HMAC-SHA1 already keyed with the salt: per name, only the name is hashed.
@@ -148,22 +153,33 @@ fn hashed(field: &str) -> Option<(Hmac<Sha1>, [u8; 20])> {
 impl Parsed {
     /// Reads `text` (the contents of `file`) line by line into libssh2, as dropship always
     /// has, so that a line libssh2 refuses is reported the same way; indexes what it read.
-    fn parse(session: &Session, file: &Path, text: String) -> Result<Parsed, String> {
+    ///
+    /// When `text` is `before`'s text with whole lines appended (dropship's own file under
+    /// `accept-new`), only the appended lines are read: each line is read on its own, by
+    /// libssh2 as here, so the result is the same as reading all of `text`.
+    fn parse(
+        session: &Session,
+        file: &Path,
+        text: String,
+        before: Option<&Parsed>,
+    ) -> Result<Parsed, String> {
         let fail = |at: String, e: String| {
             format!("cannot read known_hosts {at}: {e}\n  help: fix or move the file")
         };
         let at = |n: usize| format!("{}:{}", file.display(), n + 1);
         let mut kh = session.known_hosts().map_err(|e| e.to_string())?;
-        let mut p = Parsed {
-            text: String::new(),
-            lines: Vec::new(),
-            by_name: HashMap::new(),
-            hashed: Vec::new(),
-            always: Vec::new(),
-            marked: Vec::new(),
-            key_order: HashMap::new(),
+        let (mut p, from) = match before {
+            Some(b)
+                if text.starts_with(&b.text) && (b.text.is_empty() || b.text.ends_with('\n')) =>
+            {
+                (b.clone(), b.text.len())
+            }
+            _ => (Parsed::default(), 0),
         };
-        for (n, line) in text.lines().enumerate() {
+        let first = p.line_count;
+        for (n, line) in text[from..].lines().enumerate() {
+            let n = first + n;
+            p.line_count = n + 1;
             let trimmed = line.trim_start();
             if trimmed.starts_with('@') {
                 p.marked
@@ -176,11 +192,13 @@ impl Parsed {
             }
         }
         use base64::Engine;
-        for (i, entry) in kh.hosts().unwrap_or_default().iter().enumerate() {
+        let entries = kh.hosts().unwrap_or_default();
+        for (i, entry) in entries.iter().enumerate() {
             if let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(entry.key()) {
-                p.key_order.entry(blob).or_insert(i);
+                p.key_order.entry(blob).or_insert(p.entries + i);
             }
         }
+        p.entries += entries.len();
         p.text = text;
         Ok(p)
     }
@@ -275,8 +293,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 ///
 /// The file is read on every call and compared with the text parsed: that is cheap (no
 /// parsing) and, unlike size and modification times (whose clock ticks in milliseconds),
-/// never misses a rewrite. A file that cannot be read or parsed is not cached: the error is
-/// the same each time.
+/// never misses a rewrite. A file that grew by whole lines (dropship's own, one line per host
+/// under `accept-new`) has only the new lines parsed. A file that cannot be read or parsed
+/// is not cached: the error is the same each time.
 pub(crate) fn parsed(session: &Session, file: &Path) -> Result<Arc<Parsed>, String> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         format!(
@@ -300,7 +319,7 @@ pub(crate) fn parsed(session: &Session, file: &Path) -> Result<Arc<Parsed>, Stri
     {
         return Ok(p.clone());
     }
-    let p = Arc::new(Parsed::parse(session, file, text)?);
+    let p = Arc::new(Parsed::parse(session, file, text, slot.as_deref())?);
     *slot = Some(p.clone());
     Ok(p)
 }
@@ -347,7 +366,7 @@ mod tests {
     /// each query selected.
     fn agrees_with_libssh2(text: &str, queries: &[(&str, u16)]) -> Vec<usize> {
         let session = Session::new().unwrap();
-        let p = Parsed::parse(&session, Path::new("kh"), text.to_owned()).unwrap();
+        let p = Parsed::parse(&session, Path::new("kh"), text.to_owned(), None).unwrap();
         let all: Vec<&str> = p.lines.iter().map(|(_, l)| l.as_str()).collect();
         let full = libssh2(&session, &all);
         let mut keys: Vec<Vec<u8>> = all.iter().filter_map(|l| blob_of(l)).collect();
@@ -502,7 +521,7 @@ mod tests {
         filters(&sizes);
         // And the hashed lines are found, not all kept: 127.0.0.1 on 22 matches its line.
         let session = Session::new().unwrap();
-        let p = Parsed::parse(&session, Path::new("kh"), text).unwrap();
+        let p = Parsed::parse(&session, Path::new("kh"), text, None).unwrap();
         assert!(p.hashed.len() > 300, "{}", p.hashed.len());
         let picked = p.select(&["127.0.0.1"], 22);
         assert!(!picked.is_empty() && picked.len() < 10, "{}", picked.len());
@@ -537,6 +556,51 @@ mod tests {
         ]
         .join("\n");
         agrees_with_libssh2(&text, &queries());
+    }
+
+    /// What two parses hold, for comparing them.
+    fn summary(p: &Parsed) -> String {
+        let mut by_name: Vec<_> = p.by_name.iter().collect();
+        by_name.sort();
+        let mut key_order: Vec<_> = p.key_order.iter().collect();
+        key_order.sort();
+        let hashed: Vec<_> = p.hashed.iter().map(|h| (h.line, h.hash)).collect();
+        let marked: Vec<_> = p.marked.iter().map(|m| (&m.at, &m.patterns)).collect();
+        format!(
+            "{:?} {by_name:?} {hashed:?} {:?} {marked:?} {key_order:?} {} {}",
+            p.lines, p.always, p.line_count, p.entries
+        )
+    }
+
+    #[test]
+    fn appended_lines_parse_as_the_whole_file() {
+        let session = Session::new().unwrap();
+        let file = Path::new("kh");
+        let whole = ssh_keygen_hashed(&mixed_file()) + &mixed_file();
+        let ca = "@cert-authority *.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIV2iWYRLNGpmTNzNmMuPS8SC92HpTmNooA+jou9H76d";
+        let whole = format!("{whole}{ca}\n\n# end\r\n{}\n", line("last.example", 0));
+        let full = Parsed::parse(&session, file, whole.clone(), None).unwrap();
+        // Cut after every line: the first part parsed, then the rest appended.
+        let cuts: Vec<usize> = whole.match_indices('\n').map(|(i, _)| i + 1).collect();
+        for &cut in cuts.iter().step_by(37).chain(cuts.last()) {
+            let before = Parsed::parse(&session, file, whole[..cut].to_owned(), None).unwrap();
+            let after = Parsed::parse(&session, file, whole.clone(), Some(&before)).unwrap();
+            assert_eq!(summary(&after), summary(&full), "cut at {cut}");
+        }
+        // Not an append (a line changed, or the first part ends mid-line): parsed anew.
+        let before = Parsed::parse(&session, file, whole[..cuts[3] - 2].to_owned(), None).unwrap();
+        let after = Parsed::parse(&session, file, whole.clone(), Some(&before)).unwrap();
+        assert_eq!(summary(&after), summary(&full));
+        // A bad line appended is named by its line in the whole file.
+        let bad = format!("{whole}broken.example ssh-ed25519\n");
+        let e = Parsed::parse(&session, file, bad, Some(&full))
+            .err()
+            .unwrap();
+        let n = whole.lines().count() + 1;
+        assert!(
+            e.starts_with(&format!("cannot read known_hosts kh:{n}: ")),
+            "{e}"
+        );
     }
 
     proptest::proptest! {
