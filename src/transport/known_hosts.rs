@@ -10,6 +10,11 @@
 //! signature. Both are done here, as OpenSSH does: a certificate signed by a CA trusted for
 //! the host (principal, validity, signature) is accepted; otherwise the plain key inside it
 //! is checked like any host key.
+//!
+//! Each file is parsed once per process (and again only when its text changes), and a
+//! connection hands libssh2 only the lines that can match its host (`index`): with a
+//! 1,000-line known_hosts and 1,000 hosts, reading every line for every connection was
+//! quadratic work.
 
 use super::TransportError;
 use crate::config::HostKeyPolicy;
@@ -17,6 +22,8 @@ use base64::Engine;
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod index;
 
 /// The files consulted, in order; the last is dropship's, where `accept-new` writes.
 #[derive(Debug, Clone)]
@@ -57,12 +64,36 @@ pub fn entry_name(host: &str, port: u16) -> String {
     }
 }
 
-/// The known_hosts files as libssh2 reads them, in order: read once per connection and used
-/// both to choose the host key types to ask for and to check the key presented.
+/// The known_hosts files as libssh2 reads them, in order, narrowed to the lines that can
+/// match the host connected to: used both to choose the host key types to ask for and to
+/// check the key presented.
 pub struct Loaded {
-    files: Vec<(PathBuf, Result<ssh2::KnownHosts, String>)>,
+    files: Vec<(PathBuf, Result<Selected, String>)>,
+    /// The names the files were narrowed to, and the port.
+    hosts: Vec<String>,
+    port: u16,
+}
+
+/// One file: its parse (shared by every connection) and a libssh2 list of the lines that
+/// can match the host.
+struct Selected {
+    kh: ssh2::KnownHosts,
+    parsed: std::sync::Arc<index::Parsed>,
+}
+
+impl Loaded {
     /// `@cert-authority` and `@revoked` lines of the files that could be read.
-    marked: Vec<Marked>,
+    fn marked(&self) -> impl Iterator<Item = &Marked> {
+        self.files
+            .iter()
+            .filter_map(|(_, f)| f.as_ref().ok())
+            .flat_map(|f| f.parsed.marked.iter())
+    }
+
+    /// Whether `host` on `port` is one the files were narrowed to.
+    fn covers(&self, host: &str, port: u16) -> bool {
+        port == self.port && self.hosts.iter().any(|h| h == host)
+    }
 }
 
 /// A known_hosts line with a marker.
@@ -76,54 +107,55 @@ pub struct Marked {
     pub at: String,
 }
 
-/// Reads the files of `files` that exist. Marked lines go to [`Loaded::marked`]; the rest
-/// to libssh2, line by line.
-pub fn load(session: &Session, files: &KnownHostsFiles) -> Loaded {
-    load_with(session, files, &[])
+/// Reads the files of `files` that exist, for checking `hosts` (the names the host may be
+/// looked up by) on `port`. Marked lines are kept aside; the rest go to libssh2.
+pub fn load(session: &Session, files: &KnownHostsFiles, hosts: &[&str], port: u16) -> Loaded {
+    load_with(session, files, &[], hosts, port)
 }
 
 /// Reads the files of `files` that exist, with `also` (more files from ssh_config's
-/// `UserKnownHostsFile`/`GlobalKnownHostsFile`, read-only) between the user's and dropship's.
-pub fn load_with(session: &Session, files: &KnownHostsFiles, also: &[PathBuf]) -> Loaded {
+/// `UserKnownHostsFile`/`GlobalKnownHostsFile`, read-only) between the user's and dropship's,
+/// for checking `hosts` on `port`.
+///
+/// Each file is parsed once per process and version of its text (a bad line reported as
+/// `cannot read known_hosts FILE:LINE: …`, as libssh2 found it); libssh2 then gets only the
+/// lines that can match one of `hosts` (see the `index` module), so a connection costs the
+/// same whether the file has ten lines or ten thousand.
+pub fn load_with(
+    session: &Session,
+    files: &KnownHostsFiles,
+    also: &[PathBuf],
+    hosts: &[&str],
+    port: u16,
+) -> Loaded {
     let candidates = files
         .user
         .iter()
         .chain(also)
         .chain(std::iter::once(&files.dropship));
-    let mut marked = Vec::new();
     let files = candidates
         .filter(|f| f.is_file())
-        .map(|file| {
-            let read = read_file(session, file);
-            let kh = read.map(|(kh, m)| {
-                marked.extend(m);
-                kh
-            });
-            (file.clone(), kh)
-        })
+        .map(|file| (file.clone(), select(session, file, hosts, port)))
         .collect();
-    Loaded { files, marked }
+    Loaded {
+        files,
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        port,
+    }
 }
 
-fn read_file(session: &Session, file: &Path) -> Result<(ssh2::KnownHosts, Vec<Marked>), String> {
-    let fail = |at: String, e: String| {
-        format!("cannot read known_hosts {at}: {e}\n  help: fix or move the file")
-    };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| fail(file.display().to_string(), e.to_string()))?;
+fn select(session: &Session, file: &Path, hosts: &[&str], port: u16) -> Result<Selected, String> {
+    let parsed = index::parsed(session, file)?;
     let mut kh = session.known_hosts().map_err(|e| e.to_string())?;
-    let mut marked = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let at = format!("{}:{}", file.display(), n + 1);
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('@') {
-            marked.push(parse_marked(trimmed, at.clone()).map_err(|e| fail(at, e))?);
-        } else if !trimmed.is_empty() && !trimmed.starts_with('#') {
-            kh.read_str(trimmed, KnownHostFileKind::OpenSSH)
-                .map_err(|e| fail(at, e.to_string()))?;
-        }
+    for (n, line) in parsed.select(hosts, port) {
+        kh.read_str(line, KnownHostFileKind::OpenSSH).map_err(|e| {
+            format!(
+                "cannot read known_hosts {}:{n}: {e}\n  help: fix or move the file",
+                file.display()
+            )
+        })?;
     }
-    Ok((kh, marked))
+    Ok(Selected { kh, parsed })
 }
 
 /// `@cert-authority PATTERNS TYPE BASE64 [COMMENT]` or `@revoked …`.
@@ -205,8 +237,7 @@ const DEFAULT_ALGORITHMS: &[&str] = &[
 pub fn host_key_order(known: &Loaded, host: &str, port: u16) -> Vec<&'static str> {
     let mut order = Vec::new();
     if known
-        .marked
-        .iter()
+        .marked()
         .any(|m| !m.revoked && patterns_match(&m.patterns, host, port))
     {
         order.extend_from_slice(CERT_ALGORITHMS);
@@ -239,18 +270,25 @@ fn blob_type(blob: &[u8]) -> Option<String> {
 /// server also has an ed25519 one, would negotiate ed25519 and look "changed". Hashed
 /// entries are found by checking each recorded key against the host. Empty when nothing
 /// is recorded (then any type may be negotiated and `host_key` decides).
+///
+/// Each file's types come in the order its keys first appear in the whole file (not only in
+/// the lines kept for the host), as when every entry of the file was walked.
 pub fn recorded_algorithms(known: &Loaded, host: &str, port: u16) -> Vec<&'static str> {
     let mut algs: Vec<&'static str> = Vec::new();
+    if !known.covers(host, port) {
+        return algs;
+    }
     // A file that cannot be read is reported by `verify`, after the handshake.
-    for kh in known.files.iter().filter_map(|(_, kh)| kh.as_ref().ok()) {
-        for entry in kh.hosts().unwrap_or_default() {
+    for f in known.files.iter().filter_map(|(_, f)| f.as_ref().ok()) {
+        let mut found: Vec<(usize, &'static [&'static str])> = Vec::new();
+        for entry in f.kh.hosts().unwrap_or_default() {
             let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(entry.key()) else {
                 continue;
             };
-            if !matches!(kh.check_port(host, port, &blob), CheckResult::Match) {
+            if !matches!(f.kh.check_port(host, port, &blob), CheckResult::Match) {
                 continue;
             }
-            let names: &[&'static str] = match blob_type(&blob).as_deref() {
+            let names: &'static [&'static str] = match blob_type(&blob).as_deref() {
                 Some("ssh-ed25519") => &["ssh-ed25519"],
                 Some("ecdsa-sha2-nistp256") => &["ecdsa-sha2-nistp256"],
                 Some("ecdsa-sha2-nistp384") => &["ecdsa-sha2-nistp384"],
@@ -258,10 +296,12 @@ pub fn recorded_algorithms(known: &Loaded, host: &str, port: u16) -> Vec<&'stati
                 Some("ssh-rsa") => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
                 _ => &[],
             };
-            for n in names {
-                if !algs.contains(n) {
-                    algs.push(n);
-                }
+            found.push((f.parsed.key_position(&blob), names));
+        }
+        found.sort_by_key(|(at, _)| *at);
+        for n in found.into_iter().flat_map(|(_, names)| names) {
+            if !algs.contains(n) {
+                algs.push(n);
             }
         }
     }
@@ -344,8 +384,7 @@ fn verify_certificate(
         .clone();
     let plain = &plain;
     if let Some(m) = known
-        .marked
-        .iter()
+        .marked()
         .find(|m| m.revoked && (m.key.key_data() == ca || m.key.key_data() == plain))
     {
         return Err(refuse(
@@ -358,8 +397,7 @@ fn verify_certificate(
         ));
     }
     let trusted: Vec<&Marked> = known
-        .marked
-        .iter()
+        .marked()
         .filter(|m| !m.revoked && patterns_match(&m.patterns, host, port))
         .collect();
     if let Some(m) = trusted.iter().find(|m| m.key.key_data() == ca) {
@@ -456,8 +494,7 @@ fn verify_plain(
     };
     if let Ok(presented) = ssh_key::PublicKey::from_bytes(key)
         && let Some(m) = known
-            .marked
-            .iter()
+            .marked()
             .find(|m| m.revoked && m.key.key_data() == presented.key_data())
     {
         return Err(TransportError::Ssh {
@@ -469,8 +506,17 @@ fn verify_plain(
             help: "the host must not be trusted with this key; ask its owner".to_owned(),
         });
     }
-    for (file, kh) in &known.files {
-        let kh = kh.as_ref().map_err(|e| setup(e.clone()))?;
+    if !known.covers(host, port) {
+        // The files hold only the lines for the names they were loaded for: refuse rather
+        // than take "not found" for an answer.
+        return Err(setup(format!(
+            "known_hosts were loaded for {}, not for {}",
+            known.hosts.join(", "),
+            entry_name(host, port)
+        )));
+    }
+    for (file, f) in &known.files {
+        let kh = &f.as_ref().map_err(|e| setup(e.clone()))?.kh;
         match kh.check_port(host, port, key) {
             CheckResult::Match => return Ok(()),
             CheckResult::Mismatch => {

@@ -622,7 +622,14 @@ impl SshSession {
         // Ask for the key types on record for this host (see recorded_algorithms); for a
         // new host, the type most hosts have.
         // Certificate types first when a CA is trusted for the host.
-        let known = known_hosts::load_with(&sess, &p.known_hosts, &p.known_hosts_also);
+        // Narrowed to the lines for the names looked up below (the key's, the address's).
+        let known = known_hosts::load_with(
+            &sess,
+            &p.known_hosts,
+            &p.known_hosts_also,
+            &[&p.host_key_name, &p.address],
+            p.port,
+        );
         let order = known_hosts::host_key_order(&known, &p.host_key_name, p.port);
         prefer(&sess, ssh2::MethodType::HostKey, &order);
         prefer(&sess, ssh2::MethodType::CryptCs, UPLOAD_CIPHERS);
