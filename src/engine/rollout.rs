@@ -206,11 +206,12 @@ pub(crate) async fn run_kind(
         })
         .collect();
     // Recorded before the dispatch ends, even where no host waited for it (an FTP-only
-    // rule checks sizes), and what the bundle store keeps the bundle under.
+    // rule checks sizes), and what the bundle store keeps the bundle under. A cancelled
+    // dispatch does not wait for it.
     let bundle_sha256 = match kind {
         Kind::Dispatch => {
             let cancel = cancel.clone();
-            tokio::task::spawn_blocking(move || digest.wait(&|| cancel.is_hard()).ok())
+            tokio::task::spawn_blocking(move || digest.wait(&|| cancel.is_requested()).ok())
                 .await
                 .ok()
                 .flatten()
