@@ -654,13 +654,15 @@ impl SshSession {
                     detail: why,
                 });
             }
-            return Err(match known_hosts::narrowed(&known, &p.host_key_name, p.port) {
-                Some(recorded) if !matches!(e.code(), ErrorCode::Session(ERR_TIMEOUT)) => {
-                    host_key_type_mismatch(p, &recorded)
-                        .unwrap_or_else(|| me.error("SSH handshake", e))
-                }
-                _ => me.error("SSH handshake", e),
-            });
+            return Err(
+                match known_hosts::narrowed(&known, &p.host_key_name, p.port) {
+                    Some(recorded) if !matches!(e.code(), ErrorCode::Session(ERR_TIMEOUT)) => {
+                        host_key_type_mismatch(p, &recorded)
+                            .unwrap_or_else(|| me.error("SSH handshake", e))
+                    }
+                    _ => me.error("SSH handshake", e),
+                },
+            );
         }
         known_hosts::verify(
             &me.sess,
