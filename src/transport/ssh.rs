@@ -179,8 +179,9 @@ impl std::io::Write for Paced<'_> {
         }
     }
 
+    /// Nothing to do: the channel's own `flush` would throw away received output.
     fn flush(&mut self) -> std::io::Result<()> {
-        self.ch.flush()
+        Ok(())
     }
 }
 
@@ -1163,8 +1164,11 @@ impl SshSession {
             .channel_open("session", EXEC_WINDOW, EXEC_PACKET, None)
             .map_err(|e| self.error(op, e))?;
         ch.exec(REMOTE_SH).map_err(|e| self.error(op, e))?;
+        // No `flush()` after a write to a channel, here or anywhere: libssh2's "flush" of a
+        // channel throws away the output already received (`libssh2_channel_flush_ex`), and
+        // a command that answers fast (nologin's message, `sh`'s marker) lost its answer.
+        // `write_all` has sent everything when it returns.
         ch.write_all(posix_script(script).as_bytes())
-            .and_then(|()| ch.flush())
             .map_err(|e| self.io_err(op, "the script on stdin", e))?;
         Ok(ch)
     }
@@ -1394,7 +1398,6 @@ impl SshSession {
         self.sess.set_timeout(ms(self.timeout + extra));
         let mut run = || {
             ch.write_all(format!("{script}\n").as_bytes())
-                .and_then(|()| ch.flush())
                 .map_err(|e| self.io_err(op, "the script on stdin", e))?;
             let mut out = Vec::new();
             let mut buf = [0u8; 4096];
@@ -1516,7 +1519,6 @@ impl Shell for SshSession {
         };
         let mut run = || {
             ch.write_all(format!("{CONTROL_FINISH}{script}\n").as_bytes())
-                .and_then(|()| ch.flush())
                 .map_err(|e| self.io_err(op, "the script on stdin", e))?;
             ch.send_eof().map_err(|e| self.error(op, e))?;
             let (mut out, mut err) = (String::new(), String::new());
@@ -2350,7 +2352,6 @@ impl Files for ScpFiles {
         // answers a NUL, or its error ("scp: PATH: No space left on device") after 1 or 2.
         // libssh2 leaves this exchange to the caller; without it that error is never said.
         ch.write_all(&[0])
-            .and_then(|()| ch.flush())
             .map_err(|e| self.ssh.io_err(&op, remote, e))?;
         if let Some(said) = scp_answer(&mut ch).map_err(|e| self.ssh.io_err(&op, remote, e))? {
             // Closed as on success, waiting for the host to close it too: without that
@@ -2636,6 +2637,19 @@ mod tests {
             assert!(out.starts_with("bad "), "{sh}: {out}");
             assert_eq!(std::fs::read(&dest).unwrap(), data, "{sh}");
         }
+    }
+
+    /// libssh2's `flush` of a channel discards the output already received: no channel may
+    /// be flushed (see `open_sh`). Written data is sent by `write_all` itself.
+    #[test]
+    fn no_channel_is_ever_flushed() {
+        let source = include_str!("ssh.rs");
+        let needles = [concat!("ch", ".flush()"), concat!("channel", ".flush()")];
+        let flushes: Vec<&str> = source
+            .lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)))
+            .collect();
+        assert!(flushes.is_empty(), "{flushes:#?}");
     }
 
     #[test]
