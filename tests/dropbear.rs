@@ -128,3 +128,62 @@ fn dropbear_probe_of_many_rules_on_one_host() {
         assert!(text(&o).contains("8 hosts probed: 8 ok"), "{}", env.say(&o));
     }
 }
+
+/// Dropbear with a large window (`-W`) sends a window adjustment only once half of it is
+/// used. Six streamed (scp) uploads at once are each paced to a share of 2 MiB ahead, less
+/// than that half: they must not wait for an adjustment that never comes, but write on, and
+/// every file lands whole and verified.
+#[test]
+fn paced_streams_write_on_to_a_server_that_adjusts_only_at_half_its_window() {
+    use dropship::transport::TransferEvent;
+    use support::upload::{Rig, bundle, sha};
+    let Some(server) = DropbearServer::start_or_skip("dropbear_paced", &["-W", "2097152"]) else {
+        return;
+    };
+    let rig = Rig::new("dropbear_paced");
+    std::fs::write(
+        rig.known.user.as_ref().unwrap(),
+        server.known_hosts_line() + "\n",
+    )
+    .unwrap();
+    let dir = server.user.fresh_dir("dropbear_paced");
+    let text = format!(
+        "[.*]\nhost = {}\nlogin = {}\npassword = {TEST_PASSWORD}\nprotocol = scp\ndest_dir = {}\ntimeout = 10s\nretries = 0\n",
+        server.addr(),
+        server.user.name,
+        dir.display()
+    );
+    let config = dropship::config::Config::parse(&text, std::path::Path::new("test.cfg")).unwrap();
+    let waits = dropship::transport::ssh::stream_waits();
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let (rig, config, server) = (&rig, &config, &server);
+            s.spawn(move || {
+                let name = format!("paced-{i}.bin");
+                let local = bundle(rig.local.path(), &name, 8 << 20);
+                let plan = rig.plan(config, &name);
+                // A liveness guard, not a speed check: a stream waiting forever fails here.
+                let started = std::time::Instant::now();
+                let give_up = || started.elapsed() > std::time::Duration::from_secs(120);
+                let (result, events) = rig.deliver_until(&plan, &local, &give_up);
+                let (_, delivered) =
+                    result.unwrap_or_else(|e| panic!("{name}: {e}\n{}", server.log()));
+                assert_eq!(
+                    sha(&PathBuf::from(&plan.targets[0].remote_path)),
+                    sha(&local)
+                );
+                assert_eq!(delivered.sha256.as_deref(), Some(sha(&local).as_str()));
+                assert!(
+                    !events
+                        .iter()
+                        .any(|e| matches!(e, TransferEvent::Retrying { .. })),
+                    "{name}: {events:?}"
+                );
+            });
+        }
+    });
+    assert!(
+        dropship::transport::ssh::stream_waits() > waits,
+        "six streams at once never waited: the pacing did not engage"
+    );
+}

@@ -82,6 +82,9 @@ const STREAM_AHEAD_TOTAL: u32 = 2 << 20;
 /// its 32 KiB packets are outstanding.
 const STREAM_AHEAD_MIN: u32 = 256 << 10;
 
+/// How long a paced stream waits for a window adjustment before it writes anyway.
+const PACE_PATIENCE: Duration = Duration::from_millis(200);
+
 /// How many streamed uploads are under way in this process.
 static STREAMING: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 /// How often a stream waited for its host's command to catch up (for tests).
@@ -125,8 +128,16 @@ struct Paced<'a> {
     window: u32,
     sess: &'a Session,
     fd: RawFd,
-    timeout: Duration,
     early: Vec<u8>,
+    /// Set once an adjustment failed to come in [`PACE_PATIENCE`] and none ever came before
+    /// half the window was out: this server adjusts late (Dropbear with a large `-W`), so
+    /// this stream is no longer held back.
+    unpaced: bool,
+    /// Whether the server has adjusted the window before half of it was out (OpenSSH does
+    /// after three packets): then a late adjustment means a slow command, not a late server.
+    adjusts_early: bool,
+    /// The window left after our last look, to see adjustments arrive.
+    last_remaining: u32,
     _streaming: Streaming,
 }
 
@@ -136,15 +147,25 @@ impl std::io::Write for Paced<'_> {
         let since = Instant::now();
         loop {
             let remaining = self.ch.write_window().remaining;
+            if remaining > self.last_remaining
+                && self.window.saturating_sub(self.last_remaining) < self.window / 2
+            {
+                self.adjusts_early = true;
+            }
+            self.last_remaining = remaining;
             let ahead = self.window.saturating_sub(remaining);
             let limit = Streaming::share().min(self.window);
-            if ahead < limit || limit == self.window {
-                // A lone stream: libssh2 waits for the window itself.
-                let room = match limit == self.window {
-                    true => buf.len(),
-                    false => (limit - ahead) as usize,
+            let free = limit == self.window || self.unpaced;
+            if free || ahead < limit {
+                // A lone stream (or one no longer paced): libssh2 waits for the window.
+                let room = if free {
+                    buf.len()
+                } else {
+                    (limit - ahead) as usize
                 };
-                return self.ch.write(&buf[..buf.len().min(room)]);
+                let n = self.ch.write(&buf[..buf.len().min(room)])?;
+                self.last_remaining = self.ch.write_window().remaining;
+                return Ok(n);
             }
             STREAM_WAITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // Let libssh2 read what arrived (a window adjustment, output) without blocking.
@@ -159,20 +180,29 @@ impl std::io::Write for Paced<'_> {
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         && self.ch.write_window().remaining > remaining => {}
+                // No adjustment for a while: a server that adjusts only once half its window
+                // is used (not OpenSSH, which does after three packets) would never send one
+                // while we hold back. Write as far as the window allows (libssh2 then waits
+                // for it, under the session's timeout, as for an unpaced stream); and unless
+                // this server has adjusted early before, stop holding this stream back.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && since.elapsed() >= PACE_PATIENCE =>
+                {
+                    self.unpaced = !self.adjusts_early;
+                    let n = self.ch.write(buf)?;
+                    self.last_remaining = self.ch.write_window().remaining;
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if since.elapsed() > self.timeout {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "the host's command read nothing more",
-                        ));
-                    }
+                    let left = PACE_PATIENCE.saturating_sub(since.elapsed());
                     let mut pfd = libc::pollfd {
                         fd: self.fd,
                         events: libc::POLLIN,
                         revents: 0,
                     };
                     // SAFETY: one valid pollfd, for the duration of the call.
-                    unsafe { libc::poll(&mut pfd, 1, 100) };
+                    unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
                 }
                 Err(e) => return Err(e),
             }
@@ -2416,8 +2446,10 @@ impl Files for ScpFiles {
             window,
             sess: &ssh.sess,
             fd: ssh.fd,
-            timeout: ssh.timeout,
             early: Vec::new(),
+            unpaced: false,
+            adjusts_early: false,
+            last_remaining: window,
             _streaming: Streaming::start(),
         };
         let sent = pump(&ssh.host, local, 0, &mut paced, CHUNK, progress, &|e| {
