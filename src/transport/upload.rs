@@ -10,7 +10,11 @@
 //! SHA-256 of that prefix computed there; where it has none (an FTP-only rule), by a sidecar
 //! `.NAME.part.sha256` that names the bundle it was started for. The sidecar is written
 //! after any older `.part` is removed and before the first byte, so it can never vouch for
-//! bytes of another bundle.
+//! bytes of another bundle; when the bundle's digest is still being computed then, it is
+//! written only by a later attempt of the same upload that resumes the `.part` it wrote.
+//!
+//! The digest may arrive after the data (see [`BundleDigest`]): every comparison with it
+//! waits for it, so nothing is renamed into place before it is known and matched.
 
 use super::digest::{BundleDigest, DigestWait};
 use super::{Connection, Streamed, TransferEvent, TransportError, VerifiedBy, local_sha256};
