@@ -49,7 +49,7 @@ pub use queue::{Claim, Lease};
 pub use runs::{HistoryRow, RunKind, RunRecord};
 pub use schema::SCHEMA_VERSION;
 pub use shipped::RuleShipped;
-pub use watch::{BundleState, WatchRow};
+pub use watch::{BundleState, ShippedFrom, WatchRow};
 
 use crate::model::events::{Event, Level, Millis, Step, StepOutcome, TargetResult};
 use crate::transport::Stream;

@@ -1225,9 +1225,14 @@ fn watch_records_walk_through_their_states_and_survive_a_reopen(b: Backend) {
     );
     assert_eq!(open[0].dispatch, Some(d));
     assert!(
-        j.watch_shipped(dir, "app-1.tgz", "ab", -1)
-            .unwrap()
-            .is_none()
+        j.watch_shipped(
+            dropship::journal::ShippedFrom::Folder(dir),
+            "app-1.tgz",
+            "ab",
+            -1
+        )
+        .unwrap()
+        .is_none()
     );
     let done = Path::new("/drop/.dropship/done/2024-01-01/app-1.tgz");
     j.watch_finish(a.id, BundleState::Done, None, done).unwrap();
@@ -1235,22 +1240,44 @@ fn watch_records_walk_through_their_states_and_survive_a_reopen(b: Backend) {
     j.watch_archived(a.id, done).unwrap();
     assert_eq!(j.watch_open(dir).unwrap().len(), 1);
     assert_eq!(j.dispatch(d).unwrap().unwrap().record.bundle_path, done);
-    let shipped = j.watch_shipped(dir, "app-1.tgz", "ab", -1).unwrap();
+    let shipped = j
+        .watch_shipped(
+            dropship::journal::ShippedFrom::Folder(dir),
+            "app-1.tgz",
+            "ab",
+            -1,
+        )
+        .unwrap();
     assert_eq!(shipped.map(|r| r.id), Some(a.id));
     assert!(
-        j.watch_shipped(dir, "app-1.tgz", "ab", a.id)
-            .unwrap()
-            .is_none()
+        j.watch_shipped(
+            dropship::journal::ShippedFrom::Folder(dir),
+            "app-1.tgz",
+            "ab",
+            a.id
+        )
+        .unwrap()
+        .is_none()
     );
     assert!(
-        j.watch_shipped(dir, "app-1.tgz", "cd", -1)
-            .unwrap()
-            .is_none()
+        j.watch_shipped(
+            dropship::journal::ShippedFrom::Folder(dir),
+            "app-1.tgz",
+            "cd",
+            -1
+        )
+        .unwrap()
+        .is_none()
     );
     assert!(
-        j.watch_shipped(Path::new("/other"), "app-1.tgz", "ab", -1)
-            .unwrap()
-            .is_none()
+        j.watch_shipped(
+            dropship::journal::ShippedFrom::Folder(Path::new("/other")),
+            "app-1.tgz",
+            "ab",
+            -1
+        )
+        .unwrap()
+        .is_none()
     );
     j.watch_vanished(second.id, "gone").unwrap();
     assert!(j.watch_open(dir).unwrap().is_empty());

@@ -38,13 +38,7 @@ fn on_another_machine(c: &mut std::process::Command, boot_id_file: &std::path::P
     // value and allocated before the fork.
     unsafe {
         c.pre_exec(move || {
-            let check = |rc: libc::c_int| {
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            };
+            let check = support::user::os_check;
             let name = "build-3";
             check(libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWNS))?;
             check(libc::sethostname(name.as_ptr().cast(), name.len()))?;

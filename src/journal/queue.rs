@@ -339,29 +339,6 @@ impl Journal {
         })
     }
 
-    /// The bundle of this rule, name and content shipped (`done`) from any folder of the
-    /// shared queue, other than `except`: the same bundle dropped twice is shipped once.
-    pub fn watch_shipped_anywhere(
-        &self,
-        rule: &str,
-        name: &str,
-        sha256: &str,
-        except: i64,
-    ) -> Result<Option<WatchRow>, JournalError> {
-        self.read(|tx, path| {
-            tx.query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM watch_bundle
-                     WHERE rule = ?1 AND name = ?2 AND sha256 = ?3 AND state = 'done' AND id != ?4
-                     ORDER BY id LIMIT 1"
-                ),
-                params![rule, name, sha256, except],
-                watch_row,
-            )
-            .ctx(path, "looking for a shipped bundle")
-        })
-    }
-
     /// Who holds bundle `id`, and how many times it was claimed: for tests and the console.
     pub fn watch_holder(&self, id: i64) -> Result<Option<(Option<String>, i64)>, JournalError> {
         self.read(|tx, path| {

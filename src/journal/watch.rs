@@ -145,6 +145,15 @@ fn one(tx: &Tx<'_>, id: i64) -> DbResult<Option<WatchRow>> {
 }
 
 /// Rows of a query over `watch_bundle`.
+/// Where [`Journal::watch_shipped`] looks.
+#[derive(Debug, Clone, Copy)]
+pub enum ShippedFrom<'a> {
+    /// One drop folder (a watcher of its own).
+    Folder(&'a Path),
+    /// Any folder of the shared queue, for this rule.
+    Rule(&'a str),
+}
+
 fn rows(tx: &Tx<'_>, sql: &str, params: &[&dyn super::db::ToValue]) -> DbResult<Vec<WatchRow>> {
     tx.query(sql, params)?.iter().map(row).collect()
 }
@@ -341,23 +350,28 @@ impl Journal {
         })
     }
 
-    /// The bundle of `dir` with this name and content that was shipped (`done`), if any,
-    /// other than `except`.
+    /// The bundle with this name and content shipped (`done`) from `from`, if any, other
+    /// than `except`: the same bundle dropped twice is shipped once.
     pub fn watch_shipped(
         &self,
-        dir: &Path,
+        from: ShippedFrom<'_>,
         name: &str,
         sha256: &str,
         except: i64,
     ) -> Result<Option<WatchRow>, JournalError> {
+        let (column, key) = match from {
+            ShippedFrom::Folder(dir) => ("dir", path_to_sql(dir)),
+            ShippedFrom::Rule(rule) => ("rule", Value::Text(rule.to_owned())),
+        };
         self.read(|conn, path| {
             conn.query_row(
                 &format!(
                     "SELECT {COLUMNS} FROM watch_bundle
-                     WHERE dir = ?1 AND name = ?2 AND sha256 = ?3 AND state = 'done' AND id != ?4
+                     WHERE {column} = ?1 AND name = ?2 AND sha256 = ?3 AND state = 'done'
+                       AND id != ?4
                      ORDER BY id LIMIT 1"
                 ),
-                params![path_to_sql(dir), name, sha256, except],
+                params![key, name, sha256, except],
                 row,
             )
             .ctx(path, "looking for a shipped bundle")
@@ -424,7 +438,9 @@ mod tests {
             j.watch_bundle(a.id).unwrap().unwrap().state,
             BundleState::Done
         );
-        let shipped = j.watch_shipped(dir, "app-1.tgz", "ab", -1).unwrap();
+        let shipped = j
+            .watch_shipped(ShippedFrom::Folder(dir), "app-1.tgz", "ab", -1)
+            .unwrap();
         assert_eq!(shipped.map(|r| r.id), Some(a.id));
     }
 }

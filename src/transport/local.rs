@@ -165,18 +165,6 @@ impl Shell for Local {
         }
     }
 
-    fn exec(
-        &mut self,
-        command: &str,
-        timeout: Duration,
-        stop: &dyn Fn() -> bool,
-        on_line: &mut dyn FnMut(Stream, &str),
-    ) -> Result<i32, TransportError> {
-        self.exec_lines(command, timeout, stop, &mut |s, text| {
-            super::lines::each_line(text).for_each(|l| on_line(s, l))
-        })
-    }
-
     fn exec_lines(
         &mut self,
         command: &str,

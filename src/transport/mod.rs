@@ -146,30 +146,31 @@ fn no_shell_only(path: &str) -> TransportError {
 
 /// Running commands on the host.
 pub trait Shell: Send {
-    /// Runs `command` with `sh -c` semantics, feeding each output line to `on_line` as it
-    /// arrives; returns the exit status. The command is killed at `timeout`
+    /// Runs `command` with `sh -c` semantics, handing its output over a read at a time:
+    /// each call to `on_lines` gets the lines of one stream that one read completed, joined
+    /// by `\n` ([`lines::Batch`]; one line is a batch too), so a flood of lines costs per
+    /// read, not per line. Returns the exit status. The command is killed at `timeout`
     /// ([`TransportError::CommandTimeout`]) or as soon as `stop` returns true
     /// ([`TransportError::Cancelled`]), on the host as well.
-    fn exec(
-        &mut self,
-        command: &str,
-        timeout: Duration,
-        stop: &dyn Fn() -> bool,
-        on_line: &mut dyn FnMut(Stream, &str),
-    ) -> Result<i32, TransportError>;
-
-    /// [`Shell::exec`], with the output handed over a read at a time: each call to
-    /// `on_lines` gets the lines of one stream that one read completed, joined by `\n`
-    /// ([`lines::Batch`]). What a command's own steps use, so a flood of lines costs per
-    /// read, not per line. By default a line at a time.
     fn exec_lines(
         &mut self,
         command: &str,
         timeout: Duration,
         stop: &dyn Fn() -> bool,
         on_lines: &mut dyn FnMut(Stream, &str),
+    ) -> Result<i32, TransportError>;
+
+    /// [`Shell::exec_lines`], a line at a time.
+    fn exec(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+        on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<i32, TransportError> {
-        self.exec(command, timeout, stop, on_lines)
+        self.exec_lines(command, timeout, stop, &mut |s, text| {
+            lines::each_line(text).for_each(|l| on_line(s, l))
+        })
     }
 
     /// SHA-256 (hex) of the first `len` bytes of `path`, or of all of it.

@@ -15,7 +15,7 @@ use crate::engine::events::now_ms;
 use crate::engine::job::{Cancel, Skip};
 use crate::engine::rollout::{self, Dispatch, Emit};
 use crate::journal::{
-    BundleState, Claim, DispatchState, JournalError, Lease, NewDispatch, WatchRow,
+    BundleState, Claim, DispatchState, JournalError, Lease, NewDispatch, ShippedFrom, WatchRow,
 };
 use crate::plan::{Plan, PlanError, Stamp};
 use std::collections::{HashMap, HashSet};
@@ -958,19 +958,14 @@ impl Service {
                 (d, skip, Some(only), true)
             }
             None => {
-                let prev = match &self.shared {
-                    None => {
-                        self.setup
-                            .journal
-                            .watch_shipped(self.dir(), &row.name, &sha, row.id)?
-                    }
-                    Some(_) => self.setup.journal.watch_shipped_anywhere(
-                        &plan.rule.name,
-                        &row.name,
-                        &sha,
-                        row.id,
-                    )?,
+                let from = match &self.shared {
+                    None => ShippedFrom::Folder(self.dir()),
+                    Some(_) => ShippedFrom::Rule(&plan.rule.name),
                 };
+                let prev = self
+                    .setup
+                    .journal
+                    .watch_shipped(from, &row.name, &sha, row.id)?;
                 if let Some(prev) = prev {
                     self.sched.finish(id);
                     let reason = format!(

@@ -424,7 +424,8 @@ fn token_of(script: &str) -> Option<String> {
 }
 
 impl Shell for FakeShell {
-    fn exec(
+    /// A line at a time: each line is a batch of its own.
+    fn exec_lines(
         &mut self,
         command: &str,
         timeout: Duration,

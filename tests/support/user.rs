@@ -306,13 +306,7 @@ pub fn as_test_user_on(c: &mut Command, hostname: &'static str) {
     // value.
     unsafe {
         c.pre_exec(move || {
-            let check = |rc: libc::c_int| {
-                if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            };
+            let check = os_check;
             check(libc::unshare(libc::CLONE_NEWUTS))?;
             check(libc::sethostname(hostname.as_ptr().cast(), hostname.len()))?;
             check(libc::setgroups(1, &gid))?;
@@ -327,5 +321,15 @@ pub fn give_to_test_user(home: &super::home::Home) {
     chown_to_user(home.root());
     for entry in fs::read_dir(home.root()).unwrap() {
         chown_to_user(&entry.unwrap().path());
+    }
+}
+
+/// A libc call's 0-or-error result as `io::Result`, for `pre_exec` closures (no allocation:
+/// async-signal-safe).
+pub fn os_check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
