@@ -21,6 +21,15 @@ fn team_home(journal: &str) -> Home {
     )
 }
 
+/// `dropship --config dispatch.cfg ARGS` in `home`, with the server's password file.
+fn pg_command(home: &Home, pg: &PgServer, args: &[&str]) -> std::process::Command {
+    let mut all = vec!["--config", "dispatch.cfg"];
+    all.extend(args);
+    let mut c = home.command(&all);
+    c.env("PGPASSFILE", &pg.pgpass);
+    c
+}
+
 /// [`team_home`] with the rule's command lines `commands` (placeholders as in a config) and
 /// the bundle `bundle`.
 fn team_home_with(journal: &str, commands: &str, bundle: &str) -> Home {
@@ -46,9 +55,7 @@ fn a_team_config_journal_line_records_dispatches_in_postgres() {
     let db = pg.new_database();
     let url = pg.url(PG_USER, &db);
     let home = team_home(&url);
-    let o = home
-        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
-        .env("PGPASSFILE", &pg.pgpass)
+    let o = pg_command(&home, &pg, &["--dispatch", "app-1.0.tgz"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -172,9 +179,7 @@ fn a_server_restart_mid_dispatch_loses_nothing() {
         "upgrade = for i in $(seq 1 40); do echo {host} line $i; sleep 0.1; done\n",
         "app-2.0.tgz",
     );
-    let child = home
-        .command(&["--config", "dispatch.cfg", "--dispatch", "app-2.0.tgz"])
-        .env("PGPASSFILE", &pg.pgpass)
+    let child = pg_command(&home, &pg, &["--dispatch", "app-2.0.tgz"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -230,9 +235,7 @@ fn tls_to_the_server_is_verified_against_sslrootcert() {
     let base = format!("postgres://{PG_USER}@127.0.0.1:{}/{db}", pg.port());
 
     let plain = team_home(&pg.url(PG_USER, &db));
-    let o = plain
-        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
-        .env("PGPASSFILE", &pg.pgpass)
+    let o = pg_command(&plain, &pg, &["--dispatch", "app-1.0.tgz"])
         .output()
         .unwrap();
     assert_eq!(
@@ -253,9 +256,7 @@ fn tls_to_the_server_is_verified_against_sslrootcert() {
         ),
     ] {
         let home = team_home(&url);
-        let o = home
-            .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
-            .env("PGPASSFILE", &pg.pgpass)
+        let o = pg_command(&home, &pg, &["--dispatch", "app-1.0.tgz"])
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{why}: {}", text(&o));
@@ -276,9 +277,7 @@ fn tls_to_the_server_is_verified_against_sslrootcert() {
     );
 
     let home = team_home(&format!("{base}?sslrootcert={}", ca.display()));
-    let o = home
-        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
-        .env("PGPASSFILE", &pg.pgpass)
+    let o = pg_command(&home, &pg, &["--dispatch", "app-1.0.tgz"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -319,9 +318,7 @@ fn a_spool_left_by_a_killed_process_is_recorded_before_a_resume() {
         ),
         "app-3.0.tgz",
     );
-    let mut child = home
-        .command(&["--config", "dispatch.cfg", "--dispatch", "app-3.0.tgz"])
-        .env("PGPASSFILE", &pg.pgpass)
+    let mut child = pg_command(&home, &pg, &["--dispatch", "app-3.0.tgz"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -417,9 +414,7 @@ fn history_from_either_machine_says_who_dispatched_from_where() {
     let theirs = format!("{}@build-3", support::user::TEST_USER);
 
     let here = team_home(&url);
-    let o = here
-        .command(&["--config", "dispatch.cfg", "--dispatch", "app-1.0.tgz"])
-        .env("PGPASSFILE", &pg.pgpass)
+    let o = pg_command(&here, &pg, &["--dispatch", "app-1.0.tgz"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -440,11 +435,7 @@ fn history_from_either_machine_says_who_dispatched_from_where() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     // The table, from each side: the newest (theirs) first, each with its BY cell.
-    let from_here = here
-        .command(&["--config", "dispatch.cfg", "--history"])
-        .env("PGPASSFILE", &pg.pgpass)
-        .output()
-        .unwrap();
+    let from_here = pg_command(&here, &pg, &["--history"]).output().unwrap();
     let from_there = as_them(&["--config", "dispatch.cfg", "--history"]);
     for o in [&from_here, &from_there] {
         assert_eq!(o.status.code(), Some(0), "{}", text(o));

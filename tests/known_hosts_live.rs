@@ -10,41 +10,19 @@ mod support;
 
 use dropship::config::HostKeyPolicy;
 use dropship::transport::TransportError;
-use dropship::transport::known_hosts::KnownHostsFiles;
 use dropship::transport::ssh::{SshParams, SshSession};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
-use support::{SshServer, TEST_USER};
+use support::SshServer;
 
 /// Connection parameters for `server` as the test user (its key), strict host keys, the
 /// user's known_hosts `dir/known_hosts`.
 fn params(server: &SshServer, dir: &Path) -> SshParams {
     SshParams {
-        host: "127.0.0.1".into(),
-        address: "127.0.0.1".into(),
-        port: server.port(),
-        login: TEST_USER.into(),
-        password: None,
         keys: vec![support::test_keys().plain.clone()],
-        key_passphrase: None,
-        certificates: Vec::new(),
         identities_only: true,
-        agent: Some(dir.join("no-agent")),
-        timeout: Duration::from_secs(10),
-        host_key: HostKeyPolicy::Strict,
-        known_hosts: KnownHostsFiles {
-            user: Some(dir.join("known_hosts")),
-            dropship: dir.join("state_known_hosts"),
-        },
-        known_hosts_also: Vec::new(),
-        host_key_name: "127.0.0.1".into(),
-        connect_timeout: Duration::from_secs(10),
         use_agent: false,
-        address_family: Default::default(),
-        refusal: None,
-        route: Default::default(),
-        keepalive: None,
+        ..server.ssh_params(dir)
     }
 }
 

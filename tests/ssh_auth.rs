@@ -5,9 +5,8 @@
 
 mod support;
 
-use dropship::config::{HostKeyPolicy, Protocol, Secret};
+use dropship::config::{Protocol, Secret};
 use dropship::transport::TransportError;
-use dropship::transport::known_hosts::KnownHostsFiles;
 use dropship::transport::ssh::{SshParams, SshSession};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -60,37 +59,10 @@ fn read_line(path: &Path) -> String {
 /// Connection parameters for `server` as the test user, trusting its host key, with no
 /// credentials.
 fn params(server: &SshServer, dir: &Path) -> SshParams {
-    let known = KnownHostsFiles {
-        user: Some(dir.join("known_hosts")),
-        dropship: dir.join("state_known_hosts"),
-    };
     if !dir.join("known_hosts").exists() {
-        server.write_known_hosts(known.user.as_ref().unwrap());
+        server.write_known_hosts(&dir.join("known_hosts"));
     }
-    SshParams {
-        host: "127.0.0.1".into(),
-        address: "127.0.0.1".into(),
-        port: server.port(),
-        login: TEST_USER.into(),
-        password: None,
-        keys: Vec::new(),
-        key_passphrase: None,
-        certificates: Vec::new(),
-        identities_only: false,
-        // A socket that does not exist: no agent unless the test starts one.
-        agent: Some(dir.join("no-agent")),
-        timeout: Duration::from_secs(10),
-        host_key: HostKeyPolicy::Strict,
-        known_hosts: known,
-        known_hosts_also: Vec::new(),
-        host_key_name: "127.0.0.1".into(),
-        connect_timeout: Duration::from_secs(10),
-        use_agent: true,
-        address_family: Default::default(),
-        refusal: None,
-        route: Default::default(),
-        keepalive: None,
-    }
+    server.ssh_params(dir)
 }
 
 fn connect_err(p: &SshParams) -> String {

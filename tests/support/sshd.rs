@@ -340,6 +340,40 @@ impl SshServer {
     }
 
     /// 127.0.0.1:port.
+    /// Connection parameters for this server as the test user, with no credentials (the
+    /// agent a socket that does not exist), strict host keys, the user's known_hosts
+    /// `dir/known_hosts` and dropship's `dir/state_known_hosts`: what the in-process SSH
+    /// tests start from and change.
+    pub fn ssh_params(&self, dir: &Path) -> dropship::transport::ssh::SshParams {
+        use std::time::Duration;
+        dropship::transport::ssh::SshParams {
+            host: "127.0.0.1".into(),
+            address: "127.0.0.1".into(),
+            port: self.port(),
+            login: super::TEST_USER.into(),
+            password: None,
+            keys: Vec::new(),
+            key_passphrase: None,
+            certificates: Vec::new(),
+            identities_only: false,
+            agent: Some(dir.join("no-agent")),
+            timeout: Duration::from_secs(10),
+            host_key: dropship::config::HostKeyPolicy::Strict,
+            known_hosts: dropship::transport::known_hosts::KnownHostsFiles {
+                user: Some(dir.join("known_hosts")),
+                dropship: dir.join("state_known_hosts"),
+            },
+            known_hosts_also: Vec::new(),
+            host_key_name: "127.0.0.1".into(),
+            connect_timeout: Duration::from_secs(10),
+            use_agent: true,
+            address_family: Default::default(),
+            refusal: None,
+            route: Default::default(),
+            keepalive: None,
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
