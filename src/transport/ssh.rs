@@ -2814,29 +2814,24 @@ mod tests {
             assert!(counting(&file), "{sh}: the background command runs");
             // Output and errors come back together, with the status; a script cannot
             // read the channel (its stdin is /dev/null).
-            writeln!(
-                stdin,
-                "echo \"it's $((6*7))\"; echo oops >&2; cat; return 3"
-            )
-            .unwrap();
-            stdin.flush().unwrap();
+            let mut ask = |script: &str| {
+                writeln!(stdin, "{script}").unwrap();
+                stdin.flush().unwrap();
+                control_answer(&mut out)
+            };
             assert_eq!(
-                control_answer(&mut out),
+                ask("echo \"it's $((6*7))\"; echo oops >&2; cat; return 3"),
                 (3, "it's 42\noops\n".to_owned()),
                 "{sh}"
             );
             // Output that looks like an answer's end does not end it.
-            writeln!(stdin, "echo dropship-done 0; return 5").unwrap();
-            stdin.flush().unwrap();
             assert_eq!(
-                control_answer(&mut out),
+                ask("echo dropship-done 0; return 5"),
                 (5, "dropship-done 0\n".to_owned()),
                 "{sh}"
             );
-            writeln!(stdin, "printf 'no newline'").unwrap();
-            stdin.flush().unwrap();
             assert_eq!(
-                control_answer(&mut out),
+                ask("printf 'no newline'"),
                 (0, "no newline".to_owned()),
                 "{sh}"
             );
