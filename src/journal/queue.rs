@@ -23,7 +23,7 @@
 use super::codec::path_to_sql;
 use super::db::{Dialect, Tx, params};
 use super::error::{Context, JournalError};
-use super::watch::{COLUMNS, row as watch_row};
+use super::watch::{COLUMNS, row as watch_row, set_staged_path};
 use super::write::Durability;
 use super::{Journal, WatchRow};
 use std::path::Path;
@@ -145,12 +145,7 @@ impl Journal {
                 )
                 .ctx(path, op)?
                 .expect("INSERT … RETURNING returns the row");
-            let staged = queue_dir.join(format!("{id}-{name}"));
-            tx.execute(
-                "UPDATE watch_bundle SET staged_path = ?2 WHERE id = ?1",
-                params![id, path_to_sql(&staged)],
-            )
-            .ctx(path, op)?;
+            set_staged_path(tx, queue_dir, id, name).ctx(path, op)?;
             Ok(Some(id))
         })?;
         match taken {

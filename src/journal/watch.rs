@@ -136,6 +136,17 @@ pub(super) fn row(r: &Row) -> DbResult<WatchRow> {
     })
 }
 
+/// Names the staged file of the new row `id` after its id (`ID-NAME` in `queue_dir`), so
+/// two bundles of the same name never share one.
+pub(super) fn set_staged_path(tx: &Tx<'_>, queue_dir: &Path, id: i64, name: &str) -> DbResult<()> {
+    let staged = queue_dir.join(format!("{id}-{name}"));
+    tx.execute(
+        "UPDATE watch_bundle SET staged_path = ?2 WHERE id = ?1",
+        params![id, path_to_sql(&staged)],
+    )
+    .map(drop)
+}
+
 fn one(tx: &Tx<'_>, id: i64) -> DbResult<Option<WatchRow>> {
     tx.query_row(
         &format!("SELECT {COLUMNS} FROM watch_bundle WHERE id = ?1"),
@@ -194,12 +205,7 @@ impl Journal {
                     )
                     .ctx(path, op)?
                     .expect("INSERT … RETURNING returns the row");
-                let staged = queue_dir.join(format!("{id}-{name}"));
-                tx.execute(
-                    "UPDATE watch_bundle SET staged_path = ?2 WHERE id = ?1",
-                    params![id, path_to_sql(&staged)],
-                )
-                .ctx(path, op)?;
+                set_staged_path(tx, queue_dir, id, name).ctx(path, op)?;
                 one(tx, id)
                     .ctx(path, op)?
                     .ok_or_else(|| JournalError::Corrupt {
